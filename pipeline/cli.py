@@ -1,0 +1,202 @@
+"""`vad`: train, score, inspect, sample and encode from the command line.
+
+Every failure the user can fix prints one line, `error: …`, and exits with status 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import PipelineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring.")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.command()
+def train(
+    source: Annotated[str, typer.Argument(help="Training data: a file, glob or folder (CSV, Parquet, NDJSON, Arrow).")],
+    config: Annotated[Optional[Path], typer.Option(help="TOML config with [data], [model], [train], [threshold].")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name (folder under --out).")] = None,
+    out: Annotated[Path, typer.Option(help="Root folder of exported models.")] = Path("exported"),
+    mode: Annotated[Optional[str], typer.Option(help="tabular or sensor.")] = None,
+    features: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: inferred).")] = None,
+    id_columns: Annotated[Optional[str], typer.Option(help="Comma-separated key columns passed to the output.")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Label column (never a feature).")] = None,
+    time_column: Annotated[Optional[str], typer.Option(help="Time column (sensor mode).")] = None,
+    entity_column: Annotated[Optional[str], typer.Option(help="Entity column; windows never cross entities.")] = None,
+    window: Annotated[Optional[int], typer.Option(help="Window length in time steps (sensor mode).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Training window stride.")] = None,
+    missing: Annotated[Optional[str], typer.Option(help="error or impute (training median).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    latent: Annotated[Optional[int], typer.Option(help="Latent size (default scales with inputs).")] = None,
+    hidden: Annotated[Optional[str], typer.Option(help="Hidden sizes, e.g. 64,32.")] = None,
+    likelihood: Annotated[Optional[str], typer.Option(help="fixed, gaussian or bernoulli.")] = None,
+    beta: Annotated[Optional[float], typer.Option(help="KL weight after warm-up.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    threshold: Annotated[Optional[str], typer.Option(help="quantile, contamination, pot or best-f1.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Train a VAE and export it as a new version (ONNX graphs + manifest)."""
+    from pipeline.config import load_config
+    from pipeline.fit import fit_model
+
+    window_spec = {k: v for k, v in {"length": window, "stride": stride}.items() if v is not None}
+    cfg = load_config(
+        config, name=name,
+        data={"mode": mode, "features": _split(features), "id_columns": _split(id_columns),
+              "label_column": label_column, "time_column": time_column, "entity_column": entity_column,
+              "missing": missing, **({"window": window_spec} if window_spec else {})},
+        model={"latent": latent, "hidden": [int(h) for h in _split(hidden)] if hidden else None,
+               "likelihood": likelihood},
+        train={"epochs": epochs, "beta": beta, "seed": seed, "device": device, "progress": progress},
+        threshold={"method": threshold},
+    )
+    outcome = fit_model(source, cfg, out)
+    result = outcome.calibrated.result
+    console.print(f"trained [bold]{cfg.name}[/] on {len(outcome.data.x):,} rows × {outcome.data.x.shape[1]} inputs "
+                  f"({result.device}); best epoch {result.best_epoch} of {len(result.history)}, "
+                  f"validation −ELBO {result.best_validation:.3f}")
+    console.print(f"threshold {outcome.calibrated.threshold.value:.4f} ({outcome.calibrated.threshold.method})")
+    console.print(f"exported to [bold]{outcome.version_dir}[/]")
+
+
+@app.command()
+def score(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (uses its latest).")],
+    source: Annotated[str, typer.Argument(help="Data to score: a file, glob or folder.")],
+    output: Annotated[Optional[Path], typer.Option(help="Output Parquet file.")] = None,
+    estimator: Annotated[str, typer.Option(help="elbo (deterministic), mc or iwae.")] = "elbo",
+    samples: Annotated[int, typer.Option(help="Samples for mc / iwae.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed for mc / iwae.")] = 0,
+    threshold: Annotated[Optional[float], typer.Option(help="Override the model's threshold.")] = None,
+    provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
+    top_k: Annotated[int, typer.Option(help="Contributing features per row.")] = 3,
+    chunk_rows: Annotated[int, typer.Option(help="Rows read per chunk (tabular).")] = 65536,
+    show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,
+) -> None:
+    """Score data with the ONNX scorer and write scores, flags and top contributing features."""
+    from pipeline.runtime import Scorer, score_files
+
+    scorer = Scorer.load(model, provider=provider)  # type: ignore[arg-type]
+    output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
+    report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,  # type: ignore[arg-type]
+                         samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)
+    print_score_report(report, scorer.session("scorer").get_providers()[0])
+
+
+def print_score_report(report, provider: str) -> None:  # noqa: ANN001
+    """The summary a person reads after scoring: counts, repairs, top rows, output path."""
+    console.print(f"scored {report.rows:,} rows from {len(report.files)} file(s) on {provider}; "
+                  f"{report.anomalies:,} above threshold {report.threshold:.4f}")
+    if report.inputs.imputed or report.inputs.unseen_categories:
+        console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
+    if report.top:
+        table = Table(title="top anomalies (higher score = more anomalous)")
+        keys = [k for k in report.top[0] if k not in ("score", "is_anomaly") and not k.startswith("top")]
+        for column in [*keys, "score", "top features (share of excess −log p)"]:
+            table.add_column(column)
+        for row in report.top:
+            ranked = [(row[k], row[k.replace("feature", "share")]) for k in row if k.endswith("_feature")]
+            explained = ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)
+            table.add_row(*[str(row[k]) for k in keys], f"{row['score']:.2f}", explained)
+        console.print(table)
+    console.print(f"scores written to [bold]{report.output}[/]")
+
+
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
+) -> None:
+    """Show a model's manifest, schema, threshold and the available providers."""
+    import onnxruntime as ort
+
+    from pipeline.manifest import read_manifest, resolve_model_dir
+
+    folder = resolve_model_dir(model)
+    manifest = read_manifest(folder)
+    if as_json:
+        console.print_json(json.dumps(manifest.model_dump(mode="json")))
+        return
+    table = Table(title=f"{manifest.name} v{manifest.version}  ({folder})", show_header=False)
+    facts = {
+        "created": manifest.created_at, "mode": manifest.feature_schema.mode,
+        "features": ", ".join(c.name for c in manifest.feature_schema.columns),
+        "keys": ", ".join(manifest.feature_schema.key_columns) or "-",
+        "window": manifest.feature_schema.window.model_dump_json() if manifest.feature_schema.window else "-",
+        "missing values": manifest.feature_schema.missing, "inputs": str(len(manifest.input_names)),
+        "model": json.dumps(manifest.model), "score": manifest.score_definition,
+        "threshold": f"{manifest.threshold.value:.4f} ({manifest.threshold.method} {manifest.threshold.parameters})",
+        "training data": json.dumps(manifest.training_data.get("sha256", ""))[:20] + f"… {manifest.training_data.get('rows')} rows",
+        "validation": json.dumps(manifest.validation), "opset": str(manifest.opset),
+        "files": ", ".join(manifest.files), "versions": json.dumps(manifest.library_versions),
+        "providers": ", ".join(ort.get_available_providers()),
+    }
+    for key, value in facts.items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+@app.command()
+def sample(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
+    n: Annotated[int, typer.Option("-n", help="Rows to generate.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    output: Annotated[Optional[Path], typer.Option(help="Write to a .parquet/.csv/.ndjson file.")] = None,
+) -> None:
+    """Generate synthetic normal rows from the decoder with z ~ N(0, I)."""
+    from pipeline.ingest import write_frame
+    from pipeline.runtime import Scorer
+
+    frame = Scorer.load(model).sample(n, seed)
+    console.print(f"wrote {write_frame(frame, output)}" if output else frame)
+
+
+@app.command()
+def encode(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
+    source: Annotated[str, typer.Argument(help="Data to embed: a file, glob or folder.")],
+    output: Annotated[Optional[Path], typer.Option(help="Write to a .parquet/.csv/.ndjson file.")] = None,
+) -> None:
+    """Latent vectors (the encoder's means) for each row."""
+    import polars as pl
+
+    from pipeline.ingest import read_file, resolve_sources, write_frame
+    from pipeline.runtime import Scorer
+
+    scorer = Scorer.load(model)
+    frames = [scorer.encode(read_file(f, scorer.schema.source_columns)) for f in resolve_sources(source)]
+    frame = pl.concat(frames)
+    console.print(f"wrote {write_frame(frame, output)}" if output else frame)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        app(args=argv, standalone_mode=True)
+    except PipelineError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Validated configuration: what the user asks for, before any data is seen.
+
+Defaults were chosen from measurements on ../shared/data (see README, "Defaults")."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import PipelineError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WindowSpec(_Strict):
+    """Sliding windows over each entity's time series.
+
+    Every time step is scored by `rule`: `end` (causal, the only rule so far) takes the
+    window that ends at the step. The first `length - 1` steps of an entity are scored on a window padded with its first row."""
+
+    length: int = Field(10, ge=1)
+    stride: int = Field(1, ge=1)
+    rule: Literal["end"] = "end"
+
+
+class DataConfig(_Strict):
+    """Which columns are features, keys and labels, and how bad values are handled."""
+
+    mode: Literal["tabular", "sensor"] = "tabular"
+    features: list[str] | None = None  # None: every numeric (and, in tabular mode, string) column left
+    id_columns: list[str] = []  # passed through to the output, never features
+    label_column: str | None = None  # kept for evaluation, never a feature
+    time_column: str | None = None
+    entity_column: str | None = None  # sensor mode: windows never cross entities
+    window: WindowSpec = WindowSpec()
+    missing: Literal["error", "impute"] = "error"  # impute: training median, counts reported
+    separator: str | None = None  # CSV separator; None sniffs it from the header
+    max_categories: int = Field(50, ge=2)  # string columns with more distinct values are skipped
+
+    @model_validator(mode="after")
+    def _sensor_needs_time(self) -> "DataConfig":
+        if self.mode == "sensor" and not self.time_column:
+            raise ValueError("sensor mode needs `time_column`")
+        return self
+
+
+class ModelConfig(_Strict):
+    """MLP VAE shape and likelihood. `None` sizes scale with the number of inputs."""
+
+    hidden: list[int] | None = None  # default: [clip(2d, 16, 128), clip(d, 8, 64)]
+    latent: int | None = Field(None, ge=1)  # default: clip(d // 4, 2, 16)
+    likelihood: Literal["fixed", "gaussian", "bernoulli"] = "fixed"
+    # robust: (x - median) / (IQR / 1.349); contaminated training data inflates a plain std.
+    scaling: Literal["robust", "standard"] = "robust"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Strict):
+    """Optimisation, early stopping and reproducibility."""
+
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    beta: float = Field(1.0, ge=0)  # weight of the KL term at the end of warm-up
+    warmup_epochs: int = Field(10, ge=0)  # KL weight rises linearly from 0 to beta
+    clip_inputs: float = Field(10.0, gt=0)  # scaled training inputs are clipped to ±this
+    patience: int = Field(10, ge=1)  # epochs without validation improvement before stopping
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_rows: int | None = Field(None, ge=100)  # sample at most this many training rows
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = False  # bf16 autocast, CUDA only
+    progress: bool = True
+
+
+class ThresholdConfig(_Strict):
+    """How the alarm threshold is fitted on validation scores (higher score = more anomalous)."""
+
+    method: Literal["quantile", "contamination", "pot", "best-f1"] = "quantile"
+    quantile: float = Field(0.99, gt=0, lt=1)
+    contamination: float = Field(0.01, gt=0, lt=0.5)
+    pot_initial_quantile: float = Field(0.98, gt=0.5, lt=1)
+    pot_risk: float = Field(1e-3, gt=0, lt=0.5)  # target false-alarm rate
+
+
+class PipelineConfig(_Strict):
+    """Everything `vad train` needs, loadable from a TOML file."""
+
+    name: str = Field("model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
+
+
+def load_config(path: str | Path | None = None, **overrides: dict) -> PipelineConfig:
+    """Read a TOML config (sections data, model, train, threshold) and apply overrides."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise PipelineError(f"config file '{path}' cannot be read: {exc}") from exc
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+        elif values is not None:
+            raw[section] = values
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise PipelineError(f"config `{field}` is invalid: {first['msg']} (got {first.get('input')!r}).") from exc

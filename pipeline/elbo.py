@@ -1,0 +1,48 @@
+"""ELBO maths as pure torch functions, shared by training and the exported ONNX graphs.
+
+All terms are negative log densities, so higher = more anomalous. The runtime never
+re-implements them: it runs the graphs that were traced from these functions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Per-element −log N(x; mean, exp(logvar))."""
+    return 0.5 * (LOG_2PI + logvar + (x - mean).square() * torch.exp(-logvar))
+
+
+def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per-element −log Bernoulli(x; sigmoid(logits)), stable for large logits."""
+    return F.softplus(logits) - x * logits
+
+
+def feature_nll(
+    x: torch.Tensor, decoded: torch.Tensor, logvar: torch.Tensor, bernoulli_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Per-feature reconstruction term: Bernoulli where the mask is set, Gaussian elsewhere."""
+    gauss = gaussian_nll(x, decoded, logvar)
+    if bernoulli_mask is None:
+        return gauss
+    return torch.where(bernoulli_mask, bernoulli_nll(x, decoded), gauss)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) ‖ N(0, I)) per row, in closed form."""
+    return 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, exp(logvar)) summed over the last axis."""
+    return -gaussian_nll(z, mu, logvar).sum(-1)
+
+
+def standard_log_normal(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last axis."""
+    return -0.5 * (LOG_2PI + z.square()).sum(-1)

@@ -1,0 +1,200 @@
+"""Export a trained VAE to ONNX: encoder, decoder, a fused scorer and a sampled scorer.
+
+The version is built in a temporary folder, checked (onnx.checker, shape inference, parity
+with PyTorch) and only then renamed into place; `latest` is moved last. Versions are
+never overwritten."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from pipeline.errors import ExportParityError, PipelineError
+from pipeline.graphs import GRAPH_IO, build_graphs
+from pipeline.manifest import LATEST, Manifest, ScalerSpec, write_manifest
+from pipeline.model import VAE
+from pipeline.schema import FeatureSchema
+from pipeline.threshold import Threshold
+from pipeline.train import Scaler, TrainResult
+
+OPSET = 20
+PARITY_TOLERANCE = 1e-5
+
+
+def _example_inputs(name: str, vae: VAE) -> tuple[torch.Tensor, ...]:
+    n, latent = vae.shape.n_inputs, vae.shape.latent
+    if name == "decoder":
+        return (torch.zeros(3, latent),)
+    if name == "scorer_sampled":
+        return torch.zeros(3, n), torch.zeros(3, 2, latent)
+    return (torch.zeros(3, n),)
+
+
+def _export_graph(module: nn.Module, name: str, vae: VAE, path: Path, metadata_props: dict[str, str]) -> None:
+    """Export with a dynamic batch axis (and sample axis), weights inside the one file."""
+    batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples")
+    shapes = ({0: batch}, {0: batch, 1: samples}) if name == "scorer_sampled" else ({0: batch},)
+    inputs, outputs = GRAPH_IO[name]
+    module.eval()
+    # The exporter warns once per run about torchvision ops it cannot register: not ours.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # external_data=False: these models are small, and one self-contained file per graph is
+    # simpler to checksum, ship and embed than a .onnx plus a side .onnx.data file.
+    with warnings.catch_warnings():  # the exporter's own deprecation chatter, not actionable here
+        warnings.simplefilter("ignore", (FutureWarning, UserWarning, DeprecationWarning))
+        torch.onnx.export(
+            module, _example_inputs(name, vae), str(path), dynamo=True, opset_version=OPSET,
+            input_names=inputs, output_names=outputs, dynamic_shapes=shapes, external_data=False, verbose=False,
+        )
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata_props.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = metadata_props.get("description", "")
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(onnx.shape_inference.infer_shapes(proto, strict_mode=True), str(path))
+
+
+def check_parity(folder: Path, vae: VAE, scaler: Scaler, probe_raw: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Run every graph in onnxruntime and in PyTorch on a probe batch; fail above tolerance.
+
+    Error per output is max|onnx − torch| / max(max|torch|, 1e-6) (max-norm relative)."""
+    rng = np.random.default_rng(seed)
+    probe_raw = probe_raw.astype(np.float32)
+    probe_scaled = scaler.transform(probe_raw)
+    feeds = {
+        "encoder": (probe_scaled,),
+        "decoder": (rng.standard_normal((len(probe_raw), vae.shape.latent)).astype(np.float32),),
+        "scorer": (probe_raw,),
+        "scorer_sampled": (probe_raw, rng.standard_normal((len(probe_raw), 4, vae.shape.latent)).astype(np.float32)),
+    }
+    errors: dict[str, float] = {}
+    modules = build_graphs(vae.cpu(), scaler)
+    for name, args in feeds.items():
+        session = ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        got = session.run(None, dict(zip(GRAPH_IO[name][0], args)))
+        with torch.no_grad():
+            want = [t.numpy() for t in modules[name](*(torch.from_numpy(a) for a in args))]
+        for out_name, g, w in zip(GRAPH_IO[name][1], got, want):
+            err = float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-6))
+            errors[f"{name}.{out_name}"] = err
+            if not err <= PARITY_TOLERANCE:
+                raise ExportParityError(
+                    f"ONNX output '{name}.{out_name}' differs from PyTorch by {err:.2e} relative "
+                    f"(tolerance {PARITY_TOLERANCE:.0e}); the export was discarded."
+                )
+    return errors
+
+
+def library_versions() -> dict[str, str]:
+    names = ["torch", "onnx", "onnxruntime", "onnxruntime-gpu", "polars", "numpy", "vae-pipeline"]
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def export_model(
+    result: TrainResult,
+    schema: FeatureSchema,
+    threshold: Threshold,
+    *,
+    name: str,
+    root: str | Path,
+    probe_raw: np.ndarray,
+    feature_baseline: np.ndarray,
+    training: dict,
+    training_data: dict,
+    validation: dict,
+) -> Path:
+    """Write a new immutable version of `name` under `root` and point `latest` at it.
+
+    Returns the version folder."""
+    model_root = Path(root) / name
+    model_root.mkdir(parents=True, exist_ok=True)
+    vae = result.model.cpu().eval()
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
+    staging.chmod(0o755)  # mkdtemp makes it private; a published version is readable by all
+    try:
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        props = {
+            "model_name": name, "created_at": created, "score_direction": "higher is more anomalous",
+            "threshold": repr(threshold.value), "threshold_method": threshold.method,
+            "input_names": json.dumps(schema.input_names), "scaler_in_graph": "scorer, scorer_sampled",
+            "description": "VAE anomaly detector; see manifest.json beside this file",
+        }
+        for graph_name, module in build_graphs(vae, result.scaler).items():
+            _export_graph(module, graph_name, vae, staging / f"{graph_name}.onnx", {**props, "graph": graph_name})
+        parity = check_parity(staging, vae, result.scaler, probe_raw)
+        _save_checkpoint(staging / "checkpoint.pt", result, training)
+        (staging / "history.json").write_text(json.dumps(result.history, indent=1) + "\n")
+        manifest = Manifest(
+            name=name, version="pending", created_at=created, feature_schema=schema,
+            input_names=schema.input_names,
+            scaler=ScalerSpec(mean=result.scaler.mean.tolist(), scale=result.scaler.scale.tolist()),
+            model=vae.shape.to_dict(), training=training, threshold=threshold,
+            feature_baseline=[float(v) for v in feature_baseline], training_data=training_data,
+            validation={**validation, "parity_max_relative_error": max(parity.values())},
+            library_versions=library_versions(), opset=OPSET,
+            graphs={k: {"inputs": i, "outputs": o} for k, (i, o) in GRAPH_IO.items()},
+        )
+        return _publish(staging, model_root, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _publish(staging: Path, model_root: Path, manifest: Manifest) -> Path:
+    """Rename the staged folder to the next free version number, then move `latest`."""
+    for _ in range(100):
+        taken = [int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()]
+        version = str(max(taken, default=0) + 1)
+        manifest.version = version
+        write_manifest(staging, manifest)
+        try:
+            os.rename(staging, model_root / version)  # fails if another export took the number
+        except OSError:
+            continue
+        pointer = model_root / f".{LATEST}.tmp"
+        pointer.write_text(version + "\n")
+        os.replace(pointer, model_root / LATEST)
+        return model_root / version
+    raise PipelineError(f"could not claim a version number under '{model_root}'.")
+
+
+def _save_checkpoint(path: Path, result: TrainResult, training: dict) -> None:
+    """Tensors and plain values only, so it loads with torch.load(weights_only=True)."""
+    torch.save({
+        "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+        "shape": result.model.shape.to_dict(),
+        "scaler_mean": torch.from_numpy(result.scaler.mean), "scaler_scale": torch.from_numpy(result.scaler.scale),
+        "training": json.loads(json.dumps(training)),
+    }, path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[VAE, Scaler]:
+    """Rebuild a model for retraining or inspection from `checkpoint.pt` (no arbitrary code)."""
+    from pipeline.model import VAEShape
+
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    shape = data["shape"]
+    vae = VAE(VAEShape(**{**shape, "hidden": tuple(shape["hidden"])}), data["state_dict"]["bernoulli_mask"])
+    vae.load_state_dict(data["state_dict"])
+    return vae.eval(), Scaler(data["scaler_mean"].numpy(), data["scaler_scale"].numpy())

@@ -1,0 +1,142 @@
+"""From files to an exported model version: the training job behind `vad train`.
+
+files → validated frame → feature rows (windows in sensor mode) → split → trained VAE →
+validation scores → threshold → ONNX files + manifest."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline import ingest
+from pipeline.config import PipelineConfig, ThresholdConfig
+from pipeline.errors import DataError
+from pipeline.export import export_model
+from pipeline.graphs import score_with_torch
+from pipeline.schema import FeatureSchema, coerce, entity_bounds, learn_schema, make_windows, sort_for_windows, to_matrix
+from pipeline.threshold import Threshold, fit_threshold
+from pipeline.train import TrainResult, train_vae
+
+
+@dataclass
+class TrainingSet:
+    """Model inputs with their validation mask and optional labels (one per input row)."""
+
+    x: np.ndarray
+    is_validation: np.ndarray
+    labels: np.ndarray | None
+    schema: FeatureSchema
+    files: list[Path]
+    imputed: dict[str, int]
+
+
+@dataclass
+class Calibrated:
+    """A trained model with its validation scores, threshold and per-input baseline."""
+
+    result: TrainResult
+    threshold: Threshold
+    validation_scores: np.ndarray
+    feature_baseline: np.ndarray
+
+
+@dataclass
+class FitOutcome:
+    """What `fit_model` produced and where it went."""
+
+    version_dir: Path
+    calibrated: Calibrated
+    data: TrainingSet
+
+
+def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet:
+    """Read every file, learn the schema, and build the input rows and the validation split."""
+    data_cfg = config.data
+    files = ingest.resolve_sources(source)
+    raw = [ingest.read_file(f, separator=data_cfg.separator) for f in files]
+    first = learn_schema(raw[0], data_cfg, str(files[0]))
+    names = [c.name for c in first.columns]
+    coerced = []
+    for file, frame in zip(files, raw):
+        part = coerce(frame, first, str(file))
+        if data_cfg.label_column:
+            if data_cfg.label_column not in frame.columns:
+                raise DataError(f"label column '{data_cfg.label_column}' is missing (file '{file}').")
+            part = part.with_columns(frame[data_cfg.label_column].cast(pl.Float64).alias("__label__"))
+        coerced.append(part)
+    frame = pl.concat(coerced, how="vertical_relaxed")
+    schema = learn_schema(frame, data_cfg.model_copy(update={"features": names, "label_column": None}), None)
+    if schema.mode == "sensor":
+        frame = sort_for_windows(frame, schema)
+    matrix, report = to_matrix(frame, schema, str(files[0]) if len(files) == 1 else None)
+    labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
+    rng = np.random.default_rng(config.train.seed)
+    if schema.mode == "sensor" and schema.window and schema.window.length > 1:
+        bounds = entity_bounds(frame, schema)
+        matrix, ends = make_windows(matrix, bounds, schema.window, pad=False)
+        labels = labels[ends] if labels is not None else None
+        is_validation = _tail_of_each_entity(ends, bounds, config.train.validation_fraction)
+    else:
+        is_validation = rng.random(len(matrix)) < config.train.validation_fraction
+    if config.train.max_rows and len(matrix) > config.train.max_rows:
+        keep = np.sort(rng.choice(len(matrix), config.train.max_rows, replace=False))
+        matrix, is_validation = matrix[keep], is_validation[keep]
+        labels = labels[keep] if labels is not None else None
+    if is_validation.all() or not is_validation.any():
+        is_validation = np.zeros(len(matrix), bool)
+        is_validation[-max(1, len(matrix) // 10):] = True
+    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed))
+
+
+def _tail_of_each_entity(ends: np.ndarray, bounds: list[tuple[int, int]], fraction: float) -> np.ndarray:
+    """Validation = the latest `fraction` of each entity's windows (no look-ahead leakage)."""
+    mask = np.zeros(len(ends), bool)
+    for start, stop in bounds:
+        idx = np.flatnonzero((ends >= start) & (ends < stop))
+        if len(idx) > 1:
+            mask[idx[-max(1, int(round(len(idx) * fraction))):]] = True
+    return mask
+
+
+def train_and_calibrate(
+    x: np.ndarray, is_validation: np.ndarray, config: PipelineConfig,
+    labels: np.ndarray | None = None, threshold_config: ThresholdConfig | None = None,
+) -> Calibrated:
+    """Train on the training rows; fit the threshold and the contribution baseline on the
+    validation rows, scored exactly as the exported scorer scores them."""
+    result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
+    scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
+    val_labels = labels[is_validation] if labels is not None else None
+    threshold = fit_threshold(scores, threshold_config or config.threshold, val_labels)
+    return Calibrated(result, threshold, scores, nll.mean(axis=0))
+
+
+def fingerprint(x: np.ndarray, names: list[str]) -> dict:
+    """Rows and a sha256 of the exact training inputs, to tell later which data made a model."""
+    digest = hashlib.sha256("\x1f".join(names).encode())
+    digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    return {"rows": int(len(x)), "inputs": int(x.shape[1]), "sha256": digest.hexdigest()}
+
+
+def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "exported") -> FitOutcome:
+    """Train on `source` and export a new version of `config.name` under `root`."""
+    data = load_training_set(source, config)
+    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels)
+    result = calibrated.result
+    scores = calibrated.validation_scores
+    probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
+    version_dir = export_model(
+        result, data.schema, calibrated.threshold, name=config.name, root=root, probe_raw=probe,
+        feature_baseline=calibrated.feature_baseline,
+        training={**config.model_dump(mode="json"), "best_epoch": result.best_epoch,
+                  "epochs_run": len(result.history), "device": result.device},
+        training_data={**fingerprint(data.x, data.schema.input_names), "files": [str(f) for f in data.files],
+                       "imputed": data.imputed},
+        validation={"rows": int(data.is_validation.sum()), "neg_elbo": result.best_validation,
+                    "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)}},
+    )
+    return FitOutcome(version_dir, calibrated, data)

@@ -1,0 +1,157 @@
+"""Reading tabular and sensor files with polars: one file, a glob or a folder.
+
+Files are read one at a time so that every error can name the file it came from."""
+
+from __future__ import annotations
+
+import csv
+import glob
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.errors import DataError
+
+FORMATS: dict[str, str] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".arrow": "ipc",
+    ".ipc": "ipc",
+    ".feather": "ipc",
+}
+
+
+def file_format(path: Path) -> str:
+    """Return the reader name for a path, or fail naming the suffixes we read."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(FORMATS))
+        raise DataError(
+            f"file '{path}' has an unsupported format '{path.suffix or '(no suffix)'}'; "
+            f"expected one of {known}."
+        )
+    return fmt
+
+
+def resolve_sources(source: str | Path) -> list[Path]:
+    """Expand a file, folder or glob into a sorted list of readable files.
+
+    A folder contributes its direct children with a known suffix; hidden files and
+    temporary files (leading '.' or '_') are skipped so half-written files are never read."""
+    path = Path(source)
+    if path.is_file():
+        file_format(path)
+        return [path]
+    if path.is_dir():
+        files = sorted(
+            p for p in path.iterdir()
+            if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith((".", "_"))
+        )
+        if not files:
+            raise DataError(f"folder '{path}' holds no file of a known format ({', '.join(sorted(FORMATS))}).")
+        return files
+    matches = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
+    if not matches:
+        if not any(ch in str(source) for ch in "*?["):
+            raise DataError(f"file '{source}' does not exist.")
+        raise DataError(f"glob '{source}' matched no file.")
+    for match in matches:
+        file_format(match)
+    return matches
+
+
+def sniff_separator(path: Path) -> str:
+    """Guess a CSV separator from the header line (',', ';', tab or '|')."""
+    with path.open("rb") as handle:
+        head = handle.readline(65536).decode("utf-8", errors="replace")
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    try:
+        return csv.Sniffer().sniff(head, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def scan_file(path: Path, separator: str | None = None) -> pl.LazyFrame:
+    """Lazily scan one file so that later selects read only the needed columns."""
+    fmt = file_format(path)
+    if fmt == "csv":
+        return pl.scan_csv(path, separator=separator or sniff_separator(path), try_parse_dates=True)
+    if fmt == "parquet":
+        return pl.scan_parquet(path)
+    if fmt == "ndjson":
+        return pl.scan_ndjson(path)
+    return pl.scan_ipc(path)
+
+
+def file_columns(path: Path, separator: str | None = None) -> dict[str, pl.DataType]:
+    """The column names and dtypes of a file, read from its header or footer only."""
+    return dict(_guard(path, lambda: scan_file(path, separator).collect_schema()))
+
+
+def read_file(path: Path, columns: list[str] | None = None, separator: str | None = None) -> pl.DataFrame:
+    """Read one file (only `columns` when given); an empty file is an error."""
+    lazy = scan_file(path, separator)
+    frame = _guard(path, lambda: (lazy.select(columns) if columns is not None else lazy).collect())
+    if frame.height == 0:
+        raise DataError(f"file '{path}' has no data rows.")
+    return frame
+
+
+def iter_file_batches(
+    path: Path, columns: list[str], batch_rows: int, separator: str | None = None
+) -> Iterator[pl.DataFrame]:
+    """Stream one file in batches of about `batch_rows` rows with bounded memory."""
+    lazy = scan_file(path, separator).select(columns)
+    batches = _guard(path, lambda: lazy.collect_batches(chunk_size=batch_rows))
+    empty = True
+    while True:
+        batch = _guard(path, lambda: next(batches, None))
+        if batch is None:
+            break
+        if batch.height:
+            empty = False
+            yield batch
+    if empty:
+        raise DataError(f"file '{path}' has no data rows.")
+
+
+def _guard(path: Path, action):  # noqa: ANN001, ANN202 - tiny wrapper
+    """Run a polars call and turn its failures into one DataError naming the file."""
+    try:
+        return action()
+    except DataError:
+        raise
+    except pl.exceptions.ColumnNotFoundError as exc:
+        raise DataError(f"file '{path}' lacks column {_first_line(exc)}.") from exc
+    except pl.exceptions.NoDataError as exc:
+        raise DataError(f"file '{path}' is empty.") from exc
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read file '{path}' as {file_format(path)}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def write_frame(frame: pl.DataFrame, path: str | Path) -> Path:
+    """Write a frame as Parquet, CSV or NDJSON (by suffix) atomically: temp file, then rename."""
+    path = Path(path)
+    fmt = file_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        writer = {"parquet": frame.write_parquet, "csv": frame.write_csv,
+                  "ndjson": frame.write_ndjson, "ipc": frame.write_ipc}[fmt]
+        writer(temporary)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path

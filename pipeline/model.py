@@ -1,0 +1,92 @@
+"""The MLP variational autoencoder (PyTorch). Encode, reparameterise and decode stay apart,
+and the likelihood maths lives in `pipeline.elbo`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from pipeline import elbo
+
+
+@dataclass(frozen=True)
+class VAEShape:
+    """Everything needed to rebuild the network (stored in checkpoint and manifest)."""
+
+    n_inputs: int
+    hidden: tuple[int, ...]
+    latent: int
+    likelihood: str  # fixed | gaussian | bernoulli
+    dropout: float = 0.0
+
+    @classmethod
+    def for_inputs(cls, n_inputs: int, hidden: list[int] | None, latent: int | None, likelihood: str,
+                   dropout: float) -> "VAEShape":
+        """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent d/4 clipped."""
+        if hidden is None:
+            hidden = [min(128, max(16, 2 * n_inputs)), min(64, max(8, n_inputs))]
+        if latent is None:
+            latent = min(16, max(2, n_inputs // 4))
+        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    """Gaussian encoder q(z|x) and a decoder p(x|z) that is Gaussian (fixed or learned
+    per-feature variance) and Bernoulli on the features flagged in `bernoulli_mask`."""
+
+    def __init__(self, shape: VAEShape, bernoulli_mask: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.shape = shape
+        self.encoder = _mlp([shape.n_inputs, *shape.hidden, 2 * shape.latent], shape.dropout)
+        self.decoder = _mlp([shape.latent, *reversed(shape.hidden), shape.n_inputs], shape.dropout)
+        # Learned per-feature log-variance; stays at 0 (unit variance, i.e. MSE) when fixed.
+        self.decoder_logvar = nn.Parameter(torch.zeros(shape.n_inputs), requires_grad=shape.likelihood == "gaussian")
+        mask = bernoulli_mask if bernoulli_mask is not None else torch.zeros(shape.n_inputs, dtype=torch.bool)
+        self.register_buffer("bernoulli_mask", mask.bool())
+        # A Python fact, not a tensor test, so the exported graphs hold no data-dependent branch.
+        self.uses_bernoulli = bool(mask.any())
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled features → (mu, logvar) of q(z|x)."""
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        return mu, logvar
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent → decoder output: Gaussian means, or logits on Bernoulli features."""
+        return self.decoder(z)
+
+    def decoded_logvar(self) -> torch.Tensor:
+        """Per-feature log-variance of p(x|z), clamped so no feature gets a degenerate density."""
+        return self.decoder_logvar.clamp(-6.0, 6.0)
+
+    def reconstruction(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent → (reconstruction mean, log-variance), both in scaled feature units."""
+        out = self.decode(z)
+        mean = torch.where(self.bernoulli_mask, torch.sigmoid(out), out)
+        logvar = torch.where(self.bernoulli_mask, torch.zeros_like(out), self.decoded_logvar().expand_as(out))
+        return mean, logvar
+
+    def feature_nll(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """−log p(x|z) per feature (scaled units)."""
+        mask = self.bernoulli_mask if self.uses_bernoulli else None
+        return elbo.feature_nll(x, self.decode(z), self.decoded_logvar(), mask)

@@ -1,0 +1,292 @@
+"""Scoring with onnxruntime alone: this module (and what it imports) never imports torch.
+
+Scores are negative ELBO estimates, higher = more anomalous. Three estimators:
+`elbo` (default, deterministic, z = mu), `mc` (Monte-Carlo ELBO with `samples` draws) and
+`iwae` (importance-weighted bound, tighter, → −log p(x) as samples grow). The random
+draws come from a numpy generator seeded by `seed`, so the same seed gives the same scores."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline import ingest
+from pipeline.errors import PipelineError
+from pipeline.manifest import Manifest, read_manifest, resolve_model_dir
+from pipeline.schema import InputReport, coerce, entity_bounds, make_windows, sort_for_windows, to_matrix
+
+log = logging.getLogger(__name__)
+
+Estimator = Literal["elbo", "mc", "iwae"]
+Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+ORT_BATCH = 4096  # rows per onnxruntime call: 2k–8k stays in cache (see PERF_NOTES)
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
+
+def _gpu_visible() -> bool:
+    """A cheap check before asking onnxruntime for CUDA (it lists CUDA even with no GPU)."""
+    if sys.platform == "linux":
+        return Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists()
+    return True
+
+
+def select_providers(requested: Provider = "auto") -> list[str]:
+    """Execution providers to try, in order; CPU always comes last as the fallback."""
+    available = ort.get_available_providers()
+    if requested == "cpu":
+        return [CPU]
+    if requested in ("cuda", "tensorrt"):
+        wanted = CUDA if requested == "cuda" else TENSORRT
+        if wanted not in available:
+            raise PipelineError(
+                f"provider '{requested}' was requested, but this onnxruntime offers {available}. "
+                "Install onnxruntime-gpu, or use --provider cpu."
+            )
+        return [wanted, CUDA, CPU] if requested == "tensorrt" else [CUDA, CPU]
+    if CUDA in available and _gpu_visible():
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def open_session(path: Path, requested: Provider = "auto") -> ort.InferenceSession:
+    """An InferenceSession on the best working provider; says so when it falls back."""
+    providers = select_providers(requested)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: provider probing is reported by us, once
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    used = session.get_providers()
+    if providers[0] != CPU and providers[0] not in used:
+        if requested != "auto":
+            raise PipelineError(f"provider '{requested}' failed to start for '{path}' (got {used}); no GPU is usable.")
+        log.warning("CUDA provider is installed but not working; scoring on the CPU.")
+    return session
+
+
+@dataclass
+class ScoreArrays:
+    """Per-window scores and per-input negative log-likelihood terms (raw units)."""
+
+    score: np.ndarray
+    feature_nll: np.ndarray
+
+
+@dataclass
+class ScoreReport:
+    """What `score_files` did: counts, repairs, where the output went, the top rows."""
+
+    output: Path
+    files: list[Path]
+    rows: int = 0
+    anomalies: int = 0
+    threshold: float = 0.0
+    inputs: InputReport = field(default_factory=InputReport)
+    top: list[dict] = field(default_factory=list)
+
+
+class Scorer:
+    """A loaded model version: `Scorer.load(path).score(frame) -> frame`."""
+
+    def __init__(self, folder: Path, manifest: Manifest, provider: Provider = "auto") -> None:
+        self.folder, self.manifest, self.provider = folder, manifest, provider
+        self.schema = manifest.feature_schema
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        sources = self.schema.input_sources
+        self.source_names = list(dict.fromkeys(sources))
+        # inputs → source column, to sum per-input contributions per column
+        self._to_source = np.zeros((len(sources), len(self.source_names)), dtype=np.float32)
+        self._to_source[np.arange(len(sources)), [self.source_names.index(s) for s in sources]] = 1.0
+        self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
+
+    @classmethod
+    def load(cls, path: str | Path, provider: Provider = "auto", verify: bool = True) -> "Scorer":
+        """Load a version folder (or a model folder's `latest`), checking every sha256 first."""
+        folder = resolve_model_dir(path)
+        return cls(folder, read_manifest(folder, verify=verify), provider)
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.threshold.value
+
+    def session(self, graph: str) -> ort.InferenceSession:
+        if graph not in self._sessions:
+            self._sessions[graph] = open_session(self.folder / f"{graph}.onnx", self.provider)
+        return self._sessions[graph]
+
+    # -- arrays -------------------------------------------------------------------------
+    def score_array(self, x: np.ndarray, estimator: Estimator = "elbo", samples: int = 16, seed: int = 0) -> ScoreArrays:
+        """Score raw model inputs (rows × inputs, float32). Higher = more anomalous."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != len(self.manifest.input_names):
+            raise PipelineError(f"inputs must have shape (rows, {len(self.manifest.input_names)}), got {x.shape}.")
+        if estimator == "elbo":
+            session = self.session("scorer")
+            parts = [session.run(["score", "feature_nll"], {"x": x[i:i + ORT_BATCH]}) for i in range(0, len(x), ORT_BATCH)]
+            score = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.float32)
+            nll = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, x.shape[1]), np.float32)
+            return ScoreArrays(score, nll)
+        if estimator not in ("mc", "iwae"):
+            raise PipelineError(f"estimator must be one of elbo, mc, iwae, got {estimator!r}.")
+        if samples < 1:
+            raise PipelineError(f"samples must be ≥ 1, got {samples}.")
+        rng = np.random.default_rng(seed)
+        latent = int(self.manifest.model["latent"])
+        session = self.session("scorer_sampled")
+        batch = max(1, ORT_BATCH // samples)
+        scores, nlls = [], []
+        for i in range(0, len(x), batch):
+            chunk = x[i:i + batch]
+            eps = rng.standard_normal((len(chunk), samples, latent), dtype=np.float32)
+            log_weight, nll = session.run(None, {"x": chunk, "eps": eps})
+            if estimator == "mc":
+                scores.append(-log_weight.mean(axis=1, dtype=np.float64))
+            else:
+                top = log_weight.max(axis=1, keepdims=True).astype(np.float64)
+                lme = top[:, 0] + np.log(np.exp(log_weight - top).mean(axis=1))
+                scores.append(-lme)
+            nlls.append(nll)
+        return ScoreArrays(np.concatenate(scores).astype(np.float32), np.concatenate(nlls))
+
+    def contributions(self, feature_nll: np.ndarray) -> np.ndarray:
+        """Each source column's share of the excess NLL over its validation mean (rows sum to 1,
+        or 0 where no feature is above its normal level)."""
+        excess = np.maximum(feature_nll - self._baseline, 0.0) @ self._to_source
+        total = excess.sum(axis=1, keepdims=True)
+        return np.divide(excess, total, out=np.zeros_like(excess), where=total > 0)
+
+    # -- frames -------------------------------------------------------------------------
+    def prepare(self, frame: pl.DataFrame, file: str | None = None, row_offset: int = 0
+                ) -> tuple[np.ndarray, pl.DataFrame, InputReport]:
+        """Validate and encode a frame: model inputs, the key columns per scored row, repairs."""
+        frame = coerce(frame, self.schema, file, row_offset)
+        if self.schema.mode == "sensor":
+            frame = sort_for_windows(frame, self.schema)
+        matrix, report = to_matrix(frame, self.schema, file, row_offset)
+        if self.schema.mode == "sensor" and self.schema.window and self.schema.window.length > 1:
+            matrix, _ = make_windows(matrix, entity_bounds(frame, self.schema), self.schema.window, pad=True)
+        return matrix, frame.select(self.schema.key_columns), report
+
+    def score_with_report(self, frame: pl.DataFrame, *, estimator: Estimator = "elbo", samples: int = 16,
+                          seed: int = 0, threshold: float | None = None, top_k: int = 3,
+                          file: str | None = None, row_offset: int = 0) -> tuple[pl.DataFrame, InputReport]:
+        """Score every row (every time step in sensor mode) and explain it."""
+        x, keys, report = self.prepare(frame, file, row_offset)
+        arrays = self.score_array(x, estimator, samples, seed)
+        limit = self.threshold if threshold is None else threshold
+        shares = self.contributions(arrays.feature_nll)
+        k = min(top_k, shares.shape[1])
+        order = np.argsort(-shares, axis=1, kind="stable")[:, :k]
+        names = np.asarray(self.source_names)
+        columns: dict[str, pl.Series] = {
+            "score": pl.Series(arrays.score.astype(np.float64)),
+            "is_anomaly": pl.Series(arrays.score > limit),
+        }
+        for i in range(k):
+            columns[f"top{i + 1}_feature"] = pl.Series(names[order[:, i]])
+            columns[f"top{i + 1}_share"] = pl.Series(np.take_along_axis(shares, order[:, i:i + 1], axis=1)[:, 0])
+        return keys.with_columns(**columns), report
+
+    def score(self, frame: pl.DataFrame, **options) -> pl.DataFrame:
+        """Score a frame; repairs (imputed values, unseen categories) are logged as warnings."""
+        scored, report = self.score_with_report(frame, **options)
+        if report.imputed or report.unseen_categories:
+            log.warning("input repairs: %s", report.summary())
+        return scored
+
+    def encode(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Latent means (z_0 … z_k) per row, with the row keys."""
+        x, keys, _ = self.prepare(frame)
+        session = self.session("scorer")
+        mu = np.concatenate([session.run(["mu"], {"x": x[i:i + ORT_BATCH]})[0] for i in range(0, len(x), ORT_BATCH)])
+        return keys.with_columns(pl.DataFrame(mu, schema=[f"z_{i}" for i in range(mu.shape[1])]))
+
+    def sample(self, n: int, seed: int = 0) -> pl.DataFrame:
+        """Synthetic normal rows: decoder means at z ~ N(0, I), in raw units (one column per
+        model input; in tabular mode one-hot groups collapse back to their most likely category)."""
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((n, int(self.manifest.model["latent"])), dtype=np.float32)
+        mean = self.session("decoder").run(["mean"], {"z": z})[0]
+        raw = mean * np.asarray(self.manifest.scaler.scale, np.float32) + np.asarray(self.manifest.scaler.mean, np.float32)
+        frame = pl.DataFrame(raw, schema=self.manifest.input_names)
+        if self.schema.mode != "tabular":
+            return frame
+        out = {}
+        for col in self.schema.columns:
+            if col.kind == "numeric":
+                out[col.name] = frame[col.name]
+            else:
+                block = frame.select([f"{col.name}={c}" for c in col.categories]).to_numpy()
+                out[col.name] = pl.Series(np.asarray(col.categories)[block.argmax(axis=1)])
+        return pl.DataFrame(out)
+
+
+def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk_rows: int = 65536,
+                estimator: Estimator = "elbo", samples: int = 16, seed: int = 0,
+                threshold: float | None = None, top_k: int = 3, keep_top: int = 10) -> ScoreReport:
+    """Score a file, glob or folder into one Parquet file, written atomically.
+
+    Tabular files stream in chunks of `chunk_rows`; a sensor file is read whole, because its
+    rows are sorted by entity and time before windowing. Each output row carries the input
+    file name. On any error the temporary file is removed and nothing is left behind."""
+    files = ingest.resolve_sources(source)
+    separator = None
+    for file in files:  # every file's columns are checked before anything is written
+        from pipeline.schema import check_columns
+
+        check_columns(ingest.file_columns(file, separator), scorer.schema, str(file))
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    report = ScoreReport(output=output, files=files, threshold=scorer.threshold if threshold is None else threshold)
+    best: list[tuple[float, int, dict]] = []
+    writer: pq.ParquetWriter | None = None
+    try:
+        for file in files:
+            for offset, frame in _chunks(scorer, file, chunk_rows, separator):
+                scored, inputs = scorer.score_with_report(
+                    frame, estimator=estimator, samples=samples, seed=seed + report.rows, threshold=threshold,
+                    top_k=top_k, file=str(file), row_offset=offset)
+                scored = scored.with_columns(source_file=pl.lit(file.name))
+                table = scored.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
+                writer.write_table(table)
+                report.rows += scored.height
+                report.anomalies += int(scored["is_anomaly"].sum())
+                report.inputs.add(inputs)
+                for row in scored.top_k(keep_top, by="score").iter_rows(named=True):
+                    heapq.heappush(best, (row["score"], len(best), row))
+                    if len(best) > keep_top:
+                        heapq.heappop(best)
+        if writer is not None:
+            writer.close()
+            writer = None
+        os.replace(temporary, output)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    report.top = [row for _, _, row in sorted(best, key=lambda item: -item[0])]
+    return report
+
+
+def _chunks(scorer: Scorer, file: Path, chunk_rows: int, separator: str | None):  # noqa: ANN202
+    """(row offset, frame) pieces of one file: streamed for tables, whole for sensor series."""
+    columns = scorer.schema.source_columns
+    if scorer.schema.mode == "sensor":
+        yield 0, ingest.read_file(file, columns, separator)
+        return
+    offset = 0
+    for batch in ingest.iter_file_batches(file, columns, chunk_rows, separator):
+        yield offset, batch
+        offset += batch.height

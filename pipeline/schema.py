@@ -1,0 +1,283 @@
+"""The training schema and the turn from a validated frame into a float32 feature matrix.
+
+The schema is learned once at training, stored in the manifest, and every scoring batch is
+validated against it: a missing column is an error naming it, extra columns are ignored,
+column order does not matter, and a dtype is coerced only when that loses nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import BaseModel
+
+from pipeline.config import DataConfig, WindowSpec
+from pipeline.errors import DataError, SchemaError, where
+
+log = logging.getLogger(__name__)
+
+
+class ColumnSpec(BaseModel):
+    """One source column that feeds the model."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    dtype: str  # polars dtype seen at training, for the record
+    categories: list[str] = []  # one-hot vocabulary, in input order
+    median: float | None = None  # numeric imputation value under the `impute` policy
+
+
+class FeatureSchema(BaseModel):
+    """What the model was trained on: feature columns, keys, window and missing-value policy."""
+
+    mode: Literal["tabular", "sensor"]
+    columns: list[ColumnSpec]
+    id_columns: list[str] = []
+    time_column: str | None = None
+    entity_column: str | None = None
+    window: WindowSpec | None = None
+    missing: Literal["error", "impute"] = "error"
+
+    @property
+    def key_columns(self) -> list[str]:
+        """Columns copied from the input to each output row."""
+        keys = [self.entity_column, self.time_column] if self.mode == "sensor" else []
+        return [k for k in keys if k] + [c for c in self.id_columns if c not in keys]
+
+    @property
+    def source_columns(self) -> list[str]:
+        """Every column read from a file: keys first, then features."""
+        return self.key_columns + [c.name for c in self.columns]
+
+    @property
+    def row_features(self) -> list[str]:
+        """Names of one row's features after one-hot encoding (`column=category`)."""
+        names: list[str] = []
+        for col in self.columns:
+            names += [f"{col.name}={cat}" for cat in col.categories] if col.kind == "categorical" else [col.name]
+        return names
+
+    @property
+    def input_names(self) -> list[str]:
+        """Names of the model inputs: row features, repeated per window step (oldest first)."""
+        if self.mode != "sensor" or self.window is None or self.window.length == 1:
+            return self.row_features
+        length = self.window.length
+        return [f"{name}[t-{length - 1 - k}]" for k in range(length) for name in self.row_features]
+
+    @property
+    def input_sources(self) -> list[str]:
+        """For each model input, the source column it came from (contributions are summed per column)."""
+        sources: list[str] = []
+        for col in self.columns:
+            sources += [col.name] * (len(col.categories) if col.kind == "categorical" else 1)
+        repeat = self.window.length if self.mode == "sensor" and self.window else 1
+        return sources * repeat
+
+
+@dataclass
+class InputReport:
+    """Repairs made on the way in, counted per column (reported, never silent)."""
+
+    rows: int = 0
+    imputed: Counter = field(default_factory=Counter)
+    unseen_categories: Counter = field(default_factory=Counter)
+
+    def add(self, other: "InputReport") -> None:
+        self.rows += other.rows
+        self.imputed.update(other.imputed)
+        self.unseen_categories.update(other.unseen_categories)
+
+    def summary(self) -> str:
+        parts = [f"{self.rows} rows"]
+        if self.imputed:
+            parts.append("imputed " + ", ".join(f"{k}: {v}" for k, v in sorted(self.imputed.items())))
+        if self.unseen_categories:
+            parts.append("unseen categories " + ", ".join(f"{k}: {v}" for k, v in sorted(self.unseen_categories.items())))
+        return "; ".join(parts)
+
+
+def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = None) -> FeatureSchema:
+    """Pick the feature columns (named, or inferred from dtypes) and learn vocabularies and medians."""
+    reserved = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns] if c}
+    for name in reserved | set(config.features or []):
+        if name not in frame.columns:
+            raise SchemaError(f"column '{name}' named in the config is missing{where(file)}; columns are {frame.columns}.")
+    if config.features is not None:
+        names = list(config.features)
+    else:
+        names = [c for c in frame.columns if c not in reserved]
+    columns: list[ColumnSpec] = []
+    for name in names:
+        dtype = frame.schema[name]
+        if dtype.is_numeric() or dtype == pl.Boolean:
+            values = frame[name].cast(pl.Float64)
+            finite = values.filter(values.is_finite())
+            median = float(finite.median()) if finite.len() else 0.0
+            columns.append(ColumnSpec(name=name, kind="numeric", dtype=str(dtype), median=median))
+        elif config.mode == "tabular" and dtype in (pl.String, pl.Categorical, pl.Enum):
+            vocabulary = sorted(frame[name].cast(pl.String).drop_nulls().unique().to_list())
+            if len(vocabulary) > config.max_categories:
+                if config.features is not None:
+                    raise SchemaError(
+                        f"column '{name}' has {len(vocabulary)} categories, more than max_categories="
+                        f"{config.max_categories}{where(file)}. Raise max_categories or drop the column."
+                    )
+                log.warning("skipping column '%s': %d categories > max_categories", name, len(vocabulary))
+                continue
+            columns.append(ColumnSpec(name=name, kind="categorical", dtype=str(dtype), categories=vocabulary))
+        elif config.features is not None:
+            raise SchemaError(f"feature column '{name}' must be numeric, got {dtype}{where(file)}.")
+    if not columns:
+        raise SchemaError(f"no feature columns found{where(file)}; name them with `features`.")
+    return FeatureSchema(
+        mode=config.mode,
+        columns=columns,
+        id_columns=list(config.id_columns),
+        time_column=config.time_column,
+        entity_column=config.entity_column,
+        window=config.window if config.mode == "sensor" else None,
+        missing=config.missing,
+    )
+
+
+def check_columns(available: dict[str, pl.DataType], schema: FeatureSchema, file: str | None) -> None:
+    """Fail on the first schema column the input lacks; extra columns are fine."""
+    for name in schema.source_columns:
+        if name not in available:
+            raise SchemaError(f"column '{name}' is missing{where(file)}; the model was trained with it.")
+
+
+def coerce(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, row_offset: int = 0) -> pl.DataFrame:
+    """Select the schema's columns and cast them to training dtypes when the cast is lossless."""
+    check_columns(frame.schema, schema, file)
+    frame = frame.select(schema.source_columns)
+    casts = []
+    for col in schema.columns:
+        dtype = frame.schema[col.name]
+        if col.kind == "numeric":
+            if not (dtype.is_numeric() or dtype == pl.Boolean or dtype == pl.Null):
+                _raise_not_numeric(frame, col.name, dtype, file, row_offset)
+            casts.append(pl.col(col.name).cast(pl.Float64))
+        else:
+            if not (dtype in (pl.String, pl.Categorical, pl.Enum, pl.Boolean, pl.Null) or dtype.is_integer()):
+                raise SchemaError(f"column '{col.name}' must be text (categorical), got {dtype}{where(file)}.")
+            casts.append(pl.col(col.name).cast(pl.String))
+    if schema.time_column:
+        casts.append(_time_expr(frame, schema.time_column, file))
+    return frame.with_columns(casts)
+
+
+def _time_expr(frame: pl.DataFrame, name: str, file: str | None) -> pl.Expr:
+    dtype = frame.schema[name]
+    if dtype.is_temporal() or dtype.is_numeric():
+        return pl.col(name)
+    if dtype == pl.String:
+        parsed = frame[name].str.to_datetime(strict=False)
+        bad = parsed.is_null() & frame[name].is_not_null()
+        if bad.any():
+            row = int(bad.arg_true()[0])
+            raise SchemaError(f"time value {frame[name][row]!r} cannot be parsed{where(file, name, row + 1)}.")
+        return pl.col(name).str.to_datetime(strict=False)
+    raise SchemaError(f"time column '{name}' must be a datetime or number, got {dtype}{where(file)}.")
+
+
+def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file: str | None, offset: int) -> None:
+    values = frame[name]
+    if dtype == pl.String:
+        parsed = values.cast(pl.Float64, strict=False)
+        bad = parsed.is_null() & values.is_not_null()
+        if bad.any():
+            row = int(bad.arg_true()[0])
+            raise SchemaError(
+                f"column '{name}' must be numeric, got text {values[row]!r}{where(file, name, offset + row + 1)}."
+            )
+    raise SchemaError(f"column '{name}' must be numeric, got {dtype}{where(file, name)}.")
+
+
+def to_matrix(
+    frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None, row_offset: int = 0
+) -> tuple[np.ndarray, InputReport]:
+    """One-hot encode and check a coerced frame: float32 rows × `schema.row_features`.
+
+    Missing or infinite numbers fail under the `error` policy (naming file, column and row)
+    and take the training median under `impute`. Unseen categories encode as all zeros."""
+    report = InputReport(rows=frame.height)
+    blocks: list[np.ndarray] = []
+    for col in schema.columns:
+        if col.kind == "numeric":
+            values = frame[col.name].to_numpy().astype(np.float64, copy=False)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                if schema.missing == "error":
+                    row = int(np.flatnonzero(bad)[0])
+                    what = "a missing value" if np.isnan(values[row]) else f"an infinite value ({values[row]})"
+                    raise DataError(
+                        f"column '{col.name}' has {what}{where(file, col.name, row_offset + row + 1)}; "
+                        "train with missing='impute' to fill it with the training median."
+                    )
+                values = np.where(bad, col.median, values)
+                report.imputed[col.name] += int(bad.sum())
+            blocks.append(values[:, None])
+        else:
+            codes = frame[col.name].replace_strict(
+                {cat: i for i, cat in enumerate(col.categories)}, default=-1, return_dtype=pl.Int32
+            ).to_numpy()
+            onehot = np.zeros((frame.height, len(col.categories)))
+            known = codes >= 0
+            onehot[np.flatnonzero(known), codes[known]] = 1.0
+            unseen = int((~known).sum())
+            if unseen:
+                report.unseen_categories[col.name] += unseen
+            blocks.append(onehot)
+    matrix = np.hstack(blocks).astype(np.float32)
+    return np.ascontiguousarray(matrix), report
+
+
+def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema) -> pl.DataFrame:
+    """Order rows by entity then time, so each entity's series is contiguous and causal."""
+    keys = [k for k in (schema.entity_column, schema.time_column) if k]
+    return frame.sort(keys, maintain_order=True) if keys else frame
+
+
+def entity_bounds(frame: pl.DataFrame, schema: FeatureSchema) -> list[tuple[int, int]]:
+    """Start and end row of each entity in a sorted frame (one span when there is no entity)."""
+    if not schema.entity_column:
+        return [(0, frame.height)]
+    starts = frame[schema.entity_column].rle_id().to_numpy()
+    change = np.flatnonzero(np.diff(starts)) + 1
+    edges = np.concatenate([[0], change, [frame.height]])
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def make_windows(
+    matrix: np.ndarray, bounds: list[tuple[int, int]], window: WindowSpec, *, pad: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten sliding windows (oldest step first) within each entity span.
+
+    With `pad`, each span starts with `length - 1` copies of its first row so that every
+    row gets the window ending at it (scoring); without, only full windows at `stride`
+    (training). Returns the windows and, for each, the row index of its last step."""
+    length = window.length
+    windows, ends = [], []
+    for start, stop in bounds:
+        series = matrix[start:stop]
+        if pad:
+            series = np.concatenate([np.repeat(series[:1], length - 1, axis=0), series])
+            step = 1
+        else:
+            step = window.stride
+        if len(series) < length:
+            continue
+        view = sliding_window_view(series, length, axis=0)[::step]  # (n, features, length)
+        windows.append(view.transpose(0, 2, 1).reshape(len(view), -1))
+        first_end = start if pad else start + length - 1
+        ends.append(first_end + np.arange(len(view)) * step)
+    if not windows:
+        raise DataError(f"no entity has at least {length} rows, the window length.")
+    return np.ascontiguousarray(np.concatenate(windows), dtype=np.float32), np.concatenate(ends)

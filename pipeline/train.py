@@ -1,0 +1,162 @@
+"""Training the VAE: standardise, split, optimise the β-ELBO with KL warm-up, stop early on
+validation negative ELBO and restore the best weights. Same seed → same weights on CPU."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline import elbo
+from pipeline.config import ModelConfig, TrainConfig
+from pipeline.errors import PipelineError
+from pipeline.model import VAE, VAEShape
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Standardisation fitted on training rows only: scaled = (raw − mean) / scale."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, robust: bool = True, keep_raw: np.ndarray | None = None) -> "Scaler":
+        """Centre and scale per column: median and IQR/1.349 when `robust` (a column with zero
+        IQR falls back to its standard deviation), else mean and standard deviation.
+        Constant columns keep scale 1; columns in `keep_raw` (Bernoulli features) stay 0/1."""
+        std = x.std(axis=0, dtype=np.float64)
+        if robust:
+            low, mean, high = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
+            scale = np.where(high - low > 1e-8, (high - low) / 1.349, std)
+        else:
+            mean, scale = x.mean(axis=0, dtype=np.float64), std
+        scale = np.where(scale < 1e-8, 1.0, scale)
+        if keep_raw is not None:
+            mean = np.where(keep_raw, 0.0, mean)
+            scale = np.where(keep_raw, 1.0, scale)
+        return cls(mean.astype(np.float32), scale.astype(np.float32))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale).astype(np.float32)
+
+
+@dataclass
+class TrainResult:
+    """A trained model with what export and threshold fitting need next."""
+
+    model: VAE
+    scaler: Scaler
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_validation: float = float("inf")
+    device: str = "cpu"
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` takes CUDA when a working GPU is visible, else the CPU."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("device 'cuda' was requested, but torch sees no CUDA GPU. Use --device cpu or auto.")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def binary_columns(x: np.ndarray) -> np.ndarray:
+    """Columns whose training values are all 0 or 1 (candidates for a Bernoulli likelihood)."""
+    return np.all((x == 0) | (x == 1), axis=0)
+
+
+def train_vae(
+    x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig, train_config: TrainConfig
+) -> TrainResult:
+    """Fit a VAE on raw feature rows (float32); `x_val` drives early stopping only."""
+    if len(x_train) < 2 or len(x_val) < 1:
+        raise PipelineError(f"training needs at least 2 training and 1 validation rows, got {len(x_train)} and {len(x_val)}.")
+    device = resolve_device(train_config.device)
+    bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
+    scaler = Scaler.fit(x_train, robust=model_config.scaling == "robust", keep_raw=bernoulli)
+    shape = VAEShape.for_inputs(
+        x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout
+    )
+    devices = [device.index or 0] if device.type == "cuda" else []
+    # fork_rng: seeding here never changes the caller's global random state.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(train_config.seed)
+        model = VAE(shape, torch.from_numpy(bernoulli)).to(device)
+        # The whole set lives on the device; clipping keeps a few extreme (contaminated) rows
+        # from dominating the fit. Scoring clips far wider (graphs.INPUT_CLIP).
+        clip = train_config.clip_inputs
+        train = torch.from_numpy(scaler.transform(x_train)).to(device).clamp_(-clip, clip)
+        val = torch.from_numpy(scaler.transform(x_val)).to(device).clamp_(-clip, clip)
+        result = _optimise(model, train, val, train_config, device)
+    result.scaler = scaler
+    return result
+
+
+def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConfig, device: torch.device) -> TrainResult:
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    autocast = cfg.bf16 and device.type == "cuda"
+    best_state, best_value, best_epoch, stale = None, float("inf"), 0, 0
+    history: list[dict] = []
+    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not cfg.progress, leave=False)
+    for epoch in bar:
+        started = time.perf_counter()
+        kl_weight = cfg.beta * min(1.0, epoch / cfg.warmup_epochs) if cfg.warmup_epochs else cfg.beta
+        model.train()
+        order = torch.randperm(len(train), device=device)
+        sums = torch.zeros(2, device=device)  # accumulated on the device: no per-batch sync
+        for start in range(0, len(train), cfg.batch_size):
+            batch = train[order[start:start + cfg.batch_size]]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                nll, kl = _elbo_terms(model, batch, sample=True)
+            loss = (nll + kl_weight * kl).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            sums += torch.stack([nll.detach().sum(), kl.detach().sum()]).float()
+        validation = validation_neg_elbo(model, val)
+        seconds = time.perf_counter() - started
+        nll_mean, kl_mean = (sums / len(train)).tolist()
+        history.append({
+            "epoch": epoch, "nll": nll_mean, "kl": kl_mean, "kl_weight": kl_weight,
+            "validation_neg_elbo": validation, "rows_per_s": len(train) / seconds, "seconds": seconds,
+        })
+        bar.set_postfix(nll=f"{nll_mean:.3f}", kl=f"{kl_mean:.3f}", val=f"{validation:.3f}",
+                        rows_s=f"{len(train) / seconds:,.0f}")
+        if best_state is None or validation < best_value - 1e-4 * abs(best_value):
+            best_value, best_epoch, stale = validation, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model=model, scaler=None, history=history, best_epoch=best_epoch,  # type: ignore[arg-type]
+                       best_validation=best_value, device=str(device))
+
+
+def _elbo_terms(model: VAE, x: torch.Tensor, *, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise reconstruction NLL and KL; one reparameterised sample, or z = mu."""
+    mu, logvar = model.encode(x)
+    z = model.reparameterize(mu, logvar, torch.randn_like(mu)) if sample else mu
+    return model.feature_nll(x, z).sum(-1), elbo.kl_to_standard_normal(mu, logvar)
+
+
+@torch.no_grad()
+def validation_neg_elbo(model: VAE, x: torch.Tensor, batch: int = 65536) -> float:
+    """Mean negative ELBO (z = mu, full KL) on scaled rows: the early-stopping criterion."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for start in range(0, len(x), batch):
+        nll, kl = _elbo_terms(model, x[start:start + batch], sample=False)
+        total += float((nll + kl).sum())
+    model.train(was_training)
+    return total / len(x)
