@@ -70,7 +70,7 @@ def train(
     result = outcome.calibrated.result
     console.print(f"trained [bold]{cfg.name}[/] on {len(outcome.data.x):,} rows × {outcome.data.x.shape[1]} inputs "
                   f"({result.device}); best epoch {result.best_epoch} of {len(result.history)}, "
-                  f"validation −ELBO {result.best_validation:.3f}")
+                  f"validation −β-ELBO {result.best_validation:.3f}")
     console.print(f"threshold {outcome.calibrated.threshold.value:.4f} ({outcome.calibrated.threshold.method})")
     console.print(f"exported to [bold]{outcome.version_dir}[/]")
 

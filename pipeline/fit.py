@@ -17,7 +17,9 @@ from pipeline.config import PipelineConfig, ThresholdConfig
 from pipeline.errors import DataError
 from pipeline.export import export_model
 from pipeline.graphs import score_with_torch
-from pipeline.schema import FeatureSchema, coerce, entity_bounds, learn_schema, make_windows, sort_for_windows, to_matrix
+from pipeline.schema import (
+    FeatureSchema, coerce, entity_bounds, fit_statistics, learn_schema, make_windows, sort_for_windows, to_matrix,
+)
 from pipeline.threshold import Threshold, fit_threshold
 from pipeline.train import TrainResult, train_vae
 
@@ -59,7 +61,6 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     files = ingest.resolve_sources(source)
     raw = [ingest.read_file(f, separator=data_cfg.separator) for f in files]
     first = learn_schema(raw[0], data_cfg, str(files[0]))
-    names = [c.name for c in first.columns]
     coerced = []
     for file, frame in zip(files, raw):
         part = coerce(frame, first, str(file))
@@ -69,7 +70,7 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
             part = part.with_columns(frame[data_cfg.label_column].cast(pl.Float64).alias("__label__"))
         coerced.append(part)
     frame = pl.concat(coerced, how="vertical_relaxed")
-    schema = learn_schema(frame, data_cfg.model_copy(update={"features": names, "label_column": None}), None)
+    schema = fit_statistics(first, frame)
     if schema.mode == "sensor":
         frame = sort_for_windows(frame, schema)
     matrix, report = to_matrix(frame, schema, str(files[0]) if len(files) == 1 else None)
@@ -136,7 +137,8 @@ def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "ex
                   "epochs_run": len(result.history), "device": result.device},
         training_data={**fingerprint(data.x, data.schema.input_names), "files": [str(f) for f in data.files],
                        "imputed": data.imputed},
-        validation={"rows": int(data.is_validation.sum()), "neg_elbo": result.best_validation,
+        validation={"rows": int(data.is_validation.sum()), "neg_beta_elbo": result.best_validation,
+                    "neg_elbo": result.history[result.best_epoch - 1]["validation_neg_elbo"],
                     "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)}},
     )
     return FitOutcome(version_dir, calibrated, data)

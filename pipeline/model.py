@@ -24,11 +24,11 @@ class VAEShape:
     @classmethod
     def for_inputs(cls, n_inputs: int, hidden: list[int] | None, latent: int | None, likelihood: str,
                    dropout: float) -> "VAEShape":
-        """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent d/4 clipped."""
+        """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent 4 (see README)."""
         if hidden is None:
             hidden = [min(128, max(16, 2 * n_inputs)), min(64, max(8, n_inputs))]
         if latent is None:
-            latent = min(16, max(2, n_inputs // 4))
+            latent = 4 if n_inputs >= 8 else 2
         return cls(n_inputs, tuple(hidden), latent, likelihood, dropout)
 
     def to_dict(self) -> dict:

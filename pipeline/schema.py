@@ -104,7 +104,8 @@ class InputReport:
 
 def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = None) -> FeatureSchema:
     """Pick the feature columns (named, or inferred from dtypes) and learn vocabularies and medians."""
-    reserved = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns] if c}
+    reserved = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns,
+                            *config.ignore_columns] if c}
     for name in reserved | set(config.features or []):
         if name not in frame.columns:
             raise SchemaError(f"column '{name}' named in the config is missing{where(file)}; columns are {frame.columns}.")
@@ -144,6 +145,19 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         window=config.window if config.mode == "sensor" else None,
         missing=config.missing,
     )
+
+
+def fit_statistics(schema: FeatureSchema, frame: pl.DataFrame) -> FeatureSchema:
+    """Relearn vocabularies and medians over a coerced frame (all training files together)."""
+    columns = []
+    for col in schema.columns:
+        values = frame[col.name]
+        if col.kind == "numeric":
+            finite = values.filter(values.is_finite())
+            columns.append(col.model_copy(update={"median": float(finite.median()) if finite.len() else 0.0}))
+        else:
+            columns.append(col.model_copy(update={"categories": sorted(values.drop_nulls().unique().to_list())}))
+    return schema.model_copy(update={"columns": columns})
 
 
 def check_columns(available: dict[str, pl.DataType], schema: FeatureSchema, file: str | None) -> None:

@@ -118,15 +118,22 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
             loss.backward()
             optimiser.step()
             sums += torch.stack([nll.detach().sum(), kl.detach().sum()]).float()
-        validation = validation_neg_elbo(model, val)
+        val_nll, val_kl = validation_terms(model, val)
+        # Stop on the objective being optimised (negative β-ELBO at the final β); the plain
+        # ELBO (β = 1) is recorded beside it.
+        validation = val_nll + cfg.beta * val_kl
         seconds = time.perf_counter() - started
         nll_mean, kl_mean = (sums / len(train)).tolist()
         history.append({
             "epoch": epoch, "nll": nll_mean, "kl": kl_mean, "kl_weight": kl_weight,
-            "validation_neg_elbo": validation, "rows_per_s": len(train) / seconds, "seconds": seconds,
+            "validation_objective": validation, "validation_neg_elbo": val_nll + val_kl,
+            "rows_per_s": len(train) / seconds, "seconds": seconds,
         })
         bar.set_postfix(nll=f"{nll_mean:.3f}", kl=f"{kl_mean:.3f}", val=f"{validation:.3f}",
                         rows_s=f"{len(train) / seconds:,.0f}")
+        # Epochs inside the KL warm-up optimise another objective: stopping starts after it.
+        if epoch < cfg.warmup_epochs and epoch < cfg.epochs:
+            continue
         if best_state is None or validation < best_value - 1e-4 * abs(best_value):
             best_value, best_epoch, stale = validation, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -150,13 +157,14 @@ def _elbo_terms(model: VAE, x: torch.Tensor, *, sample: bool) -> tuple[torch.Ten
 
 
 @torch.no_grad()
-def validation_neg_elbo(model: VAE, x: torch.Tensor, batch: int = 65536) -> float:
-    """Mean negative ELBO (z = mu, full KL) on scaled rows: the early-stopping criterion."""
+def validation_terms(model: VAE, x: torch.Tensor, batch: int = 65536) -> tuple[float, float]:
+    """Mean reconstruction NLL and KL (z = mu) on scaled validation rows."""
     was_training = model.training
     model.eval()
-    total = 0.0
+    totals = torch.zeros(2, device=x.device)
     for start in range(0, len(x), batch):
         nll, kl = _elbo_terms(model, x[start:start + batch], sample=False)
-        total += float((nll + kl).sum())
+        totals += torch.stack([nll.sum(), kl.sum()]).float()
     model.train(was_training)
-    return total / len(x)
+    nll_mean, kl_mean = (totals / len(x)).tolist()
+    return nll_mean, kl_mean

@@ -1,0 +1,54 @@
+"""Shared fixtures: small real models trained once per session on the bundled data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+FAST_TRAIN = {"epochs": 6, "patience": 3, "progress": False}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (benchmark sets); absent in a user's clone, so those tests skip."""
+    if not (SHARED / "MANIFEST.md").is_file():
+        pytest.skip(f"benchmark data not found at {SHARED} (CI has it beside the clone; set SHARED_DATA to point elsewhere)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def exported_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exported")
+
+
+@pytest.fixture(scope="session")
+def sensor_fit(exported_root: Path):
+    from pipeline.fit import fit_model
+
+    config = load_config(DATA / "sensors.toml", train=FAST_TRAIN)
+    return fit_model(DATA / "sensors" / "history.parquet", config, exported_root)
+
+
+@pytest.fixture(scope="session")
+def tabular_fit(exported_root: Path):
+    from pipeline.fit import fit_model
+
+    config = load_config(DATA / "tabular.toml", train=FAST_TRAIN)
+    return fit_model(DATA / "tabular" / "history.csv", config, exported_root)
+
+
+@pytest.fixture(scope="session")
+def sensor_model(sensor_fit) -> Path:
+    return sensor_fit.version_dir
+
+
+@pytest.fixture(scope="session")
+def tabular_model(tabular_fit) -> Path:
+    return tabular_fit.version_dir

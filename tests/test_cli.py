@@ -1,0 +1,154 @@
+"""The `vad` command: happy paths, and one test per bad input. Every error is one line on
+stderr naming what and where, exit status 2, and no output file left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "data" / "tabular" / "batch.csv"
+
+
+def vad(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def model_copy(tabular_model: Path, tmp_path: Path) -> Path:
+    """A private copy of a trained version folder, safe to damage."""
+    return Path(shutil.copytree(tabular_model, tmp_path / "model"))
+
+
+def test_help_everywhere() -> None:
+    for command in ["", "train", "score", "inspect", "sample", "encode"]:
+        result = vad(*([command] if command else []), "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_train_score_inspect_sample_encode(tmp_path: Path) -> None:
+    trained = vad("train", ROOT / "data" / "tabular" / "history.csv", "--config", ROOT / "data" / "tabular.toml",
+                  "--out", tmp_path / "exported", "--epochs", "3", "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    model = tmp_path / "exported" / "demo-tabular"
+    out = tmp_path / "scores.parquet"
+    scored = vad("score", model, TABLE, "--output", out)
+    assert scored.returncode == 0, scored.stderr
+    assert "top anomalies" in scored.stdout and str(out) in scored.stdout.replace("\n", "")
+    frame = pl.read_parquet(out)
+    assert frame.height == 1000 and {"batch_id", "score", "is_anomaly", "top1_feature", "top1_share"} <= set(frame.columns)
+    inspected = vad("inspect", model, "--json")
+    assert json.loads(inspected.stdout)["name"] == "demo-tabular"
+    assert "CPUExecutionProvider" in vad("inspect", model).stdout
+    assert vad("sample", model, "-n", "5", "--output", tmp_path / "s.csv").returncode == 0
+    assert pl.read_csv(tmp_path / "s.csv").height == 5
+    assert vad("encode", model, TABLE, "--output", tmp_path / "z.parquet").returncode == 0
+    assert pl.read_parquet(tmp_path / "z.parquet").height == 1000
+
+
+def test_missing_column(model_copy: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "no_energy.csv"
+    pl.read_csv(TABLE).drop("energy_kwh").write_csv(bad)
+    result = vad("score", model_copy, bad, "--output", tmp_path / "out.parquet")
+    assert_one_line_error(result, "column 'energy_kwh' is missing", "no_energy.csv")
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_nan_under_error_policy(tmp_path: Path, sensor_model: Path) -> None:
+    frame = pl.read_parquet(ROOT / "data" / "sensors" / "batch.parquet")
+    bad = tmp_path / "gap.parquet"
+    frame.with_columns(pl.when(pl.int_range(pl.len()) == 41).then(None).otherwise(pl.col("load")).alias("load")) \
+        .write_parquet(bad)
+    result = vad("score", sensor_model, bad, "--output", tmp_path / "out.parquet")
+    assert_one_line_error(result, "missing value", "gap.parquet", "column 'load'", "row 42")
+    assert not list(tmp_path.glob("*out.parquet*"))
+
+
+def test_empty_file(model_copy: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    result = vad("score", model_copy, empty, "--output", tmp_path / "out.parquet")
+    assert_one_line_error(result, "empty.csv")
+    assert not list(tmp_path.glob("*out.parquet*"))
+
+
+def test_header_only_file(model_copy: Path, tmp_path: Path) -> None:
+    header = tmp_path / "header.csv"
+    header.write_text(TABLE.read_text().splitlines()[0] + "\n")
+    result = vad("score", model_copy, header, "--output", tmp_path / "out.parquet")
+    assert_one_line_error(result, "header.csv", "no data rows")
+    assert not list(tmp_path.glob("*out.parquet*"))
+
+
+def test_wrong_dtype(model_copy: Path, tmp_path: Path) -> None:
+    text = TABLE.read_text().splitlines()
+    header = text[0].split(",")
+    column = header.index("temperature")
+    row = text[7].split(",")
+    row[column] = "hot"
+    text[7] = ",".join(row)
+    bad = tmp_path / "typo.csv"
+    bad.write_text("\n".join(text) + "\n")
+    result = vad("score", model_copy, bad, "--output", tmp_path / "out.parquet")
+    assert_one_line_error(result, "column 'temperature' must be numeric", "'hot'", "typo.csv", "row 7")
+    assert not list(tmp_path.glob("*out.parquet*"))
+
+
+def test_unknown_format(model_copy: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "batch.xlsx"
+    bad.write_bytes(b"PK\x03\x04")
+    result = vad("score", model_copy, bad, "--output", tmp_path / "out.parquet")
+    assert_one_line_error(result, "unsupported format '.xlsx'", "batch.xlsx")
+
+
+def test_corrupted_parquet(model_copy: Path, tmp_path: Path) -> None:
+    good = tmp_path / "good.parquet"
+    pl.read_csv(TABLE).write_parquet(good)
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    result = vad("score", model_copy, bad, "--output", tmp_path / "out.parquet")
+    assert_one_line_error(result, "broken.parquet")
+    assert not list(tmp_path.glob("*out.parquet*"))
+
+
+def test_model_folder_missing_a_file(model_copy: Path, tmp_path: Path) -> None:
+    (model_copy / "scorer.onnx").unlink()
+    result = vad("score", model_copy, TABLE, "--output", tmp_path / "out.parquet")
+    assert_one_line_error(result, "missing 'scorer.onnx'", str(model_copy))
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_sha256_mismatch(model_copy: Path, tmp_path: Path) -> None:
+    with (model_copy / "scorer.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    result = vad("score", model_copy, TABLE, "--output", tmp_path / "out.parquet")
+    assert_one_line_error(result, "scorer.onnx", "sha256")
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_newer_manifest_schema_is_refused(model_copy: Path) -> None:
+    manifest = json.loads((model_copy / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (model_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_line_error(vad("inspect", model_copy), "schema_version 99")
+
+
+def test_bad_config_value(tmp_path: Path) -> None:
+    result = vad("train", TABLE, "--threshold", "median", "--out", tmp_path)
+    assert_one_line_error(result, "threshold.method")
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,73 @@
+"""Exported version folders: files, checker, parity with PyTorch, manifest, versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from pipeline.export import GRAPH_IO, check_parity
+from pipeline.manifest import SCHEMA_VERSION, read_manifest, resolve_model_dir, sha256_file
+
+GRAPHS = ["encoder", "decoder", "scorer", "scorer_sampled"]
+
+
+def test_version_folder_holds_every_artifact(sensor_model: Path) -> None:
+    names = {p.name for p in sensor_model.iterdir()}
+    assert {f"{g}.onnx" for g in GRAPHS} | {"manifest.json", "checkpoint.pt", "history.json"} <= names
+    assert not any(n.endswith(".onnx.data") for n in names)  # weights live inside each graph
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_graphs_pass_full_checker_and_describe_themselves(sensor_model: Path, graph: str) -> None:
+    proto = onnx.load(str(sensor_model / f"{graph}.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == read_manifest(sensor_model).opset
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["model_name"] == "demo-sensors" and meta["graph"] == graph
+    assert meta["score_direction"] == "higher is more anomalous"
+    assert len(json.loads(meta["input_names"])) == 72
+    inputs = [i.name for i in proto.graph.input]
+    assert inputs == GRAPH_IO[graph][0]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
+
+
+def test_onnx_matches_pytorch_within_1e5(sensor_fit) -> None:
+    data, result = sensor_fit.data, sensor_fit.calibrated.result
+    errors = check_parity(sensor_fit.version_dir, result.model, result.scaler, data.x[:300], seed=7)
+    assert max(errors.values()) <= 1e-5
+    assert set(errors) >= {"scorer.score", "scorer.feature_nll", "scorer.mu", "encoder.mu", "decoder.mean",
+                           "scorer_sampled.log_weight"}
+
+
+def test_manifest_carries_what_scoring_needs(sensor_model: Path) -> None:
+    manifest = read_manifest(sensor_model)
+    assert manifest.schema_version == SCHEMA_VERSION
+    assert manifest.feature_schema.window.length == 12
+    assert len(manifest.scaler.mean) == len(manifest.input_names) == len(manifest.feature_baseline) == 72
+    assert manifest.threshold.method == "pot" and np.isfinite(manifest.threshold.value)
+    assert manifest.training_data["rows"] > 5000 and len(manifest.training_data["sha256"]) == 64
+    assert manifest.validation["parity_max_relative_error"] <= 1e-5
+    assert {"torch", "onnx", "polars"} <= set(manifest.library_versions)
+    for name, digest in manifest.files.items():
+        assert sha256_file(sensor_model / name) == digest
+
+
+def test_versions_are_immutable_and_latest_moves(tabular_fit, exported_root: Path) -> None:
+    from pipeline.export import export_model
+
+    first = tabular_fit.version_dir
+    before = {p.name: sha256_file(p) for p in first.iterdir()}
+    calibrated = tabular_fit.calibrated
+    second = export_model(
+        calibrated.result, tabular_fit.data.schema, calibrated.threshold, name="demo-tabular", root=exported_root,
+        probe_raw=tabular_fit.data.x[:50], feature_baseline=calibrated.feature_baseline,
+        training={}, training_data={}, validation={},
+    )
+    assert second.name == str(int(first.name) + 1)
+    assert resolve_model_dir(first.parent) == second
+    assert {p.name: sha256_file(p) for p in first.iterdir()} == before
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging left

@@ -1,0 +1,121 @@
+"""Scoring with onnxruntime: determinism, estimators, explanations, providers, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipeline.errors import PipelineError
+from pipeline.runtime import Scorer, score_files, select_providers
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = ROOT / "data" / "sensors" / "batch.parquet"
+TABLE = ROOT / "data" / "tabular" / "batch.csv"
+
+
+def test_runtime_never_imports_torch(sensor_model: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; from pipeline.runtime import Scorer, score_files;"
+        f"s = Scorer.load(r'{sensor_model}');"
+        f"score_files(s, r'{BATCH}', r'{tmp_path / 'o.parquet'}', estimator='iwae', samples=2);"
+        "s.encode(__import__('polars').read_parquet(r'" + str(BATCH) + "')); s.sample(3);"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_same_input_gives_byte_identical_output(sensor_model: Path, tmp_path: Path) -> None:
+    scorer = Scorer.load(sensor_model)
+    for estimator in ("elbo", "mc"):
+        a = score_files(scorer, BATCH, tmp_path / f"a-{estimator}.parquet", estimator=estimator, seed=3).output
+        b = score_files(scorer, BATCH, tmp_path / f"b-{estimator}.parquet", estimator=estimator, seed=3).output
+        assert a.read_bytes() == b.read_bytes()
+    other = score_files(scorer, BATCH, tmp_path / "c.parquet", estimator="mc", seed=4).output
+    assert pl.read_parquet(other)["score"].to_list() != pl.read_parquet(tmp_path / "a-mc.parquet")["score"].to_list()
+
+
+def test_every_time_step_gets_a_score_with_its_keys(sensor_model: Path) -> None:
+    frame = pl.read_parquet(BATCH)
+    scored = Scorer.load(sensor_model).score(frame)
+    assert scored.height == frame.height
+    assert scored.columns[:4] == ["machine", "timestamp", "score", "is_anomaly"]
+    assert scored.select("machine", "timestamp").sort("machine", "timestamp").equals(
+        frame.select("machine", "timestamp").sort("machine", "timestamp"))
+
+
+def test_row_and_column_order_do_not_change_scores(tabular_model: Path) -> None:
+    frame = pl.read_csv(TABLE)
+    scorer = Scorer.load(tabular_model)
+    base = scorer.score(frame).sort("batch_id")
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=1).select(list(reversed(frame.columns)))
+    assert_frame_equal(scorer.score(shuffled).sort("batch_id"), base)
+
+
+def test_iwae_bound_is_tighter_than_mc_elbo_with_the_same_draws(tabular_model: Path) -> None:
+    scorer = Scorer.load(tabular_model)
+    x, _, _ = scorer.prepare(pl.read_csv(TABLE))
+    mc = scorer.score_array(x, "mc", samples=8, seed=5).score
+    iwae = scorer.score_array(x, "iwae", samples=8, seed=5).score
+    assert np.all(iwae <= mc + 1e-4)  # log-mean-exp ≥ mean, row by row
+    det = scorer.score_array(x).score
+    assert np.corrcoef(det, mc)[0, 1] > 0.9
+
+
+def test_contributions_are_shares_over_source_columns(tabular_model: Path) -> None:
+    scorer = Scorer.load(tabular_model)
+    scored = scorer.score(pl.read_csv(TABLE), top_k=3)
+    totals = scored.select(pl.sum_horizontal("top1_share", "top2_share", "top3_share"))
+    assert totals.to_series().max() <= 1.0 + 1e-6
+    assert set(scored["top1_feature"].unique()) <= {c.name for c in scorer.schema.columns}
+    # the labelled overheated batches are flagged and explained by their temperature
+    truth = pl.read_csv(TABLE).filter(pl.col("anomaly_kind") == "overheat")["batch_id"]
+    overheated = scored.filter(pl.col("batch_id").is_in(truth.implode()))
+    assert overheated.height >= 10
+    assert (overheated["top1_feature"] == "temperature").mean() >= 0.9
+    assert overheated["is_anomaly"].mean() >= 0.7
+
+
+def test_threshold_override_without_reexport(tabular_model: Path) -> None:
+    scorer = Scorer.load(tabular_model)
+    frame = pl.read_csv(TABLE)
+    assert scorer.score(frame, threshold=-1e9)["is_anomaly"].all()
+    assert not scorer.score(frame, threshold=1e9)["is_anomaly"].any()
+
+
+def test_dynamic_batch_one_row_matches_full_batch(tabular_model: Path) -> None:
+    scorer = Scorer.load(tabular_model)
+    x, _, _ = scorer.prepare(pl.read_csv(TABLE))
+    full = scorer.score_array(x).score
+    single = np.array([scorer.score_array(x[i:i + 1]).score[0] for i in range(5)])
+    np.testing.assert_allclose(single, full[:5], rtol=1e-5)
+
+
+def test_sample_and_encode_shapes(tabular_model: Path) -> None:
+    scorer = Scorer.load(tabular_model)
+    samples = scorer.sample(20, seed=1)
+    assert samples.columns == [c.name for c in scorer.schema.columns]
+    assert set(samples["line"].unique()) <= {"L1", "L2", "L3"}
+    assert_frame_equal(samples, scorer.sample(20, seed=1))
+    latent = scorer.encode(pl.read_csv(TABLE).head(7))
+    assert latent.columns[0] == "batch_id" and latent.width == 1 + scorer.manifest.model["latent"]
+
+
+def test_providers_fall_back_to_cpu_and_explicit_gpu_is_checked() -> None:
+    assert select_providers("cpu") == ["CPUExecutionProvider"]
+    assert select_providers("auto")[-1] == "CPUExecutionProvider"
+    if not Path("/dev/nvidiactl").exists():
+        assert select_providers("auto") == ["CPUExecutionProvider"]
+
+
+def test_explicit_cuda_without_gpu_fails_clearly(tabular_model: Path) -> None:
+    if Path("/dev/nvidiactl").exists():
+        pytest.skip("a GPU is present")
+    scorer = Scorer.load(tabular_model, provider="cuda")
+    with pytest.raises(PipelineError, match="provider 'cuda'"):
+        scorer.score(pl.read_csv(TABLE).head(3))

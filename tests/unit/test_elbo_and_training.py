@@ -1,0 +1,93 @@
+"""ELBO maths against torch.distributions, and training behaviour (seeds, early stopping,
+checkpoints)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+from pipeline import elbo
+from pipeline.config import ModelConfig, TrainConfig
+from pipeline.errors import PipelineError
+from pipeline.train import Scaler, train_vae
+
+X = np.random.default_rng(1).normal(size=(600, 5)).astype(np.float32)
+FAST = TrainConfig(epochs=8, patience=3, progress=False)
+
+
+def test_nll_terms_match_torch_distributions() -> None:
+    x, mean, logvar = torch.randn(50, 4), torch.randn(50, 4), torch.randn(50, 4)
+    expected = -Normal(mean, torch.exp(0.5 * logvar)).log_prob(x)
+    torch.testing.assert_close(elbo.gaussian_nll(x, mean, logvar), expected)
+    target, logits = torch.randint(0, 2, (50, 4)).float(), torch.randn(50, 4) * 5
+    torch.testing.assert_close(elbo.bernoulli_nll(target, logits), -Bernoulli(logits=logits).log_prob(target))
+
+
+def test_kl_matches_torch_distributions() -> None:
+    mu, logvar = torch.randn(20, 3), torch.randn(20, 3)
+    expected = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(elbo.kl_to_standard_normal(mu, logvar), expected)
+
+
+def test_same_seed_gives_same_weights_and_other_seed_does_not() -> None:
+    a = train_vae(X[:500], X[500:], ModelConfig(), FAST)
+    b = train_vae(X[:500], X[500:], ModelConfig(), FAST)
+    c = train_vae(X[:500], X[500:], ModelConfig(), FAST.model_copy(update={"seed": 1}))
+    for (name, wa), wb, wc in zip(a.model.state_dict().items(), b.model.state_dict().values(), c.model.state_dict().values()):
+        torch.testing.assert_close(wa, wb, rtol=0, atol=0, msg=name)
+    assert not torch.equal(a.model.encoder[0].weight, c.model.encoder[0].weight)
+
+
+def test_training_does_not_touch_global_random_state() -> None:
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    train_vae(X[:500], X[500:], ModelConfig(), FAST)
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_best_epoch_is_restored_and_history_recorded() -> None:
+    result = train_vae(X[:500], X[500:], ModelConfig(), TrainConfig(epochs=30, patience=2, progress=False))
+    values = [h["validation_objective"] for h in result.history][9:]  # after warm-up
+    assert result.best_validation == pytest.approx(min(values))
+    assert result.history[result.best_epoch - 1]["validation_objective"] == pytest.approx(min(values))
+    assert result.best_epoch >= 10  # never inside the KL warm-up
+    assert {"epoch", "nll", "kl", "kl_weight", "rows_per_s"} <= set(result.history[0])
+
+
+def test_learned_variance_and_bernoulli_likelihoods_train() -> None:
+    binary = np.hstack([X, (X[:, :2] > 0).astype(np.float32)])
+    result = train_vae(binary[:500], binary[500:], ModelConfig(likelihood="bernoulli"), FAST)
+    assert result.model.bernoulli_mask.tolist() == [False] * 5 + [True] * 2
+    assert result.scaler.scale[5:].tolist() == [1.0, 1.0]  # Bernoulli inputs stay 0/1
+    gaussian = train_vae(X[:500], X[500:], ModelConfig(likelihood="gaussian"), FAST)
+    assert gaussian.model.decoder_logvar.requires_grad
+    assert not torch.all(gaussian.model.decoder_logvar == 0)
+
+
+def test_robust_scaler_ignores_outliers() -> None:
+    data = np.concatenate([np.random.default_rng(0).normal(5, 2, (1000, 1)), [[1e6]]]).astype(np.float32)
+    scaler = Scaler.fit(data, robust=True)
+    assert scaler.mean[0] == pytest.approx(5, abs=0.3)
+    assert scaler.scale[0] == pytest.approx(2, rel=0.15)
+
+
+def test_cuda_request_without_gpu_is_clear() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(PipelineError, match="torch sees no CUDA GPU"):
+        train_vae(X[:500], X[500:], ModelConfig(), FAST.model_copy(update={"device": "cuda"}))
+
+
+def test_checkpoint_loads_with_weights_only(sensor_model: Path) -> None:
+    from pipeline.export import load_checkpoint
+    from pipeline.graphs import score_with_torch
+    from pipeline.runtime import Scorer
+
+    vae, scaler = load_checkpoint(sensor_model / "checkpoint.pt")  # torch.load(weights_only=True) inside
+    scorer = Scorer.load(sensor_model)
+    x = np.asarray(scorer.manifest.scaler.mean, np.float32)[None, :].repeat(4, 0)
+    np.testing.assert_allclose(score_with_torch(vae, scaler, x)[0], scorer.score_array(x).score, rtol=1e-5)

@@ -1,0 +1,64 @@
+"""Reading files, globs and folders in every supported format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipeline.errors import DataError
+from pipeline.ingest import iter_file_batches, read_file, resolve_sources, write_frame
+
+FRAME = pl.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "x"], "c": [10, 20, 30]})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".ndjson", ".arrow"])
+def test_every_format_reads_back_the_same_frame(tmp_path: Path, suffix: str) -> None:
+    path = write_frame(FRAME, tmp_path / f"t{suffix}")
+    assert_frame_equal(read_file(path), FRAME)
+
+
+def test_read_file_reads_only_requested_columns(tmp_path: Path) -> None:
+    path = write_frame(FRAME, tmp_path / "t.parquet")
+    assert read_file(path, ["c", "a"]).columns == ["c", "a"]
+
+
+def test_semicolon_csv_is_sniffed(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("a;b\n1;2\n3;4\n")
+    assert read_file(path).to_dict(as_series=False) == {"a": [1, 3], "b": [2, 4]}
+
+
+def test_folder_and_glob_resolve_to_sorted_known_files(tmp_path: Path) -> None:
+    for name in ["b.csv", "a.parquet", "notes.txt", ".hidden.csv", "_partial.csv"]:
+        (tmp_path / name).write_text("a\n1\n")
+    assert [p.name for p in resolve_sources(tmp_path)] == ["a.parquet", "b.csv"]
+    # A glob is taken as written (hidden files excluded, as Python's glob does).
+    assert [p.name for p in resolve_sources(tmp_path / "*.csv")] == ["_partial.csv", "b.csv"]
+
+
+def test_glob_matching_nothing_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="matched no file"):
+        resolve_sources(tmp_path / "*.parquet")
+
+
+def test_unknown_format_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "data.xlsx"
+    path.write_text("x")
+    with pytest.raises(DataError, match=r"data\.xlsx.*unsupported format '\.xlsx'"):
+        resolve_sources(path)
+
+
+def test_batches_cover_every_row_once(tmp_path: Path) -> None:
+    big = pl.DataFrame({"a": range(10_000), "b": range(10_000)})
+    path = write_frame(big, tmp_path / "big.parquet")
+    batches = list(iter_file_batches(path, ["a"], batch_rows=1_000))
+    assert sum(b.height for b in batches) == 10_000
+    assert pl.concat(batches)["a"].to_list() == list(range(10_000))
+
+
+def test_write_frame_leaves_no_temporary_file(tmp_path: Path) -> None:
+    write_frame(FRAME, tmp_path / "out.parquet")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]

@@ -1,0 +1,100 @@
+"""Schema learning, validation against it, feature matrices and windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.config import DataConfig, WindowSpec
+from pipeline.errors import DataError, SchemaError
+from pipeline.schema import coerce, entity_bounds, learn_schema, make_windows, sort_for_windows, to_matrix
+
+TABLE = pl.DataFrame({
+    "id": [1, 2, 3, 4],
+    "temp": [1.0, 2.0, 3.0, 4.0],
+    "count": [1, 2, 3, 4],
+    "site": ["a", "b", "a", "c"],
+    "label": [0, 0, 1, 0],
+})
+CONFIG = DataConfig(id_columns=["id"], label_column="label")
+
+
+def test_learn_schema_infers_numeric_and_categorical_and_skips_keys() -> None:
+    schema = learn_schema(TABLE, CONFIG)
+    assert [(c.name, c.kind) for c in schema.columns] == [("temp", "numeric"), ("count", "numeric"), ("site", "categorical")]
+    assert schema.row_features == ["temp", "count", "site=a", "site=b", "site=c"]
+    assert schema.key_columns == ["id"]
+
+
+def test_column_order_does_not_matter_and_extra_columns_are_ignored() -> None:
+    schema = learn_schema(TABLE, CONFIG)
+    shuffled = TABLE.select("site", "label", "count", "id", "temp").with_columns(extra=pl.lit(7))
+    a, _ = to_matrix(coerce(TABLE, schema, "f"), schema)
+    b, _ = to_matrix(coerce(shuffled, schema, "f"), schema)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_missing_column_is_named() -> None:
+    schema = learn_schema(TABLE, CONFIG)
+    with pytest.raises(SchemaError, match=r"column 'count' is missing \(file 'new.csv'\)"):
+        coerce(TABLE.drop("count"), schema, "new.csv")
+
+
+def test_text_in_numeric_column_names_file_column_and_row() -> None:
+    schema = learn_schema(TABLE, CONFIG)
+    bad = TABLE.with_columns(pl.Series("temp", ["1.0", "2.0", "oops", "4"]))
+    with pytest.raises(SchemaError, match=r"got text 'oops' \(file 'b.csv', column 'temp', row 3\)"):
+        coerce(bad, schema, "b.csv")
+
+
+def test_integer_column_is_coerced_losslessly() -> None:
+    schema = learn_schema(TABLE, CONFIG)
+    ints = TABLE.with_columns(pl.col("temp").cast(pl.Int32))
+    assert coerce(ints, schema, None)["temp"].dtype == pl.Float64
+
+
+def test_nan_under_error_policy_names_row() -> None:
+    schema = learn_schema(TABLE, CONFIG)
+    bad = TABLE.with_columns(pl.Series("temp", [1.0, None, 3.0, 4.0]))
+    with pytest.raises(DataError, match=r"missing value \(file 'x.csv', column 'temp', row 2\)"):
+        to_matrix(coerce(bad, schema, "x.csv"), schema, "x.csv")
+
+
+def test_impute_policy_fills_training_median_and_counts() -> None:
+    schema = learn_schema(TABLE, CONFIG.model_copy(update={"missing": "impute"}))
+    bad = TABLE.with_columns(pl.Series("temp", [1.0, float("nan"), float("inf"), 4.0]))
+    matrix, report = to_matrix(coerce(bad, schema, None), schema)
+    assert matrix[1, 0] == matrix[2, 0] == 2.5  # median of 1, 2, 3, 4
+    assert report.imputed == {"temp": 2}
+
+
+def test_unseen_category_is_counted_not_fatal() -> None:
+    schema = learn_schema(TABLE, CONFIG)
+    new = TABLE.with_columns(pl.Series("site", ["a", "zzz", None, "c"]))
+    matrix, report = to_matrix(coerce(new, schema, None), schema)
+    assert report.unseen_categories == {"site": 2}
+    np.testing.assert_array_equal(matrix[1, 2:], [0, 0, 0])
+    np.testing.assert_array_equal(matrix[3, 2:], [0, 0, 1])
+
+
+def test_windows_never_cross_entities_and_pad_for_scoring() -> None:
+    frame = pl.DataFrame({"m": ["b", "a", "a", "b", "a"], "t": [1, 3, 1, 2, 2], "v": [10.0, 3.0, 1.0, 20.0, 2.0]})
+    config = DataConfig(mode="sensor", time_column="t", entity_column="m", window=WindowSpec(length=2))
+    schema = learn_schema(frame, config)
+    frame = sort_for_windows(coerce(frame, schema, None), schema)
+    matrix, _ = to_matrix(frame, schema)
+    bounds = entity_bounds(frame, schema)
+    assert bounds == [(0, 3), (3, 5)]
+    padded, ends = make_windows(matrix, bounds, schema.window, pad=True)
+    assert padded.tolist() == [[1, 1], [1, 2], [2, 3], [10, 10], [10, 20]]
+    assert ends.tolist() == [0, 1, 2, 3, 4]
+    full, ends = make_windows(matrix, bounds, schema.window, pad=False)
+    assert full.tolist() == [[1, 2], [2, 3], [10, 20]]
+    assert ends.tolist() == [1, 2, 4]
+    assert schema.input_names == ["v[t-1]", "v[t-0]"]
+
+
+def test_too_few_rows_for_a_window_is_an_error() -> None:
+    with pytest.raises(DataError, match="at least 5 rows"):
+        make_windows(np.ones((3, 2), np.float32), [(0, 3)], WindowSpec(length=5), pad=False)
