@@ -1,0 +1,84 @@
+"""VAEDetector keeps scikit-learn's outlier-detector contract (river-style generic checks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from pipeline.detector import VAEDetector
+from pipeline.runtime import Scorer
+
+RNG = np.random.default_rng(0)
+NORMAL = RNG.normal(size=(800, 6)).astype(np.float32)
+OUTLIERS = RNG.normal(6, 1, size=(20, 6)).astype(np.float32)
+X = np.vstack([NORMAL, OUTLIERS])
+
+
+@pytest.fixture(scope="module")
+def fitted() -> VAEDetector:
+    return VAEDetector(epochs=15, contamination=0.05).fit(X)
+
+
+def test_constructor_only_stores_arguments() -> None:
+    detector = VAEDetector(latent=3, beta=2.0)
+    assert detector.get_params()["latent"] == 3
+    assert not [k for k in vars(detector) if k.endswith("_")]
+    assert clone(detector).get_params() == detector.get_params()
+
+
+def test_fit_returns_self_with_fitted_attributes(fitted: VAEDetector) -> None:
+    assert fitted.n_features_in_ == 6
+    assert list(fitted.feature_names_in_) == [f"x{i}" for i in range(6)]
+    assert fitted.offset_ == -fitted.threshold_
+
+
+def test_scoring_layers_and_directions(fitted: VAEDetector) -> None:
+    anomaly = fitted.anomaly_score(X)
+    np.testing.assert_allclose(fitted.score_samples(X), -anomaly)
+    np.testing.assert_allclose(fitted.decision_function(X), fitted.score_samples(X) - fitted.offset_)
+    predicted = fitted.predict(X)
+    assert set(np.unique(predicted)) == {-1, 1}
+    assert (predicted == -1).mean() == pytest.approx(0.05, abs=0.01)
+    assert anomaly[-20:].min() > np.median(anomaly[:800])  # beats chance: planted outliers rank high
+
+
+def test_input_is_not_mutated_and_scores_repeat(fitted: VAEDetector) -> None:
+    copy = X.copy()
+    first = fitted.anomaly_score(X)
+    np.testing.assert_array_equal(X, copy)
+    np.testing.assert_array_equal(first, fitted.anomaly_score(X))
+
+
+def test_two_seeded_fits_agree() -> None:
+    a = VAEDetector(epochs=12, random_state=3).fit(NORMAL).anomaly_score(OUTLIERS)
+    b = VAEDetector(epochs=12, random_state=3).fit(NORMAL).anomaly_score(OUTLIERS)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_scoring_before_fit_fails_clearly() -> None:
+    with pytest.raises(NotFittedError):
+        VAEDetector().predict(X)
+
+
+def test_wrong_width_is_a_clear_error(fitted: VAEDetector) -> None:
+    with pytest.raises(ValueError, match="must have 6 features, got 4"):
+        fitted.predict(X[:, :4])
+
+
+def test_polars_frames_with_categories_are_accepted() -> None:
+    frame = pl.DataFrame({"a": NORMAL[:, 0], "b": NORMAL[:, 1], "kind": np.where(NORMAL[:, 2] > 0, "p", "q")})
+    detector = VAEDetector(epochs=5).fit(frame)
+    assert detector.anomaly_score(frame).shape == (800,)
+    assert list(detector.feature_names_in_) == ["a", "b", "kind=p", "kind=q"]
+
+
+def test_export_matches_in_onnx(fitted: VAEDetector, tmp_path: Path) -> None:
+    folder = fitted.export(tmp_path, name="det")
+    scorer = Scorer.load(folder)
+    np.testing.assert_allclose(scorer.score_array(X).score, fitted.anomaly_score(X), rtol=1e-5)
+    assert scorer.threshold == pytest.approx(fitted.threshold_)
