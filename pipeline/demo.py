@@ -12,6 +12,7 @@ from rich.console import Console
 from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
 
 from pipeline.cli import app
+from pipeline.ingest import read_file
 
 console = Console()
 DEMOS = [
@@ -28,8 +29,7 @@ def run(*args: str) -> None:
 
 def evaluate(scores_path: Path, labelled: str, keys: list[str]) -> str:
     """Compare scores and flags with the generator's labels (kept out of the features)."""
-    reader = pl.read_parquet if labelled.endswith(".parquet") else pl.read_csv
-    truth = reader(labelled, try_parse_dates=True) if reader is pl.read_csv else reader(labelled)
+    truth = read_file(Path(labelled), [*keys, "label"])
     joined = pl.read_parquet(scores_path).join(truth.select(*keys, "label"), on=keys, how="inner")
     y, s, flag = joined["label"].to_numpy(), joined["score"].to_numpy(), joined["is_anomaly"].to_numpy()
     return (f"ROC-AUC {roc_auc_score(y, s):.3f}, average precision {average_precision_score(y, s):.3f}, "

@@ -14,13 +14,14 @@ import polars as pl
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from pipeline.config import ModelConfig, PipelineConfig, ThresholdConfig, TrainConfig
+from pipeline.config import DataConfig, ModelConfig, PipelineConfig, ThresholdConfig, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.export import export_model
 from pipeline.fit import fingerprint, train_and_calibrate
 from pipeline.graphs import score_with_torch
-from pipeline.schema import FeatureSchema, learn_schema, to_matrix, coerce
-from pipeline.config import DataConfig
+from pipeline.schema import FeatureSchema, coerce, learn_schema, to_matrix
+from pipeline.threshold import Threshold
+from pipeline.train import TrainResult
 
 
 class VAEDetector(OutlierMixin, BaseEstimator):
@@ -118,9 +119,6 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     def export(self, root: str | Path = "exported", name: str = "detector") -> Path:
         """Write ONNX graphs and manifest like `vad train` does; returns the version folder."""
         check_is_fitted(self, "model_")
-        from pipeline.train import TrainResult
-        from pipeline.threshold import Threshold
-
         result = TrainResult(model=self.model_, scaler=self.scaler_, history=self.history_)
         threshold = Threshold(value=self.threshold_, method="contamination",
                               parameters={"contamination": self.contamination})

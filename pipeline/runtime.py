@@ -11,6 +11,7 @@ import heapq
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,7 +24,9 @@ import pyarrow.parquet as pq
 from pipeline import ingest
 from pipeline.errors import PipelineError
 from pipeline.manifest import Manifest, read_manifest, resolve_model_dir
-from pipeline.schema import InputReport, coerce, entity_bounds, make_windows, sort_for_windows, to_matrix
+from pipeline.schema import (
+    InputReport, check_columns, coerce, entity_bounds, make_windows, sort_for_windows, to_matrix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +241,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     rows are sorted by entity and time before windowing. Each output row carries the input
     file name. On any error the temporary file is removed and nothing is left behind."""
     files = ingest.resolve_sources(source)
-    separator = None
     for file in files:  # every file's columns are checked before anything is written
-        from pipeline.schema import check_columns
-
-        check_columns(ingest.file_columns(file, separator), scorer.schema, str(file))
+        check_columns(ingest.file_columns(file), scorer.schema, str(file))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
@@ -251,7 +251,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     writer: pq.ParquetWriter | None = None
     try:
         for file in files:
-            for offset, frame in _chunks(scorer, file, chunk_rows, separator):
+            for offset, frame in _chunks(scorer, file, chunk_rows):
                 scored, inputs = scorer.score_with_report(
                     frame, estimator=estimator, samples=samples, seed=seed + report.rows, threshold=threshold,
                     top_k=top_k, file=str(file), row_offset=offset)
@@ -280,13 +280,13 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     return report
 
 
-def _chunks(scorer: Scorer, file: Path, chunk_rows: int, separator: str | None):  # noqa: ANN202
+def _chunks(scorer: Scorer, file: Path, chunk_rows: int) -> Iterator[tuple[int, pl.DataFrame]]:
     """(row offset, frame) pieces of one file: streamed for tables, whole for sensor series."""
     columns = scorer.schema.source_columns
     if scorer.schema.mode == "sensor":
-        yield 0, ingest.read_file(file, columns, separator)
+        yield 0, ingest.read_file(file, columns)
         return
     offset = 0
-    for batch in ingest.iter_file_batches(file, columns, chunk_rows, separator):
+    for batch in ingest.iter_file_batches(file, columns, chunk_rows):
         yield offset, batch
         offset += batch.height

@@ -71,3 +71,18 @@ def test_versions_are_immutable_and_latest_moves(tabular_fit, exported_root: Pat
     assert resolve_model_dir(first.parent) == second
     assert {p.name: sha256_file(p) for p in first.iterdir()} == before
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_parity_mismatch_fails_the_export(sensor_fit) -> None:
+    import copy
+
+    import torch
+
+    from pipeline.errors import ExportParityError
+
+    result = sensor_fit.calibrated.result
+    drifted = copy.deepcopy(result.model)
+    with torch.no_grad():
+        drifted.decoder[0].bias.add_(0.01)  # graphs on disk no longer match this model
+    with pytest.raises(ExportParityError, match="differs from PyTorch"):
+        check_parity(sensor_fit.version_dir, drifted, result.scaler, sensor_fit.data.x[:64])
