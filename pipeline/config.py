@@ -70,6 +70,7 @@ class TrainConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0)
     beta: float = Field(3.0, ge=0)  # weight of the KL term at the end of warm-up
     warmup_epochs: int = Field(10, ge=0)  # KL weight rises linearly from 0 to beta
+    free_bits: float = Field(0.0, ge=0)  # KL floor per latent dimension (nats), against posterior collapse
     clip_inputs: float = Field(10.0, gt=0)  # scaled training inputs are clipped to ±this
     patience: int = Field(10, ge=1)  # epochs without validation improvement before stopping
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)

@@ -33,7 +33,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
                  likelihood: str = "fixed", scaling: str = "standard", beta: float = TrainConfig().beta,
                  epochs: int = 100, batch_size: int = 256, learning_rate: float = 1e-3, patience: int = 10,
-                 validation_fraction: float = 0.1, contamination: float = 0.1, device: str = "auto",
+                 validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits, contamination: float = 0.1, device: str = "auto",
                  random_state: int = 0, progress: bool = False) -> None:
         self.hidden = hidden
         self.latent = latent
@@ -45,6 +45,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.free_bits = free_bits
         self.contamination = contamination
         self.device = device
         self.random_state = random_state
@@ -54,7 +55,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         return PipelineConfig(
             model=ModelConfig(hidden=self.hidden, latent=self.latent, likelihood=self.likelihood, scaling=self.scaling),
             train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                              beta=self.beta, patience=self.patience, validation_fraction=self.validation_fraction,
+                              beta=self.beta, free_bits=self.free_bits, patience=self.patience, validation_fraction=self.validation_fraction,
                               seed=self.random_state, device=self.device, progress=self.progress),
             threshold=ThresholdConfig(method="contamination", contamination=self.contamination),
         )

@@ -38,6 +38,13 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
 
 
+def kl_with_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """Batch-mean KL per latent dimension, each floored at `free_bits` nats (Kingma et al.
+    2016): dimensions below the floor get no pressure to collapse further. Returns a scalar."""
+    per_dim = (0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)).mean(0)
+    return per_dim.clamp(min=free_bits).sum()
+
+
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, exp(logvar)) summed over the last axis."""
     return -gaussian_nll(z, mu, logvar).sum(-1)

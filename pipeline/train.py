@@ -112,16 +112,20 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
         for start in range(0, len(train), cfg.batch_size):
             batch = train[order[start:start + cfg.batch_size]]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                nll, kl = _elbo_terms(model, batch, sample=True)
-            loss = (nll + kl_weight * kl).mean()
+                mu, logvar = model.encode(batch)
+                z = model.reparameterize(mu, logvar, torch.randn_like(mu))
+                nll = model.feature_nll(batch, z).sum(-1)
+                kl = elbo.kl_to_standard_normal(mu, logvar)
+            kl_term = elbo.kl_with_free_bits(mu, logvar, cfg.free_bits) if cfg.free_bits else kl.mean()
+            loss = nll.mean() + kl_weight * kl_term
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             sums += torch.stack([nll.detach().sum(), kl.detach().sum()]).float()
-        val_nll, val_kl = validation_terms(model, val)
-        # Stop on the objective being optimised (negative β-ELBO at the final β); the plain
-        # ELBO (β = 1) is recorded beside it.
-        validation = val_nll + cfg.beta * val_kl
+        val_nll, val_kl, val_kl_floored = validation_terms(model, val, cfg.free_bits)
+        # Stop on the objective being optimised (negative β-ELBO at the final β, with the
+        # same free-bits floor); the plain ELBO (β = 1) is recorded beside it.
+        validation = val_nll + cfg.beta * val_kl_floored
         seconds = time.perf_counter() - started
         nll_mean, kl_mean = (sums / len(train)).tolist()
         history.append({
@@ -149,22 +153,14 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
                        best_validation=best_value, device=str(device))
 
 
-def _elbo_terms(model: VAE, x: torch.Tensor, *, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise reconstruction NLL and KL; one reparameterised sample, or z = mu."""
-    mu, logvar = model.encode(x)
-    z = model.reparameterize(mu, logvar, torch.randn_like(mu)) if sample else mu
-    return model.feature_nll(x, z).sum(-1), elbo.kl_to_standard_normal(mu, logvar)
-
-
 @torch.no_grad()
-def validation_terms(model: VAE, x: torch.Tensor, batch: int = 65536) -> tuple[float, float]:
-    """Mean reconstruction NLL and KL (z = mu) on scaled validation rows."""
+def validation_terms(model: VAE, x: torch.Tensor, free_bits: float = 0.0) -> tuple[float, float, float]:
+    """Mean reconstruction NLL (z = mu), KL, and KL with the free-bits floor on scaled rows."""
     was_training = model.training
     model.eval()
-    totals = torch.zeros(2, device=x.device)
-    for start in range(0, len(x), batch):
-        nll, kl = _elbo_terms(model, x[start:start + batch], sample=False)
-        totals += torch.stack([nll.sum(), kl.sum()]).float()
+    mu, logvar = model.encode(x)
+    nll = model.feature_nll(x, mu).sum(-1).mean()
+    kl = elbo.kl_to_standard_normal(mu, logvar).mean()
+    floored = elbo.kl_with_free_bits(mu, logvar, free_bits) if free_bits else kl
     model.train(was_training)
-    nll_mean, kl_mean = (totals / len(x)).tolist()
-    return nll_mean, kl_mean
+    return float(nll), float(kl), float(floored)

@@ -91,3 +91,18 @@ def test_checkpoint_loads_with_weights_only(sensor_model: Path) -> None:
     scorer = Scorer.load(sensor_model)
     x = np.asarray(scorer.manifest.scaler.mean, np.float32)[None, :].repeat(4, 0)
     np.testing.assert_allclose(score_with_torch(vae, scaler, x)[0], scorer.score_array(x).score, rtol=1e-5)
+
+
+def test_free_bits_floor_each_latent_dimension() -> None:
+    mu = torch.zeros(10, 3)
+    logvar = torch.zeros(10, 3)
+    logvar[:, 0] = -2.0  # only dimension 0 carries information
+    per_dim = 0.5 * (torch.exp(torch.tensor(-2.0)) - 1 + 2.0)
+    assert float(elbo.kl_with_free_bits(mu, logvar, 0.0)) == pytest.approx(float(per_dim))
+    assert float(elbo.kl_with_free_bits(mu, logvar, 0.5)) == pytest.approx(max(float(per_dim), 0.5) + 1.0)
+
+
+def test_free_bits_keep_the_latent_in_use() -> None:
+    collapsed = train_vae(X[:500], X[500:], ModelConfig(), FAST.model_copy(update={"beta": 10.0}))
+    kept = train_vae(X[:500], X[500:], ModelConfig(), FAST.model_copy(update={"beta": 10.0, "free_bits": 1.0}))
+    assert kept.history[-1]["kl"] > collapsed.history[-1]["kl"] + 1.0
