@@ -111,7 +111,12 @@ def load_config(path: str | Path | None = None, **overrides: dict) -> PipelineCo
             raise PipelineError(f"config file '{path}' cannot be read: {exc}") from exc
     for section, values in overrides.items():
         if isinstance(values, dict):
-            raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+            target = raw.setdefault(section, {})
+            for key, value in values.items():
+                if isinstance(value, dict) and isinstance(target.get(key), dict):
+                    target[key] = {**target[key], **value}  # e.g. --window keeps the file's stride
+                elif value is not None:
+                    target[key] = value
         elif values is not None:
             raw[section] = values
     try:

@@ -59,7 +59,13 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     """Read every file, learn the schema, and build the input rows and the validation split."""
     data_cfg = config.data
     files = ingest.resolve_sources(source)
-    raw = [ingest.read_file(f, separator=data_cfg.separator) for f in files]
+    # With named features only the needed columns are read; otherwise all, to infer them.
+    needed = None
+    if data_cfg.features is not None:
+        named = [*data_cfg.features, data_cfg.label_column, data_cfg.time_column, data_cfg.entity_column,
+                 *data_cfg.id_columns]
+        needed = list(dict.fromkeys(c for c in named if c))
+    raw = [ingest.read_file(f, needed, data_cfg.separator) for f in files]
     first = learn_schema(raw[0], data_cfg, str(files[0]))
     coerced = []
     for file, frame in zip(files, raw):

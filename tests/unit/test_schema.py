@@ -98,3 +98,12 @@ def test_windows_never_cross_entities_and_pad_for_scoring() -> None:
 def test_too_few_rows_for_a_window_is_an_error() -> None:
     with pytest.raises(DataError, match="at least 5 rows"):
         make_windows(np.ones((3, 2), np.float32), [(0, 3)], WindowSpec(length=5), pad=False)
+
+
+def test_cli_window_override_keeps_the_config_files_stride(tmp_path) -> None:
+    from pipeline.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\nmode = "sensor"\ntime_column = "t"\nwindow = { length = 12, stride = 3 }\n')
+    config = load_config(path, data={"window": {"length": 6}, "missing": None})
+    assert (config.data.window.length, config.data.window.stride) == (6, 3)
