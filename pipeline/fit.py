@@ -70,6 +70,8 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     coerced = []
     for file, frame in zip(files, raw):
         part = coerce(frame, first, str(file))
+        if data_cfg.missing == "error":
+            to_matrix(part, first, str(file))  # fail here, where the file and its row can be named
         if data_cfg.label_column:
             if data_cfg.label_column not in frame.columns:
                 raise DataError(f"label column '{data_cfg.label_column}' is missing (file '{file}').")
@@ -79,7 +81,7 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     schema = fit_statistics(first, frame)
     if schema.mode == "sensor":
         frame = sort_for_windows(frame, schema)
-    matrix, report = to_matrix(frame, schema, str(files[0]) if len(files) == 1 else None)
+    matrix, report = to_matrix(frame, schema)
     labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
     rng = np.random.default_rng(config.train.seed)
     if schema.mode == "sensor" and schema.window and schema.window.length > 1:

@@ -152,3 +152,17 @@ def test_bad_config_value(tmp_path: Path) -> None:
     result = vad("train", TABLE, "--threshold", "median", "--out", tmp_path)
     assert_one_line_error(result, "threshold.method")
     assert not any(tmp_path.iterdir())
+
+
+def test_training_error_names_the_file_among_several(tmp_path: Path) -> None:
+    folder = tmp_path / "history"
+    folder.mkdir()
+    frame = pl.read_csv(ROOT / "data" / "tabular" / "history.csv")
+    frame.head(2500).write_csv(folder / "a.csv")
+    frame.tail(2500).with_columns(
+        pl.when(pl.int_range(pl.len()) == 9).then(None).otherwise(pl.col("pressure")).alias("pressure")
+    ).write_csv(folder / "b.csv")
+    result = vad("train", folder, "--id-columns", "batch_id", "--label-column", "label", "--out", tmp_path / "out",
+                 "--epochs", "1", "--no-progress")
+    assert_one_line_error(result, "missing value", "b.csv", "column 'pressure'", "row 10")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.onnx"))
