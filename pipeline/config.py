@@ -55,7 +55,10 @@ class ModelConfig(_Strict):
 
     hidden: list[int] | None = None  # default: [clip(2d, 16, 128), clip(d, 8, 64)]
     latent: int | None = Field(None, ge=1)  # default: 4 (2 below 8 inputs)
-    likelihood: Literal["fixed", "gaussian", "bernoulli"] = "fixed"
+    # bernoulli: Bernoulli on columns that are 0/1 in training (one-hot included), fixed-variance
+    # Gaussian on the rest; fixed: Gaussian with unit variance everywhere; gaussian: learned
+    # per-feature variance.
+    likelihood: Literal["fixed", "gaussian", "bernoulli"] = "bernoulli"
     # standard: (x - mean) / std; robust: (x - median) / (IQR / 1.349). Standard measured
     # better on average (README, "Defaults").
     scaling: Literal["robust", "standard"] = "standard"

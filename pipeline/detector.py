@@ -31,7 +31,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     `threshold_` is the (1 − contamination) quantile of the training scores."""
 
     def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
-                 likelihood: str = "fixed", scaling: str = "standard", beta: float = TrainConfig().beta,
+                 likelihood: str = "bernoulli", scaling: str = "standard", beta: float = TrainConfig().beta,
                  epochs: int = 100, batch_size: int = 256, learning_rate: float = 1e-3, patience: int = 10,
                  validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits, contamination: float = 0.1, device: str = "auto",
                  random_state: int = 0, progress: bool = False) -> None:
