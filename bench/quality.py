@@ -23,7 +23,6 @@ import numpy as np
 import polars as pl
 import typer
 from rich.console import Console
-from rich.table import Table
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import train_test_split
 
