@@ -8,13 +8,16 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:  # imported lazily at run time, to keep `vad --help` fast
+    from pipeline.runtime import ScoreReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring.")
@@ -99,7 +102,7 @@ def score(
     print_score_report(report, scorer.session("scorer").get_providers()[0])
 
 
-def print_score_report(report, provider: str) -> None:  # noqa: ANN001
+def print_score_report(report: ScoreReport, provider: str) -> None:
     """The summary a person reads after scoring: counts, repairs, top rows, output path."""
     console.print(f"scored {report.rows:,} rows from {len(report.files)} file(s) on {provider}; "
                   f"{report.anomalies:,} above threshold {report.threshold:.4f}")

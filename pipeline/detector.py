@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from pipeline.config import DataConfig, ModelConfig, PipelineConfig, ThresholdConfig, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.export import export_model
-from pipeline.fit import fingerprint, train_and_calibrate
+from pipeline.fit import fingerprint, random_validation_mask, train_and_calibrate
 from pipeline.graphs import score_with_torch
 from pipeline.schema import FeatureSchema, coerce, learn_schema, to_matrix
 from pipeline.threshold import Threshold
@@ -84,9 +84,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         """Train without labels (`y` is ignored). Returns self."""
         x = self._rows(X, learn=True)
         config = self._config()
-        is_validation = np.random.default_rng(self.random_state).random(len(x)) < self.validation_fraction
-        if is_validation.all() or not is_validation.any():
-            raise PipelineError(f"X needs enough rows for a validation split, got {len(x)}.")
+        rng = np.random.default_rng(self.random_state)
+        is_validation = random_validation_mask(len(x), self.validation_fraction, rng)
         calibrated = train_and_calibrate(x, is_validation, config)
         self.model_ = calibrated.result.model
         self.scaler_ = calibrated.result.scaler

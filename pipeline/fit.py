@@ -90,7 +90,7 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         labels = labels[ends] if labels is not None else None
         is_validation = _tail_of_each_entity(ends, bounds, config.train.validation_fraction)
     else:
-        is_validation = rng.random(len(matrix)) < config.train.validation_fraction
+        is_validation = random_validation_mask(len(matrix), config.train.validation_fraction, rng)
     if config.train.max_rows and len(matrix) > config.train.max_rows:
         keep = np.sort(rng.choice(len(matrix), config.train.max_rows, replace=False))
         matrix, is_validation = matrix[keep], is_validation[keep]
@@ -99,6 +99,17 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         is_validation = np.zeros(len(matrix), bool)
         is_validation[-max(1, len(matrix) // 10):] = True
     return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed))
+
+
+def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Rows drawn for validation (tabular data); at least one row on each side of the split."""
+    if rows < 2:
+        raise DataError(f"training needs at least 2 rows (one for validation), got {rows}.")
+    mask = rng.random(rows) < fraction
+    if mask.all() or not mask.any():
+        mask = np.zeros(rows, bool)
+        mask[-max(1, rows // 10):] = True
+    return mask
 
 
 def _tail_of_each_entity(ends: np.ndarray, bounds: list[tuple[int, int]], fraction: float) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 import pyarrow.parquet as pq
+from scipy.special import logsumexp
 
 from pipeline import ingest
 from pipeline.errors import PipelineError
@@ -152,10 +153,8 @@ class Scorer:
             log_weight, nll = session.run(None, {"x": chunk, "eps": eps})
             if estimator == "mc":
                 scores.append(-log_weight.mean(axis=1, dtype=np.float64))
-            else:
-                top = log_weight.max(axis=1, keepdims=True).astype(np.float64)
-                lme = top[:, 0] + np.log(np.exp(log_weight - top).mean(axis=1))
-                scores.append(-lme)
+            else:  # log-mean-exp of the importance weights
+                scores.append(-(logsumexp(log_weight.astype(np.float64), axis=1) - np.log(samples)))
             nlls.append(nll)
         return ScoreArrays(np.concatenate(scores).astype(np.float32), np.concatenate(nlls))
 

@@ -103,7 +103,7 @@ class InputReport:
 
 
 def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = None) -> FeatureSchema:
-    """Pick the feature columns (named, or inferred from dtypes) and learn vocabularies and medians."""
+    """Pick the feature columns (named, or inferred from dtypes), then learn their statistics."""
     reserved = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns,
                             *config.ignore_columns] if c}
     for name in reserved | set(config.features or []):
@@ -117,26 +117,23 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
     for name in names:
         dtype = frame.schema[name]
         if dtype.is_numeric() or dtype == pl.Boolean:
-            values = frame[name].cast(pl.Float64)
-            finite = values.filter(values.is_finite())
-            median = float(finite.median()) if finite.len() else 0.0
-            columns.append(ColumnSpec(name=name, kind="numeric", dtype=str(dtype), median=median))
+            columns.append(ColumnSpec(name=name, kind="numeric", dtype=str(dtype)))
         elif config.mode == "tabular" and dtype in (pl.String, pl.Categorical, pl.Enum):
-            vocabulary = sorted(frame[name].cast(pl.String).drop_nulls().unique().to_list())
-            if len(vocabulary) > config.max_categories:
+            distinct = frame[name].drop_nulls().n_unique()
+            if distinct > config.max_categories:
                 if config.features is not None:
                     raise SchemaError(
-                        f"column '{name}' has {len(vocabulary)} categories, more than max_categories="
+                        f"column '{name}' has {distinct} categories, more than max_categories="
                         f"{config.max_categories}{where(file)}. Raise max_categories or drop the column."
                     )
-                log.warning("skipping column '%s': %d categories > max_categories", name, len(vocabulary))
+                log.warning("skipping column '%s': %d categories > max_categories", name, distinct)
                 continue
-            columns.append(ColumnSpec(name=name, kind="categorical", dtype=str(dtype), categories=vocabulary))
+            columns.append(ColumnSpec(name=name, kind="categorical", dtype=str(dtype)))
         elif config.features is not None:
             raise SchemaError(f"feature column '{name}' must be numeric, got {dtype}{where(file)}.")
     if not columns:
         raise SchemaError(f"no feature columns found{where(file)}; name them with `features`.")
-    return FeatureSchema(
+    schema = FeatureSchema(
         mode=config.mode,
         columns=columns,
         id_columns=list(config.id_columns),
@@ -145,13 +142,14 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         window=config.window if config.mode == "sensor" else None,
         missing=config.missing,
     )
+    return fit_statistics(schema, frame)
 
 
 def fit_statistics(schema: FeatureSchema, frame: pl.DataFrame) -> FeatureSchema:
-    """Relearn vocabularies and medians over a coerced frame (all training files together)."""
+    """Learn medians and category vocabularies (called again over all training files together)."""
     columns = []
     for col in schema.columns:
-        values = frame[col.name]
+        values = frame[col.name].cast(pl.Float64 if col.kind == "numeric" else pl.String)
         if col.kind == "numeric":
             finite = values.filter(values.is_finite())
             columns.append(col.model_copy(update={"median": float(finite.median()) if finite.len() else 0.0}))
