@@ -59,6 +59,10 @@ class ModelConfig(_Strict):
     # Gaussian on the rest; fixed: Gaussian with unit variance everywhere; gaussian: learned
     # per-feature variance.
     likelihood: Literal["fixed", "gaussian", "bernoulli"] = "bernoulli"
+    # Independently initialised VAEs trained side by side in one network; the score is the
+    # mean of their negative ELBOs. Measured: 5 members lift 32_shuttle from 0.93–0.99 (one
+    # model, by seed) to 0.988–0.991 (README, "Defaults").
+    members: int = Field(5, ge=1, le=64)
     # standard: (x - mean) / std; robust: (x - median) / (IQR / 1.349). Standard measured
     # better on average (README, "Defaults").
     scaling: Literal["robust", "standard"] = "standard"
@@ -74,6 +78,10 @@ class TrainConfig(_Strict):
     beta: float = Field(3.0, ge=0)  # weight of the KL term at the end of warm-up
     warmup_epochs: int = Field(10, ge=0)  # KL weight rises linearly from 0 to beta
     free_bits: float = Field(0.0, ge=0)  # KL floor per latent dimension (nats), against posterior collapse
+    # Share of each batch's highest-loss rows left out of the gradient (trimmed likelihood):
+    # unlabelled training data holds anomalies. Measured: 0.05 lifts the ADBench mean from
+    # 0.775 to 0.815 over 3 seeds (README, "Defaults").
+    trim_fraction: float = Field(0.05, ge=0, lt=0.5)
     clip_inputs: float = Field(10.0, gt=0)  # scaled training inputs are clipped to ±this
     patience: int = Field(10, ge=1)  # epochs without validation improvement before stopping
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
@@ -92,6 +100,23 @@ class ThresholdConfig(_Strict):
     contamination: float = Field(0.01, gt=0, lt=0.5)
     pot_initial_quantile: float = Field(0.98, gt=0.5, lt=1)
     pot_risk: float = Field(1e-3, gt=0, lt=0.5)  # target false-alarm rate
+
+
+class AlertRules(_Strict):
+    """When a scored batch raises an alert (one per batch and model version).
+
+    An entity (or, in tabular mode, the whole batch) alarms when `min_anomalous` rows above
+    the threshold fall within `within` consecutive rows. In sensor mode an entity that alarmed
+    less than `cooldown_minutes` earlier (in the data's own time) is suppressed, so one fault pages
+    once. Severity grows with the peak score's distance past the threshold, in units of
+    (threshold − median validation score)."""
+
+    min_anomalous: int = Field(3, ge=1)
+    within: int = Field(10, ge=1)
+    cooldown_minutes: float = Field(60.0, ge=0)
+    high_at: float = Field(1.0, gt=0)
+    critical_at: float = Field(3.0, gt=0)
+    top_rows: int = Field(10, ge=1, le=1000)
 
 
 class PipelineConfig(_Strict):

@@ -31,12 +31,14 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     `threshold_` is the (1 − contamination) quantile of the training scores."""
 
     def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
-                 likelihood: str = "bernoulli", scaling: str = "standard", beta: float = TrainConfig().beta,
+                 members: int = ModelConfig().members, likelihood: str = "bernoulli", scaling: str = "standard", beta: float = TrainConfig().beta,
                  epochs: int = 100, batch_size: int = 256, learning_rate: float = 1e-3, patience: int = 10,
-                 validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits, contamination: float = 0.1, device: str = "auto",
+                 validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits,
+                 trim_fraction: float = TrainConfig().trim_fraction, contamination: float = 0.1, device: str = "auto",
                  random_state: int = 0, progress: bool = False) -> None:
         self.hidden = hidden
         self.latent = latent
+        self.members = members
         self.likelihood = likelihood
         self.scaling = scaling
         self.beta = beta
@@ -46,6 +48,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.free_bits = free_bits
+        self.trim_fraction = trim_fraction
         self.contamination = contamination
         self.device = device
         self.random_state = random_state
@@ -53,9 +56,10 @@ class VAEDetector(OutlierMixin, BaseEstimator):
 
     def _config(self) -> PipelineConfig:
         return PipelineConfig(
-            model=ModelConfig(hidden=self.hidden, latent=self.latent, likelihood=self.likelihood, scaling=self.scaling),
+            model=ModelConfig(hidden=self.hidden, latent=self.latent, members=self.members, likelihood=self.likelihood,
+                              scaling=self.scaling),
             train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                              beta=self.beta, free_bits=self.free_bits, patience=self.patience, validation_fraction=self.validation_fraction,
+                              beta=self.beta, free_bits=self.free_bits, trim_fraction=self.trim_fraction, patience=self.patience, validation_fraction=self.validation_fraction,
                               seed=self.random_state, device=self.device, progress=self.progress),
             threshold=ThresholdConfig(method="contamination", contamination=self.contamination),
         )

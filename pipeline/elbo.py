@@ -38,11 +38,28 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
 
 
-def kl_with_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> torch.Tensor:
+def kl_with_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
     """Batch-mean KL per latent dimension, each floored at `free_bits` nats (Kingma et al.
-    2016): dimensions below the floor get no pressure to collapse further. Returns a scalar."""
-    per_dim = (0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)).mean(0)
+    2016): dimensions below the floor get no pressure to collapse further. `weights` (one
+    per row, or per row and member) turn the mean into a weighted one. Returns a scalar."""
+    per_row_dim = 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)
+    if weights is None:
+        per_dim = per_row_dim.mean(0)
+    else:
+        w = weights.unsqueeze(-1)
+        per_dim = (per_row_dim * w).sum(0) / w.sum(0)
     return per_dim.clamp(min=free_bits).sum()
+
+
+def trimmed_mask(per_row_loss: torch.Tensor, fraction: float) -> torch.Tensor:
+    """1.0 for rows kept, 0.0 for the `fraction` with the largest loss (per column, i.e. per
+    ensemble member): the trimmed likelihood of robust statistics. At least one row stays."""
+    if fraction <= 0:
+        return torch.ones_like(per_row_loss)
+    keep = max(1, int(per_row_loss.shape[0] * (1.0 - fraction)))
+    cut = per_row_loss.kthvalue(keep, dim=0, keepdim=True).values
+    return (per_row_loss <= cut).to(per_row_loss.dtype)
 
 
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ PARITY_TOLERANCE = 1e-5
 def _example_inputs(name: str, vae: VAE) -> tuple[torch.Tensor, ...]:
     n, latent = vae.shape.n_inputs, vae.shape.latent
     if name == "decoder":
-        return (torch.zeros(3, latent),)
+        return (torch.zeros(3, vae.shape.members, latent),)
     if name == "scorer_sampled":
         return torch.zeros(3, n), torch.zeros(3, 2, latent)
     return (torch.zeros(3, n),)
@@ -78,7 +78,7 @@ def check_parity(folder: Path, vae: VAE, scaler: Scaler, probe_raw: np.ndarray, 
     probe_scaled = scaler.transform(probe_raw)
     feeds = {
         "encoder": (probe_scaled,),
-        "decoder": (rng.standard_normal((len(probe_raw), vae.shape.latent)).astype(np.float32),),
+        "decoder": (rng.standard_normal((len(probe_raw), vae.shape.members, vae.shape.latent)).astype(np.float32),),
         "scorer": (probe_raw,),
         "scorer_sampled": (probe_raw, rng.standard_normal((len(probe_raw), 4, vae.shape.latent)).astype(np.float32)),
     }

@@ -146,10 +146,15 @@ def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "ex
     """Train on `source` and export a new version of `config.name` under `root`."""
     data = load_training_set(source, config)
     calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels)
+    return FitOutcome(export_fitted(data, calibrated, config, root), calibrated, data)
+
+
+def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path) -> Path:
+    """Export a trained, calibrated model as the next version of `config.name` (and make it `latest`)."""
     result = calibrated.result
     scores = calibrated.validation_scores
     probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
-    version_dir = export_model(
+    return export_model(
         result, data.schema, calibrated.threshold, name=config.name, root=root, probe_raw=probe,
         feature_baseline=calibrated.feature_baseline,
         training={**config.model_dump(mode="json"), "best_epoch": result.best_epoch,
@@ -160,4 +165,3 @@ def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "ex
                     "neg_elbo": result.history[result.best_epoch - 1]["validation_neg_elbo"],
                     "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)}},
     )
-    return FitOutcome(version_dir, calibrated, data)

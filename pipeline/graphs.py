@@ -28,7 +28,7 @@ class _Scaling(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """scaled features → (mu, logvar)."""
+    """scaled features [batch, features] → (mu, logvar), each [batch, members, latent]."""
 
     def __init__(self, vae: VAE) -> None:
         super().__init__()
@@ -39,7 +39,8 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """z → (reconstruction mean, log-variance), in scaled units."""
+    """z [batch, members, latent] → (reconstruction mean, log-variance), each
+    [batch, members, features], in scaled units."""
 
     def __init__(self, vae: VAE) -> None:
         super().__init__()
@@ -50,7 +51,8 @@ class DecoderGraph(nn.Module):
 
 
 class ScorerGraph(nn.Module):
-    """Raw features → score (negative ELBO at z = mu), per-input NLL, KL and mu."""
+    """Raw features → score (negative ELBO at z = mu, averaged over members), per-input NLL
+    and KL (member means), and mu [batch, members, latent]."""
 
     def __init__(self, vae: VAE, scaler: Scaler) -> None:
         super().__init__()
@@ -59,27 +61,29 @@ class ScorerGraph(nn.Module):
     def forward(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.scaling(x_raw)
         mu, logvar = self.vae.encode(x)
-        nll = self.vae.feature_nll(x, mu) + self.scaling.log_scale
-        kl = elbo.kl_to_standard_normal(mu, logvar)
+        nll = (self.vae.feature_nll(x, mu) + self.scaling.log_scale).mean(-2)
+        kl = elbo.kl_to_standard_normal(mu, logvar).mean(-1)
         return nll.sum(-1) + kl, nll, kl, mu
 
 
 class SampledScorerGraph(nn.Module):
     """Raw features and standard-normal noise eps[batch, samples, latent] → log importance
-    weights log p(x, z_k) − log q(z_k | x) and mean per-input NLL. MC ELBO = mean of the
-    weights, IWAE bound = log-mean-exp; the caller draws eps, so a seed fixes the scores."""
+    weights log p(x, z_k) − log q(z_k | x) per sample and member [batch, samples, members],
+    and the mean per-input NLL. Per member, the MC ELBO is the mean of its weights and the
+    IWAE bound their log-mean-exp; the score averages members. The caller draws eps (shared
+    by the members), so a seed fixes the scores."""
 
     def __init__(self, vae: VAE, scaler: Scaler) -> None:
         super().__init__()
         self.vae, self.scaling = vae, _Scaling(scaler)
 
     def forward(self, x_raw: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.scaling(x_raw).unsqueeze(1)
-        mu, logvar = self.vae.encode(x)
-        z = self.vae.reparameterize(mu, logvar, eps)
+        x = self.scaling(x_raw).unsqueeze(1)  # [batch, 1, features]
+        mu, logvar = self.vae.encode(x)  # [batch, 1, members, latent]
+        z = self.vae.reparameterize(mu, logvar, eps.unsqueeze(-2))  # [batch, samples, members, latent]
         nll = self.vae.feature_nll(x, z) + self.scaling.log_scale
         log_weight = -nll.sum(-1) + elbo.standard_log_normal(z) - elbo.log_normal(z, mu, logvar)
-        return log_weight, nll.mean(1)
+        return log_weight, nll.mean((1, 2))
 
 
 GRAPH_IO = {

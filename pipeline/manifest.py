@@ -20,7 +20,8 @@ MANIFEST = "manifest.json"
 LATEST = "latest"
 SCORE_DEFINITION = (
     "negative ELBO with z = mu: sum over inputs of -log p(x_i | z = mu) in raw feature units "
-    "plus KL(q(z|x) || N(0, I)); higher = more anomalous"
+    "plus KL(q(z|x) || N(0, I)), averaged over the ensemble members (model.members); "
+    "higher = more anomalous"
 )
 
 
@@ -51,6 +52,11 @@ class Manifest(BaseModel):
     opset: int
     graphs: dict[str, dict]
     files: dict[str, str] = {}  # file name -> sha256
+
+    @property
+    def key(self) -> str:
+        """`name/version`: the model version a scored batch or an alert belongs to."""
+        return f"{self.name}/{self.version}"
 
 
 def sha256_file(path: Path) -> str:

@@ -20,25 +20,42 @@ class VAEShape:
     latent: int
     likelihood: str  # fixed | gaussian | bernoulli
     dropout: float = 0.0
+    members: int = 1  # independently initialised VAEs trained side by side; scores are averaged
 
     @classmethod
     def for_inputs(cls, n_inputs: int, hidden: list[int] | None, latent: int | None, likelihood: str,
-                   dropout: float) -> "VAEShape":
+                   dropout: float, members: int = 1) -> "VAEShape":
         """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent 4 (see README)."""
         if hidden is None:
             hidden = [min(128, max(16, 2 * n_inputs)), min(64, max(8, n_inputs))]
         if latent is None:
             latent = 4 if n_inputs >= 8 else 2
-        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout)
+        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout, members)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+class MemberLinear(nn.Module):
+    """One linear layer per ensemble member, applied in a single einsum: inputs
+    [..., members, in] (or [..., 1, in], broadcast to every member) → [..., members, out].
+    Each member is initialised like `nn.Linear`, from its own draws."""
+
+    def __init__(self, members: int, n_in: int, n_out: int) -> None:
+        super().__init__()
+        layers = [nn.Linear(n_in, n_out) for _ in range(members)]
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach().T for layer in layers]))  # [M, in, out]
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))  # [M, out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.expand(*x.shape[:-2], self.weight.shape[0], x.shape[-1])
+        return torch.einsum("...mi,mio->...mo", x, self.weight) + self.bias
+
+
+def _mlp(sizes: list[int], dropout: float, members: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
+        layers.append(MemberLinear(members, a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
             if dropout:
@@ -48,23 +65,28 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 
 class VAE(nn.Module):
     """Gaussian encoder q(z|x) and a decoder p(x|z) that is Gaussian (fixed or learned
-    per-feature variance) and Bernoulli on the features flagged in `bernoulli_mask`."""
+    per-feature variance) and Bernoulli on the features flagged in `bernoulli_mask`.
+
+    The module holds `shape.members` independent VAEs. Features come in as [..., features];
+    every latent and decoded tensor has a member axis just before its last axis
+    ([..., members, latent] and [..., members, features])."""
 
     def __init__(self, shape: VAEShape, bernoulli_mask: torch.Tensor | None = None) -> None:
         super().__init__()
         self.shape = shape
-        self.encoder = _mlp([shape.n_inputs, *shape.hidden, 2 * shape.latent], shape.dropout)
-        self.decoder = _mlp([shape.latent, *reversed(shape.hidden), shape.n_inputs], shape.dropout)
+        self.encoder = _mlp([shape.n_inputs, *shape.hidden, 2 * shape.latent], shape.dropout, shape.members)
+        self.decoder = _mlp([shape.latent, *reversed(shape.hidden), shape.n_inputs], shape.dropout, shape.members)
         # Learned per-feature log-variance; stays at 0 (unit variance, i.e. MSE) when fixed.
-        self.decoder_logvar = nn.Parameter(torch.zeros(shape.n_inputs), requires_grad=shape.likelihood == "gaussian")
+        self.decoder_logvar = nn.Parameter(torch.zeros(shape.members, shape.n_inputs),
+                                           requires_grad=shape.likelihood == "gaussian")
         mask = bernoulli_mask if bernoulli_mask is not None else torch.zeros(shape.n_inputs, dtype=torch.bool)
         self.register_buffer("bernoulli_mask", mask.bool())
         # A Python fact, not a tensor test, so the exported graphs hold no data-dependent branch.
         self.uses_bernoulli = bool(mask.any())
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled features → (mu, logvar) of q(z|x)."""
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        """Scaled features [..., features] → (mu, logvar) of q(z|x), each [..., members, latent]."""
+        mu, logvar = self.encoder(x.unsqueeze(-2)).chunk(2, dim=-1)
         return mu, logvar
 
     @staticmethod
@@ -87,6 +109,7 @@ class VAE(nn.Module):
         return mean, logvar
 
     def feature_nll(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """−log p(x|z) per feature (scaled units)."""
+        """−log p(x|z) per member and feature (scaled units): x [..., features] and
+        z [..., members, latent] → [..., members, features]."""
         mask = self.bernoulli_mask if self.uses_bernoulli else None
-        return elbo.feature_nll(x, self.decode(z), self.decoded_logvar(), mask)
+        return elbo.feature_nll(x.unsqueeze(-2), self.decode(z), self.decoded_logvar(), mask)

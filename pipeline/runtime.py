@@ -151,10 +151,12 @@ class Scorer:
             chunk = x[i:i + batch]
             eps = rng.standard_normal((len(chunk), samples, latent), dtype=np.float32)
             log_weight, nll = session.run(None, {"x": chunk, "eps": eps})
+            # log_weight: [rows, samples, members]; each member's bound, then the member mean.
             if estimator == "mc":
-                scores.append(-log_weight.mean(axis=1, dtype=np.float64))
+                bound = log_weight.mean(axis=1, dtype=np.float64)
             else:  # log-mean-exp of the importance weights
-                scores.append(-(logsumexp(log_weight.astype(np.float64), axis=1) - np.log(samples)))
+                bound = logsumexp(log_weight.astype(np.float64), axis=1) - np.log(samples)
+            scores.append(-bound.mean(axis=1))
             nlls.append(nll)
         return ScoreArrays(np.concatenate(scores).astype(np.float32), np.concatenate(nlls))
 
@@ -205,18 +207,24 @@ class Scorer:
         return scored
 
     def encode(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Latent means (z_0 … z_k) per row, with the row keys."""
+        """Latent means per row and ensemble member (`m0_z0` … `m{M-1}_z{k}`; members' latent
+        spaces are unrelated), with the row keys."""
         x, keys, _ = self.prepare(frame)
         session = self.session("scorer")
         mu = np.concatenate([session.run(["mu"], {"x": x[i:i + ORT_BATCH]})[0] for i in range(0, len(x), ORT_BATCH)])
-        return keys.with_columns(pl.DataFrame(mu, schema=[f"z_{i}" for i in range(mu.shape[1])]))
+        rows, members, latent = mu.shape
+        names = [f"m{m}_z{i}" for m in range(members) for i in range(latent)]
+        return keys.with_columns(pl.DataFrame(mu.reshape(rows, members * latent), schema=names))
 
     def sample(self, n: int, seed: int = 0) -> pl.DataFrame:
-        """Synthetic normal rows: decoder means at z ~ N(0, I), in raw units (one column per
-        model input; in tabular mode one-hot groups collapse back to their most likely category)."""
+        """Synthetic normal rows: decoder means at z ~ N(0, I) of a member drawn per row (the
+        ensemble as a mixture), in raw units (one column per model input; in tabular mode
+        one-hot groups collapse back to their most likely category)."""
         rng = np.random.default_rng(seed)
-        z = rng.standard_normal((n, int(self.manifest.model["latent"])), dtype=np.float32)
-        mean = self.session("decoder").run(["mean"], {"z": z})[0]
+        members, latent = int(self.manifest.model.get("members", 1)), int(self.manifest.model["latent"])
+        z = rng.standard_normal((n, members, latent), dtype=np.float32)
+        member = rng.integers(members, size=n)
+        mean = self.session("decoder").run(["mean"], {"z": z})[0][np.arange(n), member]
         raw = mean * np.asarray(self.manifest.scaler.scale, np.float32) + np.asarray(self.manifest.scaler.mean, np.float32)
         frame = pl.DataFrame(raw, schema=self.manifest.input_names)
         if self.schema.mode != "tabular":

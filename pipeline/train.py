@@ -80,7 +80,8 @@ def train_vae(
     bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
     scaler = Scaler.fit(x_train, robust=model_config.scaling == "robust", keep_raw=bernoulli)
     shape = VAEShape.for_inputs(
-        x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout
+        x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout,
+        model_config.members,
     )
     devices = [device.index or 0] if device.type == "cuda" else []
     # fork_rng: seeding here never changes the caller's global random state.
@@ -114,14 +115,21 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 mu, logvar = model.encode(batch)
                 z = model.reparameterize(mu, logvar, torch.randn_like(mu))
-                nll = model.feature_nll(batch, z).sum(-1)
+                nll = model.feature_nll(batch, z).sum(-1)  # [batch, members]
                 kl = elbo.kl_to_standard_normal(mu, logvar)
-            kl_term = elbo.kl_with_free_bits(mu, logvar, cfg.free_bits) if cfg.free_bits else kl.mean()
-            loss = nll.mean() + kl_weight * kl_term
+            # Rows whose β-loss is in the top `trim_fraction` of the batch (per member) are left
+            # out: unlabelled training data holds anomalies, and a VAE that learns to
+            # reconstruct them stops flagging them. Summed over members, so each member's
+            # gradient is exactly that of its own (trimmed) β-ELBO.
+            keep = elbo.trimmed_mask((nll + kl_weight * kl).detach(), cfg.trim_fraction)
+            kept = keep.sum(0)
+            kl_term = (elbo.kl_with_free_bits(mu, logvar, cfg.free_bits, keep) if cfg.free_bits
+                       else ((kl * keep).sum(0) / kept).sum())
+            loss = ((nll * keep).sum(0) / kept).sum() + kl_weight * kl_term
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            sums += torch.stack([nll.detach().sum(), kl.detach().sum()]).float()
+            sums += torch.stack([nll.detach().mean(-1).sum(), kl.detach().mean(-1).sum()]).float()
         val_nll, val_kl, val_kl_floored = validation_terms(model, val, cfg.free_bits)
         # Stop on the objective being optimised (negative β-ELBO at the final β, with the
         # same free-bits floor); the plain ELBO (β = 1) is recorded beside it.
@@ -157,16 +165,19 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
 def validation_terms(model: VAE, x: torch.Tensor, free_bits: float = 0.0,
                      batch: int = 65536) -> tuple[float, float, float]:
     """Mean reconstruction NLL (z = mu), KL, and KL with the free-bits floor on scaled rows,
-    in batches so a large validation set never has to fit through the network at once."""
+    averaged over ensemble members, in batches so a large validation set never has to fit
+    through the network at once."""
     was_training = model.training
     model.eval()
     nll_sum = torch.zeros((), device=x.device)
-    kl_per_dim = torch.zeros(model.shape.latent, device=x.device)
+    kl_per_dim = torch.zeros(model.shape.members, model.shape.latent, device=x.device)
     for start in range(0, len(x), batch):
         rows = x[start:start + batch]
         mu, logvar = model.encode(rows)
         nll_sum += model.feature_nll(rows, mu).sum()
         kl_per_dim += (0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)).sum(0)
     model.train(was_training)
+    members = model.shape.members
     kl_per_dim /= len(x)
-    return float(nll_sum) / len(x), float(kl_per_dim.sum()), float(kl_per_dim.clamp(min=free_bits).sum())
+    return (float(nll_sum) / len(x) / members, float(kl_per_dim.sum()) / members,
+            float(kl_per_dim.clamp(min=free_bits).sum()) / members)

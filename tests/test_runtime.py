@@ -103,7 +103,9 @@ def test_sample_and_encode_shapes(tabular_model: Path) -> None:
     assert set(samples["line"].unique()) <= {"L1", "L2", "L3"}
     assert_frame_equal(samples, scorer.sample(20, seed=1))
     latent = scorer.encode(pl.read_csv(TABLE).head(7))
-    assert latent.columns[0] == "batch_id" and latent.width == 1 + scorer.manifest.model["latent"]
+    members, size = scorer.manifest.model["members"], scorer.manifest.model["latent"]
+    assert latent.columns[0] == "batch_id" and latent.width == 1 + members * size
+    assert latent.columns[-1] == f"m{members - 1}_z{size - 1}"
 
 
 def test_providers_fall_back_to_cpu_and_explicit_gpu_is_checked() -> None:

@@ -13,6 +13,7 @@ from torch.distributions import Bernoulli, Normal, kl_divergence
 from pipeline import elbo
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
+from pipeline.graphs import score_with_torch
 from pipeline.train import Scaler, train_vae
 
 X = np.random.default_rng(1).normal(size=(600, 5)).astype(np.float32)
@@ -111,3 +112,41 @@ def test_free_bits_keep_the_latent_in_use() -> None:
     kept = train_vae(low_rank[:500], low_rank[500:], ModelConfig(), config.model_copy(update={"free_bits": 1.0}))
     assert kept.history[-1]["kl"] > collapsed.history[-1]["kl"] + 0.5  # measured: 1.34 vs 0.00005
     assert kept.history[-1]["nll"] < collapsed.history[-1]["nll"] - 1.0  # measured: 6.8 vs 8.5
+
+
+def test_trimmed_mask_drops_the_highest_losses_per_member() -> None:
+    loss = torch.tensor([[1.0, 9.0], [5.0, 2.0], [9.0, 1.0], [2.0, 5.0]])
+    keep = elbo.trimmed_mask(loss, 0.25)
+    assert keep.tolist() == [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]]
+    assert torch.equal(elbo.trimmed_mask(loss, 0.0), torch.ones_like(loss))
+
+
+def test_trimming_keeps_contamination_out_of_the_model() -> None:
+    # 5% of the training rows are a tight off-manifold cluster (anomalies nobody labelled).
+    rng = np.random.default_rng(3)
+    normal = rng.normal(size=(950, 2)) @ rng.normal(size=(2, 8)) + 0.1 * rng.normal(size=(950, 8))
+    cluster = np.tile(rng.normal(size=(1, 8)) * 3.0, (50, 1)) + 0.1 * rng.normal(size=(50, 8))
+    x = np.concatenate([normal, cluster]).astype(np.float32)
+    config = FAST.model_copy(update={"epochs": 40, "patience": 40, "warmup_epochs": 5})
+
+    def cluster_gap(trim: float) -> float:
+        result = train_vae(x, x[:100], ModelConfig(members=1), config.model_copy(update={"trim_fraction": trim}))
+        score = score_with_torch(result.model, result.scaler, x)[0]
+        return float(np.median(score[950:]) - np.quantile(score[:950], 0.95))
+
+    assert cluster_gap(0.08) > cluster_gap(0.0)
+
+
+def test_ensemble_score_is_the_mean_of_its_members() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    result = train_vae(x[:250], x[250:], ModelConfig(members=3), FAST)
+    vae, scaler = result.model, result.scaler
+    weights = vae.encoder[0].weight
+    assert weights.shape[0] == 3 and not torch.allclose(weights[0], weights[1])  # independent draws
+    scaled = torch.from_numpy(scaler.transform(x[250:]))
+    with torch.no_grad():
+        mu, logvar = vae.encode(scaled)
+        per_member = vae.feature_nll(scaled, mu).sum(-1) + elbo.kl_to_standard_normal(mu, logvar)  # [rows, members]
+    expected = per_member.mean(-1).numpy() + np.log(scaler.scale).sum()
+    np.testing.assert_allclose(score_with_torch(vae, scaler, x[250:])[0], expected, rtol=1e-5)
