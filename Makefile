@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test data bench-quality clean
+.PHONY: demo test serve data bench-quality clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Scheduled scoring for a newcomer: a local Prefect server (UI address printed), the demo
+# model if none is exported yet, and the deployment scoring every batch dropped into data/inbox.
+serve: $(STAMP)
+	test -f exported/demo-sensors/latest || $(BIN)/python -m pipeline.demo
+	$(BIN)/python -m flows.serve --inbox data/inbox --model exported/demo-sensors --interval 60
+
 bench-quality: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/quality.py
@@ -30,4 +36,4 @@ data: $(STAMP)
 	$(BIN)/python data/generate.py
 
 clean:
-	rm -rf $(VENV) exported/demo-* runs/
+	rm -rf $(VENV) exported/demo-* runs/ data/inbox/

@@ -1,0 +1,77 @@
+"""Helpers for the flow tests: loopback ports, a webhook receiver, Prefect blocks, inbox drops."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data"
+FAST_PREFECT = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+    "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebhookReceiver:
+    """Records the JSON bodies POSTed to it."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def save_webhook_block(env: dict[str, str], url: str, name: str) -> str:
+    """A Prefect Custom Webhook notification block on the server; returns its slug."""
+    code = ("from prefect.blocks.notifications import CustomWebhookNotificationBlock as B; "
+            f"B(name={name!r}, url={url!r}, json_data={{'subject': '{{{{subject}}}}', 'body': '{{{{body}}}}'}})"
+            f".save({name!r}, overwrite=True)")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT, timeout=120)
+    return f"custom-webhook/{name}"
+
+
+def drop_into(inbox: Path, batch: Path) -> None:
+    """Copy under a hidden name, then rename: the inbox never shows a half-written file."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    hidden = inbox / f".{batch.name}.part"
+    hidden.write_bytes(batch.read_bytes())
+    hidden.rename(inbox / batch.name)
+
+
+def wait_until(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

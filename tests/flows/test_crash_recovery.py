@@ -1,0 +1,69 @@
+"""A scoring run killed half-way (SIGKILL, no clean-up), then run again, leaves the same
+output files as a run that never crashed, and the webhook hears of the alert once. Also:
+with no PREFECT_API_URL the flow starts Prefect's embedded server itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.score import CRASH_ENV
+from pipeline.inbox import open_ledger
+from prefect_helpers import ROOT, drop_into, save_webhook_block
+
+pytestmark = pytest.mark.slow
+
+
+def run_scoring(env: dict[str, str], inbox: Path, outbox: Path, model: Path, sink: str,
+                crash_after: str | None = None) -> subprocess.CompletedProcess:
+    env = {**env, CRASH_ENV: crash_after} if crash_after else {k: v for k, v in env.items() if k != CRASH_ENV}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.score", "--inbox", str(inbox), "--outbox", str(outbox), "--model", str(model),
+         "--sink", sink], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def output_bytes(outbox: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(outbox)): p.read_bytes() for p in sorted((outbox / "scores").rglob("*.parquet"))}
+
+
+@pytest.mark.parametrize("stage", ["scores", "alert"])
+def test_killed_run_resumes_with_same_outputs_and_no_second_alert(
+        prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path,
+        tmp_path: Path, stage: str) -> None:
+    sink = save_webhook_block(prefect_server, webhook.url, f"vad-crash-{stage}")
+    inbox = tmp_path / "inbox"
+    drop_into(inbox, inbox_batches["faulty"])
+    drop_into(inbox, inbox_batches["normal"])
+
+    clean = run_scoring(prefect_server, inbox, tmp_path / "clean", sensor_model, sink)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    assert len(webhook.received) == 1
+    webhook.received.clear()
+
+    crashed = run_scoring(prefect_server, inbox, tmp_path / "resumed", sensor_model, sink, crash_after=stage)
+    assert crashed.returncode == -9  # killed half-way: the faulty batch (first) is claimed, not done
+    ledger = open_ledger(tmp_path / "resumed")
+    assert [b["status"] for b in ledger.batches()] == ["running"]
+    assert len(webhook.received) == (1 if stage == "alert" else 0)
+
+    resumed = run_scoring(prefect_server, inbox, tmp_path / "resumed", sensor_model, sink)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert output_bytes(tmp_path / "resumed") == output_bytes(tmp_path / "clean")
+    assert [b["status"] for b in ledger.batches()] == ["done", "done"]
+    assert len(ledger.alerts()) == 1
+    assert len(webhook.received) == 1  # over both runs: the alert was delivered exactly once
+
+
+def test_embedded_server_starts_without_an_api_url(inbox_batches: dict[str, Path], sensor_model: Path,
+                                                   tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    drop_into(tmp_path / "inbox", inbox_batches["normal"])
+    result = run_scoring(env, tmp_path / "inbox", tmp_path / "out", sensor_model, "prefect-event")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting temporary server" in result.stdout + result.stderr
+    assert [b["status"] for b in open_ledger(tmp_path / "out").batches()] == ["done"]

@@ -1,0 +1,70 @@
+"""The scheduled deployment end to end, on a real Prefect server on loopback: two batches
+dropped into the inbox are each scored exactly once, the faulty one pages a webhook once,
+and the reports are artifacts in Prefect's API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.inbox import open_ledger
+from prefect_helpers import ROOT, drop_into, save_webhook_block, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def completed_runs(env: dict[str, str]) -> int:
+    """Completed flow runs, read through Prefect's REST API."""
+    response = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter",
+                          json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}, timeout=30)
+    response.raise_for_status()
+    return len(response.json())
+
+
+def artifact_keys(env: dict[str, str]) -> set[str]:
+    response = httpx.post(f"{env['PREFECT_API_URL']}/artifacts/filter", json={}, timeout=30)
+    response.raise_for_status()
+    return {a["key"] for a in response.json() if a["key"]}
+
+
+def test_scheduled_deployment_scores_each_batch_once_and_alerts_once(
+        prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path,
+        tmp_path: Path) -> None:
+    env = prefect_server
+    sink = save_webhook_block(env, webhook.url, "vad-scheduled-test")
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "flows.serve", "--inbox", str(inbox), "--outbox", str(outbox),
+         "--model", str(sensor_model), "--sink", "prefect-event", "--sink", sink, "--interval", "3"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        drop_into(inbox, inbox_batches["normal"])
+        drop_into(inbox, inbox_batches["faulty"])
+        ledger = open_ledger(outbox)
+        wait_until(lambda: sum(b["status"] == "done" for b in ledger.batches()) == 2 and webhook.received,
+                   240, "both batches scored and one alert delivered")
+        runs_then = completed_runs(env)
+        wait_until(lambda: completed_runs(env) >= runs_then + 2, 120, "two more scheduled runs")
+
+        batches = ledger.batches()
+        assert sorted(Path(b["file"]).name for b in batches) == ["faulty.parquet", "normal.parquet"]
+        assert all(b["status"] == "done" for b in batches)
+        alerts = ledger.alerts()
+        assert len(alerts) == 1 and alerts[0]["payload"]["batch"]["file"] == "faulty.parquet"
+        assert len(webhook.received) == 1
+        assert alerts[0]["alert_id"] in webhook.received[0]["body"]
+        assert "pressure" in {f["feature"] for f in alerts[0]["payload"]["top_features"][:2]}
+        assert {"vad-scoring-report", "vad-top-anomalies", "vad-alert"} <= artifact_keys(env)
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)

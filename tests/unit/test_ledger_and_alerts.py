@@ -1,0 +1,109 @@
+"""The inbox ledger's claims and the alarm rules, without Prefect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline import alerts
+from pipeline.config import AlertRules
+from pipeline.ledger import Ledger, file_identity, owner_token
+from pipeline.manifest import read_manifest
+
+
+def test_claims_are_exclusive_until_done_and_forced_rescoring_is_explicit(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    assert ledger.claim("abc", "m/1", "a.csv").reason == "new"
+    ledger.complete("abc", "m/1", "out.parquet", {"rows": 3})
+    assert not ledger.claim("abc", "m/1", "renamed.csv").granted  # same bytes, another name
+    assert ledger.claim("abc", "m/2", "a.csv").granted  # a new model version scores it again
+    assert ledger.claim("abc", "m/1", "a.csv", force=True).reason == "forced"
+    ledger.fail("abc", "m/1", "bad value")
+    assert ledger.claim("abc", "m/1", "a.csv").reason == "failed"
+
+
+def _hold_claim(ledger: Ledger, identity: str, owner: str) -> None:
+    with ledger._transaction() as db:  # noqa: SLF001 - stage another process's claim
+        db.execute("INSERT INTO batches (identity, model, file, status, owner, claimed_at) "
+                   "VALUES (?, 'm/1', 'a.csv', 'running', ?, strftime('%s','now'))", (identity, owner))
+
+
+def test_a_live_owner_keeps_its_claim_and_a_dead_one_loses_it(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    host = owner_token().rsplit(":", 2)[0]
+    _hold_claim(ledger, "live", f"{host}:{os.getppid()}:other")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _hold_claim(ledger, "dead", f"{host}:{dead.stdout.strip()}:other")
+    assert ledger.claim("live", "m/1", "a.csv").reason == "busy"
+    assert ledger.claim("dead", "m/1", "a.csv").reason == "taken-over"
+
+
+def test_alerts_are_recorded_once_with_their_entity_times(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    assert ledger.record_alert("id1", "abc", "m/1", {"alert_id": "id1"}, "m", {"press-01": "2026-01-01T00:00:00"})
+    assert not ledger.record_alert("id1", "abc", "m/1", {"alert_id": "id1"}, "m", {"press-01": "2026-02-01T00:00:00"})
+    assert ledger.last_alert_times("m") == {"press-01": "2026-01-01T00:00:00"}
+    ledger.mark_delivered("id1", "hook")
+    assert ledger.undelivered(["hook"]) == [] and ledger.undelivered(["hook", "mail"]) == [{"alert_id": "id1"}]
+
+
+def test_file_identity_is_the_content(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    (tmp_path / "b.csv").write_text("x\n1\n")
+    (tmp_path / "c.csv").write_text("x\n2\n")
+    assert file_identity(tmp_path / "a.csv") == file_identity(tmp_path / "b.csv") != file_identity(tmp_path / "c.csv")
+
+
+def scored_frame(threshold: float, flagged: dict[str, list[int]], start: datetime) -> pl.DataFrame:
+    """Two machines × 30 five-minute steps; `flagged` steps score 2 × threshold."""
+    rows = []
+    for machine in ("press-01", "press-02"):
+        for step in range(30):
+            hot = step in flagged.get(machine, [])
+            rows.append({"machine": machine, "timestamp": start + timedelta(minutes=5 * step),
+                         "score": threshold * (2.0 if hot else 0.5), "is_anomaly": hot,
+                         "top1_feature": "pressure" if hot else "load", "top1_share": 0.9})
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def manifest(sensor_model: Path):
+    return read_manifest(sensor_model)
+
+
+def test_alarm_needs_enough_anomalous_steps_close_together(manifest) -> None:  # noqa: ANN001
+    limit, start = manifest.threshold.value, datetime(2026, 11, 1)
+    rules = AlertRules(min_anomalous=3, within=5)
+    scattered = scored_frame(limit, {"press-01": [0, 10, 20]}, start)
+    assert alerts.evaluate(scattered, manifest, rules, batch_file="b", identity="x", last_alerts={})[0] is None
+    burst = scored_frame(limit, {"press-02": [11, 12, 14]}, start)
+    alert, times = alerts.evaluate(burst, manifest, rules, batch_file="b", identity="x", last_alerts={})
+    assert [e["entity"] for e in alert["entities"]] == ["press-02"]
+    assert times == {"press-02": (start + timedelta(minutes=70)).isoformat()}  # the third step of the burst
+    assert alert["counts"]["anomalous_rows"] == 3 and alert["top_features"][0]["feature"] == "pressure"
+    assert alert["top_rows"][0]["machine"] == "press-02" and alert["threshold"]["value"] == limit
+    assert alert["alert_id"] == alerts.alert_id(manifest.key, "x")
+
+
+def test_cooldown_suppresses_an_entity_that_alerted_recently(manifest) -> None:  # noqa: ANN001
+    limit, start = manifest.threshold.value, datetime(2026, 11, 1)
+    burst = scored_frame(limit, {"press-01": [1, 2, 3], "press-02": [1, 2, 3]}, start)
+    recent = {"press-01": (start - timedelta(minutes=30)).isoformat()}
+    alert, _ = alerts.evaluate(burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x",
+                               last_alerts=recent)
+    assert [e["entity"] for e in alert["entities"]] == ["press-02"] and alert["suppressed"] == ["press-01"]
+    all_cooling = {"press-01": recent["press-01"], "press-02": recent["press-01"]}
+    assert alerts.evaluate(burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts=all_cooling)[0] is None
+
+
+def test_severity_grows_with_distance_past_the_threshold() -> None:
+    rules = AlertRules(high_at=1.0, critical_at=3.0)
+    assert alerts.severity(10.5, 10.0, 9.0, rules)[0] == "warning"
+    assert alerts.severity(11.5, 10.0, 9.0, rules) == ("high", 1.5)
+    assert alerts.severity(14.0, 10.0, 9.0, rules)[0] == "critical"
