@@ -42,8 +42,8 @@ def _scorer(model_dir: str, provider: str) -> Scorer:
 
 
 @task(**IO_RETRIES, **PERSIST)
-def find_batches(inbox_path: str) -> list[dict]:
-    return [b.to_dict() for b in inbox.find_batches(inbox_path)]
+def find_batches(inbox_path: str, outbox: str) -> list[dict]:
+    return [b.to_dict() for b in inbox.find_batches(inbox_path, inbox.open_ledger(outbox))]
 
 
 @task(**PERSIST)
@@ -108,7 +108,7 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     for alert in inbox.open_ledger(outbox).undelivered(sinks):  # deliveries that failed in earlier runs
         deliver_alert(alert, sinks, outbox)
     summaries, alerts, failed = [], [], []
-    for batch in find_batches(inbox_path):
+    for batch in find_batches(inbox_path, outbox):
         if not claim_batch(outbox, model_key, batch, force):
             continue
         try:

@@ -13,7 +13,7 @@ import polars as pl
 from pipeline import alerts, ingest
 from pipeline.config import AlertRules
 from pipeline.errors import DataError
-from pipeline.ledger import Ledger, file_identity
+from pipeline.ledger import Ledger
 from pipeline.runtime import Scorer, score_files
 
 LEDGER_FILE = "ledger.sqlite"
@@ -28,7 +28,7 @@ class Batch:
         return asdict(self)
 
 
-def find_batches(inbox: str | Path) -> list[Batch]:
+def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
     """Every readable file in the inbox (folder or glob), with its content identity. An
     empty inbox is not an error: a schedule often fires before anything arrived."""
     try:
@@ -37,7 +37,7 @@ def find_batches(inbox: str | Path) -> list[Batch]:
         if Path(inbox).is_dir() or any(ch in str(inbox) for ch in "*?["):
             return []
         raise
-    return [Batch(str(f), file_identity(f)) for f in files]
+    return [Batch(str(f), ledger.identity(f)) for f in files]
 
 
 def open_ledger(outbox: str | Path) -> Ledger:

@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, sink TEXT NOT NULL, delivered_at REAL NOT NULL, PRIMARY KEY (alert_id, sink));
+CREATE TABLE IF NOT EXISTS file_identities (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, identity TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
 """
@@ -106,6 +108,22 @@ class Ledger:
             db.close()
 
     # -- batches --------------------------------------------------------------------------
+    def identity(self, path: str | Path) -> str:
+        """A file's content sha256, hashed once per (path, size, mtime): a schedule that
+        fires every minute over a large inbox does not re-read every file each time."""
+        path = Path(path).resolve()
+        stat = path.stat()
+        with self._transaction() as db:
+            row = db.execute("SELECT identity FROM file_identities WHERE path=? AND size=? AND mtime_ns=?",
+                             (str(path), stat.st_size, stat.st_mtime_ns)).fetchone()
+        if row:
+            return row[0]
+        identity = file_identity(path)
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO file_identities (path, size, mtime_ns, identity) VALUES (?, ?, ?, ?)",
+                       (str(path), stat.st_size, stat.st_mtime_ns, identity))
+        return identity
+
     def claim(self, identity: str, model: str, file: str, *, force: bool = False) -> Claim:
         """Take the batch for this process unless it is done (and not forced) or a live run holds it."""
         me, now = owner_token(), time.time()

@@ -67,3 +67,17 @@ def test_embedded_server_starts_without_an_api_url(inbox_batches: dict[str, Path
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting temporary server" in result.stdout + result.stderr
     assert [b["status"] for b in open_ledger(tmp_path / "out").batches()] == ["done"]
+
+
+def test_a_bad_batch_fails_alone_and_is_not_retried(prefect_server: dict[str, str], inbox_batches: dict[str, Path],
+                                                    sensor_model: Path, tmp_path: Path) -> None:
+    inbox, outbox = tmp_path / "inbox", tmp_path / "out"
+    drop_into(inbox, inbox_batches["normal"])
+    (inbox / "broken.parquet").write_bytes(b"PAR1 not really parquet")
+    first = run_scoring(prefect_server, inbox, outbox, sensor_model, "prefect-event")
+    assert first.returncode != 0  # the run shows as failed ...
+    status = {Path(b["file"]).name: (b["status"], b["summary"]) for b in open_ledger(outbox).batches()}
+    assert status["normal.parquet"][0] == "done"  # ... but the good batch was scored
+    assert status["broken.parquet"][0] == "failed" and "broken.parquet" in status["broken.parquet"][1]
+    again = run_scoring(prefect_server, inbox, outbox, sensor_model, "prefect-event")
+    assert again.returncode == 0  # same bytes fail the same way: not retried without --force

@@ -53,11 +53,16 @@ def test_alerts_are_recorded_once_with_their_entity_times(tmp_path: Path) -> Non
     assert ledger.undelivered(["hook"]) == [] and ledger.undelivered(["hook", "mail"]) == [{"alert_id": "id1"}]
 
 
-def test_file_identity_is_the_content(tmp_path: Path) -> None:
+def test_file_identity_is_the_content_and_is_hashed_again_only_when_the_file_changes(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("x\n1\n")
     (tmp_path / "b.csv").write_text("x\n1\n")
     (tmp_path / "c.csv").write_text("x\n2\n")
     assert file_identity(tmp_path / "a.csv") == file_identity(tmp_path / "b.csv") != file_identity(tmp_path / "c.csv")
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    first = ledger.identity(tmp_path / "a.csv")
+    assert first == file_identity(tmp_path / "a.csv")
+    (tmp_path / "a.csv").write_text("x\n33\n")  # new size: hashed again
+    assert ledger.identity(tmp_path / "a.csv") == file_identity(tmp_path / "a.csv") != first
 
 
 def scored_frame(threshold: float, flagged: dict[str, list[int]], start: datetime) -> pl.DataFrame:
