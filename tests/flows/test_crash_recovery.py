@@ -13,7 +13,7 @@ import pytest
 
 from flows.score import CRASH_ENV
 from pipeline.inbox import open_ledger
-from prefect_helpers import ROOT, drop_into, save_webhook_block
+from prefect_helpers import ROOT, drop_into, free_port, save_webhook_block
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +81,23 @@ def test_a_bad_batch_fails_alone_and_is_not_retried(prefect_server: dict[str, st
     assert status["broken.parquet"][0] == "failed" and "broken.parquet" in status["broken.parquet"][1]
     again = run_scoring(prefect_server, inbox, outbox, sensor_model, "prefect-event")
     assert again.returncode == 0  # same bytes fail the same way: not retried without --force
+
+
+def test_a_failing_sink_keeps_the_scores_and_the_next_run_delivers(
+        prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path,
+        tmp_path: Path) -> None:
+    inbox, outbox = tmp_path / "inbox", tmp_path / "out"
+    drop_into(inbox, inbox_batches["faulty"])
+    dead_url = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    sink = save_webhook_block(prefect_server, dead_url, "vad-flaky")
+    down = run_scoring(prefect_server, inbox, outbox, sensor_model, sink)
+    assert down.returncode == 0, down.stderr[-3000:]  # delivery failure is logged, not fatal
+    assert "sink(s) failed" in down.stdout + down.stderr
+    ledger = open_ledger(outbox)
+    assert [b["status"] for b in ledger.batches()] == ["done"] and len(ledger.alerts()) == 1
+    assert ledger.undelivered([sink]) and not webhook.received
+
+    save_webhook_block(prefect_server, webhook.url, "vad-flaky")  # the receiver is back
+    up = run_scoring(prefect_server, inbox, outbox, sensor_model, sink)
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert len(webhook.received) == 1 and not ledger.undelivered([sink])
