@@ -105,8 +105,15 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     logger = get_run_logger()
     model_dir = str(resolve_model_dir(model))
     model_key = _scorer(model_dir, provider).manifest.key
+
+    def deliver(alert: dict) -> None:
+        try:
+            deliver_alert(alert, sinks, outbox)
+        except delivery.DeliveryError as error:  # the scores stand; the next run retries delivery
+            logger.error("%s", error)
+
     for alert in inbox.open_ledger(outbox).undelivered(sinks):  # deliveries that failed in earlier runs
-        deliver_alert(alert, sinks, outbox)
+        deliver(alert)
     summaries, alerts, failed = [], [], []
     for batch in find_batches(inbox_path, outbox):
         if not claim_batch(outbox, model_key, batch, force):
@@ -122,10 +129,7 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
         alert = raise_alert(model_dir, provider, batch, outbox, summary["output"], rules, threshold)
         if alert is not None:
             alerts.append(alert)
-            try:
-                deliver_alert(alert, sinks, outbox)
-            except delivery.DeliveryError as error:  # the scores stand; the next run retries delivery
-                logger.error("%s", error)
+            deliver(alert)
             _crash_point("alert")
         complete_batch(outbox, model_key, batch, summary)
         summaries.append(summary)

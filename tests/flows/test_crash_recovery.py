@@ -96,6 +96,8 @@ def test_a_failing_sink_keeps_the_scores_and_the_next_run_delivers(
     ledger = open_ledger(outbox)
     assert [b["status"] for b in ledger.batches()] == ["done"] and len(ledger.alerts()) == 1
     assert ledger.undelivered([sink]) and not webhook.received
+    still_down = run_scoring(prefect_server, inbox, outbox, sensor_model, sink)  # retried, fails again, not fatal
+    assert still_down.returncode == 0 and "sink(s) failed" in still_down.stdout + still_down.stderr
 
     save_webhook_block(prefect_server, webhook.url, "vad-flaky")  # the receiver is back
     up = run_scoring(prefect_server, inbox, outbox, sensor_model, sink)
