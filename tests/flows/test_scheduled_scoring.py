@@ -33,6 +33,14 @@ def artifact_keys(env: dict[str, str]) -> set[str]:
     return {a["key"] for a in response.json() if a["key"]}
 
 
+def alert_events(env: dict[str, str]) -> set[str]:
+    """Alert ids of the `vad.alert.raised` events the server has stored."""
+    response = httpx.post(f"{env['PREFECT_API_URL']}/events/filter",
+                          json={"filter": {"event": {"name": ["vad.alert.raised"]}}}, timeout=30)
+    response.raise_for_status()
+    return {e["payload"]["alert_id"] for e in response.json()["events"]}
+
+
 def test_scheduled_deployment_scores_each_batch_once_and_alerts_once(
         prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path,
         tmp_path: Path) -> None:
@@ -62,6 +70,8 @@ def test_scheduled_deployment_scores_each_batch_once_and_alerts_once(
         assert alerts[0]["alert_id"] in webhook.received[0]["body"]
         assert "pressure" in {f["feature"] for f in alerts[0]["payload"]["top_features"][:2]}
         assert {"vad-scoring-report", "vad-top-anomalies", "vad-alert"} <= artifact_keys(env)
+        assert not ledger.undelivered(["prefect-event", sink])
+        wait_until(lambda: alerts[0]["alert_id"] in alert_events(env), 60, "the alert event in Prefect's API")
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         try:
