@@ -9,7 +9,6 @@ out is taken over, so a run killed half-way is finished by the next one."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -20,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from pipeline.manifest import sha256_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -36,15 +37,6 @@ CREATE TABLE IF NOT EXISTS file_identities (
 CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
 """
-
-
-def file_identity(path: str | Path) -> str:
-    """sha256 of the file's bytes: a batch's identity does not depend on its name or mtime."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def owner_token() -> str:
@@ -118,7 +110,7 @@ class Ledger:
                              (str(path), stat.st_size, stat.st_mtime_ns)).fetchone()
         if row:
             return row[0]
-        identity = file_identity(path)
+        identity = sha256_file(path)
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO file_identities (path, size, mtime_ns, identity) VALUES (?, ?, ?, ?)",
                        (str(path), stat.st_size, stat.st_mtime_ns, identity))
@@ -200,11 +192,15 @@ class Ledger:
     def undelivered(self, sinks: list[str]) -> list[dict]:
         """Recorded alerts that some sink has not received (a delivery that failed for good
         in an earlier run), oldest first."""
-        pending = []
-        for alert in self.alerts():
-            if any(not self.delivered(alert["alert_id"], sink) for sink in sinks):
-                pending.append(alert["payload"])
-        return pending
+        if not sinks:
+            return []
+        marks = ", ".join("(?)" for _ in sinks)
+        with self._transaction() as db:
+            rows = db.execute(
+                f"WITH sinks(sink) AS (VALUES {marks}) SELECT DISTINCT a.payload, a.created_at FROM alerts a, sinks s "
+                "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.sink = s.sink) "
+                "ORDER BY a.created_at", sinks).fetchall()
+        return [json.loads(payload) for payload, _ in rows]
 
     def alerts(self) -> list[dict]:
         with self._transaction() as db:

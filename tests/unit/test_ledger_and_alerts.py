@@ -13,8 +13,8 @@ import pytest
 
 from pipeline import alerts
 from pipeline.config import AlertRules
-from pipeline.ledger import Ledger, file_identity, owner_token
-from pipeline.manifest import read_manifest
+from pipeline.ledger import Ledger, owner_token
+from pipeline.manifest import read_manifest, sha256_file
 
 
 def test_claims_are_exclusive_until_done_and_forced_rescoring_is_explicit(tmp_path: Path) -> None:
@@ -57,12 +57,12 @@ def test_file_identity_is_the_content_and_is_hashed_again_only_when_the_file_cha
     (tmp_path / "a.csv").write_text("x\n1\n")
     (tmp_path / "b.csv").write_text("x\n1\n")
     (tmp_path / "c.csv").write_text("x\n2\n")
-    assert file_identity(tmp_path / "a.csv") == file_identity(tmp_path / "b.csv") != file_identity(tmp_path / "c.csv")
+    assert sha256_file(tmp_path / "a.csv") == sha256_file(tmp_path / "b.csv") != sha256_file(tmp_path / "c.csv")
     ledger = Ledger(tmp_path / "ledger.sqlite")
     first = ledger.identity(tmp_path / "a.csv")
-    assert first == file_identity(tmp_path / "a.csv")
+    assert first == sha256_file(tmp_path / "a.csv")
     (tmp_path / "a.csv").write_text("x\n33\n")  # new size: hashed again
-    assert ledger.identity(tmp_path / "a.csv") == file_identity(tmp_path / "a.csv") != first
+    assert ledger.identity(tmp_path / "a.csv") == sha256_file(tmp_path / "a.csv") != first
 
 
 def scored_frame(threshold: float, flagged: dict[str, list[int]], start: datetime) -> pl.DataFrame:
