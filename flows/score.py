@@ -20,6 +20,7 @@ from prefect.tasks import exponential_backoff
 
 from pipeline import delivery, inbox, reports
 from pipeline.alerts import summary_text
+from pipeline.cli import exit_on_user_error
 from pipeline.config import AlertRules
 from pipeline.manifest import resolve_model_dir
 from pipeline.runtime import Provider, Scorer
@@ -151,4 +152,4 @@ def main(inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    exit_on_user_error(lambda: typer.run(main))

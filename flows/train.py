@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from pipeline import fit, reports
+from pipeline.cli import exit_on_user_error
 from pipeline.config import PipelineConfig, ThresholdConfig, load_config
 from pipeline.manifest import read_manifest
 
@@ -78,4 +79,4 @@ def main(source: str = typer.Argument(..., help="Training data: file, glob or fo
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    exit_on_user_error(lambda: typer.run(main))

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -188,17 +188,19 @@ def encode(
     console.print(f"wrote {write_frame(frame, output)}" if output else frame)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+def exit_on_user_error(run: Callable[[], object]) -> None:
+    """Run a command; errors the user can fix become one line on stderr and exit status 2."""
     try:
-        app(args=argv, standalone_mode=True)
-    except PipelineError as exc:
+        run()
+    except (PipelineError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point for `vad`."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    exit_on_user_error(lambda: app(args=argv, standalone_mode=True))
 
 
 if __name__ == "__main__":
