@@ -6,8 +6,6 @@ Run once:        python -m flows.score --inbox data/inbox --model exported/demo-
 On a schedule:   python -m flows.serve   (README, "Scheduled scoring")"""
 
 
-import os
-import signal
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -22,6 +20,7 @@ from pipeline import delivery, inbox, reports
 from pipeline.alerts import summary_text
 from pipeline.cli import exit_on_user_error
 from pipeline.config import AlertRules
+from pipeline.faults import crash_point
 from pipeline.manifest import resolve_model_dir
 from pipeline.runtime import Provider, Scorer
 
@@ -29,12 +28,6 @@ from pipeline.runtime import Provider, Scorer
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.5}
 # Results as JSON (never pickle) in Prefect's result storage: a retried flow run reuses them.
 PERSIST = {"persist_result": True, "result_serializer": "json"}
-CRASH_ENV = "VAD_CRASH_AFTER"  # fault injection for the crash tests: kill -9 this process after a stage
-
-
-def _crash_point(stage: str) -> None:
-    if os.environ.get(CRASH_ENV) == stage:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @lru_cache(maxsize=8)
@@ -126,12 +119,13 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
             fail_batch(outbox, model_key, batch, str(error))
             failed.append(f"{Path(batch['file']).name}: {error}")
             continue
-        _crash_point("scores")
+        crash_point("scored")
         alert = raise_alert(model_dir, provider, batch, outbox, summary["output"], rules, threshold)
         if alert is not None:
             alerts.append(alert)
+            crash_point("alerted")
             deliver(alert)
-            _crash_point("alert")
+            crash_point("delivered")
         complete_batch(outbox, model_key, batch, summary)
         summaries.append(summary)
     if summaries:

@@ -12,6 +12,7 @@ import logging
 import uuid
 
 from pipeline.alerts import summary_text
+from pipeline.faults import crash_point
 from pipeline.ledger import Ledger
 
 EVENT_SINK = "prefect-event"
@@ -73,6 +74,7 @@ def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
             log.warning("alert %s: sink %s failed: %s", alert["alert_id"], sink, error)
             failures.append(f"{sink}: {error}")
             continue
+        crash_point("sent")
         ledger.mark_delivered(alert["alert_id"], sink)
         outcome[sink] = "sent"
     if failures:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ExportParityError, PipelineError
+from pipeline.faults import crash_point
 from pipeline.graphs import GRAPH_IO, build_graphs
 from pipeline.manifest import LATEST, Manifest, ScalerSpec, write_manifest
 from pipeline.model import VAE
@@ -143,6 +144,7 @@ def export_model(
         for graph_name, module in build_graphs(vae, result.scaler).items():
             _export_graph(module, graph_name, vae, staging / f"{graph_name}.onnx", {**props, "graph": graph_name})
         parity = check_parity(staging, vae, result.scaler, probe_raw)
+        crash_point("export")
         _save_checkpoint(staging / "checkpoint.pt", result, training)
         (staging / "history.json").write_text(json.dumps(result.history, indent=1) + "\n")
         manifest = Manifest(

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.faults import pid_alive
 from pipeline.manifest import sha256_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     identity TEXT NOT NULL, model TEXT NOT NULL, file TEXT NOT NULL, status TEXT NOT NULL,
     owner TEXT NOT NULL, claimed_at REAL NOT NULL, finished_at REAL, output TEXT, summary TEXT,
-    PRIMARY KEY (identity, model));
+    claims INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (identity, model));
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY, identity TEXT NOT NULL, model TEXT NOT NULL, created_at REAL NOT NULL,
     payload TEXT NOT NULL);
@@ -54,13 +55,7 @@ def _owner_alive(owner: str) -> bool | None:
         return None
     if int(pid) == os.getpid():
         return nonce == _NONCE
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(int(pid))
 
 
 @dataclass(frozen=True)
@@ -137,7 +132,7 @@ class Ledger:
             db.execute(
                 "INSERT INTO batches (identity, model, file, status, owner, claimed_at) VALUES (?, ?, ?, 'running', ?, ?) "
                 "ON CONFLICT (identity, model) DO UPDATE SET file=excluded.file, status='running', "
-                "owner=excluded.owner, claimed_at=excluded.claimed_at, finished_at=NULL",
+                "owner=excluded.owner, claimed_at=excluded.claimed_at, finished_at=NULL, claims=claims + 1",
                 (identity, model, file, me, now))
             return Claim(True, reason, me)
 

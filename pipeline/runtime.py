@@ -24,6 +24,7 @@ from scipy.special import logsumexp
 
 from pipeline import ingest
 from pipeline.errors import PipelineError
+from pipeline.faults import crash_point, pid_alive
 from pipeline.manifest import Manifest, read_manifest, resolve_model_dir
 from pipeline.schema import (
     InputReport, check_columns, coerce, entity_bounds, make_windows, sort_for_windows, to_matrix,
@@ -252,6 +253,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_temporaries(output)
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     report = ScoreReport(output=output, files=files, threshold=scorer.threshold if threshold is None else threshold)
     best: list[tuple[float, int, dict]] = []
@@ -259,14 +261,17 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     try:
         for file in files:
             for offset, frame in _chunks(scorer, file, chunk_rows):
+                crash_point("read")
                 scored, inputs = scorer.score_with_report(
                     frame, estimator=estimator, samples=samples, seed=seed + report.rows, threshold=threshold,
                     top_k=top_k, file=str(file), row_offset=offset)
                 scored = scored.with_columns(source_file=pl.lit(file.name))
+                crash_point("score")
                 table = scored.to_arrow()
                 if writer is None:
                     writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
                 writer.write_table(table)
+                crash_point("write")
                 report.rows += scored.height
                 report.anomalies += int(scored["is_anomaly"].sum())
                 report.inputs.add(inputs)
@@ -285,6 +290,14 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
         raise
     report.top = [row for _, _, row in sorted(best, key=lambda item: -item[0])]
     return report
+
+
+def _remove_dead_temporaries(output: Path) -> None:
+    """Delete temporary outputs left by killed runs (their pid is gone); a live run's stays."""
+    for leftover in output.parent.glob(f".{output.name}.tmp-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
 
 
 def _chunks(scorer: Scorer, file: Path, chunk_rows: int) -> Iterator[tuple[int, pl.DataFrame]]:
