@@ -23,8 +23,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from pipeline.errors import ExportParityError, PipelineError
-from pipeline.faults import crash_point
+from pipeline.errors import ExportParityError, ModelArtifactError, PipelineError
+from pipeline.faults import crash_point, pid_alive
 from pipeline.graphs import GRAPH_IO, build_graphs
 from pipeline.manifest import LATEST, Manifest, ScalerSpec, write_manifest
 from pipeline.model import VAE
@@ -33,6 +33,7 @@ from pipeline.threshold import Threshold
 from pipeline.train import Scaler, TrainResult
 
 OPSET = 20
+STAGING_PREFIX = ".staging-"  # then the exporting pid: a killed export's folder is recognised
 PARITY_TOLERANCE = 1e-5
 
 
@@ -131,7 +132,8 @@ def export_model(
     model_root = Path(root) / name
     model_root.mkdir(parents=True, exist_ok=True)
     vae = result.model.cpu().eval()
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
+    remove_dead_staging(model_root)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=model_root))
     staging.chmod(0o755)  # mkdtemp makes it private; a published version is readable by all
     try:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -161,6 +163,15 @@ def export_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def remove_dead_staging(model_root: Path) -> None:
+    """Delete staging folders of exports that were killed (their pid is gone). They were
+    never versions: only a complete folder is ever renamed to a version number."""
+    for folder in model_root.glob(f"{STAGING_PREFIX}*"):
+        pid = folder.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        if folder.is_dir() and (not pid.isdigit() or not pid_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _publish(staging: Path, model_root: Path, manifest: Manifest) -> Path:
@@ -195,7 +206,11 @@ def load_checkpoint(path: str | Path) -> tuple[VAE, Scaler]:
     """Rebuild a model for retraining or inspection from `checkpoint.pt` (no arbitrary code)."""
     from pipeline.model import VAEShape
 
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, …
+        raise ModelArtifactError(f"'{path}' is not a plain-tensor checkpoint and was not loaded: "
+                                 f"{str(exc).strip().splitlines()[0]}") from exc
     shape = data["shape"]
     vae = VAE(VAEShape(**{**shape, "hidden": tuple(shape["hidden"])}), data["state_dict"]["bernoulli_mask"])
     vae.load_state_dict(data["state_dict"])

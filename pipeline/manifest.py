@@ -9,7 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ModelArtifactError
 from pipeline.schema import FeatureSchema
@@ -53,6 +53,31 @@ class Manifest(BaseModel):
     graphs: dict[str, dict]
     files: dict[str, str] = {}  # file name -> sha256
 
+    @field_validator("files")
+    @classmethod
+    def _plain_file_names(cls, files: dict[str, str]) -> dict[str, str]:
+        """Names inside the version folder only: no path can point a loader elsewhere."""
+        for name, digest in files.items():
+            if name in ("", ".", "..") or "/" in name or "\\" in name or name == MANIFEST:
+                raise ValueError(f"file name {name!r} is not a plain file name inside the version folder")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"sha256 of {name!r} is not 64 hex digits")
+        return files
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        """Every per-input list describes the same inputs, in the schema's order."""
+        expected = self.feature_schema.input_names
+        if self.input_names != expected:
+            raise ValueError("input_names do not match the feature schema")
+        for name, values in [("scaler.mean", self.scaler.mean), ("scaler.scale", self.scaler.scale),
+                             ("feature_baseline", self.feature_baseline)]:
+            if len(values) != len(expected):
+                raise ValueError(f"{name} has {len(values)} values for {len(expected)} inputs")
+        if any(not v > 0 for v in self.scaler.scale):
+            raise ValueError("scaler.scale holds a value that is not > 0")
+        return self
+
     @property
     def key(self) -> str:
         """`name/version`: the model version a scored batch or an alert belongs to."""
@@ -83,6 +108,8 @@ def resolve_model_dir(path: str | Path) -> Path:
     pointer = path / LATEST
     if pointer.is_file():
         version = pointer.read_text().strip()
+        if not version.isdigit():
+            raise ModelArtifactError(f"'{pointer}' must hold a version number, not {version[:40]!r}.")
         if (path / version / MANIFEST).is_file():
             return path / version
         raise ModelArtifactError(f"model folder '{path}' points to version '{version}', which has no {MANIFEST}.")
@@ -110,7 +137,7 @@ def read_manifest(folder: Path, verify: bool = True) -> Manifest:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise ModelArtifactError(f"'{path}' is invalid at `{field}`: {first['msg']}.") from exc
     if verify:
         verify_files(folder, manifest)
@@ -118,14 +145,33 @@ def read_manifest(folder: Path, verify: bool = True) -> Manifest:
 
 
 def verify_files(folder: Path, manifest: Manifest) -> None:
-    """Check every listed file exists and matches its sha256."""
-    for name, expected in manifest.files.items():
-        file = folder / name
-        if not file.is_file():
-            raise ModelArtifactError(f"model folder '{folder}' is missing '{name}', listed in its manifest.")
-        actual = sha256_file(file)
-        if actual != expected:
-            raise ModelArtifactError(
-                f"'{file}' fails its sha256 check (manifest {expected[:12]}…, file {actual[:12]}…): "
-                "it was changed or truncated after export. Re-export the model."
-            )
+    """Check every listed file exists and matches its sha256, and that nothing was added: an
+    unlisted file (say, a side `.onnx.data` weights file) could change what a graph loads."""
+    for name in manifest.files:
+        verified_bytes(folder, manifest, name)
+    listed = set(manifest.files) | {MANIFEST}
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in listed and not p.name.startswith("."))
+    if extra:
+        raise ModelArtifactError(f"model folder '{folder}' holds files its manifest does not list: {extra}. "
+                                 "Remove them, or re-export the model.")
+
+
+def verified_bytes(folder: Path, manifest: Manifest, name: str) -> bytes:
+    """A listed file's bytes, read once and checked against its sha256: what is checked is
+    exactly what gets used (no window for the file to change in between)."""
+    expected = manifest.files.get(name)
+    if expected is None:
+        raise ModelArtifactError(f"'{folder / name}' is not listed in the manifest, so it cannot be trusted.")
+    file = folder / name
+    if file.is_symlink():
+        raise ModelArtifactError(f"model folder '{folder}': '{name}' is a symbolic link; a version holds its own files.")
+    if not file.is_file():
+        raise ModelArtifactError(f"model folder '{folder}' is missing '{name}', listed in its manifest.")
+    data = file.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ModelArtifactError(
+            f"'{file}' fails its sha256 check (manifest {expected[:12]}…, file {actual[:12]}…): "
+            "it was changed or truncated after export. Re-export the model."
+        )
+    return data

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from scipy.special import logsumexp
 
 from pipeline import ingest
-from pipeline.errors import PipelineError
+from pipeline.errors import ModelArtifactError, PipelineError
 from pipeline.faults import crash_point, pid_alive
-from pipeline.manifest import Manifest, read_manifest, resolve_model_dir
+from pipeline.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
 from pipeline.schema import (
     InputReport, check_columns, coerce, entity_bounds, make_windows, sort_for_windows, to_matrix,
 )
@@ -63,18 +63,38 @@ def select_providers(requested: Provider = "auto") -> list[str]:
     return [CPU]
 
 
-def open_session(path: Path, requested: Provider = "auto") -> ort.InferenceSession:
+def open_session(model: Path | bytes, requested: Provider = "auto", name: str = "model") -> ort.InferenceSession:
     """An InferenceSession on the best working provider; says so when it falls back."""
     providers = select_providers(requested)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: provider probing is reported by us, once
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    path = model if isinstance(model, Path) else name
+    try:
+        session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, sess_options=options,
+                                       providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ModelArtifactError(f"onnxruntime cannot load '{path}': {str(exc).strip().splitlines()[0]}") from exc
     used = session.get_providers()
     if providers[0] != CPU and providers[0] not in used:
         if requested != "auto":
             raise PipelineError(f"provider '{requested}' failed to start for '{path}' (got {used}); no GPU is usable.")
         log.warning("CUDA provider is installed but not working; scoring on the CPU.")
     return session
+
+
+def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, path: Path) -> None:
+    """The graph's own metadata and signature must match its role in this manifest."""
+    meta = session.get_modelmeta().custom_metadata_map
+    found = {"graph": meta.get("graph"), "model_name": meta.get("model_name"), "created_at": meta.get("created_at")}
+    wanted = {"graph": graph, "model_name": manifest.name, "created_at": manifest.created_at}
+    io = {"inputs": [i.name for i in session.get_inputs()], "outputs": [o.name for o in session.get_outputs()]}
+    if found != wanted or io != manifest.graphs.get(graph):
+        raise ModelArtifactError(
+            f"'{path}' is not this model's {graph} graph (it says {found}, {io}; the manifest expects {wanted}, "
+            f"{manifest.graphs.get(graph)}). Files from different exports were mixed; re-export the model.")
+    if graph in ("scorer", "scorer_sampled") and session.get_inputs()[0].shape[1] != len(manifest.input_names):
+        raise ModelArtifactError(f"'{path}' takes {session.get_inputs()[0].shape[1]} inputs; the manifest lists "
+                                 f"{len(manifest.input_names)}. Re-export the model.")
 
 
 @dataclass
@@ -116,15 +136,22 @@ class Scorer:
     def load(cls, path: str | Path, provider: Provider = "auto", verify: bool = True) -> "Scorer":
         """Load a version folder (or a model folder's `latest`), checking every sha256 first."""
         folder = resolve_model_dir(path)
-        return cls(folder, read_manifest(folder, verify=verify), provider)
+        scorer = cls(folder, read_manifest(folder, verify=verify), provider)
+        scorer.session("scorer")  # fail at load, not at the first batch, if the graph is wrong
+        return scorer
 
     @property
     def threshold(self) -> float:
         return self.manifest.threshold.value
 
     def session(self, graph: str) -> ort.InferenceSession:
+        """The graph's session, from bytes checked against the manifest, refused unless the
+        graph is the one the manifest describes (a swapped or foreign file)."""
         if graph not in self._sessions:
-            self._sessions[graph] = open_session(self.folder / f"{graph}.onnx", self.provider)
+            file = f"{graph}.onnx"
+            session = open_session(verified_bytes(self.folder, self.manifest, file), self.provider, str(self.folder / file))
+            check_graph(session, graph, self.manifest, self.folder / file)
+            self._sessions[graph] = session
         return self._sessions[graph]
 
     # -- arrays -------------------------------------------------------------------------
