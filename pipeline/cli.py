@@ -106,7 +106,7 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
     """The summary a person reads after scoring: counts, repairs, top rows, output path."""
     console.print(f"scored {report.rows:,} rows from {len(report.files)} file(s) on {provider}; "
                   f"{report.anomalies:,} above threshold {report.threshold:.4f}")
-    if report.inputs.imputed or report.inputs.unseen_categories:
+    if report.inputs.repaired:
         console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
     if report.top:
         table = Table(title="top anomalies (higher score = more anomalous)")

@@ -19,8 +19,12 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> t
 
 
 def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Per-element −log Bernoulli(x; sigmoid(logits)), stable for large logits."""
-    return F.softplus(logits) - x * logits
+    """Per-element −log Bernoulli(x; sigmoid(logits)), stable for large logits. A value
+    outside [0, 1], which a Bernoulli feature never takes, is scored at the nearer end plus
+    half its squared distance from it, so it counts as unlikely, never as likely (the raw
+    formula rewards x = 5 when the logit is large)."""
+    inside = x.clamp(0.0, 1.0)
+    return F.softplus(logits) - inside * logits + 0.5 * (x - inside).square()
 
 
 def feature_nll(

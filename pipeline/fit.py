@@ -70,6 +70,8 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     coerced = []
     for file, frame in zip(files, raw):
         part = coerce(frame, first, str(file))
+        if first.mode == "sensor":
+            sort_for_windows(part, first, str(file))  # missing or repeated keys, named in their file
         if data_cfg.missing == "error":
             to_matrix(part, first, str(file))  # fail here, where the file and its row can be named
         if data_cfg.label_column:
@@ -79,8 +81,8 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         coerced.append(part)
     frame = pl.concat(coerced, how="vertical_relaxed")
     schema = fit_statistics(first, frame)
-    if schema.mode == "sensor":
-        frame = sort_for_windows(frame, schema)
+    if schema.mode == "sensor":  # again over all files: two files may hold the same readings
+        frame, _ = sort_for_windows(frame, schema, file=f"{len(files)} training files" if len(files) > 1 else str(files[0]))
     matrix, report = to_matrix(frame, schema)
     labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
     rng = np.random.default_rng(config.train.seed)

@@ -23,6 +23,8 @@ LEDGER_FILE = "ledger.sqlite"
 class Batch:
     file: str
     identity: str  # sha256 of the bytes
+    size: int = -1  # with mtime_ns: the file as it was hashed; scoring refuses a file changed since
+    mtime_ns: int = -1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,7 +39,11 @@ def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
         if Path(inbox).is_dir() or any(ch in str(inbox) for ch in "*?["):
             return []
         raise
-    return [Batch(str(f), ledger.identity(f)) for f in files]
+    batches = []
+    for file in files:
+        stamp = ingest.file_stamp(file)  # before hashing: a write during the hash shows up later
+        batches.append(Batch(str(file), ledger.identity(file), *stamp))
+    return batches
 
 
 def open_ledger(outbox: str | Path) -> Ledger:
@@ -53,6 +59,8 @@ def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: 
                 top_k: int = 3) -> dict:
     """Score one batch into its output file; returns a JSON-able summary."""
     output = output_path(outbox, scorer.manifest.key, batch)
+    if batch.size >= 0:  # the identity (and so the output path) must describe the bytes scored
+        ingest.check_unchanged(Path(batch.file), (batch.size, batch.mtime_ns))
     report = score_files(scorer, batch.file, output, threshold=threshold, top_k=top_k)
     return {"file": batch.file, "output": str(output), "rows": report.rows, "anomalies": report.anomalies,
             "threshold": report.threshold, "inputs": report.inputs.summary()}

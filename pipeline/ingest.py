@@ -77,11 +77,25 @@ def sniff_separator(path: Path) -> str:
         return ","
 
 
+def check_csv_header(path: Path, separator: str) -> None:
+    """Refuse a header that names a column twice (polars would silently rename the second)."""
+    with path.open("rb") as handle:
+        head = handle.readline(1 << 20).decode("utf-8", errors="replace").rstrip("\r\n")
+    names = next(csv.reader([head], delimiter=separator), [])
+    seen: set[str] = set()
+    for name in names:
+        if name in seen and name:
+            raise DataError(f"file '{path}' names column '{name}' twice in its header; rename or drop one.")
+        seen.add(name)
+
+
 def scan_file(path: Path, separator: str | None = None) -> pl.LazyFrame:
     """Lazily scan one file so that later selects read only the needed columns."""
     fmt = file_format(path)
     if fmt == "csv":
-        return pl.scan_csv(path, separator=separator or sniff_separator(path), try_parse_dates=True)
+        separator = separator or sniff_separator(path)
+        check_csv_header(path, separator)
+        return pl.scan_csv(path, separator=separator, try_parse_dates=True)
     if fmt == "parquet":
         return pl.scan_parquet(path)
     if fmt == "ndjson":
@@ -121,6 +135,19 @@ def iter_file_batches(
         raise DataError(f"file '{path}' has no data rows.")
 
 
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, modification time in ns): what changes when a file is written to."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def check_unchanged(path: Path, stamp: tuple[int, int]) -> None:
+    """Refuse results read from a file that was written to meanwhile: they may mix old and new rows."""
+    if file_stamp(path) != stamp:
+        raise DataError(f"file '{path}' changed while it was being read; score it again once it is complete "
+                        "(write batches under a temporary name, then rename them into place).")
+
+
 def _guard(path: Path, action):  # noqa: ANN001, ANN202 - tiny wrapper
     """Run a polars call and turn its failures into one DataError naming the file."""
     try:
@@ -132,7 +159,23 @@ def _guard(path: Path, action):  # noqa: ANN001, ANN202 - tiny wrapper
     except pl.exceptions.NoDataError as exc:
         raise DataError(f"file '{path}' is empty.") from exc
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        if "utf-8" in str(exc).lower() or isinstance(exc, UnicodeDecodeError):
+            raise DataError(f"file '{path}' is not valid UTF-8{_first_bad_utf8(path)}; re-save it as UTF-8 "
+                            "(for example `iconv -f latin1 -t utf-8`).") from exc
         raise DataError(f"cannot read file '{path}' as {file_format(path)}: {_first_line(exc)}") from exc
+
+
+def _first_bad_utf8(path: Path) -> str:
+    """' (row N, byte B)' of the first line that is not UTF-8 (row 0 is a CSV header)."""
+    offset = 0
+    with path.open("rb") as handle:
+        for line_number, line in enumerate(handle):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f" (row {line_number}, byte {offset + exc.start})"
+            offset += len(line)
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,16 +21,17 @@ class VAEShape:
     likelihood: str  # fixed | gaussian | bernoulli
     dropout: float = 0.0
     members: int = 1  # independently initialised VAEs trained side by side; scores are averaged
+    encoder_clip: float = 10.0  # the encoder sees scaled inputs within ±this, the range it was trained on
 
     @classmethod
     def for_inputs(cls, n_inputs: int, hidden: list[int] | None, latent: int | None, likelihood: str,
-                   dropout: float, members: int = 1) -> "VAEShape":
+                   dropout: float, members: int = 1, encoder_clip: float = 10.0) -> "VAEShape":
         """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent 4 (see README)."""
         if hidden is None:
             hidden = [min(128, max(16, 2 * n_inputs)), min(64, max(8, n_inputs))]
         if latent is None:
             latent = 4 if n_inputs >= 8 else 2
-        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout, members)
+        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout, members, encoder_clip)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,8 +86,11 @@ class VAE(nn.Module):
         self.uses_bernoulli = bool(mask.any())
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled features [..., features] → (mu, logvar) of q(z|x), each [..., members, latent]."""
-        mu, logvar = self.encoder(x.unsqueeze(-2)).chunk(2, dim=-1)
+        """Scaled features [..., features] → (mu, logvar) of q(z|x), each [..., members, latent].
+        Inputs are clipped to the training range first: an absurd value (1e38) must not drive
+        mu, and the KL with it, to infinity; the likelihood term still sees it."""
+        clip = self.shape.encoder_clip
+        mu, logvar = self.encoder(x.clamp(-clip, clip).unsqueeze(-2)).chunk(2, dim=-1)
         return mu, logvar
 
     @staticmethod

@@ -200,9 +200,11 @@ class Scorer:
                 ) -> tuple[np.ndarray, pl.DataFrame, InputReport]:
         """Validate and encode a frame: model inputs, the key columns per scored row, repairs."""
         frame = coerce(frame, self.schema, file, row_offset)
+        resorted = False
         if self.schema.mode == "sensor":
-            frame = sort_for_windows(frame, self.schema)
+            frame, resorted = sort_for_windows(frame, self.schema, file, row_offset)
         matrix, report = to_matrix(frame, self.schema, file, row_offset)
+        report.resorted = resorted
         if self.schema.mode == "sensor" and self.schema.window and self.schema.window.length > 1:
             matrix, _ = make_windows(matrix, entity_bounds(frame, self.schema), self.schema.window, pad=True)
         return matrix, frame.select(self.schema.key_columns), report
@@ -230,7 +232,7 @@ class Scorer:
     def score(self, frame: pl.DataFrame, **options) -> pl.DataFrame:
         """Score a frame; repairs (imputed values, unseen categories) are logged as warnings."""
         scored, report = self.score_with_report(frame, **options)
-        if report.imputed or report.unseen_categories:
+        if report.repaired:
             log.warning("input repairs: %s", report.summary())
         return scored
 
@@ -287,6 +289,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     writer: pq.ParquetWriter | None = None
     try:
         for file in files:
+            before = ingest.file_stamp(file)
             for offset, frame in _chunks(scorer, file, chunk_rows):
                 crash_point("read")
                 scored, inputs = scorer.score_with_report(
@@ -306,6 +309,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
                     heapq.heappush(best, (row["score"], len(best), row))
                     if len(best) > keep_top:
                         heapq.heappop(best)
+            ingest.check_unchanged(file, before)
         if writer is not None:
             writer.close()
             writer = None

@@ -6,6 +6,7 @@ column order does not matter, and a dtype is coerced only when that loses nothin
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -87,14 +88,22 @@ class InputReport:
     rows: int = 0
     imputed: Counter = field(default_factory=Counter)
     unseen_categories: Counter = field(default_factory=Counter)
+    resorted: bool = False  # sensor rows arrived out of (entity, time) order and were sorted
 
     def add(self, other: "InputReport") -> None:
         self.rows += other.rows
         self.imputed.update(other.imputed)
         self.unseen_categories.update(other.unseen_categories)
+        self.resorted = self.resorted or other.resorted
+
+    @property
+    def repaired(self) -> bool:
+        return bool(self.imputed or self.unseen_categories or self.resorted)
 
     def summary(self) -> str:
         parts = [f"{self.rows} rows"]
+        if self.resorted:
+            parts.append("rows re-ordered by entity and time")
         if self.imputed:
             parts.append("imputed " + ", ".join(f"{k}: {v}" for k, v in sorted(self.imputed.items())))
         if self.unseen_categories:
@@ -159,10 +168,21 @@ def fit_statistics(schema: FeatureSchema, frame: pl.DataFrame) -> FeatureSchema:
 
 
 def check_columns(available: dict[str, pl.DataType], schema: FeatureSchema, file: str | None) -> None:
-    """Fail on the first schema column the input lacks; extra columns are fine."""
+    """Fail on the first schema column the input lacks; extra columns are fine. The error
+    suggests a near name (a rename, a change of case) or a wrong delimiter when it can."""
     for name in schema.source_columns:
         if name not in available:
-            raise SchemaError(f"column '{name}' is missing{where(file)}; the model was trained with it.")
+            raise SchemaError(f"column '{name}' is missing{where(file)}; the model was trained with it. "
+                              + _missing_column_hint(name, list(available)))
+
+
+def _missing_column_hint(name: str, found: list[str]) -> str:
+    if len(found) == 1 and any(ch in found[0] for ch in ",;:|\t "):
+        return (f"The file has a single column {found[0][:60]!r}: is its delimiter other than , ; tab or |? "
+                "Re-save it with one of those (training also takes `separator` in [data]).")
+    lowered = {c.lower(): c for c in found}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+    return f"Did you mean '{lowered[close[0]]}'?" if close else f"Columns found: {found[:12]}."
 
 
 def coerce(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, row_offset: int = 0) -> pl.DataFrame:
@@ -185,18 +205,30 @@ def coerce(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, row_off
     return frame.with_columns(casts)
 
 
-def _time_expr(frame: pl.DataFrame, name: str, file: str | None) -> pl.Expr:
+def _time_expr(frame: pl.DataFrame, name: str, file: str | None) -> pl.Expr | pl.Series:
+    """The time column as datetimes. Text is parsed; offsets (`+01:00`, `Z`) become UTC, so
+    mixed offsets are fine, but offsets mixed with naive times are an error naming the row."""
     dtype = frame.schema[name]
     if dtype.is_temporal() or dtype.is_numeric():
         return pl.col(name)
     if dtype == pl.String:
-        parsed = frame[name].str.to_datetime(strict=False)
+        parsed = _parse_times(frame[name])
         bad = parsed.is_null() & frame[name].is_not_null()
         if bad.any():
             row = int(bad.arg_true()[0])
-            raise SchemaError(f"time value {frame[name][row]!r} cannot be parsed{where(file, name, row + 1)}.")
-        return pl.col(name).str.to_datetime(strict=False)
+            alone = _parse_times(frame[name].slice(row, 1))
+            why = ("mixes time zones with the rows before it (some values carry an offset, some do not)"
+                   if alone.is_not_null().all() else "cannot be parsed")
+            raise SchemaError(f"time value {frame[name][row]!r} {why}{where(file, name, row + 1)}.")
+        return parsed.alias(name)  # a Series: polars' expression form drops mixed offsets to null
     raise SchemaError(f"time column '{name}' must be a datetime or number, got {dtype}{where(file)}.")
+
+
+def _parse_times(values: pl.Series) -> pl.Series:
+    try:
+        return values.str.to_datetime(strict=False)
+    except pl.exceptions.ComputeError:  # no format fits any value
+        return pl.Series(values.name, [None] * values.len(), dtype=pl.Datetime)
 
 
 def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file: str | None, offset: int) -> None:
@@ -251,10 +283,32 @@ def to_matrix(
     return np.ascontiguousarray(matrix), report
 
 
-def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema) -> pl.DataFrame:
-    """Order rows by entity then time, so each entity's series is contiguous and causal."""
+def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None,
+                     row_offset: int = 0) -> tuple[pl.DataFrame, bool]:
+    """Order rows by entity then time, so each entity's series is contiguous and causal;
+    returns the frame and whether it had to be re-ordered (a reported repair). A missing key
+    or a time repeated within an entity is an error naming both rows: which of the two
+    readings is right cannot be guessed."""
     keys = [k for k in (schema.entity_column, schema.time_column) if k]
-    return frame.sort(keys, maintain_order=True) if keys else frame
+    if not keys:
+        return frame, False
+    for key in keys:
+        missing = frame[key].is_null()
+        if missing.any():
+            row = int(missing.arg_true()[0])
+            raise SchemaError(f"key column '{key}' has a missing value{where(file, key, row_offset + row + 1)}.")
+    ordered = frame.with_row_index("__row").sort(keys, maintain_order=True)
+    if schema.time_column:
+        repeated = ordered.select(pl.all().exclude("__row")).select(keys).is_duplicated()
+        if repeated.any():
+            rows = ordered.filter(repeated)
+            first, second = rows.row(0, named=True), rows.row(1, named=True)
+            entity = f" for entity {first[schema.entity_column]!r}" if schema.entity_column else ""
+            raise SchemaError(
+                f"time {first[schema.time_column]} appears twice{entity} (rows {row_offset + first['__row'] + 1} and "
+                f"{row_offset + second['__row'] + 1}){where(file, schema.time_column)}; drop the duplicate readings.")
+    resorted = not ordered["__row"].is_sorted()
+    return ordered.drop("__row"), resorted
 
 
 def entity_bounds(frame: pl.DataFrame, schema: FeatureSchema) -> list[tuple[int, int]]:

@@ -82,7 +82,8 @@ def test_windows_never_cross_entities_and_pad_for_scoring() -> None:
     frame = pl.DataFrame({"m": ["b", "a", "a", "b", "a"], "t": [1, 3, 1, 2, 2], "v": [10.0, 3.0, 1.0, 20.0, 2.0]})
     config = DataConfig(mode="sensor", time_column="t", entity_column="m", window=WindowSpec(length=2))
     schema = learn_schema(frame, config)
-    frame = sort_for_windows(coerce(frame, schema, None), schema)
+    frame, resorted = sort_for_windows(coerce(frame, schema, None), schema)
+    assert resorted
     matrix, _ = to_matrix(frame, schema)
     bounds = entity_bounds(frame, schema)
     assert bounds == [(0, 3), (3, 5)]
