@@ -14,7 +14,7 @@ import polars as pl
 
 from pipeline import ingest
 from pipeline.config import PipelineConfig, ThresholdConfig
-from pipeline.errors import DataError
+from pipeline.errors import DataError, where
 from pipeline.export import export_model
 from pipeline.graphs import score_with_torch
 from pipeline.schema import (
@@ -81,14 +81,18 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         coerced.append(part)
     frame = pl.concat(coerced, how="vertical_relaxed")
     schema = fit_statistics(first, frame)
+    origin = f"{len(files)} training files" if len(files) > 1 else str(files[0])
     if schema.mode == "sensor":  # again over all files: two files may hold the same readings
-        frame, _ = sort_for_windows(frame, schema, file=f"{len(files)} training files" if len(files) > 1 else str(files[0]))
+        frame, _ = sort_for_windows(frame, schema, file=origin)
     matrix, report = to_matrix(frame, schema)
     labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
     rng = np.random.default_rng(config.train.seed)
     if schema.mode == "sensor" and schema.window and schema.window.length > 1:
         bounds = entity_bounds(frame, schema)
-        matrix, ends = make_windows(matrix, bounds, schema.window, pad=False)
+        try:
+            matrix, ends = make_windows(matrix, bounds, schema.window, pad=False)
+        except DataError as error:
+            raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
         labels = labels[ends] if labels is not None else None
         is_validation = _tail_of_each_entity(ends, bounds, config.train.validation_fraction)
     else:

@@ -8,6 +8,7 @@ draws come from a numpy generator seeded by `seed`, so the same seed gives the s
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import os
 import sys
@@ -286,6 +287,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     report = ScoreReport(output=output, files=files, threshold=scorer.threshold if threshold is None else threshold)
     best: list[tuple[float, int, dict]] = []
+    tiebreak = itertools.count()  # equal scores (the same row in two files) must never compare the dicts
     writer: pq.ParquetWriter | None = None
     try:
         for file in files:
@@ -306,7 +308,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
                 report.anomalies += int(scored["is_anomaly"].sum())
                 report.inputs.add(inputs)
                 for row in scored.top_k(keep_top, by="score").iter_rows(named=True):
-                    heapq.heappush(best, (row["score"], len(best), row))
+                    heapq.heappush(best, (row["score"], next(tiebreak), row))
                     if len(best) > keep_top:
                         heapq.heappop(best)
             ingest.check_unchanged(file, before)

@@ -113,9 +113,9 @@ class InputReport:
 
 def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = None) -> FeatureSchema:
     """Pick the feature columns (named, or inferred from dtypes), then learn their statistics."""
-    reserved = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns,
-                            *config.ignore_columns] if c}
-    for name in reserved | set(config.features or []):
+    keys = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns] if c}
+    reserved = keys | set(config.ignore_columns)  # ignored columns may be absent: nothing reads them
+    for name in keys | set(config.features or []):
         if name not in frame.columns:
             raise SchemaError(f"column '{name}' named in the config is missing{where(file)}; columns are {frame.columns}.")
     if config.features is not None:
@@ -279,7 +279,8 @@ def to_matrix(
             if unseen:
                 report.unseen_categories[col.name] += unseen
             blocks.append(onehot)
-    matrix = np.hstack(blocks).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes ±inf on purpose: the graphs clip it
+        matrix = np.hstack(blocks).astype(np.float32)
     return np.ascontiguousarray(matrix), report
 
 
