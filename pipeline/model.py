@@ -11,6 +11,9 @@ from torch import nn
 from pipeline import elbo
 
 
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # posterior log-variance bounds, far from any trained value
+
+
 @dataclass(frozen=True)
 class VAEShape:
     """Everything needed to rebuild the network (stored in checkpoint and manifest)."""
@@ -21,17 +24,16 @@ class VAEShape:
     likelihood: str  # fixed | gaussian | bernoulli
     dropout: float = 0.0
     members: int = 1  # independently initialised VAEs trained side by side; scores are averaged
-    encoder_clip: float = 10.0  # the encoder sees scaled inputs within ±this, the range it was trained on
 
     @classmethod
     def for_inputs(cls, n_inputs: int, hidden: list[int] | None, latent: int | None, likelihood: str,
-                   dropout: float, members: int = 1, encoder_clip: float = 10.0) -> "VAEShape":
+                   dropout: float, members: int = 1) -> "VAEShape":
         """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent 4 (see README)."""
         if hidden is None:
             hidden = [min(128, max(16, 2 * n_inputs)), min(64, max(8, n_inputs))]
         if latent is None:
             latent = 4 if n_inputs >= 8 else 2
-        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout, members, encoder_clip)
+        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout, members)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,11 +89,10 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled features [..., features] → (mu, logvar) of q(z|x), each [..., members, latent].
-        Inputs are clipped to the training range first: an absurd value (1e38) must not drive
-        mu, and the KL with it, to infinity; the likelihood term still sees it."""
-        clip = self.shape.encoder_clip
-        mu, logvar = self.encoder(x.clamp(-clip, clip).unsqueeze(-2)).chunk(2, dim=-1)
-        return mu, logvar
+        The log-variance is bounded: far outside the training range (a 1e38 reading) it would
+        pass 88, where exp() overflows float32 and the KL, so the score, becomes inf."""
+        mu, logvar = self.encoder(x.unsqueeze(-2)).chunk(2, dim=-1)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

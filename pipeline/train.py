@@ -81,7 +81,7 @@ def train_vae(
     scaler = Scaler.fit(x_train, robust=model_config.scaling == "robust", keep_raw=bernoulli)
     shape = VAEShape.for_inputs(
         x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout,
-        model_config.members, train_config.clip_inputs,
+        model_config.members,
     )
     devices = [device.index or 0] if device.type == "cuda" else []
     # fork_rng: seeding here never changes the caller's global random state.
