@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test serve data bench-quality clean
+.PHONY: demo test fuzz serve data bench-quality clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The dedicated fuzz run: over 10,000 generated inputs (docs/reliability.md, "Fuzzing").
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/test_fuzz.py --hypothesis-show-statistics
 
 # Scheduled scoring for a newcomer: a local Prefect server (UI address printed), the demo
 # model if none is exported yet, and the deployment scoring every batch dropped into data/inbox.

@@ -80,8 +80,11 @@ def sniff_separator(path: Path) -> str:
 def check_csv_header(path: Path, separator: str) -> None:
     """Refuse a header that names a column twice (polars would silently rename the second)."""
     with path.open("rb") as handle:
-        head = handle.readline(1 << 20).decode("utf-8", errors="replace").rstrip("\r\n")
-    names = next(csv.reader([head], delimiter=separator), [])
+        head = handle.readline(1 << 20).decode("utf-8", errors="replace")
+    try:
+        names = next(csv.reader(head.splitlines()[:1], delimiter=separator), [])
+    except csv.Error as exc:
+        raise DataError(f"file '{path}' has a header that cannot be read as CSV: {exc}.") from exc
     seen: set[str] = set()
     for name in names:
         if name in seen and name:
