@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from polars.testing.parametric import column, dataframes
 
@@ -65,6 +65,7 @@ def test_any_frame_written_in_any_format_reads_or_is_refused(frame: pl.DataFrame
 
 
 @given(data=st.binary(max_size=400), suffix=st.sampled_from(FORMATS))
+@example(data=b"\r\x00", suffix=".csv")  # found by this test: the header check raised csv.Error
 def test_arbitrary_bytes_are_read_or_refused_with_a_data_error(data: bytes, suffix: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"fuzz{suffix}"
