@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from common import DATA, FAST_TRAIN, SHARED
 from pipeline.config import load_config
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "data"
-SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
-FAST_TRAIN = {"epochs": 6, "patience": 3, "progress": False}
 
 
 @pytest.fixture(scope="session")

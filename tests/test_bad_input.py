@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import DATA, FAST_TRAIN, ROOT  # noqa: E402
+from common import DATA, FAST_TRAIN, ROOT  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402

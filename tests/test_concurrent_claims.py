@@ -13,7 +13,7 @@ import polars as pl
 
 from pipeline.inbox import open_ledger
 
-from conftest import DATA, ROOT
+from common import DATA, ROOT
 
 WORKER = textwrap.dedent("""
     import sys, time

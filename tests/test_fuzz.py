@@ -24,7 +24,7 @@ from pipeline import ingest
 from pipeline.errors import DataError, PipelineError
 from pipeline.runtime import Scorer
 
-from conftest import DATA
+from common import DATA
 
 TABULAR_BATCH = pl.read_csv(DATA / "tabular" / "batch.csv")
 FORMATS = [".csv", ".parquet", ".ndjson", ".arrow"]

@@ -21,7 +21,7 @@ from pipeline.faults import CRASH_ENV
 from pipeline.manifest import LATEST, MANIFEST, read_manifest, write_manifest
 from pipeline.runtime import Scorer
 
-from conftest import DATA, ROOT
+from common import DATA, ROOT
 
 
 @pytest.fixture
