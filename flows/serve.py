@@ -53,12 +53,12 @@ def start_local_server(port: int = DEFAULT_PORT, log_file: Path = Path("runs/pre
 
 
 def serve_scoring(inbox: str, outbox: str, model: str, sinks: list[str], interval: Optional[float],
-                  cron: Optional[str]) -> None:
+                  cron: Optional[str], name: str = DEPLOYMENT) -> None:
     """Create (or update) the deployment and run its scheduled flow runs until interrupted."""
     from flows.score import score_flow
 
     schedule = {"cron": cron} if cron else {"interval": timedelta(seconds=interval or 60)}
-    score_flow.serve(name=DEPLOYMENT, parameters={"inbox_path": inbox, "outbox": outbox, "model": model,
+    score_flow.serve(name=name, parameters={"inbox_path": inbox, "outbox": outbox, "model": model,
                                                   "sinks": sinks}, limit=1, **schedule)
 
 
@@ -68,7 +68,8 @@ def main(inbox: str = typer.Option("data/inbox", help="Folder or glob the batche
          sink: list[str] = typer.Option(["prefect-event"], help="Alert sink: prefect-event or a block slug (repeatable)."),
          interval: Optional[float] = typer.Option(60.0, help="Seconds between scheduled runs."),
          cron: Optional[str] = typer.Option(None, help="Cron schedule instead of an interval."),
-         port: int = typer.Option(DEFAULT_PORT, help="Port of the local server started when PREFECT_API_URL is unset.")) -> None:
+         port: int = typer.Option(DEFAULT_PORT, help="Port of the local server started when PREFECT_API_URL is unset."),
+         name: str = typer.Option(DEPLOYMENT, help="Deployment name: one per inbox when several are served.")) -> None:
     """Serve the scheduled scoring deployment (starting a local Prefect server if needed)."""
     Path(inbox).mkdir(parents=True, exist_ok=True) if not any(c in inbox for c in "*?[") else None
     server = None
@@ -77,7 +78,7 @@ def main(inbox: str = typer.Option("data/inbox", help="Folder or glob the batche
         os.environ["PREFECT_API_URL"] = api_url
         print(f"Prefect UI: http://127.0.0.1:{port}  (runs: Runs; reports: Artifacts; alerts: Events)", flush=True)
     try:
-        serve_scoring(inbox, outbox, model, sink, interval, cron)
+        serve_scoring(inbox, outbox, model, sink, interval, cron, name)
     finally:
         if server is not None:
             server.terminate()

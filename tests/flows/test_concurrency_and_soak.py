@@ -86,7 +86,7 @@ def test_fifty_batches_through_the_scheduled_deployment_none_lost_none_doubled(
     inbox.mkdir()
     serve = subprocess.Popen(
         [sys.executable, "-m", "flows.serve", "--inbox", str(inbox), "--outbox", str(outbox),
-         "--model", str(sensor_model), "--sink", "prefect-event", "--interval", "2"],
+         "--model", str(sensor_model), "--sink", "prefect-event", "--interval", "2", "--name", "test-soak"],
         env=prefect_server, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         ledger = open_ledger(outbox)

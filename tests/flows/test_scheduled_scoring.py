@@ -50,7 +50,7 @@ def test_scheduled_deployment_scores_each_batch_once_and_alerts_once(
     inbox.mkdir()
     serve = subprocess.Popen(
         [sys.executable, "-m", "flows.serve", "--inbox", str(inbox), "--outbox", str(outbox),
-         "--model", str(sensor_model), "--sink", "prefect-event", "--sink", sink, "--interval", "3"],
+         "--model", str(sensor_model), "--sink", "prefect-event", "--sink", sink, "--interval", "3", "--name", "test-scheduled"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         drop_into(inbox, inbox_batches["normal"])
