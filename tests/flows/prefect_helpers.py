@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -75,3 +79,28 @@ def wait_until(condition, timeout: float, what: str) -> None:  # noqa: ANN001
             return
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextmanager
+def served_deployment(env: dict[str, str], inbox: Path, outbox: Path, model: Path, sinks: list[str],
+                      interval: float, name: str) -> Iterator[subprocess.Popen]:
+    """`python -m flows.serve` in its own process group (its log beside the outbox), stopped
+    with SIGTERM, then SIGKILL, on the way out. A name per test: a reused deployment would
+    first work through runs the server scheduled ahead for another test's parameters."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    outbox.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "flows.serve", "--inbox", str(inbox), "--outbox", str(outbox),
+               "--model", str(model), "--interval", str(interval), "--name", name]
+    for sink in sinks:
+        command += ["--sink", sink]
+    with (outbox.parent / f"serve-{name}.log").open("wb") as log:
+        serve = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        try:
+            yield serve
+        finally:
+            os.killpg(serve.pid, signal.SIGTERM)
+            try:
+                serve.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(serve.pid, signal.SIGKILL)

@@ -6,8 +6,6 @@ depends on timing; tests/test_concurrent_claims.py makes four processes race for
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +14,7 @@ import polars as pl
 import pytest
 
 from pipeline.inbox import open_ledger
-from prefect_helpers import DATA, ROOT, drop_into, wait_until
+from prefect_helpers import DATA, ROOT, drop_into, served_deployment, wait_until
 from test_scheduled_scoring import alert_events
 
 pytestmark = pytest.mark.slow
@@ -83,12 +81,7 @@ def test_fifty_batches_through_the_scheduled_deployment_none_lost_none_doubled(
         prefect_server: dict[str, str], sensor_model: Path, tmp_path: Path) -> None:
     batches = cut_batches(tmp_path / "staged", 50)
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
-    inbox.mkdir()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.serve", "--inbox", str(inbox), "--outbox", str(outbox),
-         "--model", str(sensor_model), "--sink", "prefect-event", "--interval", "2", "--name", "test-soak"],
-        env=prefect_server, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with served_deployment(prefect_server, inbox, outbox, sensor_model, ["prefect-event"], 2, "test-soak"):
         ledger = open_ledger(outbox)
         for start in range(0, 50, 10):  # in waves, so batches arrive while runs are under way
             for batch in batches[start:start + 10]:
@@ -96,12 +89,6 @@ def test_fifty_batches_through_the_scheduled_deployment_none_lost_none_doubled(
             wait_until(lambda n=start + 10: sum(b["status"] == "done" for b in ledger.batches()) >= n // 2,
                        240, f"{start // 2 + 5} batches scored")
         wait_until(lambda: sum(b["status"] == "done" for b in ledger.batches()) == 50, 300, "all 50 batches scored")
-    finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
     assert_each_scored_once(outbox, [p.name for p in batches])
     faulty = [f"batch-{i:03d}.parquet" for i in range(50) if i % 10 == 3]
     alert_ids = assert_one_alert_per_alerting_batch(outbox, must_alert=faulty)

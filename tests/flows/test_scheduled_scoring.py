@@ -4,17 +4,13 @@ and the reports are artifacts in Prefect's API."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from pipeline.inbox import open_ledger
-from prefect_helpers import ROOT, drop_into, save_webhook_block, wait_until
+from prefect_helpers import drop_into, save_webhook_block, served_deployment, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +43,7 @@ def test_scheduled_deployment_scores_each_batch_once_and_alerts_once(
     env = prefect_server
     sink = save_webhook_block(env, webhook.url, "vad-scheduled-test")
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
-    inbox.mkdir()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.serve", "--inbox", str(inbox), "--outbox", str(outbox),
-         "--model", str(sensor_model), "--sink", "prefect-event", "--sink", sink, "--interval", "3", "--name", "test-scheduled"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with served_deployment(env, inbox, outbox, sensor_model, ["prefect-event", sink], 3, "test-scheduled"):
         drop_into(inbox, inbox_batches["normal"])
         drop_into(inbox, inbox_batches["faulty"])
         ledger = open_ledger(outbox)
@@ -72,9 +63,3 @@ def test_scheduled_deployment_scores_each_batch_once_and_alerts_once(
         assert {"vad-scoring-report", "vad-top-anomalies", "vad-alert"} <= artifact_keys(env)
         assert not ledger.undelivered(["prefect-event", sink])
         wait_until(lambda: alerts[0]["alert_id"] in alert_events(env), 60, "the alert event in Prefect's API")
-    finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
