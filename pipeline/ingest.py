@@ -120,6 +120,14 @@ def read_file(path: Path, columns: list[str] | None = None, separator: str | Non
     return frame
 
 
+def read_file_slice(path: Path, columns: list[str], first_row: int, rows: int) -> pl.DataFrame:
+    """Rows [first_row, first_row + rows) of one file (Parquet reads only the row groups needed)."""
+    frame = _guard(path, lambda: scan_file(path).select(columns).slice(first_row, rows).collect())
+    if frame.height == 0:
+        raise DataError(f"file '{path}' has no rows from row {first_row + 1}.")
+    return frame
+
+
 def iter_file_batches(
     path: Path, columns: list[str], batch_rows: int, separator: str | None = None
 ) -> Iterator[pl.DataFrame]:

@@ -1,0 +1,52 @@
+"""A large input scored as partitions on a real local Dask cluster (two worker processes,
+through prefect-dask) gives exactly the file a single-process `score_files` writes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.partitions import plan_partitions
+from pipeline.runtime import Scorer, score_files
+from prefect_helpers import DATA, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def large_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60,000 tabular rows in 12 row groups of 5,000 (rows varied so that no two are alike)."""
+    batch = pl.read_csv(DATA / "tabular" / "batch.csv")
+    rows = pl.concat([batch] * 60).with_row_index("n").with_columns(
+        batch_id=pl.col("n").cast(pl.Int64), temperature=pl.col("temperature") + (pl.col("n") % 97) * 0.1).drop("n")
+    path = tmp_path_factory.mktemp("large") / "large.parquet"
+    rows.write_parquet(path, row_group_size=5_000)
+    return path
+
+
+def test_partitions_follow_row_groups(large_batch: Path, tabular_model: Path) -> None:
+    planned = plan_partitions(large_batch, Scorer.load(tabular_model), rows_per_partition=12_000)
+    assert [(p.first_row, p.rows) for p in planned] == [(0, 15_000), (15_000, 15_000), (30_000, 15_000),
+                                                       (45_000, 15_000)]
+
+
+def test_dask_cluster_scores_like_one_process(prefect_server: dict[str, str], large_batch: Path,
+                                              tabular_model: Path, tmp_path: Path) -> None:
+    single = score_files(Scorer.load(tabular_model), large_batch, tmp_path / "single.parquet").output
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.score_partitions", str(large_batch), "--output", str(tmp_path / "dask.parquet"),
+         "--model", str(tabular_model), "--rows-per-partition", "10000", "--workers", "2"],
+        env={**prefect_server, "PREFECT_LOGGING_LEVEL": "INFO"}, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "6 partition(s)" in result.stdout + result.stderr
+    assert "scored on 2 worker process(es)" in result.stdout + result.stderr  # both workers took partitions
+    on_dask, alone = pl.read_parquet(tmp_path / "dask.parquet"), pl.read_parquet(single)
+    assert on_dask.columns == alone.columns and on_dask.height == alone.height == 60_000
+    assert on_dask.drop("score").equals(alone.drop("score"))  # keys, flags, top features, in order
+    np.testing.assert_allclose(on_dask["score"].to_numpy(), alone["score"].to_numpy(), rtol=1e-6)
+    assert not list(tmp_path.glob(".parts-*"))  # the partition parts were cleaned up
