@@ -55,6 +55,17 @@ class FitOutcome:
     data: TrainingSet
 
 
+def _sampling_step(files: list[Path], config: PipelineConfig) -> int:
+    """Tabular training with `train.max_rows`: keep every n-th row while reading, so data
+    larger than memory trains on an even sample of it (the exact cap is drawn later). Sensor
+    series are read whole: thinning them would break their windows."""
+    cap = config.train.max_rows
+    if not cap or config.data.mode != "tabular":
+        return 1
+    total = sum(ingest.count_rows(f, config.data.separator) for f in files)
+    return max(1, total // cap)
+
+
 def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet:
     """Read every file, learn the schema, and build the input rows and the validation split."""
     data_cfg = config.data
@@ -65,7 +76,8 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         named = [*data_cfg.features, data_cfg.label_column, data_cfg.time_column, data_cfg.entity_column,
                  *data_cfg.id_columns]
         needed = list(dict.fromkeys(c for c in named if c))
-    raw = [ingest.read_file(f, needed, data_cfg.separator) for f in files]
+    every = _sampling_step(files, config)
+    raw = [ingest.read_file(f, needed, data_cfg.separator, every=every) for f in files]
     first = learn_schema(raw[0], data_cfg, str(files[0]))
     coerced = []
     for file, frame in zip(files, raw):

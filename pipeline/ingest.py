@@ -111,13 +111,25 @@ def file_columns(path: Path, separator: str | None = None) -> dict[str, pl.DataT
     return dict(_guard(path, lambda: scan_file(path, separator).collect_schema()))
 
 
-def read_file(path: Path, columns: list[str] | None = None, separator: str | None = None) -> pl.DataFrame:
-    """Read one file (only `columns` when given); an empty file is an error."""
+def read_file(path: Path, columns: list[str] | None = None, separator: str | None = None,
+              every: int = 1) -> pl.DataFrame:
+    """Read one file (only `columns` when given); an empty file is an error. With `every`
+    > 1, only every n-th row is kept, by polars' streaming engine: memory holds the sample,
+    never the file."""
     lazy = scan_file(path, separator)
-    frame = _guard(path, lambda: (lazy.select(columns) if columns is not None else lazy).collect())
+    lazy = lazy.select(columns) if columns is not None else lazy
+    if every > 1:
+        frame = _guard(path, lambda: lazy.gather_every(every).collect(engine="streaming"))
+    else:
+        frame = _guard(path, lazy.collect)
     if frame.height == 0:
         raise DataError(f"file '{path}' has no data rows.")
     return frame
+
+
+def count_rows(path: Path, separator: str | None = None) -> int:
+    """Data rows of one file (Parquet and Arrow: from the footer; CSV and NDJSON: one streaming pass)."""
+    return int(_guard(path, lambda: scan_file(path, separator).select(pl.len()).collect(engine="streaming").item()))
 
 
 def read_file_slice(path: Path, columns: list[str], first_row: int, rows: int) -> pl.DataFrame:

@@ -8,6 +8,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from common import ROOT
+from pipeline import ingest
 from pipeline.errors import DataError
 from pipeline.ingest import iter_file_batches, read_file, resolve_sources, write_frame
 
@@ -62,3 +64,23 @@ def test_batches_cover_every_row_once(tmp_path: Path) -> None:
 def test_write_frame_leaves_no_temporary_file(tmp_path: Path) -> None:
     write_frame(FRAME, tmp_path / "out.parquet")
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def test_sampled_read_keeps_every_nth_row_with_the_streaming_engine(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"a": range(50_000), "b": [float(i) / 3 for i in range(50_000)]})
+    frame.write_csv(tmp_path / "big.csv")
+    assert ingest.count_rows(tmp_path / "big.csv") == 50_000
+    sample = ingest.read_file(tmp_path / "big.csv", ["a"], every=10)
+    assert sample["a"].to_list() == list(range(0, 50_000, 10))
+
+
+def test_training_with_max_rows_reads_an_even_sample(tmp_path: Path) -> None:
+    from pipeline.config import load_config
+    from pipeline.fit import _sampling_step, load_training_set
+
+    history = pl.read_csv(ROOT / "data" / "tabular" / "history.csv")
+    pl.concat([history] * 4).write_parquet(tmp_path / "history.parquet")
+    config = load_config(ROOT / "data" / "tabular.toml", train={"max_rows": 1_000})
+    assert _sampling_step([tmp_path / "history.parquet"], config) == 4 * history.height // 1_000  # thinned while read
+    data = load_training_set(tmp_path / "history.parquet", config)
+    assert len(data.x) == 1_000
