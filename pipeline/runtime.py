@@ -134,10 +134,11 @@ class Scorer:
         self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
 
     @classmethod
-    def load(cls, path: str | Path, provider: Provider = "auto", verify: bool = True) -> "Scorer":
-        """Load a version folder (or a model folder's `latest`), checking every sha256 first."""
+    def load(cls, path: str | Path, provider: Provider = "auto") -> "Scorer":
+        """Load a version folder (or a model folder's `latest`), checking every sha256 first.
+        There is no way to skip the checks: each graph is opened from checked bytes anyway."""
         folder = resolve_model_dir(path)
-        scorer = cls(folder, read_manifest(folder, verify=verify), provider)
+        scorer = cls(folder, read_manifest(folder), provider)
         scorer.session("scorer")  # fail at load, not at the first batch, if the graph is wrong
         return scorer
 
