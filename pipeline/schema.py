@@ -300,7 +300,7 @@ def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | Non
             raise SchemaError(f"key column '{key}' has a missing value{where(file, key, row_offset + row + 1)}.")
     ordered = frame.with_row_index("__row").sort(keys, maintain_order=True)
     if schema.time_column:
-        repeated = ordered.select(pl.all().exclude("__row")).select(keys).is_duplicated()
+        repeated = ordered.select(keys).is_duplicated()
         if repeated.any():
             rows = ordered.filter(repeated)
             first, second = rows.row(0, named=True), rows.row(1, named=True)
