@@ -97,16 +97,22 @@ def test_deployment_on_a_process_pool_scores_with_postgres_behind_the_server(
         ledger = open_ledger(outbox)
         wait_until(lambda: [b["status"] for b in ledger.batches()] == ["done"], 300,
                    f"the batch scored by the worker (log: {tmp_path / 'worker.log'})")
+        # The ledger says done a moment before the run reports its final state: wait for that
+        # state before stopping the worker, whose process group the run belongs to.
+        wait_until(lambda: any(run["work_pool_name"] == "vad-pool" for run in completed_runs(env)), 120,
+                   "a completed flow run from the vad-pool work pool")
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(timeout=60)
     assert len(ledger.alerts()) == 1
-
-    runs = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter",
-                      json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}, timeout=30).json()
-    assert any(run["work_pool_name"] == "vad-pool" for run in runs)
     port = postgres.rsplit(":", 1)[1].split("/")[0]
     stored = subprocess.run([pg_command("psql"), "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-tAc",
                              "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'"],
                             capture_output=True, text=True, timeout=60, check=True)
     assert int(stored.stdout.strip()) >= 1  # the server's state lives in PostgreSQL
+
+
+def completed_runs(env: dict[str, str]) -> list[dict]:
+    """Flow runs the server lists as COMPLETED."""
+    return httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter",
+                      json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}, timeout=30).json()
