@@ -99,7 +99,7 @@ def score(
     output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
     report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,  # type: ignore[arg-type]
                          samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)
-    print_score_report(report, scorer.session("scorer").get_providers()[0])
+    print_score_report(report, scorer.kernel().sessions[0].get_providers()[0])
 
 
 def print_score_report(report: ScoreReport, provider: str) -> None:

@@ -39,7 +39,7 @@ def feature_nll(
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) ‖ N(0, I)) per row, in closed form."""
-    return 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+    return 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar).sum(-1)
 
 
 def kl_with_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float,

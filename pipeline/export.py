@@ -71,10 +71,13 @@ def _export_graph(module: nn.Module, name: str, vae: VAE, path: Path, metadata_p
     onnx.save(onnx.shape_inference.infer_shapes(proto, strict_mode=True), str(path))
 
 
-def check_parity(folder: Path, vae: VAE, scaler: Scaler, probe_raw: np.ndarray, seed: int = 0) -> dict[str, float]:
+def check_parity(folder: Path, vae: VAE, scaler: Scaler, probe_raw: np.ndarray, seed: int = 0,
+                 baseline: np.ndarray | None = None, sources: list[str] | None = None) -> dict[str, float]:
     """Run every graph in onnxruntime and in PyTorch on a probe batch; fail above tolerance.
 
-    Error per output is max|onnx − torch| / max(max|torch|, 1e-6) (max-norm relative)."""
+    Error per output is max|onnx − torch| / max(max|torch|, 1e-6) (max-norm relative).
+    Integer outputs (`top_index`) are left out: equal shares may rank in either order, and
+    `top_share` checks the values they select."""
     rng = np.random.default_rng(seed)
     probe_raw = probe_raw.astype(np.float32)
     probe_scaled = scaler.transform(probe_raw)
@@ -85,13 +88,15 @@ def check_parity(folder: Path, vae: VAE, scaler: Scaler, probe_raw: np.ndarray, 
         "scorer_sampled": (probe_raw, rng.standard_normal((len(probe_raw), 4, vae.shape.latent)).astype(np.float32)),
     }
     errors: dict[str, float] = {}
-    modules = build_graphs(vae.cpu(), scaler)
+    modules = build_graphs(vae.cpu(), scaler, baseline, sources)
     for name, args in feeds.items():
         session = ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
         got = session.run(None, dict(zip(GRAPH_IO[name][0], args)))
         with torch.no_grad():
             want = [t.numpy() for t in modules[name](*(torch.from_numpy(a) for a in args))]
         for out_name, g, w in zip(GRAPH_IO[name][1], got, want):
+            if not np.issubdtype(g.dtype, np.floating):
+                continue
             err = float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-6))
             errors[f"{name}.{out_name}"] = err
             if not err <= PARITY_TOLERANCE:
@@ -143,9 +148,11 @@ def export_model(
             "input_names": json.dumps(schema.input_names), "scaler_in_graph": "scorer, scorer_sampled",
             "description": "VAE anomaly detector; see manifest.json beside this file",
         }
-        for graph_name, module in build_graphs(vae, result.scaler).items():
+        graphs = build_graphs(vae, result.scaler, feature_baseline, schema.input_sources)
+        for graph_name, module in graphs.items():
             _export_graph(module, graph_name, vae, staging / f"{graph_name}.onnx", {**props, "graph": graph_name})
-        parity = check_parity(staging, vae, result.scaler, probe_raw)
+        parity = check_parity(staging, vae, result.scaler, probe_raw, baseline=feature_baseline,
+                              sources=schema.input_sources)
         crash_point("export")
         _save_checkpoint(staging / "checkpoint.pt", result, training)
         (staging / "history.json").write_text(json.dumps(result.history, indent=1) + "\n")

@@ -12,6 +12,8 @@ import itertools
 import logging
 import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,12 @@ log = logging.getLogger(__name__)
 
 Estimator = Literal["elbo", "mc", "iwae"]
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
-ORT_BATCH = 4096  # rows per onnxruntime call: 2k–8k stays in cache (see PERF_NOTES)
+ORT_BATCH = 4096  # rows per call for the other graphs: 2k–8k stays in cache (see PERF_NOTES)
+# The scorer on the CPU: one single-threaded session per core, each scoring its own chunks of
+# CPU_CHUNK rows, was 1.5× faster than one session splitting every operator over both cores
+# (no barrier per operator), and 2,048 rows was the best chunk (BENCHMARKS.md, bench/speed.py).
+CPU_CHUNK = 2048
+GPU_CHUNK = 65536
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
@@ -64,11 +71,21 @@ def select_providers(requested: Provider = "auto") -> list[str]:
     return [CPU]
 
 
-def open_session(model: Path | bytes, requested: Provider = "auto", name: str = "model") -> ort.InferenceSession:
-    """An InferenceSession on the best working provider; says so when it falls back."""
+def cpu_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def open_session(model: Path | bytes, requested: Provider = "auto", name: str = "model",
+                 threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the best working provider; says so when it falls back.
+    `threads` sets onnxruntime's intra-op threads (None: its default, one per core)."""
     providers = select_providers(requested)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: provider probing is reported by us, once
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     path = model if isinstance(model, Path) else name
     try:
         session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, sess_options=options,
@@ -100,10 +117,47 @@ def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, p
 
 @dataclass
 class ScoreArrays:
-    """Per-window scores and per-input negative log-likelihood terms (raw units)."""
+    """Per-row scores with either per-input negative log-likelihood terms (raw units) or,
+    from the scorer graph's own ranking, the top source columns' indices and shares."""
 
     score: np.ndarray
-    feature_nll: np.ndarray
+    feature_nll: np.ndarray | None = None
+    top_index: np.ndarray | None = None
+    top_share: np.ndarray | None = None
+
+
+class KernelPool:
+    """The scorer graph run over row chunks: on the CPU one single-threaded session per
+    core, each taking its own chunks; on a GPU one session and large chunks. A batch of
+    one chunk or less runs in the caller's thread (no hand-off: batch-1 latency)."""
+
+    def __init__(self, model: bytes, provider: Provider, name: str) -> None:
+        first = open_session(model, provider, name, threads=1)
+        on_gpu = first.get_providers()[0] != CPU
+        workers = 1 if on_gpu else cpu_cores()
+        if on_gpu:
+            first = open_session(model, provider, name)
+        self.sessions = [first] + [open_session(model, provider, name, threads=1) for _ in range(workers - 1)]
+        self.chunk = GPU_CHUNK if on_gpu else CPU_CHUNK
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vad-score") if workers > 1 else None
+        self._local = threading.local()
+        self._next = itertools.count(1)  # pool threads take sessions 1, 2, …; the caller's is 0
+
+    def _session(self) -> ort.InferenceSession:
+        if not hasattr(self._local, "index"):
+            self._local.index = next(self._next) % len(self.sessions)
+        return self.sessions[self._local.index]
+
+    def run(self, outputs: list[str], x: np.ndarray) -> list[np.ndarray]:
+        """The named outputs for all rows of `x` (C-contiguous float32), chunk results joined."""
+        starts = range(0, max(len(x), 1), self.chunk)  # an empty batch still runs once, for its shapes
+        if self._pool is None or len(x) <= self.chunk:
+            parts = [self.sessions[0].run(outputs, {"x": x[i:i + self.chunk]}) for i in starts]
+        else:
+            parts = list(self._pool.map(lambda i: self._session().run(outputs, {"x": x[i:i + self.chunk]}), starts))
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
 
 
 @dataclass
@@ -132,6 +186,10 @@ class Scorer:
         self._to_source = np.zeros((len(sources), len(self.source_names)), dtype=np.float32)
         self._to_source[np.arange(len(sources)), [self.source_names.index(s) for s in sources]] = 1.0
         self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
+        self._names = pl.Series(self.source_names, dtype=pl.Enum(self.source_names))
+        self._kernel: KernelPool | None = None
+        scorer_outputs = manifest.graphs.get("scorer", {}).get("outputs", [])
+        self._ranked_in_graph = "top_index" in scorer_outputs  # models exported before 0.5 rank in numpy
 
     @classmethod
     def load(cls, path: str | Path, provider: Provider = "auto") -> "Scorer":
@@ -139,7 +197,7 @@ class Scorer:
         There is no way to skip the checks: each graph is opened from checked bytes anyway."""
         folder = resolve_model_dir(path)
         scorer = cls(folder, read_manifest(folder), provider)
-        scorer.session("scorer")  # fail at load, not at the first batch, if the graph is wrong
+        scorer.kernel()  # fail at load, not at the first batch, if the graph is wrong
         return scorer
 
     @property
@@ -156,17 +214,30 @@ class Scorer:
             self._sessions[graph] = session
         return self._sessions[graph]
 
+    def kernel(self) -> KernelPool:
+        """The scorer graph's sessions, checked like `session`, opened once."""
+        if self._kernel is None:
+            file = self.folder / "scorer.onnx"
+            kernel = KernelPool(verified_bytes(self.folder, self.manifest, file.name), self.provider, str(file))
+            for session in kernel.sessions:
+                check_graph(session, "scorer", self.manifest, file)
+            self._kernel = kernel
+        return self._kernel
+
     # -- arrays -------------------------------------------------------------------------
-    def score_array(self, x: np.ndarray, estimator: Estimator = "elbo", samples: int = 16, seed: int = 0) -> ScoreArrays:
-        """Score raw model inputs (rows × inputs, float32). Higher = more anomalous."""
+    def score_array(self, x: np.ndarray, estimator: Estimator = "elbo", samples: int = 16, seed: int = 0,
+                    top_k: int | None = None) -> ScoreArrays:
+        """Score raw model inputs (rows × inputs, float32). Higher = more anomalous.
+        With `top_k` (elbo only), the graph's own ranking of the top source columns comes back
+        instead of the per-input terms, when the graph ranks at least that many."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(self.manifest.input_names):
             raise PipelineError(f"inputs must have shape (rows, {len(self.manifest.input_names)}), got {x.shape}.")
         if estimator == "elbo":
-            session = self.session("scorer")
-            parts = [session.run(["score", "feature_nll"], {"x": x[i:i + ORT_BATCH]}) for i in range(0, len(x), ORT_BATCH)]
-            score = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.float32)
-            nll = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, x.shape[1]), np.float32)
+            if top_k is not None and self._ranked_in_graph and top_k <= self._graph_top_k():
+                score, index, share = self.kernel().run(["score", "top_index", "top_share"], x)
+                return ScoreArrays(score, top_index=index[:, :top_k], top_share=share[:, :top_k])
+            score, nll = self.kernel().run(["score", "feature_nll"], x)
             return ScoreArrays(score, nll)
         if estimator not in ("mc", "iwae"):
             raise PipelineError(f"estimator must be one of elbo, mc, iwae, got {estimator!r}.")
@@ -189,6 +260,9 @@ class Scorer:
             scores.append(-bound.mean(axis=1))
             nlls.append(nll)
         return ScoreArrays(np.concatenate(scores).astype(np.float32), np.concatenate(nlls))
+
+    def _graph_top_k(self) -> int:
+        return int(self.kernel().sessions[0].get_outputs()[-1].shape[1])
 
     def contributions(self, feature_nll: np.ndarray) -> np.ndarray:
         """Each source column's share of the excess NLL over its validation mean (rows sum to 1,
@@ -216,19 +290,22 @@ class Scorer:
                           file: str | None = None, row_offset: int = 0) -> tuple[pl.DataFrame, InputReport]:
         """Score every row (every time step in sensor mode) and explain it."""
         x, keys, report = self.prepare(frame, file, row_offset)
-        arrays = self.score_array(x, estimator, samples, seed)
+        k = min(top_k, len(self.source_names))
+        arrays = self.score_array(x, estimator, samples, seed, top_k=k)
         limit = self.threshold if threshold is None else threshold
-        shares = self.contributions(arrays.feature_nll)
-        k = min(top_k, shares.shape[1])
-        order = np.argsort(-shares, axis=1, kind="stable")[:, :k]
-        names = np.asarray(self.source_names)
+        if arrays.top_index is None:  # rank in numpy: sampled estimators, older models
+            shares = self.contributions(arrays.feature_nll)
+            index = np.argsort(-shares, axis=1, kind="stable")[:, :k]
+            share = np.take_along_axis(shares, index, axis=1)
+        else:
+            index, share = arrays.top_index, arrays.top_share
         columns: dict[str, pl.Series] = {
             "score": pl.Series(arrays.score.astype(np.float64)),
             "is_anomaly": pl.Series(arrays.score > limit),
         }
-        for i in range(k):
-            columns[f"top{i + 1}_feature"] = pl.Series(names[order[:, i]])
-            columns[f"top{i + 1}_share"] = pl.Series(np.take_along_axis(shares, order[:, i:i + 1], axis=1)[:, 0])
+        for i in range(k):  # column names as an Enum: a gather of small codes, no Python strings
+            columns[f"top{i + 1}_feature"] = self._names.gather(index[:, i])
+            columns[f"top{i + 1}_share"] = pl.Series(share[:, i].astype(np.float64))
         return keys.with_columns(**columns), report
 
     def score(self, frame: pl.DataFrame, **options) -> pl.DataFrame:
@@ -242,8 +319,7 @@ class Scorer:
         """Latent means per row and ensemble member (`m0_z0` … `m{M-1}_z{k}`; members' latent
         spaces are unrelated), with the row keys."""
         x, keys, _ = self.prepare(frame)
-        session = self.session("scorer")
-        mu = np.concatenate([session.run(["mu"], {"x": x[i:i + ORT_BATCH]})[0] for i in range(0, len(x), ORT_BATCH)])
+        mu = self.kernel().run(["mu"], np.ascontiguousarray(x, dtype=np.float32))[0]
         rows, members, latent = mu.shape
         names = [f"m{m}_z{i}" for m in range(members) for i in range(latent)]
         return keys.with_columns(pl.DataFrame(mu.reshape(rows, members * latent), schema=names))

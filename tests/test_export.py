@@ -37,10 +37,12 @@ def test_graphs_pass_full_checker_and_describe_themselves(sensor_model: Path, gr
 
 def test_onnx_matches_pytorch_within_1e5(sensor_fit) -> None:
     data, result = sensor_fit.data, sensor_fit.calibrated.result
-    errors = check_parity(sensor_fit.version_dir, result.model, result.scaler, data.x[:300], seed=7)
+    manifest = read_manifest(sensor_fit.version_dir)
+    errors = check_parity(sensor_fit.version_dir, result.model, result.scaler, data.x[:300], seed=7,
+                          baseline=np.asarray(manifest.feature_baseline), sources=manifest.feature_schema.input_sources)
     assert max(errors.values()) <= 1e-5
-    assert set(errors) >= {"scorer.score", "scorer.feature_nll", "scorer.mu", "encoder.mu", "decoder.mean",
-                           "scorer_sampled.log_weight"}
+    assert set(errors) >= {"scorer.score", "scorer.feature_nll", "scorer.mu", "scorer.top_share", "encoder.mu",
+                           "decoder.mean", "scorer_sampled.log_weight"}
 
 
 def test_manifest_carries_what_scoring_needs(sensor_model: Path) -> None:
