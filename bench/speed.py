@@ -1,0 +1,264 @@
+"""Scoring and training speed, side by side in one run on one machine (issue 5).
+
+    python bench/speed.py                 # everything; writes the "Speed" section of BENCHMARKS.md
+    python bench/speed.py --big-rows 0    # skip the 20 M-row streaming-memory run
+
+Every rate is rows per second from the best of `--repeats` timings; the table's claims are the
+ratios, measured in this one run (the machine is shared, so absolute times drift between runs).
+The model is the issue's reference shape: an MLP VAE with hidden [128, 64], latent 16 and one
+member (PyOD's VAE gets the same layers); the library's default is a 5-member ensemble, whose
+scorer does 5× the arithmetic and is timed on its own line."""
+
+from __future__ import annotations
+
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.detector import VAEDetector  # noqa: E402
+from pipeline.graphs import ScorerGraph  # noqa: E402
+from pipeline.runtime import Scorer, cpu_cores, score_files  # noqa: E402
+
+HIDDEN, LATENT = [128, 64], 16
+THREADS = cpu_cores()
+
+
+def best_seconds(action, repeats: int) -> float:  # noqa: ANN001
+    """The fastest of `repeats` runs (after one warm-up): the least disturbed by neighbours."""
+    action()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def synthetic_rows(rows: int, features: int, seed: int = 0) -> np.ndarray:
+    """Correlated sensor-like rows: 8 latent factors mixed into `features` columns, plus noise."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((8, features)).astype(np.float32)
+    return (rng.standard_normal((rows, 8), dtype=np.float32) @ mixing
+            + 0.3 * rng.standard_normal((rows, features), dtype=np.float32))
+
+
+def matmul_ceiling(repeats: int) -> dict[str, float]:
+    """FP32 GFLOP/s of a 4096³ matrix product: numpy (its BLAS) and onnxruntime's own MatMul."""
+    n = 4096
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    flops = 2 * n**3
+    numpy_rate = flops / best_seconds(lambda: a @ a, repeats) / 1e9
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["a", "w"], ["y"])], "matmul",
+        [onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [n, n])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [n, n])],
+        [onnx.numpy_helper.from_array(a, "w")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ort_rate = flops / best_seconds(lambda: session.run(None, {"a": a}), repeats) / 1e9
+    return {"numpy": numpy_rate, "onnxruntime": ort_rate}
+
+
+def graph_flops_per_row(path: Path) -> int:
+    """Multiply-adds ×2 of every weight matrix in the graph: the Linear layers' FLOPs per row."""
+    model = onnx.load(str(path))
+    return sum(2 * int(np.prod(t.dims)) for t in model.graph.initializer
+               if len(t.dims) >= 2 and min(t.dims[-2:]) > 1 and t.name != "to_source")
+
+
+def train_model(x: np.ndarray, folder: Path, members: int, epochs: int) -> tuple[Path, VAEDetector]:
+    detector = VAEDetector(hidden=HIDDEN, latent=LATENT, members=members, epochs=epochs, batch_size=4096,
+                           learning_rate=3e-3, patience=epochs, random_state=0)
+    detector.fit(pl.DataFrame(x, schema=[f"f{i}" for i in range(x.shape[1])]))
+    return detector.export(folder, f"speed-{x.shape[1]}-{members}"), detector
+
+
+def training_rates(x: np.ndarray, epochs: int) -> dict[str, float]:
+    """Rows per second of optimisation: ours (batch 4096, whole set on the device) against
+    PyOD's VAE `fit` (batch 256) with the same layers, on the same rows."""
+    from pyod.models.vae import VAE as PyodVAE
+
+    detector = VAEDetector(hidden=HIDDEN, latent=LATENT, members=1, epochs=epochs, batch_size=4096,
+                           learning_rate=3e-3, patience=epochs, random_state=0)
+    started = time.perf_counter()
+    detector.fit(x)
+    ours = len(x) * epochs / (time.perf_counter() - started)
+    pyod = PyodVAE(encoder_neuron_list=HIDDEN, decoder_neuron_list=HIDDEN[::-1], latent_dim=LATENT, epoch_num=epochs,
+                   batch_size=256, verbose=0, random_state=0, device="cpu")
+    started = time.perf_counter()
+    pyod.fit(x)
+    theirs = len(x) * epochs / (time.perf_counter() - started)
+    return {"ours": ours, "pyod": theirs}
+
+
+def peak_rss_of(code: str) -> tuple[float, float]:
+    """Run Python `code` in a fresh interpreter; its own peak resident memory (MB) and wall time."""
+    report = "; import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code + report], check=True, cwd=ROOT, capture_output=True, text=True)
+    return int(done.stdout.split()[-1]) / 1024, time.perf_counter() - started
+
+
+def write_big_file(path: Path, rows: int, features: int) -> None:
+    """`rows` rows written in row groups, never all in memory."""
+    names = [f"f{i}" for i in range(features)]
+    block = 1_000_000
+    with pq.ParquetWriter(path, pa.schema([(n, pa.float32()) for n in names])) as writer:
+        for start in range(0, rows, block):
+            chunk = synthetic_rows(min(block, rows - start), features, seed=start)
+            writer.write_table(pa.table({n: chunk[:, i] for i, n in enumerate(names)}), row_group_size=131072)
+
+
+def main(rows: int = 1_000_000, big_rows: int = 20_000_000, repeats: int = 3, train_rows: int = 100_000,
+         train_epochs: int = 3, write: bool = True) -> None:
+    torch.set_num_threads(THREADS)
+    console = Console()
+    started_all = time.perf_counter()
+    lines: list[tuple[str, str, str]] = []  # (what, measured, ratio)
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="vad-speed-") as tmp:
+        tmp_path = Path(tmp)
+        ceiling = matmul_ceiling(repeats)
+        top_ceiling = max(ceiling.values())
+        lines.append(("FP32 matmul ceiling, 4096³, numpy", f"{ceiling['numpy']:.0f} GFLOP/s", ""))
+        lines.append(("FP32 matmul ceiling, 4096³, onnxruntime MatMul", f"{ceiling['onnxruntime']:.0f} GFLOP/s",
+                      f"{ceiling['onnxruntime'] / ceiling['numpy']:.2f} of numpy"))
+        for features in (32, 128):
+            x = synthetic_rows(rows, features)
+            source = tmp_path / f"rows-{features}.parquet"
+            pl.DataFrame(x, schema=[f"f{i}" for i in range(features)]).write_parquet(source, row_group_size=131072)
+            folder, detector = train_model(x[:50_000], tmp_path / "models", members=1, epochs=2)
+            scorer = Scorer.load(folder)
+            flops = graph_flops_per_row(folder / "scorer.onnx")
+            kernel = scorer.kernel()
+            rates = {}
+            for chunk in (512, 1024, 2048, 4096, 8192, 16384):
+                kernel.chunk = chunk
+                rates[chunk] = rows / best_seconds(lambda: kernel.run(["score", "top_index", "top_share"], x), repeats)
+            best_chunk = max(rates, key=rates.get)
+            kernel.chunk = best_chunk
+            kernel_rate = rates[best_chunk]
+            gflops = kernel_rate * flops / 1e9
+            tag = f"{features} features"
+            lines.append((f"{tag}: fused scorer kernel, chunks of {best_chunk} (of {sorted(rates)})",
+                          f"{kernel_rate / 1e6:.2f} M rows/s = {gflops:.0f} GFLOP/s",
+                          f"{gflops / top_ceiling:.2f} of ceiling ({gflops / ceiling['onnxruntime']:.2f} of ORT's)"))
+            output = tmp_path / "scores.parquet"
+            e2e_rate = rows / best_seconds(lambda: score_files(scorer, source, output), repeats)
+            lines.append((f"{tag}: `score` end to end, Parquet → Parquet", f"{e2e_rate / 1e6:.2f} M rows/s",
+                          f"{e2e_rate / kernel_rate:.2f} of kernel"))
+            command = [sys.executable, "-m", "pipeline.cli", "score", str(folder), str(source), "--output", str(output),
+                       "--show", "0"]
+            cli_rate = rows / best_seconds(lambda: subprocess.run(command, cwd=ROOT, check=True, capture_output=True), 1)
+            lines.append((f"{tag}: `vad score` command, with interpreter start and imports", f"{cli_rate / 1e6:.2f} M rows/s",
+                          f"{cli_rate / kernel_rate:.2f} of kernel"))
+            torch_rows = torch.from_numpy(x[:262_144])
+            graph = ScorerGraph(detector.model_, detector.scaler_).eval()
+
+            def torch_eager() -> None:
+                with torch.no_grad():
+                    for i in range(0, len(torch_rows), 4096):
+                        graph(torch_rows[i:i + 4096])
+            torch_rate = len(torch_rows) / best_seconds(torch_eager, repeats)
+            lines.append((f"{tag}: torch eager, same graph, batch 4096", f"{torch_rate / 1e6:.2f} M rows/s",
+                          f"kernel {kernel_rate / torch_rate:.1f}×"))
+            from pyod.models.vae import VAE as PyodVAE
+            from sklearn.ensemble import IsolationForest
+
+            pyod = PyodVAE(encoder_neuron_list=HIDDEN, decoder_neuron_list=HIDDEN[::-1], latent_dim=LATENT, epoch_num=1,
+                           batch_size=256, verbose=0, random_state=0, device="cpu").fit(x[:20_000])
+            sample = x[:100_000]
+            pyod_rate = len(sample) / best_seconds(lambda: pyod.decision_function(sample), 1)
+            lines.append((f"{tag}: PyOD VAE decision_function", f"{pyod_rate / 1e6:.3f} M rows/s",
+                          f"end to end {e2e_rate / pyod_rate:.1f}×"))
+            forest = IsolationForest(n_jobs=THREADS, random_state=0).fit(x[:50_000])
+            forest_sample = x[:200_000]
+            forest_rate = len(forest_sample) / best_seconds(lambda: forest.score_samples(forest_sample), 1)
+            lines.append((f"{tag}: scikit-learn IsolationForest score_samples ({THREADS} jobs)",
+                          f"{forest_rate / 1e6:.3f} M rows/s", f"end to end {e2e_rate / forest_rate:.1f}×"))
+            one = x[:1]
+            calls = 2000
+            latency = best_seconds(lambda: [scorer.score_array(one, top_k=3) for _ in range(calls)], repeats) / calls
+            lines.append((f"{tag}: batch of 1 through Scorer.score_array", f"{latency * 1e6:.1f} µs per call", ""))
+            figures.update({f"kernel_{features}": kernel_rate, f"e2e_{features}": e2e_rate,
+                            f"ceiling_share_{features}": gflops / top_ceiling, f"latency_{features}": latency})
+            if features == 32:
+                ensemble, _ = train_model(x[:50_000], tmp_path / "models", members=5, epochs=1)
+                ensemble_kernel = Scorer.load(ensemble).kernel()
+                ensemble_rate = rows / best_seconds(lambda: ensemble_kernel.run(["score", "top_index", "top_share"], x),
+                                                    repeats)
+                lines.append((f"{tag}: default 5-member ensemble, fused scorer kernel",
+                              f"{ensemble_rate / 1e6:.2f} M rows/s", f"{ensemble_rate / kernel_rate:.2f} of one member"))
+        train_x = synthetic_rows(train_rows, 32, seed=1)
+        training = training_rates(train_x, train_epochs)
+        lines.append((f"training, 32 features, {train_rows:,} rows × {train_epochs} epochs, batch 4096",
+                      f"{training['ours'] / 1e3:.0f} k rows/s", f"PyOD fit {training['ours'] / training['pyod']:.1f}×"))
+        lines.append(("PyOD VAE fit, same layers, batch 256", f"{training['pyod'] / 1e3:.0f} k rows/s", ""))
+        if big_rows:
+            big = tmp_path / "big.parquet"
+            write_big_file(big, big_rows, 32)
+            folder = next((tmp_path / "models").glob("speed-32-1"))
+            code = (f"from pipeline.runtime import Scorer, score_files; "
+                    f"score_files(Scorer.load({str(folder)!r}), {str(big)!r}, {str(tmp_path / 'big-scores.parquet')!r})")
+            peak_mb, seconds = peak_rss_of(code)
+            size_gb = big.stat().st_size / 1e9
+            lines.append((f"streaming: {big_rows:,} rows × 32 features ({size_gb:.1f} GB Parquet), fresh process",
+                          f"peak RSS {peak_mb:,.0f} MB", f"{big_rows / seconds / 1e6:.2f} M rows/s"))
+    wall = time.perf_counter() - started_all
+    table = Table(title=f"Speed ({THREADS} cores)")
+    for column in ("what", "measured", "ratio"):
+        table.add_column(column)
+    for row in lines:
+        table.add_row(*row)
+    console.print(table)
+    if write:
+        write_section(lines, wall)
+
+
+def write_section(lines: list[tuple[str, str, str]], wall: float) -> None:
+    """Replace the Speed section of BENCHMARKS.md (or append it) with this run's table."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    rows = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in lines)
+    section = f"""## Speed (issue 5)
+
+Command: `python bench/speed.py` ({wall / 60:.1f} min). One run, {THREADS} cores, {cpu};
+onnxruntime {ort.__version__}, torch {torch.__version__}, polars {pl.__version__}. Model: MLP VAE,
+hidden {HIDDEN}, latent {LATENT}, one member (PyOD's VAE has the same layers). Rates are the
+best of 3 timings; compare the ratios, which were measured side by side, not absolute times.
+
+| what | measured | ratio |
+|---|---|---|
+{rows}
+"""
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if "## Speed (issue 5)" in text:
+        text = re.sub(r"## Speed \(issue 5\).*?(?=\n## |\Z)", section.rstrip() + "\n", text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    typer.run(main)
