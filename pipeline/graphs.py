@@ -9,6 +9,7 @@ from torch import nn
 
 from pipeline import elbo
 from pipeline.model import VAE
+from pipeline.schema import source_matrix
 from pipeline.train import Scaler
 
 INPUT_CLIP = 1e4  # scaled units; keeps squared errors finite for absurd inputs
@@ -59,9 +60,7 @@ class Contributions(nn.Module):
 
     def __init__(self, baseline: np.ndarray, sources: list[str], top_k: int) -> None:
         super().__init__()
-        names = list(dict.fromkeys(sources))
-        to_source = np.zeros((len(sources), len(names)), np.float32)
-        to_source[np.arange(len(sources)), [names.index(s) for s in sources]] = 1.0
+        names, to_source = source_matrix(sources)
         self.register_buffer("baseline", torch.as_tensor(np.asarray(baseline, np.float32)))
         self.register_buffer("to_source", torch.from_numpy(to_source))
         self.one_per_input = names == sources  # no one-hot groups: the sum per column is the identity

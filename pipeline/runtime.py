@@ -33,7 +33,7 @@ from pipeline.errors import ModelArtifactError, PipelineError
 from pipeline.faults import crash_point, pid_alive
 from pipeline.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
 from pipeline.schema import (
-    InputReport, check_columns, coerce, entity_bounds, make_windows, sort_for_windows, to_matrix,
+    InputReport, check_columns, coerce, entity_bounds, make_windows, sort_for_windows, source_matrix, to_matrix,
 )
 
 log = logging.getLogger(__name__)
@@ -136,12 +136,11 @@ class KernelPool:
     one chunk or less runs in the caller's thread (no hand-off: batch-1 latency)."""
 
     def __init__(self, model: bytes, provider: Provider, name: str) -> None:
-        first = open_session(model, provider, name, threads=1)
+        first = open_session(model, provider, name, threads=1)  # on a GPU, CPU threads only feed it
         on_gpu = first.get_providers()[0] != CPU
         workers = 1 if on_gpu else cpu_cores()
-        if on_gpu:
-            first = open_session(model, provider, name)
         self.sessions = [first] + [open_session(model, provider, name, threads=1) for _ in range(workers - 1)]
+        self.top_k = int(first.get_outputs()[-1].shape[1]) if first.get_outputs()[-1].name == "top_share" else 0
         self.chunk = GPU_CHUNK if on_gpu else CPU_CHUNK
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vad-score") if workers > 1 else None
         self._local = threading.local()
@@ -184,16 +183,10 @@ class Scorer:
         self.folder, self.manifest, self.provider = folder, manifest, provider
         self.schema = manifest.feature_schema
         self._sessions: dict[str, ort.InferenceSession] = {}
-        sources = self.schema.input_sources
-        self.source_names = list(dict.fromkeys(sources))
-        # inputs → source column, to sum per-input contributions per column
-        self._to_source = np.zeros((len(sources), len(self.source_names)), dtype=np.float32)
-        self._to_source[np.arange(len(sources)), [self.source_names.index(s) for s in sources]] = 1.0
+        self.source_names, self._to_source = source_matrix(self.schema.input_sources)
         self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
         self._names = pl.Series(self.source_names, dtype=pl.Enum(self.source_names))
         self._kernel: KernelPool | None = None
-        scorer_outputs = manifest.graphs.get("scorer", {}).get("outputs", [])
-        self._ranked_in_graph = "top_index" in scorer_outputs  # models exported before 0.5 rank in numpy
 
     @classmethod
     def load(cls, path: str | Path, provider: Provider = "auto") -> "Scorer":
@@ -238,7 +231,7 @@ class Scorer:
         if x.ndim != 2 or x.shape[1] != len(self.manifest.input_names):
             raise PipelineError(f"inputs must have shape (rows, {len(self.manifest.input_names)}), got {x.shape}.")
         if estimator == "elbo":
-            if top_k is not None and self._ranked_in_graph and top_k <= self._graph_top_k():
+            if top_k is not None and top_k <= self.kernel().top_k:
                 score, index, share = self.kernel().run(["score", "top_index", "top_share"], x)
                 return ScoreArrays(score, top_index=index[:, :top_k], top_share=share[:, :top_k])
             score, nll = self.kernel().run(["score", "feature_nll"], x)
@@ -264,9 +257,6 @@ class Scorer:
             scores.append(-bound.mean(axis=1))
             nlls.append(nll)
         return ScoreArrays(np.concatenate(scores).astype(np.float32), np.concatenate(nlls))
-
-    def _graph_top_k(self) -> int:
-        return int(self.kernel().sessions[0].get_outputs()[-1].shape[1])
 
     def contributions(self, feature_nll: np.ndarray) -> np.ndarray:
         """Each source column's share of the excess NLL over its validation mean (rows sum to 1,
@@ -304,7 +294,7 @@ class Scorer:
         k = min(top_k, len(self.source_names))
         arrays = self.score_array(x, estimator, samples, seed, top_k=k)
         limit = self.threshold if threshold is None else threshold
-        if arrays.top_index is None:  # rank in numpy: sampled estimators, older models
+        if arrays.top_index is None:  # rank in numpy: sampled estimators, models whose graph does not rank
             shares = self.contributions(arrays.feature_nll)
             index = np.argsort(-shares, axis=1, kind="stable")[:, :k]
             share = np.take_along_axis(shares, index, axis=1)
@@ -458,20 +448,24 @@ def _prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     stop = threading.Event()
     done = object()
 
+    def offer(entry: tuple) -> bool:
+        """Queue `entry` unless the consumer has gone (then no put may block for ever)."""
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        queue.put((item, None), timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
+                if not offer((item, None)):
                     return
-            queue.put((done, None))
+            offer((done, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            queue.put((done, exc))
+            offer((done, exc))
 
     thread = threading.Thread(target=produce, name="vad-read", daemon=True)
     thread.start()

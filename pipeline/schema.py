@@ -111,6 +111,15 @@ class InputReport:
         return "; ".join(parts)
 
 
+def source_matrix(sources: list[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct source columns (in order) and the 0/1 matrix [inputs, columns] that sums
+    per-input terms per source column (one-hot groups and window steps fold together)."""
+    names = list(dict.fromkeys(sources))
+    matrix = np.zeros((len(sources), len(names)), dtype=np.float32)
+    matrix[np.arange(len(sources)), [names.index(s) for s in sources]] = 1.0
+    return names, matrix
+
+
 def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = None) -> FeatureSchema:
     """Pick the feature columns (named, or inferred from dtypes), then learn their statistics."""
     keys = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns] if c}

@@ -163,3 +163,23 @@ def test_explicit_cuda_without_gpu_fails_clearly(tabular_model: Path) -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(PipelineError, match="provider 'cuda'"):  # at load: the scorer graph opens eagerly
         Scorer.load(tabular_model, provider="cuda")
+
+
+def test_prefetching_stops_cleanly_and_hands_errors_on() -> None:
+    """A consumer that stops early does not leave the reading thread blocked (closing
+    returns), and an error raised while reading reaches the consumer after the good items."""
+    from pipeline.runtime import _prefetched
+
+    items = _prefetched(iter(range(1000)), depth=1)
+    assert next(items) == 0
+    items.close()  # joins the reading thread: would hang if its put could block for ever
+
+    def failing():  # noqa: ANN202
+        yield 1
+        raise PipelineError("row group 2 is damaged")
+
+    got = []
+    with pytest.raises(PipelineError, match="damaged"):
+        for item in _prefetched(failing()):
+            got.append(item)
+    assert got == [1]
