@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import platform
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -112,8 +111,13 @@ def training_rates(x: np.ndarray, epochs: int) -> dict[str, float]:
 
 
 def peak_rss_of(code: str) -> tuple[float, float]:
-    """Run Python `code` in a fresh interpreter; its own peak resident memory (MB) and wall time."""
-    report = "; import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Run Python `code` in a fresh interpreter; its own peak resident memory (MB) and wall time.
+
+    The peak is the child's VmHWM, not `ru_maxrss`: Linux carries the forking parent's
+    high-water mark across exec into `ru_maxrss`, so from this (2 GB) process every child
+    would seem to peak at 2 GB."""
+    report = ("; print(next(line.split()[1] for line in open('/proc/self/status') "
+              "if line.startswith('VmHWM:')))")
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code + report], check=True, cwd=ROOT, capture_output=True, text=True)
     return int(done.stdout.split()[-1]) / 1024, time.perf_counter() - started
