@@ -97,7 +97,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.feature_baseline_ = calibrated.feature_baseline
         self.n_features_in_ = x.shape[1]
         self.feature_names_in_ = np.asarray(self.schema_.input_names, dtype=object)
-        train_scores = self.anomaly_score(x)
+        train_scores = score_with_torch(self.model_, self.scaler_, x)[0]  # x is already checked
         self.threshold_ = float(np.quantile(train_scores, 1.0 - self.contamination))
         self.offset_ = -self.threshold_
         self._train_fingerprint = fingerprint(x, self.schema_.input_names)

@@ -110,12 +110,17 @@ class ScorerGraph(nn.Module):
             nll = torch.where(self.vae.bernoulli_mask, elbo.bernoulli_nll(x.unsqueeze(-2), decoded), nll)
         return nll.squeeze(-2) if self.vae.shape.members == 1 else nll.mean(-2)
 
-    def forward(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def score_terms(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(score, per-input NLL, KL, mu): the scorer without its ranking of contributions."""
         x = self.scaling(x_raw)
         mu, logvar = self.vae.encode(x)
         nll = self.feature_nll(x, mu)
         kl = elbo.kl_to_standard_normal(mu, logvar).mean(-1)
-        return nll.sum(-1) + kl, nll, kl, mu, *self.contributions(nll)
+        return nll.sum(-1) + kl, nll, kl, mu
+
+    def forward(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        score, nll, kl, mu = self.score_terms(x_raw)
+        return score, nll, kl, mu, *self.contributions(nll)
 
 
 class SampledScorerGraph(nn.Module):
@@ -160,7 +165,7 @@ def score_with_torch(vae: VAE, scaler: Scaler, x_raw: np.ndarray, batch: int = 6
     scores, nlls = [], []
     for start in range(0, len(x_raw), batch):
         chunk = torch.from_numpy(np.ascontiguousarray(x_raw[start:start + batch], dtype=np.float32)).to(device)
-        score, nll, *_ = graph.to(device)(chunk)
+        score, nll, *_ = graph.to(device).score_terms(chunk)
         scores.append(score.float().cpu().numpy())
         nlls.append(nll.float().cpu().numpy())
     return np.concatenate(scores), np.concatenate(nlls)
