@@ -69,6 +69,18 @@ def test_impute_policy_fills_training_median_and_counts() -> None:
     assert report.imputed == {"temp": 2}
 
 
+def test_all_float_inputs_take_one_step_with_the_same_rows_and_the_same_errors() -> None:
+    floats = pl.DataFrame({"a": pl.Series([1.5, -2.0, 3e38], dtype=pl.Float32), "b": [0.25, 1e300, -4.0]})
+    schema = learn_schema(floats.with_columns(b=pl.Series([0.25, 1.0, -4.0])), DataConfig())
+    matrix, _ = to_matrix(coerce(floats, schema, None), schema)
+    assert matrix.dtype == np.float32 and matrix.flags["C_CONTIGUOUS"]
+    # float64 beyond float32's range becomes inf, as column by column (the graphs clip it)
+    np.testing.assert_array_equal(matrix, np.array([[1.5, 0.25], [-2.0, np.inf], [3e38, -4.0]], np.float32))
+    missing = floats.with_columns(b=pl.Series([0.25, None, -4.0]))
+    with pytest.raises(DataError, match=r"missing value \(file 'f.parquet', column 'b', row 12\)"):
+        to_matrix(coerce(missing, schema, "f.parquet"), schema, "f.parquet", row_offset=10)
+
+
 def test_unseen_category_is_counted_not_fatal() -> None:
     schema = learn_schema(TABLE, CONFIG)
     new = TABLE.with_columns(pl.Series("site", ["a", "zzz", None, "c"]))
