@@ -53,6 +53,7 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
     threshold: Annotated[Optional[str], typer.Option(help="quantile, contamination, pot or best-f1.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    int8: Annotated[Optional[bool], typer.Option("--int8", help="Also export an int8 scorer (dynamic quantisation).")] = None,
 ) -> None:
     """Train a VAE and export it as a new version (ONNX graphs + manifest)."""
     from pipeline.config import load_config
@@ -68,6 +69,7 @@ def train(
                "likelihood": likelihood},
         train={"epochs": epochs, "beta": beta, "seed": seed, "device": device, "progress": progress},
         threshold={"method": threshold},
+        export={"int8": int8},
     )
     outcome = fit_model(source, cfg, out)
     result = outcome.calibrated.result
@@ -88,6 +90,7 @@ def score(
     seed: Annotated[int, typer.Option(help="Seed for mc / iwae.")] = 0,
     threshold: Annotated[Optional[float], typer.Option(help="Override the model's threshold.")] = None,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, or int8 for a model exported with its int8 scorer.")] = "fp32",
     top_k: Annotated[int, typer.Option(help="Contributing features per row.")] = 3,
     chunk_rows: Annotated[int, typer.Option(help="Rows read per chunk (tabular).")] = 65536,
     show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,
@@ -95,7 +98,7 @@ def score(
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
     from pipeline.runtime import Scorer, score_files
 
-    scorer = Scorer.load(model, provider=provider)  # type: ignore[arg-type]
+    scorer = Scorer.load(model, provider=provider, precision=precision)  # type: ignore[arg-type]
     output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
     report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,  # type: ignore[arg-type]
                          samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)

@@ -119,6 +119,12 @@ class AlertRules(_Strict):
     top_rows: int = Field(10, ge=1, le=1000)
 
 
+class ExportConfig(_Strict):
+    """What is exported besides the fp32 graphs."""
+
+    int8: bool = False  # also write scorer_int8.onnx (dynamic quantisation; `vad score --precision int8`)
+
+
 class PipelineConfig(_Strict):
     """Everything `vad train` needs, loadable from a TOML file."""
 
@@ -127,10 +133,11 @@ class PipelineConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     threshold: ThresholdConfig = ThresholdConfig()
+    export: ExportConfig = ExportConfig()
 
 
 def load_config(path: str | Path | None = None, **overrides: dict) -> PipelineConfig:
-    """Read a TOML config (sections data, model, train, threshold) and apply overrides."""
+    """Read a TOML config (sections data, model, train, threshold, export) and apply overrides."""
     raw: dict = {}
     if path is not None:
         try:

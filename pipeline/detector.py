@@ -120,8 +120,9 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         """−1 for outliers, 1 for inliers."""
         return np.where(self.decision_function(X) < 0, -1, 1)
 
-    def export(self, root: str | Path = "exported", name: str = "detector") -> Path:
-        """Write ONNX graphs and manifest like `vad train` does; returns the version folder."""
+    def export(self, root: str | Path = "exported", name: str = "detector", int8: bool = False) -> Path:
+        """Write ONNX graphs and manifest like `vad train` does (with `int8`, the int8 scorer
+        too); returns the version folder."""
         check_is_fitted(self, "model_")
         result = TrainResult(model=self.model_, scaler=self.scaler_, history=self.history_)
         threshold = Threshold(value=self.threshold_, method="contamination",
@@ -131,4 +132,4 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         return export_model(result, self.schema_, threshold, name=name, root=root, probe_raw=probe,
                             feature_baseline=self.feature_baseline_,
                             training=self._config().model_dump(mode="json"),
-                            training_data=self._train_fingerprint, validation={})
+                            training_data=self._train_fingerprint, validation={}, int8=int8)

@@ -26,6 +26,7 @@ from torch import nn
 from pipeline.errors import ExportParityError, ModelArtifactError, PipelineError
 from pipeline.faults import crash_point, pid_alive
 from pipeline.graphs import GRAPH_IO, build_graphs
+from pipeline.quantize import INT8_GRAPH, quantize_scorer, score_drift
 from pipeline.manifest import LATEST, Manifest, ScalerSpec, write_manifest
 from pipeline.model import VAE
 from pipeline.schema import FeatureSchema
@@ -130,8 +131,10 @@ def export_model(
     training: dict,
     training_data: dict,
     validation: dict,
+    int8: bool = False,
 ) -> Path:
-    """Write a new immutable version of `name` under `root` and point `latest` at it.
+    """Write a new immutable version of `name` under `root` and point `latest` at it; with
+    `int8`, the int8 scorer too, and its score change on the probe in the manifest.
 
     Returns the version folder."""
     model_root = Path(root) / name
@@ -153,6 +156,12 @@ def export_model(
             _export_graph(module, graph_name, vae, staging / f"{graph_name}.onnx", {**props, "graph": graph_name})
         parity = check_parity(staging, vae, result.scaler, probe_raw, baseline=feature_baseline,
                               sources=schema.input_sources)
+        graph_io = {k: {"inputs": i, "outputs": o} for k, (i, o) in GRAPH_IO.items()}
+        if int8:
+            quantize_scorer(staging / "scorer.onnx", staging / f"{INT8_GRAPH}.onnx")
+            validation = {**validation, "int8": score_drift(staging / "scorer.onnx", staging / f"{INT8_GRAPH}.onnx",
+                                                            probe_raw)}
+            graph_io[INT8_GRAPH] = graph_io["scorer"]
         crash_point("export")
         _save_checkpoint(staging / "checkpoint.pt", result, training)
         (staging / "history.json").write_text(json.dumps(result.history, indent=1) + "\n")
@@ -164,7 +173,7 @@ def export_model(
             feature_baseline=[float(v) for v in feature_baseline], training_data=training_data,
             validation={**validation, "parity_max_relative_error": max(parity.values())},
             library_versions=library_versions(), opset=OPSET,
-            graphs={k: {"inputs": i, "outputs": o} for k, (i, o) in GRAPH_IO.items()},
+            graphs=graph_io,
         )
         return _publish(staging, model_root, manifest)
     except BaseException:

@@ -182,4 +182,5 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
         validation={"rows": int(data.is_validation.sum()), "neg_beta_elbo": result.best_validation,
                     "neg_elbo": result.history[result.best_epoch - 1]["validation_neg_elbo"],
                     "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)}},
+        int8=config.export.int8,
     )

@@ -55,8 +55,11 @@ class MemberLinear(nn.Module):
             if x.dim() == 2:  # bias added inside the GEMM: one pass fewer in training
                 return torch.addmm(self.bias[0], x, self.weight[0])
             return x @ self.weight[0] + self.bias[0]
-        x = x.expand(*x.shape[:-2], self.weight.shape[0], x.shape[-1])
-        return torch.einsum("...mi,mio->...mo", x, self.weight) + self.bias
+        # Members first, then one batched MatMul: onnxruntime quantises MatMul (not Einsum) to
+        # int8, and a member axis of 1 (inputs shared by all members) broadcasts in it.
+        members = self.weight.shape[0]
+        weight = self.weight.view(members, *[1] * (x.dim() - 3), *self.weight.shape[1:])
+        return (x.movedim(-2, 0) @ weight).movedim(0, -2) + self.bias
 
 
 def _mlp(sizes: list[int], dropout: float, members: int) -> nn.Sequential:

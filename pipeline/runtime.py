@@ -32,6 +32,7 @@ from pipeline import ingest
 from pipeline.errors import ModelArtifactError, PipelineError
 from pipeline.faults import crash_point, pid_alive
 from pipeline.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
+from pipeline.quantize import INT8_GRAPH
 from pipeline.schema import (
     InputReport, check_columns, coerce, entity_bounds, make_windows, sort_for_windows, source_matrix, to_matrix,
 )
@@ -41,6 +42,7 @@ T = TypeVar("T")
 
 Estimator = Literal["elbo", "mc", "iwae"]
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+Precision = Literal["fp32", "int8"]
 ORT_BATCH = 4096  # rows per call for the other graphs: 2k–8k stays in cache (see PERF_NOTES)
 # The scorer on the CPU: one single-threaded session per core, each scoring its own chunks of
 # CPU_CHUNK rows, was 1.5× faster than one session splitting every operator over both cores
@@ -114,7 +116,7 @@ def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, p
         raise ModelArtifactError(
             f"'{path}' is not this model's {graph} graph (it says {found}, {io}; the manifest expects {wanted}, "
             f"{manifest.graphs.get(graph)}). Files from different exports were mixed; re-export the model.")
-    if graph in ("scorer", "scorer_sampled") and session.get_inputs()[0].shape[1] != len(manifest.input_names):
+    if graph in ("scorer", "scorer_int8", "scorer_sampled") and session.get_inputs()[0].shape[1] != len(manifest.input_names):
         raise ModelArtifactError(f"'{path}' takes {session.get_inputs()[0].shape[1]} inputs; the manifest lists "
                                  f"{len(manifest.input_names)}. Re-export the model.")
 
@@ -179,8 +181,15 @@ class ScoreReport:
 class Scorer:
     """A loaded model version: `Scorer.load(path).score(frame) -> frame`."""
 
-    def __init__(self, folder: Path, manifest: Manifest, provider: Provider = "auto") -> None:
+    def __init__(self, folder: Path, manifest: Manifest, provider: Provider = "auto",
+                 precision: Precision = "fp32") -> None:
+        if precision not in ("fp32", "int8"):
+            raise PipelineError(f"precision must be fp32 or int8, got {precision!r}.")
+        if precision == "int8" and INT8_GRAPH not in manifest.graphs:
+            raise PipelineError(f"model '{folder}' has no int8 scorer; train it with `[export] int8 = true` "
+                                "(or `vad train --int8`), or score with precision fp32.")
         self.folder, self.manifest, self.provider = folder, manifest, provider
+        self.scorer_graph = INT8_GRAPH if precision == "int8" else "scorer"
         self.schema = manifest.feature_schema
         self._sessions: dict[str, ort.InferenceSession] = {}
         self.source_names, self._to_source = source_matrix(self.schema.input_sources)
@@ -189,11 +198,12 @@ class Scorer:
         self._kernel: KernelPool | None = None
 
     @classmethod
-    def load(cls, path: str | Path, provider: Provider = "auto") -> "Scorer":
+    def load(cls, path: str | Path, provider: Provider = "auto", precision: Precision = "fp32") -> "Scorer":
         """Load a version folder (or a model folder's `latest`), checking every sha256 first.
-        There is no way to skip the checks: each graph is opened from checked bytes anyway."""
+        There is no way to skip the checks: each graph is opened from checked bytes anyway.
+        `precision="int8"` scores with the int8 scorer, when the model was exported with one."""
         folder = resolve_model_dir(path)
-        scorer = cls(folder, read_manifest(folder), provider)
+        scorer = cls(folder, read_manifest(folder), provider, precision)
         scorer.kernel()  # fail at load, not at the first batch, if the graph is wrong
         return scorer
 
@@ -212,12 +222,12 @@ class Scorer:
         return self._sessions[graph]
 
     def kernel(self) -> KernelPool:
-        """The scorer graph's sessions, checked like `session`, opened once."""
+        """The scorer graph's sessions (fp32 or int8), checked like `session`, opened once."""
         if self._kernel is None:
-            file = self.folder / "scorer.onnx"
+            file = self.folder / f"{self.scorer_graph}.onnx"
             kernel = KernelPool(verified_bytes(self.folder, self.manifest, file.name), self.provider, str(file))
             for session in kernel.sessions:
-                check_graph(session, "scorer", self.manifest, file)
+                check_graph(session, self.scorer_graph, self.manifest, file)
             self._kernel = kernel
         return self._kernel
 

@@ -1,0 +1,50 @@
+"""The optional int8 scorer: exported beside the fp32 graphs, checked like them, and scoring
+the bundled batch almost as fp32 does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import polars as pl
+import pytest
+from scipy.stats import spearmanr
+
+from common import DATA
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.fit import export_fitted
+from pipeline.manifest import read_manifest, sha256_file
+from pipeline.runtime import Scorer
+
+
+@pytest.fixture(scope="module")
+def int8_model(tabular_fit, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tabular model, exported again with its int8 scorer."""
+    config = load_config(DATA / "tabular.toml", export={"int8": True})
+    return export_fitted(tabular_fit.data, tabular_fit.calibrated, config, tmp_path_factory.mktemp("int8"))
+
+
+def test_int8_scorer_is_exported_with_a_checksum_and_its_drift(int8_model: Path) -> None:
+    manifest = read_manifest(int8_model)
+    assert manifest.files["scorer_int8.onnx"] == sha256_file(int8_model / "scorer_int8.onnx")
+    assert manifest.graphs["scorer_int8"] == manifest.graphs["scorer"]
+    ops = {node.op_type for node in onnx.load(str(int8_model / "scorer_int8.onnx")).graph.node}
+    assert "MatMulInteger" in ops and "MatMul" not in ops  # every weight matrix is int8
+    assert 0 < manifest.validation["int8"]["median_relative_change"] < 0.01
+
+
+def test_int8_scores_rank_the_batch_like_fp32(int8_model: Path) -> None:
+    batch = pl.read_csv(DATA / "tabular" / "batch.csv")
+    fp32 = Scorer.load(int8_model).score(batch)
+    int8 = Scorer.load(int8_model, precision="int8").score(batch)
+    assert not np.array_equal(fp32["score"].to_numpy(), int8["score"].to_numpy())  # it is another graph
+    assert spearmanr(fp32["score"], int8["score"]).statistic > 0.99
+    assert (fp32["is_anomaly"] == int8["is_anomaly"]).mean() > 0.99
+    assert fp32["batch_id"].equals(int8["batch_id"])
+
+
+def test_int8_on_a_model_without_it_says_how_to_get_it(tabular_model: Path) -> None:
+    with pytest.raises(PipelineError, match=r"no int8 scorer; train it with `\[export\] int8 = true`"):
+        Scorer.load(tabular_model, precision="int8")
