@@ -135,6 +135,30 @@ def large_batch_quality(data: Path) -> list[tuple[str, float, float]] | None:
     return results
 
 
+def int8_quality(data: Path, folder: Path, max_train_rows: int = 50_000) -> list[tuple[str, float, float]]:
+    """ROC-AUC of the fp32 and the int8 scorer of the library's default model on each ADBench
+    set (bench/quality.py's split, seed 0): what quantisation costs in detection."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    from quality import ADBENCH
+
+    results = []
+    for name in ADBENCH:
+        path = data / "adbench" / f"{name}.npz"
+        if not path.exists():
+            continue
+        arrays = np.load(path)
+        x_train, x_test, _, y_test = train_test_split(arrays["X"].astype(np.float32), arrays["y"], test_size=0.3,
+                                                      stratify=arrays["y"], random_state=0)
+        detector = VAEDetector(random_state=0, progress=False).fit(x_train[:max_train_rows])
+        version = detector.export(folder, f"int8-{name}", int8=True)
+        fp32, int8 = (roc_auc_score(y_test, Scorer.load(version, precision=p).score_array(x_test).score)
+                      for p in ("fp32", "int8"))
+        results.append((name, fp32, int8))
+    return results
+
+
 def peak_rss_of(code: str) -> tuple[float, float]:
     """Run Python `code` in a fresh interpreter; its own peak resident memory (MB) and wall time.
 
@@ -192,6 +216,12 @@ def main(rows: int = 1_000_000, big_rows: int = 20_000_000, repeats: int = 3, tr
             lines.append((f"{tag}: fused scorer kernel, chunks of {best_chunk} (of {sorted(rates)})",
                           f"{kernel_rate / 1e6:.2f} M rows/s = {gflops:.0f} GFLOP/s",
                           f"{gflops / top_ceiling:.2f} of ceiling ({gflops / ceiling['onnxruntime']:.2f} of ORT's)"))
+            int8_kernel = Scorer.load(detector.export(tmp_path / "models", f"speed-{features}-int8", int8=True),
+                                      precision="int8").kernel()
+            int8_kernel.chunk = best_chunk
+            int8_rate = rows / best_seconds(lambda: int8_kernel.run(["score", "top_index", "top_share"], x), repeats)
+            lines.append((f"{tag}: int8 scorer kernel (dynamic quantisation), chunks of {best_chunk}",
+                          f"{int8_rate / 1e6:.2f} M rows/s", f"{int8_rate / kernel_rate:.2f}× fp32"))
             output = tmp_path / "scores.parquet"
             e2e_rate = rows / best_seconds(lambda: score_files(scorer, source, output), repeats)
             lines.append((f"{tag}: `score` end to end, Parquet → Parquet", f"{e2e_rate / 1e6:.2f} M rows/s",
@@ -247,6 +277,13 @@ def main(rows: int = 1_000_000, big_rows: int = 20_000_000, repeats: int = 3, tr
         for label, auc, seconds in quality or []:
             lines.append((f"10_cover (200 k training rows), {label}, to early stopping",
                           f"ROC-AUC {auc:.3f}", f"fit {seconds:.0f} s ({quality[0][2] / seconds:.1f}× batch 256)"))
+        quantised = int8_quality(ROOT.parent / "shared" / "data", tmp_path / "int8")
+        if quantised:
+            fp32_mean, int8_mean = (float(np.mean([r[i] for r in quantised])) for i in (1, 2))
+            worst = max(quantised, key=lambda r: abs(r[2] - r[1]))
+            lines.append((f"int8 vs fp32 scorer, default 5-member model, ADBench ({len(quantised)} sets, seed 0)",
+                          f"mean ROC-AUC {int8_mean:.4f} vs {fp32_mean:.4f}",
+                          f"change {int8_mean - fp32_mean:+.4f}; largest {worst[0]} {worst[2] - worst[1]:+.4f}"))
         if big_rows:
             big = tmp_path / "big.parquet"
             write_big_file(big, big_rows, 32)

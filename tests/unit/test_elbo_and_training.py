@@ -150,3 +150,20 @@ def test_ensemble_score_is_the_mean_of_its_members() -> None:
         per_member = vae.feature_nll(scaled, mu).sum(-1) + elbo.kl_to_standard_normal(mu, logvar)  # [rows, members]
     expected = per_member.mean(-1).numpy() + np.log(scaler.scale).sum()
     np.testing.assert_allclose(score_with_torch(vae, scaler, x[250:])[0], expected, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_training_learns_what_eager_training_learns() -> None:
+    """`compile = true` runs the same loss through torch.compile (its own random stream, so
+    not the same weights): it must reach about the same validation objective."""
+    config = FAST.model_copy(update={"epochs": 12})
+    from torch._dynamo.utils import counters
+
+    traced = counters["stats"]["unique_graphs"]
+    eager = train_vae(X[:500], X[500:], ModelConfig(members=1), config)
+    assert counters["stats"]["unique_graphs"] == traced
+    compiled = train_vae(X[:500], X[500:], ModelConfig(members=1), config.model_copy(update={"compile": True}))
+    assert counters["stats"]["unique_graphs"] > traced  # torch.compile really traced the loss
+    first = compiled.history[0]["validation_objective"]
+    assert compiled.best_validation < first  # it optimised
+    assert compiled.best_validation == pytest.approx(eager.best_validation, rel=0.05)
