@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 INT8_GRAPH = "scorer_int8"
@@ -18,6 +17,7 @@ INT8_GRAPH = "scorer_int8"
 def quantize_scorer(fp32_path: Path, int8_path: Path) -> None:
     """Write the int8 twin of a scorer graph, with the same inputs, outputs and metadata
     (its `graph` entry renamed), so it is checked at load like every other graph."""
+    import onnx  # here, not at the top: the runtime imports this module for INT8_GRAPH alone
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()

@@ -116,7 +116,8 @@ def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, p
         raise ModelArtifactError(
             f"'{path}' is not this model's {graph} graph (it says {found}, {io}; the manifest expects {wanted}, "
             f"{manifest.graphs.get(graph)}). Files from different exports were mixed; re-export the model.")
-    if graph in ("scorer", "scorer_int8", "scorer_sampled") and session.get_inputs()[0].shape[1] != len(manifest.input_names):
+    takes_rows = graph in ("scorer", INT8_GRAPH, "scorer_sampled")
+    if takes_rows and session.get_inputs()[0].shape[1] != len(manifest.input_names):
         raise ModelArtifactError(f"'{path}' takes {session.get_inputs()[0].shape[1]} inputs; the manifest lists "
                                  f"{len(manifest.input_names)}. Re-export the model.")
 
