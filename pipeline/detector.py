@@ -31,7 +31,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     `threshold_` is the (1 − contamination) quantile of the training scores."""
 
     def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
-                 members: int = ModelConfig().members, likelihood: str = "bernoulli", scaling: str = "standard", beta: float = TrainConfig().beta,
+                 members: int = ModelConfig().members, likelihood: str = "bernoulli", scaling: str = ModelConfig().scaling, beta: float = TrainConfig().beta,
                  epochs: int = 100, batch_size: int = 256, learning_rate: float = 1e-3, patience: int = 10,
                  validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits,
                  trim_fraction: float = TrainConfig().trim_fraction, contamination: float = 0.1, device: str = "auto",
@@ -127,8 +127,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         result = TrainResult(model=self.model_, scaler=self.scaler_, history=self.history_)
         threshold = Threshold(value=self.threshold_, method="contamination",
                               parameters={"contamination": self.contamination})
-        probe = (self.scaler_.mean + self.scaler_.scale * np.random.default_rng(0).standard_normal(
-            (256, self.n_features_in_))).astype(np.float32)
+        probe = self.scaler_.inverse(np.random.default_rng(0).standard_normal((256, self.n_features_in_)))
         return export_model(result, self.schema_, threshold, name=name, root=root, probe_raw=probe,
                             feature_baseline=self.feature_baseline_,
                             training=self._config().model_dump(mode="json"),

@@ -31,7 +31,8 @@ from pipeline.manifest import LATEST, Manifest, ScalerSpec, write_manifest
 from pipeline.model import VAE
 from pipeline.schema import FeatureSchema
 from pipeline.threshold import Threshold
-from pipeline.train import Scaler, TrainResult
+from pipeline.scaling import Scaler
+from pipeline.train import TrainResult
 
 OPSET = 20
 STAGING_PREFIX = ".staging-"  # then the exporting pid: a killed export's folder is recognised
@@ -168,7 +169,7 @@ def export_model(
         manifest = Manifest(
             name=name, version="pending", created_at=created, feature_schema=schema,
             input_names=schema.input_names,
-            scaler=ScalerSpec(mean=result.scaler.mean.tolist(), scale=result.scaler.scale.tolist()),
+            scaler=ScalerSpec.of(result.scaler),
             model=vae.shape.to_dict(), training=training, threshold=threshold,
             feature_baseline=[float(v) for v in feature_baseline], training_data=training_data,
             validation={**validation, "parity_max_relative_error": max(parity.values())},
@@ -213,7 +214,7 @@ def _save_checkpoint(path: Path, result: TrainResult, training: dict) -> None:
     torch.save({
         "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
         "shape": result.model.shape.to_dict(),
-        "scaler_mean": torch.from_numpy(result.scaler.mean), "scaler_scale": torch.from_numpy(result.scaler.scale),
+        "scaler": {k: torch.from_numpy(v) for k, v in vars(result.scaler).items() if v is not None},
         "training": json.loads(json.dumps(training)),
     }, path)
 
@@ -230,4 +231,5 @@ def load_checkpoint(path: str | Path) -> tuple[VAE, Scaler]:
     shape = data["shape"]
     vae = VAE(VAEShape(**{**shape, "hidden": tuple(shape["hidden"])}), data["state_dict"]["bernoulli_mask"])
     vae.load_state_dict(data["state_dict"])
-    return vae.eval(), Scaler(data["scaler_mean"].numpy(), data["scaler_scale"].numpy())
+    scaler = data.get("scaler") or {"mean": data["scaler_mean"], "scale": data["scaler_scale"]}  # older checkpoints
+    return vae.eval(), Scaler(**{k: v.numpy() for k, v in scaler.items()})

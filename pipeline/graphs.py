@@ -10,14 +10,20 @@ from torch import nn
 from pipeline import elbo
 from pipeline.model import VAE
 from pipeline.schema import source_matrix
-from pipeline.train import Scaler
+from pipeline.scaling import Scaler
 
 INPUT_CLIP = 1e4  # scaled units; keeps squared errors finite for absurd inputs
 TOP_K = 3  # contributing source columns the scorer graph ranks per row
 
 
 class _Scaling(nn.Module):
-    """Raw features → clipped scaled features, plus log(scale) to report densities in raw units."""
+    """Raw features → clipped scaled features, plus log(scale) to report densities in the
+    units of the map (raw units when there is none).
+
+    Only the inputs whose map is not the identity pay for it: they are gathered, mapped and
+    put back in place. The map runs as a sum of clamped segments, each term bounded by its
+    own rise, so float32 keeps its precision where narrow segments have steep slopes (the
+    equivalent sum of ReLUs cancels large terms). Centring and scaling are folded into it."""
 
     def __init__(self, scaler: Scaler) -> None:
         super().__init__()
@@ -25,9 +31,31 @@ class _Scaling(nn.Module):
         self.register_buffer("scale", torch.from_numpy(scaler.scale))
         self.register_buffer("inverse_scale", 1.0 / torch.from_numpy(scaler.scale))
         self.register_buffer("log_scale", torch.log(torch.from_numpy(scaler.scale)))
+        columns = np.flatnonzero(~scaler.identity_columns()) if scaler.knots is not None else np.array([], int)
+        self.mapped = len(columns) > 0
+        if self.mapped:
+            knots, levels = scaler.knots[columns].astype(np.float64), scaler.levels[columns].astype(np.float64)
+            mean, scale = scaler.mean[columns].astype(np.float64), scaler.scale[columns].astype(np.float64)
+            width = np.diff(knots, axis=1)
+            slope = np.divide(np.diff(levels, axis=1), width, out=np.zeros_like(width), where=width > 0) / scale[:, None]
+            n = len(scaler.mean)
+            order = np.arange(n)
+            order[columns] = n + np.arange(len(columns))  # where each input comes from in [linear, mapped]
+            for name, value in [("columns", columns), ("order", order), ("lower", knots[:, :-1]), ("width", width),
+                                ("slope", slope), ("first", knots[:, 0]), ("last", knots[:, -1]),
+                                ("base", (levels[:, 0] - mean) / scale), ("tail", scaler.tail[columns] / scale)]:
+                dtype = np.int64 if name in ("columns", "order") else np.float32
+                self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value, dtype)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x - self.mean) * self.inverse_scale).clamp(-INPUT_CLIP, INPUT_CLIP)
+        scaled = (x - self.mean) * self.inverse_scale
+        if self.mapped:
+            part = x.index_select(-1, self.columns)
+            rise = torch.minimum(torch.relu(part.unsqueeze(-1) - self.lower), self.width) * self.slope
+            outside = torch.clamp(part - self.first, max=0.0) + torch.clamp(part - self.last, min=0.0)
+            mapped = self.base + rise.sum(-1) + self.tail * outside
+            scaled = torch.cat([scaled, mapped], -1).index_select(-1, self.order)
+        return scaled.clamp(-INPUT_CLIP, INPUT_CLIP)
 
 
 class EncoderGraph(nn.Module):

@@ -7,27 +7,67 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ModelArtifactError
+from pipeline.scaling import Scaler
 from pipeline.schema import FeatureSchema
 from pipeline.threshold import Threshold
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: optional monotone input map in `scaler` (knots, levels, tail)
 MANIFEST = "manifest.json"
 LATEST = "latest"
 SCORE_DEFINITION = (
-    "negative ELBO with z = mu: sum over inputs of -log p(x_i | z = mu) in raw feature units "
+    "negative ELBO with z = mu: sum over inputs of -log p(x_i | z = mu) in the units of the "
+    "scaler's input map (raw feature units when it has none) "
     "plus KL(q(z|x) || N(0, I)), averaged over the ensemble members (model.members); "
     "higher = more anomalous"
 )
 
 
 class ScalerSpec(BaseModel):
+    """scaled = (map(raw) − mean) / scale. The map (absent: the identity) is piecewise linear
+    per input through the points (knots[i][k], levels[i][k]), with slope tail[i] beyond the
+    first and the last knot; see pipeline/scaling.py."""
+
     mean: list[float]
     scale: list[float]
+    knots: list[list[float]] | None = None
+    levels: list[list[float]] | None = None
+    tail: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _monotone_map(self) -> "ScalerSpec":
+        parts = (self.knots, self.levels, self.tail)
+        if all(p is None for p in parts):
+            return self
+        if any(p is None for p in parts):
+            raise ValueError("knots, levels and tail come together or not at all")
+        for name, rows in (("knots", self.knots), ("levels", self.levels)):
+            if len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
+                raise ValueError(f"{name} need the same number (≥ 2) of points for every input")
+            if not all(math.isfinite(v) for row in rows for v in row):
+                raise ValueError(f"{name} hold a value that is not finite")
+            if any(b < a for row in rows for a, b in zip(row, row[1:])):
+                raise ValueError(f"{name} must not decrease along an input")
+        if any(not t > 0 for t in self.tail):
+            raise ValueError("tail holds a slope that is not > 0")
+        return self
+
+    @classmethod
+    def of(cls, scaler: Scaler) -> "ScalerSpec":
+        as_list = lambda a: None if a is None else a.tolist()  # noqa: E731
+        return cls(mean=scaler.mean.tolist(), scale=scaler.scale.tolist(), knots=as_list(scaler.knots),
+                   levels=as_list(scaler.levels), tail=as_list(scaler.tail))
+
+    def build(self) -> Scaler:
+        as_array = lambda v: None if v is None else np.asarray(v, np.float32)  # noqa: E731
+        return Scaler(as_array(self.mean), as_array(self.scale), as_array(self.knots), as_array(self.levels),
+                      as_array(self.tail))
 
 
 class Manifest(BaseModel):
@@ -70,8 +110,10 @@ class Manifest(BaseModel):
         expected = self.feature_schema.input_names
         if self.input_names != expected:
             raise ValueError("input_names do not match the feature schema")
-        for name, values in [("scaler.mean", self.scaler.mean), ("scaler.scale", self.scaler.scale),
-                             ("feature_baseline", self.feature_baseline)]:
+        scaler = self.scaler
+        for name, values in [("scaler.mean", scaler.mean), ("scaler.scale", scaler.scale),
+                             ("scaler.knots", scaler.knots or expected), ("scaler.levels", scaler.levels or expected),
+                             ("scaler.tail", scaler.tail or expected), ("feature_baseline", self.feature_baseline)]:
             if len(values) != len(expected):
                 raise ValueError(f"{name} has {len(values)} values for {len(expected)} inputs")
         if any(not v > 0 for v in self.scaler.scale):

@@ -346,7 +346,7 @@ class Scorer:
         z = rng.standard_normal((n, members, latent), dtype=np.float32)
         member = rng.integers(members, size=n)
         mean = self.session("decoder").run(["mean"], {"z": z})[0][np.arange(n), member]
-        raw = mean * np.asarray(self.manifest.scaler.scale, np.float32) + np.asarray(self.manifest.scaler.mean, np.float32)
+        raw = self.manifest.scaler.build().inverse(mean)
         frame = pl.DataFrame(raw, schema=self.manifest.input_names)
         if self.schema.mode != "tabular":
             return frame

@@ -14,34 +14,7 @@ from pipeline import elbo
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.model import VAE, VAEShape
-
-
-@dataclass(frozen=True)
-class Scaler:
-    """Standardisation fitted on training rows only: scaled = (raw − mean) / scale."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray, robust: bool = True, keep_raw: np.ndarray | None = None) -> "Scaler":
-        """Centre and scale per column: median and IQR/1.349 when `robust` (a column with zero
-        IQR falls back to its standard deviation), else mean and standard deviation.
-        Constant columns keep scale 1; columns in `keep_raw` (Bernoulli features) stay 0/1."""
-        std = x.std(axis=0, dtype=np.float64)
-        if robust:
-            low, mean, high = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
-            scale = np.where(high - low > 1e-8, (high - low) / 1.349, std)
-        else:
-            mean, scale = x.mean(axis=0, dtype=np.float64), std
-        scale = np.where(scale < 1e-8, 1.0, scale)
-        if keep_raw is not None:
-            mean = np.where(keep_raw, 0.0, mean)
-            scale = np.where(keep_raw, 1.0, scale)
-        return cls(mean.astype(np.float32), scale.astype(np.float32))
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.scale).astype(np.float32)
+from pipeline.scaling import Scaler
 
 
 @dataclass
@@ -78,7 +51,7 @@ def train_vae(
         raise PipelineError(f"training needs at least 2 training and 1 validation rows, got {len(x_train)} and {len(x_val)}.")
     device = resolve_device(train_config.device)
     bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
-    scaler = Scaler.fit(x_train, robust=model_config.scaling == "robust", keep_raw=bernoulli)
+    scaler = Scaler.fit(x_train, method=model_config.scaling, keep_raw=bernoulli)
     shape = VAEShape.for_inputs(
         x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout,
         model_config.members,

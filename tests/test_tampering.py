@@ -113,6 +113,8 @@ def test_manifest_file_names_cannot_leave_the_folder(model: Path, name: str) -> 
     ({"schema_version": 99}, "schema_version 99"),
     ({"scaler__mean": [0.0]}, "scaler.mean has 1 values"),
     ({"scaler__scale": None}, "invalid at `scaler.scale`"),
+    ({"scaler__tail": None}, "knots, levels and tail come together"),  # the tabular model maps 2 skewed columns
+    ({"scaler__levels": [[1.0, 0.0]] * 7}, "levels must not decrease"),
     ({"input_names": ["a", "b"]}, "input_names do not match"),
     ({"threshold": "high"}, "invalid at `threshold`"),
 ])

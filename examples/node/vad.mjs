@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { parse } from "csv-parse/sync";
 import ort from "onnxruntime-node";
 
-const SUPPORTED_SCHEMA = 1;
+const SUPPORTED_SCHEMA = 2;
 const CHUNK = 4096; // rows per onnxruntime call, as in the Python runtime
 const INPUT_CLIP = 1e4; // the scorer graph clips scaled inputs to this; the encoder graph does not
 
@@ -131,11 +131,12 @@ export async function score(model, inputs) {
 
 /** The encoder graph alone: latent means [rows][members][latent] of the scaled, clipped inputs. */
 export async function embed(model, inputs) {
-  const { mean, scale } = model.manifest.scaler;
+  const { mean, scale, knots, levels, tail } = model.manifest.scaler;
   const scaled = new Float32Array(inputs.x.length);
   for (let i = 0; i < scaled.length; i++) {
     const j = i % inputs.width;
-    scaled[i] = Math.min(INPUT_CLIP, Math.max(-INPUT_CLIP, (inputs.x[i] - mean[j]) / scale[j]));
+    const mapped = knots ? piecewise(inputs.x[i], knots[j], levels[j], tail[j]) : inputs.x[i];
+    scaled[i] = Math.min(INPUT_CLIP, Math.max(-INPUT_CLIP, (mapped - mean[j]) / scale[j]));
   }
   const session = await model.session("encoder");
   const x = new ort.Tensor("float32", scaled, [inputs.rows, inputs.width]);
@@ -155,15 +156,27 @@ export async function sample(model, n, seed = 0) {
   const session = await model.session("decoder");
   const { mean } = await session.run({ z: new ort.Tensor("float32", z, [n, members, latent]) }, ["mean"]);
   const width = model.manifest.input_names.length;
-  const { mean: center, scale } = model.manifest.scaler;
+  const { mean: center, scale, knots, levels, tail } = model.manifest.scaler;
+  const raw = (value, j) => knots ? piecewise(value, levels[j], knots[j], 1 / tail[j]) : value;
   const rows = [];
   for (let r = 0; r < n; r++) {
     const member = r % members;
     const offset = (r * members + member) * width;
     rows.push({ member, z: Array.from(z.subarray(r * members * latent, (r + 1) * members * latent)),
-      values: Array.from({ length: width }, (_, j) => mean.data[offset + j] * scale[j] + center[j]) });
+      values: Array.from({ length: width }, (_, j) => raw(mean.data[offset + j] * scale[j] + center[j], j)) });
   }
   return rows;
+}
+
+/** The manifest's monotone input map for one input: linear between the points (xs[k], ys[k]),
+ * slope `tail` beyond the ends. With the axes swapped (and 1 / tail) it is its own inverse. */
+export function piecewise(value, xs, ys, tail) {
+  const last = xs.length - 1;
+  if (value <= xs[0]) return ys[0] + tail * (value - xs[0]);
+  if (value >= xs[last]) return ys[last] + tail * (value - xs[last]);
+  let k = 1;
+  while (xs[k] < value) k++; // xs[k - 1] < value <= xs[k], so the segment has width
+  return ys[k - 1] + (ys[k] - ys[k - 1]) * (value - xs[k - 1]) / (xs[k] - xs[k - 1]);
 }
 
 function mulberry32(seed) {

@@ -14,7 +14,8 @@ from pipeline import elbo
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.graphs import score_with_torch
-from pipeline.train import Scaler, train_vae
+from pipeline.scaling import Scaler
+from pipeline.train import train_vae
 
 X = np.random.default_rng(1).normal(size=(600, 5)).astype(np.float32)
 FAST = TrainConfig(epochs=8, patience=3, progress=False)
@@ -71,7 +72,7 @@ def test_learned_variance_and_bernoulli_likelihoods_train() -> None:
 
 def test_robust_scaler_ignores_outliers() -> None:
     data = np.concatenate([np.random.default_rng(0).normal(5, 2, (1000, 1)), [[1e6]]]).astype(np.float32)
-    scaler = Scaler.fit(data, robust=True)
+    scaler = Scaler.fit(data, method="robust")
     assert scaler.mean[0] == pytest.approx(5, abs=0.3)
     assert scaler.scale[0] == pytest.approx(2, rel=0.15)
 

@@ -1,0 +1,121 @@
+"""Input scaling fitted on training rows: an optional monotone per-column map, then centring
+and scaling. The same numbers drive training (numpy, here), the exported graphs
+(`graphs._Scaling`) and other runtimes (the manifest's `scaler`).
+
+`quantile` maps each clearly skewed column through its own rank-Gauss curve, piecewise
+linear between `QUANTILE_KNOTS` training quantiles and linear beyond them, so a heavy-tailed
+column looks Gaussian to the VAE (its unit-variance likelihood fits it) while a value far
+outside the training range stays far outside (SKAB's valve shift is 57 sd in one sensor;
+the plain rank-Gauss map of scikit-learn's QuantileTransformer would cap it at 5.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtri
+from scipy.stats import skew
+
+QUANTILE_KNOTS = 8  # ADBench / SKAB, 3 seeds: 8 knots 0.828 / 0.969, 16 knots 0.826 / 0.974 (bench/NOTES.md)
+# Only clearly skewed columns are mapped (|sample skewness| above this; 1 is the usual line
+# for "highly skewed"). Mapping every column cost SKAB 0.11: expanding the dense middle of
+# its near-symmetric sensors magnified the test rig's drift (bench/NOTES.md, session 6).
+MIN_SKEW = 1.0
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """scaled = (map(raw) − mean) / scale, where `map` is the identity when `knots` is None.
+
+    knots, levels: [inputs, K] map values at sorted raw positions (non-decreasing; a column
+    with fewer distinct knots repeats its last one); tail: [inputs] slope beyond the ends."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    knots: np.ndarray | None = None
+    levels: np.ndarray | None = None
+    tail: np.ndarray | None = None
+
+    @classmethod
+    def fit(cls, x: np.ndarray, method: str = "standard", keep_raw: np.ndarray | None = None,
+            n_knots: int = QUANTILE_KNOTS) -> "Scaler":
+        """`standard`: mean and standard deviation; `robust`: median and IQR/1.349 (a column
+        with zero IQR falls back to its standard deviation); `quantile`: the rank-Gauss map,
+        then standard. Constant columns keep scale 1; columns in `keep_raw` (Bernoulli
+        features) stay 0/1."""
+        keep_raw = np.zeros(x.shape[1], bool) if keep_raw is None else keep_raw
+        knots = levels = tail = None
+        if method == "quantile":
+            knots, levels, tail = _rank_gauss(x, n_knots, keep_raw)
+            if _identity(knots, levels, tail).all():  # no column is skewed enough to map
+                knots = levels = tail = None
+            else:
+                x = apply_map(x, knots, levels, tail)
+        std = x.std(axis=0, dtype=np.float64)
+        if method == "robust":
+            low, mean, high = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
+            scale = np.where(high - low > 1e-8, (high - low) / 1.349, std)
+        else:
+            mean, scale = x.mean(axis=0, dtype=np.float64), std
+        scale = np.where(scale < 1e-8, 1.0, scale)
+        mean, scale = np.where(keep_raw, 0.0, mean), np.where(keep_raw, 1.0, scale)
+        return cls(mean.astype(np.float32), scale.astype(np.float32), knots, levels, tail)
+
+    def identity_columns(self) -> np.ndarray:
+        """Inputs whose map leaves every value as it is (all of them when there is no map)."""
+        return np.ones(len(self.mean), bool) if self.knots is None else _identity(self.knots, self.levels, self.tail)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        if self.knots is not None:
+            x = apply_map(x, self.knots, self.levels, self.tail)
+        return ((x - self.mean) / self.scale).astype(np.float32)
+
+    def inverse(self, scaled: np.ndarray) -> np.ndarray:
+        """Scaled values back to raw units (decoder samples): the map is strictly increasing
+        where it is not padding, so it inverts exactly."""
+        mapped = scaled * self.scale + self.mean
+        if self.knots is None:
+            return mapped.astype(np.float32)
+        return apply_map(mapped, self.levels, self.knots, 1.0 / self.tail)
+
+
+def _rank_gauss(x: np.ndarray, n_knots: int, keep_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column: knots at `n_knots` evenly spaced training quantiles, levels at the standard
+    normal quantiles of the same probabilities (the ends at 0.5/n and 1 − 0.5/n), tied knots
+    merged at their mean level, slope 1/std beyond the ends. Columns with fewer than three
+    distinct values, with |skewness| ≤ `MIN_SKEW`, and `keep_raw` ones get the identity."""
+    probabilities = np.linspace(0.0, 1.0, n_knots)
+    edge = 0.5 / len(x)
+    normal = ndtri(np.clip(probabilities, edge, 1.0 - edge))
+    columns = x.shape[1]
+    knots, levels = np.empty((columns, n_knots), np.float64), np.empty((columns, n_knots), np.float64)
+    tail = np.ones(columns, np.float64)
+    quantiles = np.quantile(x, probabilities, axis=0, method="linear").T  # [columns, K]
+    for j in range(columns):
+        unique, inverse = np.unique(quantiles[j], return_inverse=True)
+        column = x[:, j].astype(np.float64)
+        if keep_raw[j] or len(np.unique(column)) < 3 or not abs(float(skew(column))) > MIN_SKEW:
+            unique, merged = np.array([0.0, 1.0]), np.array([0.0, 1.0])
+        else:
+            merged = np.bincount(inverse, weights=normal) / np.bincount(inverse)
+            tail[j] = 1.0 / max(float(column.std()), 1e-12)
+        count = len(unique)
+        knots[j, :count], knots[j, count:] = unique, unique[-1]
+        levels[j, :count], levels[j, count:] = merged, merged[-1]
+    return knots.astype(np.float32), levels.astype(np.float32), tail.astype(np.float32)
+
+
+def _identity(knots: np.ndarray, levels: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    return np.all(knots == levels, axis=1) & (tail == 1.0)
+
+
+def apply_map(x: np.ndarray, knots: np.ndarray, levels: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    """The piecewise-linear map per column (float32): interpolation between the knots, slope
+    `tail` beyond the first and the last."""
+    out = np.empty(x.shape, np.float32)
+    for j in range(x.shape[1]):
+        column = x[:, j].astype(np.float64)
+        low, high = float(knots[j, 0]), float(knots[j, -1])
+        out[:, j] = (np.interp(column, knots[j], levels[j]) + tail[j] * (np.minimum(column - low, 0.0)
+                                                                          + np.maximum(column - high, 0.0)))
+    return out

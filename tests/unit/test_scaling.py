@@ -1,0 +1,73 @@
+"""The quantile (rank-Gauss) input map: Gaussian-looking inside the training range, linear
+beyond it, invertible, and the same in numpy, torch and onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import skew
+
+from pipeline.graphs import _Scaling
+from pipeline.manifest import ScalerSpec
+from pipeline.scaling import Scaler
+
+RNG = np.random.default_rng(0)
+SKEWED = RNG.lognormal(0.0, 1.5, 4000)  # heavy right tail
+SPIKY = np.where(RNG.random(4000) < 0.9, 0.0, RNG.exponential(1.0, 4000)) + 1e-6 * (RNG.random(4000) < 0.5)
+TRAIN = np.column_stack([SKEWED, SPIKY, RNG.integers(0, 2, 4000), np.full(4000, 3.0), RNG.integers(0, 5, 4000)])
+
+
+@pytest.fixture(scope="module")
+def scaler() -> Scaler:
+    return Scaler.fit(TRAIN.astype(np.float32), method="quantile", keep_raw=np.array([False, False, True, False, False]))
+
+
+def test_a_skewed_column_comes_out_gaussian_and_in_the_same_order(scaler: Scaler) -> None:
+    mapped = scaler.transform(TRAIN.astype(np.float32))
+    assert skew(SKEWED) > 5 and abs(skew(mapped[:, 0])) < 0.6  # measured: 7.1 → 0.5
+    assert np.all(np.diff(mapped[np.argsort(SKEWED), 0]) >= 0)  # monotone: ranks are kept
+    assert mapped[:, 0].mean() == pytest.approx(0, abs=1e-3) and mapped[:, 0].std() == pytest.approx(1, abs=1e-3)
+
+
+def test_beyond_the_training_range_the_map_stays_linear_at_the_columns_own_scale(scaler: Scaler) -> None:
+    top = SKEWED.max()
+    far = np.tile(TRAIN[:1], (3, 1)).astype(np.float32)
+    far[:, 0] = [top, top + 10 * SKEWED.std(), top + 100 * SKEWED.std()]
+    mapped = scaler.transform(far)[:, 0] * scaler.scale[0]  # in map units: 1/std per raw unit
+    assert mapped[1] - mapped[0] == pytest.approx(10, rel=1e-3)
+    assert mapped[2] - mapped[0] == pytest.approx(100, rel=1e-3)  # a 100-sd shift is not capped
+
+
+def test_binary_constant_and_symmetric_columns_are_only_standardised(scaler: Scaler) -> None:
+    for column in (2, 3, 4):  # 0/1, constant, uniform on 0..4 (skewness 0)
+        assert scaler.knots[column, :2].tolist() == [0.0, 1.0] and scaler.levels[column, :2].tolist() == [0.0, 1.0]
+    assert (scaler.mean[2], scaler.scale[2]) == (0.0, 1.0)  # Bernoulli inputs stay 0/1
+    assert scaler.scale[3] == 1.0 and scaler.transform(TRAIN[:3].astype(np.float32))[:, 3].tolist() == [0.0] * 3
+
+
+def test_inverse_undoes_the_map_inside_and_outside_the_training_range(scaler: Scaler) -> None:
+    rows = np.vstack([TRAIN[:200], TRAIN[:5] * 50 + 7, TRAIN[:5] - 40]).astype(np.float32)
+    rows[:, 2], rows[:, 3] = rows[:, 2] % 2, 3.0
+    np.testing.assert_allclose(scaler.inverse(scaler.transform(rows)), rows, rtol=1e-4, atol=1e-4)
+
+
+def test_torch_runs_the_map_as_numpy_does_even_on_steep_segments(scaler: Scaler) -> None:
+    # SPIKY has knots 1e-6 apart: a steep segment that a sum of ReLUs would lose in float32.
+    rows = np.vstack([TRAIN[:500], TRAIN[:20] * 30.0, -TRAIN[:20]]).astype(np.float32)
+    with torch.no_grad():
+        got = _Scaling(scaler)(torch.from_numpy(rows)).numpy()
+    np.testing.assert_allclose(got, scaler.transform(rows), rtol=1e-5, atol=2e-5)
+
+
+def test_the_manifest_refuses_a_map_that_is_not_monotone_or_not_whole(scaler: Scaler) -> None:
+    spec = ScalerSpec.of(scaler).model_dump()
+    assert ScalerSpec.model_validate(spec).build().transform(TRAIN[:4].astype(np.float32)).tolist() == \
+        scaler.transform(TRAIN[:4].astype(np.float32)).tolist()
+    falling = {**spec, "knots": [row[::-1] for row in spec["knots"]]}
+    with pytest.raises(ValueError, match="knots must not decrease"):
+        ScalerSpec.model_validate(falling)
+    with pytest.raises(ValueError, match="come together"):
+        ScalerSpec.model_validate({**spec, "tail": None})
+    with pytest.raises(ValueError, match="not > 0"):
+        ScalerSpec.model_validate({**spec, "tail": [0.0] * len(spec["tail"])})
