@@ -31,7 +31,7 @@ class _Scaling(nn.Module):
         self.register_buffer("scale", torch.from_numpy(scaler.scale))
         self.register_buffer("inverse_scale", 1.0 / torch.from_numpy(scaler.scale))
         self.register_buffer("log_scale", torch.log(torch.from_numpy(scaler.scale)))
-        columns = np.flatnonzero(~scaler.identity_columns()) if scaler.knots is not None else np.array([], int)
+        columns = np.flatnonzero(~scaler.identity_columns())
         self.mapped = len(columns) > 0
         if self.mapped:
             knots, levels = scaler.knots[columns].astype(np.float64), scaler.levels[columns].astype(np.float64)

@@ -47,9 +47,9 @@ class ScalerSpec(BaseModel):
             return self
         if any(p is None for p in parts):
             raise ValueError("knots, levels and tail come together or not at all")
+        if len({len(r) for r in self.knots + self.levels}) != 1 or len(self.knots[0]) < 2:
+            raise ValueError("knots and levels need the same number (≥ 2) of points for every input")
         for name, rows in (("knots", self.knots), ("levels", self.levels)):
-            if len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
-                raise ValueError(f"{name} need the same number (≥ 2) of points for every input")
             if not all(math.isfinite(v) for row in rows for v in row):
                 raise ValueError(f"{name} hold a value that is not finite")
             if any(b < a for row in rows for a, b in zip(row, row[1:])):
