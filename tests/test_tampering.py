@@ -20,6 +20,7 @@ from pipeline.export import load_checkpoint
 from pipeline.faults import CRASH_ENV
 from pipeline.manifest import LATEST, MANIFEST, read_manifest, write_manifest
 from pipeline.runtime import Scorer
+from pipeline.scaling import QUANTILE_KNOTS
 
 from common import DATA, ROOT
 
@@ -114,7 +115,8 @@ def test_manifest_file_names_cannot_leave_the_folder(model: Path, name: str) -> 
     ({"scaler__mean": [0.0]}, "scaler.mean has 1 values"),
     ({"scaler__scale": None}, "invalid at `scaler.scale`"),
     ({"scaler__tail": None}, "knots, levels and tail come together"),  # the tabular model maps 2 skewed columns
-    ({"scaler__levels": [[1.0, 0.0]] * 7}, "levels must not decrease"),
+    ({"scaler__levels": [[1.0, 0.0]] * 7}, "knots and levels need the same number"),
+    ({"scaler__levels": [[float(QUANTILE_KNOTS - k) for k in range(QUANTILE_KNOTS)]] * 7}, "levels must not decrease"),
     ({"input_names": ["a", "b"]}, "input_names do not match"),
     ({"threshold": "high"}, "invalid at `threshold`"),
 ])
