@@ -21,9 +21,11 @@ class _Scaling(nn.Module):
     units of the map (raw units when there is none).
 
     Only the inputs whose map is not the identity pay for it: they are gathered, mapped and
-    put back in place. The map runs as a sum of clamped segments, each term bounded by its
-    own rise, so float32 keeps its precision where narrow segments have steep slopes (the
-    equivalent sum of ReLUs cancels large terms). Centring and scaling are folded into it."""
+    put back in place. Each value finds its segment by counting the knots at or below it,
+    then takes that one segment's line: `base + slope · (x − knot)`, a term bounded by the
+    segment's own rise. This is exact to a rounding in float32 and the same in onnxruntime
+    and torch (a sum over all segments is not: its order of additions differs). Centring and
+    scaling are folded into `base` and `slope`."""
 
     def __init__(self, scaler: Scaler) -> None:
         super().__init__()
@@ -35,25 +37,30 @@ class _Scaling(nn.Module):
         self.mapped = len(columns) > 0
         if self.mapped:
             knots, levels = scaler.knots[columns].astype(np.float64), scaler.levels[columns].astype(np.float64)
-            mean, scale = scaler.mean[columns].astype(np.float64), scaler.scale[columns].astype(np.float64)
+            mean, scale = scaler.mean[columns].astype(np.float64)[:, None], scaler.scale[columns].astype(np.float64)[:, None]
             width = np.diff(knots, axis=1)
-            slope = np.divide(np.diff(levels, axis=1), width, out=np.zeros_like(width), where=width > 0) / scale[:, None]
+            slope = np.divide(np.diff(levels, axis=1), width, out=np.zeros_like(width), where=width > 0) / scale
+            segments = width.shape[1]
             n = len(scaler.mean)
             order = np.arange(n)
             order[columns] = n + np.arange(len(columns))  # where each input comes from in [linear, mapped]
-            for name, value in [("columns", columns), ("order", order), ("lower", knots[:, :-1]), ("width", width),
-                                ("slope", slope), ("first", knots[:, 0]), ("last", knots[:, -1]),
-                                ("base", (levels[:, 0] - mean) / scale), ("tail", scaler.tail[columns] / scale)]:
-                dtype = np.int64 if name in ("columns", "order") else np.float32
+            for name, value, dtype in [
+                ("columns", columns, np.int64), ("order", order, np.int64),
+                ("offset", np.arange(len(columns)) * segments, np.int64),  # row starts in the flat tables
+                ("inner", knots[:, 1:-1], np.float32),  # a value at or above k of these is in segment k
+                ("knot", knots[:, :-1].ravel(), np.float32), ("base", ((levels[:, :-1] - mean) / scale).ravel(), np.float32),
+                ("slope", slope.ravel(), np.float32), ("first", knots[:, 0], np.float32),
+                ("last", knots[:, -1], np.float32), ("tail", scaler.tail[columns] / scale[:, 0], np.float32)]:
                 self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value, dtype)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scaled = (x - self.mean) * self.inverse_scale
         if self.mapped:
             part = x.index_select(-1, self.columns)
-            rise = torch.minimum(torch.relu(part.unsqueeze(-1) - self.lower), self.width) * self.slope
-            outside = torch.clamp(part - self.first, max=0.0) + torch.clamp(part - self.last, min=0.0)
-            mapped = self.base + rise.sum(-1) + self.tail * outside
+            inside = torch.minimum(torch.maximum(part, self.first), self.last)
+            segment = (inside.unsqueeze(-1) >= self.inner).to(x.dtype).sum(-1).long() + self.offset  # float sum: faster in onnxruntime
+            line = self.base[segment] + self.slope[segment] * (inside - self.knot[segment])
+            mapped = line + self.tail * (part - inside)
             scaled = torch.cat([scaled, mapped], -1).index_select(-1, self.order)
         return scaled.clamp(-INPUT_CLIP, INPUT_CLIP)
 
