@@ -58,8 +58,9 @@ class _Scaling(nn.Module):
         if self.mapped:
             part = x.index_select(-1, self.columns)
             inside = torch.minimum(torch.maximum(part, self.first), self.last)
-            segment = (inside.unsqueeze(-1) >= self.inner).to(x.dtype).sum(-1).long() + self.offset  # float sum: faster in onnxruntime
-            line = self.base[segment] + self.slope[segment] * (inside - self.knot[segment])
+            segment = ((inside.unsqueeze(-1) >= self.inner).to(x.dtype).sum(-1).long() + self.offset).flatten()
+            at = lambda table: table.index_select(0, segment).view_as(part)  # noqa: E731 - a 1-D Gather, not GatherND
+            line = at(self.base) + at(self.slope) * (inside - at(self.knot))
             mapped = line + self.tail * (part - inside)
             scaled = torch.cat([scaled, mapped], -1).index_select(-1, self.order)
         return scaled.clamp(-INPUT_CLIP, INPUT_CLIP)

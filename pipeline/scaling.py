@@ -88,20 +88,22 @@ def _rank_gauss(x: np.ndarray, n_knots: int, keep_raw: np.ndarray) -> tuple[np.n
     edge = 0.5 / len(x)
     normal = ndtri(np.clip(probabilities, edge, 1.0 - edge))
     columns = x.shape[1]
-    knots, levels = np.empty((columns, n_knots), np.float64), np.empty((columns, n_knots), np.float64)
-    tail = np.ones(columns, np.float64)
-    quantiles = np.quantile(x, probabilities, axis=0, method="linear").T  # [columns, K]
-    for j in range(columns):
-        unique, inverse = np.unique(quantiles[j], return_inverse=True)
-        column = x[:, j].astype(np.float64)
-        if keep_raw[j] or len(np.unique(column)) < 3 or not abs(float(skew(column))) > MIN_SKEW:
-            unique, merged = np.array([0.0, 1.0]), np.array([0.0, 1.0])
-        else:
-            merged = np.bincount(inverse, weights=normal) / np.bincount(inverse)
-            tail[j] = 1.0 / max(float(column.std()), 1e-12)
+    knots = np.tile(np.r_[0.0, np.ones(n_knots - 1)], (columns, 1))  # the identity, for columns left alone
+    levels, tail = knots.copy(), np.ones(columns, np.float64)
+    two_valued = np.all((x == x.min(axis=0)) | (x == x.max(axis=0)), axis=0)
+    mapped = ~keep_raw & ~two_valued
+    for j in np.flatnonzero(mapped):  # column by column in float64: no copy of the whole matrix
+        mapped[j] = abs(float(skew(x[:, j].astype(np.float64)))) > MIN_SKEW
+    if not mapped.any():
+        return knots.astype(np.float32), levels.astype(np.float32), tail.astype(np.float32)
+    quantiles = np.quantile(x[:, mapped], probabilities, axis=0).T  # [mapped columns, K]
+    for j, column_quantiles in zip(np.flatnonzero(mapped), quantiles):
+        unique, inverse = np.unique(column_quantiles, return_inverse=True)
+        merged = np.bincount(inverse, weights=normal) / np.bincount(inverse)
         count = len(unique)
         knots[j, :count], knots[j, count:] = unique, unique[-1]
         levels[j, :count], levels[j, count:] = merged, merged[-1]
+        tail[j] = 1.0 / max(float(x[:, j].std(dtype=np.float64)), 1e-12)
     return knots.astype(np.float32), levels.astype(np.float32), tail.astype(np.float32)
 
 
