@@ -114,8 +114,8 @@ def _identity(knots: np.ndarray, levels: np.ndarray, tail: np.ndarray) -> np.nda
 def apply_map(x: np.ndarray, knots: np.ndarray, levels: np.ndarray, tail: np.ndarray) -> np.ndarray:
     """The piecewise-linear map per column (float32): interpolation between the knots, slope
     `tail` beyond the first and the last."""
-    out = np.empty(x.shape, np.float32)
-    for j in range(x.shape[1]):
+    out = x.astype(np.float32)  # identity columns (0/1, symmetric, constant) stay as they are
+    for j in np.flatnonzero(~_identity(knots, levels, tail)):
         column = x[:, j].astype(np.float64)
         low, high = float(knots[j, 0]), float(knots[j, -1])
         out[:, j] = (np.interp(column, knots[j], levels[j]) + tail[j] * (np.minimum(column - low, 0.0)
