@@ -146,7 +146,7 @@ def iter_file_batches(
     """Stream one file in batches of about `batch_rows` rows with bounded memory.
 
     polars' streaming engine reads every format, Parquet included: on 1 M rows × 32 float
-    columns it took 0.20 core-s (zstd) and 0.05 (snappy) where pyarrow's `iter_batches` took
+    columns it took 0.19 core-s (zstd) and 0.05 (snappy) where pyarrow's `iter_batches` took
     0.27 and 0.13. An 8 M-row file peaked at 0.33 GB resident however slowly the batches
     were taken (polars 2.1: it stops reading ahead); bench/speed.py checks 20 M rows."""
     lazy = scan_file(path, separator).select(columns)
