@@ -88,6 +88,12 @@ def graph_flops_per_row(path: Path) -> int:
                if len(t.dims) >= 2 and min(t.dims[-2:]) > 1 and t.name != "to_source")
 
 
+def layer_shapes(features: int) -> list[tuple[int, int]]:
+    """(inputs, outputs) of the model's six Linear layers: encoder, then decoder from mu."""
+    return [(features, HIDDEN[0]), (HIDDEN[0], HIDDEN[1]), (HIDDEN[1], 2 * LATENT),
+            (LATENT, HIDDEN[1]), (HIDDEN[1], HIDDEN[0]), (HIDDEN[0], features)]
+
+
 def bare_layers_graph(features: int) -> bytes:
     """The scorer's six Linear layers alone, as Gemm (+ ReLU between hidden layers), with the
     same shapes and random weights: encoder features → 128 → 64 → 2·latent, decoder latent →
@@ -105,13 +111,14 @@ def bare_layers_graph(features: int) -> bytes:
         nodes.append(onnx.helper.make_node("Relu", [f"{name}_y"], [f"{name}_r"]))
         return f"{name}_r"
 
-    h = layer(layer("x", features, HIDDEN[0], "e0", True), HIDDEN[0], HIDDEN[1], "e1", True)
-    encoded = layer(h, HIDDEN[1], 2 * LATENT, "e2", False)
-    nodes.append(onnx.helper.make_node("Slice", [encoded, "start", "end", "axis"], ["mu"]))
     weights.extend(onnx.numpy_helper.from_array(np.array([v], np.int64), n)
                    for n, v in (("start", 0), ("end", LATENT), ("axis", 1)))
-    h = layer(layer("mu", LATENT, HIDDEN[1], "d0", True), HIDDEN[1], HIDDEN[0], "d1", True)
-    layer(h, HIDDEN[0], features, "d2", False)
+    h = "x"
+    for k, (n_in, n_out) in enumerate(layer_shapes(features)):
+        if k == 3:  # the decoder starts from mu, the first half of the encoder's output
+            nodes.append(onnx.helper.make_node("Slice", [h, "start", "end", "axis"], ["mu"]))
+            h = "mu"
+        h = layer(h, n_in, n_out, f"l{k}", relu=k not in (2, 5))
     nodes[-1].output[0] = "score"  # the name the kernel pool asks for
     graph = onnx.helper.make_graph(
         nodes, "bare_layers", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["rows", features])],
@@ -124,8 +131,7 @@ def bare_layers_graph(features: int) -> bytes:
 def torch_bare_layers(features: int):  # noqa: ANN201
     """The same six layers as `bare_layers_graph`, in torch eager: a second library's GEMMs."""
     rng = np.random.default_rng(0)
-    shapes = [(features, HIDDEN[0]), (HIDDEN[0], HIDDEN[1]), (HIDDEN[1], 2 * LATENT),
-              (LATENT, HIDDEN[1]), (HIDDEN[1], HIDDEN[0]), (HIDDEN[0], features)]
+    shapes = layer_shapes(features)
     weights = [torch.from_numpy(rng.standard_normal(shape, dtype=np.float32) * 0.1) for shape in shapes]
     biases = [torch.zeros(shape[1]) for shape in shapes]
 
@@ -138,6 +144,13 @@ def torch_bare_layers(features: int):  # noqa: ANN201
                 if k not in (2, 5):
                     h.relu_()
     return run
+
+
+def write_rows(path: Path, x: np.ndarray, compression: str = "zstd") -> Path:
+    """`x` as a Parquet file with columns f0, f1, …, in row groups of 131,072."""
+    pl.DataFrame(x, schema=[f"f{i}" for i in range(x.shape[1])]).write_parquet(path, compression=compression,
+                                                                               row_group_size=131072)
+    return path
 
 
 def core_seconds(action) -> float:  # noqa: ANN001
@@ -269,8 +282,7 @@ def main(rows: int = 1_000_000, big_rows: int = 20_000_000, repeats: int = 3, tr
                       f"{ceiling['onnxruntime'] / ceiling['numpy']:.2f} of numpy"))
         for features in (32, 128):
             x = synthetic_rows(rows, features)
-            source = tmp_path / f"rows-{features}.parquet"
-            pl.DataFrame(x, schema=[f"f{i}" for i in range(features)]).write_parquet(source, row_group_size=131072)
+            source = write_rows(tmp_path / f"rows-{features}.parquet", x)
             folder, detector = train_model(x[:50_000], tmp_path / "models", members=1, epochs=2)
             scorer = Scorer.load(folder)
             flops = graph_flops_per_row(folder / "scorer.onnx")
@@ -321,9 +333,7 @@ def main(rows: int = 1_000_000, big_rows: int = 20_000_000, repeats: int = 3, tr
             lines.append((f"{tag}: core-seconds per {rows / 1e6:g} M rows, end to end vs kernel",
                           f"{e2e_cpu:.2f} vs {kernel_cpu:.2f} core-s",
                           f"end to end ≤ {rows / kernel_rate * THREADS / e2e_cpu:.2f} of kernel, {THREADS} cores busy"))
-            snappy = tmp_path / f"rows-{features}-snappy.parquet"
-            pl.DataFrame(x, schema=[f"f{i}" for i in range(features)]).write_parquet(snappy, compression="snappy",
-                                                                                     row_group_size=131072)
+            snappy = write_rows(tmp_path / f"rows-{features}-snappy.parquet", x, "snappy")
             snappy_rate = rows / best_seconds(lambda: score_files(scorer, snappy, output), repeats)
             lines.append((f"{tag}: `score` end to end, Parquet (snappy: pyarrow's, Spark's default) → Parquet",
                           f"{snappy_rate / 1e6:.2f} M rows/s", f"{snappy_rate / kernel_rate:.2f} of kernel"))
@@ -332,7 +342,6 @@ def main(rows: int = 1_000_000, big_rows: int = 20_000_000, repeats: int = 3, tr
             cli_rate = rows / best_seconds(lambda: subprocess.run(command, cwd=ROOT, check=True, capture_output=True), 1)
             lines.append((f"{tag}: `vad score` command, with interpreter start and imports", f"{cli_rate / 1e6:.2f} M rows/s",
                           f"{cli_rate / kernel_rate:.2f} of kernel"))
-            torch_rows = torch.from_numpy(x[:262_144])
             graph = ScorerGraph(detector.model_, detector.scaler_).eval()
 
             def torch_eager() -> None:
