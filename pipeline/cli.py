@@ -92,7 +92,8 @@ def score(
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, or int8 for a model exported with its int8 scorer.")] = "fp32",
     top_k: Annotated[int, typer.Option(help="Contributing features per row.")] = 3,
-    chunk_rows: Annotated[int, typer.Option(help="Rows read per chunk (tabular).")] = 65536,
+    chunk_rows: Annotated[Optional[int], typer.Option(
+        help="Rows read per chunk (tabular); default 65536, or 262144 when scoring on a GPU.")] = None,
     show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,
 ) -> None:
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
@@ -102,7 +103,7 @@ def score(
     output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
     report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,  # type: ignore[arg-type]
                          samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)
-    print_score_report(report, scorer.kernel().sessions[0].get_providers()[0])
+    print_score_report(report, scorer.kernel().describe())
 
 
 def print_score_report(report: ScoreReport, provider: str) -> None:

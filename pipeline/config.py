@@ -74,8 +74,10 @@ class TrainConfig(_Strict):
     """Optimisation, early stopping and reproducibility."""
 
     epochs: int = Field(100, ge=1)
-    batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    # None: chosen for the device (pipeline.train.training_plan): 256 and 1e-3 on the CPU, larger
+    # batches with a scaled learning rate on CUDA, where a step of 256 rows is launch-bound.
+    batch_size: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
     beta: float = Field(3.0, ge=0)  # weight of the KL term at the end of warm-up
     warmup_epochs: int = Field(10, ge=0)  # KL weight rises linearly from 0 to beta
     free_bits: float = Field(0.0, ge=0)  # KL floor per latent dimension (nats), against posterior collapse
@@ -89,7 +91,7 @@ class TrainConfig(_Strict):
     max_rows: int | None = Field(None, ge=100)  # sample at most this many training rows
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = False  # bf16 autocast, CUDA only
+    bf16: bool | None = None  # bf16 autocast, CUDA only; None: the measured choice (training_plan)
     compile: bool = False  # torch.compile the loss terms: 1.2× per step on a CPU, after ~20 s of compiling
     progress: bool = True
 

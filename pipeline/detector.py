@@ -32,7 +32,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
 
     def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
                  members: int = ModelConfig().members, likelihood: str = "bernoulli", scaling: str = ModelConfig().scaling, beta: float = TrainConfig().beta,
-                 epochs: int = 100, batch_size: int = 256, learning_rate: float = 1e-3, patience: int = 10,
+                 epochs: int = 100, batch_size: int | None = None, learning_rate: float | None = None,
+                 patience: int = 10,
                  validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits,
                  trim_fraction: float = TrainConfig().trim_fraction, contamination: float = 0.1, device: str = "auto",
                  random_state: int = 0, progress: bool = False) -> None:

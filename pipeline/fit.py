@@ -6,7 +6,7 @@ validation scores → threshold → ONNX files + manifest."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +176,8 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
         result, data.schema, calibrated.threshold, name=config.name, root=root, probe_raw=probe,
         feature_baseline=calibrated.feature_baseline,
         training={**config.model_dump(mode="json"), "best_epoch": result.best_epoch,
-                  "epochs_run": len(result.history), "device": result.device},
+                  "epochs_run": len(result.history), "device": result.device,
+                  **({"plan": asdict(result.plan)} if result.plan else {})},
         training_data={**fingerprint(data.x, data.schema.input_names), "files": [str(f) for f in data.files],
                        "imputed": data.imputed},
         validation={"rows": int(data.is_validation.sum()), "neg_beta_elbo": result.best_validation,

@@ -48,7 +48,12 @@ ORT_BATCH = 4096  # rows per call for the other graphs: 2k–8k stays in cache (
 # CPU_CHUNK rows, was 1.5× faster than one session splitting every operator over both cores
 # (no barrier per operator), and 2,048 rows was the best chunk (BENCHMARKS.md, bench/speed.py).
 CPU_CHUNK = 2048
-GPU_CHUNK = 65536
+GPU_CHUNK = 262144
+# With `auto`, a batch goes to the GPU only from this many rows: below it, launches and copies
+# cost more than the CPU pool's arithmetic (bench/gpu.py measures where the curves cross;
+# BENCHMARKS.md, "GPU"). An explicit `cuda` or `tensorrt` sends every batch to the GPU.
+GPU_MIN_ROWS = 1024
+TENSORRT_CACHE = ".tensorrt-cache"  # inside the version folder; dot-named, so no manifest file
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
@@ -77,15 +82,45 @@ def select_providers(requested: Provider = "auto") -> list[str]:
     return [CPU]
 
 
+def provider_options(providers: list[str], cache_dir: Path | None = None,
+                     fp16: bool = False) -> list[tuple[str, dict[str, str]]]:
+    """(provider, options) pairs. TensorRT keeps its built engines in `cache_dir`, so a model
+    pays the engine build (seconds to minutes) once, not at every load; `fp16` lets it run
+    in half precision (its score change is measured in bench/gpu.py, not assumed)."""
+    pairs: list[tuple[str, dict[str, str]]] = []
+    for name in providers:
+        options: dict[str, str] = {}
+        if name == TENSORRT:
+            options["trt_fp16_enable"] = "True" if fp16 else "False"
+            if cache_dir is not None:
+                options.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(cache_dir),
+                               trt_timing_cache_enable="True", trt_timing_cache_path=str(cache_dir))
+        pairs.append((name, options))
+    return pairs
+
+
+def tensorrt_cache(folder: Path) -> Path | None:
+    """The engine cache beside a model version, or None where the folder is read-only
+    (engines are then rebuilt at each load, which is said once)."""
+    cache = folder / TENSORRT_CACHE
+    try:
+        cache.mkdir(exist_ok=True)
+    except OSError as exc:
+        log.warning("TensorRT engine cache disabled: cannot create '%s' (%s).", cache, exc.strerror)
+        return None
+    return cache
+
+
 def cpu_cores() -> int:
     """Cores this process may run on (a container's or taskset's limit, not the host's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def open_session(model: Path | bytes, requested: Provider = "auto", name: str = "model",
-                 threads: int | None = None) -> ort.InferenceSession:
+                 threads: int | None = None, cache_dir: Path | None = None) -> ort.InferenceSession:
     """An InferenceSession on the best working provider; says so when it falls back.
-    `threads` sets onnxruntime's intra-op threads (None: its default, one per core)."""
+    `threads` sets onnxruntime's intra-op threads (None: its default, one per core);
+    `cache_dir` holds TensorRT's engines when that provider is asked for."""
     providers = select_providers(requested)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: provider probing is reported by us, once
@@ -95,7 +130,7 @@ def open_session(model: Path | bytes, requested: Provider = "auto", name: str = 
     path = model if isinstance(model, Path) else name
     try:
         session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, sess_options=options,
-                                       providers=providers)
+                                       providers=provider_options(providers, cache_dir))
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ModelArtifactError(f"onnxruntime cannot load '{path}': {str(exc).strip().splitlines()[0]}") from exc
     used = session.get_providers()
@@ -134,33 +169,61 @@ class ScoreArrays:
 
 
 class KernelPool:
-    """The scorer graph run over row chunks: on the CPU one single-threaded session per
-    core, each taking its own chunks; on a GPU one session and large chunks. A batch of
-    one chunk or less runs in the caller's thread (no hand-off: batch-1 latency)."""
+    """The scorer graph run over row chunks. On the CPU, one single-threaded session per core,
+    each taking its own chunks; a batch of one chunk or less runs in the caller's thread (no
+    hand-off: batch-1 latency). With a GPU, one GPU session takes large chunks: every batch when
+    the GPU was asked for by name, and under `auto` only batches of `gpu_min_rows` or more,
+    the rest going to the CPU sessions, which are faster there (bench/gpu.py)."""
 
-    def __init__(self, model: bytes, provider: Provider, name: str) -> None:
-        first = open_session(model, provider, name, threads=1)  # on a GPU, CPU threads only feed it
-        on_gpu = first.get_providers()[0] != CPU
-        workers = 1 if on_gpu else cpu_cores()
-        self.sessions = [first] + [open_session(model, provider, name, threads=1) for _ in range(workers - 1)]
-        self.top_k = int(first.get_outputs()[-1].shape[1]) if first.get_outputs()[-1].name == "top_share" else 0
-        self.chunk = GPU_CHUNK if on_gpu else CPU_CHUNK
+    def __init__(self, model: bytes, provider: Provider, name: str, cache_dir: Path | None = None) -> None:
+        self.gpu: ort.InferenceSession | None = None
+        if select_providers(provider)[0] != CPU:
+            session = open_session(model, provider, name, threads=1, cache_dir=cache_dir)  # CPU threads only feed it
+            if session.get_providers()[0] != CPU:
+                self.gpu = session
+        self.gpu_min_rows = GPU_MIN_ROWS if provider == "auto" else 0
+        workers = 0 if self.gpu is not None and self.gpu_min_rows == 0 else cpu_cores()
+        self.cpu = [open_session(model, "cpu", name, threads=1) for _ in range(workers)]
+        outputs = (self.gpu or self.cpu[0]).get_outputs()
+        self.top_k = int(outputs[-1].shape[1]) if outputs[-1].name == "top_share" else 0
+        self.chunk, self.gpu_chunk = CPU_CHUNK, GPU_CHUNK
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vad-score") if workers > 1 else None
         self._local = threading.local()
         self._next = itertools.count(1)  # pool threads take sessions 1, 2, …; the caller's is 0
 
+    @property
+    def sessions(self) -> list[ort.InferenceSession]:
+        """Every session this pool opened: the GPU's first, then the CPU's."""
+        return ([self.gpu] if self.gpu is not None else []) + self.cpu
+
+    def describe(self) -> str:
+        """Where batches run, for people: the provider, and the GPU's batch floor under auto."""
+        if self.gpu is None:
+            return CPU
+        if not self.cpu:
+            return self.gpu.get_providers()[0]
+        return f"{self.gpu.get_providers()[0]} (batches of {self.gpu_min_rows:,}+ rows; smaller ones on {CPU})"
+
+    def on_gpu(self, rows: int) -> bool:
+        """Whether a batch of `rows` goes to the GPU session."""
+        return self.gpu is not None and (not self.cpu or rows >= self.gpu_min_rows)
+
     def _session(self) -> ort.InferenceSession:
         if not hasattr(self._local, "index"):
-            self._local.index = next(self._next) % len(self.sessions)
-        return self.sessions[self._local.index]
+            self._local.index = next(self._next) % len(self.cpu)
+        return self.cpu[self._local.index]
 
     def run(self, outputs: list[str], x: np.ndarray) -> list[np.ndarray]:
         """The named outputs for all rows of `x` (C-contiguous float32), chunk results joined."""
-        starts = range(0, max(len(x), 1), self.chunk)  # an empty batch still runs once, for its shapes
-        if self._pool is None or len(x) <= self.chunk:
-            parts = [self.sessions[0].run(outputs, {"x": x[i:i + self.chunk]}) for i in starts]
+        on_gpu = self.on_gpu(len(x))
+        chunk = self.gpu_chunk if on_gpu else self.chunk
+        starts = range(0, max(len(x), 1), chunk)  # an empty batch still runs once, for its shapes
+        if on_gpu:
+            parts = [self.gpu.run(outputs, {"x": x[i:i + chunk]}) for i in starts]
+        elif self._pool is None or len(x) <= chunk:
+            parts = [self.cpu[0].run(outputs, {"x": x[i:i + chunk]}) for i in starts]
         else:
-            parts = list(self._pool.map(lambda i: self._session().run(outputs, {"x": x[i:i + self.chunk]}), starts))
+            parts = list(self._pool.map(lambda i: self._session().run(outputs, {"x": x[i:i + chunk]}), starts))
         if len(parts) == 1:
             return parts[0]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
@@ -217,7 +280,8 @@ class Scorer:
         graph is the one the manifest describes (a swapped or foreign file)."""
         if graph not in self._sessions:
             file = f"{graph}.onnx"
-            session = open_session(verified_bytes(self.folder, self.manifest, file), self.provider, str(self.folder / file))
+            session = open_session(verified_bytes(self.folder, self.manifest, file), self.provider,
+                                   str(self.folder / file), cache_dir=self._tensorrt_cache())
             check_graph(session, graph, self.manifest, self.folder / file)
             self._sessions[graph] = session
         return self._sessions[graph]
@@ -226,11 +290,15 @@ class Scorer:
         """The scorer graph's sessions (fp32 or int8), checked like `session`, opened once."""
         if self._kernel is None:
             file = self.folder / f"{self.scorer_graph}.onnx"
-            kernel = KernelPool(verified_bytes(self.folder, self.manifest, file.name), self.provider, str(file))
+            kernel = KernelPool(verified_bytes(self.folder, self.manifest, file.name), self.provider, str(file),
+                                cache_dir=self._tensorrt_cache())
             for session in kernel.sessions:
                 check_graph(session, self.scorer_graph, self.manifest, file)
             self._kernel = kernel
         return self._kernel
+
+    def _tensorrt_cache(self) -> Path | None:
+        return tensorrt_cache(self.folder) if self.provider == "tensorrt" else None
 
     # -- arrays -------------------------------------------------------------------------
     def score_array(self, x: np.ndarray, estimator: Estimator = "elbo", samples: int = 16, seed: int = 0,
@@ -360,7 +428,13 @@ class Scorer:
         return pl.DataFrame(out)
 
 
-def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk_rows: int = 65536,
+def default_chunk_rows(scorer: Scorer) -> int:
+    """Rows read per chunk: larger on a GPU, where each chunk's fixed costs (a launch, copies,
+    Python's bookkeeping) are paid against a kernel that is 10× faster (bench/gpu.py)."""
+    return 262144 if scorer.kernel().gpu is not None else 65536
+
+
+def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk_rows: int | None = None,
                 estimator: Estimator = "elbo", samples: int = 16, seed: int = 0,
                 threshold: float | None = None, top_k: int = 3, keep_top: int = 10) -> ScoreReport:
     """Score a file, glob or folder into one Parquet file, written atomically.
@@ -369,6 +443,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     rows are sorted by entity and time before windowing. Each output row carries the input
     file name. On any error the temporary file is removed and nothing is left behind."""
     files = ingest.resolve_sources(source)
+    chunk_rows = chunk_rows or default_chunk_rows(scorer)
     for file in files:  # every file's columns are checked before anything is written
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
     output = Path(output)
@@ -390,18 +465,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
             crash_point("score")
             table = scored.to_arrow()
             if writer is None:
-                # store_schema=False: Enum columns are written as dictionary-encoded strings
-                # and read back as plain strings. Measured on 1 M rows: lz4 wrote 3× faster
-                # than zstd; scores and shares barely compress (22 → 19 MB), and leaving
-                # them uncompressed and without dictionaries cut the write by a quarter.
-                texts = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
-                compression = {f.name: "lz4" if f.name in texts else "none" for f in table.schema}
-                # Column statistics cost a third of the write; the ranked explanations
-                # are never filtered on, so only the other columns get them.
-                ranked = {f"top{i + 1}_{what}" for i in range(top_k) for what in ("feature", "share")}
-                writer = pq.ParquetWriter(temporary, table.schema, compression=compression, store_schema=False,
-                                          use_dictionary=texts,
-                                          write_statistics=[n for n in table.schema.names if n not in ranked])
+                writer = open_scores_writer(temporary, table.schema, top_k)
             if pending is not None:
                 pending.result()
                 crash_point("write")
@@ -432,6 +496,19 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
         writing.shutdown()
     report.top = [row for _, _, row in sorted(best, key=lambda item: -item[0])]
     return report
+
+
+def open_scores_writer(path: Path, schema: pa.Schema, top_k: int) -> pq.ParquetWriter:
+    """The scores file's writer. store_schema=False: Enum columns are written as dictionary-
+    encoded strings and read back as plain strings. Measured on 1 M rows: lz4 wrote 3× faster
+    than zstd; scores and shares barely compress (22 → 19 MB), and leaving them uncompressed
+    and without dictionaries cut the write by a quarter. Column statistics cost a third of
+    the write; the ranked explanations are never filtered on, so only the other columns get them."""
+    texts = [f.name for f in schema if not pa.types.is_floating(f.type)]
+    compression = {f.name: "lz4" if f.name in texts else "none" for f in schema}
+    ranked = {f"top{i + 1}_{what}" for i in range(top_k) for what in ("feature", "share")}
+    return pq.ParquetWriter(path, schema, compression=compression, store_schema=False, use_dictionary=texts,
+                            write_statistics=[n for n in schema.names if n not in ranked])
 
 
 def _remove_dead_temporaries(output: Path) -> None:

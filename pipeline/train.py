@@ -3,6 +3,7 @@ validation negative ELBO and restore the best weights. Same seed → same weight
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +18,38 @@ from pipeline.model import VAE, VAEShape
 from pipeline.scaling import Scaler
 
 
+# Batch size and learning rate by device, where the config leaves them open. On the CPU, 256
+# rows and 1e-3 are the measured defaults (README, "Defaults"). On CUDA a step of a model this
+# small is bound by kernel launches, not arithmetic, so rows per second grow with the batch;
+# bench/gpu.py measures the curve and the objective each batch reaches (BENCHMARKS.md, "GPU").
+# The learning rate grows with the square root of the batch, up to 3× (batch 4096 at 3e-3
+# kept 10_cover's ROC-AUC in bench/speed.py). Batches stay below 1/32 of the rows, so small
+# sets keep enough steps per epoch: under 16,384 rows CUDA trains exactly as the CPU does.
+CPU_BATCH, CPU_LEARNING_RATE = 256, 1e-3
+CUDA_MAX_BATCH = 16384
+CUDA_BF16 = False  # bench/gpu.py: bf16 autocast is no faster for layers this narrow
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What one training run uses: the config's choices, or the device's measured defaults."""
+
+    batch_size: int
+    learning_rate: float
+    bf16: bool
+
+
+def training_plan(rows: int, device: torch.device, cfg: TrainConfig) -> TrainingPlan:
+    """Batch size, learning rate and bf16 autocast for `rows` training rows on `device`."""
+    batch = CPU_BATCH
+    if device.type == "cuda":
+        batch = min(CUDA_MAX_BATCH, max(CPU_BATCH, 2 ** int(math.log2(max(rows // 32, 1)))))
+    batch = cfg.batch_size or batch
+    rate = cfg.learning_rate or CPU_LEARNING_RATE * min(3.0, math.sqrt(batch / CPU_BATCH))
+    bf16 = (CUDA_BF16 if cfg.bf16 is None else cfg.bf16) and device.type == "cuda"
+    return TrainingPlan(batch, rate, bf16)
+
+
 @dataclass
 class TrainResult:
     """A trained model with what export and threshold fitting need next."""
@@ -27,6 +60,7 @@ class TrainResult:
     best_epoch: int = 0
     best_validation: float = float("inf")
     device: str = "cpu"
+    plan: TrainingPlan | None = None
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -66,15 +100,18 @@ def train_vae(
         clip = train_config.clip_inputs
         train = torch.from_numpy(scaler.transform(x_train)).to(device).clamp_(-clip, clip)
         val = torch.from_numpy(scaler.transform(x_val)).to(device).clamp_(-clip, clip)
-        result = _optimise(model, train, val, train_config, device)
+        plan = training_plan(len(train), device, train_config)
+        result = _optimise(model, train, val, train_config, plan, device)
     result.scaler = scaler
     return result
 
 
-def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConfig, device: torch.device) -> TrainResult:
+def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConfig, plan: TrainingPlan,
+              device: torch.device) -> TrainResult:
     # The fused Adam step (one kernel over all parameters) took a quarter of the per-tensor loop's time.
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, fused=device.type in ("cpu", "cuda"))
-    autocast = cfg.bf16 and device.type == "cuda"
+    optimiser = torch.optim.Adam(model.parameters(), lr=plan.learning_rate, fused=device.type in ("cpu", "cuda"))
+    autocast = plan.bf16
+    batch_size = plan.batch_size
     best_state, best_value, best_epoch, stale = None, float("inf"), 0, 0
     history: list[dict] = []
 
@@ -92,8 +129,8 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
         model.train()
         order = torch.randperm(len(train), device=device)
         sums = torch.zeros(2, device=device)  # accumulated on the device: no per-batch sync
-        for start in range(0, len(train), cfg.batch_size):
-            batch = train[order[start:start + cfg.batch_size]]
+        for start in range(0, len(train), batch_size):
+            batch = train[order[start:start + batch_size]]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 nll, kl, mu, logvar = terms(batch)  # nll, kl: [batch, members]
             # Rows whose β-loss is in the top `trim_fraction` of the batch (per member) are left
@@ -137,7 +174,7 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model=model, scaler=None, history=history, best_epoch=best_epoch,  # type: ignore[arg-type]
-                       best_validation=best_value, device=str(device))
+                       best_validation=best_value, device=str(device), plan=plan)
 
 
 @torch.no_grad()
