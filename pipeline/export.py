@@ -6,6 +6,7 @@ never overwritten."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -37,6 +38,11 @@ from pipeline.train import TrainResult
 OPSET = 20
 STAGING_PREFIX = ".staging-"  # then the exporting pid: a killed export's folder is recognised
 PARITY_TOLERANCE = 1e-5
+# Past PARITY_TOLERANCE, a difference is round-off when onnxruntime is no further from the
+# float64 evaluation of the same graph than this many times PyTorch's own float32 result is.
+# Heavy-tailed inputs (34_smtp: 3 columns, 20,000 rows) put both float32 results 2e-5 apart
+# while each stayed within a few float32 ulps of the exact value.
+ROUNDOFF_FACTOR = 4.0
 
 
 def _example_inputs(name: str, vae: VAE) -> tuple[torch.Tensor, ...]:
@@ -75,9 +81,13 @@ def _export_graph(module: nn.Module, name: str, vae: VAE, path: Path, metadata_p
 
 def check_parity(folder: Path, vae: VAE, scaler: Scaler, probe_raw: np.ndarray, seed: int = 0,
                  baseline: np.ndarray | None = None, sources: list[str] | None = None) -> dict[str, float]:
-    """Run every graph in onnxruntime and in PyTorch on a probe batch; fail above tolerance.
+    """Run every graph in onnxruntime and in PyTorch on a probe batch; fail on a real mismatch.
 
-    Error per output is max|onnx − torch| / max(max|torch|, 1e-6) (max-norm relative).
+    Error per output is max|onnx − torch| / max(max|torch|, 1e-6) (max-norm relative). Above
+    PARITY_TOLERANCE the same graph is evaluated in float64, and the export fails only when
+    onnxruntime is more than ROUNDOFF_FACTOR times further from it than PyTorch's own float32
+    result: two float32 evaluations of an ill-conditioned sum may differ by more than the
+    tolerance while both are as right as float32 allows, but a wrong graph is far from both.
     Integer outputs (`top_index`) are left out: equal shares may rank in either order, and
     `top_share` checks the values they select."""
     rng = np.random.default_rng(seed)
@@ -96,17 +106,36 @@ def check_parity(folder: Path, vae: VAE, scaler: Scaler, probe_raw: np.ndarray, 
         got = session.run(None, dict(zip(GRAPH_IO[name][0], args)))
         with torch.no_grad():
             want = [t.numpy() for t in modules[name](*(torch.from_numpy(a) for a in args))]
-        for out_name, g, w in zip(GRAPH_IO[name][1], got, want):
+        exact: list[np.ndarray] | None = None
+        for index, (out_name, g, w) in enumerate(zip(GRAPH_IO[name][1], got, want)):
             if not np.issubdtype(g.dtype, np.floating):
                 continue
-            err = float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-6))
+            err = _relative_error(g, w)
             errors[f"{name}.{out_name}"] = err
-            if not err <= PARITY_TOLERANCE:
+            if err <= PARITY_TOLERANCE:
+                continue
+            if exact is None:
+                exact = _float64_outputs(modules[name], args)
+            ort_err, torch_err = _relative_error(g, exact[index]), _relative_error(w, exact[index])
+            if not ort_err <= ROUNDOFF_FACTOR * max(torch_err, PARITY_TOLERANCE):
                 raise ExportParityError(
                     f"ONNX output '{name}.{out_name}' differs from PyTorch by {err:.2e} relative "
-                    f"(tolerance {PARITY_TOLERANCE:.0e}); the export was discarded."
+                    f"(tolerance {PARITY_TOLERANCE:.0e}; against float64, onnxruntime is off by {ort_err:.2e} "
+                    f"and PyTorch by {torch_err:.2e}); the export was discarded."
                 )
     return errors
+
+
+def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max|got − want| / max(max|want|, 1e-6), NaN when either holds a NaN where the other does not."""
+    return float(np.max(np.abs(got.astype(np.float64) - want)) / max(float(np.max(np.abs(want))), 1e-6))
+
+
+def _float64_outputs(module: nn.Module, args: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """The graph's outputs computed in float64 from the same float32 inputs and weights."""
+    with torch.no_grad():
+        outputs = copy.deepcopy(module).double()(*(torch.from_numpy(a).double() for a in args))
+    return [t.numpy() for t in outputs]
 
 
 def library_versions() -> dict[str, str]:
