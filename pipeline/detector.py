@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from pipeline.config import DataConfig, ModelConfig, PipelineConfig, ThresholdConfig, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.export import export_model
-from pipeline.fit import fingerprint, random_validation_mask, train_and_calibrate
+from pipeline.fit import fingerprint, random_validation_mask, train_and_calibrate, validation_record
 from pipeline.graphs import score_with_torch
 from pipeline.schema import FeatureSchema, coerce, learn_schema, to_matrix
 from pipeline.threshold import Threshold
@@ -96,6 +96,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.scaler_ = calibrated.result.scaler
         self.history_ = calibrated.result.history
         self.feature_baseline_ = calibrated.feature_baseline
+        self._validation = validation_record(calibrated)  # for export: alerts' severity needs its quantiles
         self.n_features_in_ = x.shape[1]
         self.feature_names_in_ = np.asarray(self.schema_.input_names, dtype=object)
         train_scores = score_with_torch(self.model_, self.scaler_, x)[0]  # x is already checked
@@ -132,4 +133,4 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         return export_model(result, self.schema_, threshold, name=name, root=root, probe_raw=probe,
                             feature_baseline=self.feature_baseline_,
                             training=self._config().model_dump(mode="json"),
-                            training_data=self._train_fingerprint, validation={}, int8=int8)
+                            training_data=self._train_fingerprint, validation=self._validation, int8=int8)

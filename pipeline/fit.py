@@ -167,10 +167,18 @@ def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "ex
     return FitOutcome(export_fitted(data, calibrated, config, root), calibrated, data)
 
 
+def validation_record(calibrated: Calibrated) -> dict:
+    """The manifest's validation section: the objective reached and the validation scores'
+    quantiles. Alerts measure severity from the median, the `normal` level of the score."""
+    result, scores = calibrated.result, calibrated.validation_scores
+    return {"rows": int(len(scores)), "neg_beta_elbo": result.best_validation,
+            "neg_elbo": result.history[result.best_epoch - 1]["validation_neg_elbo"],
+            "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)}}
+
+
 def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path) -> Path:
     """Export a trained, calibrated model as the next version of `config.name` (and make it `latest`)."""
     result = calibrated.result
-    scores = calibrated.validation_scores
     probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
     return export_model(
         result, data.schema, calibrated.threshold, name=config.name, root=root, probe_raw=probe,
@@ -180,8 +188,6 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
                   **({"plan": asdict(result.plan)} if result.plan else {})},
         training_data={**fingerprint(data.x, data.schema.input_names), "files": [str(f) for f in data.files],
                        "imputed": data.imputed},
-        validation={"rows": int(data.is_validation.sum()), "neg_beta_elbo": result.best_validation,
-                    "neg_elbo": result.history[result.best_epoch - 1]["validation_neg_elbo"],
-                    "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)}},
+        validation=validation_record(calibrated),
         int8=config.export.int8,
     )

@@ -82,3 +82,18 @@ def test_export_matches_in_onnx(fitted: VAEDetector, tmp_path: Path) -> None:
     scorer = Scorer.load(folder)
     np.testing.assert_allclose(scorer.score_array(X).score, fitted.anomaly_score(X), rtol=1e-5)
     assert scorer.threshold == pytest.approx(fitted.threshold_)
+
+
+def test_exported_detector_alerts_at_the_severity_its_scores_warrant(fitted: VAEDetector, tmp_path: Path) -> None:
+    """The manifest keeps the validation scores' quantiles, so a peak just past the threshold
+    is a warning; without them the median fell back to the threshold and every alert was critical."""
+    from pipeline.alerts import evaluate
+    from pipeline.config import AlertRules
+    from pipeline.manifest import read_manifest
+
+    manifest = read_manifest(fitted.export(tmp_path, "alerting"))
+    assert manifest.validation["score_quantiles"]["0.5"] < manifest.threshold.value
+    just_past = manifest.threshold.value + 1e-3
+    scored = pl.DataFrame({"score": [just_past] * 3, "is_anomaly": [True] * 3})
+    alert, _ = evaluate(scored, manifest, AlertRules(), batch_file="batch.csv", identity="x", last_alerts={})
+    assert alert is not None and alert["severity"] == "warning"
