@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from pipeline.runtime import (  # noqa: E402
     score_files,
 )
 from pipeline.train import train_vae, training_plan  # noqa: E402
+from sections import replace_section  # noqa: E402
 
 OUTPUTS = ["score", "top_index", "top_share"]  # what `vad score` asks the scorer for
 Row = tuple[str, str, str]  # what, measured, ratio or note
@@ -397,8 +397,7 @@ def write_section(path: Path, lines: list[Row], wall: float, card: str, dry_run:
     """Replace the GPU section of `path` (between its markers) with this run's table."""
     rows = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in lines)
     cores = cpu_cores()
-    section = f"""<!-- gpu:start -->
-## GPU (issue 22)
+    section = f"""## GPU (issue 22)
 
 Command: `python bench/gpu.py{' --dry-run' if dry_run else ''}` ({wall / 60:.1f} min). One run on one machine: GPU {card},
 {cores} CPU cores; torch {torch.__version__}, onnxruntime {ort.__version__} (providers
@@ -409,14 +408,8 @@ best of three timings; compare ratios within this table, not with the 2-core tab
 | what | measured | ratio or note |
 |---|---|---|
 {rows}
-<!-- gpu:end -->
 """
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if "<!-- gpu:start -->" in text:
-        text = re.sub(r"<!-- gpu:start -->.*?<!-- gpu:end -->\n", lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, "gpu", section)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pipeline.detector import VAEDetector
 from pipeline.fit import fit_model
 from pipeline.runtime import Scorer
 from pipeline.schema import make_windows
+from sections import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -199,14 +200,7 @@ def _has(name: str) -> bool:
 
 def write_section(report: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
     """Replace the quality section of BENCHMARKS.md (between its markers), keeping the rest."""
-    start, end = "<!-- quality:start -->", "<!-- quality:end -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n## Detection quality\n\n{report}{end}"
-    if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_section(path, "quality", f"## Detection quality\n\n{report}")
 
 
 if __name__ == "__main__":
