@@ -75,6 +75,7 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
         "model": {"name": manifest.name, "version": manifest.version},
         "batch": {"file": batch_file, "sha256": identity},
         "severity": level, "exceedance": round(exceedance, 4), "peak_score": peak,
+        "peak_percentile": float(in_alert["percentile"].max()) if "percentile" in in_alert.columns else None,
         "threshold": {"value": limit, "method": manifest.threshold.method,
                       "overridden": threshold is not None},
         "counts": {"rows": scored.height, "anomalous_rows": int(scored["is_anomaly"].sum()),

@@ -1,4 +1,4 @@
-"""`vad`: train, score, inspect, sample and encode from the command line.
+"""`vad`: train, score, re-fit thresholds, inspect, sample and encode from the command line.
 
 Every failure the user can fix prints one line, `error: …`, and exits with status 2."""
 
@@ -114,15 +114,53 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
         console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
     if report.top:
         table = Table(title="top anomalies (higher score = more anomalous)")
-        keys = [k for k in report.top[0] if k not in ("score", "is_anomaly") and not k.startswith("top")]
-        for column in [*keys, "score", "top features (share of excess −log p)"]:
+        keys = [k for k in report.top[0] if k not in ("score", "is_anomaly", "percentile") and not k.startswith("top")]
+        percentile = "percentile" in report.top[0]
+        for column in [*keys, "score", *(["percentile"] if percentile else []), "top features (share of excess −log p)"]:
             table.add_column(column)
         for row in report.top:
             ranked = [(row[k], row[k.replace("feature", "share")]) for k in row if k.endswith("_feature")]
             explained = ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)
-            table.add_row(*[str(row[k]) for k in keys], f"{row['score']:.2f}", explained)
+            table.add_row(*[str(row[k]) for k in keys], f"{row['score']:.2f}",
+                          *([f"{row['percentile']:.2f}"] if percentile else []), explained)
         console.print(table)
     console.print(f"scores written to [bold]{report.output}[/]")
+
+
+@app.command()
+def threshold(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (its latest version).")],
+    data: Annotated[str, typer.Argument(help="Recent data to fit on: a file, glob or folder (normal rows, "
+                                             "unless labels are given).")],
+    method: Annotated[str, typer.Option(help="quantile, contamination, pot or best-f1.")] = "quantile",
+    target: Annotated[Optional[float], typer.Option(
+        help="The method's parameter: the quantile, the contamination, or POT's false-alarm risk.")] = None,
+    persistence: Annotated[Optional[str], typer.Option(
+        help="k/n: flag a row when k of the last n rows of its series exceed (sensor models).")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="0/1 labels in the data, for best-f1.")] = None,
+) -> None:
+    """Re-fit the threshold on new data, without retraining: writes the model's next version."""
+    from pipeline.config import ThresholdConfig
+    from pipeline.rethreshold import refit_threshold
+
+    settings: dict = {"method": method}
+    if target is not None:
+        settings[{"quantile": "quantile", "contamination": "contamination", "pot": "pot_risk"}.get(method, "target")] = target
+    if persistence:
+        k, _, n = persistence.partition("/")
+        settings["persistence"] = {"k": k, "n": n or k}
+    try:
+        config = ThresholdConfig.model_validate(settings)
+    except ValueError as exc:
+        raise PipelineError(f"threshold settings are invalid: {exc.errors()[0]['msg']} ({settings}).") from None
+    refit = refit_threshold(model, data, config, label_column)
+    rule = refit.threshold.persistence
+    console.print(f"threshold {refit.threshold.value:.4f} ({refit.threshold.method}"
+                  f"{f', {rule.k} of {rule.n} rows' if rule.n > 1 else ''}) fitted on {refit.rows:,} rows, "
+                  f"{refit.flagged:.2%} of them above it")
+    if refit.threshold.note:
+        console.print(f"[yellow]note:[/] {refit.threshold.note}")
+    console.print(f"new version written to [bold]{refit.version_dir}[/]")
 
 
 @app.command()
@@ -148,9 +186,14 @@ def inspect(
         "window": manifest.feature_schema.window.model_dump_json() if manifest.feature_schema.window else "-",
         "missing values": manifest.feature_schema.missing, "inputs": str(len(manifest.input_names)),
         "model": json.dumps(manifest.model), "score": manifest.score_definition,
-        "threshold": f"{manifest.threshold.value:.4f} ({manifest.threshold.method} {manifest.threshold.parameters})",
+        "threshold": f"{manifest.threshold.value:.4f} ({manifest.threshold.method} {manifest.threshold.parameters}"
+                     + (f"; {rule.k} of the last {rule.n} rows" if (rule := manifest.threshold.persistence).n > 1 else "")
+                     + ")" + (f" {manifest.threshold.note}" if manifest.threshold.note else ""),
+        "lineage": json.dumps(manifest.lineage) if manifest.lineage else "-",
         "training data": json.dumps(manifest.training_data.get("sha256", ""))[:20] + f"… {manifest.training_data.get('rows')} rows",
-        "validation": json.dumps(manifest.validation), "opset": str(manifest.opset),
+        # the percentile table's 110 values are for the runtime; --json shows them
+        "validation": json.dumps({k: v for k, v in manifest.validation.items() if k != "score_percentiles"}),
+        "opset": str(manifest.opset),
         "files": ", ".join(manifest.files), "versions": json.dumps(manifest.library_versions),
         "providers": ", ".join(ort.get_available_providers()),
     }

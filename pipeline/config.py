@@ -96,6 +96,21 @@ class TrainConfig(_Strict):
     progress: bool = True
 
 
+class Persistence(_Strict):
+    """Alarm persistence: a row is anomalous when at least `k` of the last `n` rows of its
+    own series (itself included) score above the threshold, the rule published SKAB methods
+    use against one-off spikes. k = n = 1 (the default) flags every exceedance. Sensor mode only."""
+
+    k: int = Field(1, ge=1)
+    n: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> "Persistence":
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) cannot exceed n ({self.n})")
+        return self
+
+
 class ThresholdConfig(_Strict):
     """How the alarm threshold is fitted on validation scores (higher score = more anomalous)."""
 
@@ -104,6 +119,7 @@ class ThresholdConfig(_Strict):
     contamination: float = Field(0.01, gt=0, lt=0.5)
     pot_initial_quantile: float = Field(0.98, gt=0.5, lt=1)
     pot_risk: float = Field(1e-3, gt=0, lt=0.5)  # target false-alarm rate
+    persistence: Persistence = Persistence()
 
 
 class AlertRules(_Strict):
@@ -138,6 +154,15 @@ class PipelineConfig(_Strict):
     train: TrainConfig = TrainConfig()
     threshold: ThresholdConfig = ThresholdConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _threshold_fits_the_data(self) -> "PipelineConfig":
+        """Settings that cannot work are refused here, before any data is read or trained on."""
+        if self.threshold.method == "best-f1" and not self.data.label_column:
+            raise ValueError("threshold method 'best-f1' needs labels: set data.label_column")
+        if self.threshold.persistence.n > 1 and self.data.mode != "sensor":
+            raise ValueError("alarm persistence counts rows of a series: it needs data.mode = 'sensor'")
+        return self
 
 
 def load_config(path: str | Path | None = None, **overrides: dict) -> PipelineConfig:

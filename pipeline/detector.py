@@ -28,14 +28,18 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     """Variational-autoencoder outlier detector; defaults are the measured library defaults.
 
     The constructor only stores its arguments; everything learned ends in `_`.
-    `threshold_` is the (1 − contamination) quantile of the training scores."""
+    `threshold_` is the (1 − contamination) quantile of the training scores. The default
+    contamination, 0.01, is the false-alarm rate `vad train`'s default threshold (the 0.99
+    quantile of validation scores) aims at, so Python and the command line flag alike; PyOD's
+    and scikit-learn's 0.1 assumes a tenth of the data is anomalous, which it rarely is."""
 
     def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
                  members: int = ModelConfig().members, likelihood: str = "bernoulli", scaling: str = ModelConfig().scaling, beta: float = TrainConfig().beta,
                  epochs: int = 100, batch_size: int | None = None, learning_rate: float | None = None,
                  patience: int = 10,
                  validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits,
-                 trim_fraction: float = TrainConfig().trim_fraction, contamination: float = 0.1, device: str = "auto",
+                 trim_fraction: float = TrainConfig().trim_fraction,
+                 contamination: float = ThresholdConfig().contamination, device: str = "auto",
                  random_state: int = 0, progress: bool = False) -> None:
         self.hidden = hidden
         self.latent = latent

@@ -9,10 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import platform
 import shutil
-import tempfile
 import warnings
 from datetime import datetime, timezone
 from importlib import metadata
@@ -24,11 +22,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from pipeline.errors import ExportParityError, ModelArtifactError, PipelineError
-from pipeline.faults import crash_point, pid_alive
+from pipeline.errors import ExportParityError, ModelArtifactError
+from pipeline.faults import crash_point
 from pipeline.graphs import GRAPH_IO, build_graphs
 from pipeline.quantize import INT8_GRAPH, quantize_scorer, score_drift
-from pipeline.manifest import LATEST, Manifest, ScalerSpec, write_manifest
+from pipeline.manifest import Manifest, ScalerSpec, new_staging, publish_version
 from pipeline.model import VAE
 from pipeline.schema import FeatureSchema
 from pipeline.threshold import Threshold
@@ -36,7 +34,6 @@ from pipeline.scaling import Scaler
 from pipeline.train import TrainResult
 
 OPSET = 20
-STAGING_PREFIX = ".staging-"  # then the exporting pid: a killed export's folder is recognised
 PARITY_TOLERANCE = 1e-5
 # Past PARITY_TOLERANCE, a difference is round-off when onnxruntime is no further from the
 # float64 evaluation of the same graph than this many times PyTorch's own float32 result is.
@@ -168,11 +165,8 @@ def export_model(
 
     Returns the version folder."""
     model_root = Path(root) / name
-    model_root.mkdir(parents=True, exist_ok=True)
     vae = result.model.cpu().eval()
-    remove_dead_staging(model_root)
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=model_root))
-    staging.chmod(0o755)  # mkdtemp makes it private; a published version is readable by all
+    staging = new_staging(model_root)
     try:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         props = {
@@ -205,37 +199,10 @@ def export_model(
             library_versions=library_versions(), opset=OPSET,
             graphs=graph_io,
         )
-        return _publish(staging, model_root, manifest)
+        return publish_version(staging, model_root, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def remove_dead_staging(model_root: Path) -> None:
-    """Delete staging folders of exports that were killed (their pid is gone). They were
-    never versions: only a complete folder is ever renamed to a version number."""
-    for folder in model_root.glob(f"{STAGING_PREFIX}*"):
-        pid = folder.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
-        if folder.is_dir() and (not pid.isdigit() or not pid_alive(int(pid))):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _publish(staging: Path, model_root: Path, manifest: Manifest) -> Path:
-    """Rename the staged folder to the next free version number, then move `latest`."""
-    for _ in range(100):
-        taken = [int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()]
-        version = str(max(taken, default=0) + 1)
-        manifest.version = version
-        write_manifest(staging, manifest)
-        try:
-            os.rename(staging, model_root / version)  # fails if another export took the number
-        except OSError:
-            continue
-        pointer = model_root / f".{LATEST}.tmp"
-        pointer.write_text(version + "\n")
-        os.replace(pointer, model_root / LATEST)
-        return model_root / version
-    raise PipelineError(f"could not claim a version number under '{model_root}'.")
 
 
 def _save_checkpoint(path: Path, result: TrainResult, training: dict) -> None:

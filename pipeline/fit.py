@@ -20,7 +20,7 @@ from pipeline.graphs import score_with_torch
 from pipeline.schema import (
     FeatureSchema, coerce, entity_bounds, fit_statistics, learn_schema, make_windows, sort_for_windows, to_matrix,
 )
-from pipeline.threshold import Threshold, fit_threshold
+from pipeline.threshold import Threshold, fit_threshold, percentile_table
 from pipeline.train import TrainResult, train_vae
 
 
@@ -173,7 +173,8 @@ def validation_record(calibrated: Calibrated) -> dict:
     result, scores = calibrated.result, calibrated.validation_scores
     return {"rows": int(len(scores)), "neg_beta_elbo": result.best_validation,
             "neg_elbo": result.history[result.best_epoch - 1]["validation_neg_elbo"],
-            "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)}}
+            "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)},
+            "score_percentiles": percentile_table(scores)}
 
 
 def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path) -> Path:

@@ -8,12 +8,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ModelArtifactError
+from pipeline.errors import ModelArtifactError, PipelineError
+from pipeline.faults import pid_alive
 from pipeline.scaling import Scaler
 from pipeline.schema import FeatureSchema
 from pipeline.threshold import Threshold
@@ -92,6 +96,7 @@ class Manifest(BaseModel):
     opset: int
     graphs: dict[str, dict]
     files: dict[str, str] = {}  # file name -> sha256
+    lineage: dict = {}  # a version made from another (a re-fitted threshold): its parent and why
 
     @field_validator("files")
     @classmethod
@@ -217,3 +222,44 @@ def verified_bytes(folder: Path, manifest: Manifest, name: str) -> bytes:
             "it was changed or truncated after export. Re-export the model."
         )
     return data
+
+
+# -- versions: assembled in a private folder, then renamed into place -------------------
+STAGING_PREFIX = ".staging-"  # then the writing pid: a killed writer's folder is recognised
+
+
+def new_staging(model_root: Path) -> Path:
+    """A private folder under `model_root` in which a version is assembled; dead writers'
+    folders are removed first."""
+    model_root.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(model_root)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=model_root))
+    staging.chmod(0o755)  # mkdtemp makes it private; a published version is readable by all
+    return staging
+
+
+def remove_dead_staging(model_root: Path) -> None:
+    """Delete staging folders of exports that were killed (their pid is gone). They were
+    never versions: only a complete folder is ever renamed to a version number."""
+    for folder in model_root.glob(f"{STAGING_PREFIX}*"):
+        pid = folder.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        if folder.is_dir() and (not pid.isdigit() or not pid_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish_version(staging: Path, model_root: Path, manifest: Manifest) -> Path:
+    """Rename the staged folder to the next free version number, then move `latest`."""
+    for _ in range(100):
+        taken = [int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()]
+        version = str(max(taken, default=0) + 1)
+        manifest.version = version
+        write_manifest(staging, manifest)
+        try:
+            os.rename(staging, model_root / version)  # fails if another export took the number
+        except OSError:
+            continue
+        pointer = model_root / f".{LATEST}.tmp"
+        pointer.write_text(version + "\n")
+        os.replace(pointer, model_root / LATEST)
+        return model_root / version
+    raise PipelineError(f"could not claim a version number under '{model_root}'.")

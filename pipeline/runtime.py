@@ -36,6 +36,7 @@ from pipeline.quantize import INT8_GRAPH
 from pipeline.schema import (
     InputReport, check_columns, coerce, entity_bounds, make_windows, sort_for_windows, source_matrix, to_matrix,
 )
+from pipeline.threshold import percentile_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -260,6 +261,7 @@ class Scorer:
         self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
         self._names = pl.Series(self.source_names, dtype=pl.Enum(self.source_names))
         self._kernel: KernelPool | None = None
+        self._percentiles = manifest.validation.get("score_percentiles")  # absent in older models
 
     @classmethod
     def load(cls, path: str | Path, provider: Provider = "auto", precision: Precision = "fp32") -> "Scorer":
@@ -379,15 +381,23 @@ class Scorer:
             share = np.take_along_axis(shares, index, axis=1)
         else:
             index, share = arrays.top_index, arrays.top_share
-        columns: dict[str, pl.Series] = {
-            "score": pl.Series(arrays.score.astype(np.float64)),
-            "is_anomaly": pl.Series(arrays.score > limit),
-        }
+        columns: dict[str, pl.Series] = {"score": pl.Series(arrays.score.astype(np.float64)),
+                                         "is_anomaly": pl.Series(self.flags(arrays.score, limit, keys))}
+        if self._percentiles is not None:
+            columns["percentile"] = pl.Series(percentile_of(arrays.score, self._percentiles))
         for i in range(k):  # column names as an Enum: a gather of small codes, no Python strings
             columns[f"top{i + 1}_feature"] = self._names.gather(index[:, i])
             columns[f"top{i + 1}_share"] = pl.Series(share[:, i].astype(np.float32, copy=False))
         scored = keys.with_columns(**columns) if keys.width else pl.DataFrame(columns)  # no key columns
         return scored, report
+
+    def flags(self, scores: np.ndarray, limit: float, keys: pl.DataFrame) -> np.ndarray:
+        """Rows above `limit`; with the model's persistence rule (k of the last n rows of each
+        entity's series, in time order), only those whose run of exceedances is long enough."""
+        rule = self.manifest.threshold.persistence
+        if rule.k <= 1:
+            return scores > limit
+        return persistent(scores > limit, entity_bounds(keys, self.schema), rule.k, rule.n)
 
     def score(self, frame: pl.DataFrame, **options) -> pl.DataFrame:
         """Score a frame; repairs (imputed values, unseen categories) are logged as warnings."""
@@ -426,6 +436,17 @@ class Scorer:
                 block = frame.select([f"{col.name}={c}" for c in col.categories]).to_numpy()
                 out[col.name] = pl.Series(np.asarray(col.categories)[block.argmax(axis=1)])
         return pl.DataFrame(out)
+
+
+def persistent(exceeds: np.ndarray, bounds: list[tuple[int, int]], k: int, n: int) -> np.ndarray:
+    """True where at least `k` of the last `n` rows of the same span (itself included) exceed;
+    a series' first rows count only the rows it has."""
+    flags = np.zeros_like(exceeds)
+    for start, stop in bounds:
+        counts = np.concatenate([[0], np.cumsum(exceeds[start:stop], dtype=np.int64)])
+        ends = np.arange(1, stop - start + 1)
+        flags[start:stop] = counts[ends] - counts[np.maximum(ends - n, 0)] >= k
+    return flags
 
 
 def default_chunk_rows(scorer: Scorer) -> int:

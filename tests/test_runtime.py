@@ -56,7 +56,8 @@ def test_row_and_column_order_do_not_change_scores(tabular_model: Path) -> None:
     scorer = Scorer.load(tabular_model)
     base = scorer.score(frame).sort("batch_id")
     shuffled = frame.sample(fraction=1.0, shuffle=True, seed=1).select(list(reversed(frame.columns)))
-    assert_frame_equal(scorer.score(shuffled).sort("batch_id"), base)
+    # Scores agree to float32 rounding; percentiles interpolate them, so compare both in points.
+    assert_frame_equal(scorer.score(shuffled).sort("batch_id"), base, abs_tol=1e-3)
 
 
 def test_iwae_bound_is_tighter_than_mc_elbo_with_the_same_draws(tabular_model: Path) -> None:
