@@ -46,7 +46,11 @@ def combine(parts: list[str], output: str) -> str:
     return str(partitions.combine_parts(parts, output))
 
 
-@flow(name="vad-score-partitions", task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1}))
+# A local cluster listens on loopback only, its dashboard too (Dask's default is every interface).
+LOCAL_CLUSTER = {"threads_per_worker": 1, "processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:8787"}
+
+
+@flow(name="vad-score-partitions", task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, **LOCAL_CLUSTER}))
 def score_partitions_flow(source: str, output: str, model: str = "exported/demo-tabular",
                           rows_per_partition: int = 262_144) -> str:
     """Plan the partitions, score each on the cluster, combine them in order."""
@@ -62,7 +66,7 @@ def score_partitions_flow(source: str, output: str, model: str = "exported/demo-
 def with_cluster(address: Optional[str], workers: int):  # noqa: ANN201 - a Prefect flow object
     """The flow on an existing Dask scheduler (by address), or on a local cluster of `workers` processes."""
     runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
-        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+        cluster_kwargs={"n_workers": workers, **LOCAL_CLUSTER})
     return score_partitions_flow.with_options(task_runner=runner)
 
 

@@ -9,6 +9,7 @@ missing; the scores are written before delivery starts and never depend on it.""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 from pipeline.alerts import summary_text
@@ -60,6 +61,15 @@ def notify_block(slug: str, alert: dict) -> None:
         raise DeliveryError(f"block '{slug}' is neither a notification block nor a webhook block.")
 
 
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^@/\s'\"<>]*@)?(?P<host>[^/\s'\"<>?#]+)[^\s'\"<>]*")
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL cut to its scheme and host: webhook URLs hold their secret in the
+    path or query (and sometimes user:password@), and error messages quote them whole."""
+    return _URL.sub(lambda m: f"{m['scheme']}{m['host']}/<redacted>", text)
+
+
 def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
     """Send the alert to every sink it has not reached yet; {sink: sent | already-sent}."""
     outcome: dict[str, str] = {}
@@ -71,8 +81,9 @@ def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
         try:
             emit_alert_event(alert) if sink == EVENT_SINK else notify_block(sink, alert)
         except Exception as error:  # noqa: BLE001 - every sink is tried; failures are re-raised below
-            log.warning("alert %s: sink %s failed: %s", alert["alert_id"], sink, error)
-            failures.append(f"{sink}: {error}")
+            reason = redact_urls(str(error))  # a webhook's URL carries its token: never into a log
+            log.warning("alert %s: sink %s failed: %s", alert["alert_id"], sink, reason)
+            failures.append(f"{sink}: {reason}")
             continue
         crash_point("sent")
         ledger.mark_delivered(alert["alert_id"], sink)

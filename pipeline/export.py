@@ -22,11 +22,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from pipeline.errors import ExportParityError, ModelArtifactError
+from pipeline.errors import ExportParityError, ModelArtifactError, PipelineError
 from pipeline.faults import crash_point
 from pipeline.graphs import GRAPH_IO, build_graphs
 from pipeline.quantize import INT8_GRAPH, quantize_scorer, score_drift
-from pipeline.manifest import Manifest, ScalerSpec, new_staging, publish_version
+from pipeline.manifest import MODEL_NAME, Manifest, ScalerSpec, new_staging, publish_version
 from pipeline.model import VAE
 from pipeline.schema import FeatureSchema
 from pipeline.threshold import Threshold
@@ -164,6 +164,9 @@ def export_model(
     `int8`, the int8 scorer too, and its score change on the probe in the manifest.
 
     Returns the version folder."""
+    if not MODEL_NAME.fullmatch(name):
+        raise PipelineError(f"model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
+                            "starting with a letter or digit (a name, never a path).")
     model_root = Path(root) / name
     vae = result.model.cpu().eval()
     staging = new_staging(model_root)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from pipeline.threshold import Threshold
 SCHEMA_VERSION = 2  # 2: optional monotone input map in `scaler` (knots, levels, tail)
 MANIFEST = "manifest.json"
 LATEST = "latest"
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # as PipelineConfig.name
 SCORE_DEFINITION = (
     "negative ELBO with z = mu: sum over inputs of -log p(x_i | z = mu) in the units of the "
     "scaler's input map (raw feature units when it has none) "
@@ -97,6 +99,29 @@ class Manifest(BaseModel):
     graphs: dict[str, dict]
     files: dict[str, str] = {}  # file name -> sha256
     lineage: dict = {}  # a version made from another (a re-fitted threshold): its parent and why
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """The model's name names folders and output files: a name, never a path."""
+        if not MODEL_NAME.fullmatch(name):
+            raise ValueError(f"name {name!r} is not a model name (letters, digits, '.', '_', '-')")
+        return name
+
+    @field_validator("version")
+    @classmethod
+    def _plain_version(cls, version: str) -> str:
+        """Versions are numbers (`pending` while an export assembles it): never a path."""
+        if not (version.isdigit() and version.isascii()) and version != "pending":
+            raise ValueError(f"version {version!r} is not a version number")
+        return version
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite_threshold(cls, threshold: Threshold) -> Threshold:
+        if not math.isfinite(threshold.value):
+            raise ValueError(f"threshold {threshold.value!r} is not a finite number")
+        return threshold
 
     @field_validator("files")
     @classmethod

@@ -152,6 +152,10 @@ def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, p
         raise ModelArtifactError(
             f"'{path}' is not this model's {graph} graph (it says {found}, {io}; the manifest expects {wanted}, "
             f"{manifest.graphs.get(graph)}). Files from different exports were mixed; re-export the model.")
+    if "threshold" in meta and float(meta["threshold"]) != manifest.threshold.value:
+        raise ModelArtifactError(
+            f"'{path}' was exported with threshold {meta['threshold']}, but the manifest says "
+            f"{manifest.threshold.value!r}: the manifest was edited. Re-fit thresholds with `vad threshold`.")
     takes_rows = graph in ("scorer", INT8_GRAPH, "scorer_sampled")
     if takes_rows and session.get_inputs()[0].shape[1] != len(manifest.input_names):
         raise ModelArtifactError(f"'{path}' takes {session.get_inputs()[0].shape[1]} inputs; the manifest lists "
@@ -464,10 +468,13 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     rows are sorted by entity and time before windowing. Each output row carries the input
     file name. On any error the temporary file is removed and nothing is left behind."""
     files = ingest.resolve_sources(source)
+    output = Path(output)
+    if any(output.resolve() == file.resolve() for file in files):
+        raise PipelineError(f"the output '{output}' is one of the inputs: scoring would replace the data it reads. "
+                            "Choose another --output.")
     chunk_rows = chunk_rows or default_chunk_rows(scorer)
     for file in files:  # every file's columns are checked before anything is written
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
-    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temporaries(output)
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")

@@ -97,3 +97,12 @@ def test_exported_detector_alerts_at_the_severity_its_scores_warrant(fitted: VAE
     scored = pl.DataFrame({"score": [just_past] * 3, "is_anomaly": [True] * 3})
     alert, _ = evaluate(scored, manifest, AlertRules(), batch_file="batch.csv", identity="x", last_alerts={})
     assert alert is not None and alert["severity"] == "warning"
+
+
+@pytest.mark.parametrize("name", ["../../../x", "a/b", ".hidden", ""])
+def test_export_name_is_a_name_not_a_path(fitted: VAEDetector, tmp_path: Path, name: str) -> None:
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="never a path"):
+        fitted.export(tmp_path / "root", name)
+    assert not (tmp_path / "x").exists() and not list(tmp_path.rglob("*.onnx"))

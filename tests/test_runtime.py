@@ -213,3 +213,13 @@ def test_a_large_file_streams_with_flat_memory(tmp_path: Path) -> None:
     rows, before, peak = (int(v) for v in done.stdout.split()[-3:])
     assert rows == 4_000_000
     assert (peak - before) / 1024 < 350, f"resident memory grew by {(peak - before) / 1024:.0f} MB"
+
+
+def test_output_that_is_one_of_the_inputs_is_refused_before_anything_is_written(tabular_model: Path,
+                                                                                 tmp_path: Path) -> None:
+    victim = tmp_path / "batch.parquet"
+    pl.read_csv(TABLE).write_parquet(victim)
+    before = victim.read_bytes()
+    with pytest.raises(PipelineError, match="is one of the inputs"):
+        score_files(Scorer.load(tabular_model), tmp_path, tmp_path / "." / "batch.parquet")
+    assert victim.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["batch.parquet"]

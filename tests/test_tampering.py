@@ -119,10 +119,19 @@ def test_manifest_file_names_cannot_leave_the_folder(model: Path, name: str) -> 
     ({"scaler__levels": [[float(QUANTILE_KNOTS - k) for k in range(QUANTILE_KNOTS)]] * 7}, "levels must not decrease"),
     ({"input_names": ["a", "b"]}, "input_names do not match"),
     ({"threshold": "high"}, "invalid at `threshold`"),
+    ({"version": "../../../../escaped"}, "is not a version number"),  # it names output files
+    ({"name": "../escaped"}, "is not a model name"),
+    ({"threshold__value": float("nan")}, "is not a finite number"),
 ])
 def test_manifest_edited_out_of_shape(model: Path, change: dict, fragment: str) -> None:
     edit_manifest(model, **change)
     refused(model, fragment)
+
+
+def test_manifest_threshold_that_its_graphs_do_not_carry_is_refused(model: Path) -> None:
+    """1e300 is a number, but each graph's metadata holds the threshold it was exported with."""
+    edit_manifest(model, threshold__value=1e300)
+    refused(model, "was exported with threshold", "the manifest was edited")
 
 
 def test_manifest_that_is_not_json(model: Path) -> None:

@@ -47,6 +47,21 @@ def test_dask_cluster_scores_like_one_process(prefect_server: dict[str, str], la
     assert "scored on 2 worker process(es)" in result.stdout + result.stderr  # both workers took partitions
     on_dask, alone = pl.read_parquet(tmp_path / "dask.parquet"), pl.read_parquet(single)
     assert on_dask.columns == alone.columns and on_dask.height == alone.height == 60_000
-    assert on_dask.drop("score").equals(alone.drop("score"))  # keys, flags, top features, in order
+    derived = ["score", "percentile"]
+    assert on_dask.drop(derived).equals(alone.drop(derived))  # keys, flags, top features, in order
     np.testing.assert_allclose(on_dask["score"].to_numpy(), alone["score"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(on_dask["percentile"].to_numpy(), alone["percentile"].to_numpy(), atol=1e-3)
     assert not list(tmp_path.glob(".parts-*"))  # the partition parts were cleaned up
+
+
+def test_local_cluster_listens_on_loopback_only() -> None:
+    """Dask's default binds the scheduler's dashboard to every interface (0.0.0.0:8787)."""
+    from distributed import LocalCluster
+
+    from flows.score_partitions import LOCAL_CLUSTER
+
+    with LocalCluster(n_workers=1, **{**LOCAL_CLUSTER, "dashboard_address": "127.0.0.1:0"}) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+        assert all(worker.startswith("tcp://127.0.0.1:") for worker in cluster.scheduler_info["workers"])
+    assert LOCAL_CLUSTER["host"] == "127.0.0.1" and LOCAL_CLUSTER["dashboard_address"].startswith("127.0.0.1:")

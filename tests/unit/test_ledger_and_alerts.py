@@ -112,3 +112,15 @@ def test_severity_grows_with_distance_past_the_threshold() -> None:
     assert alerts.severity(10.5, 10.0, 9.0, rules)[0] == "warning"
     assert alerts.severity(11.5, 10.0, 9.0, rules) == ("high", 1.5)
     assert alerts.severity(14.0, 10.0, 9.0, rules)[0] == "critical"
+
+
+def test_webhook_urls_are_cut_to_their_host_in_delivery_errors() -> None:
+    """httpx quotes the whole URL in its errors; a webhook's URL is its secret."""
+    from pipeline.delivery import redact_urls
+
+    error = ("Client error '404 Not Found' for url 'https://hooks.example.com/services/T0/B1/s3cr3t?token=abc123'; "
+             "also http://user:pa55@127.0.0.1:9/hook")
+    redacted = redact_urls(error)
+    for secret in ("s3cr3t", "abc123", "pa55", "user", "services"):
+        assert secret not in redacted
+    assert "https://hooks.example.com/<redacted>" in redacted and "http://127.0.0.1:9/<redacted>" in redacted
