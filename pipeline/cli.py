@@ -191,7 +191,7 @@ def inspect(
                      + ")" + (f" {manifest.threshold.note}" if manifest.threshold.note else ""),
         "lineage": json.dumps(manifest.lineage) if manifest.lineage else "-",
         "training data": json.dumps(manifest.training_data.get("sha256", ""))[:20] + f"… {manifest.training_data.get('rows')} rows",
-        # the percentile table's 110 values are for the runtime; --json shows them
+        # the percentile table's 112 values are for the runtime; --json shows them
         "validation": json.dumps({k: v for k, v in manifest.validation.items() if k != "score_percentiles"}),
         "opset": str(manifest.opset),
         "files": ", ".join(manifest.files), "versions": json.dumps(manifest.library_versions),
