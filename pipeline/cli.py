@@ -93,7 +93,7 @@ def score(
     precision: Annotated[str, typer.Option(help="fp32, or int8 for a model exported with its int8 scorer.")] = "fp32",
     top_k: Annotated[int, typer.Option(help="Contributing features per row.")] = 3,
     chunk_rows: Annotated[Optional[int], typer.Option(
-        help="Rows read per chunk (tabular); default 65536, or 262144 when scoring on a GPU.")] = None,
+        min=1, help="Rows read per chunk (tabular); default 65536, or 262144 when scoring on a GPU.")] = None,
     show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,
 ) -> None:
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
@@ -205,7 +205,7 @@ def inspect(
 @app.command()
 def sample(
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
-    n: Annotated[int, typer.Option("-n", help="Rows to generate.")] = 10,
+    n: Annotated[int, typer.Option("-n", min=1, help="Rows to generate.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     output: Annotated[Optional[Path], typer.Option(help="Write to a .parquet/.csv/.ndjson file.")] = None,
 ) -> None:

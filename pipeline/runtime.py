@@ -220,9 +220,11 @@ class KernelPool:
 
     def run(self, outputs: list[str], x: np.ndarray) -> list[np.ndarray]:
         """The named outputs for all rows of `x` (C-contiguous float32), chunk results joined."""
+        if len(x) == 0:  # the graph cannot broadcast over zero rows: answer with empty outputs
+            return empty_outputs((self.gpu or self.cpu[0]), outputs)
         on_gpu = self.on_gpu(len(x))
         chunk = self.gpu_chunk if on_gpu else self.chunk
-        starts = range(0, max(len(x), 1), chunk)  # an empty batch still runs once, for its shapes
+        starts = range(0, len(x), chunk)
         if on_gpu:
             parts = [self.gpu.run(outputs, {"x": x[i:i + chunk]}) for i in starts]
         elif self._pool is None or len(x) <= chunk:
@@ -232,6 +234,14 @@ class KernelPool:
         if len(parts) == 1:
             return parts[0]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
+
+
+def empty_outputs(session: ort.InferenceSession, names: list[str]) -> list[np.ndarray]:
+    """The named outputs for zero rows, shaped and typed as the graph declares them."""
+    types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
+    declared = {o.name: o for o in session.get_outputs()}
+    return [np.zeros([0, *[d if isinstance(d, int) else 0 for d in declared[n].shape[1:]]], types[declared[n].type])
+            for n in names]
 
 
 @dataclass
@@ -325,6 +335,8 @@ class Scorer:
             raise PipelineError(f"estimator must be one of elbo, mc, iwae, got {estimator!r}.")
         if samples < 1:
             raise PipelineError(f"samples must be ≥ 1, got {samples}.")
+        if len(x) == 0:
+            return ScoreArrays(np.zeros(0, np.float32), np.zeros((0, x.shape[1]), np.float32))
         rng = np.random.default_rng(seed)
         latent = int(self.manifest.model["latent"])
         session = self.session("scorer_sampled")
@@ -361,7 +373,10 @@ class Scorer:
         matrix, report = to_matrix(frame, self.schema, file, row_offset)
         report.resorted = resorted
         if self.schema.mode == "sensor" and self.schema.window and self.schema.window.length > 1:
-            matrix, _ = make_windows(matrix, entity_bounds(frame, self.schema), self.schema.window, pad=True)
+            if frame.height:
+                matrix, _ = make_windows(matrix, entity_bounds(frame, self.schema), self.schema.window, pad=True)
+            else:  # no series, no windows: an empty batch scores to an empty frame
+                matrix = np.zeros((0, len(self.manifest.input_names)), np.float32)
         return matrix, frame.select(self.schema.key_columns), report
 
     def score_with_report(self, frame: pl.DataFrame, *, estimator: Estimator = "elbo", samples: int = 16,
@@ -423,6 +438,8 @@ class Scorer:
         """Synthetic normal rows: decoder means at z ~ N(0, I) of a member drawn per row (the
         ensemble as a mixture), in raw units (one column per model input; in tabular mode
         one-hot groups collapse back to their most likely category)."""
+        if n < 1:
+            raise PipelineError(f"the number of rows to sample must be at least 1, got {n}.")
         rng = np.random.default_rng(seed)
         members, latent = int(self.manifest.model.get("members", 1)), int(self.manifest.model["latent"])
         z = rng.standard_normal((n, members, latent), dtype=np.float32)

@@ -166,3 +166,12 @@ def test_training_error_names_the_file_among_several(tmp_path: Path) -> None:
                  "--epochs", "1", "--no-progress")
     assert_one_line_error(result, "missing value", "b.csv", "column 'pressure'", "row 10")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.onnx"))
+
+
+@pytest.mark.parametrize(("args", "option"), [(["sample", "{model}", "-n", "0"], "'-n'"),
+                                              (["sample", "{model}", "-n", "-1"], "'-n'"),
+                                              (["score", "{model}", str(TABLE),
+                                                "--chunk-rows", "0"], "'--chunk-rows'")])
+def test_counts_below_one_are_usage_errors_not_crashes(tabular_model: Path, args: list[str], option: str) -> None:
+    result = vad(*[a.replace("{model}", str(tabular_model)) for a in args])
+    assert result.returncode == 2 and option in result.stderr and "Traceback" not in result.stderr

@@ -223,3 +223,19 @@ def test_output_that_is_one_of_the_inputs_is_refused_before_anything_is_written(
     with pytest.raises(PipelineError, match="is one of the inputs"):
         score_files(Scorer.load(tabular_model), tmp_path, tmp_path / "." / "batch.parquet")
     assert victim.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["batch.parquet"]
+
+
+@pytest.mark.parametrize("estimator", ["elbo", "iwae"])
+def test_zero_rows_score_to_an_empty_frame_with_every_column(tabular_model: Path, sensor_model: Path,
+                                                             estimator: str) -> None:
+    """onnxruntime cannot broadcast over zero rows: a batch with none gets empty outputs, not its error."""
+    for model, data in ((tabular_model, pl.read_csv(TABLE)), (sensor_model, pl.read_parquet(BATCH))):
+        scorer = Scorer.load(model)
+        empty = scorer.score(data.head(0), estimator=estimator)
+        assert empty.height == 0 and empty.columns == scorer.score(data.head(50), estimator=estimator).columns
+    assert scorer.encode(data.head(0)).height == 0
+
+
+def test_sampling_no_rows_is_refused_clearly(tabular_model: Path) -> None:
+    with pytest.raises(PipelineError, match="at least 1"):
+        Scorer.load(tabular_model).sample(0)
