@@ -32,7 +32,7 @@ def _split(text: str | None) -> list[str] | None:
 @app.command()
 def train(
     source: Annotated[str, typer.Argument(help="Training data: a file, glob or folder (CSV, Parquet, NDJSON, Arrow).")],
-    config: Annotated[Optional[Path], typer.Option(help="TOML config with [data], [model], [train], [threshold].")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML config with sections data, model, train, threshold, export.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name (folder under --out).")] = None,
     out: Annotated[Path, typer.Option(help="Root folder of exported models.")] = Path("exported"),
     mode: Annotated[Optional[str], typer.Option(help="tabular or sensor.")] = None,
@@ -171,6 +171,8 @@ def inspect(
     """Show a model's manifest, schema, threshold and the available providers."""
     import onnxruntime as ort
 
+    from pipeline.runtime import select_providers
+
     from pipeline.manifest import read_manifest, resolve_model_dir
 
     folder = resolve_model_dir(model)
@@ -195,7 +197,9 @@ def inspect(
         "validation": json.dumps({k: v for k, v in manifest.validation.items() if k != "score_percentiles"}),
         "opset": str(manifest.opset),
         "files": ", ".join(manifest.files), "versions": json.dumps(manifest.library_versions),
-        "providers": ", ".join(ort.get_available_providers()),
+        # installed is not usable: onnxruntime-gpu lists CUDA and TensorRT on machines without a GPU
+        "providers": f"{', '.join(select_providers('auto'))} usable here (installed: "
+                     f"{', '.join(ort.get_available_providers())})",
     }
     for key, value in facts.items():
         table.add_row(key, value)
@@ -242,6 +246,24 @@ def exit_on_user_error(run: Callable[[], object]) -> None:
     except (PipelineError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("vae-pipeline")
+        except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+            from pipeline import __version__ as version
+        console.print(f"vad {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = False) -> None:
+    """VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring."""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -175,3 +175,12 @@ def test_training_error_names_the_file_among_several(tmp_path: Path) -> None:
 def test_counts_below_one_are_usage_errors_not_crashes(tabular_model: Path, args: list[str], option: str) -> None:
     result = vad(*[a.replace("{model}", str(tabular_model)) for a in args])
     assert result.returncode == 2 and option in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version_help_and_providers_say_what_is_true(tabular_model: Path) -> None:
+    assert vad("--version").stdout.strip() == "vad 0.1.0"
+    helped = " ".join(vad("train", "--help").stdout.split())
+    assert "TOML config with sections data," in helped and ", , ," not in helped  # no markup eaten
+    shown = " ".join(vad("inspect", str(tabular_model)).stdout.split())
+    usable = "CUDAExecutionProvider" if Path("/dev/nvidiactl").exists() else "CPUExecutionProvider"
+    assert f"{usable} usable here" in shown  # onnxruntime-gpu lists CUDA even where no GPU is
