@@ -6,7 +6,7 @@ earlier alerts, so a re-run builds the same alert."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import polars as pl
 
@@ -27,6 +27,11 @@ def severity(peak: float, threshold: float, normal: float, rules: AlertRules) ->
     exceedance = (peak - threshold) / spread
     level = "critical" if exceedance >= rules.critical_at else "high" if exceedance >= rules.high_at else "warning"
     return level, float(exceedance)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware in UTC, so times with and without a zone compare (naive ones are taken as UTC)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def _iso(value: object) -> str:
@@ -52,7 +57,10 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
         entity, first_time = row["_entity"], row["first_time"]
         previous = last_alerts.get(entity)
         if time_col and previous is not None and isinstance(first_time, datetime):
-            if first_time - datetime.fromisoformat(previous) < timedelta(minutes=rules.cooldown_minutes):
+            # Only an earlier alarm cools an entity down: a later one (a clock that ran ahead, or
+            # batches out of order) would otherwise silence it until its own clock came round.
+            since = _utc(first_time) - _utc(datetime.fromisoformat(previous))
+            if timedelta(0) <= since < timedelta(minutes=rules.cooldown_minutes):
                 suppressed.append(entity)
                 continue
         alerting.append({"entity": entity, "first_alarm": _iso(first_time) if time_col else None,

@@ -124,3 +124,25 @@ def test_webhook_urls_are_cut_to_their_host_in_delivery_errors() -> None:
     for secret in ("s3cr3t", "abc123", "pa55", "user", "services"):
         assert secret not in redacted
     assert "https://hooks.example.com/<redacted>" in redacted and "http://127.0.0.1:9/<redacted>" in redacted
+
+
+def test_a_clock_that_ran_ahead_does_not_silence_an_entity(manifest) -> None:  # noqa: ANN001
+    """One batch stamped 2099 once suppressed that machine's alerts until 2099."""
+    limit, start = manifest.threshold.value, datetime(2026, 11, 1)
+    burst = scored_frame(limit, {"press-01": [1, 2, 3]}, start)
+    from_the_future = {"press-01": datetime(2099, 1, 1).isoformat()}
+    alert, _ = alerts.evaluate(burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x",
+                               last_alerts=from_the_future)
+    assert alert is not None and [e["entity"] for e in alert["entities"]] == ["press-01"]
+
+
+def test_zoned_and_naive_times_compare_without_a_type_error(manifest) -> None:  # noqa: ANN001
+    """A batch with zoned timestamps after one without raised TypeError and poisoned every later run."""
+    from datetime import timezone
+
+    limit = manifest.threshold.value
+    zoned = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2026, 11, 1, tzinfo=timezone.utc))
+    naive_recent = {"press-01": datetime(2026, 10, 31, 23, 50).isoformat()}  # 15 min before the burst
+    alert, _ = alerts.evaluate(zoned, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x",
+                               last_alerts=naive_recent)
+    assert alert is None  # cooling down, compared as UTC
