@@ -370,7 +370,7 @@ class Scorer:
         resorted = False
         if self.schema.mode == "sensor":
             frame, resorted = sort_for_windows(frame, self.schema, file, row_offset)
-        matrix, report = to_matrix(frame, self.schema, file, row_offset)
+        matrix, report = to_matrix(frame, self.schema, file, row_offset, keep_infinite=True)
         report.resorted = resorted
         if self.schema.mode == "sensor" and self.schema.window and self.schema.window.length > 1:
             if frame.height:

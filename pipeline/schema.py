@@ -256,12 +256,16 @@ def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file:
 
 
 def to_matrix(
-    frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None, row_offset: int = 0
+    frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None, row_offset: int = 0,
+    keep_infinite: bool = False,
 ) -> tuple[np.ndarray, InputReport]:
     """One-hot encode and check a coerced frame: float32 rows × `schema.row_features`.
 
     Missing or infinite numbers fail under the `error` policy (naming file, column and row)
-    and take the training median under `impute`. Unseen categories encode as all zeros."""
+    and take the training median under `impute`. With `keep_infinite` (scoring), an infinite
+    reading is not imputed: it is an overflow, the most extreme value there is, and the graphs
+    clip it so it scores as far out; filling it with the median hid it as normal.
+    Unseen categories encode as all zeros."""
     report = InputReport(rows=frame.height)
     fast = _all_finite_floats(frame, schema)
     if fast is not None:
@@ -275,7 +279,7 @@ def to_matrix(
             values = frame[col.name].to_numpy()
             if values.dtype.kind != "f":
                 values = values.astype(np.float64)
-            bad = ~np.isfinite(values)
+            bad = np.isnan(values) if keep_infinite and schema.missing == "impute" else ~np.isfinite(values)
             if bad.any():
                 if schema.missing == "error":
                     row = int(np.flatnonzero(bad)[0])

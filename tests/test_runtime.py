@@ -239,3 +239,20 @@ def test_zero_rows_score_to_an_empty_frame_with_every_column(tabular_model: Path
 def test_sampling_no_rows_is_refused_clearly(tabular_model: Path) -> None:
     with pytest.raises(PipelineError, match="at least 1"):
         Scorer.load(tabular_model).sample(0)
+
+
+def test_an_overflowed_reading_scores_as_extreme_under_impute(tmp_path: Path) -> None:
+    """Under `missing = "impute"`, NaN takes the training median; inf (1e309 in a CSV) did too,
+    and scored as normal while 1e300 was flagged. An overflow is the most extreme reading."""
+    from common import DATA, FAST_TRAIN
+    from pipeline.config import load_config
+    from pipeline.fit import fit_model
+
+    config = load_config(DATA / "tabular.toml", data={"missing": "impute"}, train=FAST_TRAIN)
+    scorer = Scorer.load(fit_model(DATA / "tabular" / "history.csv", config, tmp_path).version_dir)
+    batch = pl.read_csv(TABLE).head(4).with_columns(
+        temperature=pl.Series([float("inf"), 1e300, float("nan"), 180.0]))
+    scored, report = scorer.score_with_report(batch)
+    score = scored["score"].to_numpy()
+    assert scored["is_anomaly"][0] and score[0] >= score[1] > score[3]  # inf as far out as 1e300
+    assert report.imputed == {"temperature": 1}  # the NaN alone
