@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.atomic import atomic_output
 from pipeline.errors import DataError
 
 FORMATS: dict[str, str] = {
@@ -212,17 +213,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def write_frame(frame: pl.DataFrame, path: str | Path) -> Path:
-    """Write a frame as Parquet, CSV or NDJSON (by suffix) atomically: temp file, then rename."""
+    """Write a frame as Parquet, CSV or NDJSON (by suffix), atomically (pipeline.atomic)."""
     path = Path(path)
     fmt = file_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_output(path) as temporary:
         writer = {"parquet": frame.write_parquet, "csv": frame.write_csv,
                   "ndjson": frame.write_ndjson, "ipc": frame.write_ipc}[fmt]
         writer(temporary)
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return path

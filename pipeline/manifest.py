@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
+from pipeline.atomic import atomic_output
 from pipeline.errors import ModelArtifactError, PipelineError
 from pipeline.faults import pid_alive
 from pipeline.scaling import Scaler
@@ -283,8 +284,7 @@ def publish_version(staging: Path, model_root: Path, manifest: Manifest) -> Path
             os.rename(staging, model_root / version)  # fails if another export took the number
         except OSError:
             continue
-        pointer = model_root / f".{LATEST}.tmp"
-        pointer.write_text(version + "\n")
-        os.replace(pointer, model_root / LATEST)
+        with atomic_output(model_root / LATEST) as pointer:
+            pointer.write_text(version + "\n")
         return model_root / version
     raise PipelineError(f"could not claim a version number under '{model_root}'.")

@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline import ingest
+from pipeline.atomic import atomic_output
 from pipeline.errors import PipelineError
 from pipeline.runtime import Scorer, score_files
 from pipeline.schema import check_columns
@@ -66,18 +67,14 @@ def combine_parts(parts: list[str], output: str | Path) -> Path:
     if not parts:
         raise PipelineError("there are no scored partitions to combine.")
     output = Path(output)
-    temporary = output.with_name(f".{output.name}.tmp")
-    writer = None
-    try:
-        for part in parts:
-            table = pq.read_table(part)
-            writer = writer or pq.ParquetWriter(temporary, table.schema, compression="zstd")
-            writer.write_table(table)
-        writer.close()
-        temporary.replace(output)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_output(output) as temporary:
+        writer = None
+        try:
+            for part in parts:
+                table = pq.read_table(part)
+                writer = writer or pq.ParquetWriter(temporary, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
     return output

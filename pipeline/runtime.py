@@ -29,8 +29,9 @@ import pyarrow.parquet as pq
 from scipy.special import logsumexp
 
 from pipeline import ingest
-from pipeline.errors import ModelArtifactError, PipelineError
-from pipeline.faults import crash_point, pid_alive
+from pipeline.atomic import atomic_output
+from pipeline.errors import DataError, ModelArtifactError, PipelineError
+from pipeline.faults import crash_point
 from pipeline.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
 from pipeline.quantize import INT8_GRAPH
 from pipeline.schema import (
@@ -492,9 +493,6 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     chunk_rows = chunk_rows or default_chunk_rows(scorer)
     for file in files:  # every file's columns are checked before anything is written
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_temporaries(output)
-    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     report = ScoreReport(output=output, files=files, threshold=scorer.threshold if threshold is None else threshold)
     best: list[tuple[float, int, dict]] = []
     tiebreak = itertools.count()  # equal scores (the same row in two files) must never compare the dicts
@@ -502,43 +500,41 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     writing = ThreadPoolExecutor(1, thread_name_prefix="vad-write")  # writes chunk n while n + 1 is scored
     pending = None
     options = dict(estimator=estimator, samples=samples, seed=seed, threshold=threshold, top_k=top_k)
-    try:
-        # Three stages overlap: reading and preparing (a thread, up to two chunks ahead),
-        # scoring (a thread, one chunk ahead of this one) and writing (a thread, one behind).
-        for file, scored, inputs in _prefetched(_scored_chunks(scorer, files, chunk_rows, options), depth=1):
-            scored = scored.with_columns(source_file=pl.lit(file.name, dtype=pl.Enum([file.name])))
-            crash_point("score")
-            table = scored.to_arrow()
-            if writer is None:
-                writer = open_scores_writer(temporary, table.schema, top_k)
+    with atomic_output(output) as temporary:
+        try:
+            # Three stages overlap: reading and preparing (a thread, up to two chunks ahead),
+            # scoring (a thread, one chunk ahead of this one) and writing (a thread, one behind).
+            for file, scored, inputs in _prefetched(_scored_chunks(scorer, files, chunk_rows, options), depth=1):
+                scored = scored.with_columns(source_file=pl.lit(file.name, dtype=pl.Enum([file.name])))
+                crash_point("score")
+                table = scored.to_arrow()
+                if writer is None:
+                    writer = open_scores_writer(temporary, table.schema, top_k)
+                if pending is not None:
+                    pending.result()
+                    crash_point("write")
+                pending = writing.submit(writer.write_table, table)
+                report.rows += scored.height
+                report.anomalies += int(scored["is_anomaly"].sum())
+                report.inputs.add(inputs)
+                floor = best[0][0] if best and len(best) == keep_top else -np.inf  # only rows that can enter
+                for row in scored.filter(pl.col("score") > floor).top_k(keep_top, by="score").iter_rows(named=True):
+                    heapq.heappush(best, (row["score"], next(tiebreak), row))
+                    if len(best) > keep_top:
+                        heapq.heappop(best)
             if pending is not None:
                 pending.result()
                 crash_point("write")
-            pending = writing.submit(writer.write_table, table)
-            report.rows += scored.height
-            report.anomalies += int(scored["is_anomaly"].sum())
-            report.inputs.add(inputs)
-            floor = best[0][0] if best and len(best) == keep_top else -np.inf  # only rows that can enter
-            for row in scored.filter(pl.col("score") > floor).top_k(keep_top, by="score").iter_rows(named=True):
-                heapq.heappush(best, (row["score"], next(tiebreak), row))
-                if len(best) > keep_top:
-                    heapq.heappop(best)
-        if pending is not None:
-            pending.result()
-            crash_point("write")
-        if writer is not None:
-            writer.close()
-            writer = None
-        os.replace(temporary, output)
-    except BaseException:
-        if pending is not None:
-            pending.exception()  # let a write in flight finish before the file is closed
-        if writer is not None:
-            writer.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    finally:
-        writing.shutdown()
+            if writer is None:
+                raise DataError(f"there are no rows to score in '{source}'.")
+        except BaseException:
+            if pending is not None:
+                pending.exception()  # let a write in flight finish before the file is closed
+            raise
+        finally:
+            if writer is not None:
+                writer.close()
+            writing.shutdown()
     report.top = [row for _, _, row in sorted(best, key=lambda item: -item[0])]
     return report
 
@@ -554,14 +550,6 @@ def open_scores_writer(path: Path, schema: pa.Schema, top_k: int) -> pq.ParquetW
     ranked = {f"top{i + 1}_{what}" for i in range(top_k) for what in ("feature", "share")}
     return pq.ParquetWriter(path, schema, compression=compression, store_schema=False, use_dictionary=texts,
                             write_statistics=[n for n in schema.names if n not in ranked])
-
-
-def _remove_dead_temporaries(output: Path) -> None:
-    """Delete temporary outputs left by killed runs (their pid is gone); a live run's stays."""
-    for leftover in output.parent.glob(f".{output.name}.tmp-*"):
-        pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
 
 
 def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: dict
