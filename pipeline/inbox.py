@@ -5,6 +5,7 @@ content and the model version, and an alert is built once and then only re-read.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pipeline.ledger import Ledger
 from pipeline.runtime import Scorer, score_files
 
 LEDGER_FILE = "ledger.sqlite"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,17 +34,28 @@ class Batch:
 
 def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
     """Every readable file in the inbox (folder or glob), with its content identity. An
-    empty inbox is not an error: a schedule often fires before anything arrived."""
+    empty inbox is not an error: a schedule often fires before anything arrived. Symbolic
+    links are not followed, and files that are not batches are named in the log."""
     try:
         files = ingest.resolve_sources(inbox)
     except DataError:
-        if Path(inbox).is_dir() or any(ch in str(inbox) for ch in "*?["):
-            return []
-        raise
+        if not (Path(inbox).is_dir() or any(ch in str(inbox) for ch in "*?[")):
+            raise
+        files = []
     batches = []
     for file in files:
+        if file.is_symlink():  # it could point anywhere (a credentials file), and errors quote data
+            log.warning("inbox: '%s' is a symbolic link and is not followed; copy or move the file itself in.",
+                        file.name)
+            continue
         stamp = ingest.file_stamp(file)  # before hashing: a write during the hash shows up later
         batches.append(Batch(str(file), ledger.identity(file), *stamp))
+    if Path(inbox).is_dir():
+        taken = {file.name for file in files}
+        for other in sorted(Path(inbox).iterdir()):
+            if other.name not in taken and not other.name.startswith("."):  # dot files: writers' temporaries
+                log.warning("inbox: '%s' is not a batch and is left alone (batches are %s files whose names "
+                            "do not start with '_' or '.').", other.name, ", ".join(sorted(ingest.FORMATS)))
     return batches
 
 

@@ -33,8 +33,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, sink TEXT NOT NULL, delivered_at REAL NOT NULL, PRIMARY KEY (alert_id, sink));
-CREATE TABLE IF NOT EXISTS file_identities (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, identity TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL, identity TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
 """
@@ -96,19 +97,23 @@ class Ledger:
 
     # -- batches --------------------------------------------------------------------------
     def identity(self, path: str | Path) -> str:
-        """A file's content sha256, hashed once per (path, size, mtime): a schedule that
-        fires every minute over a large inbox does not re-read every file each time."""
+        """A file's content sha256, hashed once per (path, size, mtime, ctime, inode): a schedule
+        that fires every minute over a large inbox does not re-read every file each time. The
+        change time is in the key because tools set mtime back (`cp -p`, `rsync -t`) but no
+        tool can set ctime: a rewrite with the same size and mtime was taken for the old data.
+        (Ledgers from before keep an unused `file_identities` table; the cache refills once.)"""
         path = Path(path).resolve()
         stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         with self._transaction() as db:
-            row = db.execute("SELECT identity FROM file_identities WHERE path=? AND size=? AND mtime_ns=?",
-                             (str(path), stat.st_size, stat.st_mtime_ns)).fetchone()
+            row = db.execute("SELECT identity FROM file_hashes WHERE path=? AND size=? AND mtime_ns=? AND ctime_ns=? "
+                             "AND inode=?", key).fetchone()
         if row:
             return row[0]
         identity = sha256_file(path)
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO file_identities (path, size, mtime_ns, identity) VALUES (?, ?, ?, ?)",
-                       (str(path), stat.st_size, stat.st_mtime_ns, identity))
+            db.execute("INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, ctime_ns, inode, identity) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (*key, identity))
         return identity
 
     def claim(self, identity: str, model: str, file: str, *, force: bool = False) -> Claim:

@@ -146,3 +146,42 @@ def test_zoned_and_naive_times_compare_without_a_type_error(manifest) -> None:  
     alert, _ = alerts.evaluate(zoned, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x",
                                last_alerts=naive_recent)
     assert alert is None  # cooling down, compared as UTC
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_gets_a_new_identity(tmp_path: Path) -> None:
+    """`cp -p` and `rsync -t` set the old mtime back; the new data were never scored."""
+    import time
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    batch = tmp_path / "batch.csv"
+    batch.write_text("a,b\n1,2\n")
+    first, stat = ledger.identity(batch), batch.stat()
+    time.sleep(0.05)  # past the file system's coarse clock, so the change time moves
+    batch.write_text("a,b\n3,4\n")  # same size
+    os.utime(batch, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # what cp -p does
+    assert batch.stat().st_size == stat.st_size and batch.stat().st_mtime_ns == stat.st_mtime_ns
+    assert ledger.identity(batch) == sha256_file(batch) != first
+
+
+def test_inbox_reports_symlinks_and_foreign_files_and_follows_neither(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    import logging
+
+    from pipeline.inbox import find_batches
+
+    secret = tmp_path / "credentials.csv"
+    secret.write_text("user,password\nadmin,hunter2\n")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "good.csv").write_text("a,b\n1,2\n")
+    (inbox / "linked.csv").symlink_to(secret)
+    for foreign in ("_draft.csv", "batch.csv.gz", "notes.json", "book.xlsx"):
+        (inbox / foreign).write_bytes(b"x")
+    (inbox / ".writing.csv.tmp").write_bytes(b"x")  # a writer's temporary: quiet
+    with caplog.at_level(logging.WARNING, logger="pipeline.inbox"):
+        batches = find_batches(inbox, Ledger(tmp_path / "ledger.sqlite"))
+    assert [Path(b.file).name for b in batches] == ["good.csv"]
+    logged = caplog.text
+    assert "'linked.csv' is a symbolic link" in logged and "hunter2" not in logged
+    for foreign in ("_draft.csv", "batch.csv.gz", "notes.json", "book.xlsx"):
+        assert f"'{foreign}' is not a batch" in logged
+    assert ".writing.csv.tmp" not in logged
