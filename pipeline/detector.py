@@ -31,7 +31,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     `threshold_` is the (1 − contamination) quantile of the training scores. The default
     contamination, 0.01, is the false-alarm rate `vad train`'s default threshold (the 0.99
     quantile of validation scores) aims at, so Python and the command line flag alike; PyOD's
-    and scikit-learn's 0.1 assumes a tenth of the data is anomalous, which it rarely is."""
+    0.1 assumes a tenth of the data is anomalous, which it rarely is."""
 
     def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
                  members: int = ModelConfig().members, likelihood: str = "bernoulli", scaling: str = ModelConfig().scaling, beta: float = TrainConfig().beta,
