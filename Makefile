@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test fuzz serve data bench-quality bench-speed clean
+.PHONY: demo test lint fuzz serve data bench-quality bench-speed clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/python -m pipeline.demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
+
+# Static checks, run by `make test`: ruff (defects and import order), mypy, and the import
+# contracts in pyproject.toml (lint-imports: which folder may import what, and that scoring
+# never loads torch, onnx or scikit-learn).
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline flows
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The dedicated fuzz run: over 10,000 generated inputs (docs/reliability.md, "Fuzzing").
 fuzz: $(STAMP)

@@ -32,15 +32,21 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import ingest  # noqa: E402
-from pipeline.config import PipelineConfig, TrainConfig, load_config  # noqa: E402
-from pipeline.fit import fit_model  # noqa: E402
+from sections import replace_section  # noqa: E402
+
+from pipeline.build.fit import fit_model  # noqa: E402
+from pipeline.core.config import PipelineConfig, TrainConfig, load_config  # noqa: E402
+from pipeline.data import ingest  # noqa: E402
+from pipeline.model.train import train_vae, training_plan  # noqa: E402
 from pipeline.runtime import (  # noqa: E402
-    CPU, CUDA, TENSORRT, KernelPool, Scorer, cpu_cores, default_chunk_rows, open_scores_writer, provider_options,
+    KernelPool,
+    Scorer,
+    cpu_cores,
+    default_chunk_rows,
+    open_scores_writer,
     score_files,
 )
-from pipeline.train import train_vae, training_plan  # noqa: E402
-from sections import replace_section  # noqa: E402
+from pipeline.runtime.providers import CPU, CUDA, TENSORRT, provider_options  # noqa: E402
 
 OUTPUTS = ["score", "top_index", "top_share"]  # what `vad score` asks the scorer for
 Row = tuple[str, str, str]  # what, measured, ratio or note
@@ -165,7 +171,7 @@ def batch_quality(report: Report, x: np.ndarray, device: str, epochs: int) -> No
     the GPU takes is chosen for speed without losing the model."""
     from sklearn.metrics import roc_auc_score
 
-    from pipeline.graphs import score_with_torch
+    from pipeline.model.graphs import score_with_torch
 
     split = int(0.9 * len(x))
     fresh, labels = injected(min(len(x), 100_000))

@@ -23,15 +23,15 @@ import numpy as np
 import polars as pl
 import typer
 from rich.console import Console
+from sections import replace_section
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from pipeline.config import DataConfig, PipelineConfig, TrainConfig, WindowSpec
-from pipeline.detector import VAEDetector
-from pipeline.fit import fit_model
+from pipeline.build.detector import VAEDetector
+from pipeline.build.fit import fit_model
+from pipeline.core.config import DataConfig, PipelineConfig, TrainConfig, WindowSpec
+from pipeline.data.schema import make_windows
 from pipeline.runtime import Scorer
-from pipeline.schema import make_windows
-from sections import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -34,8 +34,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.detector import VAEDetector  # noqa: E402
-from pipeline.graphs import ScorerGraph  # noqa: E402
+from pipeline.build.detector import VAEDetector  # noqa: E402
+from pipeline.model.graphs import ScorerGraph  # noqa: E402
 from pipeline.runtime import KernelPool, Scorer, cpu_cores, score_files  # noqa: E402
 
 HIDDEN, LATENT = [128, 64], 16
@@ -222,10 +222,9 @@ def large_batch_quality(data: Path) -> list[tuple[str, float, float]] | None:
 def int8_quality(data: Path, folder: Path, max_train_rows: int = 50_000) -> list[tuple[str, float, float]]:
     """ROC-AUC of the fp32 and the int8 scorer of the library's default model on each ADBench
     set (bench/quality.py's split, seed 0): what quantisation costs in detection."""
+    from quality import ADBENCH
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
-
-    from quality import ADBENCH
 
     results = []
     for name in ADBENCH:

@@ -29,11 +29,12 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import ThresholdConfig, load_config  # noqa: E402
-from pipeline.fit import fit_model  # noqa: E402
-from pipeline.runtime import Scorer, persistent  # noqa: E402
-from pipeline.threshold import fit_threshold  # noqa: E402
 from sections import replace_section  # noqa: E402
+
+from pipeline.build.calibrate import fit_threshold  # noqa: E402
+from pipeline.build.fit import fit_model  # noqa: E402
+from pipeline.core.config import ThresholdConfig, load_config  # noqa: E402
+from pipeline.runtime import Scorer, persistent  # noqa: E402
 
 SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",
            "Voltage", "Volume Flow RateRMS"]

@@ -23,11 +23,13 @@ def deploy_scoring(pool: str, inbox: str, outbox: str, model: str, sinks: list[s
 
     remote = flow.from_source(source=source, entrypoint="flows/score.py:score_flow")
     schedule = {"cron": cron} if cron else {"interval": interval or 60}
-    deployment = remote.to_deployment(name=name, work_pool_name=pool, parameters={
+    # sync_compatible methods: Flow and RunnerDeployment objects here, not coroutines.
+    deployment = remote.to_deployment(  # type: ignore[union-attr]
+        name=name, work_pool_name=pool, parameters={
         "inbox_path": inbox, "outbox": outbox, "model": model, "sinks": sinks}, **schedule)
     # apply() registers it; `flow.deploy()` would also list the pool's workers, a call that
     # Prefect 3.8's client sends with null paging, which its own server rejects (422).
-    return str(deployment.apply())
+    return str(deployment.apply())  # type: ignore[union-attr]
 
 
 def main(pool: str = typer.Option(..., help="Work pool (type process) the runs go to."),

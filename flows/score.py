@@ -1,6 +1,6 @@
 """Prefect flow `vad-score`: score every new batch in an inbox with one model version, write
-the results, raise and deliver alerts. Each task wraps one library call (`pipeline.inbox`,
-`pipeline.delivery`, `pipeline.reports`); exactly-once lives in the ledger, not here.
+the results, raise and deliver alerts. Each task wraps one library call (`pipeline.ops.inbox`,
+`pipeline.ops.delivery`, `pipeline.ops.reports`); exactly-once lives in the ledger, not here.
 
 Run once:        python -m flows.score --inbox data/inbox --model exported/demo-sensors
 On a schedule:   python -m flows.serve   (README, "Scheduled scoring")"""
@@ -8,7 +8,7 @@ On a schedule:   python -m flows.serve   (README, "Scheduled scoring")"""
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import polars as pl
 import typer
@@ -16,22 +16,23 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
-from pipeline import delivery, inbox, reports
-from pipeline.alerts import summary_text
-from pipeline.cli import exit_on_user_error
-from pipeline.config import AlertRules
-from pipeline.faults import crash_point
-from pipeline.manifest import resolve_model_dir
+from pipeline.artifact.manifest import resolve_model_dir
+from pipeline.core.config import AlertRules
+from pipeline.core.errors import exit_on_user_error
+from pipeline.core.faults import crash_point
+from pipeline.ops import delivery, inbox, reports
+from pipeline.ops.alerts import summary_text
 from pipeline.runtime import Provider, Scorer
 
 # Retries with backoff only where the outside world can fail (files, network).
-IO_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.5}
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+                              "retry_jitter_factor": 0.5}
 # Results as JSON (never pickle) in Prefect's result storage: a retried flow run reuses them.
-PERSIST = {"persist_result": True, "result_serializer": "json"}
+PERSIST: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}
 
 
 @lru_cache(maxsize=8)
-def _scorer(model_dir: str, provider: str) -> Scorer:
+def _scorer(model_dir: str, provider: Provider) -> Scorer:
     return Scorer.load(model_dir, provider=provider)
 
 
@@ -106,8 +107,8 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
         except delivery.DeliveryError as error:  # the scores stand; the next run retries delivery
             logger.error("%s", error)
 
-    for alert in inbox.open_ledger(outbox).undelivered(sinks):  # deliveries that failed in earlier runs
-        deliver(alert)
+    for earlier in inbox.open_ledger(outbox).undelivered(sinks):  # deliveries that failed in earlier runs
+        deliver(earlier)
     summaries, alerts, failed = [], [], []
     for batch in find_batches(inbox_path, outbox):
         if not claim_batch(outbox, model_key, batch, force):

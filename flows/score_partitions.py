@@ -18,10 +18,9 @@ import typer
 from prefect import flow, get_run_logger, task
 from prefect_dask import DaskTaskRunner
 
-from pipeline import partitions
-from pipeline.cli import exit_on_user_error
-from pipeline.manifest import resolve_model_dir
-from pipeline.runtime import Scorer
+from pipeline.artifact.manifest import resolve_model_dir
+from pipeline.core.errors import exit_on_user_error
+from pipeline.runtime import Scorer, partitions
 
 
 @lru_cache(maxsize=4)
@@ -50,7 +49,9 @@ def combine(parts: list[str], output: str) -> str:
 LOCAL_CLUSTER = {"threads_per_worker": 1, "processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:8787"}
 
 
-@flow(name="vad-score-partitions", task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, **LOCAL_CLUSTER}))
+# prefect-dask types its runner for its own futures, Prefect for PrefectFuture: the same protocol.
+@flow(name="vad-score-partitions",
+      task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, **LOCAL_CLUSTER}))  # type: ignore[arg-type]
 def score_partitions_flow(source: str, output: str, model: str = "exported/demo-tabular",
                           rows_per_partition: int = 262_144) -> str:
     """Plan the partitions, score each on the cluster, combine them in order."""
@@ -67,14 +68,15 @@ def with_cluster(address: Optional[str], workers: int):  # noqa: ANN201 - a Pref
     """The flow on an existing Dask scheduler (by address), or on a local cluster of `workers` processes."""
     runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
         cluster_kwargs={"n_workers": workers, **LOCAL_CLUSTER})
-    return score_partitions_flow.with_options(task_runner=runner)
+    return score_partitions_flow.with_options(task_runner=runner)  # type: ignore[arg-type]
 
 
 def main(source: str = typer.Argument(..., help="File, folder or glob to score."),
          output: str = typer.Option(..., help="Parquet file for the scores."),
          model: str = typer.Option("exported/demo-tabular", help="Model folder (its latest version) or a version folder."),
          rows_per_partition: int = typer.Option(262_144, help="Rows per partition (Parquet row groups are kept whole)."),
-         address: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler; default: a local cluster."),
+         address: Optional[str] = typer.Option(
+            None, help="Address of an existing Dask scheduler; default: a local cluster."),
          workers: int = typer.Option(2, help="Worker processes of the local cluster.")) -> None:
     """Score a large input on a Dask cluster."""
     Path(output).parent.mkdir(parents=True, exist_ok=True)

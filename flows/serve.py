@@ -39,7 +39,8 @@ def wait_for_server(api_url: str, timeout: float = 120.0, process: subprocess.Po
     raise TimeoutError(f"no Prefect API at {api_url} after {timeout:.0f} s")
 
 
-def start_local_server(port: int = DEFAULT_PORT, log_file: Path = Path("runs/prefect-server.log")) -> tuple[subprocess.Popen, str]:
+def start_local_server(port: int = DEFAULT_PORT,
+                       log_file: Path = Path("runs/prefect-server.log")) -> tuple[subprocess.Popen, str]:
     """`prefect server start` on 127.0.0.1 in the background; returns (process, API URL)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"

@@ -1,12 +1,12 @@
 """Prefect flow `vad-train`: ingest and validate → train → calibrate the threshold → export
-and register the new version (`latest`). Each task wraps one `pipeline.fit` call; the
+and register the new version (`latest`). Each task wraps one `pipeline.build.fit` call; the
 report (loss curves, validation histogram with the threshold, manifest facts) is an artifact.
 
 Run:  python -m flows.train data/sensors/history.parquet --config data/sensors.toml"""
 
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from prefect import flow, get_run_logger, task
@@ -14,12 +14,13 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from pipeline import fit, reports
-from pipeline.cli import exit_on_user_error
-from pipeline.config import PipelineConfig, ThresholdConfig, load_config
-from pipeline.manifest import read_manifest
+from pipeline.artifact.manifest import read_manifest
+from pipeline.build import fit
+from pipeline.core.config import PipelineConfig, ThresholdConfig, load_config
+from pipeline.core.errors import exit_on_user_error
+from pipeline.ops import reports
 
-IO_RETRIES = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
+IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE)  # arrays stay in memory: nothing to persist

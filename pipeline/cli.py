@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError, exit_on_user_error
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep `vad --help` fast
     from pipeline.runtime import ScoreReport
@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep `vad --help` fast
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring.")
 console = Console()
-errors = Console(stderr=True)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -32,7 +31,8 @@ def _split(text: str | None) -> list[str] | None:
 @app.command()
 def train(
     source: Annotated[str, typer.Argument(help="Training data: a file, glob or folder (CSV, Parquet, NDJSON, Arrow).")],
-    config: Annotated[Optional[Path], typer.Option(help="TOML config with sections data, model, train, threshold, export.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="TOML config with sections data, model, train, threshold, export.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name (folder under --out).")] = None,
     out: Annotated[Path, typer.Option(help="Root folder of exported models.")] = Path("exported"),
     mode: Annotated[Optional[str], typer.Option(help="tabular or sensor.")] = None,
@@ -53,11 +53,12 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
     threshold: Annotated[Optional[str], typer.Option(help="quantile, contamination, pot or best-f1.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
-    int8: Annotated[Optional[bool], typer.Option("--int8", help="Also export an int8 scorer (dynamic quantisation).")] = None,
+    int8: Annotated[Optional[bool], typer.Option(
+        "--int8", help="Also export an int8 scorer (dynamic quantisation).")] = None,
 ) -> None:
     """Train a VAE and export it as a new version (ONNX graphs + manifest)."""
-    from pipeline.config import load_config
-    from pipeline.fit import fit_model
+    from pipeline.build.fit import fit_model
+    from pipeline.core.config import load_config
 
     window_spec = {k: v for k, v in {"length": window, "stride": stride}.items() if v is not None}
     cfg = load_config(
@@ -65,7 +66,7 @@ def train(
         data={"mode": mode, "features": _split(features), "id_columns": _split(id_columns),
               "label_column": label_column, "time_column": time_column, "entity_column": entity_column,
               "missing": missing, **({"window": window_spec} if window_spec else {})},
-        model={"latent": latent, "hidden": [int(h) for h in _split(hidden)] if hidden else None,
+        model={"latent": latent, "hidden": [int(h) for h in _split(hidden) or []] if hidden else None,
                "likelihood": likelihood},
         train={"epochs": epochs, "beta": beta, "seed": seed, "device": device, "progress": progress},
         threshold={"method": threshold},
@@ -101,7 +102,7 @@ def score(
 
     scorer = Scorer.load(model, provider=provider, precision=precision)  # type: ignore[arg-type]
     output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
-    report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,  # type: ignore[arg-type]
+    report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,
                          samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)
     print_score_report(report, scorer.kernel().describe())
 
@@ -140,18 +141,19 @@ def threshold(
     label_column: Annotated[Optional[str], typer.Option(help="0/1 labels in the data, for best-f1.")] = None,
 ) -> None:
     """Re-fit the threshold on new data, without retraining: writes the model's next version."""
-    from pipeline.config import ThresholdConfig
-    from pipeline.rethreshold import refit_threshold
+    from pipeline.build.rethreshold import refit_threshold
+    from pipeline.core.config import ThresholdConfig
 
     settings: dict = {"method": method}
     if target is not None:
-        settings[{"quantile": "quantile", "contamination": "contamination", "pot": "pot_risk"}.get(method, "target")] = target
+        field = {"quantile": "quantile", "contamination": "contamination", "pot": "pot_risk"}.get(method, "target")
+        settings[field] = target
     if persistence:
         k, _, n = persistence.partition("/")
         settings["persistence"] = {"k": k, "n": n or k}
     try:
         config = ThresholdConfig.model_validate(settings)
-    except ValueError as exc:
+    except ValidationError as exc:
         raise PipelineError(f"threshold settings are invalid: {exc.errors()[0]['msg']} ({settings}).") from None
     refit = refit_threshold(model, data, config, label_column)
     rule = refit.threshold.persistence
@@ -171,9 +173,8 @@ def inspect(
     """Show a model's manifest, schema, threshold and the available providers."""
     import onnxruntime as ort
 
+    from pipeline.artifact.manifest import read_manifest, resolve_model_dir
     from pipeline.runtime import select_providers
-
-    from pipeline.manifest import read_manifest, resolve_model_dir
 
     folder = resolve_model_dir(model)
     manifest = read_manifest(folder)
@@ -192,7 +193,8 @@ def inspect(
                      + (f"; {rule.k} of the last {rule.n} rows" if (rule := manifest.threshold.persistence).n > 1 else "")
                      + ")" + (f" {manifest.threshold.note}" if manifest.threshold.note else ""),
         "lineage": json.dumps(manifest.lineage) if manifest.lineage else "-",
-        "training data": json.dumps(manifest.training_data.get("sha256", ""))[:20] + f"… {manifest.training_data.get('rows')} rows",
+        "training data": json.dumps(manifest.training_data.get("sha256", ""))[:20]
+        + f"… {manifest.training_data.get('rows')} rows",
         # the percentile table's 112 values are for the runtime; --json shows them
         "validation": json.dumps({k: v for k, v in manifest.validation.items() if k != "score_percentiles"}),
         "opset": str(manifest.opset),
@@ -214,7 +216,7 @@ def sample(
     output: Annotated[Optional[Path], typer.Option(help="Write to a .parquet/.csv/.ndjson file.")] = None,
 ) -> None:
     """Generate synthetic normal rows from the decoder with z ~ N(0, I)."""
-    from pipeline.ingest import write_frame
+    from pipeline.data.ingest import write_frame
     from pipeline.runtime import Scorer
 
     frame = Scorer.load(model).sample(n, seed)
@@ -230,7 +232,7 @@ def encode(
     """Latent vectors (the encoder's means) for each row."""
     import polars as pl
 
-    from pipeline.ingest import read_file, resolve_sources, write_frame
+    from pipeline.data.ingest import read_file, resolve_sources, write_frame
     from pipeline.runtime import Scorer
 
     scorer = Scorer.load(model)
@@ -238,14 +240,6 @@ def encode(
     frame = pl.concat(frames)
     console.print(f"wrote {write_frame(frame, output)}" if output else frame)
 
-
-def exit_on_user_error(run: Callable[[], object]) -> None:
-    """Run a command; errors the user can fix become one line on stderr and exit status 2."""
-    try:
-        run()
-    except (PipelineError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
 
 
 def _version(show: bool) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
 
 from pipeline.cli import app
-from pipeline.ingest import read_file
+from pipeline.data.ingest import read_file
 
 console = Console()
 DEMOS = [

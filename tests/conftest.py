@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from common import DATA, FAST_TRAIN, SHARED
-from pipeline.config import load_config
+
+from pipeline.core.config import load_config
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def exported_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sensor_fit(exported_root: Path):
-    from pipeline.fit import fit_model
+    from pipeline.build.fit import fit_model
 
     config = load_config(DATA / "sensors.toml", train=FAST_TRAIN)
     return fit_model(DATA / "sensors" / "history.parquet", config, exported_root)
@@ -34,7 +34,7 @@ def sensor_fit(exported_root: Path):
 
 @pytest.fixture(scope="session")
 def tabular_fit(exported_root: Path):
-    from pipeline.fit import fit_model
+    from pipeline.build.fit import fit_model
 
     config = load_config(DATA / "tabular.toml", train=FAST_TRAIN)
     return fit_model(DATA / "tabular" / "history.csv", config, exported_root)

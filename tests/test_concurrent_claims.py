@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import polars as pl
-
-from pipeline.inbox import open_ledger
-
 from common import DATA, ROOT
+
+from pipeline.ops.inbox import open_ledger
 
 WORKER = textwrap.dedent("""
     import sys, time
-    from pipeline import inbox
+    from pipeline.ops import inbox
     from pipeline.runtime import Scorer
     inbox_dir, outbox, model, start = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     scorer = Scorer.load(model)

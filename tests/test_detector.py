@@ -10,7 +10,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from pipeline.detector import VAEDetector
+from pipeline.build.detector import VAEDetector
 from pipeline.runtime import Scorer
 
 RNG = np.random.default_rng(0)
@@ -87,9 +87,9 @@ def test_export_matches_in_onnx(fitted: VAEDetector, tmp_path: Path) -> None:
 def test_exported_detector_alerts_at_the_severity_its_scores_warrant(fitted: VAEDetector, tmp_path: Path) -> None:
     """The manifest keeps the validation scores' quantiles, so a peak just past the threshold
     is a warning; without them the median fell back to the threshold and every alert was critical."""
-    from pipeline.alerts import evaluate
-    from pipeline.config import AlertRules
-    from pipeline.manifest import read_manifest
+    from pipeline.artifact.manifest import read_manifest
+    from pipeline.core.config import AlertRules
+    from pipeline.ops.alerts import evaluate
 
     manifest = read_manifest(fitted.export(tmp_path, "alerting"))
     assert manifest.validation["score_quantiles"]["0.5"] < manifest.threshold.value
@@ -101,7 +101,7 @@ def test_exported_detector_alerts_at_the_severity_its_scores_warrant(fitted: VAE
 
 @pytest.mark.parametrize("name", ["../../../x", "a/b", ".hidden", ""])
 def test_export_name_is_a_name_not_a_path(fitted: VAEDetector, tmp_path: Path, name: str) -> None:
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     with pytest.raises(PipelineError, match="never a path"):
         fitted.export(tmp_path / "root", name)

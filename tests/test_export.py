@@ -9,8 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline.export import GRAPH_IO, check_parity
-from pipeline.manifest import SCHEMA_VERSION, read_manifest, resolve_model_dir, sha256_file
+from pipeline.artifact.manifest import SCHEMA_VERSION, read_manifest, resolve_model_dir
+from pipeline.build.export import GRAPH_IO, check_parity
+from pipeline.core.digest import sha256_file
 
 GRAPHS = ["encoder", "decoder", "scorer", "scorer_sampled"]
 
@@ -59,7 +60,7 @@ def test_manifest_carries_what_scoring_needs(sensor_model: Path) -> None:
 
 
 def test_versions_are_immutable_and_latest_moves(tabular_fit, exported_root: Path) -> None:
-    from pipeline.export import export_model
+    from pipeline.build.export import export_model
 
     first = tabular_fit.version_dir
     before = {p.name: sha256_file(p) for p in first.iterdir()}
@@ -80,7 +81,7 @@ def test_parity_mismatch_fails_the_export(sensor_fit) -> None:
 
     import torch
 
-    from pipeline.errors import ExportParityError
+    from pipeline.core.errors import ExportParityError
 
     result = sensor_fit.calibrated.result
     drifted = copy.deepcopy(result.model)
@@ -98,8 +99,8 @@ def test_heavy_tailed_round_off_passes_the_parity_gate(shared_data: Path, tmp_pa
     refused). A wrong graph still fails: test_parity_mismatch_fails_the_export."""
     from sklearn.model_selection import train_test_split
 
-    from pipeline.detector import VAEDetector
-    from pipeline.export import PARITY_TOLERANCE
+    from pipeline.build.detector import VAEDetector
+    from pipeline.build.export import PARITY_TOLERANCE
 
     arrays = np.load(shared_data / "adbench" / "34_smtp.npz")
     x_train, x_test = train_test_split(arrays["X"].astype(np.float32), test_size=0.3, stratify=arrays["y"],

@@ -16,15 +16,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from common import DATA
 from hypothesis import example, given
 from hypothesis import strategies as st
 from polars.testing.parametric import column, dataframes
 
-from pipeline import ingest
-from pipeline.errors import DataError, PipelineError
+from pipeline.core.errors import DataError, PipelineError
+from pipeline.data import ingest
 from pipeline.runtime import Scorer
-
-from common import DATA
 
 TABULAR_BATCH = pl.read_csv(DATA / "tabular" / "batch.csv")
 FORMATS = [".csv", ".parquet", ".ndjson", ".arrow"]

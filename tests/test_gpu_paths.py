@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TrainConfig
-from pipeline.manifest import read_manifest
-from pipeline.runtime import (
-    CPU, CUDA, TENSORRT, TENSORRT_CACHE, Scorer, default_chunk_rows, open_session, provider_options, tensorrt_cache,
-)
-from pipeline.train import TrainingPlan, training_plan
+from pipeline.artifact.manifest import read_manifest
+from pipeline.core.config import TrainConfig
+from pipeline.model.train import TrainingPlan, training_plan
+from pipeline.runtime import Scorer, default_chunk_rows, open_session
+from pipeline.runtime.providers import CPU, CUDA, TENSORRT, TENSORRT_CACHE, provider_options, tensorrt_cache
 
 CPU_DEVICE, CUDA_DEVICE = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
 

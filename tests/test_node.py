@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from common import DATA, ROOT
+
 from pipeline.runtime import Scorer
 
 NODE_DIR = ROOT / "examples" / "node"

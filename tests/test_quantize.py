@@ -9,13 +9,14 @@ import numpy as np
 import onnx
 import polars as pl
 import pytest
+from common import DATA
 from scipy.stats import spearmanr
 
-from common import DATA
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
-from pipeline.fit import export_fitted
-from pipeline.manifest import read_manifest, sha256_file
+from pipeline.artifact.manifest import read_manifest
+from pipeline.build.fit import export_fitted
+from pipeline.core.config import load_config
+from pipeline.core.digest import sha256_file
+from pipeline.core.errors import PipelineError
 from pipeline.runtime import Scorer
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 from pipeline.runtime import Scorer, score_files, select_providers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,9 +171,9 @@ def test_explicit_cuda_without_gpu_fails_clearly(tabular_model: Path) -> None:
 def test_prefetching_stops_cleanly_and_hands_errors_on() -> None:
     """A consumer that stops early does not leave the reading thread blocked (closing
     returns), and an error raised while reading reaches the consumer after the good items."""
-    from pipeline.runtime import _prefetched
+    from pipeline.runtime.prefetch import prefetched
 
-    items = _prefetched(iter(range(1000)), depth=1)
+    items = prefetched(iter(range(1000)), depth=1)
     assert next(items) == 0
     items.close()  # joins the reading thread: would hang if its put could block for ever
 
@@ -183,7 +183,7 @@ def test_prefetching_stops_cleanly_and_hands_errors_on() -> None:
 
     got = []
     with pytest.raises(PipelineError, match="damaged"):
-        for item in _prefetched(failing()):
+        for item in prefetched(failing()):
             got.append(item)
     assert got == [1]
 
@@ -194,7 +194,7 @@ def test_a_large_file_streams_with_flat_memory(tmp_path: Path) -> None:
     """4 M rows × 32 floats (512 MB once read) are scored in a fresh process whose resident
     memory grows by less than that: the reader holds chunks, never the file. Measured
     growth: about 200 MB at 2 M rows and at 4 M alike."""
-    from pipeline.detector import VAEDetector
+    from pipeline.build.detector import VAEDetector
 
     rng = np.random.default_rng(0)
     names = [f"x{i}" for i in range(32)]
@@ -245,8 +245,9 @@ def test_an_overflowed_reading_scores_as_extreme_under_impute(tmp_path: Path) ->
     """Under `missing = "impute"`, NaN takes the training median; inf (1e309 in a CSV) did too,
     and scored as normal while 1e300 was flagged. An overflow is the most extreme reading."""
     from common import DATA, FAST_TRAIN
-    from pipeline.config import load_config
-    from pipeline.fit import fit_model
+
+    from pipeline.build.fit import fit_model
+    from pipeline.core.config import load_config
 
     config = load_config(DATA / "tabular.toml", data={"missing": "impute"}, train=FAST_TRAIN)
     scorer = Scorer.load(fit_model(DATA / "tabular" / "history.csv", config, tmp_path).version_dir)

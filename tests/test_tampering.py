@@ -14,15 +14,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from pipeline.errors import ModelArtifactError
-from pipeline.export import load_checkpoint
-from pipeline.faults import CRASH_ENV
-from pipeline.manifest import LATEST, MANIFEST, read_manifest, write_manifest
-from pipeline.runtime import Scorer
-from pipeline.scaling import QUANTILE_KNOTS
-
 from common import DATA, ROOT
+
+from pipeline.artifact.manifest import LATEST, MANIFEST, read_manifest, write_manifest
+from pipeline.build.export import load_checkpoint
+from pipeline.core.errors import ModelArtifactError
+from pipeline.core.faults import CRASH_ENV
+from pipeline.data.scaling import QUANTILE_KNOTS
+from pipeline.runtime import Scorer
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@ import numpy as np
 import onnx
 import polars as pl
 import pytest
-
 from common import DATA
+
+from pipeline.artifact.manifest import read_manifest
+from pipeline.build.calibrate import POT_MIN_SHAPE, fit_threshold
 from pipeline.cli import main
-from pipeline.config import ThresholdConfig, load_config
-from pipeline.errors import PipelineError
-from pipeline.manifest import read_manifest
+from pipeline.core.config import ThresholdConfig, load_config
+from pipeline.core.errors import PipelineError
+from pipeline.data.schema import entity_bounds
 from pipeline.runtime import Scorer, persistent
-from pipeline.schema import entity_bounds
-from pipeline.threshold import POT_MIN_SHAPE, fit_threshold
 
 RNG = np.random.default_rng(0)
 POT = ThresholdConfig(method="pot", pot_risk=1e-3)
@@ -95,11 +95,11 @@ def test_percentile_places_each_score_among_the_validation_scores(tabular_fit) -
     above = scored["score"].to_numpy() > table["values"][table["levels"].index(99.0)]
     assert np.all(percentile[above] >= 99.0) and np.all(percentile[~above] <= 99.0)
     validation = tabular_fit.calibrated.validation_scores  # the validation rows themselves spread evenly
-    from pipeline.threshold import percentile_of
+    from pipeline.artifact.threshold import percentile_of
     assert np.mean(percentile_of(validation, table) <= 50) == pytest.approx(0.5, abs=0.02)
 
 
 def test_python_and_the_command_line_aim_at_the_same_false_alarm_rate() -> None:
-    from pipeline.detector import VAEDetector
+    from pipeline.build.detector import VAEDetector
 
     assert VAEDetector().contamination == pytest.approx(1 - ThresholdConfig().quantile)

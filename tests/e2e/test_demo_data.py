@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.config import load_config
-from pipeline.fit import fit_model
+from pipeline.build.fit import fit_model
+from pipeline.core.config import load_config
 from pipeline.runtime import Scorer, score_files
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from pipeline.config import DataConfig, PipelineConfig, TrainConfig, WindowSpec
-from pipeline.detector import VAEDetector
-from pipeline.fit import fit_model
+from pipeline.build.detector import VAEDetector
+from pipeline.build.fit import fit_model
+from pipeline.core.config import DataConfig, PipelineConfig, TrainConfig, WindowSpec
 from pipeline.runtime import Scorer
 
 pytestmark = pytest.mark.slow

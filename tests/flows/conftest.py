@@ -8,9 +8,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from prefect_helpers import DATA, FAST_PREFECT, WebhookReceiver, free_port
 
 from flows.serve import start_local_server
-from prefect_helpers import DATA, FAST_PREFECT, WebhookReceiver, free_port
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from pipeline.inbox import open_ledger
 from prefect_helpers import DATA, ROOT, drop_into, served_deployment, wait_until
 from test_scheduled_scoring import alert_events
+
+from pipeline.ops.inbox import open_ledger
 
 pytestmark = pytest.mark.slow
 

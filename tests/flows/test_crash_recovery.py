@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipeline.faults import CRASH_ENV, FAIL_POINTS
-from pipeline.inbox import open_ledger
 from prefect_helpers import ROOT, drop_into, free_port, save_webhook_block
+
+from pipeline.core.faults import CRASH_ENV, FAIL_POINTS
+from pipeline.ops.inbox import open_ledger
 
 pytestmark = pytest.mark.slow
 SCORING_POINTS = [p for p in FAIL_POINTS if p != "export"]

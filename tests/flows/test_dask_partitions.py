@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
-from pipeline.partitions import plan_partitions
-from pipeline.runtime import Scorer, score_files
 from prefect_helpers import DATA, ROOT
+
+from pipeline.runtime import Scorer, score_files
+from pipeline.runtime.partitions import plan_partitions
 
 pytestmark = pytest.mark.slow
 

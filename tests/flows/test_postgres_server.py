@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prefect_helpers import FAST_PREFECT, ROOT, drop_into, free_port, wait_until
 
 from flows.serve import wait_for_server
-from pipeline.inbox import open_ledger
-from prefect_helpers import FAST_PREFECT, ROOT, drop_into, free_port, wait_until
+from pipeline.ops.inbox import open_ledger
 
 pytestmark = pytest.mark.slow
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from pipeline.inbox import open_ledger
 from prefect_helpers import drop_into, save_webhook_block, served_deployment, wait_until
+
+from pipeline.ops.inbox import open_ledger
 
 pytestmark = pytest.mark.slow
 

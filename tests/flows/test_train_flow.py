@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from pipeline.manifest import read_manifest
 from prefect_helpers import DATA, ROOT
+
+from pipeline.artifact.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 

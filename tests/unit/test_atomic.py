@@ -1,4 +1,4 @@
-"""Outputs appear whole or not at all, under names nobody can predict (pipeline.atomic)."""
+"""Outputs appear whole or not at all, under names nobody can predict (pipeline.core.atomic)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.atomic import atomic_output
-from pipeline.ingest import write_frame
+from pipeline.core.atomic import atomic_output
+from pipeline.data.ingest import write_frame
 
 
 def test_a_symlink_planted_at_the_old_temporary_name_is_never_followed(tmp_path: Path) -> None:

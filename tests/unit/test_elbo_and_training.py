@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from pipeline import elbo
-from pipeline.config import ModelConfig, TrainConfig
-from pipeline.errors import PipelineError
-from pipeline.graphs import score_with_torch
-from pipeline.scaling import Scaler
-from pipeline.train import train_vae
+from pipeline.core.config import ModelConfig, TrainConfig
+from pipeline.core.errors import PipelineError
+from pipeline.data.scaling import Scaler
+from pipeline.model import elbo
+from pipeline.model.graphs import score_with_torch
+from pipeline.model.train import train_vae
 
 X = np.random.default_rng(1).normal(size=(600, 5)).astype(np.float32)
 FAST = TrainConfig(epochs=8, patience=3, progress=False)
@@ -85,8 +85,8 @@ def test_cuda_request_without_gpu_is_clear() -> None:
 
 
 def test_checkpoint_loads_with_weights_only(sensor_model: Path) -> None:
-    from pipeline.export import load_checkpoint
-    from pipeline.graphs import score_with_torch
+    from pipeline.build.export import load_checkpoint
+    from pipeline.model.graphs import score_with_torch
     from pipeline.runtime import Scorer
 
     vae, scaler = load_checkpoint(sensor_model / "checkpoint.pt")  # torch.load(weights_only=True) inside

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from common import ROOT
 from polars.testing import assert_frame_equal
 
-from common import ROOT
-from pipeline import ingest
-from pipeline.errors import DataError
-from pipeline.ingest import iter_file_batches, read_file, resolve_sources, write_frame
+from pipeline.core.errors import DataError
+from pipeline.data import ingest
+from pipeline.data.ingest import iter_file_batches, read_file, resolve_sources, write_frame
 
 FRAME = pl.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "x"], "c": [10, 20, 30]})
 
@@ -75,8 +75,8 @@ def test_sampled_read_keeps_every_nth_row_with_the_streaming_engine(tmp_path: Pa
 
 
 def test_training_with_max_rows_reads_an_even_sample(tmp_path: Path) -> None:
-    from pipeline.config import load_config
-    from pipeline.fit import _sampling_step, load_training_set
+    from pipeline.build.fit import _sampling_step, load_training_set
+    from pipeline.core.config import load_config
 
     history = pl.read_csv(ROOT / "data" / "tabular" / "history.csv")
     pl.concat([history] * 4).write_parquet(tmp_path / "history.parquet")

@@ -11,10 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import alerts
-from pipeline.config import AlertRules
-from pipeline.ledger import Ledger, owner_token
-from pipeline.manifest import read_manifest, sha256_file
+from pipeline.artifact.manifest import read_manifest
+from pipeline.core.config import AlertRules
+from pipeline.core.digest import sha256_file
+from pipeline.ops import alerts
+from pipeline.ops.ledger import Ledger, owner_token
 
 
 def test_claims_are_exclusive_until_done_and_forced_rescoring_is_explicit(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_severity_grows_with_distance_past_the_threshold() -> None:
 
 def test_webhook_urls_are_cut_to_their_host_in_delivery_errors() -> None:
     """httpx quotes the whole URL in its errors; a webhook's URL is its secret."""
-    from pipeline.delivery import redact_urls
+    from pipeline.ops.delivery import redact_urls
 
     error = ("Client error '404 Not Found' for url 'https://hooks.example.com/services/T0/B1/s3cr3t?token=abc123'; "
              "also http://user:pa55@127.0.0.1:9/hook")
@@ -166,7 +167,7 @@ def test_a_rewrite_that_keeps_size_and_mtime_gets_a_new_identity(tmp_path: Path)
 def test_inbox_reports_symlinks_and_foreign_files_and_follows_neither(tmp_path: Path, caplog) -> None:  # noqa: ANN001
     import logging
 
-    from pipeline.inbox import find_batches
+    from pipeline.ops.inbox import find_batches
 
     secret = tmp_path / "credentials.csv"
     secret.write_text("user,password\nadmin,hunter2\n")
@@ -177,7 +178,7 @@ def test_inbox_reports_symlinks_and_foreign_files_and_follows_neither(tmp_path: 
     for foreign in ("_draft.csv", "batch.csv.gz", "notes.json", "book.xlsx"):
         (inbox / foreign).write_bytes(b"x")
     (inbox / ".writing.csv.tmp").write_bytes(b"x")  # a writer's temporary: quiet
-    with caplog.at_level(logging.WARNING, logger="pipeline.inbox"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.ops.inbox"):
         batches = find_batches(inbox, Ledger(tmp_path / "ledger.sqlite"))
     assert [Path(b.file).name for b in batches] == ["good.csv"]
     logged = caplog.text

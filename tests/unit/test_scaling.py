@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy.stats import skew
 
-from pipeline.graphs import _Scaling
-from pipeline.manifest import ScalerSpec
-from pipeline.scaling import MIN_SKEW, Scaler
+from pipeline.artifact.manifest import ScalerSpec
+from pipeline.data.scaling import MIN_SKEW, Scaler
+from pipeline.model.graphs import _Scaling
 
 RNG = np.random.default_rng(0)
 SKEWED = RNG.lognormal(0.0, 1.5, 4000)  # heavy right tail

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.config import DataConfig, WindowSpec
-from pipeline.errors import DataError, SchemaError
-from pipeline.schema import coerce, entity_bounds, learn_schema, make_windows, sort_for_windows, to_matrix
+from pipeline.core.config import DataConfig, WindowSpec
+from pipeline.core.errors import DataError, SchemaError
+from pipeline.data.schema import coerce, entity_bounds, learn_schema, make_windows, sort_for_windows, to_matrix
 
 TABLE = pl.DataFrame({
     "id": [1, 2, 3, 4],
@@ -114,7 +114,7 @@ def test_too_few_rows_for_a_window_is_an_error() -> None:
 
 
 def test_cli_window_override_keeps_the_config_files_stride(tmp_path) -> None:
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     path = tmp_path / "c.toml"
     path.write_text('[data]\nmode = "sensor"\ntime_column = "t"\nwindow = { length = 12, stride = 3 }\n')
