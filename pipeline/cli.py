@@ -196,7 +196,7 @@ def inspect(
         "training data": json.dumps(manifest.training_data.get("sha256", ""))[:20]
         + f"… {manifest.training_data.get('rows')} rows",
         # the percentile table's 112 values are for the runtime; --json shows them
-        "validation": json.dumps({k: v for k, v in manifest.validation.items() if k != "score_percentiles"}),
+        "validation": manifest.validation.model_dump_json(exclude={"score_percentiles"}, exclude_none=True),
         "opset": str(manifest.opset),
         "files": ", ".join(manifest.files), "versions": json.dumps(manifest.library_versions),
         # installed is not usable: onnxruntime-gpu lists CUDA and TensorRT on machines without a GPU

@@ -92,7 +92,7 @@ def test_exported_detector_alerts_at_the_severity_its_scores_warrant(fitted: VAE
     from pipeline.ops.alerts import evaluate
 
     manifest = read_manifest(fitted.export(tmp_path, "alerting"))
-    assert manifest.validation["score_quantiles"]["0.5"] < manifest.threshold.value
+    assert manifest.validation.normal_score < manifest.threshold.value
     just_past = manifest.threshold.value + 1e-3
     scored = pl.DataFrame({"score": [just_past] * 3, "is_anomaly": [True] * 3})
     alert, _ = evaluate(scored, manifest, AlertRules(), batch_file="batch.csv", identity="x", last_alerts={})

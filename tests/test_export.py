@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,10 @@ import onnx
 import pytest
 
 from pipeline.artifact.manifest import SCHEMA_VERSION, read_manifest, resolve_model_dir
-from pipeline.build.export import GRAPH_IO, check_parity
+from pipeline.artifact.contract import GRAPH_IO
+from pipeline.build.export import check_parity
 from pipeline.core.digest import sha256_file
+from pipeline.core.errors import ModelArtifactError
 
 GRAPHS = ["encoder", "decoder", "scorer", "scorer_sampled"]
 
@@ -53,7 +56,8 @@ def test_manifest_carries_what_scoring_needs(sensor_model: Path) -> None:
     assert len(manifest.scaler.mean) == len(manifest.input_names) == len(manifest.feature_baseline) == 72
     assert manifest.threshold.method == "pot" and np.isfinite(manifest.threshold.value)
     assert manifest.training_data["rows"] > 5000 and len(manifest.training_data["sha256"]) == 64
-    assert manifest.validation["parity_max_relative_error"] <= 1e-5
+    assert manifest.validation.parity_max_relative_error is not None
+    assert manifest.validation.parity_max_relative_error <= 1e-5
     assert {"torch", "onnx", "polars"} <= set(manifest.library_versions)
     for name, digest in manifest.files.items():
         assert sha256_file(sensor_model / name) == digest
@@ -61,6 +65,7 @@ def test_manifest_carries_what_scoring_needs(sensor_model: Path) -> None:
 
 def test_versions_are_immutable_and_latest_moves(tabular_fit, exported_root: Path) -> None:
     from pipeline.build.export import export_model
+    from pipeline.build.fit import validation_record
 
     first = tabular_fit.version_dir
     before = {p.name: sha256_file(p) for p in first.iterdir()}
@@ -68,12 +73,37 @@ def test_versions_are_immutable_and_latest_moves(tabular_fit, exported_root: Pat
     second = export_model(
         calibrated.result, tabular_fit.data.schema, calibrated.threshold, name="demo-tabular", root=exported_root,
         probe_raw=tabular_fit.data.x[:50], feature_baseline=calibrated.feature_baseline,
-        training={}, training_data={}, validation={},
+        training={}, training_data={}, validation=validation_record(calibrated),
     )
     assert second.name == str(int(first.name) + 1)
     assert resolve_model_dir(first.parent) == second
     assert {p.name: sha256_file(p) for p in first.iterdir()} == before
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_a_model_without_its_validation_quantiles_is_refused(tabular_fit, exported_root: Path, tmp_path: Path) -> None:
+    """`validation={}` once exported a model whose every alert was critical: alerts took the
+    threshold itself as the normal score. The typed record refuses it at export, and at load
+    a manifest that lost the quantiles."""
+    from pydantic import ValidationError
+
+    from pipeline.build.export import export_model
+
+    calibrated = tabular_fit.calibrated
+    versions = sorted(p.name for p in (exported_root / "demo-tabular").iterdir())
+    with pytest.raises(ValidationError, match="score_quantiles"):
+        export_model(calibrated.result, tabular_fit.data.schema, calibrated.threshold, name="demo-tabular",
+                     root=exported_root, probe_raw=tabular_fit.data.x[:50],
+                     feature_baseline=calibrated.feature_baseline, training={}, training_data={}, validation={})
+    assert sorted(p.name for p in (exported_root / "demo-tabular").iterdir()) == versions  # nothing published
+
+    edited = tmp_path / "edited"
+    shutil.copytree(tabular_fit.version_dir, edited)
+    raw = json.loads((edited / "manifest.json").read_text())
+    del raw["validation"]["score_quantiles"]["0.5"]
+    (edited / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelArtifactError, match=r"validation.score_quantiles.*median"):
+        read_manifest(edited)
 
 
 def test_parity_mismatch_fails_the_export(sensor_fit) -> None:

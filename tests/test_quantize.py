@@ -36,7 +36,7 @@ def test_int8_scorer_is_exported_with_a_checksum_and_its_drift(int8_model: Path)
     # ... and nothing else: the input map's Gather tables stay float (in int8 they cost
     # 32_shuttle 0.71 ROC-AUC). This model maps two skewed columns, so it has those Gathers.
     assert "Gather" in ops and "DequantizeLinear" not in ops
-    assert 0 < manifest.validation["int8"]["median_relative_change"] < 0.01
+    assert manifest.validation.int8 is not None and 0 < manifest.validation.int8.median_relative_change < 0.01
 
 
 def test_int8_scores_rank_the_batch_like_fp32(int8_model: Path) -> None:

@@ -88,11 +88,12 @@ def test_refit_writes_a_new_version_with_the_same_graphs_and_a_persistent_thresh
 
 def test_percentile_places_each_score_among_the_validation_scores(tabular_fit) -> None:
     scorer = Scorer.load(tabular_fit.version_dir)
-    table = scorer.manifest.validation["score_percentiles"]
+    table = scorer.manifest.validation.score_percentiles
+    assert table is not None
     scored = scorer.score(pl.read_csv(DATA / "tabular" / "batch.csv")).sort("score")
     percentile = scored["percentile"].to_numpy()
     assert percentile.min() >= 0 and percentile.max() <= 100 and np.all(np.diff(percentile) >= 0)
-    above = scored["score"].to_numpy() > table["values"][table["levels"].index(99.0)]
+    above = scored["score"].to_numpy() > table.values[table.levels.index(99.0)]
     assert np.all(percentile[above] >= 99.0) and np.all(percentile[~above] <= 99.0)
     validation = tabular_fit.calibrated.validation_scores  # the validation rows themselves spread evenly
     from pipeline.artifact.threshold import percentile_of

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
-from pipeline.artifact.threshold import Threshold
+from pipeline.artifact.threshold import Threshold, ValidationRecord
 from pipeline.core.atomic import atomic_output
 from pipeline.core.digest import sha256_file
 from pipeline.core.errors import ModelArtifactError, PipelineError
@@ -97,7 +97,7 @@ class Manifest(BaseModel):
     threshold: Threshold
     feature_baseline: list[float]  # mean validation -log p(x_i|z) per input, for contributions
     training_data: dict
-    validation: dict
+    validation: ValidationRecord
     library_versions: dict[str, str]
     opset: int
     graphs: dict[str, dict]

@@ -24,7 +24,7 @@ from torch import nn
 
 from pipeline.artifact.contract import DECODER, ENCODER, GRAPH_IO, SCORER, SCORER_INT8, SCORER_SAMPLED
 from pipeline.artifact.manifest import MODEL_NAME, Manifest, ScalerSpec, new_staging, publish_version
-from pipeline.artifact.threshold import Threshold
+from pipeline.artifact.threshold import Int8Drift, Threshold, ValidationRecord
 from pipeline.build.quantize import quantize_scorer, score_drift
 from pipeline.core.errors import ExportParityError, ModelArtifactError, PipelineError
 from pipeline.core.faults import crash_point
@@ -158,7 +158,7 @@ def export_model(
     feature_baseline: np.ndarray,
     training: dict,
     training_data: dict,
-    validation: dict,
+    validation: ValidationRecord,
     int8: bool = False,
 ) -> Path:
     """Write a new immutable version of `name` under `root` and point `latest` at it; with
@@ -168,6 +168,7 @@ def export_model(
     if not MODEL_NAME.fullmatch(name):
         raise PipelineError(f"model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
                             "starting with a letter or digit (a name, never a path).")
+    validation = ValidationRecord.model_validate(validation)  # refused before any work (a dict is read too)
     model_root = Path(root) / name
     vae = result.model.cpu().eval()
     staging = new_staging(model_root)
@@ -187,8 +188,8 @@ def export_model(
         graph_io = {k: {"inputs": i, "outputs": o} for k, (i, o) in GRAPH_IO.items()}
         if int8:
             quantize_scorer(staging / f"{SCORER}.onnx", staging / f"{SCORER_INT8}.onnx")
-            validation = {**validation, "int8": score_drift(staging / f"{SCORER}.onnx", staging / f"{SCORER_INT8}.onnx",
-                                                            probe_raw)}
+            drift = score_drift(staging / f"{SCORER}.onnx", staging / f"{SCORER_INT8}.onnx", probe_raw)
+            validation = validation.model_copy(update={"int8": Int8Drift(**drift)})
             graph_io[SCORER_INT8] = graph_io[SCORER]
         crash_point("export")
         _save_checkpoint(staging / "checkpoint.pt", result, training)
@@ -199,7 +200,7 @@ def export_model(
             scaler=ScalerSpec.of(result.scaler),
             model=vae.shape.to_dict(), training=training, threshold=threshold,
             feature_baseline=[float(v) for v in feature_baseline], training_data=training_data,
-            validation={**validation, "parity_max_relative_error": max(parity.values())},
+            validation=validation.model_copy(update={"parity_max_relative_error": max(parity.values())}),
             library_versions=library_versions(), opset=OPSET,
             graphs=graph_io,
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.artifact.threshold import Threshold, percentile_table
+from pipeline.artifact.threshold import QUANTILES, Threshold, ValidationRecord, percentile_table
 from pipeline.build.calibrate import fit_threshold
 from pipeline.build.export import export_model
 from pipeline.core.config import PipelineConfig, ThresholdConfig
@@ -175,14 +175,15 @@ def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "ex
     return FitOutcome(export_fitted(data, calibrated, config, root), calibrated, data)
 
 
-def validation_record(calibrated: Calibrated) -> dict:
+def validation_record(calibrated: Calibrated) -> ValidationRecord:
     """The manifest's validation section: the objective reached and the validation scores'
     quantiles. Alerts measure severity from the median, the `normal` level of the score."""
     result, scores = calibrated.result, calibrated.validation_scores
-    return {"rows": int(len(scores)), "neg_beta_elbo": result.best_validation,
-            "neg_elbo": result.history[result.best_epoch - 1]["validation_neg_elbo"],
-            "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)},
-            "score_percentiles": percentile_table(scores)}
+    return ValidationRecord(
+        rows=len(scores), neg_beta_elbo=result.best_validation,
+        neg_elbo=result.history[result.best_epoch - 1]["validation_neg_elbo"],
+        score_quantiles={q: float(np.quantile(scores, float(q))) for q in QUANTILES},
+        score_percentiles=percentile_table(scores))
 
 
 def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path) -> Path:

@@ -71,7 +71,7 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
         return None, {}
     in_alert = frame.filter(pl.col("_entity").is_in([a["entity"] for a in alerting]))
     peak = float(in_alert.select(pl.col(contract.SCORE).max()).item())
-    normal = float(manifest.validation.get("score_quantiles", {}).get("0.5", limit))
+    normal = manifest.validation.normal_score
     level, exceedance = severity(peak, limit, normal, rules)
     key_columns = [c for c in schema.key_columns if c in scored.columns]
     feature_columns = sorted(c for c in scored.columns if c.startswith("top") and c.endswith("_feature"))

@@ -82,7 +82,7 @@ def _facts(manifest: Manifest) -> list[str]:
         f"| members × latent | {manifest.model.get('members', 1)} × {manifest.model['latent']} |",
         f"| threshold | {t.value:.6g} ({t.method}) |",
         f"| training rows | {manifest.training_data.get('rows')} |",
-        f"| validation −ELBO | {manifest.validation.get('neg_elbo', float('nan')):.4f} |",
+        f"| validation −ELBO | {manifest.validation.neg_elbo:.4f} |",
     ]
 
 

@@ -87,7 +87,7 @@ class Scorer:
         self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
         self._names = pl.Series(self.source_names, dtype=pl.Enum(self.source_names))
         self._kernel: KernelPool | None = None
-        self._percentiles = manifest.validation.get("score_percentiles")  # absent in older models
+        self._percentiles = manifest.validation.score_percentiles  # absent in older models
 
     @classmethod
     def load(cls, path: str | Path, provider: Provider = "auto", precision: Precision = "fp32") -> Scorer:
