@@ -1,6 +1,7 @@
 """The exported models outside Python: examples/node (onnxruntime-node, no Python) scores the
 same rows as the Python runtime within 1e-5 relative, with the same flags, for a tabular and
-a windowed sensor model; its encoder-alone embeddings and decoder-alone samples match too."""
+a windowed sensor model; its embeddings (the scorer graph's μ, as Python reads them) and its
+decoder-alone samples match too."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_sensor_windows_scores_match_python(node: str, sensor_model: Path, tmp_p
     assert_same_scores(python, from_node, scorer.threshold)
 
 
-def test_encoder_alone_embeds_like_python(node: str, tabular_model: Path) -> None:
+def test_embeddings_from_the_scorer_graph_match_python(node: str, tabular_model: Path) -> None:
     scorer = Scorer.load(tabular_model)
     python = scorer.encode(pl.read_csv(DATA / "tabular" / "batch.csv"))
     lines = [json.loads(line) for line in run_node(node, "embed", tabular_model, DATA / "tabular" / "batch.csv").splitlines()]

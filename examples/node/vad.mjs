@@ -10,8 +10,7 @@ import { parse } from "csv-parse/sync";
 import ort from "onnxruntime-node";
 
 const SUPPORTED_SCHEMA = 2;
-const CHUNK = 4096; // rows per onnxruntime call, as in the Python runtime
-const INPUT_CLIP = 1e4; // the scorer graph clips scaled inputs to this; the encoder graph does not
+const CHUNK = 4096; // rows per onnxruntime call: any size gives the same scores
 
 /** A version folder, or a model folder's `latest` version. */
 export function resolveModelDir(path) {
@@ -129,18 +128,12 @@ export async function score(model, inputs) {
   return Array.from(scores, (s) => ({ score: s, is_anomaly: s > model.threshold }));
 }
 
-/** The encoder graph alone: latent means [rows][members][latent] of the scaled, clipped inputs. */
+/** Latent means [rows][members][latent], read from the scorer graph's `mu` output as the Python
+ * runtime does: the graph scales and clips the raw inputs itself, so nothing is ported here. */
 export async function embed(model, inputs) {
-  const { mean, scale, knots, levels, tail } = model.manifest.scaler;
-  const scaled = new Float32Array(inputs.x.length);
-  for (let i = 0; i < scaled.length; i++) {
-    const j = i % inputs.width;
-    const mapped = knots ? piecewise(inputs.x[i], knots[j], levels[j], tail[j]) : inputs.x[i];
-    scaled[i] = Math.min(INPUT_CLIP, Math.max(-INPUT_CLIP, (mapped - mean[j]) / scale[j]));
-  }
-  const session = await model.session("encoder");
-  const x = new ort.Tensor("float32", scaled, [inputs.rows, inputs.width]);
-  const { mu } = await session.run({ x_scaled: x }, ["mu"]);
+  const session = await model.session("scorer");
+  const x = new ort.Tensor("float32", inputs.x, [inputs.rows, inputs.width]);
+  const { mu } = await session.run({ x }, ["mu"]);
   const [, members, latent] = mu.dims;
   return Array.from({ length: inputs.rows }, (_, r) => Array.from({ length: members }, (_, m) =>
     Array.from(mu.data.subarray((r * members + m) * latent, (r * members + m + 1) * latent))));
