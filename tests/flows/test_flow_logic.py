@@ -1,0 +1,56 @@
+"""The scoring flow's logic in this process: Prefect's test harness (a temporary server of its
+own), the flow called as a function, the ledger and the alerts read back directly. Faster than
+the deployment tests beside it, which keep the real server, the worker and the schedule."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.score import score_flow
+from pipeline.ops import inbox
+
+
+@pytest.fixture(scope="module")
+def harness() -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def folders(tmp_path: Path, inbox_batches: dict[str, Path]) -> tuple[Path, Path]:
+    incoming, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    incoming.mkdir()
+    for path in inbox_batches.values():
+        shutil.copy(path, incoming / path.name)
+    return incoming, outbox
+
+
+def test_each_batch_is_scored_once_and_only_the_fault_alerts(harness, folders, sensor_model: Path) -> None:
+    incoming, outbox = folders
+    first = score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
+    scored = {Path(s["file"]).name: s for s in first["scored"]}
+    assert set(scored) == {"normal.parquet", "faulty.parquet"}
+    assert len(first["alerts"]) == 1
+    alert = inbox.open_ledger(str(outbox)).get_alert(first["alerts"][0])
+    assert alert is not None and alert["batch"]["file"].endswith("faulty.parquet")
+    faulty = pl.read_parquet(scored["faulty.parquet"]["output"])
+    assert faulty["is_anomaly"].sum() > scored["normal.parquet"]["anomalies"]
+
+    again = score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
+    assert again["scored"] == [] and again["alerts"] == []  # the ledger remembers both batches
+
+
+def test_a_bad_batch_fails_the_run_but_not_the_other_batches(harness, folders, sensor_model: Path) -> None:
+    incoming, outbox = folders
+    (incoming / "broken.parquet").write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(Exception, match="1 batch\\(es\\) could not be scored: broken.parquet"):
+        score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
+    ledger = inbox.open_ledger(str(outbox))
+    states = {Path(row["file"]).name: row["status"] for row in ledger.batches()}
+    assert states == {"normal.parquet": "done", "faulty.parquet": "done", "broken.parquet": "failed"}
