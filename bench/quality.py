@@ -170,8 +170,9 @@ def render(frame: pl.DataFrame, seeds: list[int], cap: int, seconds: float) -> s
         "Command: `python bench/quality.py" + (f" --seeds {' --seeds '.join(map(str, seeds))}" if seeds != [0] else "")
         + "`", "",
         f"Seeds {seeds}; training rows capped at {cap:,} for every detector; wall time {seconds / 60:.1f} min; "
-        f"Python {platform.python_version()}, torch {metadata.version('torch')}, pyod {metadata.version('pyod')}, "
-        f"onnxruntime {metadata.version('onnxruntime-gpu') if _has('onnxruntime-gpu') else metadata.version('onnxruntime')}.",
+        f"Python {platform.python_version()}, torch {metadata.version('torch')}, "
+        + (f"pyod {metadata.version('pyod')}, " if _has('pyod') else "")
+        + f"onnxruntime {metadata.version('onnxruntime-gpu') if _has('onnxruntime-gpu') else metadata.version('onnxruntime')}.",
         "", "ROC-AUC per data set (SKAB: valve1/0 per time step):", "",
         "| detector | " + " | ".join(wide.columns[1:]) + " |", "|---|" + "---:|" * (wide.width - 1),
     ]
