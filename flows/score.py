@@ -22,6 +22,7 @@ from pipeline.core.errors import exit_on_user_error
 from pipeline.core.faults import crash_point
 from pipeline.ops import delivery, inbox, reports
 from pipeline.ops.alerts import summary_text
+from pipeline.ops.records import Batch
 from pipeline.runtime import Provider, Scorer
 
 # Retries with backoff only where the outside world can fail (files, network).
@@ -38,7 +39,7 @@ def _scorer(model_dir: str, provider: Provider) -> Scorer:
 
 @task(**IO_RETRIES, **PERSIST)
 def find_batches(inbox_path: str, outbox: str) -> list[dict]:
-    return [b.to_dict() for b in inbox.find_batches(inbox_path, inbox.open_ledger(outbox))]
+    return [b.model_dump() for b in inbox.find_batches(inbox_path, inbox.open_ledger(outbox))]
 
 
 @task(**PERSIST)
@@ -50,13 +51,14 @@ def claim_batch(outbox: str, model_key: str, batch: dict, force: bool) -> bool:
 
 @task(**IO_RETRIES, **PERSIST)
 def score_batch(model_dir: str, provider: str, batch: dict, outbox: str, threshold: Optional[float]) -> dict:
-    return inbox.score_batch(_scorer(model_dir, provider), inbox.Batch(**batch), outbox, threshold=threshold)
+    batch_record = Batch.model_validate(batch)
+    return inbox.score_batch(_scorer(model_dir, provider), batch_record, outbox, threshold=threshold).model_dump()
 
 
 @task(**PERSIST)
 def raise_alert(model_dir: str, provider: str, batch: dict, outbox: str, scored_file: str, rules: AlertRules,
                 threshold: Optional[float]) -> Optional[dict]:
-    return inbox.raise_alert(inbox.open_ledger(outbox), _scorer(model_dir, provider), inbox.Batch(**batch),
+    return inbox.raise_alert(inbox.open_ledger(outbox), _scorer(model_dir, provider), Batch.model_validate(batch),
                              scored_file, rules, threshold=threshold)
 
 

@@ -27,7 +27,8 @@ from common import DATA, FAST_TRAIN, ROOT  # noqa: E402
 from pipeline.build.fit import fit_model  # noqa: E402
 from pipeline.core.config import load_config  # noqa: E402
 from pipeline.core.errors import PipelineError  # noqa: E402
-from pipeline.ops.inbox import Batch, score_batch  # noqa: E402
+from pipeline.ops.inbox import score_batch  # noqa: E402
+from pipeline.ops.records import Batch  # noqa: E402
 from pipeline.runtime import Scorer, ScoreReport, score_files  # noqa: E402
 
 DOCS = ROOT / "docs" / "reliability.md"
@@ -474,7 +475,7 @@ def _(ctx: Context) -> None:
 def _(ctx: Context) -> None:
     path = ctx.frame("batch.parquet", ctx.tabular_rows())
     stamp = path.stat()
-    batch = Batch(str(path), "0" * 64, stamp.st_size, stamp.st_mtime_ns)
+    batch = Batch(file=str(path), identity="0" * 64, size=stamp.st_size, mtime_ns=stamp.st_mtime_ns)
     ctx.frame("batch.parquet", ctx.tabular_rows().head(10))
     ctx.refused(lambda: score_batch(ctx.tabular, batch, ctx.out), "changed while it was being read", file=path)
 

@@ -25,7 +25,7 @@ WORKER = textwrap.dedent("""
     for batch in inbox.find_batches(inbox_dir, ledger):
         if ledger.claim(batch.identity, scorer.manifest.key, batch.file).granted:
             summary = inbox.score_batch(scorer, batch, outbox)
-            ledger.complete(batch.identity, scorer.manifest.key, summary["output"], summary)
+            ledger.complete(batch.identity, scorer.manifest.key, summary.output, summary.model_dump())
 """)
 
 

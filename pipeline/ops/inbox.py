@@ -6,7 +6,6 @@ content and the model version, and an alert is built once and then only re-read.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
@@ -16,21 +15,11 @@ from pipeline.core.errors import DataError
 from pipeline.data import ingest
 from pipeline.ops import alerts
 from pipeline.ops.ledger import Ledger
+from pipeline.ops.records import Batch, BatchSummary
 from pipeline.runtime import Scorer, score_files
 
 LEDGER_FILE = "ledger.sqlite"
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Batch:
-    file: str
-    identity: str  # sha256 of the bytes
-    size: int = -1  # with mtime_ns: the file as it was hashed; scoring refuses a file changed since
-    mtime_ns: int = -1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
@@ -50,7 +39,8 @@ def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
                         file.name)
             continue
         stamp = ingest.file_stamp(file)  # before hashing: a write during the hash shows up later
-        batches.append(Batch(str(file), ledger.identity(file), *stamp))
+        size, mtime_ns = stamp
+        batches.append(Batch(file=str(file), identity=ledger.identity(file), size=size, mtime_ns=mtime_ns))
     if Path(inbox).is_dir():
         taken = {file.name for file in files}
         for other in sorted(Path(inbox).iterdir()):
@@ -70,14 +60,14 @@ def output_path(outbox: str | Path, model_key: str, batch: Batch) -> Path:
 
 
 def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: float | None = None,
-                top_k: int = 3) -> dict:
-    """Score one batch into its output file; returns a JSON-able summary."""
+                top_k: int = 3) -> BatchSummary:
+    """Score one batch into its output file."""
     output = output_path(outbox, scorer.manifest.key, batch)
     if batch.size >= 0:  # the identity (and so the output path) must describe the bytes scored
         ingest.check_unchanged(Path(batch.file), (batch.size, batch.mtime_ns))
     report = score_files(scorer, batch.file, output, threshold=threshold, top_k=top_k)
-    return {"file": batch.file, "output": str(output), "rows": report.rows, "anomalies": report.anomalies,
-            "threshold": report.threshold, "inputs": report.inputs.summary()}
+    return BatchSummary(file=batch.file, output=str(output), rows=report.rows, anomalies=report.anomalies,
+                        threshold=report.threshold, inputs=report.inputs.summary())
 
 
 def raise_alert(ledger: Ledger, scorer: Scorer, batch: Batch, scored_file: str | Path, rules: AlertRules,
