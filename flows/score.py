@@ -57,7 +57,8 @@ def score_batch(model_dir: str, provider: str, batch: dict, outbox: str, thresho
 
 @task(**PERSIST)
 def raise_alert(model_dir: str, provider: str, batch: dict, outbox: str, scored_file: str, rules: AlertRules,
-                threshold: Optional[float]) -> Optional[dict]:
+                threshold: float) -> Optional[dict]:
+    """The batch's alert, judged by the threshold the batch was scored with (its summary's)."""
     return inbox.raise_alert(inbox.open_ledger(outbox), _scorer(model_dir, provider), Batch.model_validate(batch),
                              scored_file, rules, threshold=threshold)
 
@@ -78,14 +79,13 @@ def fail_batch(outbox: str, model_key: str, batch: dict, error: str) -> None:
 
 
 @task
-def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts: list[dict],
-                    threshold: Optional[float]) -> None:
-    """Flow artifacts: the run's report (histogram, scores over time), top anomalies, each alert."""
+def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts: list[dict]) -> None:
+    """Flow artifacts: the run's report (histogram, scores over time), top anomalies, each alert.
+    The threshold shown is the one the batches were scored with (every summary carries it)."""
     manifest = _scorer(model_dir, provider).manifest
     scored = pl.concat([pl.read_parquet(s["output"]) for s in summaries], how="diagonal_relaxed")
-    limit = manifest.threshold.value if threshold is None else threshold
     create_markdown_artifact(key="vad-scoring-report", markdown=reports.scoring_report(
-        manifest, scored, summaries, alerts, limit), description=f"Batches scored by {manifest.key}")
+        manifest, scored, summaries, alerts, summaries[0]["threshold"]), description=f"Batches scored by {manifest.key}")
     create_table_artifact(key="vad-top-anomalies", table=reports.top_anomalies(scored),
                           description="Highest-scoring anomalous rows, with their top contributing features")
     for alert in alerts:
@@ -123,7 +123,7 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
             failed.append(f"{Path(batch['file']).name}: {error}")
             continue
         crash_point("scored")
-        alert = raise_alert(model_dir, provider, batch, outbox, summary["output"], rules, threshold)
+        alert = raise_alert(model_dir, provider, batch, outbox, summary["output"], rules, summary["threshold"])
         if alert is not None:
             alerts.append(alert)
             crash_point("alerted")
@@ -132,7 +132,7 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
         complete_batch(outbox, model_key, batch, summary)
         summaries.append(summary)
     if summaries:
-        publish_reports(model_dir, provider, summaries, alerts, threshold)
+        publish_reports(model_dir, provider, summaries, alerts)
     logger.info("%s: %d batch(es) scored, %d alert(s)", model_key, len(summaries), len(alerts))
     if failed:  # the run shows as failed; the other batches' results stand
         raise RuntimeError(f"{len(failed)} batch(es) could not be scored: " + "; ".join(failed))

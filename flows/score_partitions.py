@@ -64,7 +64,7 @@ def score_partitions_flow(source: str, output: str, model: str = "exported/demo-
         return combine([s["part"] for s in scored], output)
 
 
-def with_cluster(address: Optional[str], workers: int):  # noqa: ANN201 - a Prefect flow object
+def with_cluster(address: Optional[str], workers: int):
     """The flow on an existing Dask scheduler (by address), or on a local cluster of `workers` processes."""
     runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
         cluster_kwargs={"n_workers": workers, **LOCAL_CLUSTER})

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.artifact import contract
 from pipeline.core.errors import PipelineError, exit_on_user_error
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep `vad --help` fast
@@ -92,7 +93,7 @@ def score(
     threshold: Annotated[Optional[float], typer.Option(help="Override the model's threshold.")] = None,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, or int8 for a model exported with its int8 scorer.")] = "fp32",
-    top_k: Annotated[int, typer.Option(help="Contributing features per row.")] = 3,
+    top_k: Annotated[int, typer.Option(help="Contributing features per row.")] = contract.TOP_K,
     chunk_rows: Annotated[Optional[int], typer.Option(
         min=1, help="Rows read per chunk (tabular); default 65536, or 262144 when scoring on a GPU.")] = None,
     show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,

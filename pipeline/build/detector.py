@@ -71,7 +71,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             threshold=ThresholdConfig(method="contamination", contamination=self.contamination),
         )
 
-    def _rows(self, X, learn: bool = False) -> np.ndarray:  # noqa: ANN001, N803
+    def _rows(self, X, learn: bool = False) -> np.ndarray:
         """Arrays pass through as float32; polars frames go through the feature schema."""
         if isinstance(X, pl.DataFrame):
             if learn:
@@ -91,7 +91,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             raise PipelineError(f"X must have {self.n_features_in_} features, got {x.shape[1]}.")
         return np.ascontiguousarray(x)
 
-    def fit(self, X, y=None) -> VAEDetector:  # noqa: ANN001, N803
+    def fit(self, X, y=None) -> VAEDetector:
         """Train without labels (`y` is ignored). Returns self."""
         x = self._rows(X, learn=True)
         config = self._config()
@@ -111,20 +111,20 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self._train_fingerprint = fingerprint(x, self.schema_.input_names)
         return self
 
-    def anomaly_score(self, X) -> np.ndarray:  # noqa: ANN001, N803
+    def anomaly_score(self, X) -> np.ndarray:
         """Negative ELBO per row: higher = more anomalous."""
         check_is_fitted(self, "model_")
         return score_with_torch(self.model_, self.scaler_, self._rows(X))[0].astype(np.float64)
 
-    def score_samples(self, X) -> np.ndarray:  # noqa: ANN001, N803
+    def score_samples(self, X) -> np.ndarray:
         """ELBO per row (a lower bound of log p(x)): lower = more abnormal."""
         return -self.anomaly_score(X)
 
-    def decision_function(self, X) -> np.ndarray:  # noqa: ANN001, N803
+    def decision_function(self, X) -> np.ndarray:
         """`score_samples − offset_`: negative for outliers."""
         return self.score_samples(X) - self.offset_
 
-    def predict(self, X) -> np.ndarray:  # noqa: ANN001, N803
+    def predict(self, X) -> np.ndarray:
         """−1 for outliers, 1 for inliers."""
         return np.where(self.decision_function(X) < 0, -1, 1)
 

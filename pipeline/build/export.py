@@ -226,7 +226,7 @@ def load_checkpoint(path: str | Path) -> tuple[VAE, Scaler]:
 
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, …
+    except Exception as exc:
         raise ModelArtifactError(f"'{path}' is not a plain-tensor checkpoint and was not loaded: "
                                  f"{str(exc).strip().splitlines()[0]}") from exc
     shape = data["shape"]

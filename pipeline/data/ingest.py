@@ -177,7 +177,7 @@ def check_unchanged(path: Path, stamp: tuple[int, int]) -> None:
                         "(write batches under a temporary name, then rename them into place).")
 
 
-def _guard(path: Path, action):  # noqa: ANN001, ANN202 - tiny wrapper
+def _guard(path: Path, action):
     """Run a polars call and turn its failures into one DataError naming the file."""
     try:
         return action()

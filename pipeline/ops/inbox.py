@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.artifact import contract
 from pipeline.core.config import AlertRules
 from pipeline.core.errors import DataError
 from pipeline.data import ingest
@@ -60,7 +61,7 @@ def output_path(outbox: str | Path, model_key: str, batch: Batch) -> Path:
 
 
 def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: float | None = None,
-                top_k: int = 3) -> BatchSummary:
+                top_k: int = contract.TOP_K) -> BatchSummary:
     """Score one batch into its output file."""
     output = output_path(outbox, scorer.manifest.key, batch)
     if batch.size >= 0:  # the identity (and so the output path) must describe the bytes scored

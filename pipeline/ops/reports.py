@@ -11,11 +11,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no screen on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
 
-from pipeline.artifact.manifest import Manifest  # noqa: E402
+from pipeline.artifact.manifest import Manifest
 
 MAX_ENTITY_PANELS = 8
 

@@ -96,7 +96,7 @@ def open_session(model: Path | bytes, requested: Provider = "auto", name: str = 
     try:
         session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, sess_options=options,
                                        providers=provider_options(providers, cache_dir))
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+    except Exception as exc:
         raise ModelArtifactError(f"onnxruntime cannot load '{path}': {str(exc).strip().splitlines()[0]}") from exc
     used = session.get_providers()
     if providers[0] != CPU and providers[0] not in used:

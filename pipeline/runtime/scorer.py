@@ -129,7 +129,7 @@ class Scorer:
         return tensorrt_cache(self.folder) if self.provider == "tensorrt" else None
 
     # -- arrays -------------------------------------------------------------------------
-    def score_array(self, x: np.ndarray, estimator: Estimator = "elbo", samples: int = 16, seed: int = 0,
+    def score_array(self, x: np.ndarray, estimator: Estimator = "elbo", samples: int = ScoreOptions.samples, seed: int = 0,
                     top_k: int | None = None) -> ScoreArrays:
         """Score raw model inputs (rows × inputs, float32). Higher = more anomalous.
         With `top_k` (elbo only), the graph's own ranking of the top source columns comes back
