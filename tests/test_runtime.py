@@ -14,7 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from pipeline.core.errors import PipelineError
-from pipeline.runtime import Scorer, score_files, select_providers
+from pipeline.runtime import ScoreOptions, Scorer, score_files, select_providers
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = ROOT / "data" / "sensors" / "batch.parquet"
@@ -132,6 +132,18 @@ def test_threshold_override_without_reexport(tabular_model: Path) -> None:
     frame = pl.read_csv(TABLE)
     assert scorer.score(frame, threshold=-1e9)["is_anomaly"].all()
     assert not scorer.score(frame, threshold=1e9)["is_anomaly"].any()
+
+
+def test_score_options_are_checked_once_and_the_threshold_settled_once(tabular_model: Path, tmp_path: Path) -> None:
+    scorer = Scorer.load(tabular_model)
+    assert scorer.resolve(ScoreOptions()).threshold == scorer.threshold  # None: the model's own
+    assert scorer.resolve(ScoreOptions(threshold=1.5)).threshold == 1.5
+    for bad, message in [({"estimator": "vi"}, "estimator must be one of"), ({"samples": 0}, "samples must be"),
+                         ({"top_k": -1}, "top_k must be"), ({"threshold": float("nan")}, "finite number")]:
+        with pytest.raises(PipelineError, match=message):
+            scorer.score(pl.read_csv(TABLE), **bad)
+    report = score_files(scorer, TABLE, tmp_path / "scores.parquet", threshold=1e9)
+    assert report.threshold == 1e9 and report.anomalies == 0  # the summary carries the threshold used
 
 
 def test_dynamic_batch_one_row_matches_full_batch(tabular_model: Path) -> None:

@@ -35,7 +35,7 @@ ORT_BATCH = 4096  # rows per call for the other graphs: 2k–8k stays in cache (
 @dataclass(frozen=True)
 class ScoreOptions:
     """How to score, checked once: the estimator and its draws, the number of ranked source
-    columns, and the alarm threshold (None: the model's own, as `Scorer.options` resolves it)."""
+    columns, and the alarm threshold (None: the model's own, as `Scorer.resolve` settles it)."""
 
     estimator: Estimator = "elbo"
     samples: int = 16
