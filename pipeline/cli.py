@@ -242,7 +242,6 @@ def encode(
     console.print(f"wrote {write_frame(frame, output)}" if output else frame)
 
 
-
 def _version(show: bool) -> None:
     if show:
         from importlib import metadata
