@@ -13,6 +13,7 @@ import polars as pl
 from pipeline.artifact import contract
 from pipeline.artifact.manifest import Manifest
 from pipeline.core.config import AlertRules
+from pipeline.ops.records import Alert
 
 BATCH_ENTITY = "*"  # tabular mode: the whole batch is one entity
 
@@ -79,7 +80,7 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
     top_rows = [{**{k: _iso(r[k]) for k in key_columns}, "score": r["score"],
                  "features": [{"feature": r[f], "share": r[f.replace("_feature", "_share")]} for f in feature_columns]}
                 for r in top.iter_rows(named=True)]
-    payload = {
+    payload = Alert.model_validate({
         "alert_id": alert_id(manifest.key, identity),
         "model": {"name": manifest.name, "version": manifest.version},
         "batch": {"file": batch_file, "sha256": identity},
@@ -87,14 +88,14 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
         "peak_percentile": (float(in_alert.select(pl.col(contract.PERCENTILE).max()).item())
                             if contract.PERCENTILE in in_alert.columns else None),
         "threshold": {"value": limit, "method": manifest.threshold.method,
-                      "overridden": threshold is not None},
+                      "overridden": limit != manifest.threshold.value},
         "counts": {"rows": scored.height, "anomalous_rows": int(scored["is_anomaly"].sum()),
                    "alerting_entities": len(alerting), "suppressed_entities": len(suppressed)},
         "entities": alerting, "suppressed": suppressed,
         "top_rows": top_rows, "top_features": top_features(in_alert.filter(pl.col("is_anomaly")), feature_columns),
-        "rules": rules.model_dump(),
-    }
-    return payload, times
+        "rules": rules,
+    })
+    return payload.model_dump(mode="json"), times
 
 
 def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int = 5) -> list[dict]:
@@ -108,16 +109,16 @@ def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int
     return [{"feature": r["feature"], "share": round(r["share"], 4)} for r in ranked.iter_rows(named=True)]
 
 
-def summary_text(alert: dict) -> tuple[str, str]:
+def summary_text(payload: dict) -> tuple[str, str]:
     """(subject, body) for notification blocks: short, readable in Slack or an e-mail."""
-    model, counts = alert["model"], alert["counts"]
-    subject = (f"[{alert['severity'].upper()}] {model['name']} v{model['version']}: "
-               f"{counts['anomalous_rows']} anomalous rows in {alert['batch']['file']}")
-    lines = [subject, f"alert id: {alert['alert_id']}",
-             f"threshold {alert['threshold']['value']:.4g} ({alert['threshold']['method']}), "
-             f"peak score {alert['peak_score']:.4g}, exceedance {alert['exceedance']:.2f}",
-             "entities: " + ", ".join(f"{e['entity']} ({e['anomalous_rows']} rows"
-                                      + (f", from {e['first_alarm']})" if e["first_alarm"] else ")")
-                                      for e in alert["entities"]),
-             "top features: " + ", ".join(f"{f['feature']} {f['share']:.0%}" for f in alert["top_features"])]
+    alert = Alert.model_validate(payload)
+    subject = (f"[{alert.severity.upper()}] {alert.model.name} v{alert.model.version}: "
+               f"{alert.counts.anomalous_rows} anomalous rows in {alert.batch.file}")
+    lines = [subject, f"alert id: {alert.alert_id}",
+             f"threshold {alert.threshold.value:.4g} ({alert.threshold.method}), "
+             f"peak score {alert.peak_score:.4g}, exceedance {alert.exceedance:.2f}",
+             "entities: " + ", ".join(f"{e.entity} ({e.anomalous_rows} rows"
+                                      + (f", from {e.first_alarm})" if e.first_alarm else ")")
+                                      for e in alert.entities),
+             "top features: " + ", ".join(f"{f.feature} {f.share:.0%}" for f in alert.top_features)]
     return subject, "\n".join(lines)

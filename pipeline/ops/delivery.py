@@ -15,6 +15,7 @@ import uuid
 from pipeline.core.faults import crash_point
 from pipeline.ops.alerts import summary_text
 from pipeline.ops.ledger import Ledger
+from pipeline.ops.records import Alert
 
 EVENT_SINK = "prefect-event"
 ALERT_EVENT = "vad.alert.raised"
@@ -71,7 +72,9 @@ def redact_urls(text: str) -> str:
 
 
 def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
-    """Send the alert to every sink it has not reached yet; {sink: sent | already-sent}."""
+    """Send the alert to every sink it has not reached yet; {sink: sent | already-sent}. An
+    alert that does not fit the Alert record is refused before any sink sees it."""
+    Alert.model_validate(alert)
     outcome: dict[str, str] = {}
     failures: list[str] = []
     for sink in sinks:

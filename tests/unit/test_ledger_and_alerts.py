@@ -14,7 +14,7 @@ import pytest
 from pipeline.artifact.manifest import read_manifest
 from pipeline.core.config import AlertRules
 from pipeline.core.digest import sha256_file
-from pipeline.ops import alerts
+from pipeline.ops import alerts, delivery
 from pipeline.ops.ledger import Ledger, owner_token
 
 
@@ -95,6 +95,24 @@ def test_alarm_needs_enough_anomalous_steps_close_together(manifest) -> None:  #
     assert alert["counts"]["anomalous_rows"] == 3 and alert["top_features"][0]["feature"] == "pressure"
     assert alert["top_rows"][0]["machine"] == "press-02" and alert["threshold"]["value"] == limit
     assert alert["alert_id"] == alerts.alert_id(manifest.key, "x")
+
+
+def test_an_alert_is_built_and_read_through_its_record(manifest, tmp_path: Path) -> None:  # noqa: ANN001
+    """The threshold counts as overridden only when it differs from the model's (the flow
+    passes every batch's own), and a payload that does not fit the record reaches no sink."""
+    limit, start = manifest.threshold.value, datetime(2026, 11, 1)
+    burst = scored_frame(limit, {"press-02": [11, 12, 14]}, start)
+    for given, overridden in [(None, False), (limit, False), (limit * 0.9, True)]:
+        alert, _ = alerts.evaluate(burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={},
+                                   threshold=given)
+        assert alert["threshold"]["overridden"] is overridden
+    subject, body = alerts.summary_text(alert)
+    assert subject.startswith(f"[{alert['severity'].upper()}] ") and "press-02 (3 rows" in body
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    broken = {**alert, "severity": "apocalyptic"}
+    with pytest.raises(ValueError, match="severity"):
+        delivery.deliver(broken, [delivery.EVENT_SINK], ledger)
+    assert not ledger.delivered(alert["alert_id"], delivery.EVENT_SINK)
 
 
 def test_cooldown_suppresses_an_entity_that_alerted_recently(manifest) -> None:  # noqa: ANN001
