@@ -116,15 +116,17 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
         console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
     if report.top:
         table = Table(title="top anomalies (higher score = more anomalous)")
-        keys = [k for k in report.top[0] if k not in ("score", "is_anomaly", "percentile") and not k.startswith("top")]
-        percentile = "percentile" in report.top[0]
-        for column in [*keys, "score", *(["percentile"] if percentile else []), "top features (share of excess −log p)"]:
+        columns = list(report.top[0])
+        keys = [k for k in columns if k not in contract.score_columns(columns) - {contract.SOURCE_FILE}]
+        percentile = contract.PERCENTILE in columns
+        for column in [*keys, contract.SCORE, *([contract.PERCENTILE] if percentile else []),
+                       "top features (share of excess −log p)"]:
             table.add_column(column)
         for row in report.top:
-            ranked = [(row[k], row[k.replace("feature", "share")]) for k in row if k.endswith("_feature")]
+            ranked = [(row[k], row[contract.share_of(k)]) for k in contract.feature_columns(columns)]
             explained = ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)
-            table.add_row(*[str(row[k]) for k in keys], f"{row['score']:.2f}",
-                          *([f"{row['percentile']:.2f}"] if percentile else []), explained)
+            table.add_row(*[str(row[k]) for k in keys], f"{row[contract.SCORE]:.2f}",
+                          *([f"{row[contract.PERCENTILE]:.2f}"] if percentile else []), explained)
         console.print(table)
     console.print(f"scores written to [bold]{report.output}[/]")
 

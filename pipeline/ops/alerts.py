@@ -49,7 +49,7 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
     entity_col = schema.entity_column if schema.mode == "sensor" else None
     time_col = schema.time_column if schema.mode == "sensor" else None
     frame = scored.with_columns(_entity=pl.col(entity_col).cast(pl.String) if entity_col else pl.lit(BATCH_ENTITY))
-    flags = pl.col("is_anomaly").cast(pl.Int32)
+    flags = pl.col(contract.IS_ANOMALY).cast(pl.Int32)
     frame = frame.with_row_index("_row").with_columns(
         _run=flags.rolling_sum(rules.within, min_samples=1).over("_entity"))
     alarms = frame.filter(pl.col("_run") >= rules.min_anomalous).group_by("_entity", maintain_order=True).agg(
@@ -66,7 +66,7 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
                 suppressed.append(entity)
                 continue
         alerting.append({"entity": entity, "first_alarm": _iso(first_time) if time_col else None,
-                         "anomalous_rows": int(frame.filter(pl.col("_entity") == entity)["is_anomaly"].sum())})
+                         "anomalous_rows": int(frame.filter(pl.col("_entity") == entity)[contract.IS_ANOMALY].sum())})
         times[entity] = _iso(first_time) if time_col else ""
     if not alerting:
         return None, {}
@@ -75,10 +75,11 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
     normal = manifest.validation.normal_score
     level, exceedance = severity(peak, limit, normal, rules)
     key_columns = [c for c in schema.key_columns if c in scored.columns]
-    feature_columns = sorted(c for c in scored.columns if c.startswith("top") and c.endswith("_feature"))
-    top = in_alert.filter(pl.col("is_anomaly")).sort("score", descending=True).head(rules.top_rows)
-    top_rows = [{**{k: _iso(r[k]) for k in key_columns}, "score": r["score"],
-                 "features": [{"feature": r[f], "share": r[f.replace("_feature", "_share")]} for f in feature_columns]}
+    feature_columns = contract.feature_columns(scored.columns)
+    anomalous = in_alert.filter(pl.col(contract.IS_ANOMALY))
+    top = anomalous.sort(contract.SCORE, descending=True).head(rules.top_rows)
+    top_rows = [{**{k: _iso(r[k]) for k in key_columns}, "score": r[contract.SCORE],
+                 "features": [{"feature": r[f], "share": r[contract.share_of(f)]} for f in feature_columns]}
                 for r in top.iter_rows(named=True)]
     payload = Alert.model_validate({
         "alert_id": alert_id(manifest.key, identity),
@@ -89,10 +90,10 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
                             if contract.PERCENTILE in in_alert.columns else None),
         "threshold": {"value": limit, "method": manifest.threshold.method,
                       "overridden": limit != manifest.threshold.value},
-        "counts": {"rows": scored.height, "anomalous_rows": int(scored["is_anomaly"].sum()),
+        "counts": {"rows": scored.height, "anomalous_rows": int(scored[contract.IS_ANOMALY].sum()),
                    "alerting_entities": len(alerting), "suppressed_entities": len(suppressed)},
         "entities": alerting, "suppressed": suppressed,
-        "top_rows": top_rows, "top_features": top_features(in_alert.filter(pl.col("is_anomaly")), feature_columns),
+        "top_rows": top_rows, "top_features": top_features(anomalous, feature_columns),
         "rules": rules,
     })
     return payload.model_dump(mode="json"), times
@@ -102,7 +103,7 @@ def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int
     """Source columns ranked by their summed share of the anomalous rows' scores."""
     if anomalous.is_empty() or not feature_columns:
         return []
-    long = pl.concat([anomalous.select(feature=pl.col(f), share=pl.col(f.replace("_feature", "_share")))
+    long = pl.concat([anomalous.select(feature=pl.col(f), share=pl.col(contract.share_of(f)))
                       for f in feature_columns])
     ranked = long.group_by("feature").agg(pl.col("share").sum() / anomalous.height).sort(
         ["share", "feature"], descending=[True, False]).head(limit)

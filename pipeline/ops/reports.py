@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from pipeline.artifact import contract
 from pipeline.artifact.manifest import Manifest
 
 MAX_ENTITY_PANELS = 8
@@ -64,9 +65,9 @@ def sensor_scores(scored: pl.DataFrame, time_col: str, entity_col: str | None, t
     fig, axes = plt.subplots(len(entities), 1, figsize=(9, 1.8 * len(entities)), sharex=True, squeeze=False)
     for ax, entity in zip(axes[:, 0], entities, strict=True):
         part = scored.filter(pl.col(entity_col).cast(pl.String) == entity) if entity_col else scored
-        ax.plot(part[time_col].to_numpy(), part["score"].to_numpy(), linewidth=0.8)
-        flagged = part.filter(pl.col("is_anomaly"))
-        ax.scatter(flagged[time_col].to_numpy(), flagged["score"].to_numpy(), color="tab:red", s=6, zorder=3)
+        ax.plot(part[time_col].to_numpy(), part[contract.SCORE].to_numpy(), linewidth=0.8)
+        flagged = part.filter(pl.col(contract.IS_ANOMALY))
+        ax.scatter(flagged[time_col].to_numpy(), flagged[contract.SCORE].to_numpy(), color="tab:red", s=6, zorder=3)
         ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8)
         label = f"{entity}  ⚠ alert" if entity in alerted else str(entity or "")
         ax.set_ylabel(label, rotation=0, ha="right", fontsize=8)
@@ -107,7 +108,7 @@ def training_report(manifest: Manifest, history: list[dict], validation_scores: 
 
 def top_anomalies(scored: pl.DataFrame, n: int = 20) -> list[dict]:
     """The n highest-scoring anomalous rows, JSON-friendly (for a table artifact)."""
-    top = scored.filter(pl.col("is_anomaly")).sort("score", descending=True).head(n)
+    top = scored.filter(pl.col(contract.IS_ANOMALY)).sort(contract.SCORE, descending=True).head(n)
     return [{k: (v.isoformat() if isinstance(v, datetime) else round(v, 4) if isinstance(v, float) else v)
              for k, v in row.items()} for row in top.iter_rows(named=True)]
 
@@ -123,7 +124,7 @@ def scoring_report(manifest: Manifest, scored: pl.DataFrame, batches: list[dict]
                                                f"{a['batch']['file']}: {a['counts']['anomalous_rows']} anomalous rows"
                                                for a in alerts), ""]
     if scored.height:
-        lines += [figure_markdown(score_histogram(scored["score"].to_numpy(), threshold, "scores in this run"),
+        lines += [figure_markdown(score_histogram(scored[contract.SCORE].to_numpy(), threshold, "scores in this run"),
                                   "score histogram"), ""]
         if schema.mode == "sensor" and schema.time_column:
             alerted = {e["entity"] for a in alerts for e in a["entities"]}
