@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -41,11 +41,11 @@ serve: $(STAMP)
 	$(BIN)/python -m flows.serve --inbox data/inbox --model exported/demo-sensors --interval 60
 
 bench-quality: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[train,bench]'
 	$(BIN)/python bench/quality.py
 
 bench-speed: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[train,bench]'
 	$(BIN)/python bench/speed.py
 
 data: $(STAMP)

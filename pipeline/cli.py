@@ -25,6 +25,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 
 
+TRAINING_PACKAGES = {"torch", "onnx", "onnxscript", "sklearn", "tqdm"}  # the `train` extra
+
+
+def needs_training_extra(exc: ModuleNotFoundError) -> Exception:
+    """A missing training package, said as what to install; any other import error as it is."""
+    if (exc.name or "").split(".")[0] in TRAINING_PACKAGES:
+        return PipelineError(f"this command trains or exports a model, which needs '{exc.name}': install the "
+                             "training extra, pip install 'vae-pipeline[train]' (scoring needs none of it).")
+    return exc
+
+
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
@@ -58,8 +69,12 @@ def train(
         "--int8", help="Also export an int8 scorer (dynamic quantisation).")] = None,
 ) -> None:
     """Train a VAE and export it as a new version (ONNX graphs + manifest)."""
-    from pipeline.build.fit import fit_model
     from pipeline.core.config import load_config
+
+    try:
+        from pipeline.build.fit import fit_model
+    except ModuleNotFoundError as exc:
+        raise needs_training_extra(exc) from None
 
     window_spec = {k: v for k, v in {"length": window, "stride": stride}.items() if v is not None}
     cfg = load_config(
@@ -144,8 +159,12 @@ def threshold(
     label_column: Annotated[Optional[str], typer.Option(help="0/1 labels in the data, for best-f1.")] = None,
 ) -> None:
     """Re-fit the threshold on new data, without retraining: writes the model's next version."""
-    from pipeline.build.rethreshold import refit_threshold
     from pipeline.core.config import ThresholdConfig
+
+    try:
+        from pipeline.build.rethreshold import refit_threshold
+    except ModuleNotFoundError as exc:
+        raise needs_training_extra(exc) from None
 
     settings: dict = {"method": method}
     if target is not None:

@@ -1,0 +1,152 @@
+"""Prefect flow `vad-score`: score every new batch in an inbox with one model version, write
+the results, raise and deliver alerts. Each task wraps one library call (`pipeline.ops.inbox`,
+`pipeline.ops.delivery`, `pipeline.ops.reports`); exactly-once lives in the ledger, not here.
+
+Run once:        python -m flows.score --inbox data/inbox --model exported/demo-sensors
+On a schedule:   python -m flows.serve   (README, "Scheduled scoring")"""
+
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+import polars as pl
+import typer
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.tasks import exponential_backoff
+
+from pipeline.artifact.manifest import resolve_model_dir
+from pipeline.core.config import AlertRules
+from pipeline.core.errors import exit_on_user_error
+from pipeline.core.faults import crash_point
+from pipeline.ops import delivery, inbox, reports
+from pipeline.ops.alerts import summary_text
+from pipeline.ops.records import Batch
+from pipeline.runtime import Provider, Scorer
+
+# Retries with backoff only where the outside world can fail (files, network).
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+                              "retry_jitter_factor": 0.5}
+# Results as JSON (never pickle) in Prefect's result storage: a retried flow run reuses them.
+PERSIST: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}
+
+
+@lru_cache(maxsize=8)
+def _scorer(model_dir: str, provider: Provider) -> Scorer:
+    return Scorer.load(model_dir, provider=provider)
+
+
+@task(**IO_RETRIES, **PERSIST)
+def find_batches(inbox_path: str, outbox: str) -> list[dict]:
+    return [b.model_dump() for b in inbox.find_batches(inbox_path, inbox.open_ledger(outbox))]
+
+
+@task(**PERSIST)
+def claim_batch(outbox: str, model_key: str, batch: dict, force: bool) -> bool:
+    claim = inbox.open_ledger(outbox).claim(batch["identity"], model_key, batch["file"], force=force)
+    get_run_logger().info("batch %s: %s", Path(batch["file"]).name, claim.reason)
+    return claim.granted
+
+
+@task(**IO_RETRIES, **PERSIST)
+def score_batch(model_dir: str, provider: str, batch: dict, outbox: str, threshold: Optional[float]) -> dict:
+    batch_record = Batch.model_validate(batch)
+    return inbox.score_batch(_scorer(model_dir, provider), batch_record, outbox, threshold=threshold).model_dump()
+
+
+@task(**PERSIST)
+def raise_alert(model_dir: str, provider: str, batch: dict, outbox: str, scored_file: str, rules: AlertRules,
+                threshold: float) -> Optional[dict]:
+    """The batch's alert, judged by the threshold the batch was scored with (its summary's)."""
+    return inbox.raise_alert(inbox.open_ledger(outbox), _scorer(model_dir, provider), Batch.model_validate(batch),
+                             scored_file, rules, threshold=threshold)
+
+
+@task(**IO_RETRIES, **PERSIST)
+def deliver_alert(alert: dict, sinks: list[str], outbox: str) -> dict:
+    return delivery.deliver(alert, sinks, inbox.open_ledger(outbox))
+
+
+@task
+def complete_batch(outbox: str, model_key: str, batch: dict, summary: dict) -> None:
+    inbox.open_ledger(outbox).complete(batch["identity"], model_key, summary["output"], summary)
+
+
+@task
+def fail_batch(outbox: str, model_key: str, batch: dict, error: str) -> None:
+    inbox.open_ledger(outbox).fail(batch["identity"], model_key, error)
+
+
+@task
+def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts: list[dict]) -> None:
+    """Flow artifacts: the run's report (histogram, scores over time), top anomalies, each alert.
+    The threshold shown is the one the batches were scored with (every summary carries it)."""
+    manifest = _scorer(model_dir, provider).manifest
+    scored = pl.concat([pl.read_parquet(s["output"]) for s in summaries], how="diagonal_relaxed")
+    create_markdown_artifact(key="vad-scoring-report", markdown=reports.scoring_report(
+        manifest, scored, summaries, alerts, summaries[0]["threshold"]), description=f"Batches scored by {manifest.key}")
+    create_table_artifact(key="vad-top-anomalies", table=reports.top_anomalies(scored),
+                          description="Highest-scoring anomalous rows, with their top contributing features")
+    for alert in alerts:
+        subject, body = summary_text(alert)
+        create_markdown_artifact(key="vad-alert", markdown=f"# {subject}\n\n```\n{body}\n```",
+                                 description=f"alert {alert['alert_id']}")
+
+
+@flow(name="vad-score")
+def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", model: str = "exported/demo-sensors",
+               sinks: list[str] = [delivery.EVENT_SINK], rules: AlertRules = AlertRules(),  # noqa: B006 - Prefect parameter
+               threshold: Optional[float] = None, force: bool = False, provider: Provider = "auto") -> dict:
+    """Score each batch of `inbox_path` not yet scored by this model version; alert on it."""
+    logger = get_run_logger()
+    model_dir = str(resolve_model_dir(model))
+    model_key = _scorer(model_dir, provider).manifest.key
+
+    def deliver(alert: dict) -> None:
+        try:
+            deliver_alert(alert, sinks, outbox)
+        except delivery.DeliveryError as error:  # the scores stand; the next run retries delivery
+            logger.error("%s", error)
+
+    for earlier in inbox.open_ledger(outbox).undelivered(sinks):  # deliveries that failed in earlier runs
+        deliver(earlier)
+    summaries, alerts, failed = [], [], []
+    for batch in find_batches(inbox_path, outbox):
+        if not claim_batch(outbox, model_key, batch, force):
+            continue
+        try:
+            summary = score_batch(model_dir, provider, batch, outbox, threshold)
+        except Exception as error:  # noqa: BLE001 - one bad batch must not hold up the others
+            logger.error("batch %s failed: %s", batch["file"], error)
+            fail_batch(outbox, model_key, batch, str(error))
+            failed.append(f"{Path(batch['file']).name}: {error}")
+            continue
+        crash_point("scored")
+        alert = raise_alert(model_dir, provider, batch, outbox, summary["output"], rules, summary["threshold"])
+        if alert is not None:
+            alerts.append(alert)
+            crash_point("alerted")
+            deliver(alert)
+            crash_point("delivered")
+        complete_batch(outbox, model_key, batch, summary)
+        summaries.append(summary)
+    if summaries:
+        publish_reports(model_dir, provider, summaries, alerts)
+    logger.info("%s: %d batch(es) scored, %d alert(s)", model_key, len(summaries), len(alerts))
+    if failed:  # the run shows as failed; the other batches' results stand
+        raise RuntimeError(f"{len(failed)} batch(es) could not be scored: " + "; ".join(failed))
+    return {"model": model_key, "scored": summaries, "alerts": [a["alert_id"] for a in alerts]}
+
+
+def main(inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or glob of batch files."),
+         outbox: str = typer.Option("runs/scoring", help="Scores, ledger and alerts go here."),
+         model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version) or a version folder."),
+         sink: list[str] = typer.Option([delivery.EVENT_SINK], help="Alert sink: prefect-event or a block slug."),
+         force: bool = typer.Option(False, help="Re-score batches this model version already scored.")) -> None:
+    """Run the scoring flow once."""
+    print(score_flow(inbox_path=inbox_path, outbox=outbox, model=model, sinks=sink, force=force))
+
+
+if __name__ == "__main__":
+    exit_on_user_error(lambda: typer.run(main))

@@ -1,0 +1,88 @@
+"""Prefect flow `vad-score-partitions`: one large input scored as partitions (Parquet row
+groups or files) mapped over a Dask cluster through prefect-dask's DaskTaskRunner, then
+combined into one file equal to what `vad score` writes.
+
+Local cluster (default: 2 worker processes):
+    python -m flows.score_partitions data/big.parquet --output runs/big-scores.parquet
+An existing cluster (every worker must see the model folder and the input files):
+    python -m flows.score_partitions s3-mounted/big/ --output … --address tcp://scheduler:8786"""
+
+import os
+import socket
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import typer
+from prefect import flow, get_run_logger, task
+from prefect_dask import DaskTaskRunner
+
+from pipeline.artifact.manifest import resolve_model_dir
+from pipeline.core.errors import exit_on_user_error
+from pipeline.runtime import Scorer, partitions
+
+
+@lru_cache(maxsize=4)
+def _scorer(model_dir: str) -> Scorer:
+    """One Scorer per worker process and model, loaded (and checked) on first use."""
+    return Scorer.load(model_dir)
+
+
+@task
+def plan(source: str, model_dir: str, rows_per_partition: int) -> list[dict]:
+    return [p.to_dict() for p in partitions.plan_partitions(source, _scorer(model_dir), rows_per_partition)]
+
+
+@task(retries=2, retry_delay_seconds=2)
+def score_partition(model_dir: str, partition: dict, parts_dir: str) -> dict:
+    part = partitions.score_partition(_scorer(model_dir), partitions.Partition(**partition), parts_dir)
+    return {"part": part, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+@task
+def combine(parts: list[str], output: str) -> str:
+    return str(partitions.combine_parts(parts, output))
+
+
+# A local cluster listens on loopback only, its dashboard too (Dask's default is every interface).
+LOCAL_CLUSTER = {"threads_per_worker": 1, "processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:8787"}
+
+
+# prefect-dask types its runner for its own futures, Prefect for PrefectFuture: the same protocol.
+@flow(name="vad-score-partitions",
+      task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, **LOCAL_CLUSTER}))  # type: ignore[arg-type]
+def score_partitions_flow(source: str, output: str, model: str = "exported/demo-tabular",
+                          rows_per_partition: int = 262_144) -> str:
+    """Plan the partitions, score each on the cluster, combine them in order."""
+    model_dir = str(resolve_model_dir(model))
+    planned = plan(source, model_dir, rows_per_partition)
+    get_run_logger().info("%d partition(s) of %s", len(planned), source)
+    with tempfile.TemporaryDirectory(prefix=".parts-", dir=Path(output).parent) as parts_dir:
+        scored = [f.result() for f in score_partition.map(model_dir, planned, parts_dir)]
+        get_run_logger().info("scored on %d worker process(es)", len({s["worker"] for s in scored}))
+        return combine([s["part"] for s in scored], output)
+
+
+def with_cluster(address: Optional[str], workers: int):
+    """The flow on an existing Dask scheduler (by address), or on a local cluster of `workers` processes."""
+    runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, **LOCAL_CLUSTER})
+    return score_partitions_flow.with_options(task_runner=runner)  # type: ignore[arg-type]
+
+
+def main(source: str = typer.Argument(..., help="File, folder or glob to score."),
+         output: str = typer.Option(..., help="Parquet file for the scores."),
+         model: str = typer.Option("exported/demo-tabular", help="Model folder (its latest version) or a version folder."),
+         rows_per_partition: int = typer.Option(262_144, help="Rows per partition (Parquet row groups are kept whole)."),
+         address: Optional[str] = typer.Option(
+            None, help="Address of an existing Dask scheduler; default: a local cluster."),
+         workers: int = typer.Option(2, help="Worker processes of the local cluster.")) -> None:
+    """Score a large input on a Dask cluster."""
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    print(with_cluster(address, workers)(source=source, output=output, model=model,
+                                         rows_per_partition=rows_per_partition))
+
+
+if __name__ == "__main__":
+    exit_on_user_error(lambda: typer.run(main))

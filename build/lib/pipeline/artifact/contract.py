@@ -1,0 +1,61 @@
+"""The exported model's contract, in one torch-free place: the graphs' names and their inputs
+and outputs, the constants baked into them, and the columns a scores file holds.
+
+Export writes graphs to this contract, the runtime and the CLI read it, the alert and report
+code name their columns from it, and another runtime (examples/node) follows the same names.
+Changing a value here changes the exported format: bump `manifest.SCHEMA_VERSION` with it."""
+
+from __future__ import annotations
+
+# -- graphs -------------------------------------------------------------------------------
+ENCODER = "encoder"  # scaled inputs -> latent mean and log-variance per ensemble member
+DECODER = "decoder"  # latent draws -> output mean and log-variance, in scaled units
+SCORER = "scorer"  # raw inputs -> score, per-input NLL, KL, latent mean, ranked explanation
+SCORER_SAMPLED = "scorer_sampled"  # raw inputs and noise -> importance weights (mc, iwae)
+SCORER_INT8 = "scorer_int8"  # the scorer with int8 weights ([export] int8 = true)
+
+# Each graph's (inputs, outputs), in order. The int8 scorer has the scorer's signature.
+GRAPH_IO: dict[str, tuple[list[str], list[str]]] = {
+    ENCODER: (["x_scaled"], ["mu", "logvar"]),
+    DECODER: (["z"], ["mean", "logvar"]),
+    SCORER: (["x"], ["score", "feature_nll", "kl", "mu", "top_index", "top_share"]),
+    SCORER_SAMPLED: (["x", "eps"], ["log_weight", "feature_nll"]),
+}
+ROW_GRAPHS = (SCORER, SCORER_INT8, SCORER_SAMPLED)  # graphs fed one row of raw inputs per score
+
+INPUT_CLIP = 1e4  # scaled units; the scorer graphs clip to it, keeping squared errors finite
+TOP_K = 3  # contributing source columns the scorer graph ranks per row
+
+# -- a scores file's columns, after the row keys ---------------------------------------------
+SCORE = "score"  # negative ELBO, higher = more anomalous
+IS_ANOMALY = "is_anomaly"  # score above the threshold (and, for sensors, the persistence rule)
+PERCENTILE = "percentile"  # where the score falls among the validation scores, 0-100
+SOURCE_FILE = "source_file"  # the input file's name (score_files)
+FEATURE_SUFFIX, SHARE_SUFFIX = "_feature", "_share"
+
+
+def top_feature(rank: int) -> str:
+    """The column naming the `rank`-th (1-based) most contributing source column."""
+    return f"top{rank}{FEATURE_SUFFIX}"
+
+
+def top_share(rank: int) -> str:
+    """The column holding that source column's share of the excess −log p."""
+    return f"top{rank}{SHARE_SUFFIX}"
+
+
+def feature_columns(columns: list[str]) -> list[str]:
+    """The ranked explanation's feature columns among `columns`, best first."""
+    ranked = [c for c in columns if c.startswith("top") and c.endswith(FEATURE_SUFFIX)]
+    return sorted(ranked, key=lambda c: int(c[3:-len(FEATURE_SUFFIX)]))
+
+
+def share_of(feature_column: str) -> str:
+    """The share column that goes with a `topN_feature` column."""
+    return feature_column[: -len(FEATURE_SUFFIX)] + SHARE_SUFFIX
+
+
+def score_columns(columns: list[str]) -> set[str]:
+    """The columns scoring added to the row keys (everything but the keys)."""
+    ranked = feature_columns(columns)
+    return {SCORE, IS_ANOMALY, PERCENTILE, SOURCE_FILE, *ranked, *(share_of(c) for c in ranked)} & set(columns)

@@ -1,0 +1,89 @@
+"""Alarm thresholds fitted on validation scores (higher score = more anomalous): quantile,
+contamination, peaks over threshold, or best F1 against labels."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import precision_recall_curve
+
+from pipeline.artifact.threshold import Threshold
+from pipeline.core.config import ThresholdConfig
+from pipeline.core.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+# POT's tail fit is trusted only with this many excesses over the initial quantile, and with a
+# generalised Pareto shape of at least -0.5: below it the maximum-likelihood estimate is
+# irregular (Smith 1985) and the extrapolated threshold sits at the fitted tail's end point.
+# Measured on the bundled sensor demo: shape -1.32 flagged 3.1% of clean windows for a 0.1% risk.
+POT_MIN_EXCESSES = 10
+POT_MIN_SHAPE = -0.5
+
+
+def fit_threshold(scores: np.ndarray, config: ThresholdConfig, labels: np.ndarray | None = None) -> Threshold:
+    """Fit the configured threshold on (validation) scores."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    scores = scores[finite]
+    if scores.size < 2:
+        raise PipelineError(f"a threshold needs at least 2 finite scores, got {scores.size}.")
+    if config.method == "quantile":
+        fitted = Threshold(value=float(np.quantile(scores, config.quantile)), method="quantile",
+                           parameters={"quantile": config.quantile})
+    elif config.method == "contamination":
+        fitted = Threshold(value=float(np.quantile(scores, 1.0 - config.contamination)), method="contamination",
+                           parameters={"contamination": config.contamination})
+    elif config.method == "pot":
+        fitted = pot_threshold(scores, config.pot_initial_quantile, config.pot_risk)
+    elif labels is None:
+        raise PipelineError("threshold method 'best-f1' needs labels: set the data's `label_column`.")
+    else:
+        fitted = best_f1_threshold(scores, np.asarray(labels)[finite])
+    return fitted.model_copy(update={"persistence": config.persistence})
+
+
+def pot_threshold(scores: np.ndarray, initial_quantile: float, risk: float) -> Threshold:
+    """Peaks over threshold (Siffer et al., KDD 2017): fit a generalised Pareto law to the
+    excesses over a high quantile and extrapolate to the score exceeded with probability `risk`.
+    Where the fit cannot be trusted (too few excesses, or a shape below POT_MIN_SHAPE), the
+    empirical (1 − risk) quantile is used instead, and the note says why."""
+    t = float(np.quantile(scores, initial_quantile))
+    excess = scores[scores > t] - t
+    parameters = {"initial_quantile": initial_quantile, "risk": risk}
+    if excess.size < POT_MIN_EXCESSES:
+        return _pot_fallback(scores, parameters, f"only {excess.size} validation scores lie above the initial "
+                                                 f"quantile {initial_quantile} (the fit needs {POT_MIN_EXCESSES})")
+    shape, _, scale = stats.genpareto.fit(excess, floc=0.0)
+    parameters.update(gpd_shape=float(shape), gpd_scale=float(scale))
+    if shape < POT_MIN_SHAPE:
+        return _pot_fallback(scores, parameters, f"the tail fit is unsound (GPD shape {shape:.2f} < {POT_MIN_SHAPE})")
+    ratio = risk * scores.size / excess.size
+    if abs(shape) < 1e-9:
+        value = t - scale * math.log(ratio)
+    else:
+        value = t + scale / shape * (ratio ** (-shape) - 1.0)
+    return Threshold(value=float(value), method="pot", parameters=parameters)
+
+
+def _pot_fallback(scores: np.ndarray, parameters: dict[str, float], why: str) -> Threshold:
+    risk = parameters["risk"]
+    note = f"POT fell back to the empirical {1 - risk:g} quantile of {scores.size} validation scores: {why}."
+    log.warning(note)
+    return Threshold(value=float(np.quantile(scores, 1.0 - risk)), method="pot",
+                     parameters={**parameters, "fallback": 1.0}, note=note)
+
+
+def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> Threshold:
+    """The threshold that maximises F1 against known labels."""
+    if labels.shape != scores.shape or len(np.unique(labels)) < 2:
+        raise PipelineError("best-f1 needs one 0/1 label per score with both classes present.")
+    precision, recall, cuts = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1[:-1]))
+    # Scores equal to the cut are anomalous in precision_recall_curve; step just below it.
+    value = float(np.nextafter(cuts[best], -np.inf))
+    return Threshold(value=value, method="best-f1", parameters={"f1": float(f1[best])})

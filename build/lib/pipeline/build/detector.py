@@ -1,0 +1,142 @@
+"""`VAEDetector`: the VAE behind scikit-learn's outlier-detector interface.
+
+Scores follow scikit-learn (as IsolationForest does): `score_samples` is the ELBO, so
+lower = more abnormal; `decision_function` is negative for outliers; `predict` gives −1
+for outliers and 1 for inliers. `anomaly_score` is the negative ELBO (higher = more
+anomalous), the same number the CLI and the ONNX scorer write as `score`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from pipeline.artifact.threshold import Threshold
+from pipeline.build.export import export_model
+from pipeline.build.fit import fingerprint, random_validation_mask, train_and_calibrate, validation_record
+from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, ThresholdConfig, TrainConfig
+from pipeline.core.errors import PipelineError
+from pipeline.data.schema import FeatureSchema, coerce, learn_schema, to_matrix
+from pipeline.model.graphs import score_with_torch
+from pipeline.model.train import TrainResult
+
+
+class VAEDetector(OutlierMixin, BaseEstimator):
+    """Variational-autoencoder outlier detector; defaults are the measured library defaults.
+
+    The constructor only stores its arguments; everything learned ends in `_`.
+    `threshold_` is the (1 − contamination) quantile of the training scores. The default
+    contamination, 0.01, is the false-alarm rate `vad train`'s default threshold (the 0.99
+    quantile of validation scores) aims at, so Python and the command line flag alike; PyOD's
+    0.1 assumes a tenth of the data is anomalous, which it rarely is."""
+
+    def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
+                 members: int = ModelConfig().members, likelihood: str = "bernoulli", scaling: str = ModelConfig().scaling,
+                 beta: float = TrainConfig().beta,
+                 epochs: int = 100, batch_size: int | None = None, learning_rate: float | None = None,
+                 patience: int = 10,
+                 validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits,
+                 trim_fraction: float = TrainConfig().trim_fraction,
+                 contamination: float = ThresholdConfig().contamination, device: str = "auto",
+                 random_state: int = 0, progress: bool = False) -> None:
+        self.hidden = hidden
+        self.latent = latent
+        self.members = members
+        self.likelihood = likelihood
+        self.scaling = scaling
+        self.beta = beta
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.free_bits = free_bits
+        self.trim_fraction = trim_fraction
+        self.contamination = contamination
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+    def _config(self) -> PipelineConfig:
+        return PipelineConfig(
+            model=ModelConfig(hidden=self.hidden, latent=self.latent, members=self.members, likelihood=self.likelihood,
+                              scaling=self.scaling),
+            train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                              beta=self.beta, free_bits=self.free_bits, trim_fraction=self.trim_fraction,
+                              patience=self.patience, validation_fraction=self.validation_fraction,
+                              seed=self.random_state, device=self.device, progress=self.progress),
+            threshold=ThresholdConfig(method="contamination", contamination=self.contamination),
+        )
+
+    def _rows(self, X, learn: bool = False) -> np.ndarray:
+        """Arrays pass through as float32; polars frames go through the feature schema."""
+        if isinstance(X, pl.DataFrame):
+            if learn:
+                self.schema_ = learn_schema(X, DataConfig())
+            elif not isinstance(getattr(self, "schema_", None), FeatureSchema):
+                raise PipelineError("this detector was fitted on an array; pass an array, not a DataFrame.")
+            return to_matrix(coerce(X, self.schema_, None), self.schema_)[0]
+        x = np.asarray(X, dtype=np.float32)
+        if x.ndim != 2:
+            raise PipelineError(f"X must be 2-D (rows × features), got shape {x.shape}.")
+        if not np.isfinite(x).all():
+            raise PipelineError("X holds NaN or infinite values; impute them first.")
+        if learn:
+            names = [f"x{i}" for i in range(x.shape[1])]
+            self.schema_ = learn_schema(pl.DataFrame(x, schema=names), DataConfig())
+        elif x.shape[1] != self.n_features_in_:
+            raise PipelineError(f"X must have {self.n_features_in_} features, got {x.shape[1]}.")
+        return np.ascontiguousarray(x)
+
+    def fit(self, X, y=None) -> VAEDetector:
+        """Train without labels (`y` is ignored). Returns self."""
+        x = self._rows(X, learn=True)
+        config = self._config()
+        rng = np.random.default_rng(self.random_state)
+        is_validation = random_validation_mask(len(x), self.validation_fraction, rng)
+        calibrated = train_and_calibrate(x, is_validation, config)
+        self.model_ = calibrated.result.model
+        self.scaler_ = calibrated.result.scaler
+        self.history_ = calibrated.result.history
+        self.feature_baseline_ = calibrated.feature_baseline
+        self._validation = validation_record(calibrated)  # for export: alerts' severity needs its quantiles
+        self.n_features_in_ = x.shape[1]
+        self.feature_names_in_ = np.asarray(self.schema_.input_names, dtype=object)
+        train_scores = score_with_torch(self.model_, self.scaler_, x)[0]  # x is already checked
+        self.threshold_ = float(np.quantile(train_scores, 1.0 - self.contamination))
+        self.offset_ = -self.threshold_
+        self._train_fingerprint = fingerprint(x, self.schema_.input_names)
+        return self
+
+    def anomaly_score(self, X) -> np.ndarray:
+        """Negative ELBO per row: higher = more anomalous."""
+        check_is_fitted(self, "model_")
+        return score_with_torch(self.model_, self.scaler_, self._rows(X))[0].astype(np.float64)
+
+    def score_samples(self, X) -> np.ndarray:
+        """ELBO per row (a lower bound of log p(x)): lower = more abnormal."""
+        return -self.anomaly_score(X)
+
+    def decision_function(self, X) -> np.ndarray:
+        """`score_samples − offset_`: negative for outliers."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        """−1 for outliers, 1 for inliers."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def export(self, root: str | Path = "exported", name: str = "detector", int8: bool = False) -> Path:
+        """Write ONNX graphs and manifest like `vad train` does (with `int8`, the int8 scorer
+        too); returns the version folder."""
+        check_is_fitted(self, "model_")
+        result = TrainResult(model=self.model_, scaler=self.scaler_, history=self.history_)
+        threshold = Threshold(value=self.threshold_, method="contamination",
+                              parameters={"contamination": self.contamination})
+        probe = self.scaler_.inverse(np.random.default_rng(0).standard_normal((256, self.n_features_in_)))
+        return export_model(result, self.schema_, threshold, name=name, root=root, probe_raw=probe,
+                            feature_baseline=self.feature_baseline_,
+                            training=self._config().model_dump(mode="json"),
+                            training_data=self._train_fingerprint, validation=self._validation, int8=int8)

@@ -1,0 +1,203 @@
+"""From files to an exported model version: the training job behind `vad train`.
+
+files → validated frame → feature rows (windows in sensor mode) → split → trained VAE →
+validation scores → threshold → ONNX files + manifest."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.artifact.threshold import QUANTILES, Threshold, ValidationRecord, percentile_table
+from pipeline.build.calibrate import fit_threshold
+from pipeline.build.export import export_model
+from pipeline.core.config import PipelineConfig, ThresholdConfig
+from pipeline.core.errors import DataError, where
+from pipeline.data import ingest
+from pipeline.data.schema import (
+    FeatureSchema,
+    coerce,
+    entity_bounds,
+    fit_statistics,
+    learn_schema,
+    make_windows,
+    sort_for_windows,
+    to_matrix,
+)
+from pipeline.model.graphs import score_with_torch
+from pipeline.model.train import TrainResult, train_vae
+
+
+@dataclass
+class TrainingSet:
+    """Model inputs with their validation mask and optional labels (one per input row)."""
+
+    x: np.ndarray
+    is_validation: np.ndarray
+    labels: np.ndarray | None
+    schema: FeatureSchema
+    files: list[Path]
+    imputed: dict[str, int]
+
+
+@dataclass
+class Calibrated:
+    """A trained model with its validation scores, threshold and per-input baseline."""
+
+    result: TrainResult
+    threshold: Threshold
+    validation_scores: np.ndarray
+    feature_baseline: np.ndarray
+
+
+@dataclass
+class FitOutcome:
+    """What `fit_model` produced and where it went."""
+
+    version_dir: Path
+    calibrated: Calibrated
+    data: TrainingSet
+
+
+def _sampling_step(files: list[Path], config: PipelineConfig) -> int:
+    """Tabular training with `train.max_rows`: keep every n-th row while reading, so data
+    larger than memory trains on an even sample of it (the exact cap is drawn later). Sensor
+    series are read whole: thinning them would break their windows."""
+    cap = config.train.max_rows
+    if not cap or config.data.mode != "tabular":
+        return 1
+    total = sum(ingest.count_rows(f, config.data.separator) for f in files)
+    return max(1, total // cap)
+
+
+def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet:
+    """Read every file, learn the schema, and build the input rows and the validation split."""
+    data_cfg = config.data
+    files = ingest.resolve_sources(source)
+    # With named features only the needed columns are read; otherwise all, to infer them.
+    needed = None
+    if data_cfg.features is not None:
+        named = [*data_cfg.features, data_cfg.label_column, data_cfg.time_column, data_cfg.entity_column,
+                 *data_cfg.id_columns]
+        needed = list(dict.fromkeys(c for c in named if c))
+    every = _sampling_step(files, config)
+    raw = [ingest.read_file(f, needed, data_cfg.separator, every=every) for f in files]
+    first = learn_schema(raw[0], data_cfg, str(files[0]))
+    coerced = []
+    for file, frame in zip(files, raw, strict=True):
+        part = coerce(frame, first, str(file))
+        if first.mode == "sensor":
+            sort_for_windows(part, first, str(file))  # missing or repeated keys, named in their file
+        if data_cfg.missing == "error":
+            to_matrix(part, first, str(file))  # fail here, where the file and its row can be named
+        if data_cfg.label_column:
+            if data_cfg.label_column not in frame.columns:
+                raise DataError(f"label column '{data_cfg.label_column}' is missing (file '{file}').")
+            part = part.with_columns(frame[data_cfg.label_column].cast(pl.Float64).alias("__label__"))
+        coerced.append(part)
+    frame = pl.concat(coerced, how="vertical_relaxed")
+    schema = fit_statistics(first, frame)
+    origin = f"{len(files)} training files" if len(files) > 1 else str(files[0])
+    if schema.mode == "sensor":  # again over all files: two files may hold the same readings
+        frame, _ = sort_for_windows(frame, schema, file=origin)
+    matrix, report = to_matrix(frame, schema)
+    labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
+    rng = np.random.default_rng(config.train.seed)
+    if schema.mode == "sensor" and schema.window and schema.window.length > 1:
+        bounds = entity_bounds(frame, schema)
+        try:
+            matrix, ends = make_windows(matrix, bounds, schema.window, pad=False)
+        except DataError as error:
+            raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
+        labels = labels[ends] if labels is not None else None
+        is_validation = _tail_of_each_entity(ends, bounds, config.train.validation_fraction)
+    else:
+        is_validation = random_validation_mask(len(matrix), config.train.validation_fraction, rng)
+    if config.train.max_rows and len(matrix) > config.train.max_rows:
+        keep = np.sort(rng.choice(len(matrix), config.train.max_rows, replace=False))
+        matrix, is_validation = matrix[keep], is_validation[keep]
+        labels = labels[keep] if labels is not None else None
+    if is_validation.all() or not is_validation.any():
+        is_validation = np.zeros(len(matrix), bool)
+        is_validation[-max(1, len(matrix) // 10):] = True
+    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed))
+
+
+def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Rows drawn for validation (tabular data); at least one row on each side of the split."""
+    if rows < 2:
+        raise DataError(f"training needs at least 2 rows (one for validation), got {rows}.")
+    mask = rng.random(rows) < fraction
+    if mask.all() or not mask.any():
+        mask = np.zeros(rows, bool)
+        mask[-max(1, rows // 10):] = True
+    return mask
+
+
+def _tail_of_each_entity(ends: np.ndarray, bounds: list[tuple[int, int]], fraction: float) -> np.ndarray:
+    """Validation = the latest `fraction` of each entity's windows (no look-ahead leakage)."""
+    mask = np.zeros(len(ends), bool)
+    for start, stop in bounds:
+        idx = np.flatnonzero((ends >= start) & (ends < stop))
+        if len(idx) > 1:
+            mask[idx[-max(1, int(round(len(idx) * fraction))):]] = True
+    return mask
+
+
+def train_and_calibrate(
+    x: np.ndarray, is_validation: np.ndarray, config: PipelineConfig,
+    labels: np.ndarray | None = None, threshold_config: ThresholdConfig | None = None,
+) -> Calibrated:
+    """Train on the training rows; fit the threshold and the contribution baseline on the
+    validation rows, scored exactly as the exported scorer scores them."""
+    result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
+    scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
+    val_labels = labels[is_validation] if labels is not None else None
+    threshold = fit_threshold(scores, threshold_config or config.threshold, val_labels)
+    return Calibrated(result, threshold, scores, nll.mean(axis=0))
+
+
+def fingerprint(x: np.ndarray, names: list[str]) -> dict:
+    """Rows and a sha256 of the exact training inputs, to tell later which data made a model."""
+    digest = hashlib.sha256("\x1f".join(names).encode())
+    digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    return {"rows": int(len(x)), "inputs": int(x.shape[1]), "sha256": digest.hexdigest()}
+
+
+def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "exported") -> FitOutcome:
+    """Train on `source` and export a new version of `config.name` under `root`."""
+    data = load_training_set(source, config)
+    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels)
+    return FitOutcome(export_fitted(data, calibrated, config, root), calibrated, data)
+
+
+def validation_record(calibrated: Calibrated) -> ValidationRecord:
+    """The manifest's validation section: the objective reached and the validation scores'
+    quantiles. Alerts measure severity from the median, the `normal` level of the score."""
+    result, scores = calibrated.result, calibrated.validation_scores
+    return ValidationRecord(
+        rows=len(scores), neg_beta_elbo=result.best_validation,
+        neg_elbo=result.history[result.best_epoch - 1]["validation_neg_elbo"],
+        score_quantiles={q: float(np.quantile(scores, float(q))) for q in QUANTILES},
+        score_percentiles=percentile_table(scores))
+
+
+def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path) -> Path:
+    """Export a trained, calibrated model as the next version of `config.name` (and make it `latest`)."""
+    result = calibrated.result
+    probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
+    return export_model(
+        result, data.schema, calibrated.threshold, name=config.name, root=root, probe_raw=probe,
+        feature_baseline=calibrated.feature_baseline,
+        training={**config.model_dump(mode="json"), "best_epoch": result.best_epoch,
+                  "epochs_run": len(result.history), "device": result.device,
+                  **({"plan": asdict(result.plan)} if result.plan else {})},
+        training_data={**fingerprint(data.x, data.schema.input_names), "files": [str(f) for f in data.files],
+                       "imputed": data.imputed},
+        validation=validation_record(calibrated),
+        int8=config.export.int8,
+    )

@@ -1,0 +1,99 @@
+"""A new threshold for a model without retraining it (as alibi-detect's `infer_threshold`):
+score recent data the operator vouches for, fit the threshold on those scores (or on labels),
+and publish a new version with the same graphs, whose metadata names the new threshold.
+
+Torch is not needed: the scores come from the exported scorer, the graphs are copied."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+import polars as pl
+
+from pipeline.artifact.manifest import new_staging, publish_version
+from pipeline.artifact.threshold import Threshold
+from pipeline.build.calibrate import fit_threshold
+from pipeline.core.config import ThresholdConfig
+from pipeline.core.errors import DataError, PipelineError
+from pipeline.data import ingest
+from pipeline.data.schema import coerce, sort_for_windows
+from pipeline.runtime import Scorer
+
+
+@dataclass
+class Refit:
+    """The new version, its threshold, and the share of the given rows scoring above it."""
+
+    version_dir: Path
+    threshold: Threshold
+    rows: int
+    flagged: float
+
+
+def scores_and_labels(scorer: Scorer, source: str | Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every row's score (every time step in sensor mode), with its label when asked for,
+    in the order the scorer puts the rows (entity, then time)."""
+    scores, labels = [], []
+    for file in ingest.resolve_sources(source):
+        columns = scorer.schema.source_columns + ([label_column] if label_column else [])
+        raw = ingest.read_file(file, columns)
+        frame = coerce(raw, scorer.schema, str(file))
+        if label_column:
+            frame = frame.with_columns(raw[label_column].cast(pl.Float64).alias("__label"))
+        if scorer.schema.mode == "sensor":
+            frame, _ = sort_for_windows(frame, scorer.schema, str(file))
+        if label_column:
+            labels.append(frame["__label"].to_numpy())
+            frame = frame.drop("__label")
+        x, _, _ = scorer.prepare(frame, str(file))
+        scores.append(scorer.score_array(x).score)
+    if not scores:
+        raise DataError(f"no rows to fit a threshold on in '{source}'.")
+    return np.concatenate(scores), (np.concatenate(labels) if label_column else None)
+
+
+def refit_threshold(model: str | Path, source: str | Path, config: ThresholdConfig,
+                    label_column: str | None = None) -> Refit:
+    """Fit `config` on the scores of `source` and publish it as the model's next version."""
+    scorer = Scorer.load(model, provider="cpu")
+    if config.persistence.n > 1 and scorer.schema.mode != "sensor":
+        raise PipelineError("alarm persistence counts rows of a series: it needs a sensor model.")
+    scores, labels = scores_and_labels(scorer, source, label_column)
+    if labels is not None and not np.isin(labels, (0.0, 1.0)).all():
+        raise DataError(f"label column '{label_column}' must hold 0 and 1 only.")
+    threshold = fit_threshold(scores, config, labels)
+    if not np.isfinite(threshold.value):
+        raise PipelineError(f"the fitted threshold is not finite ({threshold.value}); nothing was written.")
+    parent = scorer.manifest
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    staging = new_staging(scorer.folder.parent)
+    try:
+        for name in parent.files:
+            source_file, target = scorer.folder / name, staging / name
+            if name.endswith(".onnx"):  # same arithmetic; the metadata names the new threshold
+                graph = onnx.load(str(source_file))
+                props = {p.key: p.value for p in graph.metadata_props}
+                props.update(threshold=repr(threshold.value), threshold_method=threshold.method, created_at=created)
+                del graph.metadata_props[:]
+                for key, value in props.items():
+                    graph.metadata_props.add(key=key, value=value)
+                onnx.save(graph, str(target))
+            else:
+                shutil.copyfile(source_file, target)
+        manifest = parent.model_copy(deep=True, update={
+            "created_at": created, "threshold": threshold,
+            "lineage": {"parent_version": parent.version, "change": "threshold re-fitted",
+                        "data": {"source": str(source), "rows": int(len(scores)),
+                                 "scores_sha256": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest()},
+                        "previous_threshold": parent.threshold.model_dump()}})
+        folder = publish_version(staging, scorer.folder.parent, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Refit(folder, threshold, int(len(scores)), float(np.mean(scores > threshold.value)))

@@ -1,0 +1,291 @@
+"""`vad`: train, score, re-fit thresholds, inspect, sample and encode from the command line.
+
+Every failure the user can fix prints one line, `error: …`, and exits with status 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.artifact import contract
+from pipeline.core.errors import PipelineError, exit_on_user_error
+
+if TYPE_CHECKING:  # imported lazily at run time, to keep `vad --help` fast
+    from pipeline.runtime import ScoreReport
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring.")
+console = Console()
+
+
+TRAINING_PACKAGES = {"torch", "onnx", "onnxscript", "sklearn", "tqdm"}  # the `train` extra
+
+
+def needs_training_extra(exc: ModuleNotFoundError) -> Exception:
+    """A missing training package, said as what to install; any other import error as it is."""
+    if (exc.name or "").split(".")[0] in TRAINING_PACKAGES:
+        return PipelineError(f"this command trains or exports a model, which needs '{exc.name}': install the "
+                             "training extra, pip install 'vae-pipeline[train]' (scoring needs none of it).")
+    return exc
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.command()
+def train(
+    source: Annotated[str, typer.Argument(help="Training data: a file, glob or folder (CSV, Parquet, NDJSON, Arrow).")],
+    config: Annotated[Optional[Path], typer.Option(
+        help="TOML config with sections data, model, train, threshold, export.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name (folder under --out).")] = None,
+    out: Annotated[Path, typer.Option(help="Root folder of exported models.")] = Path("exported"),
+    mode: Annotated[Optional[str], typer.Option(help="tabular or sensor.")] = None,
+    features: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: inferred).")] = None,
+    id_columns: Annotated[Optional[str], typer.Option(help="Comma-separated key columns passed to the output.")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Label column (never a feature).")] = None,
+    time_column: Annotated[Optional[str], typer.Option(help="Time column (sensor mode).")] = None,
+    entity_column: Annotated[Optional[str], typer.Option(help="Entity column; windows never cross entities.")] = None,
+    window: Annotated[Optional[int], typer.Option(help="Window length in time steps (sensor mode).")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Training window stride.")] = None,
+    missing: Annotated[Optional[str], typer.Option(help="error or impute (training median).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    latent: Annotated[Optional[int], typer.Option(help="Latent size (default scales with inputs).")] = None,
+    hidden: Annotated[Optional[str], typer.Option(help="Hidden sizes, e.g. 64,32.")] = None,
+    likelihood: Annotated[Optional[str], typer.Option(help="fixed, gaussian or bernoulli.")] = None,
+    beta: Annotated[Optional[float], typer.Option(help="KL weight after warm-up.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    threshold: Annotated[Optional[str], typer.Option(help="quantile, contamination, pot or best-f1.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    int8: Annotated[Optional[bool], typer.Option(
+        "--int8", help="Also export an int8 scorer (dynamic quantisation).")] = None,
+) -> None:
+    """Train a VAE and export it as a new version (ONNX graphs + manifest)."""
+    from pipeline.core.config import load_config
+
+    try:
+        from pipeline.build.fit import fit_model
+    except ModuleNotFoundError as exc:
+        raise needs_training_extra(exc) from None
+
+    window_spec = {k: v for k, v in {"length": window, "stride": stride}.items() if v is not None}
+    cfg = load_config(
+        config, name=name,
+        data={"mode": mode, "features": _split(features), "id_columns": _split(id_columns),
+              "label_column": label_column, "time_column": time_column, "entity_column": entity_column,
+              "missing": missing, **({"window": window_spec} if window_spec else {})},
+        model={"latent": latent, "hidden": [int(h) for h in _split(hidden) or []] if hidden else None,
+               "likelihood": likelihood},
+        train={"epochs": epochs, "beta": beta, "seed": seed, "device": device, "progress": progress},
+        threshold={"method": threshold},
+        export={"int8": int8},
+    )
+    outcome = fit_model(source, cfg, out)
+    result = outcome.calibrated.result
+    console.print(f"trained [bold]{cfg.name}[/] on {len(outcome.data.x):,} rows × {outcome.data.x.shape[1]} inputs "
+                  f"({result.device}); best epoch {result.best_epoch} of {len(result.history)}, "
+                  f"validation −β-ELBO {result.best_validation:.3f}")
+    console.print(f"threshold {outcome.calibrated.threshold.value:.4f} ({outcome.calibrated.threshold.method})")
+    console.print(f"exported to [bold]{outcome.version_dir}[/]")
+
+
+@app.command()
+def score(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (uses its latest).")],
+    source: Annotated[str, typer.Argument(help="Data to score: a file, glob or folder.")],
+    output: Annotated[Optional[Path], typer.Option(help="Output Parquet file.")] = None,
+    estimator: Annotated[str, typer.Option(help="elbo (deterministic), mc or iwae.")] = "elbo",
+    samples: Annotated[int, typer.Option(help="Samples for mc / iwae.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed for mc / iwae.")] = 0,
+    threshold: Annotated[Optional[float], typer.Option(help="Override the model's threshold.")] = None,
+    provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, or int8 for a model exported with its int8 scorer.")] = "fp32",
+    top_k: Annotated[int, typer.Option(help="Contributing features per row.")] = contract.TOP_K,
+    chunk_rows: Annotated[Optional[int], typer.Option(
+        min=1, help="Rows read per chunk (tabular); default 65536, or 262144 when scoring on a GPU.")] = None,
+    show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,
+) -> None:
+    """Score data with the ONNX scorer and write scores, flags and top contributing features."""
+    from pipeline.runtime import Scorer, score_files
+
+    scorer = Scorer.load(model, provider=provider, precision=precision)  # type: ignore[arg-type]
+    output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
+    report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,
+                         samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)
+    print_score_report(report, scorer.kernel().describe())
+
+
+def print_score_report(report: ScoreReport, provider: str) -> None:
+    """The summary a person reads after scoring: counts, repairs, top rows, output path."""
+    console.print(f"scored {report.rows:,} rows from {len(report.files)} file(s) on {provider}; "
+                  f"{report.anomalies:,} above threshold {report.threshold:.4f}")
+    if report.inputs.repaired:
+        console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
+    if report.top:
+        table = Table(title="top anomalies (higher score = more anomalous)")
+        columns = list(report.top[0])
+        keys = [k for k in columns if k not in contract.score_columns(columns) - {contract.SOURCE_FILE}]
+        percentile = contract.PERCENTILE in columns
+        for column in [*keys, contract.SCORE, *([contract.PERCENTILE] if percentile else []),
+                       "top features (share of excess −log p)"]:
+            table.add_column(column)
+        for row in report.top:
+            ranked = [(row[k], row[contract.share_of(k)]) for k in contract.feature_columns(columns)]
+            explained = ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)
+            table.add_row(*[str(row[k]) for k in keys], f"{row[contract.SCORE]:.2f}",
+                          *([f"{row[contract.PERCENTILE]:.2f}"] if percentile else []), explained)
+        console.print(table)
+    console.print(f"scores written to [bold]{report.output}[/]")
+
+
+@app.command()
+def threshold(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (its latest version).")],
+    data: Annotated[str, typer.Argument(help="Recent data to fit on: a file, glob or folder (normal rows, "
+                                             "unless labels are given).")],
+    method: Annotated[str, typer.Option(help="quantile, contamination, pot or best-f1.")] = "quantile",
+    target: Annotated[Optional[float], typer.Option(
+        help="The method's parameter: the quantile, the contamination, or POT's false-alarm risk.")] = None,
+    persistence: Annotated[Optional[str], typer.Option(
+        help="k/n: flag a row when k of the last n rows of its series exceed (sensor models).")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="0/1 labels in the data, for best-f1.")] = None,
+) -> None:
+    """Re-fit the threshold on new data, without retraining: writes the model's next version."""
+    from pipeline.core.config import ThresholdConfig
+
+    try:
+        from pipeline.build.rethreshold import refit_threshold
+    except ModuleNotFoundError as exc:
+        raise needs_training_extra(exc) from None
+
+    settings: dict = {"method": method}
+    if target is not None:
+        field = {"quantile": "quantile", "contamination": "contamination", "pot": "pot_risk"}.get(method, "target")
+        settings[field] = target
+    if persistence:
+        k, _, n = persistence.partition("/")
+        settings["persistence"] = {"k": k, "n": n or k}
+    try:
+        config = ThresholdConfig.model_validate(settings)
+    except ValidationError as exc:
+        raise PipelineError(f"threshold settings are invalid: {exc.errors()[0]['msg']} ({settings}).") from None
+    refit = refit_threshold(model, data, config, label_column)
+    rule = refit.threshold.persistence
+    console.print(f"threshold {refit.threshold.value:.4f} ({refit.threshold.method}"
+                  f"{f', {rule.k} of {rule.n} rows' if rule.n > 1 else ''}) fitted on {refit.rows:,} rows, "
+                  f"{refit.flagged:.2%} of them above it")
+    if refit.threshold.note:
+        console.print(f"[yellow]note:[/] {refit.threshold.note}")
+    console.print(f"new version written to [bold]{refit.version_dir}[/]")
+
+
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
+) -> None:
+    """Show a model's manifest, schema, threshold and the available providers."""
+    import onnxruntime as ort
+
+    from pipeline.artifact.manifest import read_manifest, resolve_model_dir
+    from pipeline.runtime import select_providers
+
+    folder = resolve_model_dir(model)
+    manifest = read_manifest(folder)
+    if as_json:
+        console.print_json(json.dumps(manifest.model_dump(mode="json")))
+        return
+    table = Table(title=f"{manifest.name} v{manifest.version}  ({folder})", show_header=False)
+    facts = {
+        "created": manifest.created_at, "mode": manifest.feature_schema.mode,
+        "features": ", ".join(c.name for c in manifest.feature_schema.columns),
+        "keys": ", ".join(manifest.feature_schema.key_columns) or "-",
+        "window": manifest.feature_schema.window.model_dump_json() if manifest.feature_schema.window else "-",
+        "missing values": manifest.feature_schema.missing, "inputs": str(len(manifest.input_names)),
+        "model": json.dumps(manifest.model), "score": manifest.score_definition,
+        "threshold": f"{manifest.threshold.value:.4f} ({manifest.threshold.method} {manifest.threshold.parameters}"
+                     + (f"; {rule.k} of the last {rule.n} rows" if (rule := manifest.threshold.persistence).n > 1 else "")
+                     + ")" + (f" {manifest.threshold.note}" if manifest.threshold.note else ""),
+        "lineage": json.dumps(manifest.lineage) if manifest.lineage else "-",
+        "training data": json.dumps(manifest.training_data.get("sha256", ""))[:20]
+        + f"… {manifest.training_data.get('rows')} rows",
+        # the percentile table's 112 values are for the runtime; --json shows them
+        "validation": manifest.validation.model_dump_json(exclude={"score_percentiles"}, exclude_none=True),
+        "opset": str(manifest.opset),
+        "files": ", ".join(manifest.files), "versions": json.dumps(manifest.library_versions),
+        # installed is not usable: onnxruntime-gpu lists CUDA and TensorRT on machines without a GPU
+        "providers": f"{', '.join(select_providers('auto'))} usable here (installed: "
+                     f"{', '.join(ort.get_available_providers())})",
+    }
+    for key, value in facts.items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+@app.command()
+def sample(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
+    n: Annotated[int, typer.Option("-n", min=1, help="Rows to generate.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    output: Annotated[Optional[Path], typer.Option(help="Write to a .parquet/.csv/.ndjson file.")] = None,
+) -> None:
+    """Generate synthetic normal rows from the decoder with z ~ N(0, I)."""
+    from pipeline.data.ingest import write_frame
+    from pipeline.runtime import Scorer
+
+    frame = Scorer.load(model).sample(n, seed)
+    console.print(f"wrote {write_frame(frame, output)}" if output else frame)
+
+
+@app.command()
+def encode(
+    model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
+    source: Annotated[str, typer.Argument(help="Data to embed: a file, glob or folder.")],
+    output: Annotated[Optional[Path], typer.Option(help="Write to a .parquet/.csv/.ndjson file.")] = None,
+) -> None:
+    """Latent vectors (the encoder's means) for each row."""
+    import polars as pl
+
+    from pipeline.data.ingest import read_file, resolve_sources, write_frame
+    from pipeline.runtime import Scorer
+
+    scorer = Scorer.load(model)
+    frames = [scorer.encode(read_file(f, scorer.schema.source_columns)) for f in resolve_sources(source)]
+    frame = pl.concat(frames)
+    console.print(f"wrote {write_frame(frame, output)}" if output else frame)
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("vae-pipeline")
+        except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+            from pipeline import __version__ as version
+        console.print(f"vad {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = False) -> None:
+    """VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point for `vad`."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    exit_on_user_error(lambda: app(args=argv, standalone_mode=True))
+
+
+if __name__ == "__main__":
+    main()

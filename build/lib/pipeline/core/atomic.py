@@ -1,0 +1,57 @@
+"""Every output file appears whole or not at all, and no writer can be steered elsewhere.
+
+One temporary file per write, created exclusively (O_EXCL, by `tempfile.mkstemp`) under an
+unpredictable name beside the output: a symbolic link planted at a known `.name.tmp` is never
+followed, and two writers never share a temporary. On success the file and then its folder
+are flushed to disk before and after the rename, so a ledger that records the output as
+written (after this returns) never points at a file a power cut could still take back."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.core.faults import pid_alive
+
+_UMASK = os.umask(0o022)  # read once, at import: the mode an ordinary file would get
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary path to write `path`'s content to; rename it onto `path` when the
+    block ends cleanly, remove it when the block raises. Dead writers' temporaries go first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 would make outputs private
+        _fsync(temporary)
+        os.replace(temporary, path)
+        _fsync(path.parent)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def remove_dead_temporaries(path: Path) -> None:
+    """Delete temporaries of `path` left by killed writers (their pid is gone); a live one's stays."""
+    for leftover in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = leftover.name.removeprefix(f".{path.name}.tmp-").split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,192 @@
+"""Validated configuration: what the user asks for, before any data is seen.
+
+Defaults were chosen from measurements on ../shared/data (see README, "Defaults")."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.core.errors import PipelineError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WindowSpec(_Strict):
+    """Sliding windows over each entity's time series.
+
+    Every time step is scored by `rule`: `end` (causal, the only rule so far) takes the
+    window that ends at the step. The first `length - 1` steps of an entity are scored on a window
+    padded with its first row."""
+
+    length: int = Field(10, ge=1)
+    stride: int = Field(1, ge=1)
+    rule: Literal["end"] = "end"
+
+
+class DataConfig(_Strict):
+    """Which columns are features, keys and labels, and how bad values are handled."""
+
+    mode: Literal["tabular", "sensor"] = "tabular"
+    features: list[str] | None = None  # None: every numeric (and, in tabular mode, string) column left
+    id_columns: list[str] = []  # passed through to the output, never features
+    label_column: str | None = None  # kept for evaluation, never a feature
+    ignore_columns: list[str] = []  # neither features nor keys (other labels, free text)
+    time_column: str | None = None
+    entity_column: str | None = None  # sensor mode: windows never cross entities
+    window: WindowSpec = WindowSpec()
+    missing: Literal["error", "impute"] = "error"  # impute: training median, counts reported
+    separator: str | None = None  # CSV separator; None sniffs it from the header
+    max_categories: int = Field(50, ge=2)  # string columns with more distinct values are skipped
+
+    @model_validator(mode="after")
+    def _sensor_needs_time(self) -> DataConfig:
+        if self.mode == "sensor" and not self.time_column:
+            raise ValueError("sensor mode needs `time_column`")
+        return self
+
+
+class ModelConfig(_Strict):
+    """MLP VAE shape and likelihood. `None` sizes scale with the number of inputs."""
+
+    hidden: list[int] | None = None  # default: [clip(2d, 16, 128), clip(d, 8, 64)]
+    latent: int | None = Field(None, ge=1)  # default: 4 (2 below 8 inputs)
+    # bernoulli: Bernoulli on columns that are 0/1 in training (one-hot included), fixed-variance
+    # Gaussian on the rest; fixed: Gaussian with unit variance everywhere; gaussian: learned
+    # per-feature variance.
+    likelihood: Literal["fixed", "gaussian", "bernoulli"] = "bernoulli"
+    # Independently initialised VAEs trained side by side in one network; the score is the
+    # mean of their negative ELBOs. Measured: 5 members lift 32_shuttle from 0.93–0.99 (one
+    # model, by seed) to 0.988–0.991 (README, "Defaults").
+    members: int = Field(5, ge=1, le=64)
+    # standard: (x - mean) / std; robust: (x - median) / (IQR / 1.349); quantile: each column
+    # through its rank-Gauss curve (piecewise linear, linear beyond the training range), then
+    # standard. Quantile measured best on average (README, "Defaults").
+    scaling: Literal["quantile", "robust", "standard"] = "quantile"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Strict):
+    """Optimisation, early stopping and reproducibility."""
+
+    epochs: int = Field(100, ge=1)
+    # None: chosen for the device (pipeline.model.train.training_plan): 256 and 1e-3 on the CPU, larger
+    # batches with a scaled learning rate on CUDA, where a step of 256 rows is launch-bound.
+    batch_size: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    beta: float = Field(3.0, ge=0)  # weight of the KL term at the end of warm-up
+    warmup_epochs: int = Field(10, ge=0)  # KL weight rises linearly from 0 to beta
+    free_bits: float = Field(0.0, ge=0)  # KL floor per latent dimension (nats), against posterior collapse
+    # Share of each batch's highest-loss rows left out of the gradient (trimmed likelihood):
+    # unlabelled training data holds anomalies. Measured: 0.05 lifts the ADBench mean from
+    # 0.775 to 0.815 over 3 seeds (README, "Defaults").
+    trim_fraction: float = Field(0.05, ge=0, lt=0.5)
+    clip_inputs: float = Field(10.0, gt=0)  # scaled training inputs are clipped to ±this
+    patience: int = Field(10, ge=1)  # epochs without validation improvement before stopping
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_rows: int | None = Field(None, ge=100)  # sample at most this many training rows
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool | None = None  # bf16 autocast, CUDA only; None: the measured choice (training_plan)
+    compile: bool = False  # torch.compile the loss terms: 1.2× per step on a CPU, after ~20 s of compiling
+    progress: bool = True
+
+
+class Persistence(_Strict):
+    """Alarm persistence: a row is anomalous when at least `k` of the last `n` rows of its
+    own series (itself included) score above the threshold, the rule published SKAB methods
+    use against one-off spikes. k = n = 1 (the default) flags every exceedance. Sensor mode only."""
+
+    k: int = Field(1, ge=1)
+    n: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> Persistence:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) cannot exceed n ({self.n})")
+        return self
+
+
+class ThresholdConfig(_Strict):
+    """How the alarm threshold is fitted on validation scores (higher score = more anomalous)."""
+
+    method: Literal["quantile", "contamination", "pot", "best-f1"] = "quantile"
+    quantile: float = Field(0.99, gt=0, lt=1)
+    contamination: float = Field(0.01, gt=0, lt=0.5)
+    pot_initial_quantile: float = Field(0.98, gt=0.5, lt=1)
+    pot_risk: float = Field(1e-3, gt=0, lt=0.5)  # target false-alarm rate
+    persistence: Persistence = Persistence()
+
+
+class AlertRules(_Strict):
+    """When a scored batch raises an alert (one per batch and model version).
+
+    An entity (or, in tabular mode, the whole batch) alarms when `min_anomalous` rows above
+    the threshold fall within `within` consecutive rows. In sensor mode an entity that alarmed
+    less than `cooldown_minutes` earlier (in the data's own time) is suppressed, so one fault pages
+    once. Severity grows with the peak score's distance past the threshold, in units of
+    (threshold − median validation score)."""
+
+    min_anomalous: int = Field(3, ge=1)
+    within: int = Field(10, ge=1)
+    cooldown_minutes: float = Field(60.0, ge=0)
+    high_at: float = Field(1.0, gt=0)
+    critical_at: float = Field(3.0, gt=0)
+    top_rows: int = Field(10, ge=1, le=1000)
+
+
+class ExportConfig(_Strict):
+    """What is exported besides the fp32 graphs."""
+
+    int8: bool = False  # also write scorer_int8.onnx (dynamic quantisation; `vad score --precision int8`)
+
+
+class PipelineConfig(_Strict):
+    """Everything `vad train` needs, loadable from a TOML file."""
+
+    name: str = Field("model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
+    export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _threshold_fits_the_data(self) -> PipelineConfig:
+        """Settings that cannot work are refused here, before any data is read or trained on."""
+        if self.threshold.method == "best-f1" and not self.data.label_column:
+            raise ValueError("threshold method 'best-f1' needs labels: set data.label_column")
+        if self.threshold.persistence.n > 1 and self.data.mode != "sensor":
+            raise ValueError("alarm persistence counts rows of a series: it needs data.mode = 'sensor'")
+        return self
+
+
+def load_config(path: str | Path | None = None, **overrides: object) -> PipelineConfig:
+    """Read a TOML config (sections data, model, train, threshold, export) and apply overrides."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise PipelineError(f"config file '{path}' cannot be read: {exc}") from exc
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            target = raw.setdefault(section, {})
+            for key, value in values.items():
+                if isinstance(value, dict) and isinstance(target.get(key), dict):
+                    target[key] = {**target[key], **value}  # e.g. --window keeps the file's stride
+                elif value is not None:
+                    target[key] = value
+        elif values is not None:
+            raw[section] = values
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise PipelineError(f"config `{field}` is invalid: {first['msg']} (got {first.get('input')!r}).") from exc

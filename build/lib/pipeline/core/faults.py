@@ -1,0 +1,41 @@
+"""Crashes: fail points for the crash tests, and the liveness check recovery relies on.
+
+Fail points: `VAD_CRASH_AT=<point>` makes this process kill itself
+(SIGKILL, no clean-up, like a power cut or the OOM killer) when it reaches that point.
+
+Unset in production, each point costs one dictionary lookup. The points, in the order a
+scoring run passes them (`FAIL_POINTS`), are documented in docs/reliability.md."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+CRASH_ENV = "VAD_CRASH_AT"
+FAIL_POINTS = (
+    "read",       # a batch's first chunk is read, nothing scored yet
+    "score",      # the first chunk is scored, nothing written yet
+    "write",      # the first chunk is in the temporary output file (no footer yet), not renamed into place
+    "scored",     # the output is in place; no alert raised yet
+    "alerted",    # the alert is recorded in the ledger; no sink has it yet
+    "sent",       # a sink accepted the alert; the ledger has not recorded the delivery
+    "delivered",  # every sink has the alert; the batch is not yet marked done
+    "export",     # an export's graphs are written to its staging folder, not yet published
+)
+
+
+def crash_point(name: str) -> None:
+    """Kill this process here when the environment asks for it (tests only)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (a crashed run's pid is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True

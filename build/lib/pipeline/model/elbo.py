@@ -1,0 +1,76 @@
+"""ELBO maths as pure torch functions, shared by training and the exported ONNX graphs.
+
+All terms are negative log densities, so higher = more anomalous. The runtime never
+re-implements them: it runs the graphs that were traced from these functions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Per-element −log N(x; mean, exp(logvar))."""
+    return 0.5 * (LOG_2PI + logvar + (x - mean).square() * torch.exp(-logvar))
+
+
+def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per-element −log Bernoulli(x; sigmoid(logits)), stable for large logits. A value
+    outside [0, 1], which a Bernoulli feature never takes, is scored at the nearer end plus
+    half its squared distance from it, so it counts as unlikely, never as likely (the raw
+    formula rewards x = 5 when the logit is large)."""
+    inside = x.clamp(0.0, 1.0)
+    return F.softplus(logits) - inside * logits + 0.5 * (x - inside).square()
+
+
+def feature_nll(
+    x: torch.Tensor, decoded: torch.Tensor, logvar: torch.Tensor, bernoulli_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Per-feature reconstruction term: Bernoulli where the mask is set, Gaussian elsewhere."""
+    gauss = gaussian_nll(x, decoded, logvar)
+    if bernoulli_mask is None:
+        return gauss
+    return torch.where(bernoulli_mask, bernoulli_nll(x, decoded), gauss)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) ‖ N(0, I)) per row, in closed form."""
+    return 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+
+
+def kl_with_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Batch-mean KL per latent dimension, each floored at `free_bits` nats (Kingma et al.
+    2016): dimensions below the floor get no pressure to collapse further. `weights` (one
+    per row, or per row and member) turn the mean into a weighted one. Returns a scalar."""
+    per_row_dim = 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)
+    if weights is None:
+        per_dim = per_row_dim.mean(0)
+    else:
+        w = weights.unsqueeze(-1)
+        per_dim = (per_row_dim * w).sum(0) / w.sum(0)
+    return per_dim.clamp(min=free_bits).sum()
+
+
+def trimmed_mask(per_row_loss: torch.Tensor, fraction: float) -> torch.Tensor:
+    """1.0 for rows kept, 0.0 for the `fraction` with the largest loss (per column, i.e. per
+    ensemble member): the trimmed likelihood of robust statistics. At least one row stays."""
+    if fraction <= 0:
+        return torch.ones_like(per_row_loss)
+    keep = max(1, int(per_row_loss.shape[0] * (1.0 - fraction)))
+    cut = per_row_loss.kthvalue(keep, dim=0, keepdim=True).values
+    return (per_row_loss <= cut).to(per_row_loss.dtype)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, exp(logvar)) summed over the last axis."""
+    return -gaussian_nll(z, mu, logvar).sum(-1)
+
+
+def standard_log_normal(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last axis."""
+    return -0.5 * (LOG_2PI + z.square()).sum(-1)

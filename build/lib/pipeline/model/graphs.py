@@ -1,0 +1,218 @@
+"""The PyTorch modules that become the ONNX graphs. Validation scores at training are
+computed with `ScorerGraph` itself, so the threshold is fitted on exactly what is exported."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.artifact.contract import DECODER, ENCODER, INPUT_CLIP, SCORER, SCORER_SAMPLED, TOP_K
+from pipeline.data.scaling import Scaler
+from pipeline.data.schema import source_matrix
+from pipeline.model import elbo
+from pipeline.model.vae import VAE
+
+
+class _Scaling(nn.Module):
+    """Raw features → clipped scaled features, plus log(scale) to report densities in the
+    units of the map (raw units when there is none).
+
+    Only the inputs whose map is not the identity pay for it: they are gathered, mapped and
+    put back in place. Each value finds its segment by counting the knots at or below it,
+    then takes that one segment's line: `base + slope · (x − knot)`, a term bounded by the
+    segment's own rise. This is exact to a rounding in float32 and the same in onnxruntime
+    and torch (a sum over all segments is not: its order of additions differs). Centring and
+    scaling are folded into `base` and `slope`."""
+
+    mean: torch.Tensor  # buffers, registered below (declared for type checkers)
+    scale: torch.Tensor
+    inverse_scale: torch.Tensor
+    log_scale: torch.Tensor
+    columns: torch.Tensor
+    order: torch.Tensor
+    offset: torch.Tensor
+    inner: torch.Tensor
+    knot: torch.Tensor
+    base: torch.Tensor
+    slope: torch.Tensor
+    first: torch.Tensor
+    last: torch.Tensor
+    tail: torch.Tensor
+
+    def __init__(self, scaler: Scaler) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.from_numpy(scaler.mean))
+        self.register_buffer("scale", torch.from_numpy(scaler.scale))
+        self.register_buffer("inverse_scale", 1.0 / torch.from_numpy(scaler.scale))
+        self.register_buffer("log_scale", torch.log(torch.from_numpy(scaler.scale)))
+        columns = np.flatnonzero(~scaler.identity_columns())
+        parts = scaler.monotone_map()
+        self.mapped = parts is not None and len(columns) > 0
+        if parts is not None and len(columns) > 0:
+            all_knots, all_levels, all_tails = parts
+            knots, levels = all_knots[columns].astype(np.float64), all_levels[columns].astype(np.float64)
+            mean, scale = scaler.mean[columns].astype(np.float64)[:, None], scaler.scale[columns].astype(np.float64)[:, None]
+            width = np.diff(knots, axis=1)
+            slope = np.divide(np.diff(levels, axis=1), width, out=np.zeros_like(width), where=width > 0) / scale
+            segments = width.shape[1]
+            n = len(scaler.mean)
+            order = np.arange(n)
+            order[columns] = n + np.arange(len(columns))  # where each input comes from in [linear, mapped]
+            for name, value, dtype in [
+                ("columns", columns, np.int64), ("order", order, np.int64),
+                ("offset", np.arange(len(columns)) * segments, np.int64),  # row starts in the flat tables
+                ("inner", knots[:, 1:-1], np.float32),  # a value at or above k of these is in segment k
+                ("knot", knots[:, :-1].ravel(), np.float32), ("base", ((levels[:, :-1] - mean) / scale).ravel(), np.float32),
+                ("slope", slope.ravel(), np.float32), ("first", knots[:, 0], np.float32),
+                ("last", knots[:, -1], np.float32), ("tail", all_tails[columns] / scale[:, 0], np.float32)]:
+                self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value, dtype)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scaled = (x - self.mean) * self.inverse_scale
+        if self.mapped:
+            part = x.index_select(-1, self.columns)
+            inside = torch.minimum(torch.maximum(part, self.first), self.last)
+            segment = ((inside.unsqueeze(-1) >= self.inner).to(x.dtype).sum(-1).long() + self.offset).flatten()
+            at = lambda table: table.index_select(0, segment).view_as(part)  # noqa: E731 - a 1-D Gather, not GatherND
+            line = at(self.base) + at(self.slope) * (inside - at(self.knot))
+            mapped = line + self.tail * (part - inside)
+            scaled = torch.cat([scaled, mapped], -1).index_select(-1, self.order)
+        return scaled.clamp(-INPUT_CLIP, INPUT_CLIP)
+
+
+class EncoderGraph(nn.Module):
+    """scaled features [batch, features] → (mu, logvar), each [batch, members, latent]."""
+
+    def __init__(self, vae: VAE) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.encode(x)
+
+
+class DecoderGraph(nn.Module):
+    """z [batch, members, latent] → (reconstruction mean, log-variance), each
+    [batch, members, features], in scaled units."""
+
+    def __init__(self, vae: VAE) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.reconstruction(z)
+
+
+class Contributions(nn.Module):
+    """Per-input NLL [batch, inputs] → each source column's share of the NLL in excess of its
+    validation mean (rows sum to 1, or 0 where nothing is above normal), and the `top_k`
+    largest shares with their column indices (ties: the lower index first)."""
+
+    baseline: torch.Tensor  # buffers
+    to_source: torch.Tensor
+
+    def __init__(self, baseline: np.ndarray, sources: list[str], top_k: int) -> None:
+        super().__init__()
+        names, to_source = source_matrix(sources)
+        self.register_buffer("baseline", torch.as_tensor(np.asarray(baseline, np.float32)))
+        self.register_buffer("to_source", torch.from_numpy(to_source))
+        self.one_per_input = names == sources  # no one-hot groups: the sum per column is the identity
+        self.top_k = min(top_k, len(names))
+
+    def forward(self, nll: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        excess = (nll - self.baseline).clamp(min=0.0)
+        if not self.one_per_input:
+            excess = excess @ self.to_source
+        # A zero total has all-zero excess, so the floor gives shares of 0 without a Where pass.
+        shares = excess / excess.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+        # k rounds of max-and-knock-out: 2.3× faster in onnxruntime than its TopK for k ≪ columns.
+        # Ties go to the lower index (ArgMax's first maximum), as a stable sort would order them.
+        indices, values = [], []
+        for _ in range(self.top_k):
+            value, index = shares.max(-1, keepdim=True)
+            indices.append(index)
+            values.append(value)
+            shares = shares.scatter(-1, index, -1.0)
+        return torch.cat(indices, -1), torch.cat(values, -1)
+
+
+class ScorerGraph(nn.Module):
+    """Raw features → score (negative ELBO at z = mu, averaged over members), per-input NLL
+    and KL (member means), mu [batch, members, latent], and the top contributing source
+    columns (`top_index`, `top_share`), all in one graph so scoring is one onnxruntime call.
+
+    The Gaussian NLL is `elbo.gaussian_nll` rearranged as diff² · ½e^(−logvar) + (½(log 2π +
+    logvar) + log scale): the bracketed terms depend on weights only, so onnxruntime folds
+    them at load and each row costs four elementwise passes instead of seven."""
+
+    def __init__(self, vae: VAE, scaler: Scaler, baseline: np.ndarray | None = None,
+                 sources: list[str] | None = None, top_k: int = TOP_K) -> None:
+        super().__init__()
+        self.vae, self.scaling = vae, _Scaling(scaler)
+        n = vae.shape.n_inputs
+        self.contributions = Contributions(np.zeros(n) if baseline is None else baseline,
+                                           sources or [f"x{i}" for i in range(n)], top_k)
+
+    def feature_nll(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """−log p(x | z = mu) per input in raw units, the mean over members: [batch, inputs]."""
+        decoded = self.vae.decode(mu)  # [batch, members, inputs]
+        logvar = self.vae.decoded_logvar()
+        diff = x.unsqueeze(-2) - decoded
+        nll = diff * diff * (0.5 * torch.exp(-logvar)) + (0.5 * (elbo.LOG_2PI + logvar) + self.scaling.log_scale)
+        if self.vae.uses_bernoulli:  # Bernoulli inputs are kept raw (scale 1): no log-scale term
+            nll = torch.where(self.vae.bernoulli_mask, elbo.bernoulli_nll(x.unsqueeze(-2), decoded), nll)
+        return nll.squeeze(-2) if self.vae.shape.members == 1 else nll.mean(-2)
+
+    def score_terms(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(score, per-input NLL, KL, mu): the scorer without its ranking of contributions."""
+        x = self.scaling(x_raw)
+        mu, logvar = self.vae.encode(x)
+        nll = self.feature_nll(x, mu)
+        kl = elbo.kl_to_standard_normal(mu, logvar).mean(-1)
+        return nll.sum(-1) + kl, nll, kl, mu
+
+    def forward(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        score, nll, kl, mu = self.score_terms(x_raw)
+        return score, nll, kl, mu, *self.contributions(nll)
+
+
+class SampledScorerGraph(nn.Module):
+    """Raw features and standard-normal noise eps[batch, samples, latent] → log importance
+    weights log p(x, z_k) − log q(z_k | x) per sample and member [batch, samples, members],
+    and the mean per-input NLL. Per member, the MC ELBO is the mean of its weights and the
+    IWAE bound their log-mean-exp; the score averages members. The caller draws eps (shared
+    by the members), so a seed fixes the scores."""
+
+    def __init__(self, vae: VAE, scaler: Scaler) -> None:
+        super().__init__()
+        self.vae, self.scaling = vae, _Scaling(scaler)
+
+    def forward(self, x_raw: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.scaling(x_raw).unsqueeze(1)  # [batch, 1, features]
+        mu, logvar = self.vae.encode(x)  # [batch, 1, members, latent]
+        z = self.vae.reparameterize(mu, logvar, eps.unsqueeze(-2))  # [batch, samples, members, latent]
+        nll = self.vae.feature_nll(x, z) + self.scaling.log_scale
+        log_weight = -nll.sum(-1) + elbo.standard_log_normal(z) - elbo.log_normal(z, mu, logvar)
+        return log_weight, nll.mean((1, 2))
+
+
+def build_graphs(vae: VAE, scaler: Scaler, baseline: np.ndarray | None = None,
+                 sources: list[str] | None = None) -> dict[str, nn.Module]:
+    """The torch modules exported as the contract's graphs, by graph name."""
+    return {ENCODER: EncoderGraph(vae), DECODER: DecoderGraph(vae),
+            SCORER: ScorerGraph(vae, scaler, baseline, sources), SCORER_SAMPLED: SampledScorerGraph(vae, scaler)}
+
+
+@torch.no_grad()
+def score_with_torch(vae: VAE, scaler: Scaler, x_raw: np.ndarray, batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (higher = more anomalous) and per-input NLL, as the exported scorer computes them."""
+    graph = ScorerGraph(vae, scaler).eval()
+    device = next(vae.parameters()).device
+    scores, nlls = [], []
+    for start in range(0, len(x_raw), batch):
+        chunk = torch.from_numpy(np.ascontiguousarray(x_raw[start:start + batch], dtype=np.float32)).to(device)
+        score, nll, *_ = graph.to(device).score_terms(chunk)
+        scores.append(score.float().cpu().numpy())
+        nlls.append(nll.float().cpu().numpy())
+    return np.concatenate(scores), np.concatenate(nlls)

@@ -1,0 +1,199 @@
+"""Training the VAE: standardise, split, optimise the β-ELBO with KL warm-up, stop early on
+validation negative ELBO and restore the best weights. Same seed → same weights on CPU."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.core.config import ModelConfig, TrainConfig
+from pipeline.core.errors import PipelineError
+from pipeline.data.scaling import Scaler
+from pipeline.model import elbo
+from pipeline.model.vae import VAE, VAEShape
+
+# Batch size and learning rate by device, where the config leaves them open. On the CPU, 256
+# rows and 1e-3 are the measured defaults (README, "Defaults"). On CUDA a step of a model this
+# small is bound by kernel launches, not arithmetic, so rows per second grow with the batch;
+# bench/gpu.py measures the curve and the objective each batch reaches (BENCHMARKS.md, "GPU").
+# The learning rate grows with the square root of the batch, up to 3× (batch 4096 at 3e-3
+# kept 10_cover's ROC-AUC in bench/speed.py). Batches stay below 1/32 of the rows, so small
+# sets keep enough steps per epoch: under 16,384 rows CUDA trains exactly as the CPU does.
+CPU_BATCH, CPU_LEARNING_RATE = 256, 1e-3
+CUDA_MAX_BATCH = 16384
+CUDA_BF16 = False  # bench/gpu.py: bf16 autocast is no faster for layers this narrow
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What one training run uses: the config's choices, or the device's measured defaults."""
+
+    batch_size: int
+    learning_rate: float
+    bf16: bool
+
+
+def training_plan(rows: int, device: torch.device, cfg: TrainConfig) -> TrainingPlan:
+    """Batch size, learning rate and bf16 autocast for `rows` training rows on `device`."""
+    batch = CPU_BATCH
+    if device.type == "cuda":
+        batch = min(CUDA_MAX_BATCH, max(CPU_BATCH, 2 ** int(math.log2(max(rows // 32, 1)))))
+    batch = cfg.batch_size or batch
+    rate = cfg.learning_rate or CPU_LEARNING_RATE * min(3.0, math.sqrt(batch / CPU_BATCH))
+    bf16 = (CUDA_BF16 if cfg.bf16 is None else cfg.bf16) and device.type == "cuda"
+    return TrainingPlan(batch, rate, bf16)
+
+
+@dataclass
+class TrainResult:
+    """A trained model with what export and threshold fitting need next."""
+
+    model: VAE
+    scaler: Scaler
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_validation: float = float("inf")
+    device: str = "cpu"
+    plan: TrainingPlan | None = None
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` takes CUDA when a working GPU is visible, else the CPU."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("device 'cuda' was requested, but torch sees no CUDA GPU. Use --device cpu or auto.")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def binary_columns(x: np.ndarray) -> np.ndarray:
+    """Columns whose training values are all 0 or 1 (candidates for a Bernoulli likelihood)."""
+    return np.all((x == 0) | (x == 1), axis=0)
+
+
+def train_vae(
+    x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig, train_config: TrainConfig
+) -> TrainResult:
+    """Fit a VAE on raw feature rows (float32); `x_val` drives early stopping only."""
+    if len(x_train) < 2 or len(x_val) < 1:
+        raise PipelineError("training needs at least 2 training and 1 validation rows, "
+                            f"got {len(x_train)} and {len(x_val)}.")
+    device = resolve_device(train_config.device)
+    bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
+    scaler = Scaler.fit(x_train, method=model_config.scaling, keep_raw=bernoulli)
+    shape = VAEShape.for_inputs(
+        x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout,
+        model_config.members,
+    )
+    devices = [device.index or 0] if device.type == "cuda" else []
+    # fork_rng: seeding here never changes the caller's global random state.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(train_config.seed)
+        model = VAE(shape, torch.from_numpy(bernoulli)).to(device)
+        # The whole set lives on the device; clipping keeps a few extreme (contaminated) rows
+        # from dominating the fit. Scoring clips far wider (contract.INPUT_CLIP).
+        clip = train_config.clip_inputs
+        train = torch.from_numpy(scaler.transform(x_train)).to(device).clamp_(-clip, clip)
+        val = torch.from_numpy(scaler.transform(x_val)).to(device).clamp_(-clip, clip)
+        plan = training_plan(len(train), device, train_config)
+        result = _optimise(model, train, val, train_config, plan, device)
+    result.scaler = scaler
+    return result
+
+
+def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConfig, plan: TrainingPlan,
+              device: torch.device) -> TrainResult:
+    # The fused Adam step (one kernel over all parameters) took a quarter of the per-tensor loop's time.
+    optimiser = torch.optim.Adam(model.parameters(), lr=plan.learning_rate, fused=device.type in ("cpu", "cuda"))
+    autocast = plan.bf16
+    batch_size = plan.batch_size
+    best_state, best_value, best_epoch, stale = None, float("inf"), 0, 0
+    history: list[dict] = []
+
+    def loss_terms(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-row, per-member reconstruction NLL and KL of one batch, and q(z|x)'s moments."""
+        mu, logvar = model.encode(batch)
+        z = model.reparameterize(mu, logvar, torch.randn_like(mu))
+        return model.feature_nll(batch, z).sum(-1), elbo.kl_to_standard_normal(mu, logvar), mu, logvar
+
+    terms = torch.compile(loss_terms) if cfg.compile else loss_terms
+    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not cfg.progress, leave=False)
+    for epoch in bar:
+        started = time.perf_counter()
+        kl_weight = cfg.beta * min(1.0, epoch / cfg.warmup_epochs) if cfg.warmup_epochs else cfg.beta
+        model.train()
+        order = torch.randperm(len(train), device=device)
+        sums = torch.zeros(2, device=device)  # accumulated on the device: no per-batch sync
+        for start in range(0, len(train), batch_size):
+            batch = train[order[start:start + batch_size]]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                nll, kl, mu, logvar = terms(batch)  # nll, kl: [batch, members]
+            # Rows whose β-loss is in the top `trim_fraction` of the batch (per member) are left
+            # out: unlabelled training data holds anomalies, and a VAE that learns to
+            # reconstruct them stops flagging them. Summed over members, so each member's
+            # gradient is exactly that of its own (trimmed) β-ELBO.
+            keep = elbo.trimmed_mask((nll + kl_weight * kl).detach(), cfg.trim_fraction)
+            kept = keep.sum(0)
+            kl_term = (elbo.kl_with_free_bits(mu, logvar, cfg.free_bits, keep) if cfg.free_bits
+                       else ((kl * keep).sum(0) / kept).sum())
+            loss = ((nll * keep).sum(0) / kept).sum() + kl_weight * kl_term
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            sums += torch.stack([nll.detach().mean(-1).sum(), kl.detach().mean(-1).sum()]).float()
+        val_nll, val_kl, val_kl_floored = validation_terms(model, val, cfg.free_bits)
+        # Stop on the objective being optimised (negative β-ELBO at the final β, with the
+        # same free-bits floor); the plain ELBO (β = 1) is recorded beside it.
+        validation = val_nll + cfg.beta * val_kl_floored
+        seconds = time.perf_counter() - started
+        nll_mean, kl_mean = (sums / len(train)).tolist()
+        history.append({
+            "epoch": epoch, "nll": nll_mean, "kl": kl_mean, "kl_weight": kl_weight,
+            "validation_objective": validation, "validation_neg_elbo": val_nll + val_kl,
+            "rows_per_s": len(train) / seconds, "seconds": seconds,
+        })
+        bar.set_postfix(nll=f"{nll_mean:.3f}", kl=f"{kl_mean:.3f}", val=f"{validation:.3f}",
+                        rows_s=f"{len(train) / seconds:,.0f}")
+        # Epochs inside the KL warm-up optimise another objective: stopping starts after it.
+        if epoch < cfg.warmup_epochs and epoch < cfg.epochs:
+            continue
+        if best_state is None or validation < best_value - 1e-4 * abs(best_value):
+            best_value, best_epoch, stale = validation, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model=model, scaler=None, history=history, best_epoch=best_epoch,  # type: ignore[arg-type]
+                       best_validation=best_value, device=str(device), plan=plan)
+
+
+@torch.no_grad()
+def validation_terms(model: VAE, x: torch.Tensor, free_bits: float = 0.0,
+                     batch: int = 65536) -> tuple[float, float, float]:
+    """Mean reconstruction NLL (z = mu), KL, and KL with the free-bits floor on scaled rows,
+    averaged over ensemble members, in batches so a large validation set never has to fit
+    through the network at once."""
+    was_training = model.training
+    model.eval()
+    nll_sum = torch.zeros((), device=x.device)
+    kl_per_dim = torch.zeros(model.shape.members, model.shape.latent, device=x.device)
+    for start in range(0, len(x), batch):
+        rows = x[start:start + batch]
+        mu, logvar = model.encode(rows)
+        nll_sum += model.feature_nll(rows, mu).sum()
+        kl_per_dim += (0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)).sum(0)
+    model.train(was_training)
+    members = model.shape.members
+    kl_per_dim /= len(x)
+    return (float(nll_sum) / len(x) / members, float(kl_per_dim.sum()) / members,
+            float(kl_per_dim.clamp(min=free_bits).sum()) / members)

@@ -1,0 +1,125 @@
+"""Alarm rules: from a scored batch to at most one alert, with what an on-call engineer needs
+(model version, batch, counts, top rows with keys and time, contributing features, the
+threshold used, severity). Pure functions of the scored frame and the ledger's memory of
+earlier alerts, so a re-run builds the same alert."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from pipeline.artifact import contract
+from pipeline.artifact.manifest import Manifest
+from pipeline.core.config import AlertRules
+from pipeline.ops.records import Alert
+
+BATCH_ENTITY = "*"  # tabular mode: the whole batch is one entity
+
+
+def alert_id(model_version: str, identity: str) -> str:
+    """One alert per batch and model version: re-runs and retries reuse the id."""
+    return hashlib.sha256(f"{model_version}\x1f{identity}".encode()).hexdigest()[:20]
+
+
+def severity(peak: float, threshold: float, normal: float, rules: AlertRules) -> tuple[str, float]:
+    """(level, exceedance): distance past the threshold in units of (threshold − normal)."""
+    spread = max(threshold - normal, 1e-9)
+    exceedance = (peak - threshold) / spread
+    level = "critical" if exceedance >= rules.critical_at else "high" if exceedance >= rules.high_at else "warning"
+    return level, float(exceedance)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware in UTC, so times with and without a zone compare (naive ones are taken as UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _iso(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, batch_file: str, identity: str,
+             last_alerts: dict[str, str], threshold: float | None = None) -> tuple[dict | None, dict[str, str]]:
+    """The batch's alert (None when no entity alarms, or every alarming one is cooling down)
+    and the alarm time of each alerting entity (for the next cooldown)."""
+    schema = manifest.feature_schema
+    limit = manifest.threshold.value if threshold is None else threshold
+    entity_col = schema.entity_column if schema.mode == "sensor" else None
+    time_col = schema.time_column if schema.mode == "sensor" else None
+    frame = scored.with_columns(_entity=pl.col(entity_col).cast(pl.String) if entity_col else pl.lit(BATCH_ENTITY))
+    flags = pl.col(contract.IS_ANOMALY).cast(pl.Int32)
+    frame = frame.with_row_index("_row").with_columns(
+        _run=flags.rolling_sum(rules.within, min_samples=1).over("_entity"))
+    alarms = frame.filter(pl.col("_run") >= rules.min_anomalous).group_by("_entity", maintain_order=True).agg(
+        first_row=pl.col("_row").first(), first_time=pl.col(time_col).first() if time_col else pl.lit(None))
+    alerting, suppressed, times = [], [], {}
+    for row in alarms.iter_rows(named=True):
+        entity, first_time = row["_entity"], row["first_time"]
+        previous = last_alerts.get(entity)
+        if time_col and previous is not None and isinstance(first_time, datetime):
+            # Only an earlier alarm cools an entity down: a later one (a clock that ran ahead, or
+            # batches out of order) would otherwise silence it until its own clock came round.
+            since = _utc(first_time) - _utc(datetime.fromisoformat(previous))
+            if timedelta(0) <= since < timedelta(minutes=rules.cooldown_minutes):
+                suppressed.append(entity)
+                continue
+        alerting.append({"entity": entity, "first_alarm": _iso(first_time) if time_col else None,
+                         "anomalous_rows": int(frame.filter(pl.col("_entity") == entity)[contract.IS_ANOMALY].sum())})
+        times[entity] = _iso(first_time) if time_col else ""
+    if not alerting:
+        return None, {}
+    in_alert = frame.filter(pl.col("_entity").is_in([a["entity"] for a in alerting]))
+    peak = float(in_alert.select(pl.col(contract.SCORE).max()).item())
+    normal = manifest.validation.normal_score
+    level, exceedance = severity(peak, limit, normal, rules)
+    key_columns = [c for c in schema.key_columns if c in scored.columns]
+    feature_columns = contract.feature_columns(scored.columns)
+    anomalous = in_alert.filter(pl.col(contract.IS_ANOMALY))
+    top = anomalous.sort(contract.SCORE, descending=True).head(rules.top_rows)
+    top_rows = [{**{k: _iso(r[k]) for k in key_columns}, "score": r[contract.SCORE],
+                 "features": [{"feature": r[f], "share": r[contract.share_of(f)]} for f in feature_columns]}
+                for r in top.iter_rows(named=True)]
+    payload = Alert.model_validate({
+        "alert_id": alert_id(manifest.key, identity),
+        "model": {"name": manifest.name, "version": manifest.version},
+        "batch": {"file": batch_file, "sha256": identity},
+        "severity": level, "exceedance": round(exceedance, 4), "peak_score": peak,
+        "peak_percentile": (float(in_alert.select(pl.col(contract.PERCENTILE).max()).item())
+                            if contract.PERCENTILE in in_alert.columns else None),
+        "threshold": {"value": limit, "method": manifest.threshold.method,
+                      "overridden": limit != manifest.threshold.value},
+        "counts": {"rows": scored.height, "anomalous_rows": int(scored[contract.IS_ANOMALY].sum()),
+                   "alerting_entities": len(alerting), "suppressed_entities": len(suppressed)},
+        "entities": alerting, "suppressed": suppressed,
+        "top_rows": top_rows, "top_features": top_features(anomalous, feature_columns),
+        "rules": rules,
+    })
+    return payload.model_dump(mode="json"), times
+
+
+def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int = 5) -> list[dict]:
+    """Source columns ranked by their summed share of the anomalous rows' scores."""
+    if anomalous.is_empty() or not feature_columns:
+        return []
+    long = pl.concat([anomalous.select(feature=pl.col(f), share=pl.col(contract.share_of(f)))
+                      for f in feature_columns])
+    ranked = long.group_by("feature").agg(pl.col("share").sum() / anomalous.height).sort(
+        ["share", "feature"], descending=[True, False]).head(limit)
+    return [{"feature": r["feature"], "share": round(r["share"], 4)} for r in ranked.iter_rows(named=True)]
+
+
+def summary_text(payload: dict) -> tuple[str, str]:
+    """(subject, body) for notification blocks: short, readable in Slack or an e-mail."""
+    alert = Alert.model_validate(payload)
+    subject = (f"[{alert.severity.upper()}] {alert.model.name} v{alert.model.version}: "
+               f"{alert.counts.anomalous_rows} anomalous rows in {alert.batch.file}")
+    lines = [subject, f"alert id: {alert.alert_id}",
+             f"threshold {alert.threshold.value:.4g} ({alert.threshold.method}), "
+             f"peak score {alert.peak_score:.4g}, exceedance {alert.exceedance:.2f}",
+             "entities: " + ", ".join(f"{e.entity} ({e.anomalous_rows} rows"
+                                      + (f", from {e.first_alarm})" if e.first_alarm else ")")
+                                      for e in alert.entities),
+             "top features: " + ", ".join(f"{f.feature} {f.share:.0%}" for f in alert.top_features)]
+    return subject, "\n".join(lines)

@@ -1,0 +1,96 @@
+"""Alert delivery through Prefect: an event (for automations) and notification blocks.
+
+Sinks are named as Prefect block slugs (`custom-webhook/ops`, `slack-webhook/oncall`, …) or
+`prefect-event`. Each (alert, sink) pair is sent at most once by this project: the ledger
+records a delivery right after it succeeds, and a retried or re-run flow skips it. A sink
+that fails raises after the others were tried, so Prefect's retries resend only what is
+missing; the scores are written before delivery starts and never depend on it."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from pipeline.core.faults import crash_point
+from pipeline.ops.alerts import summary_text
+from pipeline.ops.ledger import Ledger
+from pipeline.ops.records import Alert
+
+EVENT_SINK = "prefect-event"
+ALERT_EVENT = "vad.alert.raised"
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(RuntimeError):
+    """Some sinks failed; those that succeeded are recorded and will not be sent again."""
+
+
+def emit_alert_event(alert: dict) -> None:
+    """A Prefect event keyed by the alert (its id is derived from the alert id, so the
+    server sees the same event if it is ever sent twice)."""
+    from prefect.events import emit_event
+
+    model = alert["model"]
+    emit_event(
+        event=ALERT_EVENT,
+        resource={"prefect.resource.id": f"vad.model.{model['name']}", "prefect.resource.name": model["name"],
+                  "vad.model.version": str(model["version"]), "vad.severity": alert["severity"]},
+        related=[{"prefect.resource.id": f"vad.batch.{alert['batch']['sha256']}",
+                  "prefect.resource.role": "batch", "prefect.resource.name": alert["batch"]["file"]}],
+        payload=alert,
+        id=uuid.uuid5(uuid.NAMESPACE_URL, f"vad-alert:{alert['alert_id']}"),
+    )
+
+
+def notify_block(slug: str, alert: dict) -> None:
+    """Send through a saved Prefect block: a notification block gets (body, subject); the
+    generic `Webhook` block gets the alert itself as JSON."""
+    from prefect.blocks.abstract import NotificationBlock
+    from prefect.blocks.core import Block
+    from prefect.blocks.webhook import Webhook
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    block = Block.load(slug)
+    if isinstance(block, Webhook):
+        response = run_coro_as_sync(block.call(payload=alert))
+        response.raise_for_status()  # type: ignore[attr-defined]  # an httpx.Response; the helper is untyped
+    elif isinstance(block, NotificationBlock):
+        subject, body = summary_text(alert)
+        block.notify(body=body, subject=subject)  # type: ignore[unused-coroutine]  # sync_compatible: runs here
+    else:
+        raise DeliveryError(f"block '{slug}' is neither a notification block nor a webhook block.")
+
+
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^@/\s'\"<>]*@)?(?P<host>[^/\s'\"<>?#]+)[^\s'\"<>]*")
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL cut to its scheme and host: webhook URLs hold their secret in the
+    path or query (and sometimes user:password@), and error messages quote them whole."""
+    return _URL.sub(lambda m: f"{m['scheme']}{m['host']}/<redacted>", text)
+
+
+def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
+    """Send the alert to every sink it has not reached yet; {sink: sent | already-sent}. An
+    alert that does not fit the Alert record is refused before any sink sees it."""
+    Alert.model_validate(alert)
+    outcome: dict[str, str] = {}
+    failures: list[str] = []
+    for sink in sinks:
+        if ledger.delivered(alert["alert_id"], sink):
+            outcome[sink] = "already-sent"
+            continue
+        try:
+            emit_alert_event(alert) if sink == EVENT_SINK else notify_block(sink, alert)
+        except Exception as error:  # noqa: BLE001 - every sink is tried; failures are re-raised below
+            reason = redact_urls(str(error))  # a webhook's URL carries its token: never into a log
+            log.warning("alert %s: sink %s failed: %s", alert["alert_id"], sink, reason)
+            failures.append(f"{sink}: {reason}")
+            continue
+        crash_point("sent")
+        ledger.mark_delivered(alert["alert_id"], sink)
+        outcome[sink] = "sent"
+    if failures:
+        raise DeliveryError(f"alert {alert['alert_id']}: {len(failures)} sink(s) failed: " + "; ".join(failures))
+    return outcome

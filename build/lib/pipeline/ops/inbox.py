@@ -1,0 +1,89 @@
+"""Scheduled batch scoring, one batch at a time: find the inbox's files, score each one that
+this model version has not scored yet, raise its alert. The ledger (`pipeline.ops.ledger`) makes
+every step safe to repeat: outputs are written atomically to a path fixed by the batch's
+content and the model version, and an alert is built once and then only re-read."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.artifact import contract
+from pipeline.core.config import AlertRules
+from pipeline.core.errors import DataError
+from pipeline.data import ingest
+from pipeline.ops import alerts
+from pipeline.ops.ledger import Ledger
+from pipeline.ops.records import Batch, BatchSummary
+from pipeline.runtime import Scorer, score_files
+
+LEDGER_FILE = "ledger.sqlite"
+log = logging.getLogger(__name__)
+
+
+def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
+    """Every readable file in the inbox (folder or glob), with its content identity. An
+    empty inbox is not an error: a schedule often fires before anything arrived. Symbolic
+    links are not followed, and files that are not batches are named in the log."""
+    try:
+        files = ingest.resolve_sources(inbox)
+    except DataError:
+        if not (Path(inbox).is_dir() or any(ch in str(inbox) for ch in "*?[")):
+            raise
+        files = []
+    batches = []
+    for file in files:
+        if file.is_symlink():  # it could point anywhere (a credentials file), and errors quote data
+            log.warning("inbox: '%s' is a symbolic link and is not followed; copy or move the file itself in.",
+                        file.name)
+            continue
+        stamp = ingest.file_stamp(file)  # before hashing: a write during the hash shows up later
+        size, mtime_ns = stamp
+        batches.append(Batch(file=str(file), identity=ledger.identity(file), size=size, mtime_ns=mtime_ns))
+    if Path(inbox).is_dir():
+        taken = {file.name for file in files}
+        for other in sorted(Path(inbox).iterdir()):
+            if other.name not in taken and not other.name.startswith("."):  # dot files: writers' temporaries
+                log.warning("inbox: '%s' is not a batch and is left alone (batches are %s files whose names "
+                            "do not start with '_' or '.').", other.name, ", ".join(sorted(ingest.FORMATS)))
+    return batches
+
+
+def open_ledger(outbox: str | Path) -> Ledger:
+    return Ledger(Path(outbox) / LEDGER_FILE)
+
+
+def output_path(outbox: str | Path, model_key: str, batch: Batch) -> Path:
+    """Fixed by model version and content, so a re-run overwrites the same file with the same bytes."""
+    return Path(outbox) / "scores" / model_key / f"{Path(batch.file).stem}-{batch.identity[:12]}.parquet"
+
+
+def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: float | None = None,
+                top_k: int = contract.TOP_K) -> BatchSummary:
+    """Score one batch into its output file."""
+    output = output_path(outbox, scorer.manifest.key, batch)
+    if batch.size >= 0:  # the identity (and so the output path) must describe the bytes scored
+        ingest.check_unchanged(Path(batch.file), (batch.size, batch.mtime_ns))
+    report = score_files(scorer, batch.file, output, threshold=threshold, top_k=top_k)
+    return BatchSummary(file=batch.file, output=str(output), rows=report.rows, anomalies=report.anomalies,
+                        threshold=report.threshold, inputs=report.inputs.summary())
+
+
+def raise_alert(ledger: Ledger, scorer: Scorer, batch: Batch, scored_file: str | Path, rules: AlertRules,
+                *, threshold: float | None = None) -> dict | None:
+    """The batch's alert: built and recorded once, then re-read on every re-run (so the
+    per-entity cooldown never suppresses the alert a crashed run already raised)."""
+    manifest = scorer.manifest
+    existing = ledger.get_alert(alerts.alert_id(manifest.key, batch.identity))
+    if existing is not None:
+        return existing
+    scored = pl.read_parquet(scored_file)
+    alert, times = alerts.evaluate(scored, manifest, rules, batch_file=Path(batch.file).name, identity=batch.identity,
+                                   last_alerts=ledger.last_alert_times(manifest.name), threshold=threshold)
+    if alert is None:
+        return None
+    alert["output"] = str(scored_file)
+    ledger.record_alert(alert["alert_id"], batch.identity, manifest.key, alert, manifest.name, times)
+    return ledger.get_alert(alert["alert_id"])

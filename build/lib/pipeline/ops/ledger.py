@@ -1,0 +1,214 @@
+"""The inbox ledger: which batch was scored by which model version, and which alert went to
+which sink. SQLite (one file beside the outputs), so overlapping runs, crashed runs and
+re-dropped files all agree on what is done.
+
+A batch is keyed by (content sha256, model version): the same bytes dropped again under
+another name are the same batch. A run *claims* a batch before scoring it; a claim held by a
+live process is respected, a claim whose owner died (same host, pid gone) or whose lease ran
+out is taken over, so a run killed half-way is finished by the next one."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.digest import sha256_file
+from pipeline.core.faults import pid_alive
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    identity TEXT NOT NULL, model TEXT NOT NULL, file TEXT NOT NULL, status TEXT NOT NULL,
+    owner TEXT NOT NULL, claimed_at REAL NOT NULL, finished_at REAL, output TEXT, summary TEXT,
+    claims INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (identity, model));
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY, identity TEXT NOT NULL, model TEXT NOT NULL, created_at REAL NOT NULL,
+    payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    alert_id TEXT NOT NULL, sink TEXT NOT NULL, delivered_at REAL NOT NULL, PRIMARY KEY (alert_id, sink));
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL, identity TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entity_alerts (
+    model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
+"""
+
+
+def owner_token() -> str:
+    """host:pid:nonce of this process; the nonce tells a reused pid from its predecessor."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
+
+
+_NONCE = uuid.uuid4().hex[:8]
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """True/False when the owner ran on this host (pid check), None when it cannot tell."""
+    host, pid, nonce = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    if int(pid) == os.getpid():
+        return nonce == _NONCE
+    return pid_alive(int(pid))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of asking to score a batch."""
+
+    granted: bool
+    reason: str  # new | taken-over | forced | done | failed | busy
+    owner: str
+
+
+class Ledger:
+    """One SQLite file; every change is a short IMMEDIATE transaction (safe across processes)."""
+
+    def __init__(self, path: str | Path, lease_seconds: float = 3600.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lease_seconds = lease_seconds
+        db = sqlite3.connect(self.path, timeout=30.0)
+        try:
+            db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+        finally:
+            db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    # -- batches --------------------------------------------------------------------------
+    def identity(self, path: str | Path) -> str:
+        """A file's content sha256, hashed once per (path, size, mtime, ctime, inode): a schedule
+        that fires every minute over a large inbox does not re-read every file each time. The
+        change time is in the key because tools set mtime back (`cp -p`, `rsync -t`) but no
+        tool can set ctime: a rewrite with the same size and mtime was taken for the old data.
+        (Ledgers from before keep an unused `file_identities` table; the cache refills once.)"""
+        path = Path(path).resolve()
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+        with self._transaction() as db:
+            row = db.execute("SELECT identity FROM file_hashes WHERE path=? AND size=? AND mtime_ns=? AND ctime_ns=? "
+                             "AND inode=?", key).fetchone()
+        if row:
+            return row[0]
+        identity = sha256_file(path)
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, ctime_ns, inode, identity) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (*key, identity))
+        return identity
+
+    def claim(self, identity: str, model: str, file: str, *, force: bool = False) -> Claim:
+        """Take the batch for this process unless it is done (and not forced) or a live run holds it."""
+        me, now = owner_token(), time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT status, owner, claimed_at FROM batches WHERE identity=? AND model=?",
+                             (identity, model)).fetchone()
+            if row is None:
+                reason = "new"
+            else:
+                status, owner, claimed_at = row
+                if status in ("done", "failed") and not force:
+                    return Claim(False, status, owner)
+                if status == "running" and owner != me:
+                    alive = _owner_alive(owner)
+                    expired = now - claimed_at > self.lease_seconds
+                    if alive or (alive is None and not expired):
+                        return Claim(False, "busy", owner)
+                reason = "forced" if status in ("done", "failed") else "taken-over"
+            db.execute(
+                "INSERT INTO batches (identity, model, file, status, owner, claimed_at) VALUES (?, ?, ?, 'running', ?, ?) "
+                "ON CONFLICT (identity, model) DO UPDATE SET file=excluded.file, status='running', "
+                "owner=excluded.owner, claimed_at=excluded.claimed_at, finished_at=NULL, claims=claims + 1",
+                (identity, model, file, me, now))
+            return Claim(True, reason, me)
+
+    def complete(self, identity: str, model: str, output: str, summary: dict) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE batches SET status='done', finished_at=?, output=?, summary=? WHERE identity=? AND model=?",
+                       (time.time(), output, json.dumps(summary, default=str), identity, model))
+
+    def fail(self, identity: str, model: str, error: str) -> None:
+        """A batch that cannot be scored (bad data): not retried until forced, since the
+        same bytes fail the same way; a corrected file is a new batch."""
+        with self._transaction() as db:
+            db.execute("UPDATE batches SET status='failed', finished_at=?, summary=? WHERE identity=? AND model=?",
+                       (time.time(), json.dumps({"error": error}), identity, model))
+
+    def batches(self) -> list[dict]:
+        with self._transaction() as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM batches ORDER BY claimed_at")]
+
+    # -- alerts ---------------------------------------------------------------------------
+    def record_alert(self, alert_id: str, identity: str, model: str, payload: dict,
+                     model_name: str, entity_times: dict[str, str]) -> bool:
+        """Store an alert once, with the alarm times of its entities (for the cooldown), in one
+        transaction; False when this alert id was already recorded."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO alerts (alert_id, identity, model, created_at, payload) VALUES (?, ?, ?, ?, ?)",
+                (alert_id, identity, model, time.time(), json.dumps(payload, default=str)))
+            if cursor.rowcount != 1:
+                return False
+            db.executemany(
+                "INSERT INTO entity_alerts (model_name, entity, last_time) VALUES (?, ?, ?) "
+                "ON CONFLICT (model_name, entity) DO UPDATE SET last_time=max(last_time, excluded.last_time)",
+                [(model_name, entity, t) for entity, t in entity_times.items()])
+            return True
+
+    def get_alert(self, alert_id: str) -> dict | None:
+        with self._transaction() as db:
+            row = db.execute("SELECT payload FROM alerts WHERE alert_id=?", (alert_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def delivered(self, alert_id: str, sink: str) -> bool:
+        with self._transaction() as db:
+            found = db.execute("SELECT 1 FROM deliveries WHERE alert_id=? AND sink=?", (alert_id, sink)).fetchone()
+            return found is not None
+
+    def mark_delivered(self, alert_id: str, sink: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO deliveries (alert_id, sink, delivered_at) VALUES (?, ?, ?)",
+                       (alert_id, sink, time.time()))
+
+    def undelivered(self, sinks: list[str]) -> list[dict]:
+        """Recorded alerts that some sink has not received (a delivery that failed for good
+        in an earlier run), oldest first."""
+        if not sinks:
+            return []
+        marks = ", ".join("(?)" for _ in sinks)
+        with self._transaction() as db:
+            rows = db.execute(
+                f"WITH sinks(sink) AS (VALUES {marks}) SELECT DISTINCT a.payload, a.created_at FROM alerts a, sinks s "
+                "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.sink = s.sink) "
+                "ORDER BY a.created_at", sinks).fetchall()
+        return [json.loads(payload) for payload, _ in rows]
+
+    def alerts(self) -> list[dict]:
+        with self._transaction() as db:
+            return [{"alert_id": a, "payload": json.loads(p)} for a, p in
+                    db.execute("SELECT alert_id, payload FROM alerts ORDER BY created_at")]
+
+    # -- per-entity cooldown ---------------------------------------------------------------
+    def last_alert_times(self, model_name: str) -> dict[str, str]:
+        with self._transaction() as db:
+            return dict(db.execute("SELECT entity, last_time FROM entity_alerts WHERE model_name=?", (model_name,)))

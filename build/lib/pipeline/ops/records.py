@@ -1,0 +1,101 @@
+"""The records that travel between the inbox, the ledger, the sinks and the flows, typed: a
+batch found in the inbox, the summary of its scoring, and the alert it raised. Frozen pydantic models, so a flow task hands
+Prefect plain JSON (`model_dump()`) and gets the same record back (`model_validate`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.core.config import AlertRules
+
+
+class Batch(BaseModel):
+    """A file in the inbox, named by the sha256 of its bytes. `size` and `mtime_ns` describe
+    the file as it was hashed; scoring refuses a file changed since (-1: not recorded)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    identity: str
+    size: int = -1
+    mtime_ns: int = -1
+
+
+class BatchSummary(BaseModel):
+    """What scoring one batch produced: its scores file and the counts an operator reads."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    output: str
+    rows: int
+    anomalies: int
+    threshold: float
+    inputs: str  # the input repairs, in words (InputReport.summary)
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class BatchRef(BaseModel):
+    file: str  # the batch's file name
+    sha256: str
+
+
+class ThresholdUsed(BaseModel):
+    value: float
+    method: str
+    overridden: bool  # the batch was judged by another threshold than the model's
+
+
+class AlertCounts(BaseModel):
+    rows: int
+    anomalous_rows: int
+    alerting_entities: int
+    suppressed_entities: int
+
+
+class AlertingEntity(BaseModel):
+    entity: str
+    first_alarm: str | None  # ISO time of the first alarming row (sensor models)
+    anomalous_rows: int
+
+
+class FeatureShare(BaseModel):
+    feature: str
+    share: float
+
+
+class AlertRow(BaseModel):
+    """One of the alert's top rows: its key columns (named as in the data), score, features."""
+
+    model_config = ConfigDict(extra="allow")
+
+    score: float
+    features: list[FeatureShare]
+
+
+class Alert(BaseModel):
+    """The alert a batch raises: what an on-call engineer needs, as one JSON document. Built
+    through this model (`pipeline.ops.alerts.evaluate`) and read back through it (delivery,
+    notification text), so every sink and the ledger see the same schema."""
+
+    alert_id: str
+    model: ModelRef
+    batch: BatchRef
+    severity: Literal["warning", "high", "critical"]
+    exceedance: float
+    peak_score: float
+    peak_percentile: float | None
+    threshold: ThresholdUsed
+    counts: AlertCounts
+    entities: list[AlertingEntity]
+    suppressed: list[str]  # entities still cooling down from an earlier alert
+    top_rows: list[AlertRow]
+    top_features: list[FeatureShare]
+    rules: AlertRules
+    output: str | None = None  # the scores file, once the inbox has recorded the alert

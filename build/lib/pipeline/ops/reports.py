@@ -1,0 +1,133 @@
+"""Markdown reports with matplotlib plots, for Prefect artifacts (or any markdown viewer).
+Plots are embedded as base64 PNG, so a report is one self-contained document."""
+
+from __future__ import annotations
+
+import base64
+import io
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen on servers and CI
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+
+from pipeline.artifact import contract
+from pipeline.artifact.manifest import Manifest
+
+MAX_ENTITY_PANELS = 8
+
+
+def figure_markdown(fig: plt.Figure, title: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+
+
+def loss_curves(history: list[dict]) -> plt.Figure:
+    """Training NLL and KL per epoch, and the validation objective that early stopping watched."""
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+    left.plot(epochs, [h["nll"] for h in history], label="train NLL")
+    left.plot(epochs, [h["kl"] for h in history], label="train KL")
+    left.set_xlabel("epoch")
+    left.legend()
+    right.plot(epochs, [h["validation_objective"] for h in history], label="validation β-objective")
+    right.plot(epochs, [h["validation_neg_elbo"] for h in history], label="validation −ELBO")
+    right.set_xlabel("epoch")
+    right.legend()
+    fig.suptitle("Training")
+    return fig
+
+
+def score_histogram(scores: np.ndarray, threshold: float, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    finite = scores[np.isfinite(scores)]
+    ax.hist(finite, bins=60, color="tab:blue", alpha=0.8)
+    ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.4g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("score (negative ELBO, higher = more anomalous)")
+    ax.set_ylabel("rows")
+    ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def sensor_scores(scored: pl.DataFrame, time_col: str, entity_col: str | None, threshold: float,
+                  alerted: set[str]) -> plt.Figure:
+    """Score over time per entity, the threshold, anomalous steps, and which entities alerted."""
+    entities = scored[entity_col].cast(pl.String).unique(maintain_order=True).to_list()[:MAX_ENTITY_PANELS] \
+        if entity_col else [None]
+    fig, axes = plt.subplots(len(entities), 1, figsize=(9, 1.8 * len(entities)), sharex=True, squeeze=False)
+    for ax, entity in zip(axes[:, 0], entities, strict=True):
+        part = scored.filter(pl.col(entity_col).cast(pl.String) == entity) if entity_col else scored
+        ax.plot(part[time_col].to_numpy(), part[contract.SCORE].to_numpy(), linewidth=0.8)
+        flagged = part.filter(pl.col(contract.IS_ANOMALY))
+        ax.scatter(flagged[time_col].to_numpy(), flagged[contract.SCORE].to_numpy(), color="tab:red", s=6, zorder=3)
+        ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8)
+        label = f"{entity}  ⚠ alert" if entity in alerted else str(entity or "")
+        ax.set_ylabel(label, rotation=0, ha="right", fontsize=8)
+    axes[0, 0].set_title("Scores per entity (red: above threshold)")
+    return fig
+
+
+def _facts(manifest: Manifest) -> list[str]:
+    t = manifest.threshold
+    return [
+        f"| model | `{manifest.key}` |", f"| created | {manifest.created_at} |",
+        f"| inputs | {len(manifest.input_names)} ({manifest.feature_schema.mode} mode) |",
+        f"| members × latent | {manifest.model.get('members', 1)} × {manifest.model['latent']} |",
+        f"| threshold | {t.value:.6g} ({t.method}) |",
+        f"| training rows | {manifest.training_data.get('rows')} |",
+        f"| validation −ELBO | {manifest.validation.neg_elbo:.4f} |",
+    ]
+
+
+def training_report(manifest: Manifest, history: list[dict], validation_scores: np.ndarray, folder: Path) -> str:
+    """Data summary, loss curves, validation histogram with the threshold, key manifest facts."""
+    imputed = manifest.training_data.get("imputed") or {}
+    lines = [
+        f"# Training report: {manifest.key}", "",
+        f"Model folder: [{folder}]({folder.resolve().as_uri()})", "",
+        "| fact | value |", "|---|---|", *_facts(manifest), "",
+        "## Data", "",
+        f"{manifest.training_data.get('rows')} rows × {manifest.training_data.get('inputs')} inputs from "
+        f"{len(manifest.training_data.get('files', []))} file(s); imputed values: "
+        + (", ".join(f"{k}: {v}" for k, v in imputed.items()) if imputed else "none") + ".", "",
+        "## Loss curves", "", figure_markdown(loss_curves(history), "loss curves"), "",
+        "## Validation scores", "",
+        figure_markdown(score_histogram(validation_scores, manifest.threshold.value, "validation scores"),
+                        "validation score histogram"),
+    ]
+    return "\n".join(lines)
+
+
+def top_anomalies(scored: pl.DataFrame, n: int = 20) -> list[dict]:
+    """The n highest-scoring anomalous rows, JSON-friendly (for a table artifact)."""
+    top = scored.filter(pl.col(contract.IS_ANOMALY)).sort(contract.SCORE, descending=True).head(n)
+    return [{k: (v.isoformat() if isinstance(v, datetime) else round(v, 4) if isinstance(v, float) else v)
+             for k, v in row.items()} for row in top.iter_rows(named=True)]
+
+
+def scoring_report(manifest: Manifest, scored: pl.DataFrame, batches: list[dict], alerts: list[dict],
+                   threshold: float) -> str:
+    """Batches scored in one run, their score histogram and, in sensor mode, scores over time."""
+    schema = manifest.feature_schema
+    lines = [f"# Scoring report: {manifest.key}", "",
+             "| batch | rows | anomalous | output |", "|---|---:|---:|---|",
+             *[f"| {Path(b['file']).name} | {b['rows']} | {b['anomalies']} | `{b['output']}` |" for b in batches], "",
+             f"Alerts: {len(alerts)}" + "".join(f"\n- **{a['severity']}** `{a['alert_id']}` "
+                                               f"{a['batch']['file']}: {a['counts']['anomalous_rows']} anomalous rows"
+                                               for a in alerts), ""]
+    if scored.height:
+        lines += [figure_markdown(score_histogram(scored[contract.SCORE].to_numpy(), threshold, "scores in this run"),
+                                  "score histogram"), ""]
+        if schema.mode == "sensor" and schema.time_column:
+            alerted = {e["entity"] for a in alerts for e in a["entities"]}
+            fig = sensor_scores(scored, schema.time_column, schema.entity_column, threshold, alerted)
+            lines += [figure_markdown(fig, "scores over time"), ""]
+    return "\n".join(lines)

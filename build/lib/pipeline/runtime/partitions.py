@@ -1,0 +1,81 @@
+"""Scoring one large input as independent partitions (files, or Parquet row groups), so
+that a cluster can score them side by side; the combined result equals `score_files`.
+
+A partition is a plain, JSON-able value (file, first row, row count), scored into its own
+Parquet part; `combine_parts` then streams the parts into one file, in partition order."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.core.atomic import atomic_output
+from pipeline.core.errors import PipelineError
+from pipeline.data import ingest
+from pipeline.data.schema import check_columns
+from pipeline.runtime.files import score_files
+from pipeline.runtime.scorer import Scorer
+
+
+@dataclass(frozen=True)
+class Partition:
+    index: int
+    file: str
+    first_row: int  # within the file
+    rows: int | None  # None: the whole file
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_partitions(source: str | Path, scorer: Scorer, rows_per_partition: int = 262_144) -> list[Partition]:
+    """Cut the input into partitions of about `rows_per_partition` rows: Parquet files along
+    their row groups, other files whole. Sensor files stay whole (windows need each series)."""
+    partitions: list[Partition] = []
+    for file in ingest.resolve_sources(source):
+        check_columns(ingest.file_columns(file), scorer.schema, str(file))
+        if ingest.file_format(file) != "parquet" or scorer.schema.mode == "sensor":
+            partitions.append(Partition(len(partitions), str(file), 0, None))
+            continue
+        metadata = pq.ParquetFile(file).metadata
+        start, size = 0, 0
+        for group in range(metadata.num_row_groups):
+            size += metadata.row_group(group).num_rows
+            if size >= rows_per_partition or group == metadata.num_row_groups - 1:
+                partitions.append(Partition(len(partitions), str(file), start, size))
+                start, size = start + size, 0
+    return partitions
+
+
+def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path) -> str:
+    """Score one partition into `parts_dir/part-<index>.parquet` (atomically); returns its path."""
+    output = Path(parts_dir) / f"part-{partition.index:05d}.parquet"
+    file = Path(partition.file)
+    if partition.rows is None:
+        score_files(scorer, file, output)
+        return str(output)
+    frame = ingest.read_file_slice(file, scorer.schema.source_columns, partition.first_row, partition.rows)
+    scored, _ = scorer.score_with_report(frame, file=str(file), row_offset=partition.first_row)
+    ingest.write_frame(scored.with_columns(source_file=pl.lit(file.name)), output)
+    return str(output)
+
+
+def combine_parts(parts: list[str], output: str | Path) -> Path:
+    """Stream the parts, in order, into one Parquet file (written atomically)."""
+    if not parts:
+        raise PipelineError("there are no scored partitions to combine.")
+    output = Path(output)
+    with atomic_output(output) as temporary:
+        writer = None
+        try:
+            for part in parts:
+                table = pq.read_table(part)
+                writer = writer or pq.ParquetWriter(temporary, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+    return output

@@ -1,0 +1,126 @@
+"""Execution providers and sessions: which of CUDA, TensorRT and the CPU to use, how a graph
+is opened from checked bytes, and the check that a graph is the one the manifest describes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+import onnxruntime as ort
+
+from pipeline.artifact.contract import ROW_GRAPHS
+from pipeline.artifact.manifest import Manifest
+from pipeline.core.errors import ModelArtifactError, PipelineError
+
+log = logging.getLogger(__name__)
+
+Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+TENSORRT_CACHE = ".tensorrt-cache"  # inside the version folder; dot-named, so no manifest file
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
+
+def _gpu_visible() -> bool:
+    """A cheap check before asking onnxruntime for CUDA (it lists CUDA even with no GPU)."""
+    if sys.platform == "linux":
+        return Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists()
+    return True
+
+
+def select_providers(requested: Provider = "auto") -> list[str]:
+    """Execution providers to try, in order; CPU always comes last as the fallback."""
+    available = ort.get_available_providers()
+    if requested == "cpu":
+        return [CPU]
+    if requested in ("cuda", "tensorrt"):
+        wanted = CUDA if requested == "cuda" else TENSORRT
+        if wanted not in available:
+            raise PipelineError(
+                f"provider '{requested}' was requested, but this onnxruntime offers {available}. "
+                "Install onnxruntime-gpu, or use --provider cpu."
+            )
+        return [wanted, CUDA, CPU] if requested == "tensorrt" else [CUDA, CPU]
+    if CUDA in available and _gpu_visible():
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def provider_options(providers: list[str], cache_dir: Path | None = None,
+                     fp16: bool = False) -> list[tuple[str, dict[str, str]]]:
+    """(provider, options) pairs. TensorRT keeps its built engines in `cache_dir`, so a model
+    pays the engine build (seconds to minutes) once, not at every load; `fp16` lets it run
+    in half precision (its score change is measured in bench/gpu.py, not assumed)."""
+    pairs: list[tuple[str, dict[str, str]]] = []
+    for name in providers:
+        options: dict[str, str] = {}
+        if name == TENSORRT:
+            options["trt_fp16_enable"] = "True" if fp16 else "False"
+            if cache_dir is not None:
+                options.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(cache_dir),
+                               trt_timing_cache_enable="True", trt_timing_cache_path=str(cache_dir))
+        pairs.append((name, options))
+    return pairs
+
+
+def tensorrt_cache(folder: Path) -> Path | None:
+    """The engine cache beside a model version, or None where the folder is read-only
+    (engines are then rebuilt at each load, which is said once)."""
+    cache = folder / TENSORRT_CACHE
+    try:
+        cache.mkdir(exist_ok=True)
+    except OSError as exc:
+        log.warning("TensorRT engine cache disabled: cannot create '%s' (%s).", cache, exc.strerror)
+        return None
+    return cache
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def open_session(model: Path | bytes, requested: Provider = "auto", name: str = "model",
+                 threads: int | None = None, cache_dir: Path | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the best working provider; says so when it falls back.
+    `threads` sets onnxruntime's intra-op threads (None: its default, one per core);
+    `cache_dir` holds TensorRT's engines when that provider is asked for."""
+    providers = select_providers(requested)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: provider probing is reported by us, once
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    path = model if isinstance(model, Path) else name
+    try:
+        session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, sess_options=options,
+                                       providers=provider_options(providers, cache_dir))
+    except Exception as exc:
+        raise ModelArtifactError(f"onnxruntime cannot load '{path}': {str(exc).strip().splitlines()[0]}") from exc
+    used = session.get_providers()
+    if providers[0] != CPU and providers[0] not in used:
+        if requested != "auto":
+            raise PipelineError(f"provider '{requested}' failed to start for '{path}' (got {used}); no GPU is usable.")
+        log.warning("CUDA provider is installed but not working; scoring on the CPU.")
+    return session
+
+
+def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, path: Path) -> None:
+    """The graph's own metadata and signature must match its role in this manifest."""
+    meta = session.get_modelmeta().custom_metadata_map
+    found = {"graph": meta.get("graph"), "model_name": meta.get("model_name"), "created_at": meta.get("created_at")}
+    wanted = {"graph": graph, "model_name": manifest.name, "created_at": manifest.created_at}
+    io = {"inputs": [i.name for i in session.get_inputs()], "outputs": [o.name for o in session.get_outputs()]}
+    if found != wanted or io != manifest.graphs.get(graph):
+        raise ModelArtifactError(
+            f"'{path}' is not this model's {graph} graph (it says {found}, {io}; the manifest expects {wanted}, "
+            f"{manifest.graphs.get(graph)}). Files from different exports were mixed; re-export the model.")
+    if "threshold" in meta and float(meta["threshold"]) != manifest.threshold.value:
+        raise ModelArtifactError(
+            f"'{path}' was exported with threshold {meta['threshold']}, but the manifest says "
+            f"{manifest.threshold.value!r}: the manifest was edited. Re-fit thresholds with `vad threshold`.")
+    takes_rows = graph in ROW_GRAPHS
+    if takes_rows and session.get_inputs()[0].shape[1] != len(manifest.input_names):
+        raise ModelArtifactError(f"'{path}' takes {session.get_inputs()[0].shape[1]} inputs; the manifest lists "
+                                 f"{len(manifest.input_names)}. Re-export the model.")

@@ -1,0 +1,285 @@
+"""Scoring with onnxruntime alone: this module (and what it imports) never imports torch.
+
+Scores are negative ELBO estimates, higher = more anomalous. Three estimators:
+`elbo` (default, deterministic, z = mu), `mc` (Monte-Carlo ELBO with `samples` draws) and
+`iwae` (importance-weighted bound, tighter, → −log p(x) as samples grow). The random
+draws come from a numpy generator seeded by `seed`, so the same seed gives the same scores."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+import polars as pl
+from scipy.special import logsumexp
+
+from pipeline.artifact import contract
+from pipeline.artifact.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
+from pipeline.artifact.threshold import percentile_of
+from pipeline.core.errors import PipelineError
+from pipeline.data.schema import InputReport, coerce, entity_bounds, make_windows, sort_for_windows, source_matrix, to_matrix
+from pipeline.runtime.kernel import KernelPool
+from pipeline.runtime.providers import Provider, check_graph, open_session, tensorrt_cache
+
+log = logging.getLogger(__name__)
+
+Estimator = Literal["elbo", "mc", "iwae"]
+Precision = Literal["fp32", "int8"]
+ORT_BATCH = 4096  # rows per call for the other graphs: 2k–8k stays in cache (see PERF_NOTES)
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How to score, checked once: the estimator and its draws, the number of ranked source
+    columns, and the alarm threshold (None: the model's own, as `Scorer.resolve` settles it)."""
+
+    estimator: Estimator = "elbo"
+    samples: int = 16
+    seed: int = 0
+    threshold: float | None = None
+    top_k: int = contract.TOP_K
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ("elbo", "mc", "iwae"):
+            raise PipelineError(f"estimator must be one of elbo, mc, iwae, got {self.estimator!r}.")
+        if self.samples < 1:
+            raise PipelineError(f"samples must be ≥ 1, got {self.samples}.")
+        if self.top_k < 0:
+            raise PipelineError(f"top_k must be ≥ 0, got {self.top_k}.")
+        if self.threshold is not None and not np.isfinite(self.threshold):
+            raise PipelineError(f"the threshold must be a finite number, got {self.threshold}.")
+
+    def seeded(self, offset: int) -> ScoreOptions:
+        """The same options with the seed advanced by `offset` (rows already scored)."""
+        return replace(self, seed=self.seed + offset)
+
+
+@dataclass
+class ScoreArrays:
+    """Per-row scores with either per-input negative log-likelihood terms (raw units) or,
+    from the scorer graph's own ranking, the top source columns' indices and shares."""
+
+    score: np.ndarray
+    feature_nll: np.ndarray | None = None
+    top_index: np.ndarray | None = None
+    top_share: np.ndarray | None = None
+
+
+class Scorer:
+    """A loaded model version: `Scorer.load(path).score(frame) -> frame`."""
+
+    def __init__(self, folder: Path, manifest: Manifest, provider: Provider = "auto",
+                 precision: Precision = "fp32") -> None:
+        if precision not in ("fp32", "int8"):
+            raise PipelineError(f"precision must be fp32 or int8, got {precision!r}.")
+        if precision == "int8" and contract.SCORER_INT8 not in manifest.graphs:
+            raise PipelineError(f"model '{folder}' has no int8 scorer; train it with `[export] int8 = true` "
+                                "(or `vad train --int8`), or score with precision fp32.")
+        self.folder, self.manifest, self.provider = folder, manifest, provider
+        self.scorer_graph = contract.SCORER_INT8 if precision == "int8" else contract.SCORER
+        self.schema = manifest.feature_schema
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self.source_names, self._to_source = source_matrix(self.schema.input_sources)
+        self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
+        self._names = pl.Series(self.source_names, dtype=pl.Enum(self.source_names))
+        self._kernel: KernelPool | None = None
+        self._percentiles = manifest.validation.score_percentiles  # absent in older models
+
+    @classmethod
+    def load(cls, path: str | Path, provider: Provider = "auto", precision: Precision = "fp32") -> Scorer:
+        """Load a version folder (or a model folder's `latest`), checking every sha256 first.
+        There is no way to skip the checks: each graph is opened from checked bytes anyway.
+        `precision="int8"` scores with the int8 scorer, when the model was exported with one."""
+        folder = resolve_model_dir(path)
+        scorer = cls(folder, read_manifest(folder), provider, precision)
+        scorer.kernel()  # fail at load, not at the first batch, if the graph is wrong
+        return scorer
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.threshold.value
+
+    def session(self, graph: str) -> ort.InferenceSession:
+        """The graph's session, from bytes checked against the manifest, refused unless the
+        graph is the one the manifest describes (a swapped or foreign file)."""
+        if graph not in self._sessions:
+            file = f"{graph}.onnx"
+            session = open_session(verified_bytes(self.folder, self.manifest, file), self.provider,
+                                   str(self.folder / file), cache_dir=self._tensorrt_cache())
+            check_graph(session, graph, self.manifest, self.folder / file)
+            self._sessions[graph] = session
+        return self._sessions[graph]
+
+    def kernel(self) -> KernelPool:
+        """The scorer graph's sessions (fp32 or int8), checked like `session`, opened once."""
+        if self._kernel is None:
+            file = self.folder / f"{self.scorer_graph}.onnx"
+            kernel = KernelPool(verified_bytes(self.folder, self.manifest, file.name), self.provider, str(file),
+                                cache_dir=self._tensorrt_cache())
+            for session in kernel.sessions:
+                check_graph(session, self.scorer_graph, self.manifest, file)
+            self._kernel = kernel
+        return self._kernel
+
+    def _tensorrt_cache(self) -> Path | None:
+        return tensorrt_cache(self.folder) if self.provider == "tensorrt" else None
+
+    # -- arrays -------------------------------------------------------------------------
+    def score_array(self, x: np.ndarray, estimator: Estimator = "elbo", samples: int = ScoreOptions.samples, seed: int = 0,
+                    top_k: int | None = None) -> ScoreArrays:
+        """Score raw model inputs (rows × inputs, float32). Higher = more anomalous.
+        With `top_k` (elbo only), the graph's own ranking of the top source columns comes back
+        instead of the per-input terms, when the graph ranks at least that many."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != len(self.manifest.input_names):
+            raise PipelineError(f"inputs must have shape (rows, {len(self.manifest.input_names)}), got {x.shape}.")
+        if estimator == "elbo":
+            if top_k is not None and top_k <= self.kernel().top_k:
+                score, index, share = self.kernel().run([contract.SCORE, "top_index", "top_share"], x)
+                return ScoreArrays(score, top_index=index[:, :top_k], top_share=share[:, :top_k])
+            score, nll = self.kernel().run([contract.SCORE, "feature_nll"], x)
+            return ScoreArrays(score, nll)
+        ScoreOptions(estimator=estimator, samples=samples)  # refuses an unknown estimator, samples < 1
+        if len(x) == 0:
+            return ScoreArrays(np.zeros(0, np.float32), np.zeros((0, x.shape[1]), np.float32))
+        rng = np.random.default_rng(seed)
+        latent = int(self.manifest.model["latent"])
+        session = self.session(contract.SCORER_SAMPLED)
+        batch = max(1, ORT_BATCH // samples)
+        scores, nlls = [], []
+        for i in range(0, len(x), batch):
+            chunk = x[i:i + batch]
+            eps = rng.standard_normal((len(chunk), samples, latent), dtype=np.float32)
+            log_weight, nll = session.run(None, {"x": chunk, "eps": eps})
+            # log_weight: [rows, samples, members]; each member's bound, then the member mean.
+            if estimator == "mc":
+                bound = log_weight.mean(axis=1, dtype=np.float64)
+            else:  # log-mean-exp of the importance weights
+                bound = logsumexp(log_weight.astype(np.float64), axis=1) - np.log(samples)
+            scores.append(-bound.mean(axis=1))
+            nlls.append(nll)
+        return ScoreArrays(np.concatenate(scores).astype(np.float32), np.concatenate(nlls))
+
+    def contributions(self, feature_nll: np.ndarray) -> np.ndarray:
+        """Each source column's share of the excess NLL over its validation mean (rows sum to 1,
+        or 0 where no feature is above its normal level)."""
+        excess = np.maximum(feature_nll - self._baseline, 0.0) @ self._to_source
+        total = excess.sum(axis=1, keepdims=True)
+        return np.divide(excess, total, out=np.zeros_like(excess), where=total > 0)
+
+    # -- frames -------------------------------------------------------------------------
+    def prepare(self, frame: pl.DataFrame, file: str | None = None, row_offset: int = 0
+                ) -> tuple[np.ndarray, pl.DataFrame, InputReport]:
+        """Validate and encode a frame: model inputs, the key columns per scored row, repairs."""
+        frame = coerce(frame, self.schema, file, row_offset)
+        resorted = False
+        if self.schema.mode == "sensor":
+            frame, resorted = sort_for_windows(frame, self.schema, file, row_offset)
+        matrix, report = to_matrix(frame, self.schema, file, row_offset, keep_infinite=True)
+        report.resorted = resorted
+        if self.schema.mode == "sensor" and self.schema.window and self.schema.window.length > 1:
+            if frame.height:
+                matrix, _ = make_windows(matrix, entity_bounds(frame, self.schema), self.schema.window, pad=True)
+            else:  # no series, no windows: an empty batch scores to an empty frame
+                matrix = np.zeros((0, len(self.manifest.input_names)), np.float32)
+        return matrix, frame.select(self.schema.key_columns), report
+
+    def resolve(self, options: ScoreOptions) -> ScoreOptions:
+        """Scoring options with the threshold settled: the one given, else the model's. Every
+        scoring door goes through here, so the override is decided in one place."""
+        return options if options.threshold is not None else replace(options, threshold=self.threshold)
+
+    def score_with_report(self, frame: pl.DataFrame, *, file: str | None = None, row_offset: int = 0,
+                          **options: Any) -> tuple[pl.DataFrame, InputReport]:
+        """Score every row (every time step in sensor mode) and explain it; `options` are
+        ScoreOptions' fields (estimator, samples, seed, threshold, top_k)."""
+        return self.score_prepared(self.prepare(frame, file, row_offset), self.resolve(ScoreOptions(**options)))
+
+    def score_prepared(self, prepared: tuple[np.ndarray, pl.DataFrame, InputReport],
+                       options: ScoreOptions) -> tuple[pl.DataFrame, InputReport]:
+        """`score_with_report` on the output of `prepare` (which can run in another thread)."""
+        x, keys, report = prepared
+        options = self.resolve(options)
+        k = min(options.top_k, len(self.source_names))
+        arrays = self.score_array(x, options.estimator, options.samples, options.seed, top_k=k)
+        if arrays.top_index is None or arrays.top_share is None:  # rank here: sampled estimators, older graphs
+            assert arrays.feature_nll is not None
+            shares = self.contributions(arrays.feature_nll)
+            index = np.argsort(-shares, axis=1, kind="stable")[:, :k]
+            share = np.take_along_axis(shares, index, axis=1)
+        else:
+            index, share = arrays.top_index, arrays.top_share
+        assert options.threshold is not None  # settled by resolve()
+        columns: dict[str, pl.Series] = {
+            contract.SCORE: pl.Series(arrays.score.astype(np.float64)),
+            contract.IS_ANOMALY: pl.Series(self.flags(arrays.score, options.threshold, keys))}
+        if self._percentiles is not None:
+            columns[contract.PERCENTILE] = pl.Series(percentile_of(arrays.score, self._percentiles))
+        for i in range(k):  # column names as an Enum: a gather of small codes, no Python strings
+            columns[contract.top_feature(i + 1)] = self._names.gather(index[:, i])
+            columns[contract.top_share(i + 1)] = pl.Series(share[:, i].astype(np.float32, copy=False))
+        scored = keys.with_columns(**columns) if keys.width else pl.DataFrame(columns)  # no key columns
+        return scored, report
+
+    def flags(self, scores: np.ndarray, limit: float, keys: pl.DataFrame) -> np.ndarray:
+        """Rows above `limit`; with the model's persistence rule (k of the last n rows of each
+        entity's series, in time order), only those whose run of exceedances is long enough."""
+        rule = self.manifest.threshold.persistence
+        if rule.k <= 1:
+            return scores > limit
+        return persistent(scores > limit, entity_bounds(keys, self.schema), rule.k, rule.n)
+
+    def score(self, frame: pl.DataFrame, **options: Any) -> pl.DataFrame:
+        """Score a frame; repairs (imputed values, unseen categories) are logged as warnings."""
+        scored, report = self.score_with_report(frame, **options)
+        if report.repaired:
+            log.warning("input repairs: %s", report.summary())
+        return scored
+
+    def encode(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Latent means per row and ensemble member (`m0_z0` … `m{M-1}_z{k}`; members' latent
+        spaces are unrelated), with the row keys."""
+        x, keys, _ = self.prepare(frame)
+        mu = self.kernel().run(["mu"], np.ascontiguousarray(x, dtype=np.float32))[0]
+        rows, members, latent = mu.shape
+        names = [f"m{m}_z{i}" for m in range(members) for i in range(latent)]
+        return keys.with_columns(pl.DataFrame(mu.reshape(rows, members * latent), schema=names))
+
+    def sample(self, n: int, seed: int = 0) -> pl.DataFrame:
+        """Synthetic normal rows: decoder means at z ~ N(0, I) of a member drawn per row (the
+        ensemble as a mixture), in raw units (one column per model input; in tabular mode
+        one-hot groups collapse back to their most likely category)."""
+        if n < 1:
+            raise PipelineError(f"the number of rows to sample must be at least 1, got {n}.")
+        rng = np.random.default_rng(seed)
+        members, latent = int(self.manifest.model.get("members", 1)), int(self.manifest.model["latent"])
+        z = rng.standard_normal((n, members, latent), dtype=np.float32)
+        member = rng.integers(members, size=n)
+        mean = self.session(contract.DECODER).run(["mean"], {"z": z})[0][np.arange(n), member]
+        raw = self.manifest.scaler.build().inverse(mean)
+        frame = pl.DataFrame(raw, schema=self.manifest.input_names)
+        if self.schema.mode != "tabular":
+            return frame
+        out = {}
+        for col in self.schema.columns:
+            if col.kind == "numeric":
+                out[col.name] = frame[col.name]
+            else:
+                block = frame.select([f"{col.name}={c}" for c in col.categories]).to_numpy()
+                out[col.name] = pl.Series(np.asarray(col.categories)[block.argmax(axis=1)])
+        return pl.DataFrame(out)
+
+
+def persistent(exceeds: np.ndarray, bounds: list[tuple[int, int]], k: int, n: int) -> np.ndarray:
+    """True where at least `k` of the last `n` rows of the same span (itself included) exceed;
+    a series' first rows count only the rows it has."""
+    flags = np.zeros_like(exceeds)
+    for start, stop in bounds:
+        counts = np.concatenate([[0], np.cumsum(exceeds[start:stop], dtype=np.int64)])
+        ends = np.arange(1, stop - start + 1)
+        flags[start:stop] = counts[ends] - counts[np.maximum(ends - n, 0)] >= k
+    return flags
