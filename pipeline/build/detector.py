@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from pipeline.artifact.threshold import Threshold
 from pipeline.build.export import export_model
@@ -22,6 +22,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.data.schema import FeatureSchema, coerce, learn_schema, to_matrix
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult
+
+MIN_ROWS = 3  # to fit: a training row, and the two validation rows a threshold needs
 
 
 class VAEDetector(OutlierMixin, BaseEstimator):
@@ -72,23 +74,23 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         )
 
     def _rows(self, X, learn: bool = False) -> np.ndarray:
-        """Arrays pass through as float32; polars frames go through the feature schema."""
+        """Polars frames go through the feature schema (types, categories, missing values);
+        anything else through scikit-learn's own checks (`validate_data`: 2-D, finite, dense,
+        real, MIN_ROWS rows to fit, the fitted number of features), as float32."""
         if isinstance(X, pl.DataFrame):
             if learn:
                 self.schema_ = learn_schema(X, DataConfig())
             elif not isinstance(getattr(self, "schema_", None), FeatureSchema):
                 raise PipelineError("this detector was fitted on an array; pass an array, not a DataFrame.")
-            return to_matrix(coerce(X, self.schema_, None), self.schema_)[0]
-        x = np.asarray(X, dtype=np.float32)
-        if x.ndim != 2:
-            raise PipelineError(f"X must be 2-D (rows × features), got shape {x.shape}.")
-        if not np.isfinite(x).all():
-            raise PipelineError("X holds NaN or infinite values; impute them first.")
+            x = to_matrix(coerce(X, self.schema_, None), self.schema_)[0]
+            if learn:
+                self.n_features_in_ = x.shape[1]
+                self.feature_names_in_ = np.asarray(self.schema_.input_names, dtype=object)
+            return x
+        x = validate_data(self, X, reset=learn, dtype=np.float32, ensure_min_samples=MIN_ROWS if learn else 1)
         if learn:
             names = [f"x{i}" for i in range(x.shape[1])]
             self.schema_ = learn_schema(pl.DataFrame(x, schema=names), DataConfig())
-        elif x.shape[1] != self.n_features_in_:
-            raise PipelineError(f"X must have {self.n_features_in_} features, got {x.shape[1]}.")
         return np.ascontiguousarray(x)
 
     def fit(self, X, y=None) -> VAEDetector:
@@ -103,8 +105,6 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.history_ = calibrated.result.history
         self.feature_baseline_ = calibrated.feature_baseline
         self._validation = validation_record(calibrated)  # for export: alerts' severity needs its quantiles
-        self.n_features_in_ = x.shape[1]
-        self.feature_names_in_ = np.asarray(self.schema_.input_names, dtype=object)
         train_scores = score_with_torch(self.model_, self.scaler_, x)[0]  # x is already checked
         self.threshold_ = float(np.quantile(train_scores, 1.0 - self.contamination))
         self.offset_ = -self.threshold_

@@ -128,13 +128,15 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
 
 
 def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Rows drawn for validation (tabular data); at least one row on each side of the split."""
+    """Rows drawn for validation (tabular data): a training row at least, and the two
+    validation rows a threshold needs where there are three rows or more."""
     if rows < 2:
         raise DataError(f"training needs at least 2 rows (one for validation), got {rows}.")
     mask = rng.random(rows) < fraction
-    if mask.all() or not mask.any():
+    least = 2 if rows >= 3 else 1
+    if mask.all() or mask.sum() < least:
         mask = np.zeros(rows, bool)
-        mask[-max(1, rows // 10):] = True
+        mask[-max(least, rows // 10):] = True
     return mask
 
 
