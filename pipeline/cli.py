@@ -93,6 +93,9 @@ def train(
     console.print(f"trained [bold]{cfg.name}[/] on {len(outcome.data.x):,} rows × {outcome.data.x.shape[1]} inputs "
                   f"({result.device}); best epoch {result.best_epoch} of {len(result.history)}, "
                   f"validation −β-ELBO {result.best_validation:.3f}")
+    if outcome.data.imputed:
+        filled = ", ".join(f"{column}: {count}" for column, count in outcome.data.imputed.items())
+        console.print(f"[yellow]missing values filled with the training median:[/] {filled}")
     console.print(f"threshold {outcome.calibrated.threshold.value:.4f} ({outcome.calibrated.threshold.method})")
     console.print(f"exported to [bold]{outcome.version_dir}[/]")
 
@@ -101,7 +104,8 @@ def train(
 def score(
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (uses its latest).")],
     source: Annotated[str, typer.Argument(help="Data to score: a file, glob or folder.")],
-    output: Annotated[Optional[Path], typer.Option(help="Output Parquet file.")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        help="Scores file; its suffix picks the format: .parquet (default), .csv, .tsv, .ndjson or .arrow.")] = None,
     estimator: Annotated[str, typer.Option(help="elbo (deterministic), mc or iwae.")] = "elbo",
     samples: Annotated[int, typer.Option(help="Samples for mc / iwae.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed for mc / iwae.")] = 0,
@@ -112,11 +116,13 @@ def score(
     chunk_rows: Annotated[Optional[int], typer.Option(
         min=1, help="Rows read per chunk (tabular); default 65536, or 262144 when scoring on a GPU.")] = None,
     show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,
+    missing: Annotated[Optional[str], typer.Option(
+        help="Missing values: impute (the training medians) or error; default: the model's policy.")] = None,
 ) -> None:
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
     from pipeline.runtime import Scorer, score_files
 
-    scorer = Scorer.load(model, provider=provider, precision=precision)  # type: ignore[arg-type]
+    scorer = Scorer.load(model, provider=provider, precision=precision, missing=missing)  # type: ignore[arg-type]
     output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
     report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,
                          samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)

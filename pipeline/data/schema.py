@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -122,20 +123,37 @@ def source_matrix(sources: list[str]) -> tuple[list[str], np.ndarray]:
 
 
 def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = None) -> FeatureSchema:
-    """Pick the feature columns (named, or inferred from dtypes), then learn their statistics."""
+    """Pick the feature columns (named, or inferred from dtypes and roles), then learn their
+    statistics. Inferred, an identifier becomes a key and a time column is named, never a
+    feature; a text column of numbers is numeric, and its one stray text value an error."""
     keys = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns] if c}
     reserved = keys | set(config.ignore_columns)  # ignored columns may be absent: nothing reads them
     for name in keys | set(config.features or []):
         if name not in frame.columns:
             raise SchemaError(f"column '{name}' named in the config is missing{where(file)}; columns are {frame.columns}.")
+    id_columns = list(config.id_columns)
     if config.features is not None:
         names = list(config.features)
     else:
-        names = [c for c in frame.columns if c not in reserved]
+        names = []
+        for name in (c for c in frame.columns if c not in reserved):
+            role = column_role(frame[name])
+            if role == "id":
+                log.warning("column '%s' looks like an identifier: kept as a key in the output, not used as a "
+                            "feature (name it in `features` to use it).", name)
+                id_columns.append(name)
+            elif role == "time":
+                log.warning("column '%s' holds times: not a feature%s.", name,
+                            "; for sensor series set `time_column`" if config.mode == "tabular" else "")
+            else:
+                names.append(name)
     columns: list[ColumnSpec] = []
     for name in names:
         dtype = frame.schema[name]
-        if dtype.is_numeric() or dtype == pl.Boolean:
+        if dtype == pl.String and config.features is None and _mostly_numbers(frame[name]):
+            _raise_not_numeric(frame, name, dtype, file, 0, allow_numbers=True)  # names the stray value's row
+            columns.append(ColumnSpec(name=name, kind="numeric", dtype=str(dtype)))
+        elif dtype.is_numeric() or dtype == pl.Boolean:
             columns.append(ColumnSpec(name=name, kind="numeric", dtype=str(dtype)))
         elif config.mode == "tabular" and dtype in (pl.String, pl.Categorical, pl.Enum):
             distinct = frame[name].drop_nulls().n_unique()
@@ -145,7 +163,8 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
                         f"column '{name}' has {distinct} categories, more than max_categories="
                         f"{config.max_categories}{where(file)}. Raise max_categories or drop the column."
                     )
-                log.warning("skipping column '%s': %d categories > max_categories", name, distinct)
+                log.warning("column '%s' looks like free text (%d distinct values, more than max_categories=%d): "
+                            "not a feature.", name, distinct, config.max_categories)
                 continue
             columns.append(ColumnSpec(name=name, kind="categorical", dtype=str(dtype)))
         elif config.features is not None:
@@ -155,13 +174,43 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
     schema = FeatureSchema(
         mode=config.mode,
         columns=columns,
-        id_columns=list(config.id_columns),
+        id_columns=id_columns,
         time_column=config.time_column,
         entity_column=config.entity_column,
         window=config.window if config.mode == "sensor" else None,
         missing=config.missing,
     )
     return fit_statistics(schema, frame)
+
+
+ID_NAME = re.compile(r"(?i:id|uuid|guid|key|index|row|.*[_\- .](?:id|uuid|guid|key|no))|.*[a-z]Id")  # orderId, not humid
+ROLE_SAMPLE = 10_000  # rows looked at to tell a time column (parsing every row of a large file is slow)
+NUMERIC_SHARE = 0.9  # a text column whose values are this share numbers is a numeric column with typos
+
+
+def column_role(values: pl.Series) -> Literal["id", "time", "feature"]:
+    """What an inferred column is for. An identifier (by its name: `id`, `batch_id`, `orderId`;
+    or integers that count up one per row) would make every new id look anomalous; a time
+    column (datetimes, or text that parses as them) is not a measurement."""
+    dtype = values.dtype
+    if ID_NAME.fullmatch(values.name) and (dtype.is_integer() or dtype == pl.String):
+        return "id"
+    if dtype.is_integer() and values.len() >= 3 and values.null_count() == 0:
+        steps = values.diff().drop_nulls()
+        if steps.len() and (steps == 1).all():
+            return "id"
+    if dtype.is_temporal():
+        return "time"
+    if dtype == pl.String:
+        present = values.drop_nulls().head(ROLE_SAMPLE)
+        if present.len() and not _mostly_numbers(present) and _parse_times(present).null_count() == 0:
+            return "time"
+    return "feature"
+
+
+def _mostly_numbers(values: pl.Series) -> bool:
+    present = values.drop_nulls()
+    return present.len() > 0 and present.cast(pl.Float64, strict=False).drop_nulls().len() >= NUMERIC_SHARE * present.len()
 
 
 def fit_statistics(schema: FeatureSchema, frame: pl.DataFrame) -> FeatureSchema:
@@ -206,7 +255,7 @@ def coerce(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, row_off
         dtype = dtypes[col.name]
         if col.kind == "numeric":
             if not (dtype.is_numeric() or dtype == pl.Boolean or dtype == pl.Null):
-                _raise_not_numeric(frame, col.name, dtype, file, row_offset)
+                _raise_not_numeric(frame, col.name, dtype, file, row_offset, allow_numbers=True)  # numbers as text pass
             if not dtype.is_float():  # floats go to the float32 matrix as they are: no float64 detour
                 casts.append(pl.col(col.name).cast(pl.Float64))
         else:
@@ -244,7 +293,10 @@ def _parse_times(values: pl.Series) -> pl.Series:
         return pl.Series(values.name, [None] * values.len(), dtype=pl.Datetime)
 
 
-def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file: str | None, offset: int) -> None:
+def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file: str | None, offset: int,
+                       allow_numbers: bool = False) -> None:
+    """Refuse a numeric column that is not: name the first text value that is no number, and
+    its row. With `allow_numbers`, a text column whose every value is a number passes."""
     values = frame[name]
     if dtype == pl.String:
         parsed = values.cast(pl.Float64, strict=False)
@@ -252,8 +304,11 @@ def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file:
         if bad.any():
             row = int(bad.arg_true()[0])
             raise SchemaError(
-                f"column '{name}' must be numeric, got text {values[row]!r}{where(file, name, offset + row + 1)}."
+                f"column '{name}' must be numeric, got text {values[row]!r}{where(file, name, offset + row + 1)}. "
+                "Correct the value, or leave it empty (a missing value) and train with missing='impute'."
             )
+        if allow_numbers:
+            return
     raise SchemaError(f"column '{name}' must be numeric, got {dtype}{where(file, name)}.")
 
 
@@ -288,7 +343,8 @@ def to_matrix(
                     what = "a missing value" if np.isnan(values[row]) else f"an infinite value ({values[row]})"
                     raise DataError(
                         f"column '{col.name}' has {what}{where(file, col.name, row_offset + row + 1)}; "
-                        "train with missing='impute' to fill it with the training median."
+                        "train with missing='impute', or score with `--missing impute`, to fill it with the "
+                        "training median."
                     )
                 assert col.median is not None  # learnt with the schema for every numeric column
                 values = np.where(bad, col.median, values)

@@ -8,9 +8,9 @@ this is what a scoring-only deployment installs and loads. The names below are t
 from pipeline.runtime.files import ScoreReport, default_chunk_rows, open_scores_writer, score_files
 from pipeline.runtime.kernel import KernelPool
 from pipeline.runtime.providers import Provider, cpu_cores, open_session, select_providers
-from pipeline.runtime.scorer import Estimator, Precision, ScoreOptions, Scorer, persistent
+from pipeline.runtime.scorer import Estimator, Missing, Precision, ScoreOptions, Scorer, persistent
 
 __all__ = [
-    "Estimator", "KernelPool", "Precision", "Provider", "ScoreOptions", "ScoreReport", "Scorer", "cpu_cores",
+    "Estimator", "KernelPool", "Missing", "Precision", "Provider", "ScoreOptions", "ScoreReport", "Scorer", "cpu_cores",
     "default_chunk_rows", "open_scores_writer", "open_session", "persistent", "score_files", "select_providers",
 ]

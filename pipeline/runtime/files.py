@@ -47,7 +47,9 @@ def default_chunk_rows(scorer: Scorer) -> int:
 
 def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk_rows: int | None = None,
                 keep_top: int = 10, options: ScoreOptions | None = None, **fields: Any) -> ScoreReport:
-    """Score a file, glob or folder into one Parquet file, written atomically.
+    """Score a file, glob or folder into one file, written atomically, in the format its
+    suffix names (Parquet, CSV, TSV, NDJSON, Arrow IPC; Parquet is streamed, the others are
+    converted from it).
 
     Tabular files stream in chunks of `chunk_rows`; a sensor file is read whole, because its
     rows are sorted by entity and time before windowing. Each output row carries the input
@@ -56,6 +58,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     settled = scorer.resolve(options if options is not None else ScoreOptions(**fields))
     files = ingest.resolve_sources(source)
     output = Path(output)
+    fmt = ingest.file_format(output)  # an output suffix we cannot write is refused before any work
     if any(output.resolve() == file.resolve() for file in files):
         raise PipelineError(f"the output '{output}' is one of the inputs: scoring would replace the data it reads. "
                             "Choose another --output.")
@@ -70,6 +73,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     writing = ThreadPoolExecutor(1, thread_name_prefix="vad-write")  # writes chunk n while n + 1 is scored
     pending = None
     with atomic_output(output) as temporary:
+        streamed = temporary if fmt == "parquet" else temporary.with_name(temporary.name + ".parquet")
         try:
             # Three stages overlap: reading and preparing (a thread, up to two chunks ahead),
             # scoring (a thread, one chunk ahead of this one) and writing (a thread, one behind).
@@ -78,7 +82,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
                 crash_point("score")
                 table = scored.to_arrow()
                 if writer is None:
-                    writer = open_scores_writer(temporary, table.schema, settled.top_k)
+                    writer = open_scores_writer(streamed, table.schema, settled.top_k)
                 if pending is not None:
                     pending.result()
                     crash_point("write")
@@ -105,8 +109,26 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
             if writer is not None:
                 writer.close()
             writing.shutdown()
+        if streamed != temporary:
+            try:
+                convert_scores(streamed, temporary, output.suffix.lower())
+            finally:
+                streamed.unlink(missing_ok=True)
     report.top = [row for _, _, row in sorted(best, key=lambda item: -item[0])]
     return report
+
+
+def convert_scores(parquet: Path, target: Path, suffix: str) -> None:
+    """The streamed Parquet scores rewritten as CSV, TSV, NDJSON or Arrow IPC (by `suffix`),
+    streamed again (polars' sinks), so a large batch is never held whole."""
+    scores = pl.scan_parquet(parquet)
+    fmt = ingest.FORMATS[suffix]
+    if fmt == "csv":
+        scores.sink_csv(target, separator="\t" if suffix == ".tsv" else ",")
+    elif fmt == "ndjson":
+        scores.sink_ndjson(target)
+    else:
+        scores.sink_ipc(target)
 
 
 def open_scores_writer(path: Path, schema: pa.Schema, top_k: int) -> pq.ParquetWriter:

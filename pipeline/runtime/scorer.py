@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Estimator = Literal["elbo", "mc", "iwae"]
 Precision = Literal["fp32", "int8"]
+Missing = Literal["error", "impute"]
 ORT_BATCH = 4096  # rows per call for the other graphs: 2k–8k stays in cache (see PERF_NOTES)
 
 
@@ -73,7 +74,7 @@ class Scorer:
     """A loaded model version: `Scorer.load(path).score(frame) -> frame`."""
 
     def __init__(self, folder: Path, manifest: Manifest, provider: Provider = "auto",
-                 precision: Precision = "fp32") -> None:
+                 precision: Precision = "fp32", missing: Missing | None = None) -> None:
         if precision not in ("fp32", "int8"):
             raise PipelineError(f"precision must be fp32 or int8, got {precision!r}.")
         if precision == "int8" and contract.SCORER_INT8 not in manifest.graphs:
@@ -81,7 +82,12 @@ class Scorer:
                                 "(or `vad train --int8`), or score with precision fp32.")
         self.folder, self.manifest, self.provider = folder, manifest, provider
         self.scorer_graph = contract.SCORER_INT8 if precision == "int8" else contract.SCORER
-        self.schema = manifest.feature_schema
+        if missing not in (None, "error", "impute"):
+            raise PipelineError(f"missing must be error or impute, got {missing!r}.")
+        # `impute` at scoring fills gaps with the training medians the manifest already holds,
+        # so one empty reading need not fail a batch of a model trained with missing='error'.
+        self.schema = manifest.feature_schema if missing is None else \
+            manifest.feature_schema.model_copy(update={"missing": missing})
         self._sessions: dict[str, ort.InferenceSession] = {}
         self.source_names, self._to_source = source_matrix(self.schema.input_sources)
         self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
@@ -90,12 +96,14 @@ class Scorer:
         self._percentiles = manifest.validation.score_percentiles  # absent in older models
 
     @classmethod
-    def load(cls, path: str | Path, provider: Provider = "auto", precision: Precision = "fp32") -> Scorer:
+    def load(cls, path: str | Path, provider: Provider = "auto", precision: Precision = "fp32",
+             missing: Missing | None = None) -> Scorer:
         """Load a version folder (or a model folder's `latest`), checking every sha256 first.
         There is no way to skip the checks: each graph is opened from checked bytes anyway.
-        `precision="int8"` scores with the int8 scorer, when the model was exported with one."""
+        `precision="int8"` scores with the int8 scorer, when the model was exported with one;
+        `missing` replaces the model's missing-value policy (None keeps it)."""
         folder = resolve_model_dir(path)
-        scorer = cls(folder, read_manifest(folder), provider, precision)
+        scorer = cls(folder, read_manifest(folder), provider, precision, missing)
         scorer.kernel()  # fail at load, not at the first batch, if the graph is wrong
         return scorer
 

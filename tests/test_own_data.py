@@ -1,0 +1,146 @@
+"""A newcomer's own CSV, end to end: the README's "Your own data in ten minutes" commands run
+as written on a file of that shape (an id, a datetime, a text category, free text, one stray
+text value, one missing value), and each trap it once fell into is a test of its own."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from common import ROOT
+
+from pipeline.core.config import DataConfig
+from pipeline.core.errors import SchemaError
+from pipeline.data.schema import column_role, learn_schema
+from pipeline.runtime import Scorer, score_files
+
+STRAY_ROW, MISSING_ROW = 17, 42  # 0-based; errors count data rows from 1
+
+
+def own_csv(rows: int = 400, seed: int = 0, stray: bool = True) -> pl.DataFrame:
+    """`id, ts, a, b, c, site, comment`: what a user's export of a table looks like."""
+    rng = np.random.default_rng(seed)
+    start = datetime(2026, 1, 1) + timedelta(days=seed)
+    frame = pl.DataFrame({
+        "id": np.arange(1000 + 10_000 * seed, 1000 + 10_000 * seed + rows),
+        "ts": [(start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(rows)],
+        "a": rng.normal(10, 1, rows).round(3).astype(str),
+        "b": rng.normal(5, 2, rows).round(3),
+        "c": rng.normal(0, 1, rows).round(3),
+        "site": rng.choice(["north", "south", "east"], rows),
+        "comment": [f"checked by operator {i}" for i in range(rows)],
+    })
+    row = pl.int_range(pl.len())
+    return frame.with_columns(
+        a=pl.when(row == STRAY_ROW).then(pl.lit("n/a") if stray else pl.col("a")).otherwise(pl.col("a")),
+        b=pl.when(row == MISSING_ROW).then(None).otherwise(pl.col("b")))
+
+
+def readme_commands() -> list[str]:
+    """The `vad …` lines of the README's walkthrough, in order."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Your own data in ten minutes", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("vad ")]
+
+
+def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    args = shlex.split(command)
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args[1:]], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    commands = readme_commands()
+    assert [c.split()[1] for c in commands] == ["train", "train", "score", "inspect"]
+    own_csv().write_csv(tmp_path / "mine.csv")
+    own_csv(rows=120, seed=1, stray=False).write_csv(tmp_path / "new.csv")
+
+    first = run(commands[0], tmp_path)  # stops at the stray text, naming file, column and row
+    assert first.returncode == 2
+    assert (f"column 'a' must be numeric, got text 'n/a' (file 'mine.csv', column 'a', row {STRAY_ROW + 1})"
+            in first.stderr)
+    assert "column 'id' looks like an identifier" in first.stderr and "column 'ts' holds times" in first.stderr
+    assert not (tmp_path / "exported").exists()
+
+    fixed = pl.read_csv(tmp_path / "mine.csv", infer_schema=False)
+    fixed.with_columns(a=pl.when(pl.col("a") == "n/a").then(None).otherwise(pl.col("a"))).write_csv(tmp_path / "mine.csv")
+    said = []
+    for command in commands[1:]:
+        result = run(command, tmp_path)
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+        said.append(result.stderr + result.stdout)
+    assert "column 'comment' looks like free text" in said[0]
+    assert "missing values filled with the training median: a: 1, b: 1" in said[0]
+    scores = pl.read_csv(tmp_path / "scores.csv")
+    assert scores["id"].to_list() == list(range(11_000, 11_120))  # the key, in the file's order
+    assert {"score", "percentile", "is_anomaly", "top1_feature", "top1_share"} <= set(scores.columns)
+    assert set(scores["top1_feature"]) <= {"a", "b", "c", "site"}  # never id, ts or comment
+    assert scores["is_anomaly"].mean() < 0.1  # new rows from the same process are mostly normal
+
+
+def frame_of(**columns: object) -> pl.DataFrame:
+    return pl.DataFrame(columns)
+
+
+def test_identifiers_are_keys_and_times_are_not_features(caplog: pytest.LogCaptureFixture) -> None:
+    frame = frame_of(row_id=np.arange(50), orderId=np.arange(50) * 7 % 50, serial=np.arange(100, 150),
+                     humid=np.linspace(30, 60, 50), when=pl.datetime_range(datetime(2026, 1, 1), datetime(2026, 1, 1, 0, 49),
+                                                                          "1m", eager=True), temp=np.ones(50))
+    with caplog.at_level(logging.WARNING):
+        schema = learn_schema(frame, DataConfig())
+    assert schema.id_columns == ["row_id", "orderId", "serial"]  # by name, by name, by counting up
+    assert [c.name for c in schema.columns] == ["humid", "temp"]  # `humid` ends in "id" but is a reading
+    assert "column 'when' holds times" in caplog.text
+    assert column_role(pl.Series("ts", ["2026-01-01 10:00", "2026-01-01 10:05"])) == "time"
+    assert column_role(pl.Series("line", ["L1", "L2", "L1"])) == "feature"
+
+
+def test_named_features_are_taken_as_named() -> None:
+    frame = frame_of(id=np.arange(20), x=np.arange(20) * 1.5)
+    schema = learn_schema(frame, DataConfig(features=["id", "x"]))
+    assert [c.name for c in schema.columns] == ["id", "x"] and schema.id_columns == []
+
+
+def test_a_stray_text_value_in_a_numeric_column_names_its_row() -> None:
+    frame = frame_of(temperature=[str(20.0 + i / 10) for i in range(30)])
+    frame = frame.with_columns(temperature=pl.when(pl.int_range(30) == 11).then(pl.lit("err")).otherwise("temperature"))
+    with pytest.raises(SchemaError, match=r"column 'temperature' must be numeric, got text 'err' .*row 12\)"):
+        learn_schema(frame, DataConfig(), "plant.csv")
+    clean = frame_of(temperature=[str(20.0 + i / 10) for i in range(30)])  # numbers written as text
+    assert learn_schema(clean, DataConfig()).columns[0].kind == "numeric"
+
+
+def test_scoring_can_impute_where_the_model_would_refuse(sensor_model: Path, tmp_path: Path) -> None:
+    batch = pl.read_parquet(ROOT / "data" / "sensors" / "batch.parquet")
+    gap = batch.with_columns(load=pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("load")))
+    gap.write_parquet(tmp_path / "gap.parquet")
+    strict = Scorer.load(sensor_model)
+    assert strict.schema.missing == "error"
+    with pytest.raises(Exception, match="missing value"):
+        score_files(strict, tmp_path / "gap.parquet", tmp_path / "strict.parquet")
+    report = score_files(Scorer.load(sensor_model, missing="impute"), tmp_path / "gap.parquet", tmp_path / "scores.parquet")
+    assert report.rows == batch.height and report.inputs.imputed == {"load": 1}
+
+
+def test_the_output_suffix_picks_the_format(tabular_model: Path, tmp_path: Path) -> None:
+    scorer = Scorer.load(tabular_model)
+    source = ROOT / "data" / "tabular" / "batch.csv"
+    parquet = pl.read_parquet(score_files(scorer, source, tmp_path / "scores.parquet").output)
+    readers = {".csv": pl.read_csv, ".tsv": lambda p: pl.read_csv(p, separator="\t"), ".ndjson": pl.read_ndjson,
+               ".arrow": pl.read_ipc}
+    for suffix, read in readers.items():
+        written = read(score_files(scorer, source, tmp_path / f"scores{suffix}").output)
+        np.testing.assert_allclose(written["score"].to_numpy(), parquet["score"].to_numpy(), rtol=1e-6)
+    with pytest.raises(Exception, match="unsupported format '.xlsx'"):
+        score_files(scorer, source, tmp_path / "scores.xlsx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"scores{s}" for s in sorted([*readers, ".parquet"])]
