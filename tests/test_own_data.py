@@ -144,3 +144,21 @@ def test_the_output_suffix_picks_the_format(tabular_model: Path, tmp_path: Path)
     with pytest.raises(Exception, match="unsupported format '.xlsx'"):
         score_files(scorer, source, tmp_path / "scores.xlsx")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"scores{s}" for s in sorted([*readers, ".parquet"])]
+
+
+def test_a_table_without_keys_gets_its_row_numbers_as_key(tmp_path: Path) -> None:
+    """Without an id column the output still says which row is which: `row`, counted from 1
+    in each file (as errors count), whatever the chunking."""
+    from common import FAST_TRAIN
+
+    from pipeline.build.fit import fit_model
+    from pipeline.core.config import load_config
+
+    own_csv(stray=False).select("a", "b", "c", "site").write_csv(tmp_path / "plain.csv")
+    config = load_config(None, name="plain", data={"missing": "impute"}, train=FAST_TRAIN)
+    scorer = Scorer.load(fit_model(tmp_path / "plain.csv", config, tmp_path / "models").version_dir)
+    assert scorer.schema.key_columns == []
+    report = score_files(scorer, tmp_path / "plain.csv", tmp_path / "scores.parquet", chunk_rows=64)
+    scores = pl.read_parquet(report.output)
+    assert scores.columns[0] == "row" and scores["row"].to_list() == list(range(1, 401))
+    assert report.top[0]["row"] == scores.sort("score", descending=True)["row"][0]

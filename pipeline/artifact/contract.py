@@ -27,6 +27,7 @@ INPUT_CLIP = 1e4  # scaled units; the scorer graphs clip to it, keeping squared 
 TOP_K = 3  # contributing source columns the scorer graph ranks per row
 
 # -- a scores file's columns, after the row keys ---------------------------------------------
+ROW = "row"  # the key of a table without key columns: the row's number in its file, from 1
 SCORE = "score"  # negative ELBO, higher = more anomalous
 IS_ANOMALY = "is_anomaly"  # score above the threshold (and, for sensors, the persistence rule)
 PERCENTILE = "percentile"  # where the score falls among the validation scores, 0-100

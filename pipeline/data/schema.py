@@ -185,6 +185,7 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
 
 ID_NAME = re.compile(r"(?i:id|uuid|guid|key|index|row|.*[_\- .](?:id|uuid|guid|key|no))|.*[a-z]Id")  # orderId, not humid
 ROLE_SAMPLE = 10_000  # rows looked at to tell a time column (parsing every row of a large file is slow)
+MIN_COUNTER_ROWS = 20  # integers that count up one per row are a row number only over this many rows
 NUMERIC_SHARE = 0.9  # a text column whose values are this share numbers is a numeric column with typos
 
 
@@ -195,7 +196,7 @@ def column_role(values: pl.Series) -> Literal["id", "time", "feature"]:
     dtype = values.dtype
     if ID_NAME.fullmatch(values.name) and (dtype.is_integer() or dtype == pl.String):
         return "id"
-    if dtype.is_integer() and values.len() >= 3 and values.null_count() == 0:
+    if dtype.is_integer() and values.len() >= MIN_COUNTER_ROWS and values.null_count() == 0:
         steps = values.diff().drop_nulls()
         if steps.len() and (steps == 1).all():
             return "id"

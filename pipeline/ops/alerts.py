@@ -74,7 +74,7 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
     peak = float(in_alert.select(pl.col(contract.SCORE).max()).item())
     normal = manifest.validation.normal_score
     level, exceedance = severity(peak, limit, normal, rules)
-    key_columns = [c for c in schema.key_columns if c in scored.columns]
+    key_columns = [c for c in [*schema.key_columns, contract.ROW] if c in scored.columns]
     feature_columns = contract.feature_columns(scored.columns)
     anomalous = in_alert.filter(pl.col(contract.IS_ANOMALY))
     top = anomalous.sort(contract.SCORE, descending=True).head(rules.top_rows)

@@ -194,7 +194,11 @@ class Scorer:
                 matrix, _ = make_windows(matrix, entity_bounds(frame, self.schema), self.schema.window, pad=True)
             else:  # no series, no windows: an empty batch scores to an empty frame
                 matrix = np.zeros((0, len(self.manifest.input_names)), np.float32)
-        return matrix, frame.select(self.schema.key_columns), report
+        keys = frame.select(self.schema.key_columns)
+        if not keys.width:  # a table without keys: each row's number in its file (from 1, as errors count)
+            keys = pl.DataFrame({contract.ROW: pl.int_range(row_offset + 1, row_offset + frame.height + 1,
+                                                            dtype=pl.Int64, eager=True)})
+        return matrix, keys, report
 
     def resolve(self, options: ScoreOptions) -> ScoreOptions:
         """Scoring options with the threshold settled: the one given, else the model's. Every
