@@ -118,6 +118,8 @@ def score(
     show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,
     missing: Annotated[Optional[str], typer.Option(
         help="Missing values: impute (the training medians) or error; default: the model's policy.")] = None,
+    with_report: Annotated[bool, typer.Option(
+        "--report", help="Also write <output>.report.md beside the scores: counts and plots.")] = False,
 ) -> None:
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
     from pipeline.runtime import Scorer, score_files
@@ -127,6 +129,10 @@ def score(
     report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,
                          samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)
     print_score_report(report, scorer.kernel().describe())
+    if with_report:
+        from pipeline.ops.reports import write_scores_report
+
+        console.print(f"report written to [bold]{write_scores_report(scorer.manifest, report.output, report.threshold)}[/]")
 
 
 def print_score_report(report: ScoreReport, provider: str) -> None:

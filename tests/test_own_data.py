@@ -162,3 +162,15 @@ def test_a_table_without_keys_gets_its_row_numbers_as_key(tmp_path: Path) -> Non
     scores = pl.read_parquet(report.output)
     assert scores.columns[0] == "row" and scores["row"].to_list() == list(range(1, 401))
     assert report.top[0]["row"] == scores.sort("score", descending=True)["row"][0]
+
+
+def test_score_report_lands_beside_the_scores(tabular_model: Path, tmp_path: Path) -> None:
+    """`vad score --report`: the counts and the plots a CLI user never saw (they were Prefect
+    artifacts only), as one markdown file with the images inline."""
+    result = run(f"vad score {tabular_model} {ROOT / 'data' / 'tabular' / 'batch.csv'} --output scores.csv --report",
+                 tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "scores.report.md").read_text()
+    anomalies = int(pl.read_csv(tmp_path / "scores.csv")["is_anomaly"].sum())
+    assert f"| batch.csv | 1000 | {anomalies} |" in report
+    assert report.count("data:image/png;base64,") == 1  # the score histogram (tables have no time axis)

@@ -17,6 +17,8 @@ import polars as pl
 
 from pipeline.artifact import contract
 from pipeline.artifact.manifest import Manifest
+from pipeline.core.atomic import atomic_output
+from pipeline.data import ingest
 
 MAX_ENTITY_PANELS = 8
 
@@ -131,3 +133,19 @@ def scoring_report(manifest: Manifest, scored: pl.DataFrame, batches: list[dict]
             fig = sensor_scores(scored, schema.time_column, schema.entity_column, threshold, alerted)
             lines += [figure_markdown(fig, "scores over time"), ""]
     return "\n".join(lines)
+
+
+def write_scores_report(manifest: Manifest, scores: Path, threshold: float) -> Path:
+    """The scoring report of one scores file (`vad score --report`), written beside it as
+    `<name>.report.md`: counts per input file, the score histogram and, for sensors, the
+    scores over time, the plots inline, so one file travels whole."""
+    scored = ingest.read_file(scores)
+    by_file = (scored.group_by(contract.SOURCE_FILE, maintain_order=True)
+               .agg(rows=pl.len(), anomalies=pl.col(contract.IS_ANOMALY).sum())
+               if contract.SOURCE_FILE in scored.columns else pl.DataFrame())
+    batches = [{"file": row[contract.SOURCE_FILE], "rows": row["rows"], "anomalies": row["anomalies"],
+                "output": str(scores)} for row in by_file.iter_rows(named=True)]
+    target = scores.with_name(f"{scores.stem}.report.md")
+    with atomic_output(target) as temporary:
+        temporary.write_text(scoring_report(manifest, scored, batches, [], threshold) + "\n")
+    return target
