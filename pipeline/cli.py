@@ -25,6 +25,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 
 
+AS_JSON = typer.Option("--json", help="Print the result as one JSON object (for scripts), nothing else.")
+
+
+def print_json(result: dict) -> None:
+    """One JSON object on one line of stdout (no wrapping, no colour): what a script reads."""
+    typer.echo(json.dumps(result, default=str))
+
+
 TRAINING_PACKAGES = {"torch", "onnx", "onnxscript", "sklearn", "tqdm"}  # the `train` extra
 
 
@@ -67,6 +75,7 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     int8: Annotated[Optional[bool], typer.Option(
         "--int8", help="Also export an int8 scorer (dynamic quantisation).")] = None,
+    as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Train a VAE and export it as a new version (ONNX graphs + manifest)."""
     from pipeline.core.config import load_config
@@ -90,6 +99,13 @@ def train(
     )
     outcome = fit_model(source, cfg, out)
     result = outcome.calibrated.result
+    if as_json:
+        fitted = outcome.calibrated.threshold
+        print_json({"model": cfg.name, "version_dir": outcome.version_dir, "rows": len(outcome.data.x),
+                    "inputs": outcome.data.x.shape[1], "device": result.device, "best_epoch": result.best_epoch,
+                    "epochs_run": len(result.history), "validation_neg_beta_elbo": result.best_validation,
+                    "imputed": outcome.data.imputed, "threshold": fitted.model_dump(mode="json")})
+        return
     console.print(f"trained [bold]{cfg.name}[/] on {len(outcome.data.x):,} rows × {outcome.data.x.shape[1]} inputs "
                   f"({result.device}); best epoch {result.best_epoch} of {len(result.history)}, "
                   f"validation −β-ELBO {result.best_validation:.3f}")
@@ -120,6 +136,7 @@ def score(
         help="Missing values: impute (the training medians) or error; default: the model's policy.")] = None,
     with_report: Annotated[bool, typer.Option(
         "--report", help="Also write <output>.report.md beside the scores: counts and plots.")] = False,
+    as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
     from pipeline.runtime import Scorer, score_files
@@ -128,11 +145,20 @@ def score(
     output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
     report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,
                          samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)
-    print_score_report(report, scorer.kernel().describe())
+    written = None
     if with_report:
         from pipeline.ops.reports import write_scores_report
 
-        console.print(f"report written to [bold]{write_scores_report(scorer.manifest, report.output, report.threshold)}[/]")
+        written = write_scores_report(scorer.manifest, report.output, report.threshold)
+    if as_json:
+        print_json({"model": scorer.manifest.key, "output": report.output, "files": report.files, "rows": report.rows,
+                    "anomalies": report.anomalies, "threshold": report.threshold, "provider": scorer.kernel().describe(),
+                    "repairs": report.inputs.summary() if report.inputs.repaired else None, "report": written,
+                    "top": report.top})
+        return
+    print_score_report(report, scorer.kernel().describe())
+    if written is not None:
+        console.print(f"report written to [bold]{written}[/]")
 
 
 def print_score_report(report: ScoreReport, provider: str) -> None:
@@ -169,6 +195,7 @@ def threshold(
     persistence: Annotated[Optional[str], typer.Option(
         help="k/n: flag a row when k of the last n rows of its series exceed (sensor models).")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="0/1 labels in the data, for best-f1.")] = None,
+    as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Re-fit the threshold on new data, without retraining: writes the model's next version."""
     from pipeline.core.config import ThresholdConfig
@@ -190,6 +217,10 @@ def threshold(
     except ValidationError as exc:
         raise PipelineError(f"threshold settings are invalid: {exc.errors()[0]['msg']} ({settings}).") from None
     refit = refit_threshold(model, data, config, label_column)
+    if as_json:
+        print_json({"version_dir": refit.version_dir, "threshold": refit.threshold.model_dump(mode="json"),
+                    "rows": refit.rows, "flagged": refit.flagged})
+        return
     rule = refit.threshold.persistence
     console.print(f"threshold {refit.threshold.value:.4f} ({refit.threshold.method}"
                   f"{f', {rule.k} of {rule.n} rows' if rule.n > 1 else ''}) fitted on {refit.rows:,} rows, "

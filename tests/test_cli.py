@@ -36,7 +36,7 @@ def model_copy(tabular_model: Path, tmp_path: Path) -> Path:
 
 
 def test_help_everywhere() -> None:
-    for command in ["", "train", "score", "inspect", "sample", "encode"]:
+    for command in ["", "train", "score", "threshold", "inspect", "sample", "encode"]:
         result = vad(*([command] if command else []), "--help")
         assert result.returncode == 0 and "Usage" in result.stdout
 
@@ -59,6 +59,25 @@ def test_train_score_inspect_sample_encode(tmp_path: Path) -> None:
     assert pl.read_csv(tmp_path / "s.csv").height == 5
     assert vad("encode", model, TABLE, "--output", tmp_path / "z.parquet").returncode == 0
     assert pl.read_parquet(tmp_path / "z.parquet").height == 1000
+
+
+def test_every_command_that_prints_a_result_has_json(tmp_path: Path) -> None:
+    """train, score, threshold and inspect: `--json` prints one JSON object and nothing else on
+    stdout (warnings and progress stay on stderr), with what the tables show."""
+    trained = vad("train", ROOT / "data" / "tabular" / "history.csv", "--config", ROOT / "data" / "tabular.toml",
+                  "--out", tmp_path / "exported", "--epochs", "3", "--no-progress", "--json")
+    assert trained.returncode == 0, trained.stderr
+    fit = json.loads(trained.stdout)
+    assert fit["model"] == "demo-tabular" and Path(fit["version_dir"]).name == "1" and fit["epochs_run"] == 3
+    scored = json.loads(vad("score", tmp_path / "exported" / "demo-tabular", TABLE, "--output",
+                            tmp_path / "scores.parquet", "--json").stdout)
+    assert scored["rows"] == 1000 and scored["threshold"] == fit["threshold"]["value"]
+    assert scored["anomalies"] == int(pl.read_parquet(tmp_path / "scores.parquet")["is_anomaly"].sum())
+    assert len(scored["top"]) == 10 and scored["top"][0]["score"] >= scored["top"][-1]["score"]
+    refit = json.loads(vad("threshold", tmp_path / "exported" / "demo-tabular", TABLE, "--target", "0.9",
+                           "--json").stdout)
+    assert Path(refit["version_dir"]).name == "2" and refit["flagged"] == pytest.approx(0.1, abs=0.01)
+    assert json.loads(vad("inspect", refit["version_dir"], "--json").stdout)["lineage"]
 
 
 def test_missing_column(model_copy: Path, tmp_path: Path) -> None:
