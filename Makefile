@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 # torch is pinned here, not in pyproject: this exact release has a CPU wheel on CI's disk,
 # and on a GPU machine pip takes its CUDA build from PyPI.
 TORCH_VERSION ?= 2.13.0
+# On a machine without a GPU and with PyPI only, PyPI's torch is the multi-GB CUDA build:
+# `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes PyTorch's CPU build instead.
+TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint fuzz serve data bench-quality bench-speed clean
@@ -12,7 +15,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	touch $(STAMP)
 
