@@ -352,18 +352,23 @@ def _(ctx: Context) -> None:
 
 
 @case("unseen-category", "values", "a 'line' value never seen in training",
-      "repair: encoded as no known category (all zeros), counted in the report")
+      "repair: encoded as no known category (all zeros), counted, and the row flagged (unseen = 'flag')")
 def _(ctx: Context) -> None:
     rows = ctx.tabular_rows().with_columns(line=pl.when(pl.int_range(pl.len()) < 2).then(pl.lit("L9")).otherwise(pl.col("line")))
-    _, report = ctx.score(ctx.frame("batch.parquet", rows))
+    scored, report = ctx.score(ctx.frame("batch.parquet", rows))
     assert dict(report.inputs.unseen_categories) == {"line": 2}
+    normal = ctx.tabular.score(ctx.tabular_rows())
+    assert scored["is_anomaly"][:2].to_list() == [True, True]  # a new production line stands out
+    assert scored["is_anomaly"][2:].to_list() == normal["is_anomaly"][2:].to_list()
 
 
-@case("missing-category", "values", "an empty 'shift' cell", "repair: treated as an unseen category, counted")
+@case("missing-category", "values", "an empty 'shift' cell",
+      "repair: treated as an unseen category, counted; not flagged for it (a gap is not a new category)")
 def _(ctx: Context) -> None:
     rows = ctx.tabular_rows().with_columns(shift=pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col("shift")))
-    _, report = ctx.score(ctx.frame("batch.parquet", rows))
+    scored, report = ctx.score(ctx.frame("batch.parquet", rows))
     assert dict(report.inputs.unseen_categories) == {"shift": 1}
+    assert scored["is_anomaly"][0] == (scored["score"][0] > ctx.tabular.threshold)
 
 
 @case("one-row", "values", "a batch of one row", "scored: the same score as that row within a larger batch")

@@ -60,6 +60,7 @@ def test_tabular_scores_match_python(node: str, tabular_model: Path, tmp_path: P
     from_node = pl.read_csv(io.StringIO(run_node(node, "score", tabular_model, tmp_path / "rows.csv")))
     assert from_node["batch_id"].to_list() == python["batch_id"].to_list()
     assert_same_scores(python, from_node, scorer.threshold)
+    assert python["is_anomaly"][4] and python["score"][4] <= scorer.threshold  # flagged for its new line alone
 
 
 def test_sensor_windows_scores_match_python(node: str, sensor_model: Path, tmp_path: Path) -> None:

@@ -56,6 +56,9 @@ export function toInputs(manifest, rows) {
     : schema.id_columns ?? [];
   if (schema.mode === "sensor") rows = sortForWindows(schema, rows);
   const features = rows.map((row, i) => rowFeatures(schema, row, i));
+  // A category never seen in training flags its row when the model says so (`unseen`), as in Python.
+  const novel = rows.map((row) => schema.columns.some((col) => col.kind === "categorical" && row[col.name] !== ""
+    && !col.categories.includes(row[col.name])));
   const width = manifest.input_names.length;
   let matrix = features;
   const window = schema.mode === "sensor" && schema.window ? schema.window.length : 1;
@@ -63,7 +66,7 @@ export function toInputs(manifest, rows) {
   const x = new Float32Array(rows.length * width);
   matrix.forEach((values, i) => x.set(values, i * width));
   const keys = rows.map((row) => Object.fromEntries(keyColumns.map((k) => [k, row[k]])));
-  return { x, rows: rows.length, width, keys };
+  return { x, rows: rows.length, width, keys, novel: (schema.unseen ?? "flag") === "flag" ? novel : novel.map(() => false) };
 }
 
 function rowFeatures(schema, row, index) {
@@ -125,7 +128,7 @@ export async function score(model, inputs) {
     const { score: out } = await session.run({ x }, ["score"]);
     scores.set(out.data, start);
   }
-  return Array.from(scores, (s) => ({ score: s, is_anomaly: s > model.threshold }));
+  return Array.from(scores, (s, i) => ({ score: s, is_anomaly: s > model.threshold || inputs.novel[i] }));
 }
 
 /** Latent means [rows][members][latent], read from the scorer graph's `mu` output as the Python

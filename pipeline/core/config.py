@@ -41,6 +41,10 @@ class DataConfig(_Strict):
     entity_column: str | None = None  # sensor mode: windows never cross entities
     window: WindowSpec = WindowSpec()
     missing: Literal["error", "impute"] = "error"  # impute: training median, counts reported
+    # A category never seen in training (a new production line): `flag` marks its row anomalous
+    # whatever its score (encoded as no known category, a row scores like the others); `ignore`
+    # leaves the decision to the score. Counted in the report either way.
+    unseen: Literal["flag", "ignore"] = "flag"
     separator: str | None = None  # CSV separator; None sniffs it from the header
     max_categories: int = Field(50, ge=2)  # string columns with more distinct values are skipped
 

@@ -45,6 +45,7 @@ class FeatureSchema(BaseModel):
     entity_column: str | None = None
     window: WindowSpec | None = None
     missing: Literal["error", "impute"] = "error"
+    unseen: Literal["flag", "ignore"] = "flag"  # rows with a category never seen in training
 
     @property
     def key_columns(self) -> list[str]:
@@ -91,6 +92,9 @@ class InputReport:
     imputed: Counter = field(default_factory=Counter)
     unseen_categories: Counter = field(default_factory=Counter)
     resorted: bool = False  # sensor rows arrived out of (entity, time) order and were sorted
+    # This frame's rows holding a category never seen in training (an empty cell is not one);
+    # None when there is none. Per call: `add` does not carry it, the counts above sum.
+    novel_rows: np.ndarray | None = None
 
     def add(self, other: InputReport) -> None:
         self.rows += other.rows
@@ -179,6 +183,7 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         entity_column=config.entity_column,
         window=config.window if config.mode == "sensor" else None,
         missing=config.missing,
+        unseen=config.unseen,
     )
     return fit_statistics(schema, frame)
 
@@ -364,6 +369,9 @@ def to_matrix(
             unseen = int((~known).sum())
             if unseen:
                 report.unseen_categories[col.name] += unseen
+                novel = ~known & frame[col.name].is_not_null().to_numpy()
+                if novel.any():
+                    report.novel_rows = novel if report.novel_rows is None else report.novel_rows | novel
             at += len(col.categories)
     return np.ascontiguousarray(matrix), report
 

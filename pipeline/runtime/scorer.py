@@ -228,7 +228,7 @@ class Scorer:
         assert options.threshold is not None  # settled by resolve()
         columns: dict[str, pl.Series] = {
             contract.SCORE: pl.Series(arrays.score.astype(np.float64)),
-            contract.IS_ANOMALY: pl.Series(self.flags(arrays.score, options.threshold, keys))}
+            contract.IS_ANOMALY: pl.Series(self.flags(arrays.score, options.threshold, keys, report.novel_rows))}
         if self._percentiles is not None:
             columns[contract.PERCENTILE] = pl.Series(percentile_of(arrays.score, self._percentiles))
         for i in range(k):  # column names as an Enum: a gather of small codes, no Python strings
@@ -237,13 +237,19 @@ class Scorer:
         scored = keys.with_columns(**columns) if keys.width else pl.DataFrame(columns)  # no key columns
         return scored, report
 
-    def flags(self, scores: np.ndarray, limit: float, keys: pl.DataFrame) -> np.ndarray:
+    def flags(self, scores: np.ndarray, limit: float, keys: pl.DataFrame,
+              novel_rows: np.ndarray | None = None) -> np.ndarray:
         """Rows above `limit`; with the model's persistence rule (k of the last n rows of each
-        entity's series, in time order), only those whose run of exceedances is long enough."""
+        entity's series, in time order), only those whose run of exceedances is long enough.
+        Under `unseen = "flag"`, rows with a category never seen in training too."""
         rule = self.manifest.threshold.persistence
         if rule.k <= 1:
-            return scores > limit
-        return persistent(scores > limit, entity_bounds(keys, self.schema), rule.k, rule.n)
+            flagged = scores > limit
+        else:
+            flagged = persistent(scores > limit, entity_bounds(keys, self.schema), rule.k, rule.n)
+        if novel_rows is not None and self.schema.unseen == "flag":
+            flagged |= novel_rows
+        return flagged
 
     def score(self, frame: pl.DataFrame, **options: Any) -> pl.DataFrame:
         """Score a frame; repairs (imputed values, unseen categories) are logged as warnings."""
