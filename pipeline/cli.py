@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -143,8 +145,10 @@ def score(
 
     scorer = Scorer.load(model, provider=provider, precision=precision, missing=missing)  # type: ignore[arg-type]
     output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
-    report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,
-                         samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show)
+    with scoring_progress(enabled=not as_json) as on_chunk:
+        report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,
+                             samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show,
+                             on_chunk=on_chunk)
     written = None
     if with_report:
         from pipeline.ops.reports import write_scores_report
@@ -159,6 +163,22 @@ def score(
     print_score_report(report, scorer.kernel().describe())
     if written is not None:
         console.print(f"report written to [bold]{written}[/]")
+
+
+@contextmanager
+def scoring_progress(enabled: bool) -> Iterator[Callable[[int], object] | None]:
+    """Rows scored so far and their rate, on stderr while scoring runs (a terminal only: logs
+    and pipes stay clean); yields the per-chunk callback, or None."""
+    stderr = Console(stderr=True)
+    if not (enabled and stderr.is_terminal):
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("scoring: {task.completed:,.0f} rows"), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        task = bar.add_task("score", total=None)
+        yield lambda rows: bar.advance(task, rows)
 
 
 def print_score_report(report: ScoreReport, provider: str) -> None:

@@ -269,3 +269,10 @@ def test_an_overflowed_reading_scores_as_extreme_under_impute(tmp_path: Path) ->
     score = scored["score"].to_numpy()
     assert scored["is_anomaly"][0] and score[0] >= score[1] > score[3]  # inf as far out as 1e300
     assert report.imputed == {"temperature": 1}  # the NaN alone
+
+
+def test_progress_hears_every_chunk(tabular_model: Path, tmp_path: Path) -> None:
+    heard: list[int] = []
+    report = score_files(Scorer.load(tabular_model), TABLE, tmp_path / "scores.parquet", chunk_rows=256,
+                         on_chunk=heard.append)
+    assert heard == [256, 256, 256, 232] and sum(heard) == report.rows == 1000

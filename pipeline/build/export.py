@@ -21,6 +21,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from pipeline.artifact.contract import DECODER, ENCODER, GRAPH_IO, SCORER, SCORER_INT8, SCORER_SAMPLED
 from pipeline.artifact.manifest import MODEL_NAME, Manifest, ScalerSpec, new_staging, publish_version
@@ -160,9 +161,11 @@ def export_model(
     training_data: dict,
     validation: ValidationRecord,
     int8: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write a new immutable version of `name` under `root` and point `latest` at it; with
-    `int8`, the int8 scorer too, and its score change on the probe in the manifest.
+    `int8`, the int8 scorer too, and its score change on the probe in the manifest. With
+    `progress`, a bar over the steps (the export takes seconds; silence looked like a hang).
 
     Returns the version folder."""
     if not MODEL_NAME.fullmatch(name):
@@ -181,16 +184,24 @@ def export_model(
             "description": "VAE anomaly detector; see manifest.json beside this file",
         }
         graphs = build_graphs(vae, result.scaler, feature_baseline, schema.input_sources)
+        steps = tqdm(total=len(graphs) + 1 + int8, desc="export", unit="step", disable=not progress, leave=False)
         for graph_name, module in graphs.items():
+            steps.set_postfix_str(graph_name)
             _export_graph(module, graph_name, vae, staging / f"{graph_name}.onnx", {**props, "graph": graph_name})
+            steps.update()
+        steps.set_postfix_str("parity")
         parity = check_parity(staging, vae, result.scaler, probe_raw, baseline=feature_baseline,
                               sources=schema.input_sources)
+        steps.update()
         graph_io = {k: {"inputs": i, "outputs": o} for k, (i, o) in GRAPH_IO.items()}
         if int8:
+            steps.set_postfix_str("int8")
             quantize_scorer(staging / f"{SCORER}.onnx", staging / f"{SCORER_INT8}.onnx")
             drift = score_drift(staging / f"{SCORER}.onnx", staging / f"{SCORER_INT8}.onnx", probe_raw)
             validation = validation.model_copy(update={"int8": Int8Drift(**drift)})
             graph_io[SCORER_INT8] = graph_io[SCORER]
+            steps.update()
+        steps.close()
         crash_point("export")
         _save_checkpoint(staging / "checkpoint.pt", result, training)
         (staging / "history.json").write_text(json.dumps(result.history, indent=1) + "\n")

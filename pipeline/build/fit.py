@@ -202,4 +202,5 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
                        "imputed": data.imputed},
         validation=validation_record(calibrated),
         int8=config.export.int8,
+        progress=config.train.progress,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +46,8 @@ def default_chunk_rows(scorer: Scorer) -> int:
 
 
 def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk_rows: int | None = None,
-                keep_top: int = 10, options: ScoreOptions | None = None, **fields: Any) -> ScoreReport:
+                keep_top: int = 10, options: ScoreOptions | None = None,
+                on_chunk: Callable[[int], object] | None = None, **fields: Any) -> ScoreReport:
     """Score a file, glob or folder into one file, written atomically, in the format its
     suffix names (Parquet, CSV, TSV, NDJSON, Arrow IPC; Parquet is streamed, the others are
     converted from it).
@@ -54,7 +55,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     Tabular files stream in chunks of `chunk_rows`; a sensor file is read whole, because its
     rows are sorted by entity and time before windowing. Each output row carries the input
     file name. On any error the temporary file is removed and nothing is left behind.
-    `options` (or ScoreOptions' fields as keywords) say how to score."""
+    `options` (or ScoreOptions' fields as keywords) say how to score; `on_chunk` hears the
+    rows of each chunk as it is scored (a progress bar)."""
     settled = scorer.resolve(options if options is not None else ScoreOptions(**fields))
     files = ingest.resolve_sources(source)
     output = Path(output)
@@ -88,6 +90,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
                     crash_point("write")
                 pending = writing.submit(writer.write_table, table)
                 report.rows += scored.height
+                if on_chunk is not None:
+                    on_chunk(scored.height)
                 report.anomalies += int(scored[contract.IS_ANOMALY].sum())
                 report.inputs.add(inputs)
                 floor = best[0][0] if best and len(best) == keep_top else -np.inf  # only rows that can enter
