@@ -300,7 +300,9 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     output: Annotated[Optional[Path], typer.Option(help="Write to a .parquet/.csv/.ndjson file.")] = None,
 ) -> None:
-    """Generate synthetic normal rows from the decoder with z ~ N(0, I)."""
+    """Synthetic normal rows: the decoder's means at z ~ N(0, I). They are the most likely row
+    of each draw, not draws of the noise: their spread is narrower than the data's, a
+    category is the most likely one, and integer columns come back as decimals."""
     from pipeline.data.ingest import write_frame
     from pipeline.runtime import Scorer
 
