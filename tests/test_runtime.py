@@ -178,6 +178,11 @@ def test_explicit_cuda_without_gpu_fails_clearly(tabular_model: Path) -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(PipelineError, match="provider 'cuda'"):  # at load: the scorer graph opens eagerly
         Scorer.load(tabular_model, provider="cuda")
+    for provider in ("cuda", "tensorrt"):  # from the CLI: one line, no screens of onnxruntime's probing log
+        result = subprocess.run([sys.executable, "-m", "pipeline.cli", "score", str(tabular_model), str(TABLE),
+                                 "--provider", provider, "--json"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: provider '{provider}' failed")
 
 
 def test_prefetching_stops_cleanly_and_hands_errors_on() -> None:

@@ -3,9 +3,12 @@ is opened from checked bytes, and the check that a graph is the one the manifest
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -93,17 +96,42 @@ def open_session(model: Path | bytes, requested: Provider = "auto", name: str = 
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     path = model if isinstance(model, Path) else name
+    probing = io.StringIO()  # onnxruntime prints a failed provider's fallback on stdout: never into --json
     try:
-        session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, sess_options=options,
-                                       providers=provider_options(providers, cache_dir))
+        with quiet_probing(providers[0] != CPU), contextlib.redirect_stdout(probing):
+            session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, sess_options=options,
+                                           providers=provider_options(providers, cache_dir))
     except Exception as exc:
         raise ModelArtifactError(f"onnxruntime cannot load '{path}': {str(exc).strip().splitlines()[0]}") from exc
+    if probing.getvalue().strip():
+        log.debug("onnxruntime while probing providers: %s", probing.getvalue().strip())
     used = session.get_providers()
     if providers[0] != CPU and providers[0] not in used:
         if requested != "auto":
-            raise PipelineError(f"provider '{requested}' failed to start for '{path}' (got {used}); no GPU is usable.")
+            raise PipelineError(
+                f"provider '{requested}' failed to start for '{path}' (got {used}); no GPU is usable. This "
+                "onnxruntime-gpu needs the CUDA and cuDNN libraries it was built for (and TensorRT's, for "
+                f"tensorrt); {VERBOSE_ENV}=1 shows onnxruntime's own log of what it could not load.")
         log.warning("CUDA provider is installed but not working; scoring on the CPU.")
     return session
+
+
+VERBOSE_ENV = "VAD_ORT_VERBOSE"
+
+
+@contextlib.contextmanager
+def quiet_probing(probing: bool) -> Iterator[None]:
+    """Silence onnxruntime's process-wide console log while a GPU provider is tried: a failed
+    probe prints screens of library errors before our one-line reason. `VAD_ORT_VERBOSE=1`
+    keeps them, for whoever is setting up CUDA."""
+    if not probing or os.environ.get(VERBOSE_ENV) == "1":
+        yield
+        return
+    ort.set_default_logger_severity(4)  # fatal only
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
 
 
 def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, path: Path) -> None:
