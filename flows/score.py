@@ -23,7 +23,7 @@ from pipeline.core.faults import crash_point
 from pipeline.ops import delivery, inbox, reports
 from pipeline.ops.alerts import summary_text
 from pipeline.ops.records import Batch
-from pipeline.runtime import Provider, Scorer
+from pipeline.runtime import Missing, Provider, Scorer
 
 # Retries with backoff only where the outside world can fail (files, network).
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
@@ -33,8 +33,8 @@ PERSIST: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}
 
 
 @lru_cache(maxsize=8)
-def _scorer(model_dir: str, provider: Provider) -> Scorer:
-    return Scorer.load(model_dir, provider=provider)
+def _scorer(model_dir: str, provider: Provider, missing: Optional[Missing] = None) -> Scorer:
+    return Scorer.load(model_dir, provider=provider, missing=missing)
 
 
 @task(**IO_RETRIES, **PERSIST)
@@ -50,9 +50,11 @@ def claim_batch(outbox: str, model_key: str, batch: dict, force: bool) -> bool:
 
 
 @task(**IO_RETRIES, **PERSIST)
-def score_batch(model_dir: str, provider: str, batch: dict, outbox: str, threshold: Optional[float]) -> dict:
+def score_batch(model_dir: str, provider: Provider, batch: dict, outbox: str, threshold: Optional[float],
+                missing: Optional[Missing] = None) -> dict:
     batch_record = Batch.model_validate(batch)
-    return inbox.score_batch(_scorer(model_dir, provider), batch_record, outbox, threshold=threshold).model_dump()
+    scorer = _scorer(model_dir, provider, missing)
+    return inbox.score_batch(scorer, batch_record, outbox, threshold=threshold).model_dump()
 
 
 @task(**PERSIST)
@@ -97,8 +99,10 @@ def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts
 @flow(name="vad-score")
 def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", model: str = "exported/demo-sensors",
                sinks: list[str] = [delivery.EVENT_SINK], rules: AlertRules = AlertRules(),  # noqa: B006 - Prefect parameter
-               threshold: Optional[float] = None, force: bool = False, provider: Provider = "auto") -> dict:
-    """Score each batch of `inbox_path` not yet scored by this model version; alert on it."""
+               threshold: Optional[float] = None, force: bool = False, provider: Provider = "auto",
+               missing: Optional[Missing] = None) -> dict:
+    """Score each batch of `inbox_path` not yet scored by this model version; alert on it.
+    `missing="impute"` fills a batch's gaps with the training medians instead of failing it."""
     logger = get_run_logger()
     model_dir = str(resolve_model_dir(model))
     model_key = _scorer(model_dir, provider).manifest.key
@@ -116,7 +120,7 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
         if not claim_batch(outbox, model_key, batch, force):
             continue
         try:
-            summary = score_batch(model_dir, provider, batch, outbox, threshold)
+            summary = score_batch(model_dir, provider, batch, outbox, threshold, missing)
         except Exception as error:  # noqa: BLE001 - one bad batch must not hold up the others
             logger.error("batch %s failed: %s", batch["file"], error)
             fail_batch(outbox, model_key, batch, str(error))

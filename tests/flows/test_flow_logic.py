@@ -54,3 +54,17 @@ def test_a_bad_batch_fails_the_run_but_not_the_other_batches(harness, folders, s
     ledger = inbox.open_ledger(str(outbox))
     states = {Path(row["file"]).name: row["status"] for row in ledger.batches()}
     assert states == {"normal.parquet": "done", "faulty.parquet": "done", "broken.parquet": "failed"}
+
+
+def test_a_gap_fails_its_batch_unless_the_flow_imputes(harness, tmp_path: Path, inbox_batches: dict[str, Path],
+                                                       sensor_model: Path) -> None:
+    incoming = tmp_path / "inbox"
+    incoming.mkdir()
+    batch = pl.read_parquet(inbox_batches["normal"])
+    batch.with_columns(load=pl.when(pl.int_range(pl.len()) == 7).then(None).otherwise(pl.col("load"))).write_parquet(
+        incoming / "gap.parquet")
+    with pytest.raises(Exception, match="gap.parquet: .*missing value"):
+        score_flow(inbox_path=str(incoming), outbox=str(tmp_path / "strict"), model=str(sensor_model), sinks=[])
+    done = score_flow(inbox_path=str(incoming), outbox=str(tmp_path / "imputing"), model=str(sensor_model), sinks=[],
+                      missing="impute")
+    assert [s["rows"] for s in done["scored"]] == [batch.height] and "imputed load: 1" in done["scored"][0]["inputs"]
