@@ -19,7 +19,7 @@ from prefect.tasks import exponential_backoff
 from pipeline.artifact.manifest import resolve_model_dir
 from pipeline.core.config import AlertRules
 from pipeline.core.errors import exit_on_user_error
-from pipeline.core.faults import crash_point
+from pipeline.core.faults import crash_point, is_transient
 from pipeline.ops import delivery, inbox, reports
 from pipeline.ops.alerts import summary_text
 from pipeline.ops.records import Batch
@@ -76,8 +76,14 @@ def complete_batch(outbox: str, model_key: str, batch: dict, summary: dict) -> N
 
 
 @task
-def fail_batch(outbox: str, model_key: str, batch: dict, error: str) -> None:
-    inbox.open_ledger(outbox).fail(batch["identity"], model_key, error)
+def fail_batch(outbox: str, model_key: str, batch: dict, error: str, transient: bool) -> str:
+    """Set the batch aside (its own fault: the same bytes fail the same way), or, for the
+    machine's fault (a full disk), leave it to the next run; returns the status recorded."""
+    ledger = inbox.open_ledger(outbox)
+    if transient:
+        return ledger.release(batch["identity"], model_key, error)
+    ledger.fail(batch["identity"], model_key, error)
+    return "failed"
 
 
 @task
@@ -122,8 +128,9 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
         try:
             summary = score_batch(model_dir, provider, batch, outbox, threshold, missing)
         except Exception as error:  # noqa: BLE001 - one bad batch must not hold up the others
-            logger.error("batch %s failed: %s", batch["file"], error)
-            fail_batch(outbox, model_key, batch, str(error))
+            status = fail_batch(outbox, model_key, batch, str(error), is_transient(error))
+            then = "the next run retries it" if status == "retry" else "set aside until forced"
+            logger.error("batch %s failed (%s): %s", batch["file"], then, error)
             failed.append(f"{Path(batch['file']).name}: {error}")
             continue
         crash_point("scored")

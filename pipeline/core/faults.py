@@ -1,4 +1,5 @@
-"""Crashes: fail points for the crash tests, and the liveness check recovery relies on.
+"""Crashes and faults: fail points for the crash and full-disk tests, which failures are the
+machine's rather than the batch's, and the liveness check recovery relies on.
 
 Fail points: `VAD_CRASH_AT=<point>` makes this process kill itself
 (SIGKILL, no clean-up, like a power cut or the OOM killer) when it reaches that point.
@@ -8,6 +9,7 @@ scoring run passes them (`FAIL_POINTS`), are documented in docs/reliability.md."
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -22,6 +24,28 @@ FAIL_POINTS = (
     "delivered",  # every sink has the alert; the batch is not yet marked done
     "export",     # an export's graphs are written to its staging folder, not yet published
 )
+
+
+FULL_ENV = "VAD_FULL_DISK_AT"  # a fail point's name: raise "no space left on device" there, once per run
+
+
+def full_disk_point(name: str) -> None:
+    """Fail here as a full disk does (ENOSPC) when the environment asks for it (tests only)."""
+    if os.environ.get(FULL_ENV) == name:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# Failures from outside the batch: the same bytes will score once the disk, the network or
+# the machine recovers, so the batch is retried by the next run instead of set aside.
+TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT,
+                    errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ESTALE}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failure is the machine's (retry the batch later), not the batch's own."""
+    if isinstance(error, (TimeoutError, ConnectionError, MemoryError)):
+        return True
+    return isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS
 
 
 def crash_point(name: str) -> None:

@@ -47,6 +47,7 @@ def owner_token() -> str:
 
 
 _NONCE = uuid.uuid4().hex[:8]
+MAX_ATTEMPTS = 5  # claims of a batch whose failures were transient, before it is set aside as failed
 
 
 def _owner_alive(owner: str) -> bool | None:
@@ -127,13 +128,13 @@ class Ledger:
             else:
                 status, owner, claimed_at = row
                 if status in ("done", "failed") and not force:
-                    return Claim(False, status, owner)
+                    return Claim(False, status, owner)  # a "retry" batch is taken again, no --force needed
                 if status == "running" and owner != me:
                     alive = _owner_alive(owner)
                     expired = now - claimed_at > self.lease_seconds
                     if alive or (alive is None and not expired):
                         return Claim(False, "busy", owner)
-                reason = "forced" if status in ("done", "failed") else "taken-over"
+                reason = {"done": "forced", "failed": "forced", "retry": "retry"}.get(status, "taken-over")
             db.execute(
                 "INSERT INTO batches (identity, model, file, status, owner, claimed_at) VALUES (?, ?, ?, 'running', ?, ?) "
                 "ON CONFLICT (identity, model) DO UPDATE SET file=excluded.file, status='running', "
@@ -152,6 +153,19 @@ class Ledger:
         with self._transaction() as db:
             db.execute("UPDATE batches SET status='failed', finished_at=?, summary=? WHERE identity=? AND model=?",
                        (time.time(), json.dumps({"error": error}), identity, model))
+
+    def release(self, identity: str, model: str, error: str, max_attempts: int = MAX_ATTEMPTS) -> str:
+        """A batch that failed for a reason outside it (a full disk, a lost connection): left
+        for the next run to retry, until `max_attempts` claims have failed; then it is set
+        aside as failed (the dead letter), like bad data. Returns the status it now has."""
+        with self._transaction() as db:
+            row = db.execute("SELECT claims FROM batches WHERE identity=? AND model=?", (identity, model)).fetchone()
+            exhausted = row is not None and row[0] >= max_attempts
+            status = "failed" if exhausted else "retry"
+            why = f"gave up after {row[0]} attempts: {error}" if exhausted else error
+            db.execute("UPDATE batches SET status=?, finished_at=?, summary=? WHERE identity=? AND model=?",
+                       (status, time.time(), json.dumps({"error": why, "transient": True}), identity, model))
+            return status
 
     def batches(self) -> list[dict]:
         with self._transaction() as db:

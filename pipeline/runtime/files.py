@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from pipeline.artifact import contract
 from pipeline.core.atomic import atomic_output
 from pipeline.core.errors import DataError, PipelineError
-from pipeline.core.faults import crash_point
+from pipeline.core.faults import crash_point, full_disk_point
 from pipeline.data import ingest
 from pipeline.data.schema import InputReport, check_columns
 from pipeline.runtime.prefetch import prefetched
@@ -88,6 +88,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
                 if pending is not None:
                     pending.result()
                     crash_point("write")
+                    full_disk_point("write")
                 pending = writing.submit(writer.write_table, table)
                 report.rows += scored.height
                 if on_chunk is not None:
@@ -103,6 +104,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
             if pending is not None:
                 pending.result()
                 crash_point("write")
+                full_disk_point("write")
             if writer is None:
                 raise DataError(f"there are no rows to score in '{source}'.")
         except BaseException:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prefect_helpers import ROOT, drop_into, free_port, save_webhook_block
 
-from pipeline.core.faults import CRASH_ENV, FAIL_POINTS
+from pipeline.core.faults import CRASH_ENV, FAIL_POINTS, FULL_ENV
 from pipeline.ops.inbox import open_ledger
 
 pytestmark = pytest.mark.slow
@@ -126,3 +126,22 @@ def test_a_failing_sink_keeps_the_scores_and_the_next_run_delivers(
     up = run_scoring(prefect_server, inbox, outbox, sensor_model, sink)
     assert up.returncode == 0, up.stderr[-3000:]
     assert len(webhook.received) == 1 and not ledger.undelivered([sink])
+
+
+def test_a_full_outbox_fails_the_run_and_the_next_run_scores_the_batch_once(
+        prefect_server: dict[str, str], inbox_batches: dict[str, Path], sensor_model: Path, tmp_path: Path) -> None:
+    """The disk fills while the scores are written (ENOSPC, injected): nothing half-written is
+    left, the batch is not set aside as bad data, and the next run, with room again and no
+    --force, scores it once."""
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    drop_into(inbox, inbox_batches["normal"])
+    full = run_scoring(prefect_server | {FULL_ENV: "write"}, inbox, outbox, sensor_model, "prefect-event")
+    assert full.returncode != 0 and "No space left on device" in full.stderr + full.stdout
+    ledger = open_ledger(outbox)
+    assert [(b["status"], b["claims"]) for b in ledger.batches()] == [("retry", 1)]
+    assert [p for p in outbox.rglob("*") if p.is_file() and not p.name.startswith("ledger.sqlite")] == []
+
+    room = run_scoring(prefect_server, inbox, outbox, sensor_model, "prefect-event")
+    assert room.returncode == 0, room.stderr[-3000:]
+    assert [(b["status"], b["claims"]) for b in ledger.batches()] == [("done", 2)]
+    assert [p.suffix for p in (outbox / "scores").rglob("*") if p.is_file()] == [".parquet"]

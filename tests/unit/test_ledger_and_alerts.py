@@ -204,3 +204,26 @@ def test_inbox_reports_symlinks_and_foreign_files_and_follows_neither(tmp_path: 
     for foreign in ("_draft.csv", "batch.csv.gz", "notes.json", "book.xlsx"):
         assert f"'{foreign}' is not a batch" in logged
     assert ".writing.csv.tmp" not in logged
+
+
+def test_a_transient_failure_is_retried_until_the_dead_letter(tmp_path: Path) -> None:
+    """A full disk is the machine's fault: the batch is taken again by the next run with no
+    --force, and set aside as failed only after MAX_ATTEMPTS claims; bad data is set aside at once."""
+    import errno
+
+    from pipeline.core.faults import is_transient
+    from pipeline.ops.ledger import MAX_ATTEMPTS
+
+    assert is_transient(OSError(errno.ENOSPC, "No space left on device")) and is_transient(TimeoutError())
+    assert not is_transient(OSError(errno.ENOENT, "gone")) and not is_transient(ValueError("bad value"))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        claim = ledger.claim("b1", "m/1", "b1.parquet")
+        assert claim.granted and claim.reason == ("new" if attempt == 1 else "retry")
+        status = ledger.release("b1", "m/1", "No space left on device")
+        assert status == ("retry" if attempt < MAX_ATTEMPTS else "failed")
+    assert not ledger.claim("b1", "m/1", "b1.parquet").granted  # the dead letter waits for --force
+    assert f"gave up after {MAX_ATTEMPTS} attempts" in ledger.batches()[0]["summary"]
+    ledger.claim("b2", "m/1", "b2.parquet")
+    ledger.fail("b2", "m/1", "column 'x' must be numeric")
+    assert not ledger.claim("b2", "m/1", "b2.parquet").granted
