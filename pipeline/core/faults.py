@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from pathlib import Path
 
 CRASH_ENV = "VAD_CRASH_AT"
 FAIL_POINTS = (
@@ -52,6 +53,16 @@ def crash_point(name: str) -> None:
     """Kill this process here when the environment asks for it (tests only)."""
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def process_start(pid: int) -> int | None:
+    """When the process started (clock ticks since boot, Linux's /proc), or None where that
+    cannot be read: with the pid, it names one process, so a reused pid is told apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name before ")" may hold spaces
 
 
 def pid_alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.digest import sha256_file
-from pipeline.core.faults import pid_alive
+from pipeline.core.faults import pid_alive, process_start
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -42,8 +42,9 @@ CREATE TABLE IF NOT EXISTS entity_alerts (
 
 
 def owner_token() -> str:
-    """host:pid:nonce of this process; the nonce tells a reused pid from its predecessor."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
+    """host:pid:start:nonce of this process. The start time tells another process whether the
+    pid now names the same process (pids are reused); the nonce tells this one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid()) or 0}:{_NONCE}"
 
 
 _NONCE = uuid.uuid4().hex[:8]
@@ -51,13 +52,21 @@ MAX_ATTEMPTS = 5  # claims of a batch whose failures were transient, before it i
 
 
 def _owner_alive(owner: str) -> bool | None:
-    """True/False when the owner ran on this host (pid check), None when it cannot tell."""
-    host, pid, nonce = owner.rsplit(":", 2)
+    """True/False when the owner ran on this host (pid and start time), None when it cannot
+    tell. A live pid that started at another time is another process: the owner is dead,
+    and its claim is taken over rather than `busy` for ever (tokens before the start time
+    was recorded, host:pid:nonce, are judged by the pid alone)."""
+    parts = owner.split(":")  # host names hold no colon
+    host, pid, nonce = parts[0], int(parts[1]), parts[-1]
+    started = int(parts[2]) if len(parts) == 4 else 0
     if host != socket.gethostname():
         return None
-    if int(pid) == os.getpid():
+    if pid == os.getpid():
         return nonce == _NONCE
-    return pid_alive(int(pid))
+    if not pid_alive(pid):
+        return False
+    now = process_start(pid)
+    return not (started and now is not None and now != started)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def _hold_claim(ledger: Ledger, identity: str, owner: str) -> None:
 
 def test_a_live_owner_keeps_its_claim_and_a_dead_one_loses_it(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    host = owner_token().rsplit(":", 2)[0]
+    host = owner_token().split(":")[0]
     _hold_claim(ledger, "live", f"{host}:{os.getppid()}:other")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     _hold_claim(ledger, "dead", f"{host}:{dead.stdout.strip()}:other")
@@ -227,3 +227,24 @@ def test_a_transient_failure_is_retried_until_the_dead_letter(tmp_path: Path) ->
     ledger.claim("b2", "m/1", "b2.parquet")
     ledger.fail("b2", "m/1", "column 'x' must be numeric")
     assert not ledger.claim("b2", "m/1", "b2.parquet").granted
+
+
+def test_a_claim_whose_pid_was_reused_is_taken_over(tmp_path: Path) -> None:
+    """The claiming process died and its pid now names another live process: the claim was
+    `busy` for ever; the recorded start time tells the two apart. The same live process
+    (same pid, same start) still holds its claim."""
+    import socket
+    import sqlite3
+
+    from pipeline.core.faults import process_start
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    live = os.getppid()  # a process that is alive, and is not this one
+    for started, expected in [(process_start(live), "busy"), (process_start(live) + 1, "taken-over")]:
+        identity = f"b{started}"
+        ledger.claim(identity, "m/1", "b.parquet")
+        with sqlite3.connect(tmp_path / "ledger.sqlite") as db:  # as if that process had claimed it
+            db.execute("UPDATE batches SET owner=? WHERE identity=?",
+                       (f"{socket.gethostname()}:{live}:{started}:0000", identity))
+        claim = ledger.claim(identity, "m/1", "b.parquet")
+        assert claim.reason == expected and claim.granted == (expected == "taken-over")
