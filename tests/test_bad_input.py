@@ -420,6 +420,14 @@ def _(ctx: Context) -> None:
     ctx.refused(lambda: ctx.score(path, "sensor"), "missing value", file=path, column="timestamp", row=6)
 
 
+@case("nan-time", "sensor", "NaN in a numeric time column (seconds)", "error naming file, column, row and value")
+def _(ctx: Context) -> None:
+    seconds = pl.col("timestamp").dt.epoch("s").cast(pl.Float64)
+    frame = ctx.sensors().with_columns(timestamp=pl.when(pl.int_range(pl.len()) == 4).then(float("nan")).otherwise(seconds))
+    path = ctx.frame("batch.parquet", frame)  # NaN sorted last and was scored at the end of its series
+    ctx.refused(lambda: ctx.score(path, "sensor"), "not a time (nan)", file=path, column="timestamp", row=5)
+
+
 @case("missing-entity", "sensor", "an empty machine id", "error naming file, column and row")
 def _(ctx: Context) -> None:
     frame = ctx.sensors().with_columns(machine=pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("machine")))

@@ -403,10 +403,14 @@ def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | Non
     if not keys:
         return frame, False
     for key in keys:
-        missing = frame[key].is_null()
+        values = frame[key]
+        missing = values.is_null()
+        if values.dtype.is_float():  # NaN sorts last and inf first: the row would be scored out of place
+            missing = missing | ~values.is_finite()
         if missing.any():
             row = int(missing.arg_true()[0])
-            raise SchemaError(f"key column '{key}' has a missing value{where(file, key, row_offset + row + 1)}.")
+            what = "a missing value" if values[row] is None else f"a value that is not a time ({values[row]})"
+            raise SchemaError(f"key column '{key}' has {what}{where(file, key, row_offset + row + 1)}.")
     ordered = frame.with_row_index("__row").sort(keys, maintain_order=True)
     if schema.time_column:
         repeated = ordered.select(keys).is_duplicated()
