@@ -95,6 +95,21 @@ def test_unlisted_side_file_is_refused(model: Path) -> None:
     refused(model, "does not list", "scorer.onnx.data")
 
 
+def test_a_graph_with_external_weights_is_refused_even_when_rehashed(model: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights moved out of the graph into a side file (in the model folder, or relative to
+    the working directory) would be read unverified: rewriting it once moved 42 anomalies to
+    1000. The graph is refused, saying why."""
+    import onnx
+
+    proto = onnx.load(str(model / "scorer.onnx"))
+    onnx.save(proto, str(model / "scorer.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    shutil.copy(model / "weights.bin", tmp_path / "weights.bin")
+    rehash(model)  # the side file is listed and hashed too: only its use is refused
+    monkeypatch.chdir(tmp_path)
+    refused(model, "onnxruntime cannot load", "scorer.onnx", "external data")
+
+
 def test_symlinked_graph_is_refused(model: Path, tabular_model: Path) -> None:
     (model / "scorer.onnx").unlink()
     (model / "scorer.onnx").symlink_to(tabular_model / "scorer.onnx")  # same bytes, but it could change under us

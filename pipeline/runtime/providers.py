@@ -21,6 +21,7 @@ from pipeline.core.errors import ModelArtifactError, PipelineError
 log = logging.getLogger(__name__)
 
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+NO_EXTERNAL_DATA = "/nonexistent/vad-refuses-external-data"
 TENSORRT_CACHE = ".tensorrt-cache"  # inside the version folder; dot-named, so no manifest file
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
@@ -92,6 +93,10 @@ def open_session(model: Path | bytes, requested: Provider = "auto", name: str = 
     providers = select_providers(requested)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: provider probing is reported by us, once
+    # Weights stored outside the graph ("external data") would be read from a file no checksum
+    # covers; exported graphs carry theirs inside. Point the lookup at nowhere, so a graph that
+    # asks for external data fails to load on every onnxruntime (1.31 refuses it from bytes).
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", NO_EXTERNAL_DATA)
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -102,7 +107,10 @@ def open_session(model: Path | bytes, requested: Provider = "auto", name: str = 
             session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, sess_options=options,
                                            providers=provider_options(providers, cache_dir))
     except Exception as exc:
-        raise ModelArtifactError(f"onnxruntime cannot load '{path}': {str(exc).strip().splitlines()[0]}") from exc
+        reason = str(exc).strip().splitlines()[0]
+        if "model_path must not be empty" in reason or NO_EXTERNAL_DATA in reason:
+            reason = "it keeps weights outside the file (external data), which no checksum covers; re-export the model"
+        raise ModelArtifactError(f"onnxruntime cannot load '{path}': {reason}") from exc
     if probing.getvalue().strip():
         log.debug("onnxruntime while probing providers: %s", probing.getvalue().strip())
     used = session.get_providers()
