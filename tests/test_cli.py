@@ -80,6 +80,18 @@ def test_every_command_that_prints_a_result_has_json(tmp_path: Path) -> None:
     assert json.loads(vad("inspect", refit["version_dir"], "--json").stdout)["lineage"]
 
 
+def test_environment_errors_are_one_line_too(model_copy: Path, tmp_path: Path) -> None:
+    """A full disk (injected: ENOSPC while the scores are written): one `error:` line and exit
+    status 2, no traceback, nothing left behind."""
+    import os
+
+    full = subprocess.run([sys.executable, "-m", "pipeline.cli", "score", str(model_copy), str(TABLE), "--output",
+                           str(tmp_path / "out" / "scores.parquet")], capture_output=True, text=True,
+                          env={**os.environ, "VAD_FULL_DISK_AT": "write"})
+    assert_one_line_error(full, "No space left on device")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_missing_column(model_copy: Path, tmp_path: Path) -> None:
     bad = tmp_path / "no_energy.csv"
     pl.read_csv(TABLE).drop("energy_kwh").write_csv(bad)

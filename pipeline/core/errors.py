@@ -43,10 +43,11 @@ def where(file: str | None = None, column: str | None = None, row: int | None = 
 
 
 def exit_on_user_error(run: Callable[[], object]) -> None:
-    """Run a command; errors the user can fix become one line on stderr and exit status 2.
-    The CLI and the flows' command lines share it."""
+    """Run a command; errors the user can fix become one line on stderr and exit status 2:
+    bad input, and the environment's (a missing or unwritable path, a full disk). The CLI and
+    the flows' command lines share it."""
     try:
         run()
-    except (PipelineError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except (PipelineError, OSError) as exc:
         Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
