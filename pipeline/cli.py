@@ -136,6 +136,8 @@ def score(
     show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,
     missing: Annotated[Optional[str], typer.Option(
         help="Missing values: impute (the training medians) or error; default: the model's policy.")] = None,
+    max_rows: Annotated[Optional[int], typer.Option(
+        min=1, help="Refuse a file of more rows (default: 10,000,000 for sensor files, none for tables).")] = None,
     with_report: Annotated[bool, typer.Option(
         "--report", help="Also write <output>.report.md beside the scores: counts and plots.")] = False,
     as_json: Annotated[bool, AS_JSON] = False,
@@ -148,7 +150,7 @@ def score(
     with scoring_progress(enabled=not as_json) as on_chunk:
         report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,
                              samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show,
-                             on_chunk=on_chunk)
+                             on_chunk=on_chunk, max_rows=max_rows)
     written = None
     if with_report:
         from pipeline.ops.reports import write_scores_report

@@ -281,3 +281,22 @@ def test_progress_hears_every_chunk(tabular_model: Path, tmp_path: Path) -> None
     report = score_files(Scorer.load(tabular_model), TABLE, tmp_path / "scores.parquet", chunk_rows=256,
                          on_chunk=heard.append)
     assert heard == [256, 256, 256, 232] and sum(heard) == report.rows == 1000
+
+
+def test_a_batch_over_the_row_cap_is_refused_before_it_is_decoded(sensor_model: Path, tabular_model: Path,
+                                                                   tmp_path: Path) -> None:
+    """A few KB of Parquet can decode to a million sensor rows (read whole, 0.8 GB): over the
+    cap it is refused from the footer's row count, before reading; a table, streamed, as
+    soon as its stream passes the cap. Nothing is written either way."""
+    batch = pl.read_parquet(BATCH)
+    repeated = pl.concat([batch] * 4).with_columns(  # distinct times, same readings
+        timestamp=pl.col("timestamp") + pl.duration(days=pl.int_range(pl.len()) // batch.height * 400))
+    repeated.write_parquet(tmp_path / "big.parquet", compression="zstd")
+    with pytest.raises(PipelineError, match=f"holds more than {2 * batch.height:,} rows"):
+        score_files(Scorer.load(sensor_model), tmp_path / "big.parquet", tmp_path / "s.parquet",
+                    max_rows=2 * batch.height)
+    report = score_files(Scorer.load(sensor_model), tmp_path / "big.parquet", tmp_path / "s.parquet")
+    assert report.rows == repeated.height  # under the default cap
+    with pytest.raises(PipelineError, match="holds more than 300 rows"):
+        score_files(Scorer.load(tabular_model), TABLE, tmp_path / "t.parquet", chunk_rows=256, max_rows=300)
+    assert not (tmp_path / "t.parquet").exists()
