@@ -42,11 +42,17 @@ def find_batches(inbox_path: str, outbox: str) -> list[dict]:
     return [b.model_dump() for b in inbox.find_batches(inbox_path, inbox.open_ledger(outbox))]
 
 
-@task(**PERSIST)
+@task(**IO_RETRIES, **PERSIST)  # a ledger locked by another run for longer than SQLite waits
 def claim_batch(outbox: str, model_key: str, batch: dict, force: bool) -> bool:
     claim = inbox.open_ledger(outbox).claim(batch["identity"], model_key, batch["file"], force=force)
     get_run_logger().info("batch %s: %s", Path(batch["file"]).name, claim.reason)
     return claim.granted
+
+
+@task(**IO_RETRIES)
+def rebuild_ledger(outbox: str, model_key: str, batches: list[dict]) -> int:
+    records = [Batch.model_validate(b) for b in batches]
+    return inbox.rebuild_ledger(inbox.open_ledger(outbox), records, outbox, model_key)
 
 
 @task(**IO_RETRIES, **PERSIST)
@@ -106,12 +112,18 @@ def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts
 def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", model: str = "exported/demo-sensors",
                sinks: list[str] = [delivery.EVENT_SINK], rules: AlertRules = AlertRules(),  # noqa: B006 - Prefect parameter
                threshold: Optional[float] = None, force: bool = False, provider: Provider = "auto",
-               missing: Optional[Missing] = None) -> dict:
+               missing: Optional[Missing] = None, rebuild: bool = False) -> dict:
     """Score each batch of `inbox_path` not yet scored by this model version; alert on it.
-    `missing="impute"` fills a batch's gaps with the training medians instead of failing it."""
+    `missing="impute"` fills a batch's gaps with the training medians instead of failing it.
+    An outbox that holds scores but lost its ledger is refused unless `rebuild`: then the
+    batches whose scores are there are recorded as done, neither scored nor alerted again."""
     logger = get_run_logger()
     model_dir = str(resolve_model_dir(model))
     model_key = _scorer(model_dir, provider).manifest.key
+    inbox.check_ledger(outbox, rebuild)
+    if rebuild:
+        logger.info("ledger rebuilt: %d batch(es) already scored", rebuild_ledger(
+            outbox, model_key, find_batches(inbox_path, outbox)))
 
     def deliver(alert: dict) -> None:
         try:
@@ -154,9 +166,12 @@ def main(inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or
          outbox: str = typer.Option("runs/scoring", help="Scores, ledger and alerts go here."),
          model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version) or a version folder."),
          sink: list[str] = typer.Option([delivery.EVENT_SINK], help="Alert sink: prefect-event or a block slug."),
-         force: bool = typer.Option(False, help="Re-score batches this model version already scored.")) -> None:
+         force: bool = typer.Option(False, help="Re-score batches this model version already scored."),
+         rebuild_ledger: bool = typer.Option(False, "--rebuild-ledger", help=(
+             "The ledger was lost: record the batches whose scores are in the outbox as done."))) -> None:
     """Run the scoring flow once."""
-    print(score_flow(inbox_path=inbox_path, outbox=outbox, model=model, sinks=sink, force=force))
+    print(score_flow(inbox_path=inbox_path, outbox=outbox, model=model, sinks=sink, force=force,
+                     rebuild=rebuild_ledger))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,32 @@ def open_ledger(outbox: str | Path) -> Ledger:
     return Ledger(Path(outbox) / LEDGER_FILE)
 
 
+def check_ledger(outbox: str | Path, rebuild: bool = False) -> None:
+    """Refuse to start on an outbox that holds scores but lost its ledger: a new, empty ledger
+    would score every batch again and send every alert again. `rebuild` accepts that a new
+    ledger is made (then `rebuild_ledger` records what the outbox already holds)."""
+    scores = Path(outbox) / "scores"
+    if rebuild or (Path(outbox) / LEDGER_FILE).exists() or not scores.is_dir():
+        return
+    held = sum(1 for p in scores.rglob("*.parquet") if p.is_file())
+    if held:
+        raise DataError(f"the outbox '{outbox}' holds {held} scored batch(es) but no ledger ('{LEDGER_FILE}'): "
+                        "scoring now would score and alert on them again. Restore the ledger, or run with "
+                        "--rebuild-ledger to record the batches whose scores are there as done.")
+
+
+def rebuild_ledger(ledger: Ledger, batches: list[Batch], outbox: str | Path, model_key: str) -> int:
+    """Record as done each batch whose scores file (fixed by content and model version) is in
+    the outbox, without scoring it or alerting on it again; returns how many."""
+    rebuilt = 0
+    for batch in batches:
+        output = output_path(outbox, model_key, batch)
+        if output.is_file() and ledger.claim(batch.identity, model_key, batch.file).granted:
+            ledger.complete(batch.identity, model_key, str(output), {"rebuilt": True})
+            rebuilt += 1
+    return rebuilt
+
+
 def output_path(outbox: str | Path, model_key: str, batch: Batch) -> Path:
     """Fixed by model version and content, so a re-run overwrites the same file with the same bytes."""
     return Path(outbox) / "scores" / model_key / f"{Path(batch.file).stem}-{batch.identity[:12]}.parquet"

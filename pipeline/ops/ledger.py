@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.digest import sha256_file
+from pipeline.core.errors import PipelineError
 from pipeline.core.faults import pid_alive, process_start
 
 SCHEMA = """
@@ -88,6 +89,12 @@ class Ledger:
         db = sqlite3.connect(self.path, timeout=30.0)
         try:
             db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc):
+                raise  # another process holds it: transient, the caller's retries wait it out
+            raise PipelineError(f"the ledger '{self.path}' cannot be read ({exc}): it is damaged. Move it aside, "
+                                "then run again with --rebuild-ledger, which records the batches whose scores are "
+                                "in the outbox as done instead of scoring and alerting on them again.") from None
         finally:
             db.close()
 

@@ -68,3 +68,27 @@ def test_a_gap_fails_its_batch_unless_the_flow_imputes(harness, tmp_path: Path, 
     done = score_flow(inbox_path=str(incoming), outbox=str(tmp_path / "imputing"), model=str(sensor_model), sinks=[],
                       missing="impute")
     assert [s["rows"] for s in done["scored"]] == [batch.height] and "imputed load: 1" in done["scored"][0]["inputs"]
+
+
+def test_a_lost_ledger_is_refused_then_rebuilt_from_the_outbox(harness, folders, sensor_model: Path) -> None:
+    """An empty new ledger would score every batch again and send every alert again. The run
+    refuses; `rebuild` records the batches whose scores are in the outbox as done instead."""
+    incoming, outbox = folders
+    run = dict(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
+    first = score_flow(**run)
+    assert len(first["scored"]) == 2 and len(first["alerts"]) == 1
+    (outbox / "ledger.sqlite").unlink()
+    with pytest.raises(Exception, match="holds 2 scored batch\\(es\\) but no ledger"):
+        score_flow(**run)
+    rebuilt = score_flow(**run, rebuild=True)
+    assert rebuilt["scored"] == [] and rebuilt["alerts"] == []  # nothing scored or alerted twice
+    assert [(b["status"], b["summary"]) for b in inbox.open_ledger(str(outbox)).batches()] == \
+        [("done", '{"rebuilt": true}')] * 2
+
+
+def test_a_damaged_ledger_is_one_clear_error(harness, folders, sensor_model: Path) -> None:
+    incoming, outbox = folders
+    outbox.mkdir()
+    (outbox / "ledger.sqlite").write_bytes(b"this is not a database, it was truncated and overwritten" * 20)
+    with pytest.raises(Exception, match="ledger .* cannot be read .*damaged.*--rebuild-ledger"):
+        score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=[])
