@@ -16,6 +16,9 @@ from pipeline.core.config import AlertRules
 from pipeline.ops.records import Alert
 
 BATCH_ENTITY = "*"  # tabular mode: the whole batch is one entity
+# An alarm time this far past the wall clock comes from a device clock that ran ahead (2099):
+# the alert is raised, but the time is not kept for the cooldown, where it would stand for ever.
+FUTURE_SLACK = timedelta(days=1)
 
 
 def alert_id(model_version: str, identity: str) -> str:
@@ -67,7 +70,8 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
                 continue
         alerting.append({"entity": entity, "first_alarm": _iso(first_time) if time_col else None,
                          "anomalous_rows": int(frame.filter(pl.col("_entity") == entity)[contract.IS_ANOMALY].sum())})
-        times[entity] = _iso(first_time) if time_col else ""
+        if not (isinstance(first_time, datetime) and _utc(first_time) > datetime.now(UTC) + FUTURE_SLACK):
+            times[entity] = _iso(first_time) if time_col else ""
     if not alerting:
         return None, {}
     in_alert = frame.filter(pl.col("_entity").is_in([a["entity"] for a in alerting]))

@@ -248,3 +248,14 @@ def test_a_claim_whose_pid_was_reused_is_taken_over(tmp_path: Path) -> None:
                        (f"{socket.gethostname()}:{live}:{started}:0000", identity))
         claim = ledger.claim(identity, "m/1", "b.parquet")
         assert claim.reason == expected and claim.granted == (expected == "taken-over")
+
+
+def test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown(manifest) -> None:  # noqa: ANN001
+    """A device whose clock says 2099: its alert goes out, but 2099 is not stored as its last
+    alarm, where every later alarm (in 2026) would compare against it."""
+    limit = manifest.threshold.value
+    future = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2099, 1, 1))
+    alert, times = alerts.evaluate(future, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={})
+    assert alert is not None and [e["entity"] for e in alert["entities"]] == ["press-01"] and times == {}
+    now = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime.now() - timedelta(hours=2))
+    assert set(alerts.evaluate(now, manifest, AlertRules(), batch_file="b", identity="y", last_alerts={})[1]) == {"press-01"}
