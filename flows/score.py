@@ -76,7 +76,7 @@ def deliver_alert(alert: dict, sinks: list[str], outbox: str) -> dict:
     return delivery.deliver(alert, sinks, inbox.open_ledger(outbox))
 
 
-@task
+@task(**IO_RETRIES)  # the ledger may be locked by another run for a while
 def complete_batch(outbox: str, model_key: str, batch: dict, summary: dict) -> None:
     inbox.open_ledger(outbox).complete(batch["identity"], model_key, summary["output"], summary)
 
@@ -137,16 +137,16 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     for batch in find_batches(inbox_path, outbox):
         if not claim_batch(outbox, model_key, batch, force):
             continue
-        try:
+        try:  # scoring and judging it: a batch that breaks either must not hold up the others (a poison batch)
             summary = score_batch(model_dir, provider, batch, outbox, threshold, missing)
+            crash_point("scored")
+            alert = raise_alert(model_dir, provider, batch, outbox, summary["output"], rules, summary["threshold"])
         except Exception as error:  # noqa: BLE001 - one bad batch must not hold up the others
             status = fail_batch(outbox, model_key, batch, str(error), is_transient(error))
             then = "the next run retries it" if status == "retry" else "set aside until forced"
             logger.error("batch %s failed (%s): %s", batch["file"], then, error)
             failed.append(f"{Path(batch['file']).name}: {error}")
             continue
-        crash_point("scored")
-        alert = raise_alert(model_dir, provider, batch, outbox, summary["output"], rules, summary["threshold"])
         if alert is not None:
             alerts.append(alert)
             crash_point("alerted")

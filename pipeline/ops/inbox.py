@@ -13,6 +13,7 @@ import polars as pl
 from pipeline.artifact import contract
 from pipeline.core.config import AlertRules
 from pipeline.core.errors import DataError
+from pipeline.core.faults import full_disk_point
 from pipeline.data import ingest
 from pipeline.ops import alerts
 from pipeline.ops.ledger import Ledger
@@ -111,5 +112,6 @@ def raise_alert(ledger: Ledger, scorer: Scorer, batch: Batch, scored_file: str |
     if alert is None:
         return None
     alert["output"] = str(scored_file)
+    full_disk_point("alert")  # tests: the ledger's disk fills as the alert is recorded
     ledger.record_alert(alert["alert_id"], batch.identity, manifest.key, alert, manifest.name, times)
     return ledger.get_alert(alert["alert_id"])

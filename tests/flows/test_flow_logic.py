@@ -92,3 +92,23 @@ def test_a_damaged_ledger_is_one_clear_error(harness, folders, sensor_model: Pat
     (outbox / "ledger.sqlite").write_bytes(b"this is not a database, it was truncated and overwritten" * 20)
     with pytest.raises(Exception, match="ledger .* cannot be read .*damaged.*--rebuild-ledger"):
         score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=[])
+
+
+def test_a_batch_that_fails_at_its_alert_does_not_hold_up_the_others(harness, folders, sensor_model: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills as the faulty batch's alert is recorded (injected ENOSPC): that batch is
+    left to the next run, the normal one is done, and the next run raises the alert once."""
+    from pipeline.core.faults import FULL_ENV
+
+    incoming, outbox = folders
+    run = dict(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
+    monkeypatch.setenv(FULL_ENV, "alert")
+    with pytest.raises(Exception, match="faulty.parquet: .*No space left on device"):
+        score_flow(**run)
+    ledger = inbox.open_ledger(str(outbox))
+    assert {Path(b["file"]).name: b["status"] for b in ledger.batches()} == {"faulty.parquet": "retry",
+                                                                            "normal.parquet": "done"}
+    monkeypatch.delenv(FULL_ENV)
+    again = score_flow(**run)
+    assert [Path(s["file"]).name for s in again["scored"]] == ["faulty.parquet"] and len(again["alerts"]) == 1
+    assert len(ledger.alerts()) == 1
