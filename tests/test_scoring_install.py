@@ -4,6 +4,7 @@ module work and give this checkout's scores; training says which extra it needs.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,17 @@ Scorer.load(sys.argv[1]).score(pl.read_csv(sys.argv[2])).write_parquet(sys.argv[
 
 @pytest.fixture(scope="module")
 def scoring_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("scoring") / "venv"
+    """`pip install .` of a copy of the project (a build writes build/ and *.egg-info beside
+    the sources: never into the checkout under test)."""
+    base = tmp_path_factory.mktemp("scoring")
+    source = base / "source"
+    for part in ("pipeline", "flows"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / part, source / part)
+    venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(ROOT)],
+    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-2000:]
     return venv
