@@ -351,6 +351,16 @@ def _(ctx: Context) -> None:
     assert scored["top1_feature"][:2].to_list() == ["temperature", "energy_kwh"]
 
 
+@case("id-past-64-bits", "values", "batch ids from 2^63 up (read as 128-bit integers)",
+      "scored; each id kept exactly, as text (Parquet holds no 128-bit integer)")
+def _(ctx: Context) -> None:
+    rows = ctx.tabular_rows().head(5).with_columns(batch_id=pl.lit(2**63) + pl.int_range(5).cast(pl.Int128))
+    path = ctx.inputs / "big-ids.csv"
+    rows.write_csv(path)
+    scored, _ = ctx.score(path)
+    assert scored["batch_id"].to_list() == [str(2**63 + i) for i in range(5)]
+
+
 @case("unseen-category", "values", "a 'line' value never seen in training",
       "repair: encoded as no known category (all zeros), counted, and the row flagged (unseen = 'flag')")
 def _(ctx: Context) -> None:

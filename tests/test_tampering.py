@@ -148,6 +148,13 @@ def test_manifest_threshold_that_its_graphs_do_not_carry_is_refused(model: Path)
     refused(model, "was exported with threshold", "the manifest was edited")
 
 
+def test_manifest_with_a_number_too_long_to_read(model: Path) -> None:
+    raw = (model / MANIFEST).read_text()
+    threshold = json.dumps(json.loads(raw)["threshold"]["value"])
+    (model / MANIFEST).write_text(raw.replace(threshold, "1" + "0" * 5000, 1))  # past Python's 4,300 digits
+    refused(model, "is not valid JSON", "5001 digits")
+
+
 def test_manifest_that_is_not_json(model: Path) -> None:
     (model / MANIFEST).write_text('{"schema_version": 1, "name": ')
     refused(model, "not valid JSON")

@@ -193,8 +193,8 @@ def read_manifest(folder: Path, verify: bool = True) -> Manifest:
         raw = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ModelArtifactError(f"model folder '{folder}' is missing {MANIFEST}.") from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelArtifactError(f"'{path}' is not valid JSON: {exc}.") from exc
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON, or a number too long to read
+        raise ModelArtifactError(f"'{path}' is not valid JSON: {str(exc).split(';')[0]}.") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ModelArtifactError(

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 Estimator = Literal["elbo", "mc", "iwae"]
 Precision = Literal["fp32", "int8"]
 Missing = Literal["error", "impute"]
+WIDE_INTEGERS = tuple(getattr(pl, name) for name in ("Int128", "UInt128") if hasattr(pl, name))
 ORT_BATCH = 4096  # rows per call for the other graphs: 2k–8k stays in cache (see PERF_NOTES)
 
 
@@ -195,6 +196,9 @@ class Scorer:
             else:  # no series, no windows: an empty batch scores to an empty frame
                 matrix = np.zeros((0, len(self.manifest.input_names)), np.float32)
         keys = frame.select(self.schema.key_columns)
+        wide = [name for name, dtype in keys.schema.items() if dtype in WIDE_INTEGERS]
+        if wide:  # ids past 64 bits (polars reads them as 128-bit): Parquet and Arrow hold them as text
+            keys = keys.with_columns(pl.col(wide).cast(pl.String))
         if not keys.width:  # a table without keys: each row's number in its file (from 1, as errors count)
             keys = pl.DataFrame({contract.ROW: pl.int_range(row_offset + 1, row_offset + frame.height + 1,
                                                             dtype=pl.Int64, eager=True)})
