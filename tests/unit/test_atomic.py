@@ -48,3 +48,28 @@ def test_dead_writers_temporaries_are_removed_and_a_live_ones_kept(tmp_path: Pat
     with atomic_output(tmp_path / "out.txt") as temporary:
         temporary.write_text("whole")
     assert not dead.exists() and live.exists()
+
+
+def test_the_file_and_its_folder_reach_the_disk_before_the_write_returns(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ledger that records an output as written (after this returns) must never point at a
+    file a power cut could take back: the file is fsynced before its rename, the folder after.
+    os.fsync and os.replace are wrapped to note their order; they still run for real."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:  # noqa: ANN001
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_output(tmp_path / "scores.parquet") as temporary:
+        temporary.write_bytes(b"scores")
+    assert len(events) == 3 and events[0].startswith(f"fsync {tmp_path}/.scores.parquet.tmp-")
+    assert events[1:] == ["rename", f"fsync {tmp_path}"]
+    assert (tmp_path / "scores.parquet").read_bytes() == b"scores"

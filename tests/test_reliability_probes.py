@@ -1,0 +1,121 @@
+"""The operator's probes (issue 17): each way a batch, an alert or a model's trust was lost,
+grouped as the issue reported them, with the test that now shows it holds. docs/reliability.md
+lists them; this file keeps the two in step, and every test named here must exist.
+
+    python tests/test_reliability_probes.py    # rewrite the table in docs/reliability.md
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "reliability.md"
+START, END = "<!-- probes:start -->", "<!-- probes:end -->"
+
+# (heading, what an operator hit, the test that holds it: file::function[case])
+PROBES: list[tuple[str, str, str]] = [
+    ("Batches lost or stuck", "a full disk set a batch aside until --force; it is now retried, to a dead letter",
+     "tests/unit/test_ledger_and_alerts.py::test_a_transient_failure_is_retried_until_the_dead_letter"),
+    ("Batches lost or stuck", "the outbox full for one run, with room for the next: scored once, no --force",
+     "tests/flows/test_crash_recovery.py::test_a_full_outbox_fails_the_run_and_the_next_run_scores_the_batch_once"),
+    ("Batches lost or stuck", "a rewrite keeping size and mtime (cp -p, rsync -t) kept its old identity",
+     "tests/unit/test_ledger_and_alerts.py::test_a_rewrite_that_keeps_size_and_mtime_gets_a_new_identity"),
+    ("Batches lost or stuck", "a stale claim whose pid was reused stayed busy for ever",
+     "tests/unit/test_ledger_and_alerts.py::test_a_claim_whose_pid_was_reused_is_taken_over"),
+    ("Batches lost or stuck", "files the inbox does not take were ignored without a word; symlinks were followed",
+     "tests/unit/test_ledger_and_alerts.py::test_inbox_reports_symlinks_and_foreign_files_and_follows_neither"),
+    ("Batches lost or stuck", "a lost ledger re-scored everything and re-sent every alert",
+     "tests/flows/test_flow_logic.py::test_a_lost_ledger_is_refused_then_rebuilt_from_the_outbox"),
+    ("Batches lost or stuck", "a corrupted ledger gave a raw sqlite3.DatabaseError",
+     "tests/flows/test_flow_logic.py::test_a_damaged_ledger_is_one_clear_error"),
+    ("Batches lost or stuck", "scores renamed into place with no fsync, while the ledger's commit was durable",
+     "tests/unit/test_atomic.py::test_the_file_and_its_folder_reach_the_disk_before_the_write_returns"),
+    ("Alerts lost or blocked", "a device clock at 2099 suppressed its machine's alerts until 2099",
+     "tests/unit/test_ledger_and_alerts.py::test_a_clock_that_ran_ahead_does_not_silence_an_entity"),
+    ("Alerts lost or blocked", "that 2099 stayed in the cooldown state",
+     "tests/unit/test_ledger_and_alerts.py::test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown"),
+    ("Alerts lost or blocked", "aware and naive times raised a TypeError in the alert step",
+     "tests/unit/test_ledger_and_alerts.py::test_zoned_and_naive_times_compare_without_a_type_error"),
+    ("Alerts lost or blocked", "a batch failing in its alert step aborted every later run (a poison batch)",
+     "tests/flows/test_flow_logic.py::test_a_batch_that_fails_at_its_alert_does_not_hold_up_the_others"),
+    ("Alerts lost or blocked", "inf under missing = 'impute' was scored as the median, as normal",
+     "tests/test_runtime.py::test_an_overflowed_reading_scores_as_extreme_under_impute"),
+    ("Alerts lost or blocked", "a NaN time moved its row to the end of its series",
+     "tests/test_bad_input.py::test_bad_input[nan-time]"),
+    ("Alerts lost or blocked", "a model exported by VAEDetector.export made every alert critical",
+     "tests/test_detector.py::test_exported_detector_alerts_at_the_severity_its_scores_warrant"),
+    ("Alerts lost or blocked", "a manifest without its validation quantiles was accepted",
+     "tests/test_export.py::test_a_model_without_its_validation_quantiles_is_refused"),
+    ("The model folder is verified", "a manifest `version` of ../../escaped wrote outside the output folder",
+     "tests/test_tampering.py::test_manifest_edited_out_of_shape"),
+    ("The model folder is verified", "a threshold edited in the manifest, which its graphs do not carry",
+     "tests/test_tampering.py::test_manifest_threshold_that_its_graphs_do_not_carry_is_refused"),
+    ("The model folder is verified", "a graph's weights as external data, read from an unverified file",
+     "tests/test_tampering.py::test_a_graph_with_external_weights_is_refused_even_when_rehashed"),
+    ("The model folder is verified", "VAEDetector.export(name='../../x') wrote outside its root",
+     "tests/test_detector.py::test_export_name_is_a_name_not_a_path"),
+    ("The model folder is verified", "a manifest number of 5,001 digits gave a traceback",
+     "tests/test_tampering.py::test_manifest_with_a_number_too_long_to_read"),
+    ("Secrets and exposure", "a failed webhook logged its full URL, token and all",
+     "tests/unit/test_ledger_and_alerts.py::test_webhook_urls_are_cut_to_their_host_in_delivery_errors"),
+    ("Secrets and exposure", "the local Dask cluster's dashboard listened on every interface",
+     "tests/flows/test_dask_partitions.py::test_local_cluster_listens_on_loopback_only"),
+    ("Secrets and exposure", "a symlink planted at a predictable .NAME.tmp was followed and its target overwritten",
+     "tests/unit/test_atomic.py::test_a_symlink_planted_at_the_old_temporary_name_is_never_followed"),
+    ("Output safety and errors", "--output equal to the input replaced the data with its scores",
+     "tests/test_runtime.py::test_output_that_is_one_of_the_inputs_is_refused_before_anything_is_written"),
+    ("Output safety and errors", "a full disk gave a traceback, not one error line",
+     "tests/test_cli.py::test_environment_errors_are_one_line_too"),
+    ("Output safety and errors", "--chunk-rows 0 and sample -n 0 gave a traceback and a SIGFPE",
+     "tests/test_cli.py::test_counts_below_one_are_usage_errors_not_crashes"),
+    ("Output safety and errors", "an id column past 2^63 crashed the write",
+     "tests/test_bad_input.py::test_bad_input[id-past-64-bits]"),
+    ("Output safety and errors", "20 KB of Parquet decoded to 1 M sensor rows with no cap",
+     "tests/test_runtime.py::test_a_batch_over_the_row_cap_is_refused_before_it_is_decoded"),
+]
+
+
+def render_table() -> str:
+    lines = ["| # | heading | what an operator hit | test |", "|---:|---|---|---|"]
+    lines += [f"| {i} | {heading} | {what} | `{test.split('::', 1)[1]}` ({test.split('::')[0]}) |"
+              for i, (heading, what, test) in enumerate(PROBES, 1)]
+    return "\n".join(lines)
+
+
+def defined_tests(path: Path) -> set[str]:
+    return {node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)
+            and node.name.startswith("test_")}
+
+
+def bad_input_cases() -> set[str]:
+    """The catalogue's case ids, from `@case("id", ...)` in tests/test_bad_input.py."""
+    tree = ast.parse((ROOT / "tests" / "test_bad_input.py").read_text())
+    return {d.args[0].value for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+            for d in node.decorator_list if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "case"}
+
+
+def test_every_probe_names_a_test_that_exists() -> None:
+    for _, what, test in PROBES:
+        path, name = test.split("::")
+        function, _, case = name.partition("[")
+        assert function in defined_tests(ROOT / path), f"{what}: {test} does not exist"
+        if case and path.endswith("test_bad_input.py"):
+            assert case.rstrip("]") in bad_input_cases(), f"{what}: no bad-input case {case.rstrip(']')}"
+    assert len({test for _, _, test in PROBES}) == len(PROBES) >= 28
+
+
+def test_the_docs_list_the_probes_as_they_are_here() -> None:
+    text = DOCS.read_text()
+    current = text.split(START, 1)[1].split(END, 1)[0].strip()
+    assert current == render_table(), f"docs/reliability.md is stale: run `python {Path(__file__).relative_to(ROOT)}`"
+
+
+if __name__ == "__main__":
+    text = DOCS.read_text()
+    head, rest = text.split(START, 1)
+    DOCS.write_text(f"{head}{START}\n{render_table()}\n{END}{rest.split(END, 1)[1]}")
+    print(f"wrote {len(PROBES)} probes to {DOCS.relative_to(ROOT)}")
+    sys.exit(0)
