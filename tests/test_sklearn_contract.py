@@ -15,3 +15,14 @@ SMALL = VAEDetector(epochs=2, members=1, hidden=[8], latent=2)  # the contract, 
 @parametrize_with_checks([SMALL])
 def test_scikit_learn_estimator_contract(estimator, check) -> None:  # noqa: ANN001 - scikit-learn's fixtures
     check(estimator)
+
+
+def test_the_contract_is_checked_whole() -> None:
+    """Every check scikit-learn has for an outlier detector runs above: none is skipped by a
+    tag of ours (no `_skip_test`, no `non_deterministic`, input validation not waived)."""
+    from sklearn.utils.estimator_checks import estimator_checks_generator
+
+    tags = SMALL.__sklearn_tags__()
+    assert tags.estimator_type == "outlier_detector" and tags.requires_fit
+    assert not (tags._skip_test or tags.non_deterministic or tags.no_validation)
+    assert len(list(estimator_checks_generator(SMALL, mark="skip"))) >= 45
