@@ -132,7 +132,8 @@ def test_scoring_can_impute_where_the_model_would_refuse(sensor_model: Path, tmp
     assert report.rows == batch.height and report.inputs.imputed == {"load": 1}
 
 
-def test_the_output_suffix_picks_the_format(tabular_model: Path, tmp_path: Path) -> None:
+def test_the_output_suffix_picks_the_format(tabular_model: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     scorer = Scorer.load(tabular_model)
     source = ROOT / "data" / "tabular" / "batch.csv"
     parquet = pl.read_parquet(score_files(scorer, source, tmp_path / "scores.parquet").output)
@@ -143,6 +144,9 @@ def test_the_output_suffix_picks_the_format(tabular_model: Path, tmp_path: Path)
         np.testing.assert_allclose(written["score"].to_numpy(), parquet["score"].to_numpy(), rtol=1e-6)
     with pytest.raises(Exception, match="unsupported format '.xlsx'"):
         score_files(scorer, source, tmp_path / "scores.xlsx")
+    monkeypatch.setenv("VAD_FULL_DISK_AT", "write")  # a CSV whose streamed Parquet half fails: nothing is left
+    with pytest.raises(OSError, match="No space left"):
+        score_files(scorer, source, tmp_path / "failed.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"scores{s}" for s in sorted([*readers, ".parquet"])]
 
 

@@ -117,6 +117,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
         except BaseException:
             if pending is not None:
                 pending.exception()  # let a write in flight finish before the file is closed
+            if streamed != temporary:  # atomic_output removes its own temporary, not this side file
+                streamed.unlink(missing_ok=True)
             raise
         finally:
             if writer is not None:
