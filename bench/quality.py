@@ -1,12 +1,24 @@
 """Detection quality against peers on real labelled data, measured side by side in one run.
 
-ADBench protocol: stratified 70/30 split per seed, fit without labels on the 70% (capped at
---max-train-rows for every detector alike), ROC-AUC and average precision on the 30%.
-SKAB: train on anomaly-free.csv, score valve1/0.csv per time step (window 10, the window
-ending at each step); ROC-AUC, AP and best F1 without point adjustment.
+Three suites from ../shared/data (its MANIFEST.md states each protocol):
+- ADBench, 24 sets: stratified 70/30 split per seed, fit without labels on the 70% (capped at
+  --max-train-rows for every detector alike), ROC-AUC and average precision on the 30%.
+- SKAB, 5 labelled files: train on anomaly-free.csv, score each file per time step (window 10,
+  the window ending at each step).
+- NAB, 12 univariate series: train on the first 15% of each, score every later step (window 32).
 
-    python bench/quality.py                 # writes the table into BENCHMARKS.md
-    python bench/quality.py --seeds 0 1 2   # several seeds, scores averaged per cell
+Ours runs through the product path wherever the protocol allows: for the seeds in --onnx-seeds,
+ADBench models are exported and scored by the ONNX `Scorer` (other seeds score in torch, which
+the export's parity gate ties to it); SKAB and NAB always go `fit_model` → export → `Scorer`. A
+set the product refuses (an export that fails, a series with a repeated timestamp) is reported
+as failed, never repaired here. PyOD peers see the same rows (the same windows on series); their
+results are cached in bench/.cache (keyed by set, seed, cap and PyOD version), so a run that
+changes only our options re-runs only ours. Every run's cells go to bench/.cache/runs/LABEL.json,
+which bench/halves.py reads for the half-and-half model-selection table.
+
+    python bench/quality.py                         # every suite, seed 0, writes BENCHMARKS.md
+    python bench/quality.py --seeds 0 --seeds 1 --seeds 2
+    python bench/quality.py --no-peers --label beta4 --set beta=4.0   # a candidate setting
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import json
 import platform
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -29,19 +42,29 @@ from sklearn.model_selection import train_test_split
 
 from pipeline.build.detector import VAEDetector
 from pipeline.build.fit import fit_model
-from pipeline.core.config import DataConfig, PipelineConfig, TrainConfig, WindowSpec
+from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, TrainConfig, WindowSpec
 from pipeline.data.schema import make_windows
 from pipeline.runtime import Scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-ADBENCH = ["6_cardio", "7_Cardiotocography", "10_cover", "12_fault", "17_InternetAds", "22_magic.gamma",
-           "25_musk", "32_shuttle"]
+CACHE = ROOT / "bench" / ".cache"
+ADBENCH = sorted((p.stem for p in (DATA / "adbench").glob("*.npz")), key=lambda s: int(s.split("_")[0]))
+# The two fixed halves of the model-selection protocol (bench/halves.py): every other set in
+# the manifest's numeric order, so each half mixes sizes, widths and domains. Never re-drawn.
+HALF_A = ADBENCH[0::2]
+HALF_B = ADBENCH[1::2]
+SKAB_FILES = ["valve1/0", "valve2/0", "valve2/1", "valve2/2", "valve2/3"]
 SKAB_SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",
                 "Voltage", "Volume Flow RateRMS"]
 SKAB_WINDOW = 10
+NAB_WINDOW, NAB_TRAIN_SHARE = 32, 0.15
 OURS = "vad (this project)"
-console = Console()
+console = Console(width=200)
+
+
+def nab_series() -> list[str]:
+    return list(json.loads((DATA / "nab" / "combined_windows.json").read_text()))
 
 
 def peers(seed: int) -> dict[str, Callable[[], object]]:
@@ -65,52 +88,132 @@ def peers(seed: int) -> dict[str, Callable[[], object]]:
     }
 
 
-OPTIONS: dict = {"with_peers": True, "ours": {}}  # set once by main(): global, never per data set
+OPTIONS: dict = {"with_peers": True, "ours": {}, "scoring": {}, "onnx_seeds": [0], "cap": 20_000}  # set once by main()
 
 
-def score_all(x_train: np.ndarray, x_test: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Anomaly scores (higher = more anomalous) of every detector on the test rows."""
-    scores = {OURS: VAEDetector(random_state=seed, **OPTIONS["ours"]).fit(x_train).anomaly_score(x_test)}
-    for name, make in (peers(seed) if OPTIONS["with_peers"] else {}).items():
-        detector = make()
-        detector.fit(x_train)
-        scores[name] = detector.decision_function(x_test)  # PyOD: higher = more abnormal
-    return scores
+# ---------------------------------------------------------------- peers, cached
 
 
-def adbench(name: str, seed: int, max_train_rows: int) -> dict[str, dict[str, float]]:
-    data = np.load(DATA / "adbench" / f"{name}.npz")
-    x, y = data["X"].astype(np.float64), data["y"].astype(int)  # PyOD PCA overflows on float32
-    x_train, x_test, _, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
-    if len(x_train) > max_train_rows:
-        x_train = x_train[np.random.default_rng(seed).choice(len(x_train), max_train_rows, replace=False)]
-    return {k: metrics(y_test, s) for k, s in score_all(x_train, x_test, seed).items()}
+def _peer_cache() -> dict:
+    path = CACHE / "peers.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def skab(seed: int) -> dict[str, dict[str, float]]:
-    """Ours runs through the full pipeline (fit_model + ONNX Scorer); peers see the same windows."""
-    normal = pl.read_csv(DATA / "skab" / "anomaly-free" / "anomaly-free.csv", separator=";", try_parse_dates=True)
-    test = pl.read_csv(DATA / "skab" / "valve1" / "0.csv", separator=";", try_parse_dates=True)
-    window = WindowSpec(length=SKAB_WINDOW)
-    config = PipelineConfig(name="skab", data=DataConfig(mode="sensor", time_column="datetime", features=SKAB_SENSORS,
-                                                         window=window), train=TrainConfig(seed=seed, progress=False))
+def run_peers(key: str, seed: int, x_train: np.ndarray, tests: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """{test name: {peer: metrics}}; fitted once on `x_train`, read from the cache when there."""
+    if not OPTIONS["with_peers"]:
+        return {name: {} for name in tests}
+    cache, full_key = _peer_cache(), f"{key}|seed {seed}|cap {OPTIONS['cap']}|pyod {metadata.version('pyod')}"
+    if full_key not in cache:
+        found: dict[str, dict] = {name: {} for name in tests}
+        for peer, make in peers(seed).items():
+            detector = make()
+            detector.fit(x_train.astype(np.float64))  # PyOD PCA overflows on float32
+            for name, (x_test, y) in tests.items():
+                found[name][peer] = metrics(y, detector.decision_function(x_test.astype(np.float64)))
+        cache[full_key] = found
+        CACHE.mkdir(parents=True, exist_ok=True)
+        (CACHE / "peers.json").write_text(json.dumps(cache))
+    return cache[full_key]
+
+
+# ---------------------------------------------------------------- ours, through the product
+
+
+def _ours_config(name: str, seed: int, data: DataConfig) -> PipelineConfig:
+    """The defaults, with --set options applied where ModelConfig or TrainConfig has the field."""
     overrides = OPTIONS["ours"]
-    config = config.model_copy(update={
-        "model": config.model.model_copy(update={k: v for k, v in overrides.items() if k in type(config.model).model_fields}),
-        "train": config.train.model_copy(update={k: v for k, v in overrides.items() if k in TrainConfig.model_fields}),
-    })
+    return PipelineConfig(
+        name=name, data=data,
+        model=ModelConfig(**{k: v for k, v in overrides.items() if k in ModelConfig.model_fields}),
+        train=TrainConfig(seed=seed, progress=False,
+                          **{k: v for k, v in overrides.items() if k in TrainConfig.model_fields}))
+
+
+def _failure(error: BaseException) -> dict[str, str]:
+    last = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" ({Path(last.filename).name}:{last.lineno})" if last else ""
+    return {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}{where}"}
+
+
+def adbench(name: str, seed: int) -> dict[str, dict]:
+    data = np.load(DATA / "adbench" / f"{name}.npz")
+    x, y = data["X"].astype(np.float64), data["y"].astype(int)
+    x_train, x_test, _, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
+    if len(x_train) > OPTIONS["cap"]:
+        x_train = x_train[np.random.default_rng(seed).choice(len(x_train), OPTIONS["cap"], replace=False)]
+    result = run_peers(f"adbench {name}", seed, x_train, {name: (x_test, y_test)})[name]
+    try:
+        detector = VAEDetector(random_state=seed, **OPTIONS["ours"]).fit(x_train)
+        if seed in OPTIONS["onnx_seeds"]:
+            with tempfile.TemporaryDirectory() as root:
+                scorer = Scorer.load(detector.export(root, name="quality"))
+                frame = pl.DataFrame(x_test.astype(np.float32), schema=[f"x{i}" for i in range(x.shape[1])])
+                scores = scorer.score(frame, **OPTIONS["scoring"])["score"].to_numpy()
+        elif OPTIONS["scoring"]:
+            raise ValueError("--score options need the ONNX scorer: list this seed in --onnx-seeds")
+        else:
+            scores = detector.anomaly_score(x_test)
+        result = {OURS: metrics(y_test, scores), **result}
+    except Exception as error:  # noqa: BLE001 - a failed cell is a result of the bench, reported as such
+        result = {OURS: _failure(error), **result}
+    return result
+
+
+def _series_scores(train: pl.DataFrame, test_frames: dict[str, pl.DataFrame],
+                   config: PipelineConfig) -> dict[str, np.ndarray]:
+    """fit_model on `train` (written to Parquet, as a user's file), export, then score each test
+    frame with the ONNX Scorer: one score per row, in time order."""
     with tempfile.TemporaryDirectory() as root:
-        scorer = Scorer.load(fit_model(DATA / "skab" / "anomaly-free" / "anomaly-free.csv", config, root).version_dir)
-        ours = scorer.score(test)["score"].to_numpy()  # one row per time step, in time order
-    windows = {name: make_windows(frame.sort("datetime").select(SKAB_SENSORS).to_numpy().astype(np.float32),
-                                  [(0, frame.height)], window, pad=True)[0] for name, frame in [("train", normal), ("test", test)]}
-    y = test.sort("datetime")["anomaly"].to_numpy()
-    results = {OURS: metrics(y, ours)}
-    for name, make in (peers(seed) if OPTIONS["with_peers"] else {}).items():
-        detector = make()
-        detector.fit(windows["train"].astype(np.float64))
-        results[name] = metrics(y, detector.decision_function(windows["test"].astype(np.float64)))
+        train.write_parquet(Path(root) / "train.parquet")
+        scorer = Scorer.load(fit_model(Path(root) / "train.parquet", config, Path(root) / "models").version_dir)
+        return {name: scorer.score(frame, **OPTIONS["scoring"])["score"].to_numpy() for name, frame in test_frames.items()}
+
+
+def skab(seed: int) -> dict[str, dict[str, dict]]:
+    """{file: {detector: metrics}}; one model per seed, trained on the anomaly-free stream."""
+    read = lambda path: pl.read_csv(path, separator=";", try_parse_dates=True).sort("datetime")  # noqa: E731
+    normal = read(DATA / "skab" / "anomaly-free" / "anomaly-free.csv")
+    tests = {name: read(DATA / "skab" / f"{name}.csv") for name in SKAB_FILES}
+    window = WindowSpec(length=SKAB_WINDOW)
+
+    def windows(frame: pl.DataFrame) -> np.ndarray:
+        return make_windows(frame.select(SKAB_SENSORS).to_numpy().astype(np.float32), [(0, frame.height)], window,
+                            pad=True)[0]
+
+    labels = {name: frame["anomaly"].to_numpy() for name, frame in tests.items()}
+    results = run_peers("skab", seed, windows(normal), {n: (windows(f), labels[n]) for n, f in tests.items()})
+    data = DataConfig(mode="sensor", time_column="datetime", features=SKAB_SENSORS, window=window)
+    try:
+        ours = _series_scores(normal.select("datetime", *SKAB_SENSORS), tests, _ours_config("skab", seed, data))
+        for name in SKAB_FILES:
+            results[name] = {OURS: metrics(labels[name], ours[name]), **results[name]}
+    except Exception as error:  # noqa: BLE001 - reported as a failed cell
+        for name in SKAB_FILES:
+            results[name] = {OURS: _failure(error), **results[name]}
     return results
+
+
+def nab(series: str, seed: int) -> dict[str, dict]:
+    """Train on the first 15% (unlabelled), score every later step on the window ending there."""
+    frame = pl.read_csv(DATA / "nab" / series, try_parse_dates=True)
+    spans = json.loads((DATA / "nab" / "combined_windows.json").read_text())[series]
+    times = frame["timestamp"]
+    y = np.zeros(frame.height, dtype=int)
+    for start, end in pl.DataFrame(spans, schema=["start", "end"], orient="row").select(pl.all().str.to_datetime()).rows():
+        y |= times.is_between(start, end).to_numpy()
+    cut = int(frame.height * NAB_TRAIN_SHARE)
+    window = WindowSpec(length=NAB_WINDOW)
+    # Peers: the windows of the file's own row order (the product sorts by time; NAB files are sorted).
+    all_windows = make_windows(frame.select("value").to_numpy().astype(np.float32), [(0, frame.height)], window, pad=True)[0]
+    result = run_peers(f"nab {series}", seed, all_windows[:cut], {series: (all_windows[cut:], y[cut:])})[series]
+    data = DataConfig(mode="sensor", time_column="timestamp", features=["value"], window=window)
+    try:
+        scores = _series_scores(frame[:cut], {series: frame}, _ours_config("nab", seed, data))[series]
+        result = {OURS: metrics(y[cut:], scores[cut:]), **result}
+    except Exception as error:  # noqa: BLE001 - reported as a failed cell (e.g. a repeated timestamp)
+        result = {OURS: _failure(error), **result}
+    return result
 
 
 def metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -125,69 +228,121 @@ def metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         scores = np.where(np.isposinf(scores), high + 1.0, np.where(bad, low - 1.0, scores))
     precision, recall, _ = precision_recall_curve(y, scores)
     f1 = np.max(2 * precision * recall / np.maximum(precision + recall, 1e-12))
-    return {"roc_auc": roc_auc_score(y, scores), "ap": average_precision_score(y, scores), "f1": float(f1),
-            "non_finite": int(bad.sum())}
+    return {"roc_auc": float(roc_auc_score(y, scores)), "ap": float(average_precision_score(y, scores)),
+            "f1": float(f1), "non_finite": int(bad.sum())}
+
+
+# ---------------------------------------------------------------- the run and its tables
 
 
 def main(
     seeds: list[int] = typer.Option([0], help="Seeds (split and detectors); cells are averaged over them."),
-    max_train_rows: int = typer.Option(10_000, help="Training-row cap, the same for every detector."),
-    datasets: list[str] = typer.Option(ADBENCH + ["skab"], help="Data sets to run."),
-    write: bool = typer.Option(True, help="Write the table into BENCHMARKS.md."),
-    with_peers: bool = typer.Option(True, "--peers/--no-peers", help="Run the PyOD peers too."),
-    set_: list[str] = typer.Option([], "--set", help="Option of ours for every data set, e.g. beta=1.0 (JSON value)."),
+    max_train_rows: int = typer.Option(20_000, help="Training-row cap, the same for every detector."),
+    suites: list[str] = typer.Option(["adbench", "skab", "nab"], help="Suites to run."),
+    only: list[str] = typer.Option([], help="Run only these ADBench sets or NAB series (names as in the tables)."),
+    onnx_seeds: list[int] = typer.Option([0], help="Seeds whose ADBench models are exported and scored by ONNX."),
+    write: bool = typer.Option(True, help="Write the tables into BENCHMARKS.md (full default runs only)."),
+    with_peers: bool = typer.Option(True, "--peers/--no-peers", help="Run (or read cached) PyOD peers too."),
+    label: str = typer.Option("default", help="Name of this run's cells in bench/.cache/runs (for bench/halves.py)."),
+    set_: list[str] = typer.Option([], "--set", help="Option of ours for every data set, e.g. beta=4.0 (JSON value)."),
+    score: list[str] = typer.Option([], help='Scoring option of ours (ScoreOptions), e.g. estimator="iwae" (JSON value).'),
 ) -> None:
-    OPTIONS["with_peers"] = with_peers
-    OPTIONS["ours"] = {k: json.loads(v) for k, v in (item.split("=", 1) for item in set_)}
-    write = write and with_peers and not set_  # BENCHMARKS.md only gets full runs of the defaults
+    OPTIONS.update(with_peers=with_peers, onnx_seeds=onnx_seeds, cap=max_train_rows,
+                   ours=_pairs(set_), scoring=_pairs(score))
+    write = write and with_peers and not set_ and not score and not only and label == "default"
     started = time.perf_counter()
-    rows: list[dict] = []
-    for dataset in datasets:
-        for seed in seeds:
-            t0 = time.perf_counter()
-            result = skab(seed) if dataset == "skab" else adbench(dataset, seed, max_train_rows)
-            rows += [{"dataset": dataset, "seed": seed, "detector": k, **v} for k, v in result.items()]
-            best_peer = max((v["roc_auc"] for k, v in result.items() if k != OURS), default=float("nan"))
-            console.print(f"{dataset} seed {seed}: ours {result[OURS]['roc_auc']:.3f}, best peer {best_peer:.3f} "
-                          f"({time.perf_counter() - t0:.0f} s)")
-    frame = pl.DataFrame(rows).group_by("dataset", "detector", maintain_order=True).agg(
-        pl.col("roc_auc", "ap", "f1").mean(), pl.col("non_finite").sum())
-    report = render(frame, seeds, max_train_rows, time.perf_counter() - started)
-    console.print(report)
+    cells: list[dict] = []
+
+    def record(suite: str, dataset: str, seed: int, result: dict[str, dict], seconds: float) -> None:
+        for detector, values in result.items():
+            cells.append({"suite": suite, "dataset": dataset, "seed": seed, "detector": detector, **values})
+        ours = result[OURS].get("roc_auc")
+        best = max((v["roc_auc"] for k, v in result.items() if k != OURS and "roc_auc" in v), default=float("nan"))
+        console.print(f"{suite} {dataset} seed {seed}: ours "
+                      + (f"{ours:.3f}" if ours is not None else f"FAILED {result[OURS]['error']}")
+                      + f", best peer {best:.3f} ({seconds:.0f} s)")
+
+    for seed in seeds:
+        for suite in suites:
+            names = {"adbench": ADBENCH, "nab": nab_series(), "skab": ["skab"]}[suite]
+            for name in names if not only or suite == "skab" else [n for n in names if n in only]:
+                t0 = time.perf_counter()
+                if suite == "skab":
+                    for file, result in skab(seed).items():
+                        record(suite, file, seed, result, time.perf_counter() - t0)
+                else:
+                    record(suite, name, seed, (adbench if suite == "adbench" else nab)(name, seed), time.perf_counter() - t0)
+    seconds = time.perf_counter() - started
+    (CACHE / "runs").mkdir(parents=True, exist_ok=True)
+    (CACHE / "runs" / f"{label}.json").write_text(json.dumps(
+        {"options": OPTIONS["ours"], "scoring": OPTIONS["scoring"], "seeds": seeds, "cells": cells}))
+    report = render(cells, seeds, max_train_rows, onnx_seeds, seconds)
+    print(report)
     if write:
-        write_section(report)
+        replace_section(ROOT / "BENCHMARKS.md", "quality", f"## Detection quality\n\n{report}")
 
 
-def render(frame: pl.DataFrame, seeds: list[int], cap: int, seconds: float) -> str:
-    """Markdown: per-data-set ROC-AUC table, then mean ROC-AUC, mean AP and average rank."""
-    adb = frame.filter(pl.col("dataset") != "skab")
-    ranked = adb.with_columns(rank=pl.col("roc_auc").rank(descending=True).over("dataset"))
-    summary = ranked.group_by("detector", maintain_order=True).agg(
+def _pairs(items: list[str]) -> dict:
+    return {k: json.loads(v) for k, v in (item.split("=", 1) for item in items)}
+
+
+def summarise(cells: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per set and detector: mean ROC-AUC and AP over seeds, failures counted; per detector:
+    mean ROC-AUC, mean AP and average rank over the sets where it did not fail)."""
+    frame = pl.DataFrame(cells, infer_schema_length=None)
+    if "error" not in frame.columns:
+        frame = frame.with_columns(error=pl.lit(None, pl.String))
+    per_set = frame.group_by("suite", "dataset", "detector", maintain_order=True).agg(
+        pl.col("roc_auc").mean(), pl.col("ap").mean(), pl.col("error").drop_nulls().first(),
+        failed=pl.col("error").is_not_null().sum())
+    ranked = per_set.filter(pl.col("roc_auc").is_not_null()).with_columns(
+        rank=pl.col("roc_auc").rank(descending=True).over("suite", "dataset"))
+    summary = ranked.group_by("suite", "detector", maintain_order=True).agg(
         pl.col("roc_auc").mean().alias("mean ROC-AUC"), pl.col("ap").mean().alias("mean AP"),
-        pl.col("rank").mean().alias("average rank")).sort("average rank")
-    wide = frame.pivot(on="dataset", index="detector", values="roc_auc")
+        pl.col("rank").mean().alias("average rank"), pl.len().alias("sets")).sort("suite", "average rank")
+    return per_set, summary
+
+
+def render(cells: list[dict], seeds: list[int], cap: int, onnx_seeds: list[int], seconds: float) -> str:
+    """Markdown: per suite, a per-set table (ours, best peer, PyOD VAE, the gaps), then the
+    summary per detector; failed cells named with their error."""
+    per_set, summary = summarise(cells)
+    onnx = [s for s in seeds if s in onnx_seeds]
     lines = [
-        "Command: `python bench/quality.py" + (f" --seeds {' --seeds '.join(map(str, seeds))}" if seeds != [0] else "")
-        + "`", "",
+        "Command: `python bench/quality.py" + "".join(f" --seeds {s}" for s in seeds if seeds != [0]) + "`", "",
         f"Seeds {seeds}; training rows capped at {cap:,} for every detector; wall time {seconds / 60:.1f} min; "
         f"Python {platform.python_version()}, torch {metadata.version('torch')}, "
-        + (f"pyod {metadata.version('pyod')}, " if _has('pyod') else "")
-        + f"onnxruntime {metadata.version('onnxruntime-gpu') if _has('onnxruntime-gpu') else metadata.version('onnxruntime')}.",
-        "", "ROC-AUC per data set (SKAB: valve1/0 per time step):", "",
-        "| detector | " + " | ".join(wide.columns[1:]) + " |", "|---|" + "---:|" * (wide.width - 1),
+        + (f"pyod {metadata.version('pyod')}, " if _has("pyod") else "")
+        + f"onnxruntime {metadata.version('onnxruntime-gpu' if _has('onnxruntime-gpu') else 'onnxruntime')}. "
+        f"Ours scored by the exported ONNX scorer for seeds {onnx} on ADBench and always on SKAB and NAB.",
     ]
-    lines += ["| " + " | ".join([r[0]] + [f"{v:.3f}" for v in r[1:]]) + " |" for r in wide.iter_rows()]
-    lines += ["", f"ADBench summary ({adb['dataset'].n_unique()} sets):", "", "| detector | mean ROC-AUC | mean AP | average rank |", "|---|---:|---:|---:|"]
-    lines += [f"| {d} | {a:.3f} | {p:.3f} | {r:.2f} |" for d, a, p, r in summary.iter_rows()]
-    broken = frame.filter(pl.col("non_finite") > 0)
-    if broken.height:
-        lines += ["", "Non-finite scores replaced (see `metrics`): " + ", ".join(
-            f"{r['detector']} on {r['dataset']}: {r['non_finite']}" for r in broken.iter_rows(named=True)) + "."]
-    skab_rows = frame.filter(pl.col("dataset") == "skab")
-    if skab_rows.height:
-        lines += ["", "SKAB valve1/0:", "", "| detector | ROC-AUC | AP | best F1 |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['detector']} | {r['roc_auc']:.3f} | {r['ap']:.3f} | {r['f1']:.3f} |"
-                  for r in skab_rows.sort("roc_auc", descending=True).iter_rows(named=True)]
+    for suite, title in [("adbench", "ADBench (24 sets)"), ("skab", "SKAB (train on anomaly-free, window 10)"),
+                         ("nab", "NAB (train on the first 15%, window 32)")]:
+        rows = per_set.filter(pl.col("suite") == suite)
+        if not rows.height:
+            continue
+        lines += ["", f"### {title}", "", "| set | ours | best peer | PyOD VAE | ours − best peer | ours − PyOD VAE |",
+                  "|---|---:|---|---:|---:|---:|"]
+        for dataset in rows["dataset"].unique(maintain_order=True):
+            cell = rows.filter(pl.col("dataset") == dataset)
+            ours = cell.filter(pl.col("detector") == OURS).row(0, named=True)
+            others = (cell.filter((pl.col("detector") != OURS) & pl.col("roc_auc").is_not_null())
+                      .sort("roc_auc", descending=True))
+            best = others.row(0, named=True) if others.height else None
+            vae = others.filter(pl.col("detector") == "PyOD VAE")
+            vae_auc = vae["roc_auc"][0] if vae.height else None
+            ours_auc = ours["roc_auc"] if not ours["failed"] else None
+            lines.append(
+                f"| {dataset} | " + (f"{ours_auc:.3f}" if ours_auc is not None else f"failed: {ours['error']}")
+                + " | " + (f"{best['roc_auc']:.3f} ({best['detector'].removeprefix('PyOD ')})" if best else "–")
+                + " | " + (f"{vae_auc:.3f}" if vae_auc is not None else "–")
+                + " | " + (f"{ours_auc - best['roc_auc']:+.3f}" if best and ours_auc is not None else "–")
+                + " | " + (f"{ours_auc - vae_auc:+.3f}" if vae_auc is not None and ours_auc is not None else "–") + " |")
+        table = summary.filter(pl.col("suite") == suite)
+        lines += ["", "| detector | mean ROC-AUC | mean AP | average rank | sets scored |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['detector']} | {r['mean ROC-AUC']:.3f} | {r['mean AP']:.3f} | {r['average rank']:.2f} "
+                  f"| {r['sets']} |"
+                  for r in table.iter_rows(named=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -197,11 +352,6 @@ def _has(name: str) -> bool:
         return True
     except metadata.PackageNotFoundError:
         return False
-
-
-def write_section(report: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace the quality section of BENCHMARKS.md (between its markers), keeping the rest."""
-    replace_section(path, "quality", f"## Detection quality\n\n{report}")
 
 
 if __name__ == "__main__":

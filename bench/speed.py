@@ -219,15 +219,19 @@ def large_batch_quality(data: Path) -> list[tuple[str, float, float]] | None:
     return results
 
 
+INT8_SETS = ["6_cardio", "7_Cardiotocography", "10_cover", "12_fault", "17_InternetAds", "22_magic.gamma", "25_musk",
+             "32_shuttle"]
+
+
 def int8_quality(data: Path, folder: Path, max_train_rows: int = 50_000) -> list[tuple[str, float, float]]:
     """ROC-AUC of the fp32 and the int8 scorer of the library's default model on each ADBench
-    set (bench/quality.py's split, seed 0): what quantisation costs in detection."""
-    from quality import ADBENCH
+    set (bench/quality.py's split, seed 0): what quantisation costs in detection. The eight
+    sets this was first measured on, so the figure stays comparable (the quality bench has 24)."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
 
     results = []
-    for name in ADBENCH:
+    for name in INT8_SETS:
         path = data / "adbench" / f"{name}.npz"
         if not path.exists():
             continue

@@ -1,0 +1,65 @@
+"""Model selection that shows its own generalisation gap: choose on one half of ADBench, report
+on the other, then swap.
+
+Reads runs of bench/quality.py from bench/.cache/runs (one per candidate setting, `--label`),
+takes ours' mean ROC-AUC on each fixed half (quality.HALF_A, quality.HALF_B), and for each order
+picks the candidate that is best on the half it is chosen on. A candidate that wins its own half
+but not the other is selection noise, not a default. SKAB's and NAB's means are shown beside.
+
+    python bench/halves.py default beta4 iwae16      # labels of runs already made
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import typer
+from quality import CACHE, HALF_A, HALF_B, OURS
+
+
+def load(label: str) -> pl.DataFrame:
+    """Ours' ROC-AUC per (suite, set), averaged over the run's seeds; failed sets count as 0.5
+    (a detector that refuses a set ranks it no better than chance)."""
+    run = json.loads((CACHE / "runs" / f"{label}.json").read_text())
+    frame = pl.DataFrame([c for c in run["cells"] if c["detector"] == OURS], infer_schema_length=None)
+    if "roc_auc" not in frame.columns:
+        frame = frame.with_columns(roc_auc=pl.lit(None, pl.Float64))
+    return (frame.with_columns(pl.col("roc_auc").fill_null(0.5)).group_by("suite", "dataset")
+            .agg(pl.col("roc_auc").mean()).with_columns(label=pl.lit(label)))
+
+
+def table(labels: list[str]) -> str:
+    cells = pl.concat([load(label) for label in labels])
+    means = {label: _means(cells.filter(pl.col("label") == label)) for label in labels}
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| candidate | half A | half B | SKAB | NAB |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {label} | {fmt(m['A'])} | {fmt(m['B'])} | {fmt(m['skab'])} | {fmt(m['nab'])} |"
+              for label, m in means.items()]
+    lines += ["", "| chosen on | chosen | its mean there | its mean on the other half | gap "
+              "| gain over `default` there | gain on the other half |", "|---|---|---:|---:|---:|---:|---:|"]
+    for chosen_on, other in [("A", "B"), ("B", "A")]:
+        best = max(means, key=lambda label: means[label][chosen_on])
+        base = means.get("default", means[best])
+        there, elsewhere = means[best][chosen_on], means[best][other]
+        lines.append(f"| half {chosen_on} | {best} | {there:.3f} | {elsewhere:.3f} | {elsewhere - there:+.3f} | "
+                     f"{there - base[chosen_on]:+.3f} | {elsewhere - base[other]:+.3f} |")
+    lines += ["", f"Half A: {', '.join(HALF_A)}.", f"Half B: {', '.join(HALF_B)}."]
+    return "\n".join(lines)
+
+
+def _means(own: pl.DataFrame) -> dict[str, float | None]:
+    """Mean ROC-AUC of one candidate on each ADBench half, on SKAB and on NAB."""
+    def mean(rows: pl.DataFrame) -> float | None:
+        return rows["roc_auc"].mean() if rows.height else None  # type: ignore[return-value]
+
+    return {"A": mean(own.filter(pl.col("dataset").is_in(HALF_A))), "B": mean(own.filter(pl.col("dataset").is_in(HALF_B))),
+            "skab": mean(own.filter(pl.col("suite") == "skab")), "nab": mean(own.filter(pl.col("suite") == "nab"))}
+
+
+def main(labels: list[str]) -> None:
+    print(table(labels))
+
+
+if __name__ == "__main__":
+    typer.run(main)
