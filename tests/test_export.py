@@ -140,3 +140,28 @@ def test_heavy_tailed_round_off_passes_the_parity_gate(shared_data: Path, tmp_pa
     errors = check_parity(version, detector.model_, detector.scaler_, np.concatenate([x_train[:192], x_test[:64]]),
                           baseline=detector.feature_baseline_, sources=detector.schema_.input_sources)
     assert max(errors.values()) > PARITY_TOLERANCE  # the case the plain tolerance refused
+
+
+def test_both_torch_exporters_write_graphs_that_score_alike(sensor_fit, tmp_path: Path) -> None:
+    """The TorchScript exporter writes the graphs (25× faster); the dynamo one stays ready for
+    the day it leaves torch. Every graph, from each, gives the same outputs in onnxruntime,
+    a batch size neither was traced with and the samples axis included."""
+    import onnxruntime as ort
+
+    from pipeline.build.export import _example_inputs, _export_graph
+    from pipeline.model.graphs import build_graphs
+
+    result = sensor_fit.calibrated.result
+    modules = build_graphs(result.model.cpu(), result.scaler)
+    rng = np.random.default_rng(3)
+    for name, module in modules.items():
+        feeds = {n: rng.standard_normal((11, *([5] if i else []), *a.shape[(2 if i else 1):])).astype(np.float32)
+                 for i, (n, a) in enumerate(zip(GRAPH_IO[name][0], _example_inputs(name, result.model), strict=True))}
+        outputs = []
+        for exporter in ("torchscript", "dynamo"):
+            path = tmp_path / f"{name}-{exporter}.onnx"
+            _export_graph(module, name, result.model, path, {"graph": name}, exporter=exporter)
+            outputs.append(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds))
+        for a, b in zip(*outputs, strict=True):
+            assert a.shape == b.shape and a.shape[0] == 11
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -1,5 +1,6 @@
-"""The oldest onnxruntime the README promises (1.18.0: ONNX IR version 10, opset 20) loads
-every exported graph and gives the scorer's scores; 1.17 refuses IR 10, measured once by hand.
+"""The oldest onnxruntime the README promises (1.18.0; the graphs are ONNX IR version 9, opset 20)
+loads every exported graph and gives the scorer's scores (with the dynamo exporter's IR 10,
+1.17 refused them, measured once by hand; 1.18.0 stays the promise).
 The test builds its own small venv with that release from the package index."""
 
 from __future__ import annotations

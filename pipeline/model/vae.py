@@ -58,9 +58,13 @@ class MemberLinear(nn.Module):
         # Members first, then one batched MatMul: onnxruntime runs it 1.7× faster than the
         # Einsum it replaced and can quantise it to int8; a member axis of 1 (inputs shared
         # by all members) broadcasts in it.
-        members = self.weight.shape[0]
-        weight = self.weight.view(members, *[1] * (x.dim() - 3), *self.weight.shape[1:])
-        return (x.movedim(-2, 0) @ weight).movedim(0, -2) + self.bias
+        # The permutations name every axis (no negative ones): the TorchScript exporter writes
+        # them into Transpose as given, and onnxruntime refuses a negative perm.
+        members, rank = self.weight.shape[0], x.dim()
+        weight = self.weight.view(members, *[1] * (rank - 3), *self.weight.shape[1:])
+        members_first = [rank - 2, *range(rank - 2), rank - 1]
+        members_back = [*range(1, rank - 1), 0, rank - 1]
+        return (x.permute(members_first) @ weight).permute(members_back) + self.bias
 
 
 def _mlp(sizes: list[int], dropout: float, members: int) -> nn.Sequential:
