@@ -66,6 +66,8 @@ def train(
     window: Annotated[Optional[int], typer.Option(help="Window length in time steps (sensor mode).")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Training window stride.")] = None,
     missing: Annotated[Optional[str], typer.Option(help="error or impute (training median).")] = None,
+    duplicates: Annotated[Optional[str], typer.Option(
+        help="A time repeated within an entity (sensor mode): error, last or mean; kept with the model.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     latent: Annotated[Optional[int], typer.Option(help="Latent size (default scales with inputs).")] = None,
     hidden: Annotated[Optional[str], typer.Option(help="Hidden sizes, e.g. 64,32.")] = None,
@@ -92,7 +94,7 @@ def train(
         config, name=name,
         data={"mode": mode, "features": _split(features), "id_columns": _split(id_columns),
               "label_column": label_column, "time_column": time_column, "entity_column": entity_column,
-              "missing": missing, **({"window": window_spec} if window_spec else {})},
+              "missing": missing, "duplicates": duplicates, **({"window": window_spec} if window_spec else {})},
         model={"latent": latent, "hidden": [int(h) for h in _split(hidden) or []] if hidden else None,
                "likelihood": likelihood},
         train={"epochs": epochs, "beta": beta, "seed": seed, "device": device, "progress": progress},
@@ -106,7 +108,8 @@ def train(
         print_json({"model": cfg.name, "version_dir": outcome.version_dir, "rows": len(outcome.data.x),
                     "inputs": outcome.data.x.shape[1], "device": result.device, "best_epoch": result.best_epoch,
                     "epochs_run": len(result.history), "validation_neg_beta_elbo": result.best_validation,
-                    "imputed": outcome.data.imputed, "threshold": fitted.model_dump(mode="json")})
+                    "imputed": outcome.data.imputed, "merged": outcome.data.merged,
+                    "threshold": fitted.model_dump(mode="json")})
         return
     console.print(f"trained [bold]{cfg.name}[/] on {len(outcome.data.x):,} rows × {outcome.data.x.shape[1]} inputs "
                   f"({result.device}); best epoch {result.best_epoch} of {len(result.history)}, "
@@ -114,6 +117,8 @@ def train(
     if outcome.data.imputed:
         filled = ", ".join(f"{column}: {count}" for column, count in outcome.data.imputed.items())
         console.print(f"[yellow]missing values filled with the training median:[/] {filled}")
+    if outcome.data.merged:
+        console.print(f"[yellow]repeated readings merged ({cfg.data.duplicates}):[/] {outcome.data.merged}")
     console.print(f"threshold {outcome.calibrated.threshold.value:.4f} ({outcome.calibrated.threshold.method})")
     console.print(f"exported to [bold]{outcome.version_dir}[/]")
 

@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
+from common import DATA
+
 from pipeline.core.errors import PipelineError
 from pipeline.runtime import ScoreOptions, Scorer, score_files, select_providers
 
@@ -300,3 +302,27 @@ def test_a_batch_over_the_row_cap_is_refused_before_it_is_decoded(sensor_model: 
     with pytest.raises(PipelineError, match="holds more than 300 rows"):
         score_files(Scorer.load(tabular_model), TABLE, tmp_path / "t.parquet", chunk_rows=256, max_rows=300)
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_a_repeated_reading_policy_is_kept_with_the_model_and_applied_when_scoring(tmp_path: Path) -> None:
+    """A clock change repeats an hour in one machine's series. With `duplicates = "mean"`
+    chosen at training, the model trains on the merged series, its manifest keeps the policy,
+    and a batch with the same kind of repeat is scored one row per time, the merge counted."""
+    from pipeline.build.fit import fit_model
+    from pipeline.core.config import load_config
+
+    history = pl.read_parquet(DATA / "sensors" / "history.parquet").head(2000)
+    repeat = history.filter(pl.col("machine") == history["machine"][0]).slice(100, 1)
+    pl.concat([history, repeat.with_columns(pl.col("load") * 2)]).write_parquet(tmp_path / "history.parquet")
+    config = load_config(DATA / "sensors.toml", train={"epochs": 2, "patience": 1, "progress": False},
+                         data={"duplicates": "mean"})
+    outcome = fit_model(tmp_path / "history.parquet", config, tmp_path / "models")
+    assert outcome.data.merged == 1
+    scorer = Scorer.load(outcome.version_dir)
+    assert scorer.schema.duplicates == "mean"
+    batch = history.tail(300)
+    doubled = pl.concat([batch, batch.slice(50, 1).with_columns(pl.col("load") + 1.0)])
+    scored, report = scorer.score_with_report(doubled)
+    assert report.merged == 1 and "1 repeated readings merged" in report.summary()
+    assert scored.height == batch.height
+    assert scored.select("machine", "timestamp").is_duplicated().sum() == 0

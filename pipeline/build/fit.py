@@ -42,6 +42,7 @@ class TrainingSet:
     schema: FeatureSchema
     files: list[Path]
     imputed: dict[str, int]
+    merged: int = 0  # sensor readings folded into another of the same time (DataConfig.duplicates)
 
 
 @dataclass
@@ -102,6 +103,7 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     frame = pl.concat(coerced, how="vertical_relaxed")
     schema = fit_statistics(first, frame)
     origin = f"{len(files)} training files" if len(files) > 1 else str(files[0])
+    arrived = frame.height
     if schema.mode == "sensor":  # again over all files: two files may hold the same readings
         frame, _ = sort_for_windows(frame, schema, file=origin)
     matrix, report = to_matrix(frame, schema)
@@ -124,7 +126,7 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     if is_validation.all() or not is_validation.any():
         is_validation = np.zeros(len(matrix), bool)
         is_validation[-max(1, len(matrix) // 10):] = True
-    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed))
+    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height)
 
 
 def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:

@@ -41,6 +41,11 @@ class DataConfig(_Strict):
     entity_column: str | None = None  # sensor mode: windows never cross entities
     window: WindowSpec = WindowSpec()
     missing: Literal["error", "impute"] = "error"  # impute: training median, counts reported
+    # Sensor mode: a time that repeats within an entity (a clock change, a resent reading).
+    # error: refuse the batch, naming both rows; last: keep the reading that came last in the
+    # input; mean: one row per time, numeric features averaged (others from the last reading).
+    # Stored with the model and applied when scoring; merged rows are counted in the report.
+    duplicates: Literal["error", "last", "mean"] = "error"
     # A category never seen in training (a new production line): `flag` marks its row anomalous
     # whatever its score (encoded as no known category, a row scores like the others); `ignore`
     # leaves the decision to the score. Counted in the report either way.

@@ -46,6 +46,7 @@ class FeatureSchema(BaseModel):
     window: WindowSpec | None = None
     missing: Literal["error", "impute"] = "error"
     unseen: Literal["flag", "ignore"] = "flag"  # rows with a category never seen in training
+    duplicates: Literal["error", "last", "mean"] = "error"  # a time repeated within an entity (DataConfig)
 
     @property
     def key_columns(self) -> list[str]:
@@ -92,6 +93,7 @@ class InputReport:
     imputed: Counter = field(default_factory=Counter)
     unseen_categories: Counter = field(default_factory=Counter)
     resorted: bool = False  # sensor rows arrived out of (entity, time) order and were sorted
+    merged: int = 0  # sensor rows folded into another reading of the same time (`duplicates`)
     # This frame's rows holding a category never seen in training (an empty cell is not one);
     # None when there is none. Per call: `add` does not carry it, the counts above sum.
     novel_rows: np.ndarray | None = None
@@ -101,15 +103,18 @@ class InputReport:
         self.imputed.update(other.imputed)
         self.unseen_categories.update(other.unseen_categories)
         self.resorted = self.resorted or other.resorted
+        self.merged += other.merged
 
     @property
     def repaired(self) -> bool:
-        return bool(self.imputed or self.unseen_categories or self.resorted)
+        return bool(self.imputed or self.unseen_categories or self.resorted or self.merged)
 
     def summary(self) -> str:
         parts = [f"{self.rows} rows"]
         if self.resorted:
             parts.append("rows re-ordered by entity and time")
+        if self.merged:
+            parts.append(f"{self.merged} repeated readings merged")
         if self.imputed:
             parts.append("imputed " + ", ".join(f"{k}: {v}" for k, v in sorted(self.imputed.items())))
         if self.unseen_categories:
@@ -184,6 +189,7 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         window=config.window if config.mode == "sensor" else None,
         missing=config.missing,
         unseen=config.unseen,
+        duplicates=config.duplicates,
     )
     return fit_statistics(schema, frame)
 
@@ -396,9 +402,10 @@ def _all_finite_floats(frame: pl.DataFrame, schema: FeatureSchema) -> np.ndarray
 def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None,
                      row_offset: int = 0) -> tuple[pl.DataFrame, bool]:
     """Order rows by entity then time, so each entity's series is contiguous and causal;
-    returns the frame and whether it had to be re-ordered (a reported repair). A missing key
-    or a time repeated within an entity is an error naming both rows: which of the two
-    readings is right cannot be guessed."""
+    returns the frame and whether it had to be re-ordered (a reported repair). A missing key is
+    an error naming its row. A time repeated within an entity is handled by the schema's
+    `duplicates` policy: by default an error naming both rows (which reading is right cannot
+    be guessed), else merged into one row (the caller counts them: rows in − rows out)."""
     keys = [k for k in (schema.entity_column, schema.time_column) if k]
     if not keys:
         return frame, False
@@ -414,15 +421,31 @@ def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | Non
     ordered = frame.with_row_index("__row").sort(keys, maintain_order=True)
     if schema.time_column:
         repeated = ordered.select(keys).is_duplicated()
+        if repeated.any() and schema.duplicates != "error":
+            return _merge_repeats(ordered, keys, schema), not ordered["__row"].is_sorted()
         if repeated.any():
             rows = ordered.filter(repeated)
             first, second = rows.row(0, named=True), rows.row(1, named=True)
             entity = f" for entity {first[schema.entity_column]!r}" if schema.entity_column else ""
             raise SchemaError(
                 f"time {first[schema.time_column]} appears twice{entity} (rows {row_offset + first['__row'] + 1} and "
-                f"{row_offset + second['__row'] + 1}){where(file, schema.time_column)}; drop the duplicate readings.")
+                f"{row_offset + second['__row'] + 1}){where(file, schema.time_column)}; drop the duplicate readings, "
+                "or train with duplicates = \"last\" or \"mean\" to merge them.")
     resorted = not ordered["__row"].is_sorted()
     return ordered.drop("__row"), resorted
+
+
+def _merge_repeats(ordered: pl.DataFrame, keys: list[str], schema: FeatureSchema) -> pl.DataFrame:
+    """One row per (entity, time): the last reading in input order, or (`mean`) the numeric
+    features averaged and everything else from the last reading. `ordered` is sorted stably,
+    so within a key its rows keep their input order."""
+    if schema.duplicates == "last":
+        return ordered.unique(keys, keep="last", maintain_order=True).drop("__row")
+    numeric = {c.name for c in schema.columns if c.kind != "categorical"}
+    return ordered.group_by(keys, maintain_order=True).agg(
+        [pl.col(c).mean() if c in numeric and ordered[c].dtype.is_numeric() else pl.col(c).last()
+         for c in ordered.columns if c not in keys and c != "__row"]).select(
+        [c for c in ordered.columns if c != "__row"])
 
 
 def entity_bounds(frame: pl.DataFrame, schema: FeatureSchema) -> list[tuple[int, int]]:

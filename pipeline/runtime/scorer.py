@@ -185,11 +185,11 @@ class Scorer:
                 ) -> tuple[np.ndarray, pl.DataFrame, InputReport]:
         """Validate and encode a frame: model inputs, the key columns per scored row, repairs."""
         frame = coerce(frame, self.schema, file, row_offset)
-        resorted = False
+        resorted, arrived = False, frame.height
         if self.schema.mode == "sensor":
             frame, resorted = sort_for_windows(frame, self.schema, file, row_offset)
         matrix, report = to_matrix(frame, self.schema, file, row_offset, keep_infinite=True)
-        report.resorted = resorted
+        report.resorted, report.merged = resorted, arrived - frame.height
         if self.schema.mode == "sensor" and self.schema.window and self.schema.window.length > 1:
             if frame.height:
                 matrix, _ = make_windows(matrix, entity_bounds(frame, self.schema), self.schema.window, pad=True)

@@ -120,3 +120,39 @@ def test_cli_window_override_keeps_the_config_files_stride(tmp_path) -> None:
     path.write_text('[data]\nmode = "sensor"\ntime_column = "t"\nwindow = { length = 12, stride = 3 }\n')
     config = load_config(path, data={"window": {"length": 6}, "missing": None})
     assert (config.data.window.length, config.data.window.stride) == (6, 3)
+
+
+def _repeated_reading(policy: str):
+    """Two machines; machine 'b' sends 00:02 twice (5.0, then 7.0), machine 'a' is clean."""
+    from datetime import datetime
+
+    minute = [datetime(2024, 3, 10, 0, m) for m in range(4)]
+    frame = pl.DataFrame({
+        "machine": ["a"] * 4 + ["b"] * 5,
+        "t": minute + [minute[0], minute[1], minute[2], minute[2], minute[3]],
+        "temp": [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 5.0, 7.0, 4.0],
+        "mode": ["x"] * 7 + ["y", "x"],
+    })
+    config = DataConfig(mode="sensor", time_column="t", entity_column="machine", duplicates=policy,
+                        window=WindowSpec(length=2))
+    return frame, learn_schema(frame, config)
+
+
+def test_a_repeated_time_is_refused_by_default_naming_both_rows() -> None:
+    frame, schema = _repeated_reading("error")
+    with pytest.raises(SchemaError, match=r"appears twice for entity 'b' \(rows 7 and 8\)"):
+        sort_for_windows(frame, schema)
+
+
+@pytest.mark.parametrize(("policy", "temp"), [("last", 7.0), ("mean", 6.0)])
+def test_a_repeated_time_is_merged_by_the_policy_and_other_entities_are_untouched(policy: str, temp: float) -> None:
+    frame, schema = _repeated_reading(policy)
+    assert schema.duplicates == policy  # stored with the model, so scoring applies the same rule
+    merged, resorted = sort_for_windows(frame, schema)
+    assert not resorted and merged.height == frame.height - 1
+    assert merged.filter(pl.col("machine") == "a")["temp"].to_list() == [1.0, 2.0, 3.0, 4.0]
+    b = merged.filter(pl.col("machine") == "b")
+    assert b["t"].is_sorted() and b["temp"].to_list() == [1.0, 2.0, temp, 4.0]
+    assert b["mode"].to_list() == ["x", "x", "y", "x"]  # a category is never averaged: the last reading's
+    shuffled, resorted = sort_for_windows(frame[[8, 0, 5, 1, 2, 4, 3, 6, 7]], schema)  # 5.0 still before 7.0
+    assert resorted and shuffled.equals(merged)
