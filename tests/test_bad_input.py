@@ -483,7 +483,8 @@ def _(ctx: Context) -> None:
 
 
 @case("time-gaps", "sensor", "an hour of readings missing in the middle",
-      "scored: windows count rows, not clock time, so a window spans the gap (documented)")
+      "scored: by default windows count rows, so a window spans the gap; a model trained with `max_gap` restarts "
+      "the series after it")
 def _(ctx: Context) -> None:
     frame = ctx.sensors().filter(pl.col("machine") == "press-01")
     gapped = pl.concat([frame.head(100), frame.slice(112)])

@@ -326,3 +326,26 @@ def test_a_repeated_reading_policy_is_kept_with_the_model_and_applied_when_scori
     assert report.merged == 1 and "1 repeated readings merged" in report.summary()
     assert scored.height == batch.height
     assert scored.select("machine", "timestamp").is_duplicated().sum() == 0
+
+
+def test_after_a_gap_longer_than_max_gap_the_series_restarts(tmp_path: Path) -> None:
+    """With `max_gap`, no window spans an outage: the steps after it score exactly as the
+    same steps scored alone (the padded start of a series), and the model keeps the setting."""
+    from datetime import timedelta
+
+    from pipeline.build.fit import fit_model
+    from pipeline.core.config import load_config
+
+    history = pl.read_parquet(DATA / "sensors" / "history.parquet").head(2000)
+    history.write_parquet(tmp_path / "history.parquet")
+    config = load_config(DATA / "sensors.toml", train={"epochs": 2, "patience": 1, "progress": False},
+                         data={"max_gap": "PT1H"})
+    scorer = Scorer.load(fit_model(tmp_path / "history.parquet", config, tmp_path / "models").version_dir)
+    assert scorer.schema.max_gap == timedelta(hours=1)
+    machine = history.filter(pl.col("machine") == history["machine"][0]).head(120)
+    before, after = machine.head(60), machine.tail(60).with_columns(pl.col("timestamp") + timedelta(hours=3))
+    joined = scorer.score(pl.concat([before, after]))["score"].to_numpy()
+    np.testing.assert_allclose(joined[60:], scorer.score(after)["score"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(joined[:60], scorer.score(before)["score"].to_numpy(), rtol=1e-6)
+    spanning = scorer.score(pl.concat([before, machine.tail(60)]))["score"].to_numpy()  # no gap: windows span
+    assert not np.allclose(spanning[60:71], joined[60:71])

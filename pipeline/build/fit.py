@@ -25,6 +25,7 @@ from pipeline.data.schema import (
     fit_statistics,
     learn_schema,
     make_windows,
+    series_bounds,
     sort_for_windows,
     to_matrix,
 )
@@ -110,13 +111,12 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
     rng = np.random.default_rng(config.train.seed)
     if schema.mode == "sensor" and schema.window and schema.window.length > 1:
-        bounds = entity_bounds(frame, schema)
         try:
-            matrix, ends = make_windows(matrix, bounds, schema.window, pad=False)
+            matrix, ends = make_windows(matrix, series_bounds(frame, schema), schema.window, pad=False)
         except DataError as error:
             raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
         labels = labels[ends] if labels is not None else None
-        is_validation = _tail_of_each_entity(ends, bounds, config.train.validation_fraction)
+        is_validation = _tail_of_each_entity(ends, entity_bounds(frame, schema), config.train.validation_fraction)
     else:
         is_validation = random_validation_mask(len(matrix), config.train.validation_fraction, rng)
     if config.train.max_rows and len(matrix) > config.train.max_rows:

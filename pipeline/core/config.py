@@ -5,6 +5,7 @@ Defaults were chosen from measurements on ../shared/data (see README, "Defaults"
 from __future__ import annotations
 
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +47,11 @@ class DataConfig(_Strict):
     # input; mean: one row per time, numeric features averaged (others from the last reading).
     # Stored with the model and applied when scoring; merged rows are counted in the report.
     duplicates: Literal["error", "last", "mean"] = "error"
+    # Sensor mode: a window never spans a gap in time longer than this; the series restarts
+    # after it, scored by the padded rule as an entity's first steps are. None: windows count
+    # rows, whatever time lies between them. ISO 8601 ("PT15M"), "HH:MM:SS" or seconds; for
+    # a numeric time column, compared with its differences in its own units as seconds.
+    max_gap: timedelta | None = None
     # A category never seen in training (a new production line): `flag` marks its row anomalous
     # whatever its score (encoded as no known category, a row scores like the others); `ignore`
     # leaves the decision to the score. Counted in the report either way.
@@ -57,6 +63,8 @@ class DataConfig(_Strict):
     def _sensor_needs_time(self) -> DataConfig:
         if self.mode == "sensor" and not self.time_column:
             raise ValueError("sensor mode needs `time_column`")
+        if self.max_gap is not None and self.max_gap <= timedelta(0):
+            raise ValueError(f"max_gap must be a positive duration, got {self.max_gap}")
         return self
 
 

@@ -11,6 +11,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from itertools import pairwise
 from typing import Literal, cast
 
@@ -47,6 +48,7 @@ class FeatureSchema(BaseModel):
     missing: Literal["error", "impute"] = "error"
     unseen: Literal["flag", "ignore"] = "flag"  # rows with a category never seen in training
     duplicates: Literal["error", "last", "mean"] = "error"  # a time repeated within an entity (DataConfig)
+    max_gap: timedelta | None = None  # windows never span a longer gap in time (DataConfig)
 
     @property
     def key_columns(self) -> list[str]:
@@ -190,6 +192,7 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         missing=config.missing,
         unseen=config.unseen,
         duplicates=config.duplicates,
+        max_gap=config.max_gap,
     )
     return fit_statistics(schema, frame)
 
@@ -456,6 +459,26 @@ def entity_bounds(frame: pl.DataFrame, schema: FeatureSchema) -> list[tuple[int,
     change = np.flatnonzero(np.diff(starts)) + 1
     edges = np.concatenate([[0], change, [frame.height]])
     return list(pairwise(edges.tolist()))
+
+
+def series_bounds(frame: pl.DataFrame, schema: FeatureSchema) -> list[tuple[int, int]]:
+    """The spans windows run over: each entity's rows (`entity_bounds`), cut again wherever
+    the time advances by more than the schema's `max_gap`, so no window spans the gap."""
+    bounds = entity_bounds(frame, schema)
+    if schema.max_gap is None or not schema.time_column or frame.height < 2:
+        return bounds
+    times = frame[schema.time_column]
+    step = times.diff()
+    if step.dtype == pl.Duration:
+        gap = (step > schema.max_gap).fill_null(False).to_numpy()
+    else:  # a numeric clock: its differences, read as seconds
+        gap = (step.cast(pl.Float64) > schema.max_gap.total_seconds()).fill_null(False).to_numpy()
+    cuts = np.flatnonzero(gap)
+    spans = []
+    for start, stop in bounds:
+        edges = [start, *cuts[(cuts > start) & (cuts < stop)].tolist(), stop]
+        spans += list(pairwise(edges))
+    return spans
 
 
 def make_windows(

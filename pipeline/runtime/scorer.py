@@ -21,7 +21,15 @@ from pipeline.artifact import contract
 from pipeline.artifact.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
 from pipeline.artifact.threshold import percentile_of
 from pipeline.core.errors import PipelineError
-from pipeline.data.schema import InputReport, coerce, entity_bounds, make_windows, sort_for_windows, source_matrix, to_matrix
+from pipeline.data.schema import (
+    InputReport,
+    coerce,
+    make_windows,
+    series_bounds,
+    sort_for_windows,
+    source_matrix,
+    to_matrix,
+)
 from pipeline.runtime.kernel import KernelPool
 from pipeline.runtime.providers import Provider, check_graph, open_session, tensorrt_cache
 
@@ -192,7 +200,7 @@ class Scorer:
         report.resorted, report.merged = resorted, arrived - frame.height
         if self.schema.mode == "sensor" and self.schema.window and self.schema.window.length > 1:
             if frame.height:
-                matrix, _ = make_windows(matrix, entity_bounds(frame, self.schema), self.schema.window, pad=True)
+                matrix, _ = make_windows(matrix, series_bounds(frame, self.schema), self.schema.window, pad=True)
             else:  # no series, no windows: an empty batch scores to an empty frame
                 matrix = np.zeros((0, len(self.manifest.input_names)), np.float32)
         keys = frame.select(self.schema.key_columns)
@@ -250,7 +258,7 @@ class Scorer:
         if rule.k <= 1:
             flagged = scores > limit
         else:
-            flagged = persistent(scores > limit, entity_bounds(keys, self.schema), rule.k, rule.n)
+            flagged = persistent(scores > limit, series_bounds(keys, self.schema), rule.k, rule.n)
         if novel_rows is not None and self.schema.unseen == "flag":
             flagged |= novel_rows
         return flagged

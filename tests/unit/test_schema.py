@@ -156,3 +156,25 @@ def test_a_repeated_time_is_merged_by_the_policy_and_other_entities_are_untouche
     assert b["mode"].to_list() == ["x", "x", "y", "x"]  # a category is never averaged: the last reading's
     shuffled, resorted = sort_for_windows(frame[[8, 0, 5, 1, 2, 4, 3, 6, 7]], schema)  # 5.0 still before 7.0
     assert resorted and shuffled.equals(merged)
+
+
+def test_max_gap_cuts_an_entitys_series_where_time_jumps_and_only_there() -> None:
+    from datetime import datetime, timedelta
+
+    from pipeline.data.schema import series_bounds
+
+    base = datetime(2024, 1, 1)
+    minutes = [0, 1, 2, 30, 31, 32, 33]  # one 28-minute outage in machine a
+    frame = pl.DataFrame({"machine": ["a"] * 7 + ["b"] * 3,
+                          "t": [base + timedelta(minutes=m) for m in minutes + [0, 5, 10]],
+                          "temp": np.arange(10.0)})
+    config = dict(mode="sensor", time_column="t", entity_column="machine", window=WindowSpec(length=2))
+    gapless = learn_schema(frame, DataConfig(**config))
+    assert series_bounds(frame, gapless) == entity_bounds(frame, gapless) == [(0, 7), (7, 10)]
+    schema = learn_schema(frame, DataConfig(**config, max_gap="PT10M"))
+    assert schema.max_gap == timedelta(minutes=10)
+    assert series_bounds(frame, schema) == [(0, 3), (3, 7), (7, 10)]  # b's 5-minute steps are no gap
+    numeric = frame.with_columns(pl.Series("t", [m * 60.0 for m in minutes] + [0.0, 300.0, 600.0]))  # seconds
+    assert series_bounds(numeric, learn_schema(numeric, DataConfig(**config, max_gap=600))) == [(0, 3), (3, 7), (7, 10)]
+    with pytest.raises(ValueError, match="max_gap must be a positive duration"):
+        DataConfig(**config, max_gap=0)
