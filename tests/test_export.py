@@ -55,6 +55,8 @@ def test_manifest_carries_what_scoring_needs(sensor_model: Path) -> None:
     assert manifest.feature_schema.window.length == 12
     assert len(manifest.scaler.mean) == len(manifest.input_names) == len(manifest.feature_baseline) == 72
     assert manifest.threshold.method == "pot" and np.isfinite(manifest.threshold.value)
+    assert manifest.training["model"]["scaling"] == "standard"  # `auto`, settled for sensor windows, as trained
+    assert manifest.scaler.knots is None  # no rank-Gauss map in the graph
     assert manifest.training_data["rows"] > 5000 and len(manifest.training_data["sha256"]) == 64
     assert manifest.validation.parity_max_relative_error is not None
     assert manifest.validation.parity_max_relative_error <= 1e-5

@@ -138,5 +138,5 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         probe = self.scaler_.inverse(np.random.default_rng(0).standard_normal((256, self.n_features_in_)))
         return export_model(result, self.schema_, threshold, name=name, root=root, probe_raw=probe,
                             feature_baseline=self.feature_baseline_,
-                            training=self._config().model_dump(mode="json"),
+                            training=self._config().resolved().model_dump(mode="json"),
                             training_data=self._train_fingerprint, validation=self._validation, int8=int8)

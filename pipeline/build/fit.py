@@ -158,6 +158,7 @@ def train_and_calibrate(
 ) -> Calibrated:
     """Train on the training rows; fit the threshold and the contribution baseline on the
     validation rows, scored exactly as the exported scorer scores them."""
+    config = config.resolved()
     result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
     scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
     val_labels = labels[is_validation] if labels is not None else None
@@ -192,7 +193,7 @@ def validation_record(calibrated: Calibrated) -> ValidationRecord:
 
 def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path) -> Path:
     """Export a trained, calibrated model as the next version of `config.name` (and make it `latest`)."""
-    result = calibrated.result
+    result, config = calibrated.result, config.resolved()
     probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
     return export_model(
         result, data.schema, calibrated.threshold, name=config.name, root=root, probe_raw=probe,

@@ -42,6 +42,8 @@ class Scaler:
         with zero IQR falls back to its standard deviation); `quantile`: the rank-Gauss map,
         then standard. Constant columns keep scale 1; columns in `keep_raw` (Bernoulli
         features) stay 0/1."""
+        if method not in ("standard", "robust", "quantile"):
+            raise ValueError(f"unknown scaling {method!r}: standard, robust or quantile")
         keep_raw = np.zeros(x.shape[1], bool) if keep_raw is None else keep_raw
         knots = levels = tail = None
         if method == "quantile":

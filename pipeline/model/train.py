@@ -85,7 +85,10 @@ def train_vae(
                             f"got {len(x_train)} and {len(x_val)}.")
     device = resolve_device(train_config.device)
     bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
-    scaler = Scaler.fit(x_train, method=model_config.scaling, keep_raw=bernoulli)
+    # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without
+    # one are a table's.
+    method = "quantile" if model_config.scaling == "auto" else model_config.scaling
+    scaler = Scaler.fit(x_train, method=method, keep_raw=bernoulli)
     shape = VAEShape.for_inputs(
         x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout,
         model_config.members,

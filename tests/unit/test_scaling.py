@@ -71,3 +71,17 @@ def test_the_manifest_refuses_a_map_that_is_not_monotone_or_not_whole(scaler: Sc
         ScalerSpec.model_validate({**spec, "tail": None})
     with pytest.raises(ValueError, match="not > 0"):
         ScalerSpec.model_validate({**spec, "tail": [0.0] * len(spec["tail"])})
+
+
+def test_auto_scaling_is_the_quantile_map_for_tables_and_standard_for_sensor_windows() -> None:
+    """Chosen per mode by the half-and-half protocol (bench/NOTES.md); an explicit choice stands."""
+    from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig
+
+    sensor = DataConfig(mode="sensor", time_column="t")
+    assert PipelineConfig().model.scaling == "auto"
+    assert PipelineConfig().resolved().model.scaling == "quantile"
+    assert PipelineConfig(data=sensor).resolved().model.scaling == "standard"
+    chosen = PipelineConfig(data=sensor, model=ModelConfig(scaling="quantile"))
+    assert chosen.resolved() is chosen
+    with pytest.raises(ValueError, match="unknown scaling 'auto'"):
+        Scaler.fit(np.ones((4, 2)), method="auto")
