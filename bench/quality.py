@@ -89,6 +89,7 @@ def peers(seed: int) -> dict[str, Callable[[], object]]:
 
 
 OPTIONS: dict = {"with_peers": True, "ours": {}, "scoring": {}, "onnx_seeds": [0], "cap": 20_000}  # set once by main()
+PEER_RUNS = {"fitted": 0, "cached": 0}  # how this run got its peers' cells (the wall time depends on it)
 
 
 # ---------------------------------------------------------------- peers, cached
@@ -104,6 +105,7 @@ def run_peers(key: str, seed: int, x_train: np.ndarray, tests: dict[str, tuple[n
     if not OPTIONS["with_peers"]:
         return {name: {} for name in tests}
     cache, full_key = _peer_cache(), f"{key}|seed {seed}|cap {OPTIONS['cap']}|pyod {metadata.version('pyod')}"
+    PEER_RUNS["cached" if full_key in cache else "fitted"] += 1
     if full_key not in cache:
         found: dict[str, dict] = {name: {} for name in tests}
         for peer, make in peers(seed).items():
@@ -314,7 +316,9 @@ def render(cells: list[dict], seeds: list[int], cap: int, onnx_seeds: list[int],
         f"Python {platform.python_version()}, torch {metadata.version('torch')}, "
         + (f"pyod {metadata.version('pyod')}, " if _has("pyod") else "")
         + f"onnxruntime {metadata.version('onnxruntime-gpu' if _has('onnxruntime-gpu') else 'onnxruntime')}. "
-        f"Ours scored by the exported ONNX scorer for seeds {onnx} on ADBench and always on SKAB and NAB.",
+        f"Ours scored by the exported ONNX scorer for seeds {onnx} on ADBench and always on SKAB and NAB. "
+        f"Peers fitted in this run for {PEER_RUNS['fitted']} (set, seed) pairs, read from bench/.cache (fitted by an "
+        f"earlier run, same cap and PyOD) for {PEER_RUNS['cached']}; the wall time counts only the former.",
     ]
     for suite, title in [("adbench", "ADBench (24 sets)"), ("skab", "SKAB (train on anomaly-free, window 10)"),
                          ("nab", "NAB (train on the first 15%, window 32)")]:
