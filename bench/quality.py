@@ -318,7 +318,7 @@ def render(cells: list[dict], seeds: list[int], cap: int, onnx_seeds: list[int],
         + f"onnxruntime {metadata.version('onnxruntime-gpu' if _has('onnxruntime-gpu') else 'onnxruntime')}. "
         f"Ours scored by the exported ONNX scorer for seeds {onnx} on ADBench and always on SKAB and NAB. "
         f"Peers fitted in this run for {PEER_RUNS['fitted']} (set, seed) pairs, read from bench/.cache (fitted by an "
-        f"earlier run, same cap and PyOD) for {PEER_RUNS['cached']}; the wall time counts only the former.",
+        f"earlier run, same cap and PyOD) for {PEER_RUNS['cached']}, whose fitting time is not in this wall time.",
     ]
     for suite, title in [("adbench", "ADBench (24 sets)"), ("skab", "SKAB (train on anomaly-free, window 10)"),
                          ("nab", "NAB (train on the first 15%, window 32)")]:
