@@ -63,7 +63,7 @@ def _example_inputs(name: str, vae: VAE) -> tuple[torch.Tensor, ...]:
 
 
 def _export_graph(module: nn.Module, name: str, vae: VAE, path: Path, metadata_props: dict[str, str],
-                  exporter: Exporter = EXPORTER) -> None:
+                  exporter: Exporter) -> None:
     """Export with a dynamic batch axis (and sample axis), weights inside the one file."""
     inputs, outputs = GRAPH_IO[name]
     module.eval()

@@ -179,9 +179,9 @@ class PipelineConfig(_Strict):
     def resolved(self) -> PipelineConfig:
         """This config with the choices left to the data's mode made (`scaling = "auto"`), so
         what is trained and what the manifest records say the same."""
-        if self.model.scaling != "auto":
+        scaling = settled_scaling(self.model.scaling, self.data.mode)
+        if scaling == self.model.scaling:
             return self
-        scaling = "standard" if self.data.mode == "sensor" else "quantile"
         return self.model_copy(update={"model": self.model.model_copy(update={"scaling": scaling})})
 
     @model_validator(mode="after")
@@ -192,6 +192,14 @@ class PipelineConfig(_Strict):
         if self.threshold.persistence.n > 1 and self.data.mode != "sensor":
             raise ValueError("alarm persistence counts rows of a series: it needs data.mode = 'sensor'")
         return self
+
+
+def settled_scaling(scaling: str, mode: str) -> str:
+    """`scaling` with `auto` settled by the data's mode: the rank-Gauss map for tables,
+    standard for sensor windows (ModelConfig.scaling says why)."""
+    if scaling != "auto":
+        return scaling
+    return "standard" if mode == "sensor" else "quantile"
 
 
 def load_config(path: str | Path | None = None, **overrides: object) -> PipelineConfig:

@@ -422,19 +422,18 @@ def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | Non
             what = "a missing value" if values[row] is None else f"a value that is not a time ({values[row]})"
             raise SchemaError(f"key column '{key}' has {what}{where(file, key, row_offset + row + 1)}.")
     ordered = frame.with_row_index("__row").sort(keys, maintain_order=True)
-    if schema.time_column:
-        repeated = ordered.select(keys).is_duplicated()
-        if repeated.any() and schema.duplicates != "error":
-            return _merge_repeats(ordered, keys, schema), not ordered["__row"].is_sorted()
-        if repeated.any():
-            rows = ordered.filter(repeated)
-            first, second = rows.row(0, named=True), rows.row(1, named=True)
-            entity = f" for entity {first[schema.entity_column]!r}" if schema.entity_column else ""
-            raise SchemaError(
-                f"time {first[schema.time_column]} appears twice{entity} (rows {row_offset + first['__row'] + 1} and "
-                f"{row_offset + second['__row'] + 1}){where(file, schema.time_column)}; drop the duplicate readings, "
-                "or train with duplicates = \"last\" or \"mean\" to merge them.")
     resorted = not ordered["__row"].is_sorted()
+    repeated = ordered.select(keys).is_duplicated()
+    if schema.time_column and repeated.any():
+        if schema.duplicates != "error":
+            return _merge_repeats(ordered, keys, schema), resorted
+        rows = ordered.filter(repeated)
+        first, second = rows.row(0, named=True), rows.row(1, named=True)
+        entity = f" for entity {first[schema.entity_column]!r}" if schema.entity_column else ""
+        raise SchemaError(
+            f"time {first[schema.time_column]} appears twice{entity} (rows {row_offset + first['__row'] + 1} and "
+            f"{row_offset + second['__row'] + 1}){where(file, schema.time_column)}; drop the duplicate readings, "
+            "or train with duplicates = \"last\" or \"mean\" to merge them.")
     return ordered.drop("__row"), resorted
 
 

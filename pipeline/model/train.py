@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.core.config import ModelConfig, TrainConfig
+from pipeline.core.config import ModelConfig, TrainConfig, settled_scaling
 from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
@@ -87,8 +87,7 @@ def train_vae(
     bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
     # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without
     # one are a table's.
-    method = "quantile" if model_config.scaling == "auto" else model_config.scaling
-    scaler = Scaler.fit(x_train, method=method, keep_raw=bernoulli)
+    scaler = Scaler.fit(x_train, method=settled_scaling(model_config.scaling, "tabular"), keep_raw=bernoulli)
     shape = VAEShape.for_inputs(
         x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout,
         model_config.members,
