@@ -109,7 +109,7 @@ def scan_file(path: Path, separator: str | None = None) -> pl.LazyFrame:
 
 def file_columns(path: Path, separator: str | None = None) -> dict[str, pl.DataType]:
     """The column names and dtypes of a file, read from its header or footer only."""
-    return dict(_guard(path, lambda: scan_file(path, separator).collect_schema()))
+    return dict(guard(path, lambda: scan_file(path, separator).collect_schema()))
 
 
 def read_file(path: Path, columns: list[str] | None = None, separator: str | None = None,
@@ -120,9 +120,9 @@ def read_file(path: Path, columns: list[str] | None = None, separator: str | Non
     lazy = scan_file(path, separator)
     lazy = lazy.select(columns) if columns is not None else lazy
     if every > 1:
-        frame = _guard(path, lambda: lazy.gather_every(every).collect(engine="streaming"))
+        frame = guard(path, lambda: lazy.gather_every(every).collect(engine="streaming"))
     else:
-        frame = _guard(path, lazy.collect)
+        frame = guard(path, lazy.collect)
     if frame.height == 0:
         raise DataError(f"file '{path}' has no data rows.")
     return frame
@@ -130,12 +130,12 @@ def read_file(path: Path, columns: list[str] | None = None, separator: str | Non
 
 def count_rows(path: Path, separator: str | None = None) -> int:
     """Data rows of one file (Parquet and Arrow: from the footer; CSV and NDJSON: one streaming pass)."""
-    return int(_guard(path, lambda: scan_file(path, separator).select(pl.len()).collect(engine="streaming").item()))
+    return int(guard(path, lambda: scan_file(path, separator).select(pl.len()).collect(engine="streaming").item()))
 
 
 def read_file_slice(path: Path, columns: list[str], first_row: int, rows: int) -> pl.DataFrame:
     """Rows [first_row, first_row + rows) of one file (Parquet reads only the row groups needed)."""
-    frame = _guard(path, lambda: scan_file(path).select(columns).slice(first_row, rows).collect())
+    frame = guard(path, lambda: scan_file(path).select(columns).slice(first_row, rows).collect())
     if frame.height == 0:
         raise DataError(f"file '{path}' has no rows from row {first_row + 1}.")
     return frame
@@ -151,10 +151,10 @@ def iter_file_batches(
     0.27 and 0.13. An 8 M-row file peaked at 0.33 GB resident however slowly the batches
     were taken (polars 2.1: it stops reading ahead); bench/speed.py checks 20 M rows."""
     lazy = scan_file(path, separator).select(columns)
-    batches = _guard(path, lambda: lazy.collect_batches(chunk_size=batch_rows))
+    batches = guard(path, lambda: lazy.collect_batches(chunk_size=batch_rows))
     empty = True
     while True:
-        batch = _guard(path, lambda: next(batches, None))
+        batch = guard(path, lambda: next(batches, None))
         if batch is None:
             break
         if batch.height:
@@ -177,7 +177,7 @@ def check_unchanged(path: Path, stamp: tuple[int, int]) -> None:
                         "(write batches under a temporary name, then rename them into place).")
 
 
-def _guard(path: Path, action):
+def guard(path: Path, action):
     """Run a polars call and turn its failures into one DataError naming the file."""
     try:
         return action()

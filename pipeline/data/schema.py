@@ -25,6 +25,20 @@ from pipeline.core.errors import DataError, SchemaError, where
 
 log = logging.getLogger(__name__)
 
+# Where a frame's rows sit in their file: the offset of its first row (a contiguous chunk), or
+# each row's 0-based number (rows picked out of the file: one entity's, one group's).
+RowNumbers = int | np.ndarray
+
+
+def file_row(rows: RowNumbers, row: int) -> int:
+    """The frame's row `row` as counted in its file, from 1 (as every error names rows)."""
+    return int(rows[row]) + 1 if isinstance(rows, np.ndarray) else rows + row + 1
+
+
+def row_numbers(rows: RowNumbers, height: int) -> np.ndarray:
+    """Each of the frame's `height` rows' 0-based number in its file."""
+    return np.arange(rows, rows + height) if isinstance(rows, int) else rows
+
 
 class ColumnSpec(BaseModel):
     """One source column that feeds the model."""
@@ -96,6 +110,7 @@ class InputReport:
     unseen_categories: Counter = field(default_factory=Counter)
     resorted: bool = False  # sensor rows arrived out of (entity, time) order and were sorted
     merged: int = 0  # sensor rows folded into another reading of the same time (`duplicates`)
+    failed: dict[str, str] = field(default_factory=dict)  # entities left out of a batch: their error
     # This frame's rows holding a category never seen in training (an empty cell is not one);
     # None when there is none. Per call: `add` does not carry it, the counts above sum.
     novel_rows: np.ndarray | None = None
@@ -106,10 +121,11 @@ class InputReport:
         self.unseen_categories.update(other.unseen_categories)
         self.resorted = self.resorted or other.resorted
         self.merged += other.merged
+        self.failed.update(other.failed)
 
     @property
     def repaired(self) -> bool:
-        return bool(self.imputed or self.unseen_categories or self.resorted or self.merged)
+        return bool(self.imputed or self.unseen_categories or self.resorted or self.merged or self.failed)
 
     def summary(self) -> str:
         parts = [f"{self.rows} rows"]
@@ -121,6 +137,9 @@ class InputReport:
             parts.append("imputed " + ", ".join(f"{k}: {v}" for k, v in sorted(self.imputed.items())))
         if self.unseen_categories:
             parts.append("unseen categories " + ", ".join(f"{k}: {v}" for k, v in sorted(self.unseen_categories.items())))
+        if self.failed:
+            parts.append(f"{len(self.failed)} entit{'y' if len(self.failed) == 1 else 'ies'} not scored: "
+                         + "; ".join(f"{k}: {v}" for k, v in sorted(self.failed.items())))
         return "; ".join(parts)
 
 
@@ -260,7 +279,7 @@ def _missing_column_hint(name: str, found: list[str]) -> str:
     return f"Did you mean '{lowered[close[0]]}'?" if close else f"Columns found: {found[:12]}."
 
 
-def coerce(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, row_offset: int = 0) -> pl.DataFrame:
+def coerce(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, row_offset: RowNumbers = 0) -> pl.DataFrame:
     """Select the schema's columns and cast them to training dtypes when the cast is lossless."""
     check_columns(frame.schema, schema, file)
     frame = frame.select(schema.source_columns)
@@ -278,11 +297,11 @@ def coerce(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, row_off
                 raise SchemaError(f"column '{col.name}' must be text (categorical), got {dtype}{where(file)}.")
             casts.append(pl.col(col.name).cast(pl.String))
     if schema.time_column:
-        casts.append(_time_expr(frame, schema.time_column, file))
+        casts.append(_time_expr(frame, schema.time_column, file, row_offset))
     return frame.with_columns(casts)
 
 
-def _time_expr(frame: pl.DataFrame, name: str, file: str | None) -> pl.Expr | pl.Series:
+def _time_expr(frame: pl.DataFrame, name: str, file: str | None, rows: RowNumbers = 0) -> pl.Expr | pl.Series:
     """The time column as datetimes. Text is parsed; offsets (`+01:00`, `Z`) become UTC, so
     mixed offsets are fine, but offsets mixed with naive times are an error naming the row."""
     dtype = frame.schema[name]
@@ -296,7 +315,7 @@ def _time_expr(frame: pl.DataFrame, name: str, file: str | None) -> pl.Expr | pl
             alone = _parse_times(frame[name].slice(row, 1))
             why = ("mixes time zones with the rows before it (some values carry an offset, some do not)"
                    if alone.is_not_null().all() else "cannot be parsed")
-            raise SchemaError(f"time value {frame[name][row]!r} {why}{where(file, name, row + 1)}.")
+            raise SchemaError(f"time value {frame[name][row]!r} {why}{where(file, name, file_row(rows, row))}.")
         return parsed.alias(name)  # a Series: polars' expression form drops mixed offsets to null
     raise SchemaError(f"time column '{name}' must be a datetime or number, got {dtype}{where(file)}.")
 
@@ -308,7 +327,7 @@ def _parse_times(values: pl.Series) -> pl.Series:
         return pl.Series(values.name, [None] * values.len(), dtype=pl.Datetime)
 
 
-def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file: str | None, offset: int,
+def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file: str | None, offset: RowNumbers,
                        allow_numbers: bool = False) -> None:
     """Refuse a numeric column that is not: name the first text value that is no number, and
     its row. With `allow_numbers`, a text column whose every value is a number passes."""
@@ -319,7 +338,7 @@ def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file:
         if bad.any():
             row = int(bad.arg_true()[0])
             raise SchemaError(
-                f"column '{name}' must be numeric, got text {values[row]!r}{where(file, name, offset + row + 1)}. "
+                f"column '{name}' must be numeric, got text {values[row]!r}{where(file, name, file_row(offset, row))}. "
                 "Correct the value, or leave it empty (a missing value) and train with missing='impute'."
             )
         if allow_numbers:
@@ -328,7 +347,7 @@ def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file:
 
 
 def to_matrix(
-    frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None, row_offset: int = 0,
+    frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None, row_offset: RowNumbers = 0,
     keep_infinite: bool = False,
 ) -> tuple[np.ndarray, InputReport]:
     """One-hot encode and check a coerced frame: float32 rows × `schema.row_features`.
@@ -357,7 +376,7 @@ def to_matrix(
                     row = int(np.flatnonzero(bad)[0])
                     what = "a missing value" if np.isnan(values[row]) else f"an infinite value ({values[row]})"
                     raise DataError(
-                        f"column '{col.name}' has {what}{where(file, col.name, row_offset + row + 1)}; "
+                        f"column '{col.name}' has {what}{where(file, col.name, file_row(row_offset, row))}; "
                         "train with missing='impute', or score with `--missing impute`, to fill it with the "
                         "training median."
                     )
@@ -403,7 +422,7 @@ def _all_finite_floats(frame: pl.DataFrame, schema: FeatureSchema) -> np.ndarray
 
 
 def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None,
-                     row_offset: int = 0) -> tuple[pl.DataFrame, bool]:
+                     row_offset: RowNumbers = 0) -> tuple[pl.DataFrame, bool]:
     """Order rows by entity then time, so each entity's series is contiguous and causal;
     returns the frame and whether it had to be re-ordered (a reported repair). A missing key is
     an error naming its row. A time repeated within an entity is handled by the schema's
@@ -420,7 +439,7 @@ def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | Non
         if missing.any():
             row = int(missing.arg_true()[0])
             what = "a missing value" if values[row] is None else f"a value that is not a time ({values[row]})"
-            raise SchemaError(f"key column '{key}' has {what}{where(file, key, row_offset + row + 1)}.")
+            raise SchemaError(f"key column '{key}' has {what}{where(file, key, file_row(row_offset, row))}.")
     ordered = frame.with_row_index("__row").sort(keys, maintain_order=True)
     resorted = not ordered["__row"].is_sorted()
     repeated = ordered.select(keys).is_duplicated()
@@ -431,8 +450,8 @@ def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | Non
         first, second = rows.row(0, named=True), rows.row(1, named=True)
         entity = f" for entity {first[schema.entity_column]!r}" if schema.entity_column else ""
         raise SchemaError(
-            f"time {first[schema.time_column]} appears twice{entity} (rows {row_offset + first['__row'] + 1} and "
-            f"{row_offset + second['__row'] + 1}){where(file, schema.time_column)}; drop the duplicate readings, "
+            f"time {first[schema.time_column]} appears twice{entity} (rows {file_row(row_offset, first['__row'])} and "
+            f"{file_row(row_offset, second['__row'])}){where(file, schema.time_column)}; drop the duplicate readings, "
             "or train with duplicates = \"last\" or \"mean\" to merge them.")
     return ordered.drop("__row"), resorted
 

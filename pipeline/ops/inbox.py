@@ -95,7 +95,8 @@ def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: 
         ingest.check_unchanged(Path(batch.file), (batch.size, batch.mtime_ns))
     report = score_files(scorer, batch.file, output, threshold=threshold, top_k=top_k)
     return BatchSummary(file=batch.file, output=str(output), rows=report.rows, anomalies=report.anomalies,
-                        threshold=report.threshold, inputs=report.inputs.summary())
+                        threshold=report.threshold, inputs=report.inputs.summary(),
+                        failed_entities=report.inputs.failed)
 
 
 def raise_alert(ledger: Ledger, scorer: Scorer, batch: Batch, scored_file: str | Path, rules: AlertRules,

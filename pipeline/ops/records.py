@@ -34,6 +34,7 @@ class BatchSummary(BaseModel):
     anomalies: int
     threshold: float
     inputs: str  # the input repairs, in words (InputReport.summary)
+    failed_entities: dict[str, str] = {}  # entities left out of the batch (their rows could not be scored): why
 
 
 class ModelRef(BaseModel):

@@ -125,6 +125,11 @@ def scoring_report(manifest: Manifest, scored: pl.DataFrame, batches: list[dict]
              f"Alerts: {len(alerts)}" + "".join(f"\n- **{a['severity']}** `{a['alert_id']}` "
                                                f"{a['batch']['file']}: {a['counts']['anomalous_rows']} anomalous rows"
                                                for a in alerts), ""]
+    failed = [(Path(b["file"]).name, entity, why) for b in batches for entity, why in b.get("failed_entities", {}).items()]
+    if failed:
+        lines += [f"Entities not scored: {len(failed)} (the rest of each batch was scored)", "",
+                  "| batch | entity | why |", "|---|---|---|",
+                  *[f"| {name} | {entity} | {why.replace('|', '/')} |" for name, entity, why in failed], ""]
     if scored.height:
         lines += [figure_markdown(score_histogram(scored[contract.SCORE].to_numpy(), threshold, "scores in this run"),
                                   "score histogram"), ""]

@@ -22,12 +22,17 @@ from pipeline.core.errors import DataError, PipelineError
 from pipeline.core.faults import crash_point, full_disk_point
 from pipeline.data import ingest
 from pipeline.data.schema import InputReport, check_columns
+from pipeline.runtime.entities import grouped_prepared, prepared_alone
 from pipeline.runtime.prefetch import prefetched
 from pipeline.runtime.scorer import ScoreOptions, Scorer
 
-# A sensor file is read whole (sorted before windowing): 1 M rows of 6 sensors took 0.8 GB.
-# Past this many rows it is refused before it is read, not after memory has run out.
+# A sensor file without an entity column is one series, read whole (sorted before windowing):
+# 1 M rows of 6 sensors took 0.8 GB. Past this many rows it is refused before it is read, not
+# after memory has run out; so is one entity of a fleet file with more rows than this.
 WHOLE_FILE_MAX_ROWS = 10_000_000
+# A fleet file (sensor rows with an entity column) of more than this many chunks' rows is split
+# by entity and scored a group of whole entities (about one chunk's rows) at a time.
+GROUPED_AFTER_CHUNKS = 4
 
 
 @dataclass
@@ -57,13 +62,17 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     suffix names (Parquet, CSV, TSV, NDJSON, Arrow IPC; Parquet is streamed, the others are
     converted from it).
 
-    Tabular files stream in chunks of `chunk_rows`; a sensor file is read whole, because its
-    rows are sorted by entity and time before windowing. Each output row carries the input
-    file name. On any error the temporary file is removed and nothing is left behind.
+    Tabular files stream in chunks of `chunk_rows`. Sensor rows are sorted by entity and time
+    before windowing: a file is read whole, or past GROUPED_AFTER_CHUNKS chunks' rows, split by
+    entity and scored a group of whole entities at a time (`pipeline.runtime.entities`), with
+    the same rows in the same order. An entity whose rows cannot be scored (a repeated time, a
+    missing reading) is left out and named in the report's `inputs.failed`; the others are
+    scored. Each output row carries the input file name. On any error the temporary file is
+    removed and nothing is left behind.
     `options` (or ScoreOptions' fields as keywords) say how to score; `on_chunk` hears the
     rows of each chunk as it is scored (a progress bar). A file of more than `max_rows` rows
-    is refused (default: WHOLE_FILE_MAX_ROWS for sensor files, read whole; no cap for
-    streamed tables)."""
+    is refused (default: WHOLE_FILE_MAX_ROWS for a series read whole, or for one entity of a
+    fleet; no cap for streamed tables)."""
     settled = scorer.resolve(options if options is not None else ScoreOptions(**fields))
     files = ingest.resolve_sources(source)
     output = Path(output)
@@ -86,7 +95,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
         try:
             # Three stages overlap: reading and preparing (a thread, up to two chunks ahead),
             # scoring (a thread, one chunk ahead of this one) and writing (a thread, one behind).
-            for file, scored, inputs in prefetched(_scored_chunks(scorer, files, chunk_rows, settled, max_rows), depth=1):
+            chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent)
+            for file, scored, inputs in prefetched(chunks, depth=1):
                 scored = scored.with_columns(pl.lit(file.name, dtype=pl.Enum([file.name])).alias(contract.SOURCE_FILE))
                 crash_point("score")
                 table = scored.to_arrow()
@@ -160,14 +170,16 @@ def open_scores_writer(path: Path, schema: pa.Schema, top_k: int) -> pq.ParquetW
 
 
 def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: ScoreOptions,
-                   max_rows: int | None = None) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
+                   max_rows: int | None = None, scratch: Path | None = None
+                   ) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
     """(file, scored rows, input report) pieces of every file in turn. The seed advances with
-    the rows scored, so sampled scores do not depend on how files are cut into chunks. A
-    file written to while it was read is refused once it is done."""
+    the rows scored, so sampled scores do not depend on how tables are cut into chunks. A
+    file written to while it was read is refused once it is done. A fleet file's split
+    parts are written under `scratch` (None: the system's temporary folder)."""
     rows = 0
     for file in files:
         before = ingest.file_stamp(file)
-        for _, prepared in prefetched(_prepared_chunks(scorer, file, chunk_rows, max_rows)):
+        for prepared in prefetched(_prepared_chunks(scorer, file, chunk_rows, max_rows, scratch)):
             crash_point("read")
             scored, inputs = scorer.score_prepared(prepared, options.seeded(rows))
             rows += scored.height
@@ -175,23 +187,28 @@ def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: 
         ingest.check_unchanged(file, before)
 
 
-def _prepared_chunks(scorer: Scorer, file: Path, chunk_rows: int, max_rows: int | None
-                     ) -> Iterator[tuple[int, tuple[np.ndarray, pl.DataFrame, InputReport]]]:
-    """(row offset, prepared inputs) pieces of one file: streamed for tables, whole for
-    sensor series (their rows are sorted before windowing). A file of more than `max_rows`
-    rows is refused: a sensor file before it is read (a small compressed file can decode to
-    gigabytes), a table as soon as its stream passes the cap."""
+def _prepared_chunks(scorer: Scorer, file: Path, chunk_rows: int, max_rows: int | None, scratch: Path | None
+                     ) -> Iterator[tuple[np.ndarray, pl.DataFrame, InputReport]]:
+    """Prepared inputs of one file, piece by piece: chunks of a table; a sensor file whole,
+    or (a large fleet file) a group of whole entities at a time. A file of more than
+    `max_rows` rows is refused: a sensor file before it is read (a small compressed file can
+    decode to gigabytes), a table as soon as its stream passes the cap."""
     columns = scorer.schema.source_columns
     if scorer.schema.mode == "sensor":
-        cap = max_rows if max_rows is not None else WHOLE_FILE_MAX_ROWS
-        _refuse_over_cap(file, ingest.count_rows(file), cap)  # Parquet and Arrow: from the footer
-        yield 0, scorer.prepare(ingest.read_file(file, columns), str(file), 0)
+        rows = ingest.count_rows(file)  # Parquet and Arrow: from the footer
+        if max_rows is not None:
+            _refuse_over_cap(file, rows, max_rows)
+        if scorer.schema.entity_column and rows > GROUPED_AFTER_CHUNKS * chunk_rows:
+            yield from grouped_prepared(scorer, file, chunk_rows, WHOLE_FILE_MAX_ROWS, scratch)
+            return
+        _refuse_over_cap(file, rows, WHOLE_FILE_MAX_ROWS)
+        yield from prepared_alone(scorer, ingest.read_file(file, columns), str(file))
         return
     offset = 0
     for batch in ingest.iter_file_batches(file, columns, chunk_rows):
         if max_rows is not None:
             _refuse_over_cap(file, offset + batch.height, max_rows)
-        yield offset, scorer.prepare(batch, str(file), offset)
+        yield scorer.prepare(batch, str(file), offset)
         offset += batch.height
 
 

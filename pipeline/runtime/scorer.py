@@ -23,8 +23,10 @@ from pipeline.artifact.threshold import percentile_of
 from pipeline.core.errors import PipelineError
 from pipeline.data.schema import (
     InputReport,
+    RowNumbers,
     coerce,
     make_windows,
+    row_numbers,
     series_bounds,
     sort_for_windows,
     source_matrix,
@@ -39,6 +41,7 @@ Estimator = Literal["elbo", "mc", "iwae"]
 Precision = Literal["fp32", "int8"]
 Missing = Literal["error", "impute"]
 WIDE_INTEGERS = tuple(getattr(pl, name) for name in ("Int128", "UInt128") if hasattr(pl, name))
+FILE_ROW = "__file_row"  # carried through the sort of sensor rows, so errors after it name file rows
 ORT_BATCH = 4096  # rows per call for the other graphs: 2k–8k stays in cache (see PERF_NOTES)
 
 
@@ -189,13 +192,17 @@ class Scorer:
         return np.divide(excess, total, out=np.zeros_like(excess), where=total > 0)
 
     # -- frames -------------------------------------------------------------------------
-    def prepare(self, frame: pl.DataFrame, file: str | None = None, row_offset: int = 0
+    def prepare(self, frame: pl.DataFrame, file: str | None = None, row_offset: RowNumbers = 0
                 ) -> tuple[np.ndarray, pl.DataFrame, InputReport]:
-        """Validate and encode a frame: model inputs, the key columns per scored row, repairs."""
+        """Validate and encode a frame: model inputs, the key columns per scored row, repairs.
+        `row_offset` places the rows in their file, for errors (see `RowNumbers`)."""
         frame = coerce(frame, self.schema, file, row_offset)
         resorted, arrived = False, frame.height
         if self.schema.mode == "sensor":
-            frame, resorted = sort_for_windows(frame, self.schema, file, row_offset)
+            numbered = frame.with_columns(pl.Series(FILE_ROW, row_numbers(row_offset, frame.height)))
+            frame, resorted = sort_for_windows(numbered, self.schema, file, row_offset)
+            row_offset = frame[FILE_ROW].to_numpy()  # sorted (and merged) with the rows: errors below name them
+            frame = frame.drop(FILE_ROW)
         matrix, report = to_matrix(frame, self.schema, file, row_offset, keep_infinite=True)
         report.resorted, report.merged = resorted, arrived - frame.height
         if self.schema.mode == "sensor" and self.schema.window and self.schema.window.length > 1:
@@ -208,8 +215,7 @@ class Scorer:
         if wide:  # ids past 64 bits (polars reads them as 128-bit): Parquet and Arrow hold them as text
             keys = keys.with_columns(pl.col(wide).cast(pl.String))
         if not keys.width:  # a table without keys: each row's number in its file (from 1, as errors count)
-            keys = pl.DataFrame({contract.ROW: pl.int_range(row_offset + 1, row_offset + frame.height + 1,
-                                                            dtype=pl.Int64, eager=True)})
+            keys = pl.DataFrame({contract.ROW: row_numbers(row_offset, frame.height) + 1})
         return matrix, keys, report
 
     def resolve(self, options: ScoreOptions) -> ScoreOptions:
@@ -217,7 +223,7 @@ class Scorer:
         scoring door goes through here, so the override is decided in one place."""
         return options if options.threshold is not None else replace(options, threshold=self.threshold)
 
-    def score_with_report(self, frame: pl.DataFrame, *, file: str | None = None, row_offset: int = 0,
+    def score_with_report(self, frame: pl.DataFrame, *, file: str | None = None, row_offset: RowNumbers = 0,
                           **options: Any) -> tuple[pl.DataFrame, InputReport]:
         """Score every row (every time step in sensor mode) and explain it; `options` are
         ScoreOptions' fields (estimator, samples, seed, threshold, top_k)."""

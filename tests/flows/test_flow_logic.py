@@ -70,6 +70,25 @@ def test_a_gap_fails_its_batch_unless_the_flow_imputes(harness, tmp_path: Path, 
     assert [s["rows"] for s in done["scored"]] == [batch.height] and "imputed load: 1" in done["scored"][0]["inputs"]
 
 
+def test_a_fleet_batch_where_one_machine_repeats_an_hour_is_scored_for_the_others(
+        harness, tmp_path: Path, inbox_batches: dict[str, Path], sensor_model: Path) -> None:
+    """One machine's clock change fails that machine alone: the batch is done, not failed,
+    the other machine is scored, and the summary says which machine was left out and why."""
+    incoming = tmp_path / "inbox"
+    incoming.mkdir()
+    batch = pl.read_parquet(inbox_batches["normal"])
+    other = batch.with_columns(machine=pl.lit("press-99"))
+    pl.concat([batch, other, other.slice(40, 1)]).write_parquet(incoming / "fleet.parquet")
+    done = score_flow(inbox_path=str(incoming), outbox=str(tmp_path / "outbox"), model=str(sensor_model), sinks=[])
+    [summary] = done["scored"]
+    assert summary["rows"] == batch.height and list(summary["failed_entities"]) == ["press-99"]
+    assert "appears twice" in summary["failed_entities"]["press-99"]
+    states = [row["status"] for row in inbox.open_ledger(str(tmp_path / "outbox")).batches()]
+    assert states == ["done"]
+    scored = pl.read_parquet(summary["output"])
+    assert scored["machine"].unique().to_list() == [batch["machine"][0]]
+
+
 def test_a_lost_ledger_is_refused_then_rebuilt_from_the_outbox(harness, folders, sensor_model: Path) -> None:
     """An empty new ledger would score every batch again and send every alert again. The run
     refuses; `rebuild` records the batches whose scores are in the outbox as done instead."""

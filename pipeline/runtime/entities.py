@@ -1,0 +1,127 @@
+"""Sensor files scored a group of whole entities at a time, so that memory holds one group and
+never the file, and so that an entity whose rows cannot be scored fails alone.
+
+Windows run within one entity's series, so a series must be read whole but a fleet need not
+be: a file too large to read at once is split by polars' streaming engine, in one pass, into
+a Parquet file per group of entities (`split_groups`). Groups hold consecutive entities in
+sorted order, so the groups' scores, one after the other, are the rows the whole file gives."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.core.errors import DataError
+from pipeline.data import ingest
+from pipeline.data.schema import FeatureSchema, InputReport, RowNumbers, row_numbers
+from pipeline.runtime.scorer import Scorer
+
+Prepared = tuple[np.ndarray, pl.DataFrame, InputReport]
+ROW, GROUP = "__row", "__group"  # columns of the split files: the row's number in its file, its group
+
+
+@dataclass(frozen=True)
+class EntityGroup:
+    """Consecutive entities (in sorted order, a missing entity last) and their rows in the file."""
+
+    entities: list  # the entity column's values, as JSON-able Python values
+    rows: int
+
+
+def plan_groups(file: Path, schema: FeatureSchema, budget_rows: int, entity_cap: int) -> list[EntityGroup]:
+    """The file's entities packed, in sorted order, into groups of at most `budget_rows` rows
+    (an entity with more rows forms its own group), counted by one streaming pass. An entity
+    of more than `entity_cap` rows (read whole, it would not fit) is refused."""
+    entity = _entity(schema)
+    counts = ingest.scan_file(file).group_by(entity).len().sort(entity, nulls_last=True)
+    counted = ingest.guard(file, lambda: counts.collect(engine="streaming"))
+    groups: list[EntityGroup] = []
+    values: list = []
+    rows = 0
+    for value, count in counted.iter_rows():
+        if count > entity_cap:
+            raise DataError(f"entity {value!r} has {count:,} rows in file '{file}', more than the {entity_cap:,} one "
+                            "series may hold (it is read whole to be windowed); split its readings over several batches.")
+        if values and rows + count > budget_rows:
+            groups.append(EntityGroup(values, rows))
+            values, rows = [], 0
+        values.append(value)
+        rows += count
+    if values:
+        groups.append(EntityGroup(values, rows))
+    return groups
+
+
+def split_groups(file: Path, schema: FeatureSchema, groups: list[EntityGroup], folder: Path) -> list[Path]:
+    """Write each group's rows, with their row numbers in the file, to its own folder of
+    Parquet files under `folder`, in one streaming pass; returns the folders, in group order."""
+    entity = _entity(schema)
+    index = {value: i for i, group in enumerate(groups) for value in group.entities if value is not None}
+    missing = next((i for i, group in enumerate(groups) if None in group.entities), len(groups))
+    group = pl.when(pl.col(entity).is_null()).then(pl.lit(missing, pl.UInt32)).otherwise(
+        pl.col(entity).replace_strict(index, return_dtype=pl.UInt32))
+    lazy = ingest.scan_file(file).select(schema.source_columns).with_row_index(ROW).with_columns(group.alias(GROUP))
+    target = pl.PartitionBy(folder, key=GROUP, include_key=False, approximate_bytes_per_file=None)
+    ingest.guard(file, lambda: lazy.sink_parquet(target, mkdir=True, engine="streaming"))
+    return [folder / f"{GROUP}={i}" for i in range(len(groups))]
+
+
+def read_group(part: Path) -> tuple[pl.DataFrame, np.ndarray]:
+    """One group's rows in their file order, and each row's 0-based number in the file."""
+    frame = pl.read_parquet(part / "*.parquet").sort(ROW)
+    return frame.drop(ROW), frame[ROW].to_numpy()
+
+
+def grouped_prepared(scorer: Scorer, file: Path, budget_rows: int, entity_cap: int, scratch: Path | None = None
+                     ) -> Iterator[Prepared]:
+    """A large sensor file prepared one group of entities at a time (the split files live in
+    a temporary folder under `scratch`, removed when the iteration ends, however it ends)."""
+    groups = plan_groups(file, scorer.schema, budget_rows, entity_cap)
+    with tempfile.TemporaryDirectory(prefix=".vad-entities-", dir=scratch) as folder:
+        parts = split_groups(file, scorer.schema, groups, Path(folder))
+        for part in parts:
+            frame, rows = read_group(part)
+            yield from prepared_alone(scorer, frame, str(file), rows)
+
+
+def prepared_alone(scorer: Scorer, frame: pl.DataFrame, file: str | None, rows: RowNumbers = 0
+                   ) -> Iterator[Prepared]:
+    """`scorer.prepare` for a frame of sensor rows; where that fails and the frame holds more
+    than one entity, each entity is prepared alone, and those that fail are left out and named
+    with their error in the first report (`InputReport.failed`). If every entity fails, the
+    first error is raised: the batch itself is wrong."""
+    entity = scorer.schema.entity_column
+    try:
+        yield scorer.prepare(frame, file, rows)
+        return
+    except DataError:
+        if entity is None or frame[entity].n_unique() < 2:
+            raise
+    numbered = frame.with_columns(pl.Series(ROW, row_numbers(rows, frame.height)))
+    parts = {key[0]: part for key, part in numbered.partition_by(entity, as_dict=True, maintain_order=True).items()}
+    prepared: list[Prepared] = []
+    failed: dict[str, str] = {}
+    first_error: DataError | None = None
+    for value in sorted(parts, key=lambda v: (v is None, v)):  # the order the whole frame sorts into
+        part = parts[value]
+        try:
+            prepared.append(scorer.prepare(part.drop(ROW), file, part[ROW].to_numpy()))
+        except DataError as error:
+            failed[str(value)] = str(error)
+            first_error = first_error or error
+    if not prepared:
+        assert first_error is not None
+        raise first_error
+    prepared[0][2].failed.update(failed)
+    yield from prepared
+
+
+def _entity(schema: FeatureSchema) -> str:
+    if schema.entity_column is None:
+        raise DataError("entity groups need an entity column; this model's series has none.")
+    return schema.entity_column

@@ -1,0 +1,75 @@
+"""Sensor fleets: files scored a group of whole entities at a time, and entities that fail alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipeline.core.errors import DataError
+from pipeline.runtime import Scorer, score_files
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = ROOT / "data" / "sensors" / "batch.parquet"
+
+
+def fleet(copies: int = 3) -> pl.DataFrame:
+    """The demo batch's 4 machines, each repeated as `copies` machines with other readings,
+    rows shuffled (arrival order is not time order)."""
+    batch = pl.read_parquet(BATCH).drop("label", "anomaly_kind")
+    parts = [batch.with_columns(pl.col("machine") + f"-{i}", pl.col("load") * (1 + 0.05 * i)) for i in range(copies)]
+    return pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=7)
+
+
+def test_a_fleet_split_by_entity_scores_as_the_whole_file_and_as_each_entity_alone(sensor_model: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Past a few chunks' rows a fleet file is split by entity and scored a group at a time:
+    the same rows, in the same order, with the same scores as the file read whole, and each
+    entity's scores are those of its rows scored alone. The split files are removed."""
+    data = fleet()
+    data.write_parquet(tmp_path / "fleet.parquet", row_group_size=1000)
+    scorer = Scorer.load(sensor_model)
+    whole = score_files(scorer, tmp_path / "fleet.parquet", tmp_path / "out" / "whole.parquet")
+    grouped = score_files(scorer, tmp_path / "fleet.parquet", tmp_path / "out" / "grouped.parquet", chunk_rows=2500)
+    assert grouped.rows == whole.rows == data.height
+    a, b = pl.read_parquet(whole.output), pl.read_parquet(grouped.output)
+    assert_frame_equal(a, b)
+    assert b["machine"].n_unique() == 12 and b["machine"].is_sorted()
+    for machine in ("press-01-0", "press-03-2"):
+        alone = scorer.score(data.filter(pl.col("machine") == machine))
+        assert_frame_equal(b.filter(pl.col("machine") == machine).drop("source_file"), alone, check_dtypes=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grouped.parquet", "whole.parquet"]
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2500], ids=["whole", "grouped"])
+def test_an_entity_with_bad_time_data_fails_alone(sensor_model: Path, tmp_path: Path, chunk_rows: int | None) -> None:
+    """One machine repeats an hour (a clock change) and another lost a reading: both are left
+    out and named with the row in the file; the others are scored as they would be alone."""
+    data = fleet().with_row_index("n")
+    repeat = data.filter(pl.col("machine") == "press-02-1").slice(10, 1)
+    broken = pl.concat([data, repeat]).with_columns(
+        pl.when((pl.col("machine") == "press-04-0") & (pl.col("n") == data.filter(
+            pl.col("machine") == "press-04-0")["n"][5])).then(None).otherwise(pl.col("vibration")).alias("vibration"))
+    broken.drop("n").write_parquet(tmp_path / "fleet.parquet")
+    missing_row = int(broken["n"].to_list().index(data.filter(pl.col("machine") == "press-04-0")["n"][5])) + 1
+    scorer = Scorer.load(sensor_model)
+    report = score_files(scorer, tmp_path / "fleet.parquet", tmp_path / "scores.parquet", chunk_rows=chunk_rows)
+    assert set(report.inputs.failed) == {"press-02-1", "press-04-0"}
+    assert "appears twice" in report.inputs.failed["press-02-1"]
+    assert f"row {missing_row}" in report.inputs.failed["press-04-0"]
+    assert "2 entities not scored" in report.inputs.summary()
+    scored = pl.read_parquet(tmp_path / "scores.parquet")
+    assert scored["machine"].n_unique() == 10 and report.rows == scored.height
+    alone = scorer.score(data.drop("n").filter(pl.col("machine") == "press-03-1"))
+    assert_frame_equal(scored.filter(pl.col("machine") == "press-03-1").drop("source_file"), alone,
+                       check_dtypes=False)
+
+
+def test_a_batch_where_every_entity_fails_is_refused_with_the_first_error(sensor_model: Path, tmp_path: Path) -> None:
+    data = fleet(copies=1).with_columns(pl.lit(None, pl.Float64).alias("pressure"))
+    data.write_parquet(tmp_path / "fleet.parquet")
+    with pytest.raises(DataError, match="column 'pressure' has a missing value"):
+        score_files(Scorer.load(sensor_model), tmp_path / "fleet.parquet", tmp_path / "scores.parquet")
+    assert not (tmp_path / "scores.parquet").exists()
