@@ -1,6 +1,6 @@
 """Prefect flow `vad-score-partitions`: one large input scored as partitions (Parquet row
-groups or files) mapped over a Dask cluster through prefect-dask's DaskTaskRunner, then
-combined into one file equal to what `vad score` writes.
+groups, files, or a fleet file's groups of whole entities) mapped over a Dask cluster through
+prefect-dask's DaskTaskRunner, then combined into one file equal to what `vad score` writes.
 
 Local cluster (default: 2 worker processes):
     python -m flows.score_partitions data/big.parquet --output runs/big-scores.parquet
@@ -36,8 +36,8 @@ def plan(source: str, model_dir: str, rows_per_partition: int) -> list[dict]:
 
 @task(retries=2, retry_delay_seconds=2)
 def score_partition(model_dir: str, partition: dict, parts_dir: str) -> dict:
-    part = partitions.score_partition(_scorer(model_dir), partitions.Partition(**partition), parts_dir)
-    return {"part": part, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    part, report = partitions.score_partition(_scorer(model_dir), partitions.Partition(**partition), parts_dir)
+    return {"part": part, "worker": f"{socket.gethostname()}:{os.getpid()}", "failed_entities": report.failed}
 
 
 @task
@@ -61,6 +61,8 @@ def score_partitions_flow(source: str, output: str, model: str = "exported/demo-
     with tempfile.TemporaryDirectory(prefix=".parts-", dir=Path(output).parent) as parts_dir:
         scored = [f.result() for f in score_partition.map(model_dir, planned, parts_dir)]
         get_run_logger().info("scored on %d worker process(es)", len({s["worker"] for s in scored}))
+        for entity, why in sorted(e for s in scored for e in s["failed_entities"].items()):
+            get_run_logger().warning("entity %s not scored: %s", entity, why)
         return combine([s["part"] for s in scored], output)
 
 

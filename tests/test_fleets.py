@@ -6,22 +6,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from common import fleet
 from polars.testing import assert_frame_equal
 
 from pipeline.core.errors import DataError
 from pipeline.runtime import Scorer, score_files
-
-ROOT = Path(__file__).resolve().parents[1]
-BATCH = ROOT / "data" / "sensors" / "batch.parquet"
-
-
-def fleet(copies: int = 3) -> pl.DataFrame:
-    """The demo batch's 4 machines, each repeated as `copies` machines with other readings,
-    rows shuffled (arrival order is not time order)."""
-    batch = pl.read_parquet(BATCH).drop("label", "anomaly_kind")
-    parts = [batch.with_columns(pl.col("machine") + f"-{i}", pl.col("load") * (1 + 0.05 * i)) for i in range(copies)]
-    return pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=7)
-
 
 def test_a_fleet_split_by_entity_scores_as_the_whole_file_and_as_each_entity_alone(sensor_model: Path,
                                                                                    tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
+from pipeline.artifact.drift import DriftReference
 from pipeline.artifact.threshold import Threshold, ValidationRecord
 from pipeline.core.atomic import atomic_output
 from pipeline.core.digest import sha256_file
@@ -103,6 +104,7 @@ class Manifest(BaseModel):
     graphs: dict[str, dict]
     files: dict[str, str] = {}  # file name -> sha256
     lineage: dict = {}  # a version made from another (a re-fitted threshold): its parent and why
+    drift: DriftReference | None = None  # the training data's histograms (absent in older models)
 
     @field_validator("name")
     @classmethod

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pipeline.artifact.contract import DECODER, ENCODER, GRAPH_IO, SCORER, SCORER_INT8, SCORER_SAMPLED
+from pipeline.artifact.drift import DriftReference
 from pipeline.artifact.manifest import MODEL_NAME, Manifest, ScalerSpec, new_staging, publish_version
 from pipeline.artifact.threshold import Int8Drift, Threshold, ValidationRecord
 from pipeline.build.quantize import quantize_scorer, score_drift
@@ -180,6 +181,7 @@ def export_model(
     validation: ValidationRecord,
     int8: bool = False,
     progress: bool = False,
+    drift_reference: DriftReference | None = None,
 ) -> Path:
     """Write a new immutable version of `name` under `root` and point `latest` at it; with
     `int8`, the int8 scorer too, and its score change on the probe in the manifest. With
@@ -232,7 +234,7 @@ def export_model(
             feature_baseline=[float(v) for v in feature_baseline], training_data=training_data,
             validation=validation.model_copy(update={"parity_max_relative_error": max(parity.values())}),
             library_versions=library_versions(), opset=OPSET,
-            graphs=graph_io,
+            graphs=graph_io, drift=drift_reference,
         )
         return publish_version(staging, model_root, manifest)
     except BaseException:

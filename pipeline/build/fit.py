@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.artifact.drift import DriftReference, column_blocks, reference_of
 from pipeline.artifact.threshold import QUANTILES, Threshold, ValidationRecord, percentile_table
 from pipeline.build.calibrate import fit_threshold
 from pipeline.build.export import export_model
@@ -44,6 +45,7 @@ class TrainingSet:
     files: list[Path]
     imputed: dict[str, int]
     merged: int = 0  # sensor readings folded into another of the same time (DataConfig.duplicates)
+    entities: np.ndarray | None = None  # sensor mode with an entity column: each input row's entity
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Calibrated:
     threshold: Threshold
     validation_scores: np.ndarray
     feature_baseline: np.ndarray
+    validation_kl: np.ndarray  # each validation row's KL from the prior: the latent drift reference
 
 
 @dataclass
@@ -109,6 +112,8 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         frame, _ = sort_for_windows(frame, schema, file=origin)
     matrix, report = to_matrix(frame, schema)
     labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
+    entities = frame[schema.entity_column].cast(pl.String).to_numpy() \
+        if schema.mode == "sensor" and schema.entity_column else None
     rng = np.random.default_rng(config.train.seed)
     if schema.mode == "sensor" and schema.window and schema.window.length > 1:
         try:
@@ -116,6 +121,7 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         except DataError as error:
             raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
         labels = labels[ends] if labels is not None else None
+        entities = entities[ends] if entities is not None else None
         is_validation = _tail_of_each_entity(ends, entity_bounds(frame, schema), config.train.validation_fraction)
     else:
         is_validation = random_validation_mask(len(matrix), config.train.validation_fraction, rng)
@@ -123,10 +129,12 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         keep = np.sort(rng.choice(len(matrix), config.train.max_rows, replace=False))
         matrix, is_validation = matrix[keep], is_validation[keep]
         labels = labels[keep] if labels is not None else None
+        entities = entities[keep] if entities is not None else None
     if is_validation.all() or not is_validation.any():
         is_validation = np.zeros(len(matrix), bool)
         is_validation[-max(1, len(matrix) // 10):] = True
-    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height)
+    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height,
+                       entities)
 
 
 def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -163,7 +171,7 @@ def train_and_calibrate(
     scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
     val_labels = labels[is_validation] if labels is not None else None
     threshold = fit_threshold(scores, threshold_config or config.threshold, val_labels)
-    return Calibrated(result, threshold, scores, nll.mean(axis=0))
+    return Calibrated(result, threshold, scores, nll.mean(axis=0), scores - nll.sum(axis=1))
 
 
 def fingerprint(x: np.ndarray, names: list[str]) -> dict:
@@ -206,4 +214,13 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
         validation=validation_record(calibrated),
         int8=config.export.int8,
         progress=config.train.progress,
+        drift_reference=drift_reference(data, calibrated),
     )
+
+
+def drift_reference(data: TrainingSet, calibrated: Calibrated) -> DriftReference:
+    """The training rows' histograms per source column (a window's last step is its own row),
+    and the validation rows' KL and scores: what a batch's drift is measured against."""
+    rows = data.x[:, -len(data.schema.row_features):]
+    return reference_of(rows, column_blocks(data.schema), calibrated.validation_kl, calibrated.validation_scores,
+                        data.entities)

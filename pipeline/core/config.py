@@ -143,6 +143,16 @@ class ThresholdConfig(_Strict):
     persistence: Persistence = Persistence()
 
 
+class DriftRules(_Strict):
+    """When a batch has drifted from the model's training data (pipeline/artifact/drift.py):
+    a source column whose population stability index over the batch passes `psi` (by its
+    usual reading, above 0.25 is a major shift), or, per entity of a sensor fleet, whose mean
+    moved more than `shift` of that entity's training standard deviations."""
+
+    psi: float = Field(0.25, gt=0)
+    shift: float = Field(1.0, gt=0)
+
+
 class AlertRules(_Strict):
     """When a scored batch raises an alert (one per batch and model version).
 
@@ -158,6 +168,7 @@ class AlertRules(_Strict):
     high_at: float = Field(1.0, gt=0)
     critical_at: float = Field(3.0, gt=0)
     top_rows: int = Field(10, ge=1, le=1000)
+    drift: DriftRules = DriftRules()
 
 
 class ExportConfig(_Strict):

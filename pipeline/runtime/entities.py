@@ -111,6 +111,19 @@ def read_group(part: Path) -> tuple[pl.DataFrame, np.ndarray]:
     return frame.drop(ROW), frame[ROW].to_numpy()
 
 
+def read_entities(file: Path, schema: FeatureSchema, entities: list) -> tuple[pl.DataFrame, np.ndarray]:
+    """The rows of `entities` (None: rows without an entity), in file order, read by one
+    streaming pass, and each row's 0-based number in the file: one Dask partition's input."""
+    entity = pl.col(_entity(schema))
+    known = [value for value in entities if value is not None]
+    wanted = entity.is_in(pl.Series(known, dtype=ingest.file_columns(file)[_entity(schema)]))
+    if None in entities:
+        wanted = wanted | entity.is_null()
+    lazy = ingest.scan_file(file).select(schema.source_columns).with_row_index(ROW).filter(wanted)
+    frame = ingest.guard(file, lambda: lazy.collect(engine="streaming"))
+    return frame.drop(ROW), frame[ROW].cast(pl.Int64).to_numpy()
+
+
 def grouped_prepared(scorer: Scorer, file: Path, budget_rows: int, entity_cap: int, scratch: Path | None = None
                      ) -> Iterator[Prepared]:
     """A large sensor file prepared one group of entities at a time (the split files live in

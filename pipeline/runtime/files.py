@@ -17,7 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.artifact import contract
+from pipeline.artifact.drift import DriftCounter, DriftReport
 from pipeline.core.atomic import atomic_output
+from pipeline.core.config import DriftRules
 from pipeline.core.errors import DataError, PipelineError
 from pipeline.core.faults import crash_point, full_disk_point
 from pipeline.data import ingest
@@ -46,6 +48,7 @@ class ScoreReport:
     threshold: float = 0.0
     inputs: InputReport = field(default_factory=InputReport)
     top: list[dict] = field(default_factory=list)
+    drift: DriftReport | None = None  # the batch against the training data (None: the model has no reference)
 
 
 def default_chunk_rows(scorer: Scorer) -> int:
@@ -57,7 +60,7 @@ def default_chunk_rows(scorer: Scorer) -> int:
 def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk_rows: int | None = None,
                 keep_top: int = 10, options: ScoreOptions | None = None,
                 on_chunk: Callable[[int], object] | None = None, max_rows: int | None = None,
-                **fields: Any) -> ScoreReport:
+                drift_rules: DriftRules | None = None, **fields: Any) -> ScoreReport:
     """Score a file, glob or folder into one file, written atomically, in the format its
     suffix names (Parquet, CSV, TSV, NDJSON, Arrow IPC; Parquet is streamed, the others are
     converted from it).
@@ -72,7 +75,9 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     `options` (or ScoreOptions' fields as keywords) say how to score; `on_chunk` hears the
     rows of each chunk as it is scored (a progress bar). A file of more than `max_rows` rows
     is refused (default: WHOLE_FILE_MAX_ROWS for a series read whole, or for one entity of a
-    fleet; no cap for streamed tables)."""
+    fleet; no cap for streamed tables). The report's `drift` measures the batch against the
+    model's training data (`pipeline.artifact.drift`), naming what passed `drift_rules`
+    (None: the defaults)."""
     settled = scorer.resolve(options if options is not None else ScoreOptions(**fields))
     files = ingest.resolve_sources(source)
     output = Path(output)
@@ -85,6 +90,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
     assert settled.threshold is not None
     report = ScoreReport(output=output, files=files, threshold=settled.threshold)
+    drift = scorer.drift_counter()
     best: list[tuple[float, int, dict]] = []
     tiebreak = itertools.count()  # equal scores (the same row in two files) must never compare the dicts
     writer: pq.ParquetWriter | None = None
@@ -95,7 +101,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
         try:
             # Three stages overlap: reading and preparing (a thread, up to two chunks ahead),
             # scoring (a thread, one chunk ahead of this one) and writing (a thread, one behind).
-            chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent)
+            chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift)
             for file, scored, inputs in prefetched(chunks, depth=1):
                 scored = scored.with_columns(pl.lit(file.name, dtype=pl.Enum([file.name])).alias(contract.SOURCE_FILE))
                 crash_point("score")
@@ -140,6 +146,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
             finally:
                 streamed.unlink(missing_ok=True)
     report.top = [row for _, _, row in sorted(best, key=lambda item: -item[0])]
+    report.drift = drift.report(drift_rules or DriftRules()) if drift is not None else None
     return report
 
 
@@ -170,7 +177,7 @@ def open_scores_writer(path: Path, schema: pa.Schema, top_k: int) -> pq.ParquetW
 
 
 def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: ScoreOptions,
-                   max_rows: int | None = None, scratch: Path | None = None
+                   max_rows: int | None = None, scratch: Path | None = None, drift: DriftCounter | None = None
                    ) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
     """(file, scored rows, input report) pieces of every file in turn. The seed advances with
     the rows scored, so sampled scores do not depend on how tables are cut into chunks. A
@@ -181,7 +188,7 @@ def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: 
         before = ingest.file_stamp(file)
         for prepared in prefetched(_prepared_chunks(scorer, file, chunk_rows, max_rows, scratch)):
             crash_point("read")
-            scored, inputs = scorer.score_prepared(prepared, options.seeded(rows))
+            scored, inputs = scorer.score_prepared(prepared, options.seeded(rows), drift)
             rows += scored.height
             yield file, scored, inputs
         ingest.check_unchanged(file, before)

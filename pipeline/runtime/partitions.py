@@ -1,8 +1,9 @@
-"""Scoring one large input as independent partitions (files, or Parquet row groups), so
-that a cluster can score them side by side; the combined result equals `score_files`.
+"""Scoring one large input as independent partitions (files, Parquet row groups, or a fleet
+file's groups of whole entities), so that a cluster can score them side by side; the combined
+result equals `score_files`.
 
-A partition is a plain, JSON-able value (file, first row, row count), scored into its own
-Parquet part; `combine_parts` then streams the parts into one file, in partition order."""
+A partition is a plain, JSON-able value (file, first row, row count, entities), scored into its
+own Parquet part; `combine_parts` then streams the parts into one file, in partition order."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import pyarrow.parquet as pq
 from pipeline.core.atomic import atomic_output
 from pipeline.core.errors import PipelineError
 from pipeline.data import ingest
-from pipeline.data.schema import check_columns
-from pipeline.runtime.files import score_files
-from pipeline.runtime.scorer import Scorer
+from pipeline.data.schema import InputReport, check_columns
+from pipeline.runtime.entities import plan_groups, prepared_alone, read_entities
+from pipeline.runtime.files import WHOLE_FILE_MAX_ROWS, score_files
+from pipeline.runtime.scorer import ScoreOptions, Scorer
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Partition:
     file: str
     first_row: int  # within the file
     rows: int | None  # None: the whole file
+    entities: list | None = None  # a fleet file's entities (values of its entity column), scored whole
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,10 +36,16 @@ class Partition:
 
 def plan_partitions(source: str | Path, scorer: Scorer, rows_per_partition: int = 262_144) -> list[Partition]:
     """Cut the input into partitions of about `rows_per_partition` rows: Parquet files along
-    their row groups, other files whole. Sensor files stay whole (windows need each series)."""
+    their row groups, other files whole. Windows need each series whole: a sensor file with
+    an entity column is cut into groups of whole entities (in sorted order, as `score_files`
+    writes them), one without stays whole."""
     partitions: list[Partition] = []
     for file in ingest.resolve_sources(source):
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
+        if scorer.schema.mode == "sensor" and scorer.schema.entity_column:
+            for entities in plan_groups(file, scorer.schema, rows_per_partition, WHOLE_FILE_MAX_ROWS):
+                partitions.append(Partition(len(partitions), str(file), 0, entities.rows, entities.entities))
+            continue
         if ingest.file_format(file) != "parquet" or scorer.schema.mode == "sensor":
             partitions.append(Partition(len(partitions), str(file), 0, None))
             continue
@@ -50,17 +59,27 @@ def plan_partitions(source: str | Path, scorer: Scorer, rows_per_partition: int 
     return partitions
 
 
-def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path) -> str:
-    """Score one partition into `parts_dir/part-<index>.parquet` (atomically); returns its path."""
+def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path) -> tuple[str, InputReport]:
+    """Score one partition into `parts_dir/part-<index>.parquet` (atomically); returns its
+    path and its input report (repairs; the entities left out, with their errors)."""
     output = Path(parts_dir) / f"part-{partition.index:05d}.parquet"
     file = Path(partition.file)
     if partition.rows is None:
-        score_files(scorer, file, output)
-        return str(output)
-    frame = ingest.read_file_slice(file, scorer.schema.source_columns, partition.first_row, partition.rows)
-    scored, _ = scorer.score_with_report(frame, file=str(file), row_offset=partition.first_row)
+        return str(output), score_files(scorer, file, output).inputs
+    if partition.entities is not None:
+        frame, rows = read_entities(file, scorer.schema, partition.entities)
+        options, report = scorer.resolve(ScoreOptions()), InputReport()
+        pieces = []
+        for prepared in prepared_alone(scorer, frame, str(file), rows):
+            scored, inputs = scorer.score_prepared(prepared, options)
+            pieces.append(scored)
+            report.add(inputs)
+        scored = pl.concat(pieces)
+    else:
+        frame = ingest.read_file_slice(file, scorer.schema.source_columns, partition.first_row, partition.rows)
+        scored, report = scorer.score_with_report(frame, file=str(file), row_offset=partition.first_row)
     ingest.write_frame(scored.with_columns(source_file=pl.lit(file.name)), output)
-    return str(output)
+    return str(output), report
 
 
 def combine_parts(parts: list[str], output: str | Path) -> Path:

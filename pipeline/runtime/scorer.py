@@ -18,6 +18,7 @@ import polars as pl
 from scipy.special import logsumexp
 
 from pipeline.artifact import contract
+from pipeline.artifact.drift import DriftCounter, column_blocks
 from pipeline.artifact.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
 from pipeline.artifact.threshold import percentile_of
 from pipeline.core.errors import PipelineError
@@ -25,6 +26,7 @@ from pipeline.data.schema import (
     InputReport,
     RowNumbers,
     coerce,
+    entity_bounds,
     make_windows,
     row_numbers,
     series_bounds,
@@ -80,6 +82,7 @@ class ScoreArrays:
     feature_nll: np.ndarray | None = None
     top_index: np.ndarray | None = None
     top_share: np.ndarray | None = None
+    kl: np.ndarray | None = None  # each row's KL from the prior (elbo, when asked for: drift)
 
 
 class Scorer:
@@ -150,19 +153,22 @@ class Scorer:
 
     # -- arrays -------------------------------------------------------------------------
     def score_array(self, x: np.ndarray, estimator: Estimator = "elbo", samples: int = ScoreOptions.samples, seed: int = 0,
-                    top_k: int | None = None) -> ScoreArrays:
+                    top_k: int | None = None, with_kl: bool = False) -> ScoreArrays:
         """Score raw model inputs (rows × inputs, float32). Higher = more anomalous.
         With `top_k` (elbo only), the graph's own ranking of the top source columns comes back
-        instead of the per-input terms, when the graph ranks at least that many."""
+        instead of the per-input terms, when the graph ranks at least that many. `with_kl`
+        (elbo only) also fetches each row's KL from the prior, in the same run."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(self.manifest.input_names):
             raise PipelineError(f"inputs must have shape (rows, {len(self.manifest.input_names)}), got {x.shape}.")
         if estimator == "elbo":
+            kl = ["kl"] if with_kl else []
             if top_k is not None and top_k <= self.kernel().top_k:
-                score, index, share = self.kernel().run([contract.SCORE, "top_index", "top_share"], x)
-                return ScoreArrays(score, top_index=index[:, :top_k], top_share=share[:, :top_k])
-            score, nll = self.kernel().run([contract.SCORE, "feature_nll"], x)
-            return ScoreArrays(score, nll)
+                score, index, share, *rest = self.kernel().run([contract.SCORE, "top_index", "top_share", *kl], x)
+                return ScoreArrays(score, top_index=index[:, :top_k], top_share=share[:, :top_k],
+                                   kl=rest[0] if rest else None)
+            score, nll, *rest = self.kernel().run([contract.SCORE, "feature_nll", *kl], x)
+            return ScoreArrays(score, nll, kl=rest[0] if rest else None)
         ScoreOptions(estimator=estimator, samples=samples)  # refuses an unknown estimator, samples < 1
         if len(x) == 0:
             return ScoreArrays(np.zeros(0, np.float32), np.zeros((0, x.shape[1]), np.float32))
@@ -230,12 +236,16 @@ class Scorer:
         return self.score_prepared(self.prepare(frame, file, row_offset), self.resolve(ScoreOptions(**options)))
 
     def score_prepared(self, prepared: tuple[np.ndarray, pl.DataFrame, InputReport],
-                       options: ScoreOptions) -> tuple[pl.DataFrame, InputReport]:
-        """`score_with_report` on the output of `prepare` (which can run in another thread)."""
+                       options: ScoreOptions, drift: DriftCounter | None = None) -> tuple[pl.DataFrame, InputReport]:
+        """`score_with_report` on the output of `prepare` (which can run in another thread);
+        with `drift`, the rows are counted into it too."""
         x, keys, report = prepared
         options = self.resolve(options)
         k = min(options.top_k, len(self.source_names))
-        arrays = self.score_array(x, options.estimator, options.samples, options.seed, top_k=k)
+        arrays = self.score_array(x, options.estimator, options.samples, options.seed, top_k=k,
+                                  with_kl=drift is not None and options.estimator == "elbo")
+        if drift is not None:
+            self.count_drift(drift, x, keys, arrays)
         if arrays.top_index is None or arrays.top_share is None:  # rank here: sampled estimators, older graphs
             assert arrays.feature_nll is not None
             shares = self.contributions(arrays.feature_nll)
@@ -254,6 +264,23 @@ class Scorer:
             columns[contract.top_share(i + 1)] = pl.Series(share[:, i].astype(np.float32, copy=False))
         scored = keys.with_columns(**columns) if keys.width else pl.DataFrame(columns)  # no key columns
         return scored, report
+
+    def drift_counter(self) -> DriftCounter | None:
+        """A counter for one batch's drift against the model's reference (None: a model
+        exported before models carried one)."""
+        reference = self.manifest.drift
+        return DriftCounter(reference, column_blocks(self.schema)) if reference is not None else None
+
+    def count_drift(self, drift: DriftCounter, x: np.ndarray, keys: pl.DataFrame, arrays: ScoreArrays) -> None:
+        """Count scored rows into `drift`: each row's own readings (a window's last step), its
+        KL and score, and in sensor mode each entity's span."""
+        kl = arrays.kl if arrays.kl is not None else self.kernel().run(["kl"], np.ascontiguousarray(x))[0]
+        entity = self.schema.entity_column if self.schema.mode == "sensor" else None
+        spans = None
+        if entity and keys.height:
+            names = keys[entity].cast(pl.String)
+            spans = [(names[start], start, stop) for start, stop in entity_bounds(keys, self.schema)]
+        drift.add(x[:, -len(self.schema.row_features):], kl, arrays.score, spans)
 
     def flags(self, scores: np.ndarray, limit: float, keys: pl.DataFrame,
               novel_rows: np.ndarray | None = None) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from common import fleet
 from prefect_helpers import DATA, ROOT
 
 from pipeline.runtime import Scorer, score_files
@@ -52,6 +53,32 @@ def test_dask_cluster_scores_like_one_process(prefect_server: dict[str, str], la
     np.testing.assert_allclose(on_dask["score"].to_numpy(), alone["score"].to_numpy(), rtol=1e-6)
     np.testing.assert_allclose(on_dask["percentile"].to_numpy(), alone["percentile"].to_numpy(), atol=1e-3)
     assert not list(tmp_path.glob(".parts-*"))  # the partition parts were cleaned up
+
+
+def test_a_fleet_is_partitioned_by_entity_and_scored_on_dask_like_one_process(
+        prefect_server: dict[str, str], sensor_model: Path, tmp_path: Path) -> None:
+    """Windows need each machine's series whole: a fleet file is cut into groups of whole
+    machines, and the cluster's file equals the single-process one, row for row; a machine
+    whose rows cannot be scored (a repeated time) is left out and named in the log."""
+    data = fleet()
+    repeat = data.filter(pl.col("machine") == "press-02-2").head(1)
+    pl.concat([data, repeat]).write_parquet(tmp_path / "fleet.parquet")
+    planned = plan_partitions(tmp_path / "fleet.parquet", Scorer.load(sensor_model), rows_per_partition=2500)
+    assert [len(p.entities or []) for p in planned] == [2] * 6
+    assert [e for p in planned for e in p.entities or []] == sorted(data["machine"].unique())
+    single = score_files(Scorer.load(sensor_model), tmp_path / "fleet.parquet", tmp_path / "single.parquet")
+    assert list(single.inputs.failed) == ["press-02-2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.score_partitions", str(tmp_path / "fleet.parquet"),
+         "--output", str(tmp_path / "dask.parquet"), "--model", str(sensor_model), "--rows-per-partition", "2500",
+         "--workers", "2"],
+        env={**prefect_server, "PREFECT_LOGGING_LEVEL": "INFO"}, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "6 partition(s)" in result.stdout + result.stderr
+    assert "entity press-02-2 not scored: time" in result.stdout + result.stderr
+    on_dask, alone = pl.read_parquet(tmp_path / "dask.parquet"), pl.read_parquet(single.output)
+    assert on_dask.height == alone.height == data.height - 1152
+    assert on_dask.equals(alone)
 
 
 def test_local_cluster_listens_on_loopback_only() -> None:
