@@ -17,12 +17,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
 from pipeline.artifact.manifest import resolve_model_dir
-from pipeline.core.config import AlertRules
+from pipeline.core.config import AlertRules, DriftRules
 from pipeline.core.errors import exit_on_user_error
 from pipeline.core.faults import crash_point, is_transient
 from pipeline.ops import delivery, inbox, reports
 from pipeline.ops.alerts import summary_text
-from pipeline.ops.records import Batch
+from pipeline.ops.records import Batch, BatchSummary
 from pipeline.runtime import Missing, Provider, Scorer
 
 # Retries with backoff only where the outside world can fail (files, network).
@@ -57,10 +57,10 @@ def rebuild_ledger(outbox: str, model_key: str, batches: list[dict]) -> int:
 
 @task(**IO_RETRIES, **PERSIST)
 def score_batch(model_dir: str, provider: Provider, batch: dict, outbox: str, threshold: Optional[float],
-                missing: Optional[Missing] = None) -> dict:
+                missing: Optional[Missing] = None, drift_rules: Optional[DriftRules] = None) -> dict:
     batch_record = Batch.model_validate(batch)
     scorer = _scorer(model_dir, provider, missing)
-    return inbox.score_batch(scorer, batch_record, outbox, threshold=threshold).model_dump()
+    return inbox.score_batch(scorer, batch_record, outbox, threshold=threshold, drift_rules=drift_rules).model_dump()
 
 
 @task(**PERSIST)
@@ -69,6 +69,13 @@ def raise_alert(model_dir: str, provider: str, batch: dict, outbox: str, scored_
     """The batch's alert, judged by the threshold the batch was scored with (its summary's)."""
     return inbox.raise_alert(inbox.open_ledger(outbox), _scorer(model_dir, provider), Batch.model_validate(batch),
                              scored_file, rules, threshold=threshold)
+
+
+@task(**PERSIST)
+def raise_drift_alert(model_dir: str, provider: str, batch: dict, outbox: str, summary: dict) -> Optional[dict]:
+    """The batch's drift alert, from the drift its scoring measured."""
+    return inbox.raise_drift_alert(inbox.open_ledger(outbox), _scorer(model_dir, provider), Batch.model_validate(batch),
+                                   BatchSummary.model_validate(summary))
 
 
 @task(**IO_RETRIES, **PERSIST)
@@ -102,6 +109,10 @@ def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts
         manifest, scored, summaries, alerts, summaries[0]["threshold"]), description=f"Batches scored by {manifest.key}")
     create_table_artifact(key="vad-top-anomalies", table=reports.top_anomalies(scored),
                           description="Highest-scoring anomalous rows, with their top contributing features")
+    drifts = [s for s in summaries if s.get("drift")]
+    if drifts:
+        create_markdown_artifact(key="vad-drift", markdown=reports.drift_report(manifest, drifts),
+                                 description=f"Drift of the batches from {manifest.key}'s training data")
     for alert in alerts:
         subject, body = summary_text(alert)
         create_markdown_artifact(key="vad-alert", markdown=f"# {subject}\n\n```\n{body}\n```",
@@ -133,14 +144,15 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
 
     for earlier in inbox.open_ledger(outbox).undelivered(sinks):  # deliveries that failed in earlier runs
         deliver(earlier)
-    summaries, alerts, failed = [], [], []
+    summaries, alerts, drift_alerts, failed = [], [], [], []
     for batch in find_batches(inbox_path, outbox):
         if not claim_batch(outbox, model_key, batch, force):
             continue
         try:  # scoring and judging it: a batch that breaks either must not hold up the others (a poison batch)
-            summary = score_batch(model_dir, provider, batch, outbox, threshold, missing)
+            summary = score_batch(model_dir, provider, batch, outbox, threshold, missing, rules.drift)
             crash_point("scored")
             alert = raise_alert(model_dir, provider, batch, outbox, summary["output"], rules, summary["threshold"])
+            drifted = raise_drift_alert(model_dir, provider, batch, outbox, summary)
         except Exception as error:  # noqa: BLE001 - one bad batch must not hold up the others
             status = fail_batch(outbox, model_key, batch, str(error), is_transient(error))
             then = "the next run retries it" if status == "retry" else "set aside until forced"
@@ -154,6 +166,10 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
             crash_point("alerted")
             deliver(alert)
             crash_point("delivered")
+        if drifted is not None:  # its own kind: named columns, the drift event, no effect on the anomaly alert
+            logger.warning("batch %s drifted: %s", Path(batch["file"]).name, summary_text(drifted)[0])
+            drift_alerts.append(drifted)
+            deliver(drifted)
         complete_batch(outbox, model_key, batch, summary)
         summaries.append(summary)
     if summaries:
@@ -161,7 +177,8 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     logger.info("%s: %d batch(es) scored, %d alert(s)", model_key, len(summaries), len(alerts))
     if failed:  # the run shows as failed; the other batches' results stand
         raise RuntimeError(f"{len(failed)} batch(es) could not be scored: " + "; ".join(failed))
-    return {"model": model_key, "scored": summaries, "alerts": [a["alert_id"] for a in alerts]}
+    return {"model": model_key, "scored": summaries, "alerts": [a["alert_id"] for a in alerts],
+            "drift_alerts": [a["alert_id"] for a in drift_alerts]}
 
 
 def main(inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or glob of batch files."),

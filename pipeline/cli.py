@@ -168,6 +168,8 @@ def score(
         print_json({"model": scorer.manifest.key, "output": report.output, "files": report.files, "rows": report.rows,
                     "anomalies": report.anomalies, "threshold": report.threshold, "provider": scorer.kernel().describe(),
                     "repairs": report.inputs.summary() if report.inputs.repaired else None, "report": written,
+                    "failed_entities": report.inputs.failed,
+                    "drift": report.drift.model_dump(mode="json") if report.drift is not None else None,
                     "top": report.top})
         return
     print_score_report(report, scorer.kernel().describe())
@@ -197,6 +199,11 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
                   f"{report.anomalies:,} above threshold {report.threshold:.4f}")
     if report.inputs.repaired:
         console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
+    if report.drift is not None and report.drift.drifted:
+        shifted = "; ".join(f"{e}: " + ", ".join(f"{c} {v:+.1f} SD" for c, v in s.items())
+                            for e, s in report.drift.entities.items())
+        console.print(f"[yellow]drift from the training data:[/] {', '.join(report.drift.drifting)}"
+                      + (f" ({shifted})" if shifted else "") + " (README, \"Drift\")")
     if report.top:
         table = Table(title="top anomalies (higher score = more anomalous)")
         columns = list(report.top[0])

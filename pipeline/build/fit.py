@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.artifact.drift import DriftReference, column_blocks, reference_of
+from pipeline.artifact.drift import SERIES, DriftReference, column_blocks, reference_of
 from pipeline.artifact.threshold import QUANTILES, Threshold, ValidationRecord, percentile_table
 from pipeline.build.calibrate import fit_threshold
 from pipeline.build.export import export_model
@@ -45,7 +45,7 @@ class TrainingSet:
     files: list[Path]
     imputed: dict[str, int]
     merged: int = 0  # sensor readings folded into another of the same time (DataConfig.duplicates)
-    entities: np.ndarray | None = None  # sensor mode with an entity column: each input row's entity
+    entities: np.ndarray | None = None  # sensor mode: each input row's entity (SERIES without an entity column)
 
 
 @dataclass
@@ -112,8 +112,10 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         frame, _ = sort_for_windows(frame, schema, file=origin)
     matrix, report = to_matrix(frame, schema)
     labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
-    entities = frame[schema.entity_column].cast(pl.String).to_numpy() \
-        if schema.mode == "sensor" and schema.entity_column else None
+    entities = None  # sensor mode: each row's entity (one series without an entity column: SERIES)
+    if schema.mode == "sensor":
+        entities = frame[schema.entity_column].cast(pl.String).to_numpy() if schema.entity_column \
+            else np.full(frame.height, SERIES)
     rng = np.random.default_rng(config.train.seed)
     if schema.mode == "sensor" and schema.window and schema.window.length > 1:
         try:

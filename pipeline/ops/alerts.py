@@ -13,7 +13,7 @@ import polars as pl
 from pipeline.artifact import contract
 from pipeline.artifact.manifest import Manifest
 from pipeline.core.config import AlertRules
-from pipeline.ops.records import Alert
+from pipeline.ops.records import Alert, DriftAlert, alert_record
 
 BATCH_ENTITY = "*"  # tabular mode: the whole batch is one entity
 # An alarm time this far past the wall clock comes from a device clock that ran ahead (2099):
@@ -21,9 +21,28 @@ BATCH_ENTITY = "*"  # tabular mode: the whole batch is one entity
 FUTURE_SLACK = timedelta(days=1)
 
 
-def alert_id(model_version: str, identity: str) -> str:
-    """One alert per batch and model version: re-runs and retries reuse the id."""
-    return hashlib.sha256(f"{model_version}\x1f{identity}".encode()).hexdigest()[:20]
+def alert_id(model_version: str, identity: str, kind: str = "anomaly") -> str:
+    """One alert of each kind per batch and model version: re-runs and retries reuse the id
+    (an anomaly alert's id is what it was before drift alerts existed)."""
+    key = f"{model_version}\x1f{identity}" + ("" if kind == "anomaly" else f"\x1f{kind}")
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def evaluate_drift(drift: dict, manifest: Manifest, *, batch_file: str, identity: str) -> dict | None:
+    """The batch's drift alert from its DriftReport (as JSON), or None when nothing passed
+    the rules it was measured with."""
+    if not (drift["drifting"] or drift["entities"]):
+        return None
+    payload = DriftAlert.model_validate({
+        "alert_id": alert_id(manifest.key, identity, "drift"),
+        "model": {"name": manifest.name, "version": manifest.version},
+        "batch": {"file": batch_file, "sha256": identity},
+        "rows": drift["rows"],
+        "features": [{"feature": name, "psi": drift["features"][name]} for name in drift["drifting"]],
+        "entities": drift["entities"], "latent_psi": drift["latent"], "score_psi": drift["score"],
+        "rules": drift["rules"],
+    })
+    return payload.model_dump(mode="json")
 
 
 def severity(peak: float, threshold: float, normal: float, rules: AlertRules) -> tuple[str, float]:
@@ -116,7 +135,9 @@ def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int
 
 def summary_text(payload: dict) -> tuple[str, str]:
     """(subject, body) for notification blocks: short, readable in Slack or an e-mail."""
-    alert = Alert.model_validate(payload)
+    alert = alert_record(payload)
+    if isinstance(alert, DriftAlert):
+        return drift_text(alert)
     subject = (f"[{alert.severity.upper()}] {alert.model.name} v{alert.model.version}: "
                f"{alert.counts.anomalous_rows} anomalous rows in {alert.batch.file}")
     lines = [subject, f"alert id: {alert.alert_id}",
@@ -126,4 +147,18 @@ def summary_text(payload: dict) -> tuple[str, str]:
                                       + (f", from {e.first_alarm})" if e.first_alarm else ")")
                                       for e in alert.entities),
              "top features: " + ", ".join(f"{f.feature} {f.share:.0%}" for f in alert.top_features)]
+    return subject, "\n".join(lines)
+
+
+def drift_text(alert: DriftAlert) -> tuple[str, str]:
+    named = [f.feature for f in alert.features] or sorted({c for shifted in alert.entities.values() for c in shifted})
+    subject = (f"[DRIFT] {alert.model.name} v{alert.model.version}: {', '.join(named)} moved away from the "
+               f"training data in {alert.batch.file}")
+    lines = [subject, f"alert id: {alert.alert_id}",
+             "columns (PSI, limit " + f"{alert.rules.psi:g}): "
+             + (", ".join(f"{f.feature} {f.psi:.2f}" for f in alert.features) or "none batch-wide"),
+             *(f"entity {entity}: " + ", ".join(f"{c} {v:+.1f} SD" for c, v in shifted.items())
+               for entity, shifted in alert.entities.items()),
+             f"latent PSI {alert.latent_psi:.2f}, score PSI {alert.score_psi:.2f}; "
+             "consider retraining on recent data (README, \"Drift\")."]
     return subject, "\n".join(lines)

@@ -15,10 +15,11 @@ import uuid
 from pipeline.core.faults import crash_point
 from pipeline.ops.alerts import summary_text
 from pipeline.ops.ledger import Ledger
-from pipeline.ops.records import Alert
+from pipeline.ops.records import alert_record
 
 EVENT_SINK = "prefect-event"
 ALERT_EVENT = "vad.alert.raised"
+DRIFT_EVENT = "vad.drift.detected"
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +34,7 @@ def emit_alert_event(alert: dict) -> None:
 
     model = alert["model"]
     emit_event(
-        event=ALERT_EVENT,
+        event=DRIFT_EVENT if alert.get("kind") == "drift" else ALERT_EVENT,
         resource={"prefect.resource.id": f"vad.model.{model['name']}", "prefect.resource.name": model["name"],
                   "vad.model.version": str(model["version"]), "vad.severity": alert["severity"]},
         related=[{"prefect.resource.id": f"vad.batch.{alert['batch']['sha256']}",
@@ -55,7 +56,7 @@ def notify_block(slug: str, alert: dict) -> None:
     if isinstance(block, Webhook):
         response = run_coro_as_sync(block.call(payload=alert))
         response.raise_for_status()  # type: ignore[attr-defined]  # an httpx.Response; the helper is untyped
-    elif isinstance(block, NotificationBlock):
+    elif isinstance(block, NotificationBlock):  # either kind of alert, in words
         subject, body = summary_text(alert)
         block.notify(body=body, subject=subject)  # type: ignore[unused-coroutine]  # sync_compatible: runs here
     else:
@@ -73,8 +74,8 @@ def redact_urls(text: str) -> str:
 
 def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
     """Send the alert to every sink it has not reached yet; {sink: sent | already-sent}. An
-    alert that does not fit the Alert record is refused before any sink sees it."""
-    Alert.model_validate(alert)
+    alert that does not fit its record (Alert, DriftAlert) is refused before any sink sees it."""
+    alert_record(alert)
     outcome: dict[str, str] = {}
     failures: list[str] = []
     for sink in sinks:

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.artifact import contract
-from pipeline.core.config import AlertRules
+from pipeline.core.config import AlertRules, DriftRules
 from pipeline.core.errors import DataError
 from pipeline.core.faults import full_disk_point
 from pipeline.data import ingest
@@ -88,15 +88,16 @@ def output_path(outbox: str | Path, model_key: str, batch: Batch) -> Path:
 
 
 def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: float | None = None,
-                top_k: int = contract.TOP_K) -> BatchSummary:
-    """Score one batch into its output file."""
+                top_k: int = contract.TOP_K, drift_rules: DriftRules | None = None) -> BatchSummary:
+    """Score one batch into its output file, measuring its drift by `drift_rules`."""
     output = output_path(outbox, scorer.manifest.key, batch)
     if batch.size >= 0:  # the identity (and so the output path) must describe the bytes scored
         ingest.check_unchanged(Path(batch.file), (batch.size, batch.mtime_ns))
-    report = score_files(scorer, batch.file, output, threshold=threshold, top_k=top_k)
+    report = score_files(scorer, batch.file, output, threshold=threshold, top_k=top_k, drift_rules=drift_rules)
     return BatchSummary(file=batch.file, output=str(output), rows=report.rows, anomalies=report.anomalies,
                         threshold=report.threshold, inputs=report.inputs.summary(),
-                        failed_entities=report.inputs.failed)
+                        failed_entities=report.inputs.failed,
+                        drift=report.drift.model_dump(mode="json") if report.drift is not None else None)
 
 
 def raise_alert(ledger: Ledger, scorer: Scorer, batch: Batch, scored_file: str | Path, rules: AlertRules,
@@ -115,4 +116,21 @@ def raise_alert(ledger: Ledger, scorer: Scorer, batch: Batch, scored_file: str |
     alert["output"] = str(scored_file)
     full_disk_point("alert")  # tests: the ledger's disk fills as the alert is recorded
     ledger.record_alert(alert["alert_id"], batch.identity, manifest.key, alert, manifest.name, times)
+    return ledger.get_alert(alert["alert_id"])
+
+
+def raise_drift_alert(ledger: Ledger, scorer: Scorer, batch: Batch, summary: BatchSummary) -> dict | None:
+    """The batch's drift alert, from its summary's drift report: built and recorded once, then
+    re-read on every re-run, as anomaly alerts are (None: no drift, or a model without a reference)."""
+    if summary.drift is None:
+        return None
+    manifest = scorer.manifest
+    existing = ledger.get_alert(alerts.alert_id(manifest.key, batch.identity, "drift"))
+    if existing is not None:
+        return existing
+    alert = alerts.evaluate_drift(summary.drift, manifest, batch_file=Path(batch.file).name, identity=batch.identity)
+    if alert is None:
+        return None
+    alert["output"] = summary.output
+    ledger.record_alert(alert["alert_id"], batch.identity, manifest.key, alert, manifest.name, {})
     return ledger.get_alert(alert["alert_id"])

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.core.config import AlertRules
+from pipeline.core.config import AlertRules, DriftRules
 
 
 class Batch(BaseModel):
@@ -35,6 +35,7 @@ class BatchSummary(BaseModel):
     threshold: float
     inputs: str  # the input repairs, in words (InputReport.summary)
     failed_entities: dict[str, str] = {}  # entities left out of the batch (their rows could not be scored): why
+    drift: dict | None = None  # the batch's DriftReport (pipeline.artifact.drift), as JSON
 
 
 class ModelRef(BaseModel):
@@ -85,6 +86,7 @@ class Alert(BaseModel):
     through this model (`pipeline.ops.alerts.evaluate`) and read back through it (delivery,
     notification text), so every sink and the ledger see the same schema."""
 
+    kind: Literal["anomaly"] = "anomaly"
     alert_id: str
     model: ModelRef
     batch: BatchRef
@@ -100,3 +102,34 @@ class Alert(BaseModel):
     top_features: list[FeatureShare]
     rules: AlertRules
     output: str | None = None  # the scores file, once the inbox has recorded the alert
+
+
+class ColumnDrift(BaseModel):
+    feature: str
+    psi: float
+
+
+class DriftAlert(BaseModel):
+    """The alert a batch raises when its data moved away from the model's training data:
+    the columns past the rules (batch-wide PSI; per entity, the mean's shift in that entity's
+    training SDs), with the latent and score PSI for context. Its own kind, event and id, so
+    an anomaly alert and a drift alert on one batch never replace each other."""
+
+    kind: Literal["drift"] = "drift"
+    alert_id: str
+    model: ModelRef
+    batch: BatchRef
+    severity: Literal["warning"] = "warning"  # drift asks for a look (retraining), not a page
+    rows: int
+    features: list[ColumnDrift]  # batch-wide, the largest first
+    entities: dict[str, dict[str, float]]  # entity → its shifted columns (SDs)
+    latent_psi: float
+    score_psi: float
+    rules: DriftRules
+    output: str | None = None
+
+
+def alert_record(payload: dict) -> Alert | DriftAlert:
+    """Read an alert of either kind back through its model (alerts recorded before drift
+    alerts existed carry no `kind`: they are anomaly alerts)."""
+    return DriftAlert.model_validate(payload) if payload.get("kind") == "drift" else Alert.model_validate(payload)

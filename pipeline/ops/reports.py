@@ -140,6 +140,41 @@ def scoring_report(manifest: Manifest, scored: pl.DataFrame, batches: list[dict]
     return "\n".join(lines)
 
 
+def drift_figure(summaries: list[dict]) -> plt.Figure:
+    """Each batch's PSI per column (and for the latent code and the score), the limit drawn."""
+    batches = [Path(s["file"]).name for s in summaries]
+    drifts = [s["drift"] for s in summaries]
+    columns = list(drifts[0]["features"])
+    labels = [*columns, "latent (KL)", "score"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(labels) * max(1, len(batches)) ** 0.5), 3.2))
+    width = 0.8 / len(batches)
+    for i, (name, drift) in enumerate(zip(batches, drifts, strict=True)):
+        values = [drift["features"][c] for c in columns] + [drift["latent"], drift["score"]]
+        ax.bar(np.arange(len(labels)) + i * width, values, width, label=name)
+    ax.axhline(drifts[0]["rules"]["psi"], color="tab:red", linestyle="--", label="limit (columns)")
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30, ha="right")
+    ax.set_ylabel("PSI against training")
+    ax.set_title("Drift per batch")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def drift_report(manifest: Manifest, summaries: list[dict]) -> str:
+    """The drift of each batch from the model's training data: the figure and a table of the
+    columns and entities past the rules."""
+    lines = [f"# Drift: {manifest.key}", "", figure_markdown(drift_figure(summaries), "drift per batch"), "",
+             "| batch | rows | drifting columns (PSI) | entities shifted (SDs) | latent PSI | score PSI |",
+             "|---|---:|---|---|---:|---:|"]
+    for s in summaries:
+        d = s["drift"]
+        columns = ", ".join(f"{c} {d['features'][c]:.2f}" for c in d["drifting"]) or "none"
+        entities = "; ".join(f"{e}: " + ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items())
+                             for e, shifted in d["entities"].items()) or "none"
+        lines.append(f"| {Path(s['file']).name} | {d['rows']} | {columns} | {entities} | {d['latent']:.2f} | "
+                     f"{d['score']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_scores_report(manifest: Manifest, scores: Path, threshold: float) -> Path:
     """The scoring report of one scores file (`vad score --report`), written beside it as
     `<name>.report.md`: counts per input file, the score histogram and, for sensors, the

@@ -18,7 +18,7 @@ import polars as pl
 from scipy.special import logsumexp
 
 from pipeline.artifact import contract
-from pipeline.artifact.drift import DriftCounter, column_blocks
+from pipeline.artifact.drift import SERIES, DriftCounter, column_blocks
 from pipeline.artifact.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
 from pipeline.artifact.threshold import percentile_of
 from pipeline.core.errors import PipelineError
@@ -244,8 +244,6 @@ class Scorer:
         k = min(options.top_k, len(self.source_names))
         arrays = self.score_array(x, options.estimator, options.samples, options.seed, top_k=k,
                                   with_kl=drift is not None and options.estimator == "elbo")
-        if drift is not None:
-            self.count_drift(drift, x, keys, arrays)
         if arrays.top_index is None or arrays.top_share is None:  # rank here: sampled estimators, older graphs
             assert arrays.feature_nll is not None
             shares = self.contributions(arrays.feature_nll)
@@ -254,6 +252,8 @@ class Scorer:
         else:
             index, share = arrays.top_index, arrays.top_share
         assert options.threshold is not None  # settled by resolve()
+        if drift is not None:
+            self.count_drift(drift, x, keys, arrays)
         columns: dict[str, pl.Series] = {
             contract.SCORE: pl.Series(arrays.score.astype(np.float64)),
             contract.IS_ANOMALY: pl.Series(self.flags(arrays.score, options.threshold, keys, report.novel_rows))}
@@ -275,11 +275,11 @@ class Scorer:
         """Count scored rows into `drift`: each row's own readings (a window's last step), its
         KL and score, and in sensor mode each entity's span."""
         kl = arrays.kl if arrays.kl is not None else self.kernel().run(["kl"], np.ascontiguousarray(x))[0]
-        entity = self.schema.entity_column if self.schema.mode == "sensor" else None
         spans = None
-        if entity and keys.height:
-            names = keys[entity].cast(pl.String)
-            spans = [(names[start], start, stop) for start, stop in entity_bounds(keys, self.schema)]
+        if self.schema.mode == "sensor" and keys.height:
+            entity = self.schema.entity_column
+            names = keys[entity].cast(pl.String) if entity else pl.Series([SERIES])
+            spans = [(names[start] if entity else SERIES, start, stop) for start, stop in entity_bounds(keys, self.schema)]
         drift.add(x[:, -len(self.schema.row_features):], kl, arrays.score, spans)
 
     def flags(self, scores: np.ndarray, limit: float, keys: pl.DataFrame,

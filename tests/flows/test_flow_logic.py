@@ -89,6 +89,38 @@ def test_a_fleet_batch_where_one_machine_repeats_an_hour_is_scored_for_the_other
     assert scored["machine"].unique().to_list() == [batch["machine"][0]]
 
 
+def test_a_sensor_level_shift_raises_a_drift_alert_naming_it_and_an_unshifted_batch_none(
+        harness, tmp_path: Path, inbox_batches: dict[str, Path], sensor_model: Path) -> None:
+    """The unshifted batch raises no drift alert; the one whose pressure reads 2 SD high raises
+    one (its own kind and event), naming pressure, once across re-runs; the run's drift
+    artifact holds the figure and both batches' figures."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    incoming = tmp_path / "inbox"
+    incoming.mkdir()
+    normal = pl.read_parquet(inbox_batches["normal"])
+    normal.write_parquet(incoming / "normal.parquet")
+    normal.with_columns(pl.col("pressure") + 2 * normal["pressure"].std()).write_parquet(incoming / "shifted.parquet")
+    outbox = tmp_path / "outbox"
+    done = score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
+    by_file = {Path(s["file"]).name: s for s in done["scored"]}
+    assert by_file["normal.parquet"]["drift"]["drifting"] == []
+    assert by_file["shifted.parquet"]["drift"]["drifting"] == ["pressure"]
+    [drift_id] = done["drift_alerts"]
+    alert = inbox.open_ledger(str(outbox)).get_alert(drift_id)
+    assert alert is not None and alert["kind"] == "drift" and alert["batch"]["file"] == "shifted.parquet"
+    assert list(alert["entities"]) == [normal["machine"][0]] and "pressure" in alert["entities"][normal["machine"][0]]
+    assert inbox.open_ledger(str(outbox)).delivered(drift_id, "prefect-event")
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["vad-drift"])))
+    assert any("data:image/png;base64," in a.data and "| shifted.parquet | 300 | pressure" in a.data
+               for a in artifacts)  # other tests of this module's server may have written theirs
+    again = score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"],
+                       force=True)
+    assert again["drift_alerts"] == [drift_id]  # the same alert, re-read, not a second one
+
+
 def test_a_lost_ledger_is_refused_then_rebuilt_from_the_outbox(harness, folders, sensor_model: Path) -> None:
     """An empty new ledger would score every batch again and send every alert again. The run
     refuses; `rebuild` records the batches whose scores are in the outbox as done instead."""
@@ -130,4 +162,4 @@ def test_a_batch_that_fails_at_its_alert_does_not_hold_up_the_others(harness, fo
     monkeypatch.delenv(FULL_ENV)
     again = score_flow(**run)
     assert [Path(s["file"]).name for s in again["scored"]] == ["faulty.parquet"] and len(again["alerts"]) == 1
-    assert len(ledger.alerts()) == 1
+    assert len(ledger.alerts()) == 1  # one anomaly alert; a sensor stuck for a fifth of the batch is not drift
