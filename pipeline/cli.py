@@ -311,6 +311,44 @@ def inspect(
 
 
 @app.command()
+def versions(
+    model: Annotated[Path, typer.Argument(help="Model folder (holding its numbered versions).")],
+    as_json: Annotated[bool, AS_JSON] = False,
+) -> None:
+    """List a model's versions: lineage (parent, what changed, the data), threshold, the
+    promotion decisions, and which one is `latest`."""
+    from pipeline.artifact.versions import latest_version, list_versions, read_decisions
+
+    if not model.is_dir():
+        raise PipelineError(f"model folder '{model}' does not exist.")
+    manifests, decisions, latest = list_versions(model), read_decisions(model), latest_version(model)
+    rows = [{"version": m.version, "latest": m.version == latest, "created": m.created_at,
+             "parent": m.lineage.get("parent_version"), "change": m.lineage.get("change", "trained"),
+             "data": m.lineage.get("data") or {"files": m.training_data.get("files"), "rows": m.training_data.get("rows")},
+             "threshold": m.threshold.value, "decision": decisions.get(m.version)} for m in manifests]
+    if as_json:
+        print_json({"model": str(model), "latest": latest, "versions": rows})
+        return
+    table = Table(title=f"{model.name}: {len(rows)} version(s), latest = {latest}")
+    for column in ("version", "created", "parent", "change", "trained on", "threshold", "decision"):
+        table.add_column(column, no_wrap=column not in ("change", "trained on"))
+    for row in rows:
+        data, decision = row["data"], row["decision"]
+        source = Path(data["source"]).name if data.get("source") else \
+            ", ".join(Path(f).name for f in data.get("files") or [])
+        table.add_row(row["version"] + (" *" if row["latest"] else ""), row["created"][:10], row["parent"] or "-",
+                      row["change"], f"{source}, {data.get('rows')} rows", f"{row['threshold']:.4g}",
+                      decision["decision"] if decision else "-")
+    console.print(table)
+    console.print("* latest")
+    for row in rows:  # each decision's reasons, one per line, below the table
+        if row["decision"]:
+            console.print(f"v{row['version']} {row['decision']['decision']} ({row['decision']['at']}):")
+            for reason in row["decision"]["reasons"]:
+                console.print(f"  {reason}", markup=False, highlight=False)
+
+
+@app.command()
 def sample(
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
     n: Annotated[int, typer.Option("-n", min=1, help="Rows to generate.")] = 10,

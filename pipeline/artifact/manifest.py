@@ -270,8 +270,9 @@ def remove_dead_staging(model_root: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def publish_version(staging: Path, model_root: Path, manifest: Manifest) -> Path:
-    """Rename the staged folder to the next free version number, then move `latest`."""
+def publish_version(staging: Path, model_root: Path, manifest: Manifest, make_latest: bool = True) -> Path:
+    """Rename the staged folder to the next free version number, then (`make_latest`) move
+    `latest` to it; a challenger is published without moving it (`set_latest` promotes it)."""
     for _ in range(100):
         taken = [int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()]
         version = str(max(taken, default=0) + 1)
@@ -281,7 +282,15 @@ def publish_version(staging: Path, model_root: Path, manifest: Manifest) -> Path
             os.rename(staging, model_root / version)  # fails if another export took the number
         except OSError:
             continue
-        with atomic_output(model_root / LATEST) as pointer:
-            pointer.write_text(version + "\n")
+        if make_latest:
+            set_latest(model_root, version)
         return model_root / version
     raise PipelineError(f"could not claim a version number under '{model_root}'.")
+
+
+def set_latest(model_root: Path, version: str) -> None:
+    """Point the model's `latest` at `version` (atomically: a reader sees the old or the new)."""
+    if not (model_root / version / MANIFEST).is_file():
+        raise ModelArtifactError(f"model folder '{model_root}' has no version {version}.")
+    with atomic_output(model_root / LATEST) as pointer:
+        pointer.write_text(version + "\n")

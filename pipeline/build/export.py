@@ -182,6 +182,8 @@ def export_model(
     int8: bool = False,
     progress: bool = False,
     drift_reference: DriftReference | None = None,
+    lineage: dict | None = None,
+    make_latest: bool = True,
 ) -> Path:
     """Write a new immutable version of `name` under `root` and point `latest` at it; with
     `int8`, the int8 scorer too, and its score change on the probe in the manifest. With
@@ -234,9 +236,9 @@ def export_model(
             feature_baseline=[float(v) for v in feature_baseline], training_data=training_data,
             validation=validation.model_copy(update={"parity_max_relative_error": max(parity.values())}),
             library_versions=library_versions(), opset=OPSET,
-            graphs=graph_io, drift=drift_reference,
+            graphs=graph_io, drift=drift_reference, lineage=lineage or {},
         )
-        return publish_version(staging, model_root, manifest)
+        return publish_version(staging, model_root, manifest, make_latest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

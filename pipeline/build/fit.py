@@ -183,11 +183,15 @@ def fingerprint(x: np.ndarray, names: list[str]) -> dict:
     return {"rows": int(len(x)), "inputs": int(x.shape[1]), "sha256": digest.hexdigest()}
 
 
-def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "exported") -> FitOutcome:
-    """Train on `source` and export a new version of `config.name` under `root`."""
+def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "exported", *,
+              lineage: dict | None = None, make_latest: bool = True) -> FitOutcome:
+    """Train on `source` and export a new version of `config.name` under `root`; `lineage`
+    names its parent (a retrained challenger), published without moving `latest` unless
+    `make_latest`."""
     data = load_training_set(source, config)
     calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels)
-    return FitOutcome(export_fitted(data, calibrated, config, root), calibrated, data)
+    return FitOutcome(export_fitted(data, calibrated, config, root, lineage=lineage, make_latest=make_latest),
+                      calibrated, data)
 
 
 def validation_record(calibrated: Calibrated) -> ValidationRecord:
@@ -201,8 +205,10 @@ def validation_record(calibrated: Calibrated) -> ValidationRecord:
         score_percentiles=percentile_table(scores))
 
 
-def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path) -> Path:
-    """Export a trained, calibrated model as the next version of `config.name` (and make it `latest`)."""
+def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path, *,
+                  lineage: dict | None = None, make_latest: bool = True) -> Path:
+    """Export a trained, calibrated model as the next version of `config.name` (and, unless
+    told otherwise, make it `latest`)."""
     result, config = calibrated.result, config.resolved()
     probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
     return export_model(
@@ -217,6 +223,8 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
         int8=config.export.int8,
         progress=config.train.progress,
         drift_reference=drift_reference(data, calibrated),
+        lineage=lineage,
+        make_latest=make_latest,
     )
 
 

@@ -171,6 +171,30 @@ class AlertRules(_Strict):
     drift: DriftRules = DriftRules()
 
 
+class PromotionRules(_Strict):
+    """When a retrained challenger may replace the champion (`flows/retrain.py`). It trains on
+    the recent data less the rows the champion flags, at most `max_left_out` of them (the
+    highest-scoring): after a drift the champion flags most new rows, and leaving them all out
+    left a demo challenger a quarter of its data. Both are judged on the same recent rows, the
+    latest `holdout` share of the new data, held out of the challenger's training (its label
+    column's normal rows, when it has one):
+    - the challenger's false-alarm rate at its own threshold is at most `max_false_alarms`;
+    - its scores there are stable: their PSI against its own validation scores is at most
+      `max_score_psi`;
+    - it ranks those rows like the champion (Spearman correlation of the scores) at least
+      `min_rank_agreement`: a challenger that orders normal rows unlike anything before is
+      suspect even when quiet;
+    - on labelled rows with both classes, its ROC-AUC is at most `max_auc_loss` below the
+      champion's."""
+
+    holdout: float = Field(0.3, gt=0, lt=1)
+    max_left_out: float = Field(0.1, ge=0, lt=1)  # of the challenger's rows, at most this share flagged ones left out
+    max_false_alarms: float = Field(0.05, ge=0, le=1)
+    max_score_psi: float = Field(0.25, gt=0)
+    min_rank_agreement: float = Field(0.0, ge=-1, le=1)
+    max_auc_loss: float = Field(0.01, ge=0)
+
+
 class ExportConfig(_Strict):
     """What is exported besides the fp32 graphs."""
 
@@ -186,6 +210,7 @@ class PipelineConfig(_Strict):
     train: TrainConfig = TrainConfig()
     threshold: ThresholdConfig = ThresholdConfig()
     export: ExportConfig = ExportConfig()
+    promotion: PromotionRules = PromotionRules()
 
     def resolved(self) -> PipelineConfig:
         """This config with the choices left to the data's mode made (`scaling = "auto"`), so

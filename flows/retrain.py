@@ -1,0 +1,97 @@
+"""Prefect flow `vad-retrain`: train a challenger on recent data (rows the champion flags
+left out), compare it with the champion on the latest recent rows, which neither was
+trained on, and promote it (move `latest`) only when it passes the config's `[promotion]`
+rules. Each task wraps one `pipeline.build.promotion` call; the decision and its reasons
+are an artifact, and `vad versions MODEL` lists every version with its parent, data and
+decision.
+
+Run:  python -m flows.retrain data/recent/ --model exported/demo-sensors --config data/sensors.toml"""
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.artifact.manifest import resolve_model_dir
+from pipeline.build import promotion
+from pipeline.core.config import PipelineConfig, PromotionRules, load_config
+from pipeline.core.errors import exit_on_user_error
+from pipeline.runtime import Scorer
+
+
+@task(cache_policy=NO_CACHE)
+def split_recent(source: str, champion_dir: str, rules: PromotionRules, folder: str,
+                 label_column: Optional[str]) -> promotion.RecentSplit:
+    return promotion.split_recent(source, Scorer.load(champion_dir), rules, Path(folder), label_column)
+
+
+@task(cache_policy=NO_CACHE)
+def train_challenger(split: promotion.RecentSplit, config: PipelineConfig, champion_dir: str, source: str) -> str:
+    return str(promotion.train_challenger(split, config, Scorer.load(champion_dir), source))
+
+
+@task(cache_policy=NO_CACHE)
+def compare(champion_dir: str, challenger_dir: str, holdout_file: str,
+            label_column: Optional[str]) -> promotion.Comparison:
+    return promotion.compare(Scorer.load(champion_dir), Scorer.load(challenger_dir), Path(holdout_file), label_column)
+
+
+@task(cache_policy=NO_CACHE)
+def settle(champion_dir: str, challenger_dir: str, comparison: promotion.Comparison, config: PipelineConfig) -> dict:
+    return promotion.settle(Scorer.load(champion_dir), Path(challenger_dir), comparison, config.promotion)
+
+
+def decision_markdown(decision: dict, split: promotion.RecentSplit) -> str:
+    c = decision["comparison"]
+    verdict = "promoted: `latest` now points at it" if decision["decision"] == "promoted" else \
+        "rejected: `latest` stays on the champion"
+    return "\n".join([
+        f"# Challenger v{decision['version']} against champion v{c['champion']}: {verdict}", "",
+        f"Trained on {split.train_rows} recent rows ({split.left_out} the champion flagged were left out); "
+        f"compared on {c['rows']} held-out recent normal rows.", "",
+        "| rule | verdict |", "|---|---|",
+        *[f"| {r.split(': ', 1)[1]} | {r.split(': ', 1)[0]} |" for r in decision["reasons"]], ""])
+
+
+@flow(name="vad-retrain")
+def retrain_flow(source: str, model: str = "exported/demo-sensors", config: Optional[str] = "data/sensors.toml",
+                 epochs: Optional[int] = None) -> dict:
+    """Retrain `model` on `source` (recent data: file, glob or folder) and promote the
+    challenger only if it passes the rules; returns the decision."""
+    logger = get_run_logger()
+    champion_dir = str(resolve_model_dir(model))
+    overrides: dict = {"train": {"progress": False, **({"epochs": epochs} if epochs else {})}}
+    cfg = load_config(config, **overrides)
+    with tempfile.TemporaryDirectory(prefix=".retrain-", dir=Path(champion_dir).parent) as folder:
+        split = split_recent(source, champion_dir, cfg.promotion, folder, cfg.data.label_column)
+        logger.info("challenger trains on %d rows (%d flagged by the champion left out); %d held out",
+                    split.train_rows, split.left_out, split.holdout_rows)
+        challenger_dir = train_challenger(split, cfg, champion_dir, source)
+        comparison = compare(champion_dir, challenger_dir, str(split.holdout_file), cfg.data.label_column)
+    decision = settle(champion_dir, challenger_dir, comparison, cfg)
+    for reason in decision["reasons"]:
+        logger.info("%s", reason)
+    logger.info("challenger v%s %s", decision["version"], decision["decision"])
+    create_markdown_artifact(key="vad-retraining", markdown=decision_markdown(decision, split),
+                             description=f"Retraining decision for {Path(champion_dir).parent.name}")
+    return {**decision, "split": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(split).items()}}
+
+
+def main(source: str = typer.Argument(..., help="Recent data: file, glob or folder."),
+         model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version is the champion)."),
+         config: Optional[str] = typer.Option(None, help="TOML config: data, model, train and [promotion] rules."),
+         epochs: Optional[int] = typer.Option(None, help="Maximum epochs for the challenger.")) -> None:
+    """Run the retraining flow once."""
+    decision = retrain_flow(source=source, model=model, config=config, epochs=epochs)
+    print(f"challenger v{decision['version']}: {decision['decision']}")
+    for reason in decision["reasons"]:
+        print(f"  {reason}")
+
+
+if __name__ == "__main__":
+    exit_on_user_error(lambda: typer.run(main))
