@@ -70,6 +70,8 @@ def train(
         help="A time repeated within an entity (sensor mode): error, last or mean; kept with the model.")] = None,
     max_gap: Annotated[Optional[str], typer.Option(
         help="Sensor mode: no window spans a longer gap in time (ISO 8601 such as PT15M, HH:MM:SS, or seconds).")] = None,
+    resample: Annotated[Optional[str], typer.Option(
+        help="Sensor mode: readings averaged onto a fixed time step (ISO 8601 such as PT5M); kept with the model.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     latent: Annotated[Optional[int], typer.Option(help="Latent size (default scales with inputs).")] = None,
     hidden: Annotated[Optional[str], typer.Option(help="Hidden sizes, e.g. 64,32.")] = None,
@@ -96,7 +98,7 @@ def train(
         config, name=name,
         data={"mode": mode, "features": _split(features), "id_columns": _split(id_columns),
               "label_column": label_column, "time_column": time_column, "entity_column": entity_column,
-              "missing": missing, "duplicates": duplicates, "max_gap": max_gap,
+              "missing": missing, "duplicates": duplicates, "max_gap": max_gap, "resample": resample,
               **({"window": window_spec} if window_spec else {})},
         model={"latent": latent, "hidden": [int(h) for h in _split(hidden) or []] if hidden else None,
                "likelihood": likelihood},

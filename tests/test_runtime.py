@@ -349,3 +349,34 @@ def test_after_a_gap_longer_than_max_gap_the_series_restarts(tmp_path: Path) -> 
     np.testing.assert_allclose(joined[:60], scorer.score(before)["score"].to_numpy(), rtol=1e-6)
     spanning = scorer.score(pl.concat([before, machine.tail(60)]))["score"].to_numpy()  # no gap: windows span
     assert not np.allclose(spanning[60:71], joined[60:71])
+
+
+def test_resampling_to_a_fixed_step_is_kept_with_the_model_and_applied_when_scoring(tmp_path: Path) -> None:
+    """With `resample = "PT10M"`, two five-minute readings make one ten-minute step, in
+    training and in scoring: an irregular clock (readings a few seconds late, one step
+    missing a reading) scores as the step averages computed by hand."""
+    from datetime import timedelta
+
+    from pipeline.build.fit import fit_model
+    from pipeline.core.config import load_config
+
+    history = pl.read_parquet(DATA / "sensors" / "history.parquet").head(3000)
+    history.write_parquet(tmp_path / "history.parquet")
+    config = load_config(DATA / "sensors.toml", train={"epochs": 2, "patience": 1, "progress": False},
+                         data={"resample": "PT10M", "max_gap": "PT30M"})
+    outcome = fit_model(tmp_path / "history.parquet", config, tmp_path / "models")
+    assert outcome.data.merged == history.height // 2  # pairs of readings became steps
+    scorer = Scorer.load(outcome.version_dir)
+    assert scorer.schema.resample == timedelta(minutes=10)
+    machine = history.filter(pl.col("machine") == history["machine"][0]).head(200).drop("label", "anomaly_kind")
+    late = machine.with_columns(pl.col("timestamp") + pl.duration(seconds=pl.int_range(pl.len()) % 7))
+    late = late.filter(pl.int_range(pl.len()) != 101)  # the step starting at reading 100 has one reading
+    scored, report = scorer.score_with_report(late)
+    steps = late.group_by_dynamic("timestamp", every="10m", group_by="machine").agg(
+        pl.exclude("timestamp", "machine").mean())
+    assert scored.height == steps.height == 100 and report.merged == late.height - 100
+    assert scored["timestamp"].to_list() == steps["timestamp"].to_list()
+    expected = scorer.score(steps.with_columns(pl.col("timestamp")))["score"].to_numpy()
+    np.testing.assert_allclose(scored["score"].to_numpy(), expected, rtol=1e-6)
+    with pytest.raises(PipelineError, match="resample must be a positive duration"):
+        load_config(DATA / "sensors.toml", data={"resample": "PT0S"})

@@ -52,6 +52,12 @@ class DataConfig(_Strict):
     # rows, whatever time lies between them. ISO 8601 ("PT15M"), "HH:MM:SS" or seconds; for
     # a numeric time column, compared with its differences in its own units as seconds.
     max_gap: timedelta | None = None
+    # Sensor mode: readings taken onto a fixed time step before windowing (a datetime time
+    # column): each entity's readings in one step become one row at the step's start, numeric
+    # features averaged, others from the last reading. Irregular clocks then give windows of a
+    # fixed span. Repeated times fall into one step, so `duplicates` no longer applies. A step
+    # with no reading is no row: with `max_gap` the series restarts after it. None: as read.
+    resample: timedelta | None = None
     # A category never seen in training (a new production line): `flag` marks its row anomalous
     # whatever its score (encoded as no known category, a row scores like the others); `ignore`
     # leaves the decision to the score. Counted in the report either way.
@@ -63,8 +69,10 @@ class DataConfig(_Strict):
     def _sensor_needs_time(self) -> DataConfig:
         if self.mode == "sensor" and not self.time_column:
             raise ValueError("sensor mode needs `time_column`")
-        if self.max_gap is not None and self.max_gap <= timedelta(0):
-            raise ValueError(f"max_gap must be a positive duration, got {self.max_gap}")
+        for name in ("max_gap", "resample"):
+            value = getattr(self, name)
+            if value is not None and value <= timedelta(0):
+                raise ValueError(f"{name} must be a positive duration, got {value}")
         return self
 
 

@@ -63,6 +63,7 @@ class FeatureSchema(BaseModel):
     unseen: Literal["flag", "ignore"] = "flag"  # rows with a category never seen in training
     duplicates: Literal["error", "last", "mean"] = "error"  # a time repeated within an entity (DataConfig)
     max_gap: timedelta | None = None  # windows never span a longer gap in time (DataConfig)
+    resample: timedelta | None = None  # readings taken onto this fixed time step (DataConfig)
 
     @property
     def key_columns(self) -> list[str]:
@@ -212,6 +213,7 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         unseen=config.unseen,
         duplicates=config.duplicates,
         max_gap=config.max_gap,
+        resample=config.resample,
     )
     return fit_statistics(schema, frame)
 
@@ -442,6 +444,8 @@ def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | Non
             raise SchemaError(f"key column '{key}' has {what}{where(file, key, file_row(row_offset, row))}.")
     ordered = frame.with_row_index("__row").sort(keys, maintain_order=True)
     resorted = not ordered["__row"].is_sorted()
+    if schema.resample is not None and schema.time_column:
+        return resampled(ordered, schema, file), resorted
     repeated = ordered.select(keys).is_duplicated()
     if schema.time_column and repeated.any():
         if schema.duplicates != "error":
@@ -454,6 +458,22 @@ def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | Non
             f"{file_row(row_offset, second['__row'])}){where(file, schema.time_column)}; drop the duplicate readings, "
             "or train with duplicates = \"last\" or \"mean\" to merge them.")
     return ordered.drop("__row"), resorted
+
+
+def resampled(ordered: pl.DataFrame, schema: FeatureSchema, file: str | None = None) -> pl.DataFrame:
+    """Each entity's readings taken onto the schema's fixed step: one row per step that holds
+    a reading, at the step's start, numeric features averaged (a missing reading left out of
+    the mean), everything else from the last reading (the caller counts the rows merged)."""
+    assert schema.time_column is not None and schema.resample is not None
+    if not ordered.schema[schema.time_column].is_temporal():
+        raise SchemaError(f"resampling needs a datetime time column; '{schema.time_column}' holds "
+                          f"{ordered.schema[schema.time_column]}{where(file)}.")
+    numeric = {c.name for c in schema.columns if c.kind != "categorical"}
+    others = [c for c in ordered.columns if c not in (schema.time_column, schema.entity_column, "__row")]
+    steps = ordered.group_by_dynamic(schema.time_column, every=schema.resample, label="left", closed="left",
+                                     group_by=schema.entity_column, start_by="window").agg(
+        [pl.col(c).mean() if c in numeric and ordered[c].dtype.is_numeric() else pl.col(c).last() for c in others])
+    return steps.select([c for c in ordered.columns if c != "__row"])
 
 
 def _merge_repeats(ordered: pl.DataFrame, keys: list[str], schema: FeatureSchema) -> pl.DataFrame:
