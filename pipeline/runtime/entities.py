@@ -24,6 +24,7 @@ from pipeline.data.schema import FeatureSchema, InputReport, RowNumbers, row_num
 from pipeline.runtime.scorer import Scorer
 
 Prepared = tuple[np.ndarray, pl.DataFrame, InputReport]
+MISSING_ENTITY = "(missing)"  # how a report names the rows whose entity is empty
 ROW, GROUP = "__row", "__group"  # columns of the split files: the row's number in its file, its group
 FLUSH_BATCHES = 16  # batches read before the rows waiting per group are appended to the groups' files
 
@@ -159,7 +160,7 @@ def prepared_alone(scorer: Scorer, frame: pl.DataFrame, file: str | None, rows: 
         try:
             prepared.append(scorer.prepare(part.drop(ROW), file, part[ROW].to_numpy()))
         except DataError as error:
-            failed[str(value)] = str(error)
+            failed[MISSING_ENTITY if value is None else str(value)] = str(error)
             first_error = first_error or error
     if not prepared:
         assert first_error is not None
