@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect_dask import DaskTaskRunner
 
 from pipeline.artifact.manifest import resolve_model_dir
-from pipeline.core.errors import exit_on_user_error
+from pipeline.core.errors import PipelineError, exit_on_user_error
 from pipeline.runtime import Scorer, partitions
 
 
@@ -37,7 +37,8 @@ def plan(source: str, model_dir: str, rows_per_partition: int) -> list[dict]:
 @task(retries=2, retry_delay_seconds=2)
 def score_partition(model_dir: str, partition: dict, parts_dir: str) -> dict:
     part, report = partitions.score_partition(_scorer(model_dir), partitions.Partition(**partition), parts_dir)
-    return {"part": part, "worker": f"{socket.gethostname()}:{os.getpid()}", "failed_entities": report.failed}
+    return {"part": part, "worker": f"{socket.gethostname()}:{os.getpid()}", "failed_entities": report.failed,
+            "rows": report.rows}
 
 
 @task
@@ -61,8 +62,11 @@ def score_partitions_flow(source: str, output: str, model: str = "exported/demo-
     with tempfile.TemporaryDirectory(prefix=".parts-", dir=Path(output).parent) as parts_dir:
         scored = [f.result() for f in score_partition.map(model_dir, planned, parts_dir)]
         get_run_logger().info("scored on %d worker process(es)", len({s["worker"] for s in scored}))
-        for entity, why in sorted(e for s in scored for e in s["failed_entities"].items()):
+        failed = dict(sorted(e for s in scored for e in s["failed_entities"].items()))
+        for entity, why in failed.items():
             get_run_logger().warning("entity %s not scored: %s", entity, why)
+        if failed and not sum(s["rows"] for s in scored):  # every entity failed: the input itself is wrong
+            raise PipelineError(f"no entity of '{source}' could be scored; the first: {next(iter(failed.values()))}")
         return combine([s["part"] for s in scored], output)
 
 

@@ -32,33 +32,41 @@ def test_a_fleet_split_by_entity_scores_as_the_whole_file_and_as_each_entity_alo
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grouped.parquet", "whole.parquet"]
 
 
-@pytest.mark.parametrize("chunk_rows", [None, 2500], ids=["whole", "grouped"])
+@pytest.mark.parametrize("chunk_rows", [None, 2500, 1000], ids=["whole", "grouped", "one-per-group"])
 def test_an_entity_with_bad_time_data_fails_alone(sensor_model: Path, tmp_path: Path, chunk_rows: int | None) -> None:
-    """One machine repeats an hour (a clock change) and another lost a reading: both are left
-    out and named with the row in the file; the others are scored as they would be alone."""
+    """One machine repeats an hour (a clock change), another lost a reading, the last one (in
+    sorted order) a timestamp: all three are left out and named with the row in the file,
+    however the file is cut; the others are scored as they would be alone."""
     data = fleet().with_row_index("n")
     repeat = data.filter(pl.col("machine") == "press-02-1").slice(10, 1)
+    lost = data.filter(pl.col("machine") == "press-04-0")["n"][5]
+    no_time = data.filter(pl.col("machine") == "press-04-2")["n"][7]
     broken = pl.concat([data, repeat]).with_columns(
-        pl.when((pl.col("machine") == "press-04-0") & (pl.col("n") == data.filter(
-            pl.col("machine") == "press-04-0")["n"][5])).then(None).otherwise(pl.col("vibration")).alias("vibration"))
+        pl.when(pl.col("n") == lost).then(None).otherwise(pl.col("vibration")).alias("vibration"),
+        pl.when(pl.col("n") == no_time).then(None).otherwise(pl.col("timestamp")).alias("timestamp"))
     broken.drop("n").write_parquet(tmp_path / "fleet.parquet")
-    missing_row = int(broken["n"].to_list().index(data.filter(pl.col("machine") == "press-04-0")["n"][5])) + 1
+    row_of = {n: i + 1 for i, n in enumerate(broken["n"].to_list()) if n in (lost, no_time)}
     scorer = Scorer.load(sensor_model)
     report = score_files(scorer, tmp_path / "fleet.parquet", tmp_path / "scores.parquet", chunk_rows=chunk_rows)
-    assert set(report.inputs.failed) == {"press-02-1", "press-04-0"}
+    assert set(report.inputs.failed) == {"press-02-1", "press-04-0", "press-04-2"}
     assert "appears twice" in report.inputs.failed["press-02-1"]
-    assert f"row {missing_row}" in report.inputs.failed["press-04-0"]
-    assert "2 entities not scored" in report.inputs.summary()
+    assert f"column 'vibration', row {row_of[lost]}" in report.inputs.failed["press-04-0"]
+    assert f"column 'timestamp', row {row_of[no_time]}" in report.inputs.failed["press-04-2"]
+    assert "3 entities not scored" in report.inputs.summary()
     scored = pl.read_parquet(tmp_path / "scores.parquet")
-    assert scored["machine"].n_unique() == 10 and report.rows == scored.height
+    assert scored["machine"].n_unique() == 9 and report.rows == scored.height
     alone = scorer.score(data.drop("n").filter(pl.col("machine") == "press-03-1"))
     assert_frame_equal(scored.filter(pl.col("machine") == "press-03-1").drop("source_file"), alone,
                        check_dtypes=False)
 
 
-def test_a_batch_where_every_entity_fails_is_refused_with_the_first_error(sensor_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk_rows", [None, 1000], ids=["whole", "one-per-group"])
+def test_a_batch_where_every_entity_fails_is_refused_with_the_first_error(sensor_model: Path, tmp_path: Path,
+                                                                         chunk_rows: int | None) -> None:
     data = fleet(copies=1).with_columns(pl.lit(None, pl.Float64).alias("pressure"))
     data.write_parquet(tmp_path / "fleet.parquet")
     with pytest.raises(DataError, match="column 'pressure' has a missing value"):
-        score_files(Scorer.load(sensor_model), tmp_path / "fleet.parquet", tmp_path / "scores.parquet")
+        score_files(Scorer.load(sensor_model), tmp_path / "fleet.parquet", tmp_path / "scores.parquet",
+                    chunk_rows=chunk_rows)
     assert not (tmp_path / "scores.parquet").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["fleet.parquet"]  # no split files left behind

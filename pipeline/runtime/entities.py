@@ -128,45 +128,74 @@ def read_entities(file: Path, schema: FeatureSchema, entities: list) -> tuple[pl
 def grouped_prepared(scorer: Scorer, file: Path, budget_rows: int, entity_cap: int, scratch: Path | None = None
                      ) -> Iterator[Prepared]:
     """A large sensor file prepared one group of entities at a time (the split files live in
-    a temporary folder under `scratch`, removed when the iteration ends, however it ends)."""
+    a temporary folder under `scratch`, removed when the iteration ends, however it ends).
+    Entities that fail are named in the next piece's report (an empty piece at the end, when
+    the last groups failed); if every entity fails, the first error is raised."""
     groups = plan_groups(file, scorer.schema, budget_rows, entity_cap)
+    first_error: DataError | None = None
+    pending: dict[str, str] = {}
+    scored_any = False
     with tempfile.TemporaryDirectory(prefix=".vad-entities-", dir=scratch) as folder:
-        parts = split_groups(file, scorer.schema, groups, Path(folder), budget_rows)
-        for part in parts:
+        for part in split_groups(file, scorer.schema, groups, Path(folder), budget_rows):
             frame, rows = read_group(part)
-            yield from prepared_alone(scorer, frame, str(file), rows)
+            pieces, failed, error = entity_pieces(scorer, frame, str(file), rows)
+            first_error, scored_any = first_error or error, scored_any or bool(pieces)
+            pending.update(failed)
+            if pieces:
+                pieces[0][2].failed.update(pending)
+                pending = {}
+                yield from pieces
+        if not scored_any and first_error is not None:
+            raise first_error
+        if pending:
+            yield empty_piece(scorer, frame, str(file), pending)
 
 
 def prepared_alone(scorer: Scorer, frame: pl.DataFrame, file: str | None, rows: RowNumbers = 0
                    ) -> Iterator[Prepared]:
-    """`scorer.prepare` for a frame of sensor rows; where that fails and the frame holds more
-    than one entity, each entity is prepared alone, and those that fail are left out and named
-    with their error in the first report (`InputReport.failed`). If every entity fails, the
-    first error is raised: the batch itself is wrong."""
+    """`scorer.prepare` for a frame of sensor rows, each entity that cannot be scored left out
+    and named with its error in the first piece's report (`InputReport.failed`). If every
+    entity fails, the first error is raised: the batch itself is wrong."""
+    pieces, failed, error = entity_pieces(scorer, frame, file, rows)
+    if not pieces:
+        assert error is not None
+        raise error
+    pieces[0][2].failed.update(failed)
+    yield from pieces
+
+
+def entity_pieces(scorer: Scorer, frame: pl.DataFrame, file: str | None, rows: RowNumbers = 0
+                  ) -> tuple[list[Prepared], dict[str, str], DataError | None]:
+    """The frame prepared whole; where that fails, each entity prepared alone (in the order
+    the whole frame sorts into): the pieces that could be, the entities that could not with
+    their errors, and the first error. A series without an entity column fails whole."""
     entity = scorer.schema.entity_column
     try:
-        yield scorer.prepare(frame, file, rows)
-        return
+        return [scorer.prepare(frame, file, rows)], {}, None
     except DataError:
-        if entity is None or frame[entity].n_unique() < 2:
+        if entity is None:
             raise
     numbered = frame.with_columns(pl.Series(ROW, row_numbers(rows, frame.height)))
     parts = {key[0]: part for key, part in numbered.partition_by(entity, as_dict=True, maintain_order=True).items()}
-    prepared: list[Prepared] = []
+    pieces: list[Prepared] = []
     failed: dict[str, str] = {}
     first_error: DataError | None = None
-    for value in sorted(parts, key=lambda v: (v is None, v)):  # the order the whole frame sorts into
+    for value in sorted(parts, key=lambda v: (v is None, v)):
         part = parts[value]
         try:
-            prepared.append(scorer.prepare(part.drop(ROW), file, part[ROW].to_numpy()))
+            pieces.append(scorer.prepare(part.drop(ROW), file, part[ROW].to_numpy()))
         except DataError as error:
             failed[MISSING_ENTITY if value is None else str(value)] = str(error)
             first_error = first_error or error
-    if not prepared:
-        assert first_error is not None
-        raise first_error
-    prepared[0][2].failed.update(failed)
-    yield from prepared
+    return pieces, failed, first_error
+
+
+def empty_piece(scorer: Scorer, frame: pl.DataFrame, file: str | None, failed: dict[str, str]) -> Prepared:
+    """No rows, and a report naming `failed`: how failures reach a report when no scored rows
+    follow them."""
+    matrix, keys, report = scorer.prepare(frame.head(0), file)
+    report.failed.update(failed)
+    return matrix, keys, report
 
 
 def _entity(schema: FeatureSchema) -> str:

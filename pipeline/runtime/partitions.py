@@ -17,7 +17,7 @@ from pipeline.core.atomic import atomic_output
 from pipeline.core.errors import PipelineError
 from pipeline.data import ingest
 from pipeline.data.schema import InputReport, check_columns
-from pipeline.runtime.entities import plan_groups, prepared_alone, read_entities
+from pipeline.runtime.entities import empty_piece, entity_pieces, plan_groups, read_entities
 from pipeline.runtime.files import WHOLE_FILE_MAX_ROWS, score_files
 from pipeline.runtime.scorer import ScoreOptions, Scorer
 
@@ -66,14 +66,16 @@ def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path)
     file = Path(partition.file)
     if partition.rows is None:
         return str(output), score_files(scorer, file, output).inputs
-    if partition.entities is not None:
-        frame, rows = read_entities(file, scorer.schema, partition.entities)
+    if partition.entities is not None:  # entities that fail are left out and reported; the flow
+        frame, rows = read_entities(file, scorer.schema, partition.entities)  # refuses a run where all did
+        prepared, failed, _ = entity_pieces(scorer, frame, str(file), rows)
         options, report = scorer.resolve(ScoreOptions()), InputReport()
         pieces = []
-        for prepared in prepared_alone(scorer, frame, str(file), rows):
-            scored, inputs = scorer.score_prepared(prepared, options)
+        for piece in prepared or [empty_piece(scorer, frame, str(file), {})]:
+            scored, inputs = scorer.score_prepared(piece, options)
             pieces.append(scored)
             report.add(inputs)
+        report.failed.update(failed)
         scored = pl.concat(pieces)
     else:
         frame = ingest.read_file_slice(file, scorer.schema.source_columns, partition.first_row, partition.rows)
