@@ -202,7 +202,7 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
     if report.inputs.repaired:
         console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
     if report.drift is not None and report.drift.drifted:
-        shifted = "; ".join(f"{e}: " + ", ".join(f"{c} {v:+.1f} SD" for c, v in s.items())
+        shifted = "; ".join(f"{e}: " + ", ".join(f"{c} {v:+.1f}" for c, v in s.items())
                             for e, s in report.drift.entities.items())
         console.print(f"[yellow]drift from the training data:[/] {', '.join(report.drift.drifting)}"
                       + (f" ({shifted})" if shifted else "") + " (README, \"Drift\")")

@@ -126,8 +126,10 @@ def test_scoring_can_impute_where_the_model_would_refuse(sensor_model: Path, tmp
     gap.write_parquet(tmp_path / "gap.parquet")
     strict = Scorer.load(sensor_model)
     assert strict.schema.missing == "error"
-    with pytest.raises(Exception, match="missing value"):
-        score_files(strict, tmp_path / "gap.parquet", tmp_path / "strict.parquet")
+    refused = score_files(strict, tmp_path / "gap.parquet", tmp_path / "strict.parquet")  # that machine, alone
+    machine = batch["machine"][5]
+    assert list(refused.inputs.failed) == [machine] and "missing value" in refused.inputs.failed[machine]
+    assert refused.rows == batch.filter(pl.col("machine") != machine).height
     report = score_files(Scorer.load(sensor_model, missing="impute"), tmp_path / "gap.parquet", tmp_path / "scores.parquet")
     assert report.rows == batch.height and report.inputs.imputed == {"load": 1}
 

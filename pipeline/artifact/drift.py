@@ -9,14 +9,16 @@ and a batch's drift against it, counted chunk by chunk.
   shares, weighted by its rows in the batch): a batch of one machine is not drift.
 - Per entity of a sensor fleet (a series without an entity column: one entity, SERIES),
   against that entity's own training rows (machines differ from the fleet, and that is not
-  drift): how far each numeric column's median moved, in that entity's training standard
-  deviations (the batch's median read from counts over the entity's training percentiles).
-  In sensor mode this decides, not the PSI: readings a minute apart are not independent
-  draws, and two clean days of one demo machine gave PSIs of 0.29 to 0.54 against its own ten
-  training days (daily cycles, a wandering load), where their levels moved less than 0.4 SD.
-  The median, not the mean: a sensor stuck high for a fifth of a batch (a fault, the anomaly
-  alert's business) moves a mean by more than 1 SD and a median by little, while a level
-  shift of the whole batch moves both.
+  drift): how far each numeric column's median moved, in units of how much the median of as
+  many consecutive readings varied in training (the spread of training block medians, blocks
+  of BLOCKS readings; the batch's median is read from counts over the entity's training
+  percentiles). In sensor mode this decides, not the PSI: readings a minute apart are not
+  independent draws, and two clean days of one demo machine gave PSIs of 0.29 to 0.54 against
+  its own ten training days (daily cycles, a wandering load). The unit matters as much: in
+  units of the training SD, ten clean hours of a machine moved past 1 on 8 of 40 demo batches
+  (a daily cycle's daytime half), where the spread of ten-hour medians expects it. And the
+  median, not the mean: a sensor stuck high for a fifth of a batch (a fault, the anomaly
+  alert's business) moves a mean far and a median little.
 - The latent code: the PSI of each row's KL divergence from the prior (the scorer graph's
   `kl`), which grows as the encoder meets inputs unlike its training data.
 - The score: its PSI against the validation scores.
@@ -37,6 +39,8 @@ FLOOR = 1e-4  # a bin's share is at least this, so an empty bin does not make th
 MAX_ENTITIES = 1000  # entities given their own reference (more would swell the manifest)
 MIN_ENTITY_ROWS = 100  # an entity's own shift is judged from this many rows up
 PERCENTILES = np.linspace(0.01, 0.99, 50)  # an entity's own bins, fine enough to read a median from
+BLOCKS = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # readings per block, for the spread of medians
+SPREAD_FLOOR = 0.1  # of the training SD: a smooth, repeating column still needs a visible move
 SERIES = "*"  # the one entity of a sensor model without an entity column
 
 
@@ -108,18 +112,25 @@ class DriftReference(BaseModel):
 
 class EntityReference(BaseModel):
     """One entity's training rows: each column's bin shares (the fleet's bins), and each
-    numeric column's percentiles (PERCENTILES), median and standard deviation."""
+    numeric column's percentiles (PERCENTILES), median and standard deviation, and the
+    spread (SD) of the medians of its consecutive blocks of BLOCKS readings (None where
+    training held fewer than four such blocks)."""
 
     fractions: dict[str, list[float]]
     percentiles: dict[str, list[float]]
     levels: dict[str, tuple[float, float]]  # (median, standard deviation)
+    spread: dict[str, list[float | None]]
 
     def shift(self, name: str, counts: np.ndarray) -> float:
-        """How far a batch's median moved from training, in training SDs, read from its
-        counts over this entity's percentile bins (a median past the outer percentiles is
-        taken at them: the shift is at least that)."""
+        """How far a batch's median moved from training, in units of the spread of training
+        medians over as many readings (the largest block no longer than the batch; the SD
+        where there is none, never below SPREAD_FLOOR SDs), read from its counts over this
+        entity's percentile bins (a median past the outer percentiles is taken at them: the
+        shift is at least that)."""
         edges = np.asarray(self.percentiles[name])
         median, sd = self.levels[name]
+        fits = [s for block, s in zip(BLOCKS, self.spread[name], strict=True) if block <= counts.sum() and s is not None]
+        unit = max(fits[-1] if fits else sd, SPREAD_FLOOR * sd)
         cumulative = np.cumsum(counts)
         half = cumulative[-1] / 2
         b = int(np.searchsorted(cumulative, half))  # the bin holding the batch's median
@@ -128,7 +139,7 @@ class EntityReference(BaseModel):
         else:
             below = cumulative[b - 1]
             level = edges[b - 1] + (edges[b] - edges[b - 1]) * (half - below) / max(counts[b], 1)
-        return float((level - median) / sd) if sd > 0 else 0.0
+        return float((level - median) / unit) if unit > 0 else 0.0
 
 
 class DriftReport(BaseModel):
@@ -142,7 +153,7 @@ class DriftReport(BaseModel):
     # Columns that drifted, the largest first: tables, by PSI past `rules.psi`; sensors, by a
     # mean shifted past `rules.shift` in at least one entity.
     drifting: list[str]
-    entities: dict[str, dict[str, float]] = {}  # per entity: its columns whose mean moved past `rules.shift` (in SDs)
+    entities: dict[str, dict[str, float]] = {}  # per entity: its columns whose median moved past `rules.shift`
 
     @property
     def drifted(self) -> bool:
@@ -164,10 +175,11 @@ def column_blocks(schema: FeatureSchema) -> Blocks:
 
 
 def reference_of(rows: np.ndarray, blocks: Blocks, kl: np.ndarray, scores: np.ndarray,
-                 entities: np.ndarray | None = None) -> DriftReference:
+                 entities: np.ndarray | None = None, stride: int = 1) -> DriftReference:
     """The reference from training rows (raw, one per time step: rows × row features), cut
     into source columns by `blocks` (name, its inputs, its categories or None), the validation
-    rows' KL and scores, and (`entities`: each row's entity) every entity's own levels."""
+    rows' KL and scores, and (`entities`: each row's entity, rows in time order, one every
+    `stride` readings) every entity's own levels."""
     features = {name: (Histogram.of_categories(rows[:, cut], categories) if categories is not None
                        else Histogram.of_values(rows[:, cut.start].astype(np.float64)))
                 for name, cut, categories in blocks}
@@ -184,9 +196,22 @@ def reference_of(rows: np.ndarray, blocks: Blocks, kl: np.ndarray, scores: np.nd
         own[str(entity)] = EntityReference(
             fractions=shares,
             percentiles={n: np.quantile(v, PERCENTILES).round(6).tolist() if len(v) else [0.0] for n, v in numbers.items()},
-            levels={n: (float(np.median(v)), float(np.std(v))) if len(v) else (0.0, 0.0) for n, v in numbers.items()})
+            levels={n: (float(np.median(v)), float(np.std(v))) if len(v) else (0.0, 0.0) for n, v in numbers.items()},
+            spread={n: block_spread(v, stride) for n, v in numbers.items()})
     return DriftReference(features=features, latent=Histogram.of_values(kl.astype(np.float64)),
                           score=Histogram.of_values(scores.astype(np.float64)), entities=own)
+
+
+def block_spread(values: np.ndarray, stride: int) -> list[float | None]:
+    """For each block length in BLOCKS (readings; a row is `stride` readings), the SD of the
+    medians of consecutive blocks of the series, or None with fewer than four blocks."""
+    spread: list[float | None] = []
+    for block in BLOCKS:
+        size = max(1, block // stride)
+        count = len(values) // size
+        medians = np.median(values[:count * size].reshape(count, size), axis=1) if count >= 4 else None
+        spread.append(round(float(np.std(medians, ddof=1)), 6) if medians is not None else None)
+    return spread
 
 
 class DriftCounter:

@@ -232,5 +232,7 @@ def drift_reference(data: TrainingSet, calibrated: Calibrated) -> DriftReference
     """The training rows' histograms per source column (a window's last step is its own row),
     and the validation rows' KL and scores: what a batch's drift is measured against."""
     rows = data.x[:, -len(data.schema.row_features):]
+    window = data.schema.window
+    stride = window.stride if data.schema.mode == "sensor" and window is not None and window.length > 1 else 1
     return reference_of(rows, column_blocks(data.schema), calibrated.validation_kl, calibrated.validation_scores,
-                        data.entities)
+                        data.entities, stride)

@@ -153,12 +153,13 @@ class ThresholdConfig(_Strict):
 
 class DriftRules(_Strict):
     """When a batch has drifted from the model's training data (pipeline/artifact/drift.py):
-    a source column whose population stability index over the batch passes `psi` (by its
-    usual reading, above 0.25 is a major shift), or, per entity of a sensor fleet, whose mean
-    moved more than `shift` of that entity's training standard deviations."""
+    a table's column whose population stability index over the batch passes `psi` (by its
+    usual reading, above 0.25 is a major shift), or, per entity of a sensor fleet, a column
+    whose median moved more than `shift` times the spread that medians of as many readings
+    showed in training."""
 
     psi: float = Field(0.25, gt=0)
-    shift: float = Field(1.0, gt=0)
+    shift: float = Field(3.0, gt=0)
 
 
 class AlertRules(_Strict):

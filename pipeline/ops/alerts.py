@@ -157,7 +157,7 @@ def drift_text(alert: DriftAlert) -> tuple[str, str]:
     lines = [subject, f"alert id: {alert.alert_id}",
              "columns (PSI, limit " + f"{alert.rules.psi:g}): "
              + (", ".join(f"{f.feature} {f.psi:.2f}" for f in alert.features) or "none batch-wide"),
-             *(f"entity {entity}: " + ", ".join(f"{c} {v:+.1f} SD" for c, v in shifted.items())
+             *(f"entity {entity}: " + ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items())
                for entity, shifted in alert.entities.items()),
              f"latent PSI {alert.latent_psi:.2f}, score PSI {alert.score_psi:.2f}; "
              "consider retraining on recent data (README, \"Drift\")."]

@@ -111,9 +111,10 @@ class ColumnDrift(BaseModel):
 
 class DriftAlert(BaseModel):
     """The alert a batch raises when its data moved away from the model's training data:
-    the columns past the rules (batch-wide PSI; per entity, the mean's shift in that entity's
-    training SDs), with the latent and score PSI for context. Its own kind, event and id, so
-    an anomaly alert and a drift alert on one batch never replace each other."""
+    the columns past the rules (a table's PSI; per entity of a fleet, how far the median
+    moved, in spreads of training medians over as many readings), with the latent and score
+    PSI for context. Its own kind, event and id, so an anomaly alert and a drift alert on one
+    batch never replace each other."""
 
     kind: Literal["drift"] = "drift"
     alert_id: str
@@ -122,7 +123,7 @@ class DriftAlert(BaseModel):
     severity: Literal["warning"] = "warning"  # drift asks for a look (retraining), not a page
     rows: int
     features: list[ColumnDrift]  # batch-wide, the largest first
-    entities: dict[str, dict[str, float]]  # entity → its shifted columns (SDs)
+    entities: dict[str, dict[str, float]]  # entity → its shifted columns (in spreads of training medians)
     latent_psi: float
     score_psi: float
     rules: DriftRules

@@ -163,7 +163,7 @@ def drift_report(manifest: Manifest, summaries: list[dict]) -> str:
     """The drift of each batch from the model's training data: the figure and a table of the
     columns and entities past the rules."""
     lines = [f"# Drift: {manifest.key}", "", figure_markdown(drift_figure(summaries), "drift per batch"), "",
-             "| batch | rows | drifting columns (PSI) | entities shifted (SDs) | latent PSI | score PSI |",
+             "| batch | rows | drifting columns (PSI) | entities shifted (× spread of medians) | latent PSI | score PSI |",
              "|---|---:|---|---|---:|---:|"]
     for s in summaries:
         d = s["drift"]
