@@ -14,9 +14,10 @@ and a batch's drift against it, counted chunk by chunk.
   of BLOCKS readings; the batch's median is read from counts over the entity's training
   percentiles). In sensor mode this decides, not the PSI: readings a minute apart are not
   independent draws, and two clean days of one demo machine gave PSIs of 0.29 to 0.54 against
-  its own ten training days (daily cycles, a wandering load). The unit matters as much: in
-  units of the training SD, ten clean hours of a machine moved past 1 on 8 of 40 demo batches
-  (a daily cycle's daytime half), where the spread of ten-hour medians expects it. And the
+  its own ten training days (daily cycles, a wandering load). The unit matters as much: the
+  medians of 24 of 36 clean ten-hour demo batches lay more than one training SD from their
+  machine's training median (a daily cycle's day or night half), which the spread of ten-hour
+  medians expects; in that unit none of 50 such batches passed 3. And the
   median, not the mean: a sensor stuck high for a fifth of a batch (a fault, the anomaly
   alert's business) moves a mean far and a median little.
 - The latent code: the PSI of each row's KL divergence from the prior (the scorer graph's
