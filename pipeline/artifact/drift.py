@@ -87,30 +87,6 @@ class Histogram(BaseModel):
         return float(np.sum((actual - shares) * np.log(actual / shares)))
 
 
-class DriftReference(BaseModel):
-    """The training data's histograms, kept in the manifest: per source column, the latent
-    KL and the validation score; per entity of a sensor fleet (up to MAX_ENTITIES), each
-    numeric column's training mean and standard deviation."""
-
-    features: dict[str, Histogram]
-    latent: Histogram
-    score: Histogram
-    entities: dict[str, EntityReference] = {}
-
-    def expected(self, name: str, rows: dict[str, float]) -> np.ndarray:
-        """A column's expected bin shares for a batch with `rows` rows per entity: the
-        entities' own shares mixed by those rows (entities not in training: the fleet's)."""
-        fleet = np.asarray(self.features[name].fractions)
-        total = sum(rows.values())
-        if not self.entities or total == 0:
-            return fleet
-        mix = np.zeros_like(fleet)
-        for entity, n in rows.items():
-            own = self.entities.get(entity)
-            mix += n * (np.asarray(own.fractions[name]) if own is not None else fleet)
-        return mix / total
-
-
 class EntityReference(BaseModel):
     """One entity's training rows: each column's bin shares (the fleet's bins), and each
     numeric column's percentiles (PERCENTILES), median and standard deviation, and the
@@ -143,6 +119,30 @@ class EntityReference(BaseModel):
         return float((level - median) / unit) if unit > 0 else 0.0
 
 
+class DriftReference(BaseModel):
+    """The training data's histograms, kept in the manifest: per source column, the latent
+    KL and the validation score; per entity of a sensor fleet (up to MAX_ENTITIES), its own
+    shares and levels (EntityReference)."""
+
+    features: dict[str, Histogram]
+    latent: Histogram
+    score: Histogram
+    entities: dict[str, EntityReference] = {}
+
+    def expected(self, name: str, rows: dict[str, float]) -> np.ndarray:
+        """A column's expected bin shares for a batch with `rows` rows per entity: the
+        entities' own shares mixed by those rows (entities not in training: the fleet's)."""
+        fleet = np.asarray(self.features[name].fractions)
+        total = sum(rows.values())
+        if not self.entities or total == 0:
+            return fleet
+        mix = np.zeros_like(fleet)
+        for entity, n in rows.items():
+            own = self.entities.get(entity)
+            mix += n * (np.asarray(own.fractions[name]) if own is not None else fleet)
+        return mix / total
+
+
 class DriftReport(BaseModel):
     """A batch's drift from the model's reference, and what passed the rules' limits."""
 
@@ -152,7 +152,7 @@ class DriftReport(BaseModel):
     latent: float  # PSI of the rows' KL from the prior
     score: float  # PSI of the scores against the validation scores
     # Columns that drifted, the largest first: tables, by PSI past `rules.psi`; sensors, by a
-    # mean shifted past `rules.shift` in at least one entity.
+    # median shifted past `rules.shift` in at least one entity.
     drifting: list[str]
     entities: dict[str, dict[str, float]] = {}  # per entity: its columns whose median moved past `rules.shift`
 
@@ -216,7 +216,7 @@ def block_spread(values: np.ndarray, stride: int) -> list[float | None]:
 
 
 class DriftCounter:
-    """A batch's bin counts and, per entity, sums, added chunk by chunk (memory: counts,
+    """A batch's bin counts, per column and per entity, added chunk by chunk (memory: counts,
     never rows)."""
 
     def __init__(self, reference: DriftReference, blocks: Blocks) -> None:
