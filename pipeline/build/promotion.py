@@ -103,6 +103,9 @@ def compare(champion: Scorer, challenger: Scorer, holdout_file: Path, label_colu
     labels = frame[label_column].cast(pl.Float64).to_numpy() if label_column in frame.columns else None
     rows = frame.drop(label_column) if label_column in frame.columns else frame
     old, new = champion.score(rows), challenger.score(rows)
+    if old.height != frame.height:  # readings merged (repeated times, resampling): rows no longer pair with labels
+        raise DataError(f"'{holdout_file}' merges readings when scored; retraining compares models row by row, "
+                        "so drop repeated times, and retrain a resampled model with `vad train` instead.")
     normal = labels == 0 if labels is not None else np.ones(frame.height, bool)
     if champion.schema.mode == "sensor":  # scores come back sorted: take the labels along
         order = _sorted_order(frame, champion)
