@@ -1,7 +1,9 @@
-"""Time to a model at the defaults, export alone, and what each detector's time buys (issue 19).
+"""Time to a model at the defaults, export alone, scoring at the defaults, and what each
+detector's time buys (issue 19).
 
-    python bench/time_to_model.py                    # 2,000 and 20,000 rows; writes BENCHMARKS.md
+    python bench/time_to_model.py                    # 2,000 and 20,000 rows; 1 M rows scored
     python bench/time_to_model.py --rows 100000      # add a size
+    python bench/time_to_model.py --score-rows 0     # no scoring block
 
 One run, one machine, side by side: for each size, `vad train` from the command line (interpreter
 start, reading, training to early stopping, threshold, export with its checks, all included)
@@ -9,7 +11,12 @@ against PyOD's `VAE().fit` and `IForest().fit` on the same rows, each at its own
 the ROC-AUC each then gets on held-out rows with 2% injected anomalies, so that speed is never
 bought with quality. Then the export alone (`VAEDetector.export`: four graphs written, checked by
 onnx, and parity-tested against PyTorch in onnxruntime) with each torch exporter, alternating,
-best of --repeats. Data: 8 latent factors mixed into 32 columns, half of them made skewed.
+best of --repeats. Then the models of the largest size score the same `--score-rows` rows (2%
+injected anomalies) end to end: ours from the command line (`vad score`, Parquet to Parquet,
+interpreter start included) and in process (`score_files`, with and without the drift
+measurement every batch now gets), PyOD's VAE and IForest in process (`decision_function`
+on the rows in memory, reading the file included), each with its ROC-AUC. Data: 8 latent
+factors mixed into 32 columns, half of them made skewed.
 """
 
 from __future__ import annotations
@@ -71,7 +78,46 @@ def cli_time_to_model(x: np.ndarray, folder: Path) -> tuple[float, Path]:
     return seconds, folder / "models" / "ttm"  # the model folder: Scorer.load follows its `latest`
 
 
+def scoring_block(version: Path, vae: object, forest: object, rows: int, folder: Path) -> list[tuple[str, str, str]]:
+    """Default scoring of `rows` rows, end to end, ours (CLI and in process) against PyOD's."""
+    from pipeline.runtime import score_files
+
+    x, y = rows_with_anomalies(rows, seed=7, share=0.02)
+    source = folder / "score.parquet"
+    pl.DataFrame(x, schema=[f"f{i}" for i in range(FEATURES)]).write_parquet(source)
+    scorer = Scorer.load(version)
+    vad = str(Path(sys.executable).with_name("vad"))
+    cli_s, _ = timed(lambda: subprocess.run([vad, "score", str(version), str(source), "--output",
+                                             str(folder / "cli.parquet"), "--show", "0"], check=True,
+                                            capture_output=True, cwd=ROOT))
+    ours_s, _ = timed(lambda: score_files(scorer, source, folder / "lib.parquet"))
+    no_drift = Scorer.load(version)
+    no_drift.manifest = no_drift.manifest.model_copy(update={"drift": None})
+    bare_s, _ = timed(lambda: score_files(no_drift, source, folder / "bare.parquet"))
+    ours_auc = roc_auc_score(y, pl.read_parquet(folder / "lib.parquet")["score"].to_numpy())
+
+    def pyod(model: object) -> np.ndarray:
+        return model.decision_function(pl.read_parquet(source).to_numpy())  # type: ignore[attr-defined]
+
+    vae_s, vae_scores = timed(lambda: pyod(vae))
+    forest_s, forest_scores = timed(lambda: pyod(forest))
+    rate = lambda seconds: f"{rows / seconds / 1e3:,.0f} k rows/s"  # noqa: E731
+    return [
+        (f"score {rows:,} rows: `vad score` (CLI, Parquet → Parquet, start-up included)", f"{cli_s:.1f} s, {rate(cli_s)}",
+         f"{ours_s / cli_s:.2f} of the in-process rate; {vae_s / cli_s:.1f}× PyOD VAE, {forest_s / cli_s:.2f}× IForest"),
+        (f"score {rows:,} rows: `score_files` in process (defaults, drift measured)", f"{ours_s:.1f} s, {rate(ours_s)}",
+         f"{vae_s / ours_s:.1f}× PyOD VAE, {forest_s / ours_s:.2f}× IForest; ROC-AUC {ours_auc:.3f}"),
+        (f"score {rows:,} rows: the same without the drift measurement", f"{bare_s:.1f} s, {rate(bare_s)}",
+         f"drift costs {ours_s / bare_s - 1:+.0%}"),
+        (f"score {rows:,} rows: PyOD `VAE.decision_function`", f"{vae_s:.1f} s, {rate(vae_s)}",
+         f"ROC-AUC {roc_auc_score(y, vae_scores):.3f}"),
+        (f"score {rows:,} rows: PyOD `IForest.decision_function`", f"{forest_s:.1f} s, {rate(forest_s)}",
+         f"ROC-AUC {roc_auc_score(y, forest_scores):.3f}"),
+    ]
+
+
 def main(rows: list[int] = typer.Option([2_000, 20_000], help="Training sizes."), repeats: int = 3,
+         score_rows: int = typer.Option(1_000_000, help="Rows scored by the largest size's models (0: none)."),
          write: bool = True) -> None:
     from pyod.models.iforest import IForest
     from pyod.models.vae import VAE
@@ -89,17 +135,20 @@ def main(rows: list[int] = typer.Option([2_000, 20_000], help="Training sizes.")
         with tempfile.TemporaryDirectory() as tmp:
             ours, version = cli_time_to_model(x, Path(tmp))
             ours_auc = roc_auc_score(y_test, Scorer.load(version).score(test_frame)["score"].to_numpy())
-        vae_s, vae = timed(lambda: VAE(random_state=0, verbose=0).fit(x))  # noqa: B023 - called at once
-        forest_s, forest = timed(lambda: IForest(random_state=0).fit(x))  # noqa: B023 - called at once
-        vae_auc = roc_auc_score(y_test, vae.decision_function(x_test))
-        forest_auc = roc_auc_score(y_test, forest.decision_function(x_test))
-        lines += [
-            (f"{n:,} rows: `vad train` (CLI, defaults, export included)", f"{ours:.1f} s",
-             f"{ours / vae_s:.2f}× PyOD VAE's time; ROC-AUC {ours_auc:.3f}"),
-            (f"{n:,} rows: PyOD `VAE().fit`", f"{vae_s:.1f} s", f"ROC-AUC {vae_auc:.3f}"),
-            (f"{n:,} rows: PyOD `IForest().fit`", f"{forest_s:.1f} s", f"ROC-AUC {forest_auc:.3f}"),
-        ]
-        print(*lines[-3:], sep="\n", flush=True)
+            vae_s, vae = timed(lambda: VAE(random_state=0, verbose=0).fit(x))  # noqa: B023 - called at once
+            forest_s, forest = timed(lambda: IForest(random_state=0).fit(x))  # noqa: B023 - called at once
+            vae_auc = roc_auc_score(y_test, vae.decision_function(x_test))
+            forest_auc = roc_auc_score(y_test, forest.decision_function(x_test))
+            lines += [
+                (f"{n:,} rows: `vad train` (CLI, defaults, export included)", f"{ours:.1f} s",
+                 f"{ours / vae_s:.2f}× PyOD VAE's time; ROC-AUC {ours_auc:.3f}"),
+                (f"{n:,} rows: PyOD `VAE().fit`", f"{vae_s:.1f} s", f"ROC-AUC {vae_auc:.3f}"),
+                (f"{n:,} rows: PyOD `IForest().fit`", f"{forest_s:.1f} s", f"ROC-AUC {forest_auc:.3f}"),
+            ]
+            print(*lines[-3:], sep="\n", flush=True)
+            if score_rows and n == max(rows):
+                lines += scoring_block(version, vae, forest, score_rows, Path(tmp))
+                print(*lines[-5:], sep="\n", flush=True)
     detector = VAEDetector(random_state=0).fit(rows_with_anomalies(20_000, seed=1)[0])
     best = {"torchscript": np.inf, "dynamo": np.inf}
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,9 +167,10 @@ def main(rows: list[int] = typer.Option([2_000, 20_000], help="Training sizes.")
         header = (f"Command: `python bench/time_to_model.py` ({wall / 60:.1f} min, one run, one machine). "
                   f"Python {platform.python_version()}, torch {metadata.version('torch')}, pyod {metadata.version('pyod')}; "
                   f"{FEATURES} features (half skewed), the default 5-member model; ROC-AUC on 20,000 held-out rows "
-                  "with 2% injected anomalies. Compare ratios within this table.")
+                  "with 2% injected anomalies; the scoring lines use the largest size's models on "
+                  f"{score_rows:,} other rows with 2% injected anomalies. Compare ratios within this table.")
         replace_section(ROOT / "BENCHMARKS.md", "time-to-model",
-                        "## Time to a model and export (issue 19)\n\n" + header
+                        "## Time to a model, export and scoring at the defaults (issue 19)\n\n" + header
                         + "\n\n| what | measured | ratio or note |\n|---|---|---|\n" + report)
 
 
