@@ -159,7 +159,7 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
             logger.error("batch %s failed (%s): %s", batch["file"], then, error)
             failed.append(f"{Path(batch['file']).name}: {error}")
             continue
-        for entity, why in summary["failed_entities"].items():  # the batch stands: the others were scored
+        for entity, why in summary.get("failed_entities", {}).items():  # the batch stands: the others were scored
             logger.warning("batch %s: entity %s not scored: %s", Path(batch["file"]).name, entity, why)
         if alert is not None:
             alerts.append(alert)
