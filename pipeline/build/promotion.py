@@ -59,8 +59,7 @@ def split_recent(source: str | Path, champion: Scorer, rules: PromotionRules, fo
     frame = pl.concat(frames, how="vertical_relaxed")
     schema = champion.schema
     if schema.mode == "sensor" and schema.time_column:
-        keys = [k for k in (schema.entity_column, schema.time_column) if k]
-        frame = frame.sort(keys, maintain_order=True)
+        frame = frame.sort(_series_keys(champion), maintain_order=True)
         position = pl.int_range(pl.len())
         late = (position.over(schema.entity_column) if schema.entity_column else position) >= \
             ((1 - holdout) * (pl.len().over(schema.entity_column) if schema.entity_column else pl.len())).floor()
@@ -158,5 +157,9 @@ def settle(champion: Scorer, challenger_dir: Path, comparison: Comparison, rules
 
 def _sorted_order(frame: pl.DataFrame, scorer: Scorer) -> np.ndarray:
     """The positions of `frame`'s rows in the order a sensor model scores them (entity, time)."""
-    keys = [k for k in (scorer.schema.entity_column, scorer.schema.time_column) if k]
-    return frame.with_row_index("__n").sort(keys, maintain_order=True)["__n"].to_numpy()
+    return frame.with_row_index("__n").sort(_series_keys(scorer), maintain_order=True)["__n"].to_numpy()
+
+
+def _series_keys(scorer: Scorer) -> list[str]:
+    """The columns a sensor model orders its rows by: entity, then time."""
+    return [k for k in (scorer.schema.entity_column, scorer.schema.time_column) if k]

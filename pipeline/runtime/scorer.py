@@ -277,9 +277,10 @@ class Scorer:
         kl = arrays.kl if arrays.kl is not None else self.kernel().run(["kl"], np.ascontiguousarray(x))[0]
         spans = None
         if self.schema.mode == "sensor" and keys.height:
-            entity = self.schema.entity_column
-            names = keys[entity].cast(pl.String) if entity else pl.Series([SERIES])
-            spans = [(names[start] if entity else SERIES, start, stop) for start, stop in entity_bounds(keys, self.schema)]
+            bounds, entity = entity_bounds(keys, self.schema), self.schema.entity_column
+            names = keys[entity].gather([start for start, _ in bounds]).cast(pl.String).to_list() if entity \
+                else [SERIES] * len(bounds)
+            spans = [(name, start, stop) for name, (start, stop) in zip(names, bounds, strict=True)]
         drift.add(x[:, -len(self.schema.row_features):], kl, arrays.score, spans)
 
     def flags(self, scores: np.ndarray, limit: float, keys: pl.DataFrame,
