@@ -88,16 +88,17 @@ def graph_flops_per_row(path: Path) -> int:
                if len(t.dims) >= 2 and min(t.dims[-2:]) > 1 and t.name != "to_source")
 
 
-def layer_shapes(features: int) -> list[tuple[int, int]]:
+def layer_shapes(features: int, hidden: list[int] = HIDDEN, latent: int = LATENT) -> list[tuple[int, int]]:
     """(inputs, outputs) of the model's six Linear layers: encoder, then decoder from mu."""
-    return [(features, HIDDEN[0]), (HIDDEN[0], HIDDEN[1]), (HIDDEN[1], 2 * LATENT),
-            (LATENT, HIDDEN[1]), (HIDDEN[1], HIDDEN[0]), (HIDDEN[0], features)]
+    return [(features, hidden[0]), (hidden[0], hidden[1]), (hidden[1], 2 * latent),
+            (latent, hidden[1]), (hidden[1], hidden[0]), (hidden[0], features)]
 
 
-def bare_layers_graph(features: int) -> bytes:
+def bare_layers_graph(features: int, hidden: list[int] = HIDDEN, latent: int = LATENT, members: int = 1) -> bytes:
     """The scorer's six Linear layers alone, as Gemm (+ ReLU between hidden layers), with the
-    same shapes and random weights: encoder features → 128 → 64 → 2·latent, decoder latent →
-    64 → 128 → features. No scaling, likelihood or ranking: the most a kernel of this shape
+    same shapes and random weights: encoder features → hidden → 2·latent, decoder latent →
+    hidden reversed → features; with `members`, that many such chains on the same input, their
+    outputs side by side. No scaling, likelihood or ranking: the most a kernel of this shape
     could reach on this machine, whatever the rest of the graph does."""
     rng = np.random.default_rng(0)
     nodes, weights = [], []
@@ -112,17 +113,23 @@ def bare_layers_graph(features: int) -> bytes:
         return f"{name}_r"
 
     weights.extend(onnx.numpy_helper.from_array(np.array([v], np.int64), n)
-                   for n, v in (("start", 0), ("end", LATENT), ("axis", 1)))
-    h = "x"
-    for k, (n_in, n_out) in enumerate(layer_shapes(features)):
-        if k == 3:  # the decoder starts from mu, the first half of the encoder's output
-            nodes.append(onnx.helper.make_node("Slice", [h, "start", "end", "axis"], ["mu"]))
-            h = "mu"
-        h = layer(h, n_in, n_out, f"l{k}", relu=k not in (2, 5))
-    nodes[-1].output[0] = "score"  # the name the kernel pool asks for
+                   for n, v in (("start", 0), ("end", latent), ("axis", 1)))
+    ends = []
+    for m in range(members):
+        h = "x"
+        for k, (n_in, n_out) in enumerate(layer_shapes(features, hidden, latent)):
+            if k == 3:  # the decoder starts from mu, the first half of the encoder's output
+                nodes.append(onnx.helper.make_node("Slice", [h, "start", "end", "axis"], [f"mu{m}"]))
+                h = f"mu{m}"
+            h = layer(h, n_in, n_out, f"m{m}l{k}", relu=k not in (2, 5))
+        ends.append(h)
+    if members == 1:
+        nodes[-1].output[0] = "score"  # the name the kernel pool asks for
+    else:
+        nodes.append(onnx.helper.make_node("Concat", ends, ["score"], axis=1))
     graph = onnx.helper.make_graph(
         nodes, "bare_layers", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["rows", features])],
-        [onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["rows", features])], weights)
+        [onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["rows", features * members])], weights)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     model.ir_version = 9
     return model.SerializeToString()

@@ -117,50 +117,63 @@ def scoring_block(version: Path, vae: object, forest: object, rows: int, folder:
     ]
 
 
-def main(rows: list[int] = typer.Option([2_000, 20_000], help="Training sizes."), repeats: int = 3,
-         score_rows: int = typer.Option(1_000_000, help="Rows scored by the largest size's models (0: none)."),
-         write: bool = True) -> None:
+def measure(rows: list[int], repeats: int, score_rows: int,
+            folder: Path) -> tuple[list[tuple[str, str, str]], Path | None, Path | None]:
+    """The table's lines, the largest size's model and the file it scored (both kept in
+    `folder`, so a caller can measure more on them: bench/speed.py's re-based ratios)."""
     from pyod.models.iforest import IForest
     from pyod.models.vae import VAE
 
-    started = time.perf_counter()
     # One untimed `vad train` first: the first start after an install compiles bytecode and
     # fills the OS's file cache (torch's libraries), which a user pays once, not per model.
-    with tempfile.TemporaryDirectory() as tmp:
-        cli_time_to_model(rows_with_anomalies(200, seed=2)[0], Path(tmp))
+    (folder / "warm-up").mkdir(parents=True)
+    cli_time_to_model(rows_with_anomalies(200, seed=2)[0], folder / "warm-up")
     x_test, y_test = rows_with_anomalies(20_000, seed=99, share=0.02)
     test_frame = pl.DataFrame(x_test, schema=[f"f{i}" for i in range(FEATURES)])
     lines: list[tuple[str, str, str]] = []
+    largest = scored = None
     for n in rows:
         x, _ = rows_with_anomalies(n, seed=1)
-        with tempfile.TemporaryDirectory() as tmp:
-            ours, version = cli_time_to_model(x, Path(tmp))
-            ours_auc = roc_auc_score(y_test, Scorer.load(version).score(test_frame)["score"].to_numpy())
-            vae_s, vae = timed(lambda: VAE(random_state=0, verbose=0).fit(x))  # noqa: B023 - called at once
-            forest_s, forest = timed(lambda: IForest(random_state=0).fit(x))  # noqa: B023 - called at once
-            vae_auc = roc_auc_score(y_test, vae.decision_function(x_test))
-            forest_auc = roc_auc_score(y_test, forest.decision_function(x_test))
-            lines += [
-                (f"{n:,} rows: `vad train` (CLI, defaults, export included)", f"{ours:.1f} s",
-                 f"{ours / vae_s:.2f}× PyOD VAE's time; ROC-AUC {ours_auc:.3f}"),
-                (f"{n:,} rows: PyOD `VAE().fit`", f"{vae_s:.1f} s", f"ROC-AUC {vae_auc:.3f}"),
-                (f"{n:,} rows: PyOD `IForest().fit`", f"{forest_s:.1f} s", f"ROC-AUC {forest_auc:.3f}"),
-            ]
-            print(*lines[-3:], sep="\n", flush=True)
-            if score_rows and n == max(rows):
-                lines += scoring_block(version, vae, forest, score_rows, Path(tmp))
+        size_folder = folder / f"rows-{n}"
+        size_folder.mkdir(parents=True)
+        ours, version = cli_time_to_model(x, size_folder)
+        ours_auc = roc_auc_score(y_test, Scorer.load(version).score(test_frame)["score"].to_numpy())
+        vae_s, vae = timed(lambda: VAE(random_state=0, verbose=0).fit(x))  # noqa: B023 - called at once
+        forest_s, forest = timed(lambda: IForest(random_state=0).fit(x))  # noqa: B023 - called at once
+        vae_auc = roc_auc_score(y_test, vae.decision_function(x_test))
+        forest_auc = roc_auc_score(y_test, forest.decision_function(x_test))
+        lines += [
+            (f"{n:,} rows: `vad train` (CLI, defaults, export included)", f"{ours:.1f} s",
+             f"{ours / vae_s:.2f}× PyOD VAE's time; ROC-AUC {ours_auc:.3f}"),
+            (f"{n:,} rows: PyOD `VAE().fit`", f"{vae_s:.1f} s", f"ROC-AUC {vae_auc:.3f}"),
+            (f"{n:,} rows: PyOD `IForest().fit`", f"{forest_s:.1f} s", f"ROC-AUC {forest_auc:.3f}"),
+        ]
+        print(*lines[-3:], sep="\n", flush=True)
+        if n == max(rows):
+            largest = version
+            if score_rows:
+                lines += scoring_block(version, vae, forest, score_rows, size_folder)
+                scored = size_folder / "score.parquet"
                 print(*lines[-5:], sep="\n", flush=True)
     detector = VAEDetector(random_state=0).fit(rows_with_anomalies(20_000, seed=1)[0])
     best = {"torchscript": np.inf, "dynamo": np.inf}
-    with tempfile.TemporaryDirectory() as tmp:
-        for round_ in range(repeats):
-            for exporter in best:  # alternating, so drift on a shared machine hits both alike
-                export.EXPORTER = exporter
-                best[exporter] = min(best[exporter], timed(lambda: detector.export(tmp, f"e{round_}{exporter}"))[0])  # noqa: B023
+    for round_ in range(repeats):
+        for exporter in best:  # alternating, so drift on a shared machine hits both alike
+            export.EXPORTER = exporter
+            best[exporter] = min(best[exporter], timed(lambda: detector.export(folder / "export", f"e{round_}{exporter}"))[0])  # noqa: B023
     export.EXPORTER = "torchscript"
     lines += [("export alone, 4 graphs checked and parity-tested: TorchScript exporter (the default)",
                f"{best['torchscript']:.2f} s", f"{best['dynamo'] / best['torchscript']:.1f}× faster than dynamo"),
               ("export alone, the same: dynamo exporter", f"{best['dynamo']:.2f} s", "torch.export, the exporter before")]
+    return lines, largest, scored
+
+
+def main(rows: list[int] = typer.Option([2_000, 20_000], help="Training sizes."), repeats: int = 3,
+         score_rows: int = typer.Option(1_000_000, help="Rows scored by the largest size's models (0: none)."),
+         write: bool = True) -> None:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vad-ttm-") as tmp:
+        lines, _, _ = measure(rows, repeats, score_rows, Path(tmp))
     wall = time.perf_counter() - started
     report = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in lines)
     print(report)

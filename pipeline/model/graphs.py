@@ -155,27 +155,39 @@ class ScorerGraph(nn.Module):
         self.contributions = Contributions(np.zeros(n) if baseline is None else baseline,
                                            sources or [f"x{i}" for i in range(n)], top_k)
 
-    def feature_nll(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        """−log p(x | z = mu) per input in raw units, the mean over members: [batch, inputs]."""
-        decoded = self.vae.decode(mu)  # [batch, members, inputs]
-        logvar = self.vae.decoded_logvar()
-        diff = x.unsqueeze(-2) - decoded
+    def member_nll(self, x: torch.Tensor, decoded: torch.Tensor, index: int) -> torch.Tensor:
+        """−log p(x | z = mu) per input in raw units for member `index`: [batch, inputs]."""
+        logvar = self.vae.decoded_logvar()[index]
+        diff = x - decoded
         nll = diff * diff * (0.5 * torch.exp(-logvar)) + (0.5 * (elbo.LOG_2PI + logvar) + self.scaling.log_scale)
         if self.vae.uses_bernoulli:  # Bernoulli inputs are kept raw (scale 1): no log-scale term
-            nll = torch.where(self.vae.bernoulli_mask, elbo.bernoulli_nll(x.unsqueeze(-2), decoded), nll)
-        return nll.squeeze(-2) if self.vae.shape.members == 1 else nll.mean(-2)
+            nll = torch.where(self.vae.bernoulli_mask, elbo.bernoulli_nll(x, decoded), nll)
+        return nll
 
     def score_terms(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(score, per-input NLL, KL, mu): the scorer without its ranking of contributions."""
+        """(score, per-input NLL, KL, mu): the scorer without its ranking of contributions.
+        NLL and KL are member means; each member runs on its own (`VAE.encode_member`)."""
         x = self.scaling(x_raw)
-        mu, logvar = self.vae.encode(x)
-        nll = self.feature_nll(x, mu)
-        kl = elbo.kl_to_standard_normal(mu, logvar).mean(-1)
-        return nll.sum(-1) + kl, nll, kl, mu
+        nlls, kls, mus = [], [], []
+        for index in range(self.vae.shape.members):
+            mu, logvar = self.vae.encode_member(x, index)
+            nlls.append(self.member_nll(x, self.vae.decode_member(mu, index), index))
+            kls.append(elbo.kl_to_standard_normal(mu, logvar))
+            mus.append(mu)
+        nll, kl = _mean(nlls), _mean(kls)
+        return nll.sum(-1) + kl, nll, kl, torch.stack(mus, -2)
 
     def forward(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
         score, nll, kl, mu = self.score_terms(x_raw)
         return score, nll, kl, mu, *self.contributions(nll)
+
+
+def _mean(terms: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of the members' terms, with no pass at all for one member."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total if len(terms) == 1 else total * (1.0 / len(terms))
 
 
 class SampledScorerGraph(nn.Module):

@@ -66,6 +66,21 @@ class MemberLinear(nn.Module):
         members_back = [*range(1, rank - 1), 0, rank - 1]
         return (x.permute(members_first) @ weight).permute(members_back) + self.bias
 
+    def member(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """Member `index`'s layer alone on 2-D inputs [batch, in] → [batch, out]: one Gemm
+        with its bias (and the ReLU after it) fused in onnxruntime."""
+        return torch.addmm(self.bias[index], x, self.weight[index])
+
+
+def _run_member(mlp: nn.Sequential, x: torch.Tensor, index: int) -> torch.Tensor:
+    """One member's path through an ensemble MLP, on 2-D inputs (inference: no dropout)."""
+    for layer in mlp:
+        if isinstance(layer, MemberLinear):
+            x = layer.member(x, index)
+        elif isinstance(layer, nn.ReLU):
+            x = torch.relu(x)
+    return x
+
 
 def _mlp(sizes: list[int], dropout: float, members: int) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -110,6 +125,17 @@ class VAE(nn.Module):
         else:
             mu, logvar = self.encoder(x.unsqueeze(-2)).chunk(2, dim=-1)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def encode_member(self, x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode` for member `index` alone, on [batch, features] → (mu, logvar) [batch, latent].
+        The scorer runs members one after another: five chains of 2-D Gemms scored 1.25× faster
+        in onnxruntime than the batched MatMuls of `encode` (bench/NOTES.md, issue 19)."""
+        mu, logvar = _run_member(self.encoder, x, index).chunk(2, dim=-1)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def decode_member(self, z: torch.Tensor, index: int) -> torch.Tensor:
+        """`decode` for member `index` alone: z [batch, latent] → [batch, features]."""
+        return _run_member(self.decoder, z, index)
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
