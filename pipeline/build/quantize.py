@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 
 from pipeline.artifact.contract import SCORE, SCORER_INT8
+from pipeline.model.graphs import _Scaling
 
 
 def quantize_scorer(fp32_path: Path, int8_path: Path) -> None:
@@ -26,10 +27,17 @@ def quantize_scorer(fp32_path: Path, int8_path: Path) -> None:
     root.setLevel(max(level, logging.ERROR))
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            quantised = Path(tmp) / "int8.onnx"
+            plain, quantised = Path(tmp) / "plain.onnx", Path(tmp) / "int8.onnx"
+            fp32 = onnx.load(str(fp32_path))
+            _gemm_as_matmul(fp32.graph)
+            onnx.save(fp32, str(plain))
             # MatMuls only: by default Gather tables are quantised too (embeddings), and the input
-            # map's lookup tables in int8 cost 32_shuttle 0.71 ROC-AUC (bench/speed.py).
-            quantize_dynamic(fp32_path, quantised, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+            # map's lookup tables in int8 cost 32_shuttle 0.71 ROC-AUC (bench/speed.py). The
+            # map's 0/1 column pickers stay float too: they carry raw values, unbounded.
+            keep_float = [node.name for node in fp32.graph.node if node.op_type == "MatMul"
+                          and any(name.rsplit(".", 1)[-1] in _Scaling.SELECTIONS for name in node.input)]
+            quantize_dynamic(plain, quantised, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                             nodes_to_exclude=keep_float)
             proto = onnx.load(str(quantised))
     finally:
         root.setLevel(level)
@@ -38,6 +46,23 @@ def quantize_scorer(fp32_path: Path, int8_path: Path) -> None:
         proto.metadata_props.add(key=prop.key, value=SCORER_INT8 if prop.key == "graph" else prop.value)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(int8_path))
+
+
+def _gemm_as_matmul(graph: onnx.GraphProto) -> None:
+    """Rewrite each plain Gemm (no transposes, alpha = beta = 1: what torch's addmm exports)
+    as MatMul + Add, the form onnxruntime's dynamic quantisation knows (it has no Gemm)."""
+    nodes = []
+    for node in graph.node:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or attributes.get("transA", 0) or attributes.get("transB", 0) \
+                or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
+            nodes.append(node)
+            continue
+        product = f"{node.name}/product"
+        nodes.append(onnx.helper.make_node("MatMul", list(node.input[:2]), [product], name=f"{node.name}/MatMul"))
+        nodes.append(onnx.helper.make_node("Add", [product, node.input[2]], list(node.output), name=f"{node.name}/Add"))
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def score_drift(fp32_path: Path, int8_path: Path, probe_raw: np.ndarray) -> dict[str, float]:

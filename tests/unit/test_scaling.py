@@ -10,6 +10,8 @@ from scipy.stats import skew
 
 from pipeline.artifact.manifest import ScalerSpec
 from pipeline.data.scaling import MIN_SKEW, Scaler
+from pipeline.artifact.contract import INPUT_CLIP
+from pipeline.model import graphs
 from pipeline.model.graphs import _Scaling
 
 RNG = np.random.default_rng(0)
@@ -58,6 +60,20 @@ def test_torch_runs_the_map_as_numpy_does_even_on_steep_segments(scaler: Scaler)
     with torch.no_grad():
         got = _Scaling(scaler)(torch.from_numpy(rows)).numpy()
     np.testing.assert_allclose(got, scaler.transform(rows), rtol=1e-5, atol=2e-5)
+
+
+def test_picking_columns_by_matmul_equals_the_gather_to_the_bit_with_infinite_inputs(
+        scaler: Scaler, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = np.vstack([TRAIN[:500], TRAIN[:20] * 1e30, -TRAIN[:20]]).astype(np.float32)
+    rows[:3, 0], rows[3:6, 1], rows[6, 4] = np.inf, -np.inf, np.inf
+    by_matmul = _Scaling(scaler)
+    monkeypatch.setattr(graphs, "PICK_BY_MATMUL_UP_TO", 0)  # a table too wide for the MatMul
+    by_gather = _Scaling(scaler)
+    assert by_matmul.by_matmul and not by_gather.by_matmul
+    with torch.no_grad():
+        fast, slow = (module(torch.from_numpy(rows)).numpy() for module in (by_matmul, by_gather))
+    assert np.isfinite(fast).all() and np.array_equal(fast, slow)
+    assert fast[0, 0] == INPUT_CLIP and fast[3, 1] == -INPUT_CLIP
 
 
 def test_the_manifest_refuses_a_map_that_is_not_monotone_or_not_whole(scaler: Scaler) -> None:
