@@ -2,6 +2,7 @@
 detector's time buys (issue 19).
 
     python bench/time_to_model.py                    # 2,000 and 20,000 rows; 1 M rows scored
+    python bench/speed.py                            # the same in its "defaults" lines, with 100,000 rows
     python bench/time_to_model.py --rows 100000      # add a size
     python bench/time_to_model.py --score-rows 0     # no scoring block
 
@@ -21,13 +22,11 @@ factors mixed into 32 columns, half of them made skewed.
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,6 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sections import replace_section  # noqa: E402
 
 from pipeline.build import export  # noqa: E402
 from pipeline.build.detector import VAEDetector  # noqa: E402
@@ -160,7 +158,8 @@ def measure(rows: list[int], repeats: int, score_rows: int,
     for round_ in range(repeats):
         for exporter in best:  # alternating, so drift on a shared machine hits both alike
             export.EXPORTER = exporter
-            best[exporter] = min(best[exporter], timed(lambda: detector.export(folder / "export", f"e{round_}{exporter}"))[0])  # noqa: B023
+            seconds, _ = timed(lambda: detector.export(folder / "export", f"e{round_}{exporter}"))  # noqa: B023
+            best[exporter] = min(best[exporter], seconds)
     export.EXPORTER = "torchscript"
     lines += [("export alone, 4 graphs checked and parity-tested: TorchScript exporter (the default)",
                f"{best['torchscript']:.2f} s", f"{best['dynamo'] / best['torchscript']:.1f}× faster than dynamo"),
@@ -169,23 +168,12 @@ def measure(rows: list[int], repeats: int, score_rows: int,
 
 
 def main(rows: list[int] = typer.Option([2_000, 20_000], help="Training sizes."), repeats: int = 3,
-         score_rows: int = typer.Option(1_000_000, help="Rows scored by the largest size's models (0: none)."),
-         write: bool = True) -> None:
-    started = time.perf_counter()
+         score_rows: int = typer.Option(1_000_000, help="Rows scored by the largest size's models (0: none).")) -> None:
+    """Print the lines; the figures of record are bench/speed.py's "defaults" lines, measured
+    there in the same run as its other peers."""
     with tempfile.TemporaryDirectory(prefix="vad-ttm-") as tmp:
         lines, _, _ = measure(rows, repeats, score_rows, Path(tmp))
-    wall = time.perf_counter() - started
-    report = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in lines)
-    print(report)
-    if write:
-        header = (f"Command: `python bench/time_to_model.py` ({wall / 60:.1f} min, one run, one machine). "
-                  f"Python {platform.python_version()}, torch {metadata.version('torch')}, pyod {metadata.version('pyod')}; "
-                  f"{FEATURES} features (half skewed), the default 5-member model; ROC-AUC on 20,000 held-out rows "
-                  "with 2% injected anomalies; the scoring lines use the largest size's models on "
-                  f"{score_rows:,} other rows with 2% injected anomalies. Compare ratios within this table.")
-        replace_section(ROOT / "BENCHMARKS.md", "time-to-model",
-                        "## Time to a model, export and scoring at the defaults (issue 19)\n\n" + header
-                        + "\n\n| what | measured | ratio or note |\n|---|---|---|\n" + report)
+    print("\n".join(f"| {a} | {b} | {c} |" for a, b, c in lines))
 
 
 if __name__ == "__main__":
