@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 
 from pipeline.artifact.contract import SCORE, SCORER_INT8
-from pipeline.model.graphs import _Scaling
+from pipeline.model.graphs import SELECTION_BUFFERS
 
 
 def quantize_scorer(fp32_path: Path, int8_path: Path) -> None:
@@ -35,7 +35,7 @@ def quantize_scorer(fp32_path: Path, int8_path: Path) -> None:
             # map's lookup tables in int8 cost 32_shuttle 0.71 ROC-AUC (bench/speed.py). The
             # map's 0/1 column pickers stay float too: they carry raw values, unbounded.
             keep_float = [node.name for node in fp32.graph.node if node.op_type == "MatMul"
-                          and any(name.rsplit(".", 1)[-1] in _Scaling.SELECTIONS for name in node.input)]
+                          and any(name.rsplit(".", 1)[-1] in SELECTION_BUFFERS for name in node.input)]
             quantize_dynamic(plain, quantised, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                              nodes_to_exclude=keep_float)
             proto = onnx.load(str(quantised))

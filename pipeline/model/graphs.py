@@ -19,6 +19,7 @@ FLOAT_MAX = float(torch.finfo(torch.float32).max)
 # the network's first layer about 1,280 per input, so the MatMul loses only on wide tables:
 # all inputs mapped, it was still 1.03-1.12× faster at 64, 128 and 256 inputs (bench/NOTES.md).
 PICK_BY_MATMUL_UP_TO = 512
+SELECTION_BUFFERS = ("pick", "place")  # those 0/1 matrices' names (the int8 scorer keeps them float)
 
 
 class _Scaling(nn.Module):
@@ -37,7 +38,7 @@ class _Scaling(nn.Module):
     scale: torch.Tensor
     inverse_scale: torch.Tensor
     log_scale: torch.Tensor
-    pick: torch.Tensor
+    pick: torch.Tensor  # pick and place, or columns and order: whichever forward() uses
     place: torch.Tensor
     columns: torch.Tensor
     order: torch.Tensor
@@ -47,8 +48,6 @@ class _Scaling(nn.Module):
     first: torch.Tensor
     last: torch.Tensor
     tail: torch.Tensor
-
-    SELECTIONS = ("pick", "place")  # the 0/1 matrices' buffer names (int8 keeps them float)
 
     def __init__(self, scaler: Scaler) -> None:
         super().__init__()
@@ -73,9 +72,11 @@ class _Scaling(nn.Module):
             pick[columns, np.arange(len(columns))] = 1.0
             place[order, np.arange(n)] = 1.0
             self.by_matmul = n + len(columns) <= PICK_BY_MATMUL_UP_TO
+            picker, placer = SELECTION_BUFFERS  # only the tables forward() uses are stored
+            selections = [(picker, pick, np.float32), (placer, place, np.float32)] if self.by_matmul else \
+                [("columns", columns, np.int64), ("order", order, np.int64)]
             for name, value, dtype in [
-                ("pick", pick, np.float32), ("place", place, np.float32),
-                ("columns", columns, np.int64), ("order", order, np.int64),
+                *selections,
                 ("offset", np.arange(len(columns)) * segments, np.int64),  # row starts in the flat tables
                 ("inner", knots[:, 1:-1], np.float32),  # a value at or above k of these is in segment k
                 # per segment (base, slope, knot), one row each: rows of a column start at its offset
