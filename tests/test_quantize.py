@@ -13,6 +13,8 @@ from common import DATA
 from scipy.stats import spearmanr
 
 from pipeline.artifact.manifest import read_manifest
+from pipeline.build import export
+from pipeline.build.detector import VAEDetector
 from pipeline.build.fit import export_fitted
 from pipeline.core.config import load_config
 from pipeline.core.digest import sha256_file
@@ -57,3 +59,18 @@ def test_int8_scores_rank_the_batch_like_fp32(int8_model: Path) -> None:
 def test_int8_on_a_model_without_it_says_how_to_get_it(tabular_model: Path) -> None:
     with pytest.raises(PipelineError, match=r"no int8 scorer; train it with `\[export\] int8 = true`"):
         Scorer.load(tabular_model, precision="int8")
+
+
+def test_int8_quantises_every_layer_whichever_exporter_wrote_the_graph(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On this model the dynamo exporter left 20 of the 30 layers' weights where the quantiser
+    # took them for activations (they stayed float) until constants were folded first.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3000, 8)) @ rng.standard_normal((8, 32)) + 0.3 * rng.standard_normal((3000, 32))
+    x[:, 16:] = np.exp(x[:, 16:] / 3.0)  # skewed: the input map, so its 0/1 pickers, is in the graph
+    detector = VAEDetector(random_state=0, epochs=2).fit(x.astype(np.float32))
+    monkeypatch.setattr(export, "EXPORTER", "dynamo")
+    version = detector.export(tmp_path, "dynamo", int8=True)
+    nodes = onnx.load(str(version / "scorer_int8.onnx")).graph.node
+    assert sum(node.op_type == "MatMulInteger" for node in nodes) == 6 * detector.members
+    assert sum(node.op_type == "MatMul" for node in nodes) == 2  # the map's pickers, float

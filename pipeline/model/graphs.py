@@ -19,7 +19,6 @@ FLOAT_MAX = float(torch.finfo(torch.float32).max)
 # the network's first layer about 1,280 per input, so the MatMul loses only on wide tables:
 # all inputs mapped, it was still 1.03-1.12× faster at 64, 128 and 256 inputs (bench/NOTES.md).
 PICK_BY_MATMUL_UP_TO = 512
-SELECTION_BUFFERS = ("pick", "place")  # those 0/1 matrices' names (the int8 scorer keeps them float)
 
 
 class _Scaling(nn.Module):
@@ -72,8 +71,8 @@ class _Scaling(nn.Module):
             pick[columns, np.arange(len(columns))] = 1.0
             place[order, np.arange(n)] = 1.0
             self.by_matmul = n + len(columns) <= PICK_BY_MATMUL_UP_TO
-            picker, placer = SELECTION_BUFFERS  # only the tables forward() uses are stored
-            selections = [(picker, pick, np.float32), (placer, place, np.float32)] if self.by_matmul else \
+            # only the tables forward() uses are stored
+            selections = [("pick", pick, np.float32), ("place", place, np.float32)] if self.by_matmul else \
                 [("columns", columns, np.int64), ("order", order, np.int64)]
             for name, value, dtype in [
                 *selections,
