@@ -12,36 +12,48 @@ import torch
 
 from pipeline.artifact.manifest import read_manifest
 from pipeline.core.config import TrainConfig
-from pipeline.model.train import TrainingPlan, training_plan
+from pipeline.model.train import TrainingPlan, torch_threads, training_plan
+from pipeline.model.vae import VAEShape
 from pipeline.runtime import Scorer, default_chunk_rows, open_session
 from pipeline.runtime.providers import CPU, CUDA, TENSORRT, TENSORRT_CACHE, provider_options, tensorrt_cache
 
 CPU_DEVICE, CUDA_DEVICE = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+NARROW, WIDE = (VAEShape.for_inputs(n, None, None, "fixed", 0.0, 5) for n in (32, 64))  # 11 M, 43 M multiply-adds a step
 
 
-def test_the_cpu_trains_as_it_always_did_whatever_the_size() -> None:
+def test_the_cpu_trains_as_it_always_did_whatever_the_size_on_one_thread_when_the_model_is_narrow() -> None:
     for rows in (50, 20_000, 2_000_000):
-        assert training_plan(rows, CPU_DEVICE, TrainConfig()) == TrainingPlan(256, 1e-3, False)
+        assert training_plan(rows, CPU_DEVICE, TrainConfig(), NARROW) == TrainingPlan(256, 1e-3, False, 1)
+        wide = None if rows > 256 else 1  # 50 rows make one batch of 50: 8 M multiply-adds
+        assert training_plan(rows, CPU_DEVICE, TrainConfig(), WIDE) == TrainingPlan(256, 1e-3, False, wide)
 
 
 def test_cuda_takes_larger_batches_only_where_the_data_has_room_for_them() -> None:
-    assert training_plan(10_000, CUDA_DEVICE, TrainConfig()) == TrainingPlan(256, 1e-3, False)
-    mid = training_plan(100_000, CUDA_DEVICE, TrainConfig())  # 100,000 / 32 → 2,048
-    assert mid.batch_size == 2048 and mid.learning_rate == pytest.approx(1e-3 * 8 ** 0.5)
-    assert training_plan(900_000, CUDA_DEVICE, TrainConfig()) == TrainingPlan(16384, 3e-3, False)
+    assert training_plan(10_000, CUDA_DEVICE, TrainConfig(), NARROW) == TrainingPlan(256, 1e-3, False)
+    mid = training_plan(100_000, CUDA_DEVICE, TrainConfig(), NARROW)  # 100,000 / 32 → 2,048
+    assert mid.batch_size == 2048 and mid.learning_rate == pytest.approx(1e-3 * 8 ** 0.5) and mid.threads is None
+    assert training_plan(900_000, CUDA_DEVICE, TrainConfig(), NARROW) == TrainingPlan(16384, 3e-3, False)
 
 
 def test_the_config_overrides_the_device_choice_and_bf16_needs_cuda() -> None:
     asked = TrainConfig(batch_size=512, learning_rate=5e-4, bf16=True)
-    assert training_plan(900_000, CUDA_DEVICE, asked) == TrainingPlan(512, 5e-4, True)
-    assert training_plan(900_000, CPU_DEVICE, asked) == TrainingPlan(512, 5e-4, False)
+    assert training_plan(900_000, CUDA_DEVICE, asked, NARROW) == TrainingPlan(512, 5e-4, True)
+    assert training_plan(900_000, CPU_DEVICE, asked, NARROW) == TrainingPlan(512, 5e-4, False, None)  # 22 M
+
+
+def test_the_thread_count_is_restored_after_training_even_when_it_fails() -> None:
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise RuntimeError("training failed")
+    assert torch.get_num_threads() == before
 
 
 def test_the_plan_used_is_recorded_in_the_manifest(tabular_fit) -> None:
     plan = tabular_fit.calibrated.result.plan
-    assert plan == TrainingPlan(256, 1e-3, False)  # CI's CPU
+    assert plan == TrainingPlan(256, 1e-3, False, 1)  # CI's CPU, a narrow model
     assert read_manifest(tabular_fit.version_dir).training["plan"] == {"batch_size": 256, "learning_rate": 1e-3,
-                                                                     "bf16": False}
+                                                                     "bf16": False, "threads": 1}
 
 
 def test_auto_scores_on_the_cpu_where_no_gpu_is_visible(tabular_model: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +17,7 @@ from pipeline.core.config import ModelConfig, TrainConfig, settled_scaling
 from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
+from pipeline.model.optim import FUSED_DEVICES, FusedAdam
 from pipeline.model.vae import VAE, VAEShape
 
 # Batch size and learning rate by device, where the config leaves them open. On the CPU, 256
@@ -27,6 +30,11 @@ from pipeline.model.vae import VAE, VAEShape
 CPU_BATCH, CPU_LEARNING_RATE = 256, 1e-3
 CUDA_MAX_BATCH = 16384
 CUDA_BF16 = False  # bench/gpu.py: bf16 autocast is no faster for layers this narrow
+# On the CPU a step whose MatMuls total fewer multiply-adds than this runs on one thread: at
+# 32 inputs (11 M per step of 256 rows, 5 members) one thread took 0.85–0.9 of two threads'
+# time, at 48 inputs (24 M) 1.05 (bench/NOTES.md, session 6). Threads waking for ops this
+# small cost more than they share, and a busy second core slows them far more.
+CPU_SINGLE_THREAD_BELOW = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -36,17 +44,33 @@ class TrainingPlan:
     batch_size: int
     learning_rate: float
     bf16: bool
+    threads: int | None = None  # torch's CPU threads while training; None: torch's own setting
 
 
-def training_plan(rows: int, device: torch.device, cfg: TrainConfig) -> TrainingPlan:
-    """Batch size, learning rate and bf16 autocast for `rows` training rows on `device`."""
+def training_plan(rows: int, device: torch.device, cfg: TrainConfig, shape: VAEShape) -> TrainingPlan:
+    """Batch size, learning rate, bf16 autocast and CPU threads for `rows` training rows of a
+    `shape` model on `device`."""
     batch = CPU_BATCH
     if device.type == "cuda":
         batch = min(CUDA_MAX_BATCH, max(CPU_BATCH, 2 ** int(math.log2(max(rows // 32, 1)))))
     batch = cfg.batch_size or batch
     rate = cfg.learning_rate or CPU_LEARNING_RATE * min(3.0, math.sqrt(batch / CPU_BATCH))
     bf16 = (CUDA_BF16 if cfg.bf16 is None else cfg.bf16) and device.type == "cuda"
-    return TrainingPlan(batch, rate, bf16)
+    small = min(batch, rows) * shape.multiply_adds_per_row() < CPU_SINGLE_THREAD_BELOW
+    return TrainingPlan(batch, rate, bf16, 1 if device.type == "cpu" and small else None)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` inside the block and restored after it."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(before)
 
 
 @dataclass
@@ -102,26 +126,33 @@ def train_vae(
         clip = train_config.clip_inputs
         train = torch.from_numpy(scaler.transform(x_train)).to(device).clamp_(-clip, clip)
         val = torch.from_numpy(scaler.transform(x_val)).to(device).clamp_(-clip, clip)
-        plan = training_plan(len(train), device, train_config)
-        result = _optimise(model, train, val, train_config, plan, device)
+        plan = training_plan(len(train), device, train_config, shape)
+        with torch_threads(plan.threads):
+            result = _optimise(model, train, val, train_config, plan, device)
     result.scaler = scaler
     return result
 
 
 def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConfig, plan: TrainingPlan,
               device: torch.device) -> TrainResult:
-    # The fused Adam step (one kernel over all parameters) took a quarter of the per-tensor loop's time.
-    optimiser = torch.optim.Adam(model.parameters(), lr=plan.learning_rate, fused=device.type in ("cpu", "cuda"))
+    # The fused Adam step (one kernel over all parameters) took a quarter of the per-tensor loop's
+    # time; FusedAdam runs it without torch.optim's 1.3 s import of torch._dynamo (optim.py).
+    optimiser: FusedAdam | torch.optim.Adam = (
+        FusedAdam(model.parameters(), lr=plan.learning_rate) if device.type in FUSED_DEVICES
+        else torch.optim.Adam(model.parameters(), lr=plan.learning_rate))
     autocast = plan.bf16
     batch_size = plan.batch_size
     best_state, best_value, best_epoch, stale = None, float("inf"), 0, 0
     history: list[dict] = []
 
     def loss_terms(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Per-row, per-member reconstruction NLL and KL of one batch, and q(z|x)'s moments."""
-        mu, logvar = model.encode(batch)
+        """Per-row, per-member reconstruction NLL and KL of one batch, and q(z|x)'s moments,
+        each [batch, members, …], computed members first (VAE.encode_members_first)."""
+        mu, logvar = model.encode_members_first(batch)
         z = model.reparameterize(mu, logvar, torch.randn_like(mu))
-        return model.feature_nll(batch, z).sum(-1), elbo.kl_to_standard_normal(mu, logvar), mu, logvar
+        nll = model.feature_nll_members_first(batch, z).sum(-1)
+        kl = elbo.kl_to_standard_normal(mu, logvar)
+        return nll.T, kl.T, mu.transpose(0, 1), logvar.transpose(0, 1)
 
     terms = torch.compile(loss_terms) if cfg.compile else loss_terms
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not cfg.progress, leave=False)
@@ -144,7 +175,7 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
             kl_term = (elbo.kl_with_free_bits(mu, logvar, cfg.free_bits, keep) if cfg.free_bits
                        else ((kl * keep).sum(0) / kept).sum())
             loss = ((nll * keep).sum(0) / kept).sum() + kl_weight * kl_term
-            optimiser.zero_grad(set_to_none=True)
+            optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             sums += torch.stack([nll.detach().mean(-1).sum(), kl.detach().mean(-1).sum()]).float()
