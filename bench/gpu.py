@@ -38,6 +38,7 @@ from pipeline.build.fit import fit_model  # noqa: E402
 from pipeline.core.config import PipelineConfig, TrainConfig, load_config  # noqa: E402
 from pipeline.data import ingest  # noqa: E402
 from pipeline.model.train import train_vae, training_plan  # noqa: E402
+from pipeline.model.vae import VAEShape  # noqa: E402
 from pipeline.runtime import (  # noqa: E402
     KernelPool,
     Scorer,
@@ -175,7 +176,7 @@ def batch_quality(report: Report, x: np.ndarray, device: str, epochs: int) -> No
 
     split = int(0.9 * len(x))
     fresh, labels = injected(min(len(x), 100_000))
-    chosen = training_plan(split, torch.device(device), TrainConfig()).batch_size
+    chosen = training_plan(split, torch.device(device), TrainConfig(), default_shape(x)).batch_size
     for batch in sorted({256 if device == "cpu" else 4096, chosen}):
         config = TrainConfig(epochs=epochs, device=device, batch_size=batch, progress=False)
         started = time.perf_counter()
@@ -188,13 +189,19 @@ def batch_quality(report: Report, x: np.ndarray, device: str, epochs: int) -> No
                    f"{epoch_rate(result.history) / 1e3:,.0f} k rows/s, {len(result.history)} epochs, {seconds:.1f} s")
 
 
+def default_shape(x: np.ndarray) -> VAEShape:
+    """The default model's shape for `x`'s columns (the training plan depends on it)."""
+    model = PipelineConfig().model
+    return VAEShape.for_inputs(x.shape[1], model.hidden, model.latent, model.likelihood, model.dropout, model.members)
+
+
 def training_rates(report: Report, x: np.ndarray, device: str, cpu_rows: int, gpu_rate: float | None) -> None:
     """Rows/s of the product's CPU path (its default batch, and CUDA's) on this machine's
     cores, and of CUDA across batch sizes: where the GPU's choice of batch comes from."""
     cpu_rate, cpu_batch = one_epoch_rate(x[:cpu_rows], "cpu")
     report.add(f"training on the CPU ({cpu_cores()} cores), product default batch {cpu_batch}",
                f"{cpu_rate / 1e3:,.1f} k rows/s", f"{cpu_rows:,} rows")
-    chosen = training_plan(int(0.9 * len(x)), torch.device(device), TrainConfig())
+    chosen = training_plan(int(0.9 * len(x)), torch.device(device), TrainConfig(), default_shape(x))
     cpu_same, _ = one_epoch_rate(x[:cpu_rows], "cpu", chosen.batch_size)
     report.add(f"training on the CPU, batch {chosen.batch_size} (the GPU's)", f"{cpu_same / 1e3:,.1f} k rows/s",
                f"{cpu_same / cpu_rate:.2f}× the CPU default")

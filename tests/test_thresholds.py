@@ -83,7 +83,9 @@ def test_refit_writes_a_new_version_with_the_same_graphs_and_a_persistent_thresh
     exceeds = new["score"].to_numpy() > second.threshold.value
     expected = persistent(exceeds, entity_bounds(new, second.feature_schema), 3, 5)
     np.testing.assert_array_equal(new["is_anomaly"].to_numpy(), expected)
-    assert 0 < expected.sum() < exceeds.sum()  # persistence drops isolated exceedances, keeps runs
+    # Persistence drops isolated exceedances and keeps runs (it may also flag a run's next rows,
+    # so the counts alone prove nothing: this model's 904 exceedances gave 904 flags).
+    assert expected.any() and (exceeds & ~expected).any() and (exceeds & expected).any()
 
 
 def test_percentile_places_each_score_among_the_validation_scores(tabular_fit) -> None:
