@@ -52,6 +52,7 @@ def test_the_thread_count_is_restored_after_training_even_when_it_fails() -> Non
 def test_the_plan_used_is_recorded_in_the_manifest(tabular_fit) -> None:
     plan = tabular_fit.calibrated.result.plan
     assert plan == TrainingPlan(256, 1e-3, False, 1)  # CI's CPU, a narrow model
+    assert read_manifest(tabular_fit.version_dir).model["latent"] == 2  # a table's default
     assert read_manifest(tabular_fit.version_dir).training["plan"] == {"batch_size": 256, "learning_rate": 1e-3,
                                                                      "bf16": False, "threads": 1}
 

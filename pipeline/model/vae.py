@@ -28,7 +28,8 @@ class VAEShape:
     @classmethod
     def for_inputs(cls, n_inputs: int, hidden: list[int] | None, latent: int | None, likelihood: str,
                    dropout: float, members: int = 1) -> VAEShape:
-        """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent 4 (see README)."""
+        """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent 4 (2 below 8 inputs;
+        a table's config settles its own latent first, `settled_latent`; see README)."""
         if hidden is None:
             hidden = [min(128, max(16, 2 * n_inputs)), min(64, max(8, n_inputs))]
         if latent is None:

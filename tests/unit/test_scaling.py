@@ -101,3 +101,14 @@ def test_auto_scaling_is_the_quantile_map_for_tables_and_standard_for_sensor_win
     assert chosen.resolved() is chosen
     with pytest.raises(ValueError, match="unknown scaling 'auto'"):
         Scaler.fit(np.ones((4, 2)), method="auto")
+
+
+def test_a_tables_latent_code_is_two_dimensional_and_a_sensors_keeps_the_rule_by_inputs() -> None:
+    """Chosen per mode by the half-and-half protocol (bench/NOTES.md, session 6); an explicit size stands."""
+    from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig
+
+    sensor = DataConfig(mode="sensor", time_column="t")
+    assert PipelineConfig().model.latent is None and PipelineConfig().resolved().model.latent == 2
+    assert PipelineConfig(data=sensor).resolved().model.latent is None  # VAEShape.for_inputs: 4, 2 below 8
+    chosen = PipelineConfig(model=ModelConfig(latent=4, scaling="quantile"))
+    assert chosen.resolved() is chosen
