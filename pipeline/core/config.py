@@ -228,8 +228,8 @@ class PipelineConfig(_Strict):
     promotion: PromotionRules = PromotionRules()
 
     def resolved(self) -> PipelineConfig:
-        """This config with the choices left to the data's mode made (`scaling = "auto"`), so
-        what is trained and what the manifest records say the same."""
+        """This config with the choices left to the data's mode made (`scaling = "auto"`, a
+        table's latent size), so what is trained and what the manifest records say the same."""
         scaling = settled_scaling(self.model.scaling, self.data.mode)
         latent = settled_latent(self.model.latent, self.data.mode)
         if (scaling, latent) == (self.model.scaling, self.model.latent):
