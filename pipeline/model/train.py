@@ -17,7 +17,7 @@ from pipeline.core.config import ModelConfig, TrainConfig, settled_scaling
 from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
-from pipeline.model.optim import FUSED_DEVICES, FusedAdam
+from pipeline.model.optim import FusedAdam
 from pipeline.model.vae import VAE, VAEShape
 
 # Batch size and learning rate by device, where the config leaves them open. On the CPU, 256
@@ -137,9 +137,8 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
               device: torch.device) -> TrainResult:
     # The fused Adam step (one kernel over all parameters) took a quarter of the per-tensor loop's
     # time; FusedAdam runs it without torch.optim's 1.3 s import of torch._dynamo (optim.py).
-    optimiser: FusedAdam | torch.optim.Adam = (
-        FusedAdam(model.parameters(), lr=plan.learning_rate) if device.type in FUSED_DEVICES
-        else torch.optim.Adam(model.parameters(), lr=plan.learning_rate))
+    # Training devices are the CPU and CUDA (TrainConfig.device), both with the fused kernel.
+    optimiser = FusedAdam(model.parameters(), lr=plan.learning_rate)
     autocast = plan.bf16
     batch_size = plan.batch_size
     best_state, best_value, best_epoch, stale = None, float("inf"), 0, 0
