@@ -20,6 +20,11 @@ QUANTILE_KNOTS = 8  # ADBench / SKAB, 3 seeds: 8 knots 0.828 / 0.969, 16 knots 0
 # for "highly skewed"). Mapping every column cost SKAB 0.11: expanding the dense middle of
 # its near-symmetric sensors magnified the test rig's drift (bench/NOTES.md, session 6).
 MIN_SKEW = 1.0
+# Eight knots are seven segments; below 100 training rows a segment, the map's knots are noise
+# more than shape. ADBench, 3 seeds: the 5 sets under 700 fitted rows (50–483) each scored
+# 0.006–0.050 higher with no map, the 19 above lost 0.004 in all without it (bench/NOTES.md,
+# session 7: chosen on either half, the rule gained on the other).
+MIN_ROWS_PER_SEGMENT = 100
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,13 @@ class Scaler:
             n_knots: int = QUANTILE_KNOTS) -> Scaler:
         """`standard`: mean and standard deviation; `robust`: median and IQR/1.349 (a column
         with zero IQR falls back to its standard deviation); `quantile`: the rank-Gauss map,
-        then standard. Constant columns keep scale 1; columns in `keep_raw` (Bernoulli
-        features) stay 0/1."""
+        then standard, with no map at all below MIN_ROWS_PER_SEGMENT rows per segment.
+        Constant columns keep scale 1; columns in `keep_raw` (Bernoulli features) stay 0/1."""
         if method not in ("standard", "robust", "quantile"):
             raise ValueError(f"unknown scaling {method!r}: standard, robust or quantile")
         keep_raw = np.zeros(x.shape[1], bool) if keep_raw is None else keep_raw
         knots = levels = tail = None
-        if method == "quantile":
+        if method == "quantile" and len(x) >= MIN_ROWS_PER_SEGMENT * (n_knots - 1):
             knots, levels, tail = _rank_gauss(x, n_knots, keep_raw)
             if _identity(knots, levels, tail).all():  # no column is skewed enough to map
                 knots = levels = tail = None
