@@ -25,13 +25,18 @@ class _Scaling(nn.Module):
     """Raw features → clipped scaled features, plus log(scale) to report densities in the
     units of the map (raw units when there is none).
 
-    Only the inputs whose map is not the identity pay for it: they are gathered, mapped and
-    put back in place. Each value finds its segment by counting the knots at or below it,
-    then takes that one segment's line: `base + slope · (x − knot)`, a term bounded by the
-    segment's own rise. This is exact to a rounding in float32 and the same in onnxruntime
-    and torch (a sum over all segments is not: its order of additions differs). Centring and
-    scaling are folded into `base` and `slope`, and the three are one table, so each value
-    takes one Gather, not three (the default scorer 1.07× faster, bench/NOTES.md)."""
+    Only the inputs whose map is not the identity pay for it: they are picked, mapped and
+    put back in place. Each value finds its segment by counting the knots at or below it
+    (segment 0 lies below the first knot, segment K at or above the last: the linear tails
+    are segments like the others), then takes that one segment's line: `base + slope · (x −
+    knot)`. This is exact to a rounding in float32 and the same in onnxruntime and torch (a
+    sum over all segments is not: its order of additions differs). Centring and scaling are
+    folded into `base` and `slope`, and the three are one table, so each value takes one
+    Gather, not three (the default scorer 1.07× faster, bench/NOTES.md).
+
+    Up to PICK_BY_MATMUL_UP_TO inputs, picking and putting back are MatMuls with 0/1 matrices
+    (exact on finite values: x·1 + 0 + …), which onnxruntime runs faster than Gathers on the
+    last axis (the whole scorer 1.15× faster, bench/NOTES.md, session 5)."""
 
     mean: torch.Tensor  # buffers, registered below (declared for type checkers)
     scale: torch.Tensor
@@ -42,11 +47,8 @@ class _Scaling(nn.Module):
     columns: torch.Tensor
     order: torch.Tensor
     offset: torch.Tensor
-    inner: torch.Tensor
+    knots: torch.Tensor
     line_table: torch.Tensor
-    first: torch.Tensor
-    last: torch.Tensor
-    tail: torch.Tensor
 
     def __init__(self, scaler: Scaler) -> None:
         super().__init__()
@@ -61,45 +63,48 @@ class _Scaling(nn.Module):
             all_knots, all_levels, all_tails = parts
             knots, levels = all_knots[columns].astype(np.float64), all_levels[columns].astype(np.float64)
             mean, scale = scaler.mean[columns].astype(np.float64)[:, None], scaler.scale[columns].astype(np.float64)[:, None]
+            tail = all_tails[columns].astype(np.float64)[:, None]
             width = np.diff(knots, axis=1)
-            slope = np.divide(np.diff(levels, axis=1), width, out=np.zeros_like(width), where=width > 0) / scale
-            segments = width.shape[1]
-            n = len(scaler.mean)
+            inner_slope = np.divide(np.diff(levels, axis=1), width, out=np.zeros_like(width), where=width > 0)
+            # per segment 0..K: the level, slope and knot its line starts from (tails included)
+            base = np.concatenate([levels[:, :1], levels], axis=1)
+            slope = np.concatenate([tail, inner_slope, tail], axis=1)
+            start = np.concatenate([knots[:, :1], knots], axis=1)
+            n, mapped, k = len(scaler.mean), len(columns), knots.shape[1]
             order = np.arange(n)
-            order[columns] = n + np.arange(len(columns))  # where each input comes from in [linear, mapped]
-            pick, place = np.zeros((n, len(columns))), np.zeros((n + len(columns), n))
-            pick[columns, np.arange(len(columns))] = 1.0
-            place[order, np.arange(n)] = 1.0
-            self.by_matmul = n + len(columns) <= PICK_BY_MATMUL_UP_TO
+            order[columns] = n + np.arange(mapped)  # where each input comes from in [linear, mapped]
+            self.by_matmul = n + mapped <= PICK_BY_MATMUL_UP_TO
+            if self.by_matmul:
+                pick, place = np.zeros((n, mapped)), np.zeros((n + mapped, n))
+                pick[columns, np.arange(mapped)] = 1.0
+                place[order, np.arange(n)] = 1.0
+                selections: list[tuple[str, np.ndarray, type]] = [("pick", pick, np.float32), ("place", place, np.float32)]
+            else:
+                selections = [("columns", columns, np.int64), ("order", order, np.int64)]
             # only the tables forward() uses are stored
-            selections = [("pick", pick, np.float32), ("place", place, np.float32)] if self.by_matmul else \
-                [("columns", columns, np.int64), ("order", order, np.int64)]
             for name, value, dtype in [
                 *selections,
-                ("offset", np.arange(len(columns)) * segments, np.int64),  # row starts in the flat tables
-                ("inner", knots[:, 1:-1], np.float32),  # a value at or above k of these is in segment k
+                ("knots", knots.T, np.float32),  # [K, mapped]: a value at or above k of them is in segment k
+                ("offset", np.arange(mapped) * (k + 1), np.int64),  # row starts in the flat table
                 # per segment (base, slope, knot), one row each: rows of a column start at its offset
-                ("line_table", np.stack([((levels[:, :-1] - mean) / scale).ravel(), slope.ravel(),
-                                         knots[:, :-1].ravel()], -1), np.float32),
-                ("first", knots[:, 0], np.float32),
-                ("last", knots[:, -1], np.float32), ("tail", all_tails[columns] / scale[:, 0], np.float32)]:
+                ("line_table", np.stack([((base - mean) / scale).ravel(), (slope / scale).ravel(), start.ravel()], -1),
+                 np.float32)]:
                 self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value, dtype)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scaled = (x - self.mean) * self.inverse_scale
         if self.mapped:
-            # Columns are picked and put back by MatMuls with 0/1 matrices, exact on finite
-            # values (x·1 + 0 + …) and 1.15× faster over the whole scorer than Gathers on the
-            # last axis; an infinite input becomes the largest float first (0·∞ is NaN).
-            if self.by_matmul:
+            if self.by_matmul:  # an infinite input becomes the largest float first (0·∞ is NaN)
                 part = x.clamp(-FLOAT_MAX, FLOAT_MAX) @ self.pick
             else:
                 part = x.index_select(-1, self.columns)
-            inside = torch.minimum(torch.maximum(part, self.first), self.last)
-            segment = ((inside.unsqueeze(-1) >= self.inner).to(x.dtype).sum(-1).long() + self.offset).flatten()
+            # one comparison per knot on [rows, mapped]: onnxruntime broadcasts [rows, mapped, 1]
+            # against [mapped, K] element by element, which made the count 1.7× slower
+            # (bench/NOTES.md, session 7)
+            at_or_above = _sum([(part >= knot).to(x.dtype) for knot in self.knots.unbind(0)])
+            segment = (at_or_above.long() + self.offset).flatten()
             base, slope, knot = self.line_table.index_select(0, segment).view(*part.shape, 3).unbind(-1)
-            line = base + slope * (inside - knot)
-            mapped = line + self.tail * (part - inside)
+            mapped = base + slope * (part - knot)
             if self.by_matmul:
                 return torch.cat([scaled, mapped], -1).clamp(-INPUT_CLIP, INPUT_CLIP) @ self.place
             scaled = torch.cat([scaled, mapped], -1).index_select(-1, self.order)
