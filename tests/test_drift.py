@@ -26,6 +26,22 @@ def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shift() -> N
     assert reference.psi(reference.counts(np.array([np.nan, np.inf]))) == 0.0  # nothing countable
 
 
+def test_bins_hold_values_above_their_lower_edge_and_at_or_below_their_upper_one() -> None:
+    """Counted by comparisons with the edges: the same bins as a left-sided searchsorted,
+    values exactly on an edge, float32 readings a rounding either side of one, and
+    non-finite readings (left out) included."""
+    rng = np.random.default_rng(1)
+    reference = Histogram.of_values(rng.normal(size=1_000))
+    edges = np.asarray(reference.edges)
+    near = edges.astype(np.float32)
+    values = np.concatenate([rng.normal(size=5_000), edges, near, np.nextafter(near, np.float32(np.inf)),
+                             [np.nan, np.inf, -np.inf]]).astype(np.float32)
+    finite = values[np.isfinite(values)]
+    expected = np.bincount(np.searchsorted(edges, finite, side="left"), minlength=len(reference.fractions))
+    assert reference.counts(values).tolist() == expected.tolist() and expected.sum() == len(values) - 3
+    assert reference.counts(values.astype(np.float64)).tolist() == expected.tolist()
+
+
 def test_categories_count_unseen_values_in_their_own_bin() -> None:
     one_hot = np.eye(3)[[0, 0, 1, 2]]
     reference = Histogram.of_categories(one_hot, ["a", "b", "c"])
