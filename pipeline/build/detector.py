@@ -37,7 +37,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
 
     def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
                  members: int = ModelConfig().members, likelihood: str = "bernoulli", scaling: str = ModelConfig().scaling,
-                 beta: float = TrainConfig().beta,
+                 beta: float | None = TrainConfig().beta,
                  epochs: int = 100, batch_size: int | None = None, learning_rate: float | None = None,
                  patience: int = 10,
                  validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits,
@@ -138,5 +138,5 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         probe = self.scaler_.inverse(np.random.default_rng(0).standard_normal((256, self.n_features_in_)))
         return export_model(result, self.schema_, threshold, name=name, root=root, probe_raw=probe,
                             feature_baseline=self.feature_baseline_,
-                            training=self._config().resolved().model_dump(mode="json"),
+                            training=self._config().resolved(inputs=self.n_features_in_).model_dump(mode="json"),
                             training_data=self._train_fingerprint, validation=self._validation, int8=int8)

@@ -168,7 +168,7 @@ def train_and_calibrate(
 ) -> Calibrated:
     """Train on the training rows; fit the threshold and the contribution baseline on the
     validation rows, scored exactly as the exported scorer scores them."""
-    config = config.resolved()
+    config = config.resolved(inputs=x.shape[1])
     result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
     scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
     val_labels = labels[is_validation] if labels is not None else None
@@ -209,7 +209,7 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
                   lineage: dict | None = None, make_latest: bool = True) -> Path:
     """Export a trained, calibrated model as the next version of `config.name` (and, unless
     told otherwise, make it `latest`)."""
-    result, config = calibrated.result, config.resolved()
+    result, config = calibrated.result, config.resolved(inputs=data.x.shape[1])
     probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
     return export_model(
         result, data.schema, calibrated.threshold, name=config.name, root=root, probe_raw=probe,

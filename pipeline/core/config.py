@@ -77,6 +77,9 @@ class DataConfig(_Strict):
 
 
 TABLE_LATENT = 2  # a table's latent size when the config leaves it open (ModelConfig.latent)
+BETA = 3.0  # the KL's weight when the config leaves it open (TrainConfig.beta) ...
+NARROW_TABLE_BETA = 1.0  # ... but for a table of at most NARROW_TABLE_INPUTS inputs
+NARROW_TABLE_INPUTS = 16
 
 
 class ModelConfig(_Strict):
@@ -113,7 +116,12 @@ class TrainConfig(_Strict):
     # batches with a scaled learning rate on CUDA, where a step of 256 rows is launch-bound.
     batch_size: int | None = Field(None, ge=1)
     learning_rate: float | None = Field(None, gt=0)
-    beta: float = Field(3.0, ge=0)  # weight of the KL term at the end of warm-up
+    # Weight of the KL term at the end of warm-up. None: 3, or 1 for a table of at most 16
+    # inputs (settled_beta), chosen by the half-and-half protocol over three seeds (bench/NOTES.md,
+    # session 7): with a few inputs the reconstruction has a few terms to weigh against the KL,
+    # and β 3 squeezed the code until local structure was lost (33_skin 0.55 → 0.68 at β 1,
+    # 44_Wilt +0.04, 22_magic +0.04; 23_mammography −0.03). Wide tables lost with β 1.
+    beta: float | None = Field(None, ge=0)
     warmup_epochs: int = Field(10, ge=0)  # KL weight rises linearly from 0 to beta
     free_bits: float = Field(0.0, ge=0)  # KL floor per latent dimension (nats), against posterior collapse
     # Share of each batch's highest-loss rows left out of the gradient (trimmed likelihood):
@@ -227,14 +235,17 @@ class PipelineConfig(_Strict):
     export: ExportConfig = ExportConfig()
     promotion: PromotionRules = PromotionRules()
 
-    def resolved(self) -> PipelineConfig:
+    def resolved(self, inputs: int | None = None) -> PipelineConfig:
         """This config with the choices left to the data's mode made (`scaling = "auto"`, a
-        table's latent size), so what is trained and what the manifest records say the same."""
+        table's latent size and, given the model's number of `inputs`, the KL's weight), so
+        what is trained and what the manifest records say the same."""
         scaling = settled_scaling(self.model.scaling, self.data.mode)
         latent = settled_latent(self.model.latent, self.data.mode)
-        if (scaling, latent) == (self.model.scaling, self.model.latent):
+        beta = self.train.beta if inputs is None else settled_beta(self.train.beta, self.data.mode, inputs)
+        if (scaling, latent, beta) == (self.model.scaling, self.model.latent, self.train.beta):
             return self
-        return self.model_copy(update={"model": self.model.model_copy(update={"scaling": scaling, "latent": latent})})
+        return self.model_copy(update={"model": self.model.model_copy(update={"scaling": scaling, "latent": latent}),
+                                       "train": self.train.model_copy(update={"beta": beta})})
 
     @model_validator(mode="after")
     def _threshold_fits_the_data(self) -> PipelineConfig:
@@ -258,6 +269,14 @@ def settled_latent(latent: int | None, mode: str) -> int | None:
     """`latent` with the tables' default settled (TABLE_LATENT); sensor windows keep None, the
     rule by inputs (VAEShape.for_inputs: 4, or 2 below 8 inputs)."""
     return TABLE_LATENT if latent is None and mode == "tabular" else latent
+
+
+def settled_beta(beta: float | None, mode: str, inputs: int) -> float:
+    """`beta` with the default settled: NARROW_TABLE_BETA for a table of at most
+    NARROW_TABLE_INPUTS inputs, BETA otherwise (TrainConfig.beta says why)."""
+    if beta is not None:
+        return beta
+    return NARROW_TABLE_BETA if mode == "tabular" and inputs <= NARROW_TABLE_INPUTS else BETA
 
 
 def load_config(path: str | Path | None = None, **overrides: object) -> PipelineConfig:

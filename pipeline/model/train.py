@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.core.config import ModelConfig, TrainConfig, settled_scaling
+from pipeline.core.config import ModelConfig, TrainConfig, settled_beta, settled_scaling
 from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
@@ -112,6 +112,7 @@ def train_vae(
     # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without
     # one are a table's.
     scaler = Scaler.fit(x_train, method=settled_scaling(model_config.scaling, "tabular"), keep_raw=bernoulli)
+    beta = settled_beta(train_config.beta, "tabular", x_train.shape[1])  # a table's, unless settled before
     shape = VAEShape.for_inputs(
         x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout,
         model_config.members,
@@ -128,13 +129,13 @@ def train_vae(
         val = torch.from_numpy(scaler.transform(x_val)).to(device).clamp_(-clip, clip)
         plan = training_plan(len(train), device, train_config, shape)
         with torch_threads(plan.threads):
-            result = _optimise(model, train, val, train_config, plan, device)
+            result = _optimise(model, train, val, train_config, plan, device, beta)
     result.scaler = scaler
     return result
 
 
 def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConfig, plan: TrainingPlan,
-              device: torch.device) -> TrainResult:
+              device: torch.device, beta: float) -> TrainResult:
     # The fused Adam step (one kernel over all parameters) took a quarter of the per-tensor loop's
     # time; FusedAdam runs it without torch.optim's 1.3 s import of torch._dynamo (optim.py).
     # Training devices are the CPU and CUDA (TrainConfig.device), both with the fused kernel.
@@ -157,7 +158,7 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not cfg.progress, leave=False)
     for epoch in bar:
         started = time.perf_counter()
-        kl_weight = cfg.beta * min(1.0, epoch / cfg.warmup_epochs) if cfg.warmup_epochs else cfg.beta
+        kl_weight = beta * min(1.0, epoch / cfg.warmup_epochs) if cfg.warmup_epochs else beta
         model.train()
         order = torch.randperm(len(train), device=device)
         sums = torch.zeros(2, device=device)  # accumulated on the device: no per-batch sync
@@ -181,7 +182,7 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
         val_nll, val_kl, val_kl_floored = validation_terms(model, val, cfg.free_bits)
         # Stop on the objective being optimised (negative β-ELBO at the final β, with the
         # same free-bits floor); the plain ELBO (β = 1) is recorded beside it.
-        validation = val_nll + cfg.beta * val_kl_floored
+        validation = val_nll + beta * val_kl_floored
         seconds = time.perf_counter() - started
         nll_mean, kl_mean = (sums / len(train)).tolist()
         history.append({

@@ -122,3 +122,21 @@ def test_a_tables_latent_code_is_two_dimensional_and_a_sensors_keeps_the_rule_by
     assert PipelineConfig(data=sensor).resolved().model.latent is None  # VAEShape.for_inputs: 4, 2 below 8
     chosen = PipelineConfig(model=ModelConfig(latent=4, scaling="quantile"))
     assert chosen.resolved() is chosen
+
+
+def test_a_narrow_tables_kl_weight_is_one_and_everything_else_keeps_three() -> None:
+    """Chosen by the half-and-half protocol (bench/NOTES.md, session 7); an explicit β stands,
+    and training settles an open β the same way when no config was resolved first."""
+    from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, TrainConfig
+    from pipeline.model.train import train_vae
+
+    sensor = DataConfig(mode="sensor", time_column="t")
+    assert PipelineConfig().train.beta is None and PipelineConfig().resolved().train.beta is None  # no inputs known
+    assert PipelineConfig().resolved(inputs=16).train.beta == 1.0
+    assert PipelineConfig().resolved(inputs=17).train.beta == 3.0
+    assert PipelineConfig(data=sensor).resolved(inputs=12).train.beta == 3.0
+    chosen = PipelineConfig(model=ModelConfig(latent=4, scaling="quantile"), train=TrainConfig(beta=2.0))
+    assert chosen.resolved(inputs=5) is chosen
+    x = RNG.normal(size=(300, 4)).astype(np.float32)
+    history = train_vae(x[:250], x[250:], ModelConfig(members=1), TrainConfig(epochs=12, progress=False)).history
+    assert history[-1]["kl_weight"] == 1.0  # past the 10-epoch warm-up: β 1 for 4 inputs
