@@ -41,7 +41,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
                  epochs: int = 100, batch_size: int | None = None, learning_rate: float | None = None,
                  patience: int = 10,
                  validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits,
-                 trim_fraction: float = TrainConfig().trim_fraction,
+                 trim_fraction: float | None = TrainConfig().trim_fraction,
                  contamination: float = ThresholdConfig().contamination, device: str = "auto",
                  random_state: int = 0, progress: bool = False) -> None:
         self.hidden = hidden

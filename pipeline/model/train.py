@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.core.config import ModelConfig, TrainConfig, settled_beta, settled_scaling
+from pipeline.core.config import ModelConfig, TrainConfig, settled_scaling, settled_train
 from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
@@ -112,7 +112,9 @@ def train_vae(
     # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without
     # one are a table's.
     scaler = Scaler.fit(x_train, method=settled_scaling(model_config.scaling, "tabular"), keep_raw=bernoulli)
-    beta = settled_beta(train_config.beta, "tabular", x_train.shape[1])  # a table's, unless settled before
+    train_config = settled_train(train_config, "tabular", x_train.shape[1])  # a table's, unless settled before
+    beta, trim = train_config.beta, train_config.trim_fraction
+    assert beta is not None and trim is not None  # settled_train leaves neither open
     shape = VAEShape.for_inputs(
         x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout,
         model_config.members,
@@ -129,13 +131,13 @@ def train_vae(
         val = torch.from_numpy(scaler.transform(x_val)).to(device).clamp_(-clip, clip)
         plan = training_plan(len(train), device, train_config, shape)
         with torch_threads(plan.threads):
-            result = _optimise(model, train, val, train_config, plan, device, beta)
+            result = _optimise(model, train, val, train_config, plan, device, beta, trim)
     result.scaler = scaler
     return result
 
 
 def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConfig, plan: TrainingPlan,
-              device: torch.device, beta: float) -> TrainResult:
+              device: torch.device, beta: float, trim: float) -> TrainResult:
     # The fused Adam step (one kernel over all parameters) took a quarter of the per-tensor loop's
     # time; FusedAdam runs it without torch.optim's 1.3 s import of torch._dynamo (optim.py).
     # Training devices are the CPU and CUDA (TrainConfig.device), both with the fused kernel.
@@ -170,7 +172,7 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
             # out: unlabelled training data holds anomalies, and a VAE that learns to
             # reconstruct them stops flagging them. Summed over members, so each member's
             # gradient is exactly that of its own (trimmed) β-ELBO.
-            keep = elbo.trimmed_mask((nll + kl_weight * kl).detach(), cfg.trim_fraction)
+            keep = elbo.trimmed_mask((nll + kl_weight * kl).detach(), trim)
             kept = keep.sum(0)
             kl_term = (elbo.kl_with_free_bits(mu, logvar, cfg.free_bits, keep) if cfg.free_bits
                        else ((kl * keep).sum(0) / kept).sum())
