@@ -80,6 +80,9 @@ TABLE_LATENT = 2  # a table's latent size when the config leaves it open (ModelC
 BETA, TRIM = 3.0, 0.05  # the KL's weight and the trimmed share when the config leaves them open ...
 NARROW_TABLE_BETA, NARROW_TABLE_TRIM = 1.0, 0.10  # ... but for a table of at most NARROW_TABLE_INPUTS
 NARROW_TABLE_INPUTS = 16
+# Windows of one signal (a univariate series) are scaled by median and IQR and trained with
+# β 1: the series' own spikes, the anomalies sought, set its standard deviation (ModelConfig.scaling).
+SERIES_SCALING, SERIES_BETA = "robust", 1.0
 
 
 class ModelConfig(_Strict):
@@ -103,7 +106,9 @@ class ModelConfig(_Strict):
     # training range), then standard. auto: quantile for tables, standard for sensor windows,
     # each chosen by the half-and-half protocol (bench/NOTES.md, 2026-11-27): the map lifts
     # the tabular mean, but on windows of one skewed series it compresses the spikes and
-    # shifts that are the anomalies (NAB 0.537 → 0.569 without it, SKAB unchanged).
+    # shifts that are the anomalies (NAB 0.537 → 0.569 without it, SKAB unchanged). Windows of
+    # one signal take robust (SERIES_SCALING) with β 1: NAB 0.571 → 0.587 over three seeds, both
+    # halves up (bench/NOTES.md, session 8); on SKAB's 8 sensors robust fell from 0.874 to 0.716.
     scaling: Literal["auto", "quantile", "robust", "standard"] = "auto"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -121,6 +126,7 @@ class TrainConfig(_Strict):
     # session 7): with a few inputs the reconstruction has a few terms to weigh against the KL,
     # and β 3 squeezed the code until local structure was lost (33_skin 0.55 → 0.68 at β 1,
     # 44_Wilt +0.04, 22_magic +0.03; 23_mammography −0.03). Wide tables lost with β 1.
+    # Windows of one signal take β 1 too (SERIES_BETA, with robust scaling).
     beta: float | None = Field(None, ge=0)
     warmup_epochs: int = Field(10, ge=0)  # KL weight rises linearly from 0 to beta
     free_bits: float = Field(0.0, ge=0)  # KL floor per latent dimension (nats), against posterior collapse
@@ -241,9 +247,10 @@ class PipelineConfig(_Strict):
         """This config with the choices left to the data's mode made (`scaling = "auto"`, a
         table's latent size and, given the model's number of `inputs`, the KL's weight and the
         trimmed share), so what is trained and what the manifest records say the same."""
-        scaling = settled_scaling(self.model.scaling, self.data.mode)
+        signals = None if inputs is None else inputs // self.data.window.length if self.data.mode == "sensor" else inputs
+        scaling = settled_scaling(self.model.scaling, self.data.mode, signals)
         latent = settled_latent(self.model.latent, self.data.mode)
-        train = self.train if inputs is None else settled_train(self.train, self.data.mode, inputs)
+        train = self.train if signals is None else settled_train(self.train, self.data.mode, signals)
         if (scaling, latent, train) == (self.model.scaling, self.model.latent, self.train):
             return self
         return self.model_copy(update={"model": self.model.model_copy(update={"scaling": scaling, "latent": latent}),
@@ -259,12 +266,15 @@ class PipelineConfig(_Strict):
         return self
 
 
-def settled_scaling(scaling: str, mode: str) -> str:
-    """`scaling` with `auto` settled by the data's mode: the rank-Gauss map for tables,
-    standard for sensor windows (ModelConfig.scaling says why)."""
-    if scaling != "auto":
+def settled_scaling(scaling: str, mode: str, signals: int | None = None) -> str:
+    """`scaling` with `auto` settled by the data's mode: the rank-Gauss map for tables; for
+    sensor windows, robust over one signal and standard over several, left open until the
+    number of `signals` per step is known (ModelConfig.scaling says why)."""
+    if scaling != "auto" or mode != "sensor":
+        return "quantile" if scaling == "auto" else scaling
+    if signals is None:
         return scaling
-    return "standard" if mode == "sensor" else "quantile"
+    return SERIES_SCALING if signals == 1 else "standard"
 
 
 def settled_latent(latent: int | None, mode: str) -> int | None:
@@ -273,12 +283,14 @@ def settled_latent(latent: int | None, mode: str) -> int | None:
     return TABLE_LATENT if latent is None and mode == "tabular" else latent
 
 
-def settled_train(train: TrainConfig, mode: str, inputs: int) -> TrainConfig:
+def settled_train(train: TrainConfig, mode: str, signals: int) -> TrainConfig:
     """`train` with an open `beta` and `trim_fraction` settled: NARROW_TABLE_BETA and
-    NARROW_TABLE_TRIM for a table of at most NARROW_TABLE_INPUTS inputs, BETA and TRIM
-    otherwise (TrainConfig says why); a value the config sets stands."""
-    narrow = mode == "tabular" and inputs <= NARROW_TABLE_INPUTS
-    beta = train.beta if train.beta is not None else NARROW_TABLE_BETA if narrow else BETA
+    NARROW_TABLE_TRIM for a table of at most NARROW_TABLE_INPUTS inputs, SERIES_BETA for
+    windows of one signal, BETA and TRIM otherwise (TrainConfig says why); a value the config
+    sets stands. `signals`: a table's inputs, or a window's inputs per time step."""
+    narrow = mode == "tabular" and signals <= NARROW_TABLE_INPUTS
+    series = mode == "sensor" and signals == 1
+    beta = train.beta if train.beta is not None else NARROW_TABLE_BETA if narrow else SERIES_BETA if series else BETA
     trim = train.trim_fraction if train.trim_fraction is not None else NARROW_TABLE_TRIM if narrow else TRIM
     if (beta, trim) == (train.beta, train.trim_fraction):
         return train

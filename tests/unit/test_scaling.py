@@ -99,14 +99,18 @@ def test_the_manifest_refuses_a_map_that_is_not_monotone_or_not_whole(scaler: Sc
         ScalerSpec.model_validate({**spec, "tail": [0.0] * len(spec["tail"])})
 
 
-def test_auto_scaling_is_the_quantile_map_for_tables_and_standard_for_sensor_windows() -> None:
-    """Chosen per mode by the half-and-half protocol (bench/NOTES.md); an explicit choice stands."""
-    from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig
+def test_auto_scaling_is_the_quantile_map_for_tables_robust_for_one_series_and_standard_for_several() -> None:
+    """Chosen per mode and signal count by the half-and-half protocol (bench/NOTES.md, sessions
+    3 and 8); a sensor's stays open until the window's inputs are known; an explicit choice stands."""
+    from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, WindowSpec
 
-    sensor = DataConfig(mode="sensor", time_column="t")
+    sensor = DataConfig(mode="sensor", time_column="t", window=WindowSpec(length=8))
     assert PipelineConfig().model.scaling == "auto"
     assert PipelineConfig().resolved().model.scaling == "quantile"
-    assert PipelineConfig(data=sensor).resolved().model.scaling == "standard"
+    assert PipelineConfig(data=sensor).resolved().model.scaling == "auto"
+    assert PipelineConfig(data=sensor).resolved(inputs=8).model.scaling == "robust"  # one signal, 8 steps
+    assert PipelineConfig(data=sensor).resolved(inputs=16).model.scaling == "standard"  # two signals
+    assert PipelineConfig().resolved(inputs=1).model.scaling == "quantile"  # a one-column table is no series
     chosen = PipelineConfig(data=sensor, model=ModelConfig(scaling="quantile"))
     assert chosen.resolved() is chosen
     with pytest.raises(ValueError, match="unknown scaling 'auto'"):
@@ -124,8 +128,8 @@ def test_a_tables_latent_code_is_two_dimensional_and_a_sensors_keeps_the_rule_by
     assert chosen.resolved() is chosen
 
 
-def test_a_narrow_table_trains_with_beta_one_and_a_tenth_trimmed_and_everything_else_keeps_3_and_5_percent() -> None:
-    """Chosen by the half-and-half protocol (bench/NOTES.md, session 7); a value the config
+def test_a_narrow_table_trains_with_beta_one_and_a_tenth_trimmed_one_series_with_beta_one_others_3_and_5_percent() -> None:
+    """Chosen by the half-and-half protocol (bench/NOTES.md, sessions 7 and 8); a value the config
     sets stands, and training settles open ones the same way when no config was resolved first."""
     from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, TrainConfig
     from pipeline.model.train import train_vae
@@ -134,8 +138,9 @@ def test_a_narrow_table_trains_with_beta_one_and_a_tenth_trimmed_and_everything_
     assert PipelineConfig().resolved().train.beta is None  # no inputs known yet
     narrow, wide = PipelineConfig().resolved(inputs=16).train, PipelineConfig().resolved(inputs=17).train
     assert (narrow.beta, narrow.trim_fraction, wide.beta, wide.trim_fraction) == (1.0, 0.10, 3.0, 0.05)
-    window = PipelineConfig(data=sensor).resolved(inputs=12).train
-    assert (window.beta, window.trim_fraction) == (3.0, 0.05)
+    several = PipelineConfig(data=sensor).resolved(inputs=20).train  # 2 signals in windows of 10
+    one = PipelineConfig(data=sensor).resolved(inputs=10).train
+    assert (several.beta, several.trim_fraction, one.beta, one.trim_fraction) == (3.0, 0.05, 1.0, 0.05)
     chosen = PipelineConfig(model=ModelConfig(latent=4, scaling="quantile"), train=TrainConfig(beta=2.0, trim_fraction=0.0))
     assert chosen.resolved(inputs=5) is chosen
     x = RNG.normal(size=(300, 4)).astype(np.float32)
