@@ -245,8 +245,9 @@ class PipelineConfig(_Strict):
 
     def resolved(self, inputs: int | None = None) -> PipelineConfig:
         """This config with the choices left to the data's mode made (`scaling = "auto"`, a
-        table's latent size and, given the model's number of `inputs`, the KL's weight and the
-        trimmed share), so what is trained and what the manifest records say the same."""
+        table's latent size and, given the model's number of `inputs`, a sensor's scaling, the
+        KL's weight and the trimmed share), so what is trained and what the manifest records
+        say the same."""
         signals = None if inputs is None else inputs // self.data.window.length if self.data.mode == "sensor" else inputs
         scaling = settled_scaling(self.model.scaling, self.data.mode, signals)
         latent = settled_latent(self.model.latent, self.data.mode)
