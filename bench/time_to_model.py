@@ -121,7 +121,8 @@ def scoring_block(version: Path, vae: object, forest: object, rows: int, folder:
     rate = lambda taken: f"{rows / taken / 1e3:,.0f} k rows/s"  # noqa: E731
     of = f"median of {rounds}: " if rounds > 1 else ""
     return [
-        (f"score {rows:,} rows: `vad score` (CLI, Parquet → Parquet, start-up included)", f"{of}{cli_s:.1f} s, {rate(cli_s)}",
+        (f"score {rows:,} rows: `vad score` (CLI, Parquet → Parquet, start-up included)",
+         f"{of}{cli_s:.1f} s, {rate(cli_s)}",
          f"{ratio('ours', 'cli'):.2f} of the in-process rate; {vae_s / cli_s:.1f}× PyOD VAE, "
          f"{ratio('forest', 'cli'):.2f}× IForest"),
         (f"score {rows:,} rows: `score_files` in process (defaults, drift measured)", f"{of}{ours_s:.1f} s, {rate(ours_s)}",
@@ -203,7 +204,8 @@ def measure(rows: list[int], repeats: int, score_rows: int, folder: Path,
 
 
 def main(rows: list[int] = typer.Option([2_000, 20_000], help="Training sizes."), repeats: int = 3,
-         rounds: int = typer.Option(3, help="Alternating rounds of each fit, sizes up to 20,000 rows."),
+         rounds: int = typer.Option(
+             3, help="Alternating rounds of each fit (sizes up to 20,000 rows) and of the scoring, ours against IForest."),
          score_rows: int = typer.Option(1_000_000, help="Rows scored by the largest size's models (0: none).")) -> None:
     """Print the lines; the figures of record are bench/speed.py's "defaults" lines, measured
     there in the same run as its other peers."""
