@@ -248,7 +248,7 @@ class PipelineConfig(_Strict):
         table's latent size and, given the model's number of `inputs`, a sensor's scaling, the
         KL's weight and the trimmed share), so what is trained and what the manifest records
         say the same."""
-        signals = None if inputs is None else inputs // self.data.window.length if self.data.mode == "sensor" else inputs
+        signals = inputs // self.data.window.length if inputs and self.data.mode == "sensor" else inputs  # per step
         scaling = settled_scaling(self.model.scaling, self.data.mode, signals)
         latent = settled_latent(self.model.latent, self.data.mode)
         train = self.train if signals is None else settled_train(self.train, self.data.mode, signals)
@@ -271,8 +271,10 @@ def settled_scaling(scaling: str, mode: str, signals: int | None = None) -> str:
     """`scaling` with `auto` settled by the data's mode: the rank-Gauss map for tables; for
     sensor windows, robust over one signal and standard over several, left open until the
     number of `signals` per step is known (ModelConfig.scaling says why)."""
-    if scaling != "auto" or mode != "sensor":
-        return "quantile" if scaling == "auto" else scaling
+    if scaling != "auto":
+        return scaling
+    if mode != "sensor":
+        return "quantile"
     if signals is None:
         return scaling
     return SERIES_SCALING if signals == 1 else "standard"
