@@ -6,26 +6,40 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from pipeline.core.config import Persistence
+from pipeline.core.config import AlarmRule, Persistence
 
 # Where a score falls among the validation scores, 0-100 (the `percentile` column): whole
 # percentiles, then finer steps in the top one, where alarms are decided.
 PERCENTILE_LEVELS = [float(v) for v in range(99)] + [99.0 + i / 10 for i in range(10)] + [99.95, 99.99, 100.0]
 
 
+class Calibration(BaseModel):
+    """The scores a threshold was fitted on: how many, whence, and which share of the training
+    rows (windows) they stand for. `training period`: every training window of a sensor model,
+    scored by the final model; `validation`: its validation rows (tables)."""
+
+    source: Literal["validation", "training period"]
+    rows: int = Field(ge=1)
+    coverage: float = Field(ge=0, le=1)
+
+
 class Threshold(BaseModel):
     """A fitted threshold: rows with score > value are anomalous (in sensor mode, after the
-    persistence rule). `note` says why a method fell back to another rule, when it did."""
+    persistence rule). `note` says why a method fell back to another rule, or that the
+    calibration scores were too few for the rate asked, when so."""
 
     value: float
     method: str
     parameters: dict[str, float] = {}
     persistence: Persistence = Persistence()
+    alarm: AlarmRule = AlarmRule()  # models exported before it take the default
     note: str = ""
+    calibration: Calibration | None = None  # absent in models exported before it
 
 
 class PercentileTable(BaseModel):

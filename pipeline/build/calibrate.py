@@ -30,18 +30,34 @@ def fit_threshold(scores: np.ndarray, config: ThresholdConfig, labels: np.ndarra
     if scores.size < 2:
         raise PipelineError(f"a threshold needs at least 2 finite scores, got {scores.size}.")
     if config.method == "quantile":
-        fitted = Threshold(value=float(np.quantile(scores, config.quantile)), method="quantile",
-                           parameters={"quantile": config.quantile})
+        fitted = finite_sample_quantile(scores, config.quantile, "quantile", {"quantile": config.quantile})
     elif config.method == "contamination":
-        fitted = Threshold(value=float(np.quantile(scores, 1.0 - config.contamination)), method="contamination",
-                           parameters={"contamination": config.contamination})
+        fitted = finite_sample_quantile(scores, 1.0 - config.contamination, "contamination",
+                                        {"contamination": config.contamination})
     elif config.method == "pot":
         fitted = pot_threshold(scores, config.pot_initial_quantile, config.pot_risk)
     elif labels is None:
         raise PipelineError("threshold method 'best-f1' needs labels: set the data's `label_column`.")
     else:
         fitted = best_f1_threshold(scores, np.asarray(labels)[finite])
-    return fitted.model_copy(update={"persistence": config.persistence})
+    return fitted.model_copy(update={"persistence": config.persistence, "alarm": config.alarm})
+
+
+def finite_sample_quantile(scores: np.ndarray, level: float, method: str, parameters: dict[str, float]) -> Threshold:
+    """The ⌈(n + 1)·level⌉-th smallest of n scores: a new normal score exceeds it with
+    probability at most 1 − level when the scores are exchangeable (the split-conformal rank;
+    an interpolated quantile of a few scores sits below the tail it is meant to bound). Where
+    n is too small for that rank, the largest score stands in and the note says so."""
+    ordered = np.sort(scores)
+    rank = math.ceil((len(ordered) + 1) * level)
+    note = ""
+    if rank > len(ordered):
+        needed = math.ceil(level / (1.0 - level))
+        note = (f"only {len(ordered)} calibration scores for a {1 - level:.3g} rate of flags (it needs at least "
+                f"{needed}): the threshold is their largest score, and the rate of flags on normal data can be "
+                "higher than asked; train on more data or ask for a higher rate.")
+        log.warning(note)
+    return Threshold(value=float(ordered[min(rank, len(ordered)) - 1]), method=method, parameters=parameters, note=note)
 
 
 def pot_threshold(scores: np.ndarray, initial_quantile: float, risk: float) -> Threshold:

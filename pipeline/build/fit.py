@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.artifact.drift import SERIES, DriftReference, column_blocks, reference_of
-from pipeline.artifact.threshold import QUANTILES, Threshold, ValidationRecord, percentile_table
+from pipeline.artifact.threshold import QUANTILES, Calibration, Threshold, ValidationRecord, percentile_table
 from pipeline.build.calibrate import fit_threshold
 from pipeline.build.export import export_model
 from pipeline.core.config import PipelineConfig, ThresholdConfig
@@ -46,6 +46,7 @@ class TrainingSet:
     imputed: dict[str, int]
     merged: int = 0  # sensor readings folded into another of the same time (DataConfig.duplicates)
     entities: np.ndarray | None = None  # sensor mode: each input row's entity (SERIES without an entity column)
+    blocks: np.ndarray | None = None  # sensor mode: each input row's time block in its entity (time_blocks)
 
 
 @dataclass
@@ -56,7 +57,10 @@ class Calibrated:
     threshold: Threshold
     validation_scores: np.ndarray
     feature_baseline: np.ndarray
-    validation_kl: np.ndarray  # each validation row's KL from the prior: the latent drift reference
+    # The threshold's scores (Threshold.calibration says which rows) and the same rows' KL from
+    # the prior: the score and latent drift references.
+    reference_kl: np.ndarray
+    calibration_scores: np.ndarray
 
 
 @dataclass
@@ -117,14 +121,17 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         entities = frame[schema.entity_column].cast(pl.String).to_numpy() if schema.entity_column \
             else np.full(frame.height, SERIES)
     rng = np.random.default_rng(config.train.seed)
-    if schema.mode == "sensor" and schema.window and schema.window.length > 1:
-        try:
-            matrix, ends = make_windows(matrix, series_bounds(frame, schema), schema.window, pad=False)
-        except DataError as error:
-            raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
-        labels = labels[ends] if labels is not None else None
-        entities = entities[ends] if entities is not None else None
-        is_validation = _tail_of_each_entity(ends, entity_bounds(frame, schema), config.train.validation_fraction)
+    blocks = None  # sensor mode: each window's time block within its entity
+    if schema.mode == "sensor":
+        ends = np.arange(len(matrix))
+        if schema.window and schema.window.length > 1:
+            try:
+                matrix, ends = make_windows(matrix, series_bounds(frame, schema), schema.window, pad=False)
+            except DataError as error:
+                raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
+            labels = labels[ends] if labels is not None else None
+            entities = entities[ends] if entities is not None else None
+        blocks, is_validation = time_blocks(ends, entity_bounds(frame, schema), config.train.validation_fraction)
     else:
         is_validation = random_validation_mask(len(matrix), config.train.validation_fraction, rng)
     if config.train.max_rows and len(matrix) > config.train.max_rows:
@@ -132,11 +139,12 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         matrix, is_validation = matrix[keep], is_validation[keep]
         labels = labels[keep] if labels is not None else None
         entities = entities[keep] if entities is not None else None
+        blocks = blocks[keep] if blocks is not None else None
     if is_validation.all() or not is_validation.any():
         is_validation = np.zeros(len(matrix), bool)
         is_validation[-max(1, len(matrix) // 10):] = True
     return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height,
-                       entities)
+                       entities, blocks)
 
 
 def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -152,28 +160,53 @@ def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator)
     return mask
 
 
-def _tail_of_each_entity(ends: np.ndarray, bounds: list[tuple[int, int]], fraction: float) -> np.ndarray:
-    """Validation = the latest `fraction` of each entity's windows (no look-ahead leakage)."""
+TIME_BLOCKS = 10  # consecutive time blocks per entity; each gives its latest windows to validation
+
+
+def time_blocks(ends: np.ndarray, bounds: list[tuple[int, int]], fraction: float,
+                count: int = TIME_BLOCKS) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's time block (0 to `count` − 1, consecutive windows of its entity) and the
+    validation mask: the latest `fraction` of every block. Validation spread so over the whole
+    training period shows early stopping and the threshold every phase of a cycle and every
+    level the period held, not only its end (a trailing slice saw one phase of a daily cycle,
+    and the threshold then flagged 41% of the training rows of NAB's art_daily_jumpsup)."""
+    blocks = np.zeros(len(ends), np.int64)
     mask = np.zeros(len(ends), bool)
     for start, stop in bounds:
         idx = np.flatnonzero((ends >= start) & (ends < stop))
-        if len(idx) > 1:
-            mask[idx[-max(1, int(round(len(idx) * fraction))):]] = True
-    return mask
+        if len(idx) < 2:
+            continue
+        for block, part in enumerate(np.array_split(idx, min(count, max(1, len(idx) // 10)))):
+            blocks[part] = block
+            if len(part):
+                mask[part[-max(1, int(round(len(part) * fraction))):]] = True
+    return blocks, mask
 
 
 def train_and_calibrate(
     x: np.ndarray, is_validation: np.ndarray, config: PipelineConfig,
     labels: np.ndarray | None = None, threshold_config: ThresholdConfig | None = None,
+    blocks: np.ndarray | None = None,
 ) -> Calibrated:
-    """Train on the training rows; fit the threshold and the contribution baseline on the
-    validation rows, scored exactly as the exported scorer scores them."""
+    """Train on the training rows and fit the contribution baseline on the validation rows,
+    scored exactly as the exported scorer scores them. The threshold is fitted on the
+    validation scores; for sensor windows (given their time `blocks`), on the scores of every
+    window of the training period: the few validation windows of a short series are its
+    maximum at a 0.99 quantile, and they miss what the rest of the period held."""
     config = config.resolved(inputs=x.shape[1])
     result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
     scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
-    val_labels = labels[is_validation] if labels is not None else None
-    threshold = fit_threshold(scores, threshold_config or config.threshold, val_labels)
-    return Calibrated(result, threshold, scores, nll.mean(axis=0), scores - nll.sum(axis=1))
+    threshold_config = threshold_config or config.threshold
+    calibration_scores, calibration_labels = scores, labels[is_validation] if labels is not None else None
+    reference_kl = scores - nll.sum(axis=1)
+    calibration = Calibration(source="validation", rows=len(scores), coverage=len(scores) / len(x))
+    if blocks is not None:
+        calibration_scores, period_nll = score_with_torch(result.model, result.scaler, x)
+        calibration_labels, reference_kl = labels, calibration_scores - period_nll.sum(axis=1)
+        calibration = Calibration(source="training period", rows=len(x), coverage=1.0)
+    threshold = fit_threshold(calibration_scores, threshold_config, calibration_labels)
+    return Calibrated(result, threshold.model_copy(update={"calibration": calibration}), scores, nll.mean(axis=0),
+                      reference_kl, calibration_scores)
 
 
 def fingerprint(x: np.ndarray, names: list[str]) -> dict:
@@ -189,15 +222,16 @@ def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "ex
     names its parent (a retrained challenger), published without moving `latest` unless
     `make_latest`."""
     data = load_training_set(source, config)
-    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels)
+    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels, blocks=data.blocks)
     return FitOutcome(export_fitted(data, calibrated, config, root, lineage=lineage, make_latest=make_latest),
                       calibrated, data)
 
 
 def validation_record(calibrated: Calibrated) -> ValidationRecord:
-    """The manifest's validation section: the objective reached and the validation scores'
-    quantiles. Alerts measure severity from the median, the `normal` level of the score."""
-    result, scores = calibrated.result, calibrated.validation_scores
+    """The manifest's validation section: the objective reached and the calibration scores'
+    quantiles (those the threshold was fitted on). Alerts measure severity from the median,
+    the `normal` level of the score."""
+    result, scores = calibrated.result, calibrated.calibration_scores
     return ValidationRecord(
         rows=len(scores), neg_beta_elbo=result.best_validation,
         neg_elbo=result.history[result.best_epoch - 1]["validation_neg_elbo"],
@@ -230,9 +264,9 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
 
 def drift_reference(data: TrainingSet, calibrated: Calibrated) -> DriftReference:
     """The training rows' histograms per source column (a window's last step is its own row),
-    and the validation rows' KL and scores: what a batch's drift is measured against."""
+    and the calibration rows' KL and scores: what a batch's drift is measured against."""
     rows = data.x[:, -len(data.schema.row_features):]
     window = data.schema.window
     stride = window.stride if data.schema.mode == "sensor" and window is not None and window.length > 1 else 1
-    return reference_of(rows, column_blocks(data.schema), calibrated.validation_kl, calibrated.validation_scores,
+    return reference_of(rows, column_blocks(data.schema), calibrated.reference_kl, calibrated.calibration_scores,
                         data.entities, stride)

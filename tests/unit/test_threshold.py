@@ -36,3 +36,25 @@ def test_best_f1_separates_labelled_scores() -> None:
 def test_best_f1_without_labels_is_a_clear_error() -> None:
     with pytest.raises(PipelineError, match="needs labels"):
         fit_threshold(SCORES, ThresholdConfig(method="best-f1"))
+
+
+def test_the_finite_sample_quantile_bounds_the_rate_of_a_new_score() -> None:
+    """The ⌈(n + 1)·q⌉-th smallest of n scores: with 199 scores and q = 0.99 the 198th, where an
+    interpolated quantile sits between the 197th and 198th."""
+    scores = np.arange(1.0, 200.0)
+    assert fit_threshold(scores, ThresholdConfig(quantile=0.99)).value == 198.0
+    assert np.quantile(scores, 0.99) < 198.0
+
+
+def test_too_few_scores_for_the_rate_take_the_largest_and_say_so() -> None:
+    fitted = fit_threshold(np.arange(60.0), ThresholdConfig(quantile=0.99))
+    assert fitted.value == 59.0
+    assert "only 60 calibration scores" in fitted.note and "at least 99" in fitted.note
+    assert fit_threshold(np.arange(600.0), ThresholdConfig(quantile=0.99)).note == ""
+
+
+def test_the_alarm_rule_travels_with_the_threshold() -> None:
+    from pipeline.core.config import AlarmRule
+
+    fitted = fit_threshold(SCORES[:1000], ThresholdConfig(alarm=AlarmRule(hold_off=7)))
+    assert fitted.alarm.hold_off == 7
