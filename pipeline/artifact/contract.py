@@ -30,6 +30,7 @@ TOP_K = 3  # contributing source columns the scorer graph ranks per row
 ROW = "row"  # the key of a table without key columns: the row's number in its file, from 1
 SCORE = "score"  # negative ELBO, higher = more anomalous
 IS_ANOMALY = "is_anomaly"  # score above the threshold (and, for sensors, the persistence rule)
+ALARM = "alarm"  # the onset of an anomalous episode (sensors: after the hold-off; tables: is_anomaly)
 PERCENTILE = "percentile"  # where the score falls among the validation scores, 0-100
 SOURCE_FILE = "source_file"  # the input file's name (score_files)
 FEATURE_SUFFIX, SHARE_SUFFIX = "_feature", "_share"
@@ -59,4 +60,4 @@ def share_of(feature_column: str) -> str:
 def score_columns(columns: list[str]) -> set[str]:
     """The columns scoring added to the row keys (everything but the keys)."""
     ranked = feature_columns(columns)
-    return {SCORE, IS_ANOMALY, PERCENTILE, SOURCE_FILE, *ranked, *(share_of(c) for c in ranked)} & set(columns)
+    return {SCORE, IS_ANOMALY, ALARM, PERCENTILE, SOURCE_FILE, *ranked, *(share_of(c) for c in ranked)} & set(columns)

@@ -162,8 +162,19 @@ class Persistence(_Strict):
         return self
 
 
+class AlarmRule(_Strict):
+    """When a sensor series raises an alarm (the `alarm` column): at the onset of an anomalous
+    episode, a flagged row (`is_anomaly`, after persistence) of an entity that raised no alarm
+    in its `hold_off` rows before it. Flags say which rows are anomalous; alarms say when to look,
+    once per episode, as an operator is paged. 0: every flagged row alarms. Tables: each flagged
+    row is its own episode. The default was chosen by the halves protocol on NAB's alarm score
+    (bench/alarms.py, bench/NOTES.md 2026-12-02)."""
+
+    hold_off: int = Field(400, ge=0)
+
+
 class ThresholdConfig(_Strict):
-    """How the alarm threshold is fitted on validation scores (higher score = more anomalous)."""
+    """How the alarm threshold is fitted on calibration scores (higher score = more anomalous)."""
 
     method: Literal["quantile", "contamination", "pot", "best-f1"] = "quantile"
     quantile: float = Field(0.99, gt=0, lt=1)
@@ -171,6 +182,7 @@ class ThresholdConfig(_Strict):
     pot_initial_quantile: float = Field(0.98, gt=0.5, lt=1)
     pot_risk: float = Field(1e-3, gt=0, lt=0.5)  # target false-alarm rate
     persistence: Persistence = Persistence()
+    alarm: AlarmRule = AlarmRule()
 
 
 class DriftRules(_Strict):

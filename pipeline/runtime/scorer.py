@@ -253,9 +253,10 @@ class Scorer:
         assert options.threshold is not None  # settled by resolve()
         if drift is not None:
             self.count_drift(drift, x, keys, arrays)
+        flags = self.flags(arrays.score, options.threshold, keys, report.novel_rows)
         columns: dict[str, pl.Series] = {
             contract.SCORE: pl.Series(arrays.score.astype(np.float64)),
-            contract.IS_ANOMALY: pl.Series(self.flags(arrays.score, options.threshold, keys, report.novel_rows))}
+            contract.IS_ANOMALY: pl.Series(flags), contract.ALARM: pl.Series(self.alarms(flags, keys))}
         if self._percentiles is not None:
             columns[contract.PERCENTILE] = pl.Series(percentile_of(arrays.score, self._percentiles))
         for i in range(k):  # column names as an Enum: a gather of small codes, no Python strings
@@ -295,6 +296,13 @@ class Scorer:
         if novel_rows is not None and self.schema.unseen == "flag":
             flagged |= novel_rows
         return flagged
+
+    def alarms(self, flags: np.ndarray, keys: pl.DataFrame) -> np.ndarray:
+        """The onsets of anomalous episodes among flagged rows: in sensor mode, per entity, a
+        flagged row with no alarm in the model's `hold_off` rows before it (AlarmRule)."""
+        if self.schema.mode != "sensor":
+            return flags
+        return onsets(flags, entity_bounds(keys, self.schema), self.manifest.threshold.alarm.hold_off)
 
     def score(self, frame: pl.DataFrame, **options: Any) -> pl.DataFrame:
         """Score a frame; repairs (imputed values, unseen categories) are logged as warnings."""
@@ -346,6 +354,21 @@ def persistent(exceeds: np.ndarray, bounds: list[tuple[int, int]], k: int, n: in
         ends = np.arange(1, stop - start + 1)
         flags[start:stop] = counts[ends] - counts[np.maximum(ends - n, 0)] >= k
     return flags
+
+
+def onsets(flags: np.ndarray, bounds: list[tuple[int, int]], hold_off: int) -> np.ndarray:
+    """True at each flagged row of a span that follows no earlier alarm of the span within
+    `hold_off` rows; one step per alarm, so a long episode costs no more than a short one."""
+    if hold_off == 0:
+        return flags.copy()
+    alarms = np.zeros_like(flags)
+    for start, stop in bounds:
+        flagged = np.flatnonzero(flags[start:stop])
+        at = 0
+        while at < len(flagged):
+            alarms[start + flagged[at]] = True
+            at = int(np.searchsorted(flagged, flagged[at] + hold_off, side="right"))
+    return alarms
 
 
 def _log_mean_exp(values: np.ndarray, axis: int) -> np.ndarray:
