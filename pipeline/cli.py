@@ -61,6 +61,8 @@ def train(
     features: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: inferred).")] = None,
     id_columns: Annotated[Optional[str], typer.Option(help="Comma-separated key columns passed to the output.")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column (never a feature).")] = None,
+    ignore_columns: Annotated[Optional[str], typer.Option(
+        help="Comma-separated columns that are neither features nor keys (other labels, notes).")] = None,
     time_column: Annotated[Optional[str], typer.Option(help="Time column (sensor mode).")] = None,
     entity_column: Annotated[Optional[str], typer.Option(help="Entity column; windows never cross entities.")] = None,
     window: Annotated[Optional[int], typer.Option(help="Window length in time steps (sensor mode).")] = None,
@@ -97,7 +99,8 @@ def train(
     cfg = load_config(
         config, name=name,
         data={"mode": mode, "features": _split(features), "id_columns": _split(id_columns),
-              "label_column": label_column, "time_column": time_column, "entity_column": entity_column,
+              "label_column": label_column, "ignore_columns": _split(ignore_columns), "time_column": time_column,
+              "entity_column": entity_column,
               "missing": missing, "duplicates": duplicates, "max_gap": max_gap, "resample": resample,
               **({"window": window_spec} if window_spec else {})},
         model={"latent": latent, "hidden": [int(h) for h in _split(hidden) or []] if hidden else None,

@@ -176,6 +176,9 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
             elif role == "time":
                 log.warning("column '%s' holds times: not a feature%s.", name,
                             "; for sensor series set `time_column`" if config.mode == "tabular" else "")
+            elif role == "label":
+                log.warning("column '%s' looks like a label: not a feature (name it with `label_column` to keep it "
+                            "for evaluation, or in `features` to train on it).", name)
             else:
                 names.append(name)
     columns: list[ColumnSpec] = []
@@ -219,16 +222,23 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
 
 
 ID_NAME = re.compile(r"(?i:id|uuid|guid|key|index|row|.*[_\- .](?:id|uuid|guid|key|no))|.*[a-z]Id")  # orderId, not humid
+LABEL_NAME = re.compile(r"(?i)label|labels|anomaly|anomalies|is_anomaly|is_anomalous|changepoint|change_point|"
+                        r"target|y|class|outlier|is_outlier|ground_truth")
+LABEL_WORD = re.compile(r"(?i)label|anomal|outlier|changepoint|fault|attack")  # with two values at most
 ROLE_SAMPLE = 10_000  # rows looked at to tell a time column (parsing every row of a large file is slow)
 MIN_COUNTER_ROWS = 20  # integers that count up one per row are a row number only over this many rows
 NUMERIC_SHARE = 0.9  # a text column whose values are this share numbers is a numeric column with typos
 
 
-def column_role(values: pl.Series) -> Literal["id", "time", "feature"]:
+def column_role(values: pl.Series) -> Literal["id", "time", "label", "feature"]:
     """What an inferred column is for. An identifier (by its name: `id`, `batch_id`, `orderId`;
     or integers that count up one per row) would make every new id look anomalous; a time
-    column (datetimes, or text that parses as them) is not a measurement."""
+    column (datetimes, or text that parses as them) is not a measurement; a label (by its
+    name: `label`, `anomaly`, `target`, …, or a two-valued column named like one) is the
+    answer, and a model that reads it learns nothing about the data."""
     dtype = values.dtype
+    if LABEL_NAME.fullmatch(values.name) or (LABEL_WORD.search(values.name) and values.drop_nulls().n_unique() <= 2):
+        return "label"
     if ID_NAME.fullmatch(values.name) and (dtype.is_integer() or dtype == pl.String):
         return "id"
     if dtype.is_integer() and values.len() >= MIN_COUNTER_ROWS and values.null_count() == 0:

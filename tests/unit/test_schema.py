@@ -178,3 +178,23 @@ def test_max_gap_cuts_an_entitys_series_where_time_jumps_and_only_there() -> Non
     assert series_bounds(numeric, learn_schema(numeric, DataConfig(**config, max_gap=600))) == [(0, 3), (3, 7), (7, 10)]
     with pytest.raises(ValueError, match="max_gap must be a positive duration"):
         DataConfig(**config, max_gap=0)
+
+
+def test_label_like_columns_never_train_as_features(shared_data, caplog: pytest.LogCaptureFixture) -> None:
+    """A SKAB file read at every default: its `anomaly` and `changepoint` columns are the
+    answers, not measurements; so is a column named `label` or a 0/1 `is_fault`."""
+    skab = pl.read_csv(shared_data / "skab" / "valve1" / "0.csv", separator=";")
+    schema = learn_schema(skab, DataConfig())
+    names = [c.name for c in schema.columns]
+    assert "anomaly" not in names and "changepoint" not in names and len(names) == 8
+    assert "looks like a label" in caplog.text
+    table = TABLE.with_columns(is_fault=pl.Series([0, 1, 0, 0]), fault_code=pl.Series([3, 1, 7, 2]))
+    inferred = [c.name for c in learn_schema(table, DataConfig(id_columns=["id"])).columns]
+    assert inferred == ["temp", "count", "site", "fault_code"]  # `label` and the 0/1 `is_fault` left out
+    named = learn_schema(table, DataConfig(features=["temp", "label"]))
+    assert [c.name for c in named.columns] == ["temp", "label"]  # named features stand
+
+
+def test_ignored_columns_are_neither_features_nor_keys() -> None:
+    schema = learn_schema(TABLE, DataConfig(id_columns=["id"], ignore_columns=["count"]))
+    assert [c.name for c in schema.columns] == ["temp", "site"] and schema.key_columns == ["id"]
