@@ -43,7 +43,7 @@ Precision = Literal["fp32", "int8"]
 Missing = Literal["error", "impute"]
 WIDE_INTEGERS = tuple(getattr(pl, name) for name in ("Int128", "UInt128") if hasattr(pl, name))
 FILE_ROW = "__file_row"  # carried through the sort of sensor rows, so errors after it name file rows
-ORT_BATCH = 4096  # rows per call for the other graphs: 2k–8k stays in cache (see PERF_NOTES)
+ORT_BATCH = 4096  # rows per call for the other graphs: batches of 2k–8k rows stay in cache
 
 
 @dataclass(frozen=True)
