@@ -30,7 +30,8 @@ def load_training_set(source: str, config: PipelineConfig) -> fit.TrainingSet:
 
 @task(cache_policy=NO_CACHE)
 def train_and_calibrate(data: fit.TrainingSet, config: PipelineConfig) -> fit.Calibrated:
-    return fit.train_and_calibrate(data.x, data.is_validation, config, data.labels, blocks=data.blocks)
+    return fit.train_and_calibrate(data.x, data.is_validation, config, data.labels,
+                                   whole_period=data.schema.mode == "sensor")
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE)

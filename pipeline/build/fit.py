@@ -46,7 +46,6 @@ class TrainingSet:
     imputed: dict[str, int]
     merged: int = 0  # sensor readings folded into another of the same time (DataConfig.duplicates)
     entities: np.ndarray | None = None  # sensor mode: each input row's entity (SERIES without an entity column)
-    blocks: np.ndarray | None = None  # sensor mode: each input row's time block in its entity (time_blocks)
 
 
 @dataclass
@@ -121,17 +120,15 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         entities = frame[schema.entity_column].cast(pl.String).to_numpy() if schema.entity_column \
             else np.full(frame.height, SERIES)
     rng = np.random.default_rng(config.train.seed)
-    blocks = None  # sensor mode: each window's time block within its entity
-    if schema.mode == "sensor":
-        ends = np.arange(len(matrix))
-        if schema.window and schema.window.length > 1:
-            try:
-                matrix, ends = make_windows(matrix, series_bounds(frame, schema), schema.window, pad=False)
-            except DataError as error:
-                raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
-            labels = labels[ends] if labels is not None else None
-            entities = entities[ends] if entities is not None else None
-        blocks, is_validation = time_blocks(ends, entity_bounds(frame, schema), config.train.validation_fraction)
+    if schema.mode == "sensor" and schema.window and schema.window.length > 1:
+        try:
+            matrix, ends = make_windows(matrix, series_bounds(frame, schema), schema.window, pad=False)
+        except DataError as error:
+            raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
+        labels = labels[ends] if labels is not None else None
+        entities = entities[ends] if entities is not None else None
+        is_validation = validation_windows(ends, entity_bounds(frame, schema), config.train.validation_fraction,
+                                           spread=len(schema.row_features) == 1)
     else:
         is_validation = random_validation_mask(len(matrix), config.train.validation_fraction, rng)
     if config.train.max_rows and len(matrix) > config.train.max_rows:
@@ -139,12 +136,11 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         matrix, is_validation = matrix[keep], is_validation[keep]
         labels = labels[keep] if labels is not None else None
         entities = entities[keep] if entities is not None else None
-        blocks = blocks[keep] if blocks is not None else None
     if is_validation.all() or not is_validation.any():
         is_validation = np.zeros(len(matrix), bool)
         is_validation[-max(1, len(matrix) // 10):] = True
     return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height,
-                       entities, blocks)
+                       entities)
 
 
 def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -160,39 +156,38 @@ def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator)
     return mask
 
 
-TIME_BLOCKS = 10  # consecutive time blocks per entity; each gives its latest windows to validation
+TIME_BLOCKS = 10  # a series of one signal gives validation the latest windows of each of these blocks
 
 
-def time_blocks(ends: np.ndarray, bounds: list[tuple[int, int]], fraction: float,
-                count: int = TIME_BLOCKS) -> tuple[np.ndarray, np.ndarray]:
-    """Each window's time block (0 to `count` − 1, consecutive windows of its entity) and the
-    validation mask: the latest `fraction` of every block. Validation spread so over the whole
-    training period shows early stopping and the threshold every phase of a cycle and every
-    level the period held, not only its end (a trailing slice saw one phase of a daily cycle,
-    and the threshold then flagged 41% of the training rows of NAB's art_daily_jumpsup)."""
-    blocks = np.zeros(len(ends), np.int64)
+def validation_windows(ends: np.ndarray, bounds: list[tuple[int, int]], fraction: float, spread: bool = False
+                       ) -> np.ndarray:
+    """Validation = the latest `fraction` of each entity's windows (no look-ahead leakage), or,
+    `spread`, the latest `fraction` of each of TIME_BLOCKS consecutive blocks of them.
+    Early stopping on the latest windows picks the model closest to what is scored next, which
+    ranks SKAB's 8 sensors best; the latest windows of a series of one signal are one phase of
+    its cycle, and spread over the period they keep a daily cycle's other phase from stopping
+    training at the end of the KL warm-up (bench/NOTES.md, 2026-12-02)."""
     mask = np.zeros(len(ends), bool)
     for start, stop in bounds:
         idx = np.flatnonzero((ends >= start) & (ends < stop))
         if len(idx) < 2:
             continue
-        for block, part in enumerate(np.array_split(idx, min(count, max(1, len(idx) // 10)))):
-            blocks[part] = block
-            if len(part):
-                mask[part[-max(1, int(round(len(part) * fraction))):]] = True
-    return blocks, mask
+        for block in np.array_split(idx, min(TIME_BLOCKS, max(1, len(idx) // 10)) if spread else 1):
+            if len(block):
+                mask[block[-max(1, int(round(len(block) * fraction))):]] = True
+    return mask
 
 
 def train_and_calibrate(
     x: np.ndarray, is_validation: np.ndarray, config: PipelineConfig,
     labels: np.ndarray | None = None, threshold_config: ThresholdConfig | None = None,
-    blocks: np.ndarray | None = None,
+    whole_period: bool = False,
 ) -> Calibrated:
     """Train on the training rows and fit the contribution baseline on the validation rows,
     scored exactly as the exported scorer scores them. The threshold is fitted on the
-    validation scores; for sensor windows (given their time `blocks`), on the scores of every
-    window of the training period: the few validation windows of a short series are its
-    maximum at a 0.99 quantile, and they miss what the rest of the period held."""
+    validation scores, or, with `whole_period` (sensor windows), on the scores of every window
+    of the training period: the latest windows of a short series are one phase of its cycle,
+    and a 0.99 quantile of a few dozen is their maximum."""
     config = config.resolved(inputs=x.shape[1])
     result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
     scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
@@ -200,7 +195,7 @@ def train_and_calibrate(
     calibration_scores, calibration_labels = scores, labels[is_validation] if labels is not None else None
     reference_kl = scores - nll.sum(axis=1)
     calibration = Calibration(source="validation", rows=len(scores), coverage=len(scores) / len(x))
-    if blocks is not None:
+    if whole_period:
         calibration_scores, period_nll = score_with_torch(result.model, result.scaler, x)
         calibration_labels, reference_kl = labels, calibration_scores - period_nll.sum(axis=1)
         calibration = Calibration(source="training period", rows=len(x), coverage=1.0)
@@ -222,7 +217,8 @@ def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "ex
     names its parent (a retrained challenger), published without moving `latest` unless
     `make_latest`."""
     data = load_training_set(source, config)
-    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels, blocks=data.blocks)
+    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels,
+                                     whole_period=data.schema.mode == "sensor")
     return FitOutcome(export_fitted(data, calibrated, config, root, lineage=lineage, make_latest=make_latest),
                       calibrated, data)
 

@@ -193,3 +193,17 @@ def test_contribution_shares_hold_float32_precision_on_large_raw_units() -> None
     shares = (excess / excess.sum(-1, keepdim=True).clamp(min=1e-300)).sort(-1, descending=True).values[:, :3]
     assert (shares[:, 0] > 0).float().mean() > 0.5  # most rows have some NLL above normal
     assert np.abs(top_share - shares.numpy()).max() < 2e-6
+
+
+def test_a_series_of_one_signal_validates_on_its_whole_period_and_sensors_on_their_latest_windows() -> None:
+    """Spread: the latest tenth of each of ten time blocks of each entity (a daily cycle's every
+    phase); otherwise the latest tenth of each entity, what comes just before scoring."""
+    from pipeline.build.fit import validation_windows
+
+    ends, bounds = np.arange(1000), [(0, 600), (600, 1000)]
+    spread = validation_windows(ends, bounds, 0.1, spread=True)
+    assert spread.sum() == 100
+    assert [int(spread[start:start + 60].sum()) for start in range(0, 600, 60)] == [6] * 10
+    assert np.flatnonzero(spread[:60]).tolist() == list(range(54, 60))  # the latest of its block
+    latest = validation_windows(ends, bounds, 0.1)
+    assert np.flatnonzero(latest).tolist() == [*range(540, 600), *range(960, 1000)]

@@ -1,10 +1,9 @@
-"""Alarms: the onsets of anomalous episodes, and the time blocks thresholds are calibrated over."""
+"""Alarms: the onsets of anomalous episodes."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.build.fit import time_blocks
 from pipeline.runtime.scorer import onsets
 
 
@@ -28,15 +27,3 @@ def test_a_flag_after_the_hold_off_alarms_again_and_one_inside_it_does_not() -> 
 def test_each_entity_has_its_own_hold_off() -> None:
     flags = flags_at(20, 8, 9, 10, 11)  # rows 0-9 one machine, 10-19 the next
     assert np.flatnonzero(onsets(flags, [(0, 10), (10, 20)], hold_off=100)).tolist() == [8, 10]
-
-
-def test_validation_windows_are_spread_over_the_whole_period() -> None:
-    """Ten blocks of each entity give their latest tenth to validation: every part of the
-    period is seen, not only its end."""
-    ends = np.arange(1000)
-    blocks, validation = time_blocks(ends, [(0, 600), (600, 1000)], 0.1)
-    assert validation.sum() == 100
-    assert [validation[start:start + 60].sum() for start in range(0, 600, 60)] == [6] * 10
-    assert np.flatnonzero(validation[:60]).tolist() == list(range(54, 60))  # the latest of its block
-    assert blocks[:60].tolist() == [0] * 60 and blocks[540:600].tolist() == [9] * 60
-    assert blocks[600:640].tolist() == [0] * 40  # the next entity starts again
