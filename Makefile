@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz serve data bench-quality bench-speed clean
+.PHONY: demo test check lint fuzz serve data bench-quality bench-speed clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The fast tier while you work: the static checks and every test not marked slow.
+check: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 # Static checks, run by `make test`: ruff (defects and import order), mypy, and the import
 # contracts in pyproject.toml (lint-imports: which folder may import what, and that scoring
