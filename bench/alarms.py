@@ -137,7 +137,7 @@ def halves_rows(runs: dict[str, dict]) -> list[tuple[str, str, str]]:
     halves = {"A": names[0::2], "B": names[1::2]}
     table = {}
     for hold in HOLD_OFFS:
-        alarms = lambda run, hold=hold: onsets(run["flag"], [(0, len(run["flag"]))], hold)  # noqa: E731
+        alarms = lambda run, hold=hold: onsets(run["flag"], [(0, len(run["flag"]))], hold)[0]  # noqa: E731
         table[hold] = {half: nab_result(runs, values=alarms, subset=subset)["standard"]
                        for half, subset in halves.items()}
     rows = [(f"hold-off {hold}", f"A {scores['A']:.1f}, B {scores['B']:.1f}", "the default" if hold == AlarmRule().hold_off

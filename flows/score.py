@@ -60,7 +60,9 @@ def score_batch(model_dir: str, provider: Provider, batch: dict, outbox: str, th
                 missing: Optional[Missing] = None, drift_rules: Optional[DriftRules] = None) -> dict:
     batch_record = Batch.model_validate(batch)
     scorer = _scorer(model_dir, provider, missing)
-    return inbox.score_batch(scorer, batch_record, outbox, threshold=threshold, drift_rules=drift_rules).model_dump()
+    state = inbox.open_ledger(outbox).alarm_state(scorer.manifest.key)  # the hold-off the batches before left
+    return inbox.score_batch(scorer, batch_record, outbox, threshold=threshold, drift_rules=drift_rules,
+                             alarm_state=state).model_dump()
 
 
 @task(**PERSIST)
@@ -85,7 +87,8 @@ def deliver_alert(alert: dict, sinks: list[str], outbox: str) -> dict:
 
 @task(**IO_RETRIES)  # the ledger may be locked by another run for a while
 def complete_batch(outbox: str, model_key: str, batch: dict, summary: dict) -> None:
-    inbox.open_ledger(outbox).complete(batch["identity"], model_key, summary["output"], summary)
+    inbox.open_ledger(outbox).complete(batch["identity"], model_key, summary["output"], summary,
+                                       alarm_state=summary.get("alarm_state"))
 
 
 @task

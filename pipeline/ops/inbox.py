@@ -88,14 +88,18 @@ def output_path(outbox: str | Path, model_key: str, batch: Batch) -> Path:
 
 
 def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: float | None = None,
-                top_k: int = contract.TOP_K, drift_rules: DriftRules | None = None) -> BatchSummary:
-    """Score one batch into its output file, measuring its drift by `drift_rules`."""
+                top_k: int = contract.TOP_K, drift_rules: DriftRules | None = None,
+                alarm_state: dict[str, int] | None = None) -> BatchSummary:
+    """Score one batch into its output file, measuring its drift by `drift_rules`; its alarms'
+    hold-off starts from `alarm_state` (the ledger's, as the batches before it left it)."""
     output = output_path(outbox, scorer.manifest.key, batch)
     if batch.size >= 0:  # the identity (and so the output path) must describe the bytes scored
         ingest.check_unchanged(Path(batch.file), (batch.size, batch.mtime_ns))
-    report = score_files(scorer, batch.file, output, threshold=threshold, top_k=top_k, drift_rules=drift_rules)
+    report = score_files(scorer, batch.file, output, threshold=threshold, top_k=top_k, drift_rules=drift_rules,
+                         alarm_state=alarm_state)
     return BatchSummary(file=batch.file, output=str(output), rows=report.rows, anomalies=report.anomalies,
-                        threshold=report.threshold, inputs=report.inputs.summary(),
+                        threshold=report.threshold, inputs=report.inputs.summary(), alarms=report.alarms,
+                        alarm_state=report.alarm_state,
                         failed_entities=report.inputs.failed,
                         drift=report.drift.model_dump(mode="json") if report.drift is not None else None)
 

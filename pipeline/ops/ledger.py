@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     inode INTEGER NOT NULL, identity TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
+CREATE TABLE IF NOT EXISTS alarm_holds (
+    model TEXT NOT NULL, entity TEXT NOT NULL, rows_since INTEGER NOT NULL, PRIMARY KEY (model, entity));
 """
 
 
@@ -158,10 +160,22 @@ class Ledger:
                 (identity, model, file, me, now))
             return Claim(True, reason, me)
 
-    def complete(self, identity: str, model: str, output: str, summary: dict) -> None:
+    def complete(self, identity: str, model: str, output: str, summary: dict,
+                 alarm_state: dict[str, int] | None = None) -> None:
+        """The batch is done; with `alarm_state` (each entity's rows since its last alarm at
+        the batch's end), the next batch's hold-off starts from it. One transaction: a run
+        killed before it re-scores the batch from the same state, so its alarms are the same."""
         with self._transaction() as db:
             db.execute("UPDATE batches SET status='done', finished_at=?, output=?, summary=? WHERE identity=? AND model=?",
                        (time.time(), output, json.dumps(summary, default=str), identity, model))
+            db.executemany("INSERT INTO alarm_holds (model, entity, rows_since) VALUES (?, ?, ?) "
+                           "ON CONFLICT (model, entity) DO UPDATE SET rows_since=excluded.rows_since",
+                           [(model, entity, rows) for entity, rows in (alarm_state or {}).items()])
+
+    def alarm_state(self, model: str) -> dict[str, int]:
+        """Each entity's rows since its last alarm, as the batches this model version finished left it."""
+        with self._transaction() as db:
+            return dict(db.execute("SELECT entity, rows_since FROM alarm_holds WHERE model=?", (model,)))
 
     def fail(self, identity: str, model: str, error: str) -> None:
         """A batch that cannot be scored (bad data): not retried until forced, since the

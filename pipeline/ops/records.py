@@ -33,6 +33,9 @@ class BatchSummary(BaseModel):
     rows: int
     anomalies: int
     threshold: float
+    alarms: int = 0  # onsets of anomalous episodes (the scores' `alarm` column); absent in older records
+    # Each entity's rows since its last alarm at the batch's end: the next batch's hold-off starts from it.
+    alarm_state: dict[str, int] = {}
     inputs: str  # the input repairs, in words (InputReport.summary)
     failed_entities: dict[str, str] = {}  # entities left out of the batch (their rows could not be scored): why
     drift: dict | None = None  # the batch's DriftReport (pipeline.artifact.drift), as JSON

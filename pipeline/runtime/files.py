@@ -45,10 +45,12 @@ class ScoreReport:
     files: list[Path]
     rows: int = 0
     anomalies: int = 0
+    alarms: int = 0  # onsets of anomalous episodes (the `alarm` column)
     threshold: float = 0.0
     inputs: InputReport = field(default_factory=InputReport)
     top: list[dict] = field(default_factory=list)
     drift: DriftReport | None = None  # the batch against the training data (None: the model has no reference)
+    alarm_state: dict[str, int] = field(default_factory=dict)  # each entity's rows since its last alarm, at the end
 
 
 def default_chunk_rows(scorer: Scorer) -> int:
@@ -60,7 +62,8 @@ def default_chunk_rows(scorer: Scorer) -> int:
 def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk_rows: int | None = None,
                 keep_top: int = 10, options: ScoreOptions | None = None,
                 on_chunk: Callable[[int], object] | None = None, max_rows: int | None = None,
-                drift_rules: DriftRules | None = None, **fields: Any) -> ScoreReport:
+                drift_rules: DriftRules | None = None, alarm_state: dict[str, int] | None = None,
+                **fields: Any) -> ScoreReport:
     """Score a file, glob or folder into one file, written atomically, in the format its
     suffix names (Parquet, CSV, TSV, NDJSON, Arrow IPC; Parquet is streamed, the others are
     converted from it).
@@ -77,7 +80,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     is refused (default: WHOLE_FILE_MAX_ROWS for a series read whole, or for one entity of a
     fleet; no cap for streamed tables). The report's `drift` measures the batch against the
     model's training data (`pipeline.artifact.drift`), naming what passed `drift_rules`
-    (None: the defaults)."""
+    (None: the defaults). `alarm_state` (each entity's rows since its last alarm, from earlier
+    batches) carries the alarms' hold-off across batches; the report's holds it at the end."""
     settled = scorer.resolve(options if options is not None else ScoreOptions(**fields))
     files = ingest.resolve_sources(source)
     output = Path(output)
@@ -89,7 +93,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     for file in files:  # every file's columns are checked before anything is written
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
     assert settled.threshold is not None
-    report = ScoreReport(output=output, files=files, threshold=settled.threshold)
+    report = ScoreReport(output=output, files=files, threshold=settled.threshold, alarm_state=dict(alarm_state or {}))
     drift = scorer.drift_counter()
     best: list[tuple[float, int, dict]] = []
     tiebreak = itertools.count()  # equal scores (the same row in two files) must never compare the dicts
@@ -101,7 +105,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
         try:
             # Three stages overlap: reading and preparing (a thread, up to two chunks ahead),
             # scoring (a thread, one chunk ahead of this one) and writing (a thread, one behind).
-            chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift)
+            chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift,
+                                    alarm_state=report.alarm_state)
             for file, scored, inputs in prefetched(chunks, depth=1):
                 scored = scored.with_columns(pl.lit(file.name, dtype=pl.Enum([file.name])).alias(contract.SOURCE_FILE))
                 crash_point("score")
@@ -117,6 +122,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
                 if on_chunk is not None:
                     on_chunk(scored.height)
                 report.anomalies += int(scored[contract.IS_ANOMALY].sum())
+                report.alarms += int(scored[contract.ALARM].sum())
                 report.inputs.add(inputs)
                 floor = best[0][0] if best and len(best) == keep_top else -np.inf  # only rows that can enter
                 entering = scored.filter(pl.col(contract.SCORE) > floor).top_k(keep_top, by=contract.SCORE)
@@ -177,8 +183,8 @@ def open_scores_writer(path: Path, schema: pa.Schema, top_k: int) -> pq.ParquetW
 
 
 def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: ScoreOptions,
-                   max_rows: int | None = None, scratch: Path | None = None, drift: DriftCounter | None = None
-                   ) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
+                   max_rows: int | None = None, scratch: Path | None = None, drift: DriftCounter | None = None,
+                   alarm_state: dict[str, int] | None = None) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
     """(file, scored rows, input report) pieces of every file in turn. The seed advances with
     the rows scored, so sampled scores do not depend on how tables are cut into chunks. A
     file written to while it was read is refused once it is done. A fleet file's split
@@ -188,7 +194,7 @@ def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: 
         before = ingest.file_stamp(file)
         for prepared in prefetched(_prepared_chunks(scorer, file, chunk_rows, max_rows, scratch)):
             crash_point("read")
-            scored, inputs = scorer.score_prepared(prepared, options.seeded(rows), drift)
+            scored, inputs = scorer.score_prepared(prepared, options.seeded(rows), drift, alarm_state)
             rows += scored.height
             yield file, scored, inputs
         ingest.check_unchanged(file, before)

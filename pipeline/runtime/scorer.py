@@ -235,9 +235,11 @@ class Scorer:
         return self.score_prepared(self.prepare(frame, file, row_offset), self.resolve(ScoreOptions(**options)))
 
     def score_prepared(self, prepared: tuple[np.ndarray, pl.DataFrame, InputReport],
-                       options: ScoreOptions, drift: DriftCounter | None = None) -> tuple[pl.DataFrame, InputReport]:
+                       options: ScoreOptions, drift: DriftCounter | None = None,
+                       alarm_state: dict[str, int] | None = None) -> tuple[pl.DataFrame, InputReport]:
         """`score_with_report` on the output of `prepare` (which can run in another thread);
-        with `drift`, the rows are counted into it too."""
+        with `drift`, the rows are counted into it too; `alarm_state` carries each entity's
+        rows since its last alarm from an earlier batch, and is brought up to date (`alarms`)."""
         x, keys, report = prepared
         options = self.resolve(options)
         k = min(options.top_k, len(self.source_names))
@@ -256,7 +258,7 @@ class Scorer:
         flags = self.flags(arrays.score, options.threshold, keys, report.novel_rows)
         columns: dict[str, pl.Series] = {
             contract.SCORE: pl.Series(arrays.score.astype(np.float64)),
-            contract.IS_ANOMALY: pl.Series(flags), contract.ALARM: pl.Series(self.alarms(flags, keys))}
+            contract.IS_ANOMALY: pl.Series(flags), contract.ALARM: pl.Series(self.alarms(flags, keys, alarm_state))}
         if self._percentiles is not None:
             columns[contract.PERCENTILE] = pl.Series(percentile_of(arrays.score, self._percentiles))
         for i in range(k):  # column names as an Enum: a gather of small codes, no Python strings
@@ -277,10 +279,9 @@ class Scorer:
         kl = arrays.kl if arrays.kl is not None else self.kernel().run(["kl"], np.ascontiguousarray(x))[0]
         spans = None
         if self.schema.mode == "sensor" and keys.height:
-            bounds, entity = entity_bounds(keys, self.schema), self.schema.entity_column
-            names = keys[entity].gather([start for start, _ in bounds]).cast(pl.String).to_list() if entity \
-                else [SERIES] * len(bounds)
-            spans = [(name, start, stop) for name, (start, stop) in zip(names, bounds, strict=True)]
+            bounds = entity_bounds(keys, self.schema)
+            spans = [(name, start, stop) for name, (start, stop)
+                     in zip(self.entity_names(keys, bounds), bounds, strict=True)]
         drift.add(x[:, -len(self.schema.row_features):], kl, arrays.score, spans)
 
     def flags(self, scores: np.ndarray, limit: float, keys: pl.DataFrame,
@@ -304,12 +305,28 @@ class Scorer:
             flagged |= novel_rows
         return flagged
 
-    def alarms(self, flags: np.ndarray, keys: pl.DataFrame) -> np.ndarray:
+    def alarms(self, flags: np.ndarray, keys: pl.DataFrame, state: dict[str, int] | None = None) -> np.ndarray:
         """The onsets of anomalous episodes among flagged rows: in sensor mode, per entity, a
-        flagged row with no alarm in the model's `hold_off` rows before it (AlarmRule)."""
+        flagged row with no alarm in the model's `hold_off` rows before it (AlarmRule). `state`
+        maps an entity to its rows since its last alarm, before these rows (a scheduled flow
+        keeps it between batches, in the ledger); it is brought up to date in place."""
         if self.schema.mode != "sensor":
             return flags
-        return onsets(flags, entity_bounds(keys, self.schema), self.manifest.threshold.alarm.hold_off)
+        bounds = entity_bounds(keys, self.schema)
+        names = self.entity_names(keys, bounds)
+        alarms, after = onsets(flags, bounds, self.manifest.threshold.alarm.hold_off,
+                               [state.get(name) for name in names] if state is not None else None)
+        if state is not None:
+            state.update({name: rows for name, rows in zip(names, after, strict=True) if rows is not None})
+        return alarms
+
+    def entity_names(self, keys: pl.DataFrame, bounds: list[tuple[int, int]]) -> list[str]:
+        """Each span's entity, as text (SERIES for a model without an entity column; "" for
+        rows without an entity)."""
+        entity = self.schema.entity_column
+        if not entity or not bounds:
+            return [SERIES] * len(bounds)
+        return keys[entity].gather([start for start, _ in bounds]).cast(pl.String).fill_null("").to_list()
 
     def score(self, frame: pl.DataFrame, **options: Any) -> pl.DataFrame:
         """Score a frame; repairs (imputed values, unseen categories) are logged as warnings."""
@@ -363,19 +380,31 @@ def persistent(exceeds: np.ndarray, bounds: list[tuple[int, int]], k: int, n: in
     return flags
 
 
-def onsets(flags: np.ndarray, bounds: list[tuple[int, int]], hold_off: int) -> np.ndarray:
-    """True at each flagged row of a span that follows no earlier alarm of the span within
-    `hold_off` rows; one step per alarm, so a long episode costs no more than a short one."""
-    if hold_off == 0:
-        return flags.copy()
+def onsets(flags: np.ndarray, bounds: list[tuple[int, int]], hold_off: int,
+           since: list[int | None] | None = None) -> tuple[np.ndarray, list[int | None]]:
+    """True at each flagged row of a span that follows no alarm of the span within `hold_off`
+    rows, one step per alarm, so a long episode costs no more than a short one. `since`: each
+    span's rows between its last alarm and the span's first row (an earlier batch's; None: no
+    alarm yet). Returns the alarms and the same count at each span's end, for the next batch."""
     alarms = np.zeros_like(flags)
-    for start, stop in bounds:
+    after: list[int | None] = []
+    for span, (start, stop) in enumerate(bounds):
+        before = since[span] if since is not None else None
         flagged = np.flatnonzero(flags[start:stop])
-        at = 0
-        while at < len(flagged):
-            alarms[start + flagged[at]] = True
-            at = int(np.searchsorted(flagged, flagged[at] + hold_off, side="right"))
-    return alarms
+        last = None if before is None else -before - 1  # the last alarm's row, counted from the span's start
+        at = 0 if last is None else int(np.searchsorted(flagged, last + hold_off, side="right"))
+        if hold_off == 0:  # every flagged row alarms
+            chosen = flagged[at:]
+        else:
+            picked: list[int] = []
+            while at < len(flagged):
+                picked.append(int(flagged[at]))
+                at = int(np.searchsorted(flagged, flagged[at] + hold_off, side="right"))
+            chosen = np.asarray(picked, dtype=np.int64)
+        alarms[start + chosen] = True
+        last = int(chosen[-1]) if len(chosen) else last
+        after.append(None if last is None else stop - start - 1 - last)
+    return alarms, after
 
 
 def _log_mean_exp(values: np.ndarray, axis: int) -> np.ndarray:
