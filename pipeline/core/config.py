@@ -200,7 +200,9 @@ class AlertRules(_Strict):
     """When a scored batch raises an alert (one per batch and model version).
 
     An entity (or, in tabular mode, the whole batch) alarms when `min_anomalous` rows above
-    the threshold fall within `within` consecutive rows. In sensor mode an entity that alarmed
+    the threshold fall within `within` consecutive rows, and, in sensor mode, an anomalous
+    episode starts in the batch (an `alarm` row: AlarmRule), so an episode that runs on into
+    later batches pages once. In sensor mode an entity that alarmed
     less than `cooldown_minutes` earlier (in the data's own time) is suppressed, so one fault pages
     once. Severity grows with the peak score's distance past the threshold, in units of
     (threshold − median validation score)."""

@@ -65,7 +65,10 @@ def _iso(value: object) -> str:
 def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, batch_file: str, identity: str,
              last_alerts: dict[str, str], threshold: float | None = None) -> tuple[dict | None, dict[str, str]]:
     """The batch's alert (None when no entity alarms, or every alarming one is cooling down)
-    and the alarm time of each alerting entity (for the next cooldown)."""
+    and the alarm time of each alerting entity (for the next cooldown). An entity alarms when
+    `min_anomalous` flagged rows fall within `within` rows and, where the scores have an
+    `alarm` column, an anomalous episode starts in this batch: one that an earlier batch
+    started (inside its hold-off) does not page again."""
     schema = manifest.feature_schema
     limit = manifest.threshold.value if threshold is None else threshold
     entity_col = schema.entity_column if schema.mode == "sensor" else None
@@ -76,6 +79,8 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
         _run=flags.rolling_sum(rules.within, min_samples=1).over("_entity"))
     alarms = frame.filter(pl.col("_run") >= rules.min_anomalous).group_by("_entity", maintain_order=True).agg(
         first_row=pl.col("_row").first(), first_time=pl.col(time_col).first() if time_col else pl.lit(None))
+    if contract.ALARM in frame.columns:  # an episode an earlier batch already alarmed on (its hold-off) pages once
+        alarms = alarms.filter(pl.col("_entity").is_in(frame.filter(pl.col(contract.ALARM))["_entity"].unique()))
     alerting, suppressed, times = [], [], {}
     for row in alarms.iter_rows(named=True):
         entity, first_time = row["_entity"], row["first_time"]
