@@ -60,7 +60,7 @@ def score_batch(model_dir: str, provider: Provider, batch: dict, outbox: str, th
                 missing: Optional[Missing] = None, drift_rules: Optional[DriftRules] = None) -> dict:
     batch_record = Batch.model_validate(batch)
     scorer = _scorer(model_dir, provider, missing)
-    state = inbox.open_ledger(outbox).alarm_state(scorer.manifest.key)  # the hold-off the batches before left
+    state = inbox.open_ledger(outbox).alarm_state(scorer.manifest.key)  # as the batches before left it
     return inbox.score_batch(scorer, batch_record, outbox, threshold=threshold, drift_rules=drift_rules,
                              alarm_state=state).model_dump()
 
@@ -88,7 +88,7 @@ def deliver_alert(alert: dict, sinks: list[str], outbox: str) -> dict:
 @task(**IO_RETRIES)  # the ledger may be locked by another run for a while
 def complete_batch(outbox: str, model_key: str, batch: dict, summary: dict) -> None:
     inbox.open_ledger(outbox).complete(batch["identity"], model_key, summary["output"], summary,
-                                       alarm_state=summary.get("alarm_state"))
+                                       alarm_state=BatchSummary.model_validate(summary).alarm_state)
 
 
 @task

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS file_hashes (
 CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
 CREATE TABLE IF NOT EXISTS alarm_holds (
-    model TEXT NOT NULL, entity TEXT NOT NULL, rows_since INTEGER NOT NULL, PRIMARY KEY (model, entity));
+    model TEXT NOT NULL, entity TEXT NOT NULL, since_alarm INTEGER, since_flag INTEGER, PRIMARY KEY (model, entity));
 """
 
 
@@ -161,21 +161,24 @@ class Ledger:
             return Claim(True, reason, me)
 
     def complete(self, identity: str, model: str, output: str, summary: dict,
-                 alarm_state: dict[str, int] | None = None) -> None:
-        """The batch is done; with `alarm_state` (each entity's rows since its last alarm at
-        the batch's end), the next batch's hold-off starts from it. One transaction: a run
-        killed before it re-scores the batch from the same state, so its alarms are the same."""
+                 alarm_state: dict[str, tuple[int | None, int | None]] | None = None) -> None:
+        """The batch is done; with `alarm_state` (each entity's rows since its last alarm and
+        since its last flagged row, at the batch's end), the next batch's alarm rule starts from
+        it. One transaction: a run killed before it re-scores the batch from the same state."""
         with self._transaction() as db:
             db.execute("UPDATE batches SET status='done', finished_at=?, output=?, summary=? WHERE identity=? AND model=?",
                        (time.time(), output, json.dumps(summary, default=str), identity, model))
-            db.executemany("INSERT INTO alarm_holds (model, entity, rows_since) VALUES (?, ?, ?) "
-                           "ON CONFLICT (model, entity) DO UPDATE SET rows_since=excluded.rows_since",
-                           [(model, entity, rows) for entity, rows in (alarm_state or {}).items()])
+            db.executemany("INSERT INTO alarm_holds (model, entity, since_alarm, since_flag) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (model, entity) DO UPDATE SET since_alarm=excluded.since_alarm, "
+                           "since_flag=excluded.since_flag",
+                           [(model, entity, *held) for entity, held in (alarm_state or {}).items()])
 
-    def alarm_state(self, model: str) -> dict[str, int]:
-        """Each entity's rows since its last alarm, as the batches this model version finished left it."""
+    def alarm_state(self, model: str) -> dict[str, tuple[int | None, int | None]]:
+        """Each entity's rows since its last alarm and its last flagged row, as the batches this
+        model version finished left them."""
         with self._transaction() as db:
-            return dict(db.execute("SELECT entity, rows_since FROM alarm_holds WHERE model=?", (model,)))
+            return {entity: (alarm, flag) for entity, alarm, flag in
+                    db.execute("SELECT entity, since_alarm, since_flag FROM alarm_holds WHERE model=?", (model,))}
 
     def fail(self, identity: str, model: str, error: str) -> None:
         """A batch that cannot be scored (bad data): not retried until forced, since the

@@ -34,8 +34,9 @@ class BatchSummary(BaseModel):
     anomalies: int
     threshold: float
     alarms: int = 0  # onsets of anomalous episodes (the scores' `alarm` column); absent in older records
-    # Each entity's rows since its last alarm at the batch's end: the next batch's hold-off starts from it.
-    alarm_state: dict[str, int] = {}
+    # Each entity's rows since its last alarm and since its last flagged row (None: none yet) at the
+    # batch's end: the next batch's alarm rule starts from it (Scorer.alarms).
+    alarm_state: dict[str, tuple[int | None, int | None]] = {}
     inputs: str  # the input repairs, in words (InputReport.summary)
     failed_entities: dict[str, str] = {}  # entities left out of the batch (their rows could not be scored): why
     drift: dict | None = None  # the batch's DriftReport (pipeline.artifact.drift), as JSON

@@ -236,10 +236,10 @@ class Scorer:
 
     def score_prepared(self, prepared: tuple[np.ndarray, pl.DataFrame, InputReport],
                        options: ScoreOptions, drift: DriftCounter | None = None,
-                       alarm_state: dict[str, int] | None = None) -> tuple[pl.DataFrame, InputReport]:
+                       alarm_state: dict[str, Hold] | None = None) -> tuple[pl.DataFrame, InputReport]:
         """`score_with_report` on the output of `prepare` (which can run in another thread);
         with `drift`, the rows are counted into it too; `alarm_state` carries each entity's
-        rows since its last alarm from an earlier batch, and is brought up to date (`alarms`)."""
+        alarm state from an earlier batch, and is brought up to date (`alarms`)."""
         x, keys, report = prepared
         options = self.resolve(options)
         k = min(options.top_k, len(self.source_names))
@@ -305,19 +305,20 @@ class Scorer:
             flagged |= novel_rows
         return flagged
 
-    def alarms(self, flags: np.ndarray, keys: pl.DataFrame, state: dict[str, int] | None = None) -> np.ndarray:
-        """The onsets of anomalous episodes among flagged rows: in sensor mode, per entity, a
-        flagged row with no alarm in the model's `hold_off` rows before it (AlarmRule). `state`
-        maps an entity to its rows since its last alarm, before these rows (a scheduled flow
-        keeps it between batches, in the ledger); it is brought up to date in place."""
+    def alarms(self, flags: np.ndarray, keys: pl.DataFrame, state: dict[str, Hold] | None = None) -> np.ndarray:
+        """The onsets of anomalous episodes among flagged rows: in sensor mode, per entity, as
+        the model's AlarmRule says (`onsets`). `state` maps an entity to its rows since its last
+        alarm and since its last flagged row, before these rows (a scheduled flow keeps it
+        between batches, in the ledger); it is brought up to date in place."""
         if self.schema.mode != "sensor":
             return flags
         bounds = entity_bounds(keys, self.schema)
         names = self.entity_names(keys, bounds)
-        alarms, after = onsets(flags, bounds, self.manifest.threshold.alarm.hold_off,
-                               [state.get(name) for name in names] if state is not None else None)
+        rule = self.manifest.threshold.alarm
+        alarms, after = onsets(flags, bounds, rule.hold_off, rule.quiet,
+                               [state.get(name, (None, None)) for name in names] if state is not None else None)
         if state is not None:
-            state.update({name: rows for name, rows in zip(names, after, strict=True) if rows is not None})
+            state.update(zip(names, after, strict=True))
         return alarms
 
     def entity_names(self, keys: pl.DataFrame, bounds: list[tuple[int, int]]) -> list[str]:
@@ -380,30 +381,39 @@ def persistent(exceeds: np.ndarray, bounds: list[tuple[int, int]], k: int, n: in
     return flags
 
 
-def onsets(flags: np.ndarray, bounds: list[tuple[int, int]], hold_off: int,
-           since: list[int | None] | None = None) -> tuple[np.ndarray, list[int | None]]:
-    """True at each flagged row of a span that follows no alarm of the span within `hold_off`
-    rows, one step per alarm, so a long episode costs no more than a short one. `since`: each
-    span's rows between its last alarm and the span's first row (an earlier batch's; None: no
-    alarm yet). Returns the alarms and the same count at each span's end, for the next batch."""
+Hold = tuple[int | None, int | None]  # an entity's rows since its last alarm and since its last flagged row
+
+
+def onsets(flags: np.ndarray, bounds: list[tuple[int, int]], hold_off: int, quiet: int = 0,
+           since: list[Hold] | None = None) -> tuple[np.ndarray, list[Hold]]:
+    """The alarms among flagged rows, per span: an episode starts at a flagged row that follows
+    more than `quiet` rows without a flag, and alarms unless the span alarmed within `hold_off`
+    rows before it. One step per alarm, so a long episode costs no more than a short one.
+    `since`: each span's rows between its last alarm, and its last flagged row, and the span's
+    first row (an earlier batch's; None: none yet). Returns the alarms and the same counts at
+    each span's end, for the next batch."""
     alarms = np.zeros_like(flags)
-    after: list[int | None] = []
+    after: list[Hold] = []
     for span, (start, stop) in enumerate(bounds):
-        before = since[span] if since is not None else None
+        since_alarm, since_flag = since[span] if since is not None else (None, None)
         flagged = np.flatnonzero(flags[start:stop])
-        last = None if before is None else -before - 1  # the last alarm's row, counted from the span's start
-        at = 0 if last is None else int(np.searchsorted(flagged, last + hold_off, side="right"))
-        if hold_off == 0:  # every flagged row alarms
-            chosen = flagged[at:]
+        previous = np.concatenate([[-np.inf if since_flag is None else -since_flag - 1], flagged[:-1]])
+        starts = flagged[flagged - previous > quiet]  # episodes' first rows
+        last = None if since_alarm is None else -since_alarm - 1  # the last alarm's row, from the span's start
+        at = 0 if last is None else int(np.searchsorted(starts, last + hold_off, side="right"))
+        if hold_off == 0:
+            chosen = starts[at:]
         else:
             picked: list[int] = []
-            while at < len(flagged):
-                picked.append(int(flagged[at]))
-                at = int(np.searchsorted(flagged, flagged[at] + hold_off, side="right"))
+            while at < len(starts):
+                picked.append(int(starts[at]))
+                at = int(np.searchsorted(starts, starts[at] + hold_off, side="right"))
             chosen = np.asarray(picked, dtype=np.int64)
         alarms[start + chosen] = True
         last = int(chosen[-1]) if len(chosen) else last
-        after.append(None if last is None else stop - start - 1 - last)
+        last_flag = int(flagged[-1]) if len(flagged) else None if since_flag is None else -since_flag - 1
+        rows = stop - start
+        after.append((None if last is None else rows - 1 - last, None if last_flag is None else rows - 1 - last_flag))
     return alarms, after
 
 
