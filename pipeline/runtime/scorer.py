@@ -310,7 +310,7 @@ class Scorer:
         the model's AlarmRule says (`onsets`). `state` maps an entity to its rows since its last
         alarm and since its last flagged row, before these rows (a scheduled flow keeps it
         between batches, in the ledger); it is brought up to date in place."""
-        if self.schema.mode != "sensor":
+        if self.schema.mode != "sensor" or not keys.height:
             return flags
         bounds = entity_bounds(keys, self.schema)
         names = self.entity_names(keys, bounds)
