@@ -184,6 +184,14 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
     columns: list[ColumnSpec] = []
     for name in names:
         dtype = frame.schema[name]
+        if frame.height and frame[name].null_count() == frame.height:
+            raise SchemaError(f"column '{name}' is empty in every row{where(file, name)}: there is nothing to learn "
+                              f"from it. Leave it out (--ignore-columns {name}) or fill it.")
+        if dtype == pl.String and config.features is None and (written := _number_like_text(frame[name])):
+            example, row = written
+            raise SchemaError(f"column '{name}' holds numbers written as text, such as {example!r}"
+                              f"{where(file, name, row)}: save the file with '.' as the decimal mark and no thousands "
+                              f"separators or units, or leave the column out (--ignore-columns {name}).")
         if dtype == pl.String and config.features is None and _mostly_numbers(frame[name]):
             _raise_not_numeric(frame, name, dtype, file, 0, allow_numbers=True)  # names the stray value's row
             columns.append(ColumnSpec(name=name, kind="numeric", dtype=str(dtype)))
@@ -252,6 +260,29 @@ def column_role(values: pl.Series) -> Literal["id", "time", "label", "feature"]:
         if present.len() and not _mostly_numbers(present) and _parse_times(present).null_count() == 0:
             return "time"
     return "feature"
+
+
+# Numbers in a locale or with units, which a plain parse reads as text: 3,14 and 1.234,5 (a
+# decimal comma), 10,126 (thousands separators), 12.5 kg and 30 % (units of measure; codes such
+# as 3A or 12B are categories, so only these units count).
+UNITS = ("%|°C|°F|°|kg|g|mg|t|km|m|cm|mm|µm|s|ms|h|min|V|mV|kV|A|mA|W|kW|MW|Wh|kWh|Hz|kHz|MHz|"
+         "bar|mbar|Pa|kPa|MPa|psi|rpm|l|ml|L")
+NUMBER_LIKE = re.compile(r"\s*[-+]?(?:\d+,\d+|\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d{1,3}(?:,\d{3})+(?:\.\d+)?"
+                         rf"|\d+(?:[.,]\d+)?\s*(?:{UNITS}))\s*")
+
+
+def _number_like_text(values: pl.Series) -> tuple[str, int] | None:
+    """The first such value and its row, when nearly every value of a text column is a number,
+    some written in a locale or with a unit (NUMBER_LIKE): training would take it for text."""
+    present = values.drop_nulls().head(ROLE_SAMPLE)
+    if not present.len() or _mostly_numbers(present):
+        return None
+    written = present.str.contains(f"^(?:{NUMBER_LIKE.pattern})$")
+    plain = present.cast(pl.Float64, strict=False).is_not_null()  # 999 beside 10,126
+    if (written | plain).sum() < NUMERIC_SHARE * present.len():
+        return None
+    row = int(values.str.contains(f"^(?:{NUMBER_LIKE.pattern})$").fill_null(False).arg_true()[0])
+    return str(values[row]), row + 1
 
 
 def _mostly_numbers(values: pl.Series) -> bool:

@@ -198,3 +198,27 @@ def test_label_like_columns_never_train_as_features(shared_data, caplog: pytest.
 def test_ignored_columns_are_neither_features_nor_keys() -> None:
     schema = learn_schema(TABLE, DataConfig(id_columns=["id"], ignore_columns=["count"]))
     assert [c.name for c in schema.columns] == ["temp", "site"] and schema.key_columns == ["id"]
+
+
+@pytest.mark.parametrize(("values", "example"), [(["3,14", "2,5", "10,0"], "3,14"),  # decimal comma
+                                                 (["999", "10,126", "1,234,567"], "10,126"),  # thousands
+                                                 (["1.234,5", "7,1", "2.000,0"], "1.234,5"),
+                                                 (["12.5 kg", "3 kg", "4 kg"], "12.5 kg")])  # units
+def test_numbers_written_as_text_stop_training_with_the_fix(values: list[str], example: str) -> None:
+    """Once they were taken for free text and training went on without the column."""
+    table = pl.DataFrame({"temp": [1.0, 2.0, 3.0], "weight": values})
+    with pytest.raises(SchemaError, match=rf"column 'weight' holds numbers written as text, such as '{example}'.*"
+                                          r"decimal mark.*--ignore-columns weight"):
+        learn_schema(table, DataConfig(), "w.csv")
+    codes = pl.DataFrame({"temp": [1.0, 2.0, 3.0], "line": ["3A", "12B", "L1"]})
+    assert [c.kind for c in learn_schema(codes, DataConfig()).columns] == ["numeric", "categorical"]
+
+
+def test_an_empty_column_is_refused_before_training_by_name() -> None:
+    """It once trained and then crashed in the drift reference (argmax of no categories)."""
+    table = TABLE.with_columns(notes=pl.lit(None, dtype=pl.String))
+    with pytest.raises(SchemaError, match=r"column 'notes' is empty in every row \(file 't.csv', column 'notes'\).*"
+                                          r"--ignore-columns notes"):
+        learn_schema(table, CONFIG, "t.csv")
+    ignored = DataConfig(id_columns=["id"], label_column="label", ignore_columns=["notes"])
+    assert "notes" not in [c.name for c in learn_schema(table, ignored).columns]
