@@ -171,7 +171,7 @@ def score(
         written = write_scores_report(scorer.manifest, report.output, report.threshold)
     if as_json:
         print_json({"model": scorer.manifest.key, "output": report.output, "files": report.files, "rows": report.rows,
-                    "anomalies": report.anomalies, "threshold": report.threshold, "provider": scorer.kernel().describe(),
+                    "anomalies": report.anomalies, "alarms": report.alarms, "threshold": report.threshold, "provider": scorer.kernel().describe(),
                     "repairs": report.inputs.summary() if report.inputs.repaired else None, "report": written,
                     "failed_entities": report.inputs.failed,
                     "drift": report.drift.model_dump(mode="json") if report.drift is not None else None,
@@ -201,7 +201,7 @@ def scoring_progress(enabled: bool) -> Iterator[Callable[[int], object] | None]:
 def print_score_report(report: ScoreReport, provider: str) -> None:
     """The summary a person reads after scoring: counts, repairs, top rows, output path."""
     console.print(f"scored {report.rows:,} rows from {len(report.files)} file(s) on {provider}; "
-                  f"{report.anomalies:,} above threshold {report.threshold:.4f}")
+                  f"{report.anomalies:,} above threshold {report.threshold:.4f}, {report.alarms:,} alarm(s)")
     if report.inputs.repaired:
         console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
     if report.drift is not None and report.drift.drifted:

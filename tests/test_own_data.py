@@ -180,3 +180,12 @@ def test_score_report_lands_beside_the_scores(tabular_model: Path, tmp_path: Pat
     anomalies = int(pl.read_csv(tmp_path / "scores.csv")["is_anomaly"].sum())
     assert f"| batch.csv | 1000 | {anomalies} |" in report
     assert report.count("data:image/png;base64,") == 1  # the score histogram (tables have no time axis)
+
+
+def test_the_score_report_judges_alerts_as_the_scheduled_flow_does(sensor_model: Path, tmp_path: Path) -> None:
+    """It once said "Alerts: 0" beside every flagged row: the CLI never ran the alert rules."""
+    result = run(f"vad score {sensor_model} {ROOT / 'data' / 'sensors' / 'batch.parquet'} --output s.parquet --report",
+                 tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "s.report.md").read_text()
+    assert "Alerts: 1\n- **" in report and "s.parquet: " in report  # severity, id, the scores it judged

@@ -18,7 +18,10 @@ import polars as pl
 from pipeline.artifact import contract
 from pipeline.artifact.manifest import Manifest
 from pipeline.core.atomic import atomic_output
+from pipeline.core.config import AlertRules
+from pipeline.core.digest import sha256_file
 from pipeline.data import ingest
+from pipeline.ops import alerts
 
 MAX_ENTITY_PANELS = 8
 
@@ -175,17 +178,20 @@ def drift_report(manifest: Manifest, summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_scores_report(manifest: Manifest, scores: Path, threshold: float) -> Path:
+def write_scores_report(manifest: Manifest, scores: Path, threshold: float, rules: AlertRules | None = None) -> Path:
     """The scoring report of one scores file (`vad score --report`), written beside it as
-    `<name>.report.md`: counts per input file, the score histogram and, for sensors, the
-    scores over time, the plots inline, so one file travels whole."""
+    `<name>.report.md`: counts per input file, the alert the scheduled flow would raise on
+    this batch (`rules`, default AlertRules; no cooldown from earlier batches), the score
+    histogram and, for sensors, the scores over time, the plots inline, so one file travels whole."""
     scored = ingest.read_file(scores)
     by_file = (scored.group_by(contract.SOURCE_FILE, maintain_order=True)
                .agg(rows=pl.len(), anomalies=pl.col(contract.IS_ANOMALY).sum())
                if contract.SOURCE_FILE in scored.columns else pl.DataFrame())
     batches = [{"file": row[contract.SOURCE_FILE], "rows": row["rows"], "anomalies": row["anomalies"],
                 "output": str(scores)} for row in by_file.iter_rows(named=True)]
+    alert, _ = alerts.evaluate(scored, manifest, rules or AlertRules(), batch_file=scores.name,
+                               identity=sha256_file(scores), last_alerts={}, threshold=threshold)
     target = scores.with_name(f"{scores.stem}.report.md")
     with atomic_output(target) as temporary:
-        temporary.write_text(scoring_report(manifest, scored, batches, [], threshold) + "\n")
+        temporary.write_text(scoring_report(manifest, scored, batches, [alert] if alert else [], threshold) + "\n")
     return target
