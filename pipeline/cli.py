@@ -171,7 +171,8 @@ def score(
         written = write_scores_report(scorer.manifest, report.output, report.threshold)
     if as_json:
         print_json({"model": scorer.manifest.key, "output": report.output, "files": report.files, "rows": report.rows,
-                    "anomalies": report.anomalies, "alarms": report.alarms, "threshold": report.threshold, "provider": scorer.kernel().describe(),
+                    "anomalies": report.anomalies, "alarms": report.alarms, "threshold": report.threshold,
+                    "provider": scorer.kernel().describe(),
                     "repairs": report.inputs.summary() if report.inputs.repaired else None, "report": written,
                     "failed_entities": report.inputs.failed,
                     "drift": report.drift.model_dump(mode="json") if report.drift is not None else None,
