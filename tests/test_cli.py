@@ -216,3 +216,12 @@ def test_version_help_and_providers_say_what_is_true(tabular_model: Path) -> Non
     shown = " ".join(vad("inspect", str(tabular_model)).stdout.split())
     usable = "CUDAExecutionProvider" if Path("/dev/nvidiactl").exists() else "CPUExecutionProvider"
     assert f"{usable} usable here" in shown  # onnxruntime-gpu lists CUDA even where no GPU is
+
+
+@pytest.mark.parametrize(("option", "name"), [(["--window", "5"], "window"), (["--max-gap", "PT5M"], "max_gap"),
+                                              (["--entity-column", "site"], "entity_column")])
+def test_series_options_on_a_table_are_refused_with_the_reason(tmp_path: Path, option: list[str], name: str) -> None:
+    """They were accepted and silently did nothing: a table's rows are scored one by one."""
+    result = vad("train", str(TABLE), "--out", str(tmp_path), *option)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"`{name}` applies to sensor series" in result.stderr and not any(tmp_path.iterdir())

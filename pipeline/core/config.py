@@ -69,6 +69,11 @@ class DataConfig(_Strict):
     def _sensor_needs_time(self) -> DataConfig:
         if self.mode == "sensor" and not self.time_column:
             raise ValueError("sensor mode needs `time_column`")
+        # Options of series given to a table would be silently dropped: refused, with the reason.
+        for name in ("window", "max_gap", "resample", "entity_column"):
+            if self.mode == "tabular" and name in self.model_fields_set and getattr(self, name) is not None:
+                raise ValueError(f"`{name}` applies to sensor series (mode = 'sensor', with a time_column); a table's "
+                                 "rows are scored one by one")
         for name in ("max_gap", "resample"):
             value = getattr(self, name)
             if value is not None and value <= timedelta(0):
