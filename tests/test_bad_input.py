@@ -554,11 +554,13 @@ def _(ctx: Context) -> None:
     ctx.refused(lambda: ctx.train(ctx.inputs), "must be numeric", "'high'", file=bad, column="pressure", row=42)
 
 
-@case("train-all-missing-column", "training", "a numeric column that is empty in every row, missing = 'error'",
-      "error naming the file, the column and row 1")
+@case("train-all-missing-column", "training", "a column that is empty in every row, missing = 'error' or 'impute'",
+      "error naming the file and the column, before training: nothing to learn from it")
 def _(ctx: Context) -> None:
     path = ctx.frame("history.parquet", _history(300).with_columns(pressure=pl.lit(None, pl.Float64)))
-    ctx.refused(lambda: ctx.train(path, missing="error"), "missing value", file=path, column="pressure", row=1)
+    for missing in ("error", "impute"):
+        ctx.refused(lambda missing=missing: ctx.train(path, missing=missing), "empty in every row",
+                    "--ignore-columns pressure", file=path, column="pressure")
 
 
 @case("train-constant-column", "training", "a feature with one value in every training row",

@@ -98,9 +98,11 @@ def test_identifiers_are_keys_and_times_are_not_features(caplog: pytest.LogCaptu
                                                                           "1m", eager=True), temp=np.ones(50))
     with caplog.at_level(logging.WARNING):
         schema = learn_schema(frame, DataConfig())
-    assert schema.id_columns == ["row_id", "orderId", "serial"]  # by name, by name, by counting up
+    assert schema.id_columns == ["row_id", "orderId", "serial", "when"]  # by name, by name, by counting up; a time
     assert [c.name for c in schema.columns] == ["humid", "temp"]  # `humid` ends in "id" but is a reading
-    assert "column 'when' holds times" in caplog.text
+    # The time stays in the scores, and a series gets a ready-to-paste command (once it trained as a table)
+    assert "column 'when' holds times: kept as a key" in caplog.text
+    assert "vad train DATA --mode sensor --time-column when" in caplog.text
     assert column_role(pl.Series("ts", ["2026-01-01 10:00", "2026-01-01 10:05"])) == "time"
     assert column_role(pl.Series("line", ["L1", "L2", "L1"])) == "feature"
 

@@ -173,9 +173,13 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
                 log.warning("column '%s' looks like an identifier: kept as a key in the output, not used as a "
                             "feature (name it in `features` to use it).", name)
                 id_columns.append(name)
+            elif role == "time" and config.mode == "tabular":
+                log.warning("column '%s' holds times: kept as a key in the output, not used as a feature. If each row "
+                            "is a reading of a series, train it as one: vad train %s --mode sensor --time-column %s",
+                            name, file or "DATA", name)
+                id_columns.append(name)
             elif role == "time":
-                log.warning("column '%s' holds times: not a feature%s.", name,
-                            "; for sensor series set `time_column`" if config.mode == "tabular" else "")
+                log.warning("column '%s' holds times: not a feature.", name)
             elif role == "label":
                 log.warning("column '%s' looks like a label: not a feature (name it with `label_column` to keep it "
                             "for evaluation, or in `features` to train on it).", name)
