@@ -19,7 +19,7 @@ from pipeline.ops import alerts
 from pipeline.ops.ledger import Ledger
 from pipeline.ops.records import Batch, BatchSummary
 from pipeline.runtime import Scorer, score_files
-from pipeline.runtime.scorer import Hold
+from pipeline.runtime.scorer import Held
 
 LEDGER_FILE = "ledger.sqlite"
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def output_path(outbox: str | Path, model_key: str, batch: Batch) -> Path:
 
 def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: float | None = None,
                 top_k: int = contract.TOP_K, drift_rules: DriftRules | None = None,
-                alarm_state: dict[str, Hold] | None = None) -> BatchSummary:
+                alarm_state: dict[str, Held] | None = None) -> BatchSummary:
     """Score one batch into its output file, measuring its drift by `drift_rules`; its alarm
     rule starts from `alarm_state` (the ledger's, as the batches before it left it)."""
     output = output_path(outbox, scorer.manifest.key, batch)

@@ -39,8 +39,8 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     inode INTEGER NOT NULL, identity TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
-CREATE TABLE IF NOT EXISTS alarm_holds (
-    model TEXT NOT NULL, entity TEXT NOT NULL, since_alarm INTEGER, since_flag INTEGER, PRIMARY KEY (model, entity));
+CREATE TABLE IF NOT EXISTS alarm_states (
+    model TEXT NOT NULL, entity TEXT NOT NULL, alarm_at REAL, flag_at REAL, step REAL, PRIMARY KEY (model, entity));
 """
 
 
@@ -161,24 +161,27 @@ class Ledger:
             return Claim(True, reason, me)
 
     def complete(self, identity: str, model: str, output: str, summary: dict,
-                 alarm_state: dict[str, tuple[int | None, int | None]] | None = None) -> None:
-        """The batch is done; with `alarm_state` (each entity's rows since its last alarm and
-        since its last flagged row, at the batch's end), the next batch's alarm rule starts from
-        it. One transaction: a run killed before it re-scores the batch from the same state."""
+                 alarm_state: dict[str, tuple[float | None, float | None, float | None]] | None = None) -> None:
+        """The batch is done; with `alarm_state` (each entity's last alarm and last flagged row
+        in data time, and its time step), the next batch's alarm rule starts from it. One
+        transaction: a run killed before it re-scores the batch from the same state. Of two
+        batches of one entity, the later moments stand, whichever finished last."""
         with self._transaction() as db:
             db.execute("UPDATE batches SET status='done', finished_at=?, output=?, summary=? WHERE identity=? AND model=?",
                        (time.time(), output, json.dumps(summary, default=str), identity, model))
-            db.executemany("INSERT INTO alarm_holds (model, entity, since_alarm, since_flag) VALUES (?, ?, ?, ?) "
-                           "ON CONFLICT (model, entity) DO UPDATE SET since_alarm=excluded.since_alarm, "
-                           "since_flag=excluded.since_flag",
+            db.executemany("INSERT INTO alarm_states (model, entity, alarm_at, flag_at, step) VALUES (?, ?, ?, ?, ?) "
+                           "ON CONFLICT (model, entity) DO UPDATE SET "
+                           "alarm_at=max(coalesce(alarm_at, excluded.alarm_at), coalesce(excluded.alarm_at, alarm_at)), "
+                           "flag_at=max(coalesce(flag_at, excluded.flag_at), coalesce(excluded.flag_at, flag_at)), "
+                           "step=coalesce(excluded.step, step)",
                            [(model, entity, *held) for entity, held in (alarm_state or {}).items()])
 
-    def alarm_state(self, model: str) -> dict[str, tuple[int | None, int | None]]:
-        """Each entity's rows since its last alarm and its last flagged row, as the batches this
-        model version finished left them."""
+    def alarm_state(self, model: str) -> dict[str, tuple[float | None, float | None, float | None]]:
+        """Each entity's last alarm and last flagged row (data time, seconds) and time step, as
+        the batches this model version finished left them."""
         with self._transaction() as db:
-            return {entity: (alarm, flag) for entity, alarm, flag in
-                    db.execute("SELECT entity, since_alarm, since_flag FROM alarm_holds WHERE model=?", (model,))}
+            return {entity: (alarm_at, flag_at, step) for entity, alarm_at, flag_at, step in
+                    db.execute("SELECT entity, alarm_at, flag_at, step FROM alarm_states WHERE model=?", (model,))}
 
     def fail(self, identity: str, model: str, error: str) -> None:
         """A batch that cannot be scored (bad data): not retried until forced, since the

@@ -34,9 +34,9 @@ class BatchSummary(BaseModel):
     anomalies: int
     threshold: float
     alarms: int = 0  # onsets of anomalous episodes (the scores' `alarm` column); absent in older records
-    # Each entity's rows since its last alarm and since its last flagged row (None: none yet) at the
-    # batch's end: the next batch's alarm rule starts from it (Scorer.alarms).
-    alarm_state: dict[str, tuple[int | None, int | None]] = {}
+    # Each entity's last alarm and last flagged row (its time column's seconds; None: none yet) and
+    # time step, at the batch's end: the next batch's alarm rule starts from it (Scorer.alarms).
+    alarm_state: dict[str, tuple[float | None, float | None, float | None]] = {}
     inputs: str  # the input repairs, in words (InputReport.summary)
     failed_entities: dict[str, str] = {}  # entities left out of the batch (their rows could not be scored): why
     drift: dict | None = None  # the batch's DriftReport (pipeline.artifact.drift), as JSON

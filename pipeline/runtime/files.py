@@ -26,7 +26,7 @@ from pipeline.data import ingest
 from pipeline.data.schema import InputReport, check_columns
 from pipeline.runtime.entities import grouped_prepared, prepared_alone
 from pipeline.runtime.prefetch import prefetched
-from pipeline.runtime.scorer import Hold, ScoreOptions, Scorer
+from pipeline.runtime.scorer import Held, ScoreOptions, Scorer
 
 # A sensor file without an entity column is one series, read whole (sorted before windowing):
 # 1 M rows of 6 sensors took 0.8 GB. Past this many rows it is refused before it is read, not
@@ -50,7 +50,7 @@ class ScoreReport:
     inputs: InputReport = field(default_factory=InputReport)
     top: list[dict] = field(default_factory=list)
     drift: DriftReport | None = None  # the batch against the training data (None: the model has no reference)
-    alarm_state: dict[str, Hold] = field(default_factory=dict)  # each entity's alarm state at the end (Scorer.alarms)
+    alarm_state: dict[str, Held] = field(default_factory=dict)  # each entity's alarm state at the end (Scorer.alarms)
 
 
 def default_chunk_rows(scorer: Scorer) -> int:
@@ -62,7 +62,7 @@ def default_chunk_rows(scorer: Scorer) -> int:
 def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk_rows: int | None = None,
                 keep_top: int = 10, options: ScoreOptions | None = None,
                 on_chunk: Callable[[int], object] | None = None, max_rows: int | None = None,
-                drift_rules: DriftRules | None = None, alarm_state: dict[str, Hold] | None = None,
+                drift_rules: DriftRules | None = None, alarm_state: dict[str, Held] | None = None,
                 **fields: Any) -> ScoreReport:
     """Score a file, glob or folder into one file, written atomically, in the format its
     suffix names (Parquet, CSV, TSV, NDJSON, Arrow IPC; Parquet is streamed, the others are
@@ -80,9 +80,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     is refused (default: WHOLE_FILE_MAX_ROWS for a series read whole, or for one entity of a
     fleet; no cap for streamed tables). The report's `drift` measures the batch against the
     model's training data (`pipeline.artifact.drift`), naming what passed `drift_rules`
-    (None: the defaults). `alarm_state` (each entity's rows since its last alarm and its last
-    flagged row, from earlier batches) carries the alarm rule across batches; the report's
-    holds it at the end."""
+    (None: the defaults). `alarm_state` (each entity's last alarm and flagged row, from earlier
+    batches: Scorer.alarms) carries the alarm rule across batches; the report's holds it at the end."""
     settled = scorer.resolve(options if options is not None else ScoreOptions(**fields))
     files = ingest.resolve_sources(source)
     output = Path(output)
@@ -185,7 +184,7 @@ def open_scores_writer(path: Path, schema: pa.Schema, top_k: int) -> pq.ParquetW
 
 def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: ScoreOptions,
                    max_rows: int | None = None, scratch: Path | None = None, drift: DriftCounter | None = None,
-                   alarm_state: dict[str, Hold] | None = None) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
+                   alarm_state: dict[str, Held] | None = None) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
     """(file, scored rows, input report) pieces of every file in turn. The seed advances with
     the rows scored, so sampled scores do not depend on how tables are cut into chunks. A
     file written to while it was read is refused once it is done. A fleet file's split

@@ -236,7 +236,7 @@ class Scorer:
 
     def score_prepared(self, prepared: tuple[np.ndarray, pl.DataFrame, InputReport],
                        options: ScoreOptions, drift: DriftCounter | None = None,
-                       alarm_state: dict[str, Hold] | None = None) -> tuple[pl.DataFrame, InputReport]:
+                       alarm_state: dict[str, Held] | None = None) -> tuple[pl.DataFrame, InputReport]:
         """`score_with_report` on the output of `prepare` (which can run in another thread);
         with `drift`, the rows are counted into it too; `alarm_state` carries each entity's
         alarm state from an earlier batch, and is brought up to date (`alarms`)."""
@@ -305,20 +305,32 @@ class Scorer:
             flagged |= novel_rows
         return flagged
 
-    def alarms(self, flags: np.ndarray, keys: pl.DataFrame, state: dict[str, Hold] | None = None) -> np.ndarray:
+    def alarms(self, flags: np.ndarray, keys: pl.DataFrame, state: dict[str, Held] | None = None) -> np.ndarray:
         """The onsets of anomalous episodes among flagged rows: in sensor mode, per entity, as
-        the model's AlarmRule says (`onsets`). `state` maps an entity to its rows since its last
-        alarm and since its last flagged row, before these rows (a scheduled flow keeps it
-        between batches, in the ledger); it is brought up to date in place."""
+        the model's AlarmRule says (`onsets`). `state` maps an entity to the times of its last
+        alarm and its last flagged row and its time step, from earlier batches (a scheduled flow
+        keeps it in the ledger); it is brought up to date in place. Times, not row counts, carry
+        it: batches scored out of order or by two runs at once still count the rows between."""
         if self.schema.mode != "sensor" or not keys.height:
             return flags
         bounds = entity_bounds(keys, self.schema)
         names = self.entity_names(keys, bounds)
         rule = self.manifest.threshold.alarm
-        alarms, after = onsets(flags, bounds, rule.hold_off, rule.quiet,
-                               [state.get(name, (None, None)) for name in names] if state is not None else None)
-        if state is not None:
-            state.update(zip(names, after, strict=True))
+        if state is None:
+            return onsets(flags, bounds, rule.hold_off, rule.quiet)[0]
+        assert self.schema.time_column is not None  # sensor models have one
+        seconds = time_seconds(keys[self.schema.time_column])
+        held = [state.get(name, (None, None, None)) for name in names]
+        steps = [float(np.median(np.diff(seconds[start:stop]))) if stop - start > 1 else step
+                 for (start, stop), (_, _, step) in zip(bounds, held, strict=True)]
+        since: list[Hold] = [(rows_between(alarm_at, float(seconds[start]), step),
+                              rows_between(flag_at, float(seconds[start]), step))
+                             for (start, _), (alarm_at, flag_at, _), step in zip(bounds, held, steps, strict=True)]
+        alarms = onsets(flags, bounds, rule.hold_off, rule.quiet, since)[0]
+        for name, (start, stop), (alarm_at, flag_at, _), step in zip(names, bounds, held, steps, strict=True):
+            alarmed, flagged = np.flatnonzero(alarms[start:stop]), np.flatnonzero(flags[start:stop])
+            state[name] = (float(seconds[start + alarmed[-1]]) if len(alarmed) else alarm_at,
+                           float(seconds[start + flagged[-1]]) if len(flagged) else flag_at, step)
         return alarms
 
     def entity_names(self, keys: pl.DataFrame, bounds: list[tuple[int, int]]) -> list[str]:
@@ -382,6 +394,24 @@ def persistent(exceeds: np.ndarray, bounds: list[tuple[int, int]], k: int, n: in
 
 
 Hold = tuple[int | None, int | None]  # an entity's rows since its last alarm and since its last flagged row
+# An entity's last alarm and last flagged row, in its time column's seconds, and its time step in seconds.
+Held = tuple[float | None, float | None, float | None]
+
+
+def time_seconds(times: pl.Series) -> np.ndarray:
+    """A time column as float seconds: datetimes since the epoch, a numeric clock as it is."""
+    if times.dtype.is_temporal():
+        return times.dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
+    return times.cast(pl.Float64).to_numpy()
+
+
+def rows_between(then: float | None, first: float, step: float | None) -> int | None:
+    """Rows between a moment of an earlier batch and this batch's first row, at the entity's
+    time step (None: nothing earlier, or a moment that is not earlier: batches out of order).
+    Without a step (one-row batches only), none."""
+    if then is None or not then < first:
+        return None
+    return max(0, round((first - then) / step) - 1) if step and step > 0 else 0
 
 
 def onsets(flags: np.ndarray, bounds: list[tuple[int, int]], hold_off: int, quiet: int = 0,
