@@ -75,6 +75,15 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_bad_input.py::test_bad_input[id-past-64-bits]"),
     ("Output safety and errors", "20 KB of Parquet decoded to 1 M sensor rows with no cap",
      "tests/test_runtime.py::test_a_batch_over_the_row_cap_is_refused_before_it_is_decoded"),
+    # The third round (issue 33), by the review's ids; the rest of that round is still open.
+    ("Third round", "N07: a manifest's resample of 0 made polars panic, past every error handler",
+     "tests/test_reliability_round3.py::test_n07_a_zero_resample_is_refused_in_config_and_manifest_alike"),
+    ("Third round", "N12: alert rules that could never fire (20 of 10 rows, an infinite cooldown) were accepted",
+     "tests/test_reliability_round3.py::test_n12_alert_rules_that_can_never_fire_are_refused_when_given"),
+    ("Third round", "N18: a torn decisions.jsonl line broke `vad versions` for good",
+     "tests/test_reliability_round3.py::test_n18_a_torn_decision_line_is_skipped_and_not_copied_on"),
+    ("Third round", "N19: an empty version folder hid every version from `vad versions`",
+     "tests/test_reliability_round3.py::test_n19_an_empty_version_folder_does_not_hide_the_others"),
 ]
 
 

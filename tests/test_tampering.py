@@ -136,6 +136,8 @@ def test_manifest_file_names_cannot_leave_the_folder(model: Path, name: str) -> 
     ({"version": "../../../../escaped"}, "is not a version number"),  # it names output files
     ({"name": "../escaped"}, "is not a model name"),
     ({"threshold__value": float("nan")}, "is not a finite number"),
+    ({"feature_schema__resample": "PT0S"}, "must be a positive duration"),  # N07: a polars panic, uncaught
+    ({"feature_schema__max_gap": "-PT5M"}, "must be a positive duration"),
 ])
 def test_manifest_edited_out_of_shape(model: Path, change: dict, fragment: str) -> None:
     edit_manifest(model, **change)

@@ -5,19 +5,29 @@ decisions, kept beside the versions in `decisions.jsonl` (the manifests are immu
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.artifact.manifest import LATEST, Manifest, read_manifest
+from pipeline.artifact.manifest import LATEST, MANIFEST, Manifest, read_manifest
 from pipeline.core.atomic import atomic_output
 
 DECISIONS = "decisions.jsonl"
+log = logging.getLogger(__name__)
 
 
 def list_versions(model_root: Path) -> list[Manifest]:
-    """Every published version's manifest, oldest first (files not re-hashed: a listing)."""
+    """Every published version's manifest, oldest first (files not re-hashed: a listing). A
+    numbered folder without a manifest (half deleted) is named in the log and left out, not
+    allowed to hide every other version (reliability review N19)."""
     folders = sorted((p for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    return [read_manifest(folder, verify=False) for folder in folders]
+    listed = []
+    for folder in folders:
+        if not (folder / MANIFEST).is_file():
+            log.warning("version folder '%s' has no %s: not a version (half deleted?), left out.", folder, MANIFEST)
+            continue
+        listed.append(read_manifest(folder, verify=False))
+    return listed
 
 
 def latest_version(model_root: Path) -> str | None:
@@ -27,11 +37,11 @@ def latest_version(model_root: Path) -> str | None:
 
 def record_decision(model_root: Path, version: str, promoted: bool, reasons: list[str], comparison: dict) -> dict:
     """Append a promotion decision about `version` (the whole log is rewritten atomically, so
-    a crash leaves the old log or the new one)."""
+    a crash leaves the old log or the new one; a torn line an older writer left is not copied)."""
     decision = {"version": version, "decision": "promoted" if promoted else "rejected", "reasons": reasons,
                 "comparison": comparison, "at": datetime.now(UTC).isoformat(timespec="seconds")}
     path = model_root / DECISIONS
-    kept = path.read_text() if path.is_file() else ""
+    kept = "".join(json.dumps(d, sort_keys=True) + "\n" for d in _decision_lines(path))
     with atomic_output(path) as temporary:
         temporary.write_text(kept + json.dumps(decision, sort_keys=True) + "\n")
     return decision
@@ -39,6 +49,19 @@ def record_decision(model_root: Path, version: str, promoted: bool, reasons: lis
 
 def read_decisions(model_root: Path) -> dict[str, dict]:
     """The last decision about each version."""
-    path = model_root / DECISIONS
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return {d["version"]: d for d in (json.loads(line) for line in lines if line.strip())}
+    return {d["version"]: d for d in _decision_lines(model_root / DECISIONS)}
+
+
+def _decision_lines(path: Path) -> list[dict]:
+    """The log's readable decisions; a line that is not one (torn by a crash of a writer that
+    appended in place) is named in the log and skipped (reliability review N18)."""
+    decisions = []
+    for number, line in enumerate(path.read_text().splitlines() if path.is_file() else [], start=1):
+        try:
+            decision = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            decision = None
+            log.warning("'%s' line %d is not a decision (torn?): skipped.", path, number)
+        if isinstance(decision, dict) and "version" in decision:
+            decisions.append(decision)
+    return decisions

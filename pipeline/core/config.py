@@ -4,6 +4,7 @@ Defaults were chosen from measurements on ../shared/data (see README, "Defaults"
 
 from __future__ import annotations
 
+import math
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -222,6 +223,19 @@ class AlertRules(_Strict):
     critical_at: float = Field(3.0, gt=0)
     top_rows: int = Field(10, ge=1, le=1000)
     drift: DriftRules = DriftRules()
+
+    @model_validator(mode="after")
+    def _can_fire(self) -> AlertRules:
+        """Rules that could never raise an alert, or never lift one, are refused when given
+        (reliability review N12: 20 of 10 rows was accepted, and no alert ever came)."""
+        if self.min_anomalous > self.within:
+            raise ValueError(f"min_anomalous ({self.min_anomalous}) cannot exceed within ({self.within}): "
+                             "no alert could ever be raised")
+        if self.high_at > self.critical_at:
+            raise ValueError(f"high_at ({self.high_at}) cannot exceed critical_at ({self.critical_at})")
+        if not math.isfinite(self.cooldown_minutes):
+            raise ValueError("cooldown_minutes must be a finite number: an infinite one silences an entity for good")
+        return self
 
 
 class PromotionRules(_Strict):

@@ -18,7 +18,7 @@ from typing import Literal, cast
 import numpy as np
 import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from pipeline.core.config import DataConfig, WindowSpec
 from pipeline.core.errors import DataError, SchemaError, where
@@ -64,6 +64,15 @@ class FeatureSchema(BaseModel):
     duplicates: Literal["error", "last", "mean"] = "error"  # a time repeated within an entity (DataConfig)
     max_gap: timedelta | None = None  # windows never span a longer gap in time (DataConfig)
     resample: timedelta | None = None  # readings taken onto this fixed time step (DataConfig)
+
+    @field_validator("max_gap", "resample")
+    @classmethod
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        """As DataConfig refuses at training; a manifest edited to 0 made polars panic (a
+        BaseException nothing caught) when scoring (reliability review N07)."""
+        if value is not None and value <= timedelta(0):
+            raise ValueError(f"must be a positive duration, got {value}")
+        return value
 
     @property
     def key_columns(self) -> list[str]:
