@@ -30,8 +30,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import typer
-from rich.console import Console
-from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -39,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "shared" / "tools"))
 
 import nab_score  # noqa: E402
-from sections import replace_section  # noqa: E402
+from sections import markdown_blocks, print_blocks, replace_section  # noqa: E402
 
 from pipeline.core.config import AlarmRule  # noqa: E402
 from pipeline.runtime.scorer import onsets  # noqa: E402
@@ -211,17 +209,9 @@ def main(write: bool = typer.Option(True, help="Write the Alarms section of BENC
              f"{sum(s > 0.02 for s in shares)} of {len(shares)} over 2%")] + [
             (name, f"{share:.2%}", "") for name, share in training]}
     wall = time.perf_counter() - started
-    console = Console(width=200)
-    for title, rows in blocks.items():
-        table = Table(title=title)
-        for column in ("what", "measured", "note"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+    print_blocks(blocks)
     if write:
-        tables = "\n\n".join(f"{title}:\n\n| what | measured | note |\n|---|---|---|\n"
-                             + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows) for title, rows in blocks.items())
+        tables = markdown_blocks(blocks)
         replace_section(ROOT / "BENCHMARKS.md", "alarms", f"""## Alarms (issue 32)
 
 Command: `python bench/alarms.py` ({wall / 60:.1f} min, one run, 2 cores). Every model is trained by

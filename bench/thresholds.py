@@ -23,14 +23,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import typer
-from rich.console import Console
-from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sections import replace_section  # noqa: E402
+from sections import markdown_blocks, print_blocks, replace_section  # noqa: E402
 
 from pipeline.build.calibrate import fit_threshold  # noqa: E402
 from pipeline.build.fit import fit_model  # noqa: E402
@@ -142,21 +140,13 @@ def main(data: Path = ROOT.parent / "shared" / "data" / "skab", write: bool = Tr
                   "SKAB outlier leaderboard protocol (5 experiments: train on the first 400 rows, flag the rest)":
                   leaderboard(data, Path(tmp) / "leaderboard")}
     wall = time.perf_counter() - started
-    console = Console(width=200)
-    for title, rows in blocks.items():
-        table = Table(title=title)
-        for column in ("what", "measured", "note"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+    print_blocks(blocks)
     if write:
         write_section(blocks, wall)
 
 
 def write_section(blocks: dict[str, list[tuple[str, str, str]]], wall: float) -> None:
-    tables = "\n\n".join(f"{title}:\n\n| what | measured | note |\n|---|---|---|\n"
-                         + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows) for title, rows in blocks.items())
+    tables = markdown_blocks(blocks)
     section = f"""## Thresholds (issue 16)
 
 Command: `python bench/thresholds.py` ({wall / 60:.1f} min, one run). Sensor mode, windows of 10,
