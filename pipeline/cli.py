@@ -119,6 +119,11 @@ def train(
                     "imputed": outcome.data.imputed, "merged": outcome.data.merged,
                     "threshold": fitted.model_dump(mode="json")})
         return
+    schema = outcome.data.schema
+    console.print("features: " + ", ".join(c.name + (f" (one-hot, {len(c.categories)} categories)" if c.categories else "")
+                                           for c in schema.columns)
+                  + (f"; keys in the output: {', '.join(schema.key_columns)}" if schema.key_columns else ""),
+                  soft_wrap=True, markup=False)
     console.print(f"trained [bold]{cfg.name}[/] on {len(outcome.data.x):,} rows × {outcome.data.x.shape[1]} inputs "
                   f"({result.device}); best epoch {result.best_epoch} of {len(result.history)}, "
                   f"validation −β-ELBO {result.best_validation:.3f}")
@@ -407,9 +412,20 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_versio
     """VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring."""
 
 
+class _Notes(logging.Formatter):
+    """`note:` for the decisions training makes about the data's columns (schema learning logs
+    them as warnings, so a library user sees them too), `warning:` and `error:` for the rest."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "note" if record.name == "pipeline.data.schema" else record.levelname.lower()
+        return f"{kind}: {record.getMessage()}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point for `vad`."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Notes())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     exit_on_user_error(lambda: app(args=argv, standalone_mode=True))
 
 

@@ -79,7 +79,8 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
         result = run(command, tmp_path)
         assert result.returncode == 0, f"{command}: {result.stderr}"
         said.append(result.stderr + result.stdout)
-    assert "column 'comment' looks like free text" in said[0]
+    assert "note: column 'comment' looks like free text" in said[0] and "WARNING" not in said[0]
+    assert "features: a, b, c, site (one-hot, 3 categories); keys in the output: id, ts" in said[0]
     assert "missing values filled with the training median: a: 1, b: 1" in said[0]
     scores = pl.read_csv(tmp_path / "scores.csv")
     assert scores["id"].to_list() == list(range(11_000, 11_120))  # the key, in the file's order
