@@ -6,6 +6,7 @@ Run once:        python -m flows.score --inbox data/inbox --model exported/demo-
 On a schedule:   python -m flows.serve   (README, "Scheduled scoring")"""
 
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -18,7 +19,7 @@ from prefect.tasks import exponential_backoff
 
 from pipeline.artifact.manifest import resolve_model_dir
 from pipeline.core.config import AlertRules, DriftRules
-from pipeline.core.errors import exit_on_user_error
+from pipeline.core.errors import DataError, exit_on_user_error
 from pipeline.core.faults import crash_point, is_transient
 from pipeline.ops import delivery, inbox, reports
 from pipeline.ops.alerts import summary_text
@@ -132,6 +133,9 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     An outbox that holds scores but lost its ledger is refused unless `rebuild`: then the
     batches whose scores are there are recorded as done, neither scored nor alerted again."""
     logger = get_run_logger()
+    if not Path(inbox_path).exists() and not any(c in inbox_path for c in "*?["):  # no retries: it will not appear
+        raise DataError(f"the inbox '{inbox_path}' does not exist: create the folder and drop batches into it "
+                        "(python -m flows.score and flows.serve create it).")
     model_dir = str(resolve_model_dir(model))
     model_key = _scorer(model_dir, provider).manifest.key
     inbox.check_ledger(outbox, rebuild)
@@ -191,9 +195,11 @@ def main(inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or
          force: bool = typer.Option(False, help="Re-score batches this model version already scored."),
          rebuild_ledger: bool = typer.Option(False, "--rebuild-ledger", help=(
              "The ledger was lost: record the batches whose scores are in the outbox as done."))) -> None:
-    """Run the scoring flow once."""
-    print(score_flow(inbox_path=inbox_path, outbox=outbox, model=model, sinks=sink, force=force,
-                     rebuild=rebuild_ledger))
+    """Run the scoring flow once (creating the inbox folder if it does not exist yet)."""
+    if not any(c in inbox_path for c in "*?["):
+        Path(inbox_path).mkdir(parents=True, exist_ok=True)
+    print(json.dumps(score_flow(inbox_path=inbox_path, outbox=outbox, model=model, sinks=sink, force=force,
+                                rebuild=rebuild_ledger), default=str))  # JSON, for scripts
 
 
 if __name__ == "__main__":

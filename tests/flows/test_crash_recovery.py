@@ -5,6 +5,7 @@ fails alone; a sink that is down keeps the scores and is retried."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -145,3 +146,19 @@ def test_a_full_outbox_fails_the_run_and_the_next_run_scores_the_batch_once(
     assert room.returncode == 0, room.stderr[-3000:]
     assert [(b["status"], b["claims"]) for b in ledger.batches()] == [("done", 2)]
     assert [p.suffix for p in (outbox / "scores").rglob("*") if p.is_file()] == [".parquet"]
+
+
+def test_the_readme_command_runs_on_a_fresh_clone_without_an_inbox(prefect_server: dict[str, str],
+                                                                   sensor_model: Path, tmp_path: Path) -> None:
+    """`python -m flows.score --inbox data/inbox` once failed as written (no such folder), after
+    three retries with tracebacks: the command creates the folder and scores nothing; the flow
+    called with a folder that is not there refuses it in one line, without retries."""
+    result = run_scoring(prefect_server, tmp_path / "data" / "inbox", tmp_path / "out", sensor_model, "prefect-event")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "data" / "inbox").is_dir() and json.loads(result.stdout.splitlines()[-1])["scored"] == []
+    missing = subprocess.run(
+        [sys.executable, "-c", "from flows.score import score_flow; from pipeline.core.errors import exit_on_user_error; "
+         f"exit_on_user_error(lambda: score_flow(inbox_path='{tmp_path / 'nowhere'}', outbox='{tmp_path / 'o2'}', "
+         f"model='{sensor_model}'))"], env=prefect_server, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "\nerror: the inbox" in missing.stderr and "create the folder" in missing.stderr
+    assert "find_batches" not in missing.stderr + missing.stdout  # refused before the (retried) task ran
