@@ -181,13 +181,12 @@ def validation_windows(ends: np.ndarray, bounds: list[tuple[int, int]], fraction
 def train_and_calibrate(
     x: np.ndarray, is_validation: np.ndarray, config: PipelineConfig,
     labels: np.ndarray | None = None, threshold_config: ThresholdConfig | None = None,
-    whole_period: bool = False,
 ) -> Calibrated:
     """Train on the training rows and fit the contribution baseline on the validation rows,
     scored exactly as the exported scorer scores them. The threshold is fitted on the
-    validation scores, or, with `whole_period` (sensor windows), on the scores of every window
-    of the training period: the latest windows of a short series are one phase of its cycle,
-    and a 0.99 quantile of a few dozen is their maximum."""
+    validation scores, or, for sensor windows, on the scores of every window of the training
+    period: the latest windows of a short series are one phase of its cycle, and a 0.99
+    quantile of a few dozen is their maximum."""
     config = config.resolved(inputs=x.shape[1])
     result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
     scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
@@ -195,7 +194,7 @@ def train_and_calibrate(
     calibration_scores, calibration_labels = scores, labels[is_validation] if labels is not None else None
     reference_kl = scores - nll.sum(axis=1)
     calibration = Calibration(source="validation", rows=len(scores), coverage=len(scores) / len(x))
-    if whole_period:
+    if config.data.mode == "sensor":
         calibration_scores, period_nll = score_with_torch(result.model, result.scaler, x)
         calibration_labels, reference_kl = labels, calibration_scores - period_nll.sum(axis=1)
         calibration = Calibration(source="training period", rows=len(x), coverage=1.0)
@@ -217,8 +216,7 @@ def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "ex
     names its parent (a retrained challenger), published without moving `latest` unless
     `make_latest`."""
     data = load_training_set(source, config)
-    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels,
-                                     whole_period=data.schema.mode == "sensor")
+    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels)
     return FitOutcome(export_fitted(data, calibrated, config, root, lineage=lineage, make_latest=make_latest),
                       calibrated, data)
 
