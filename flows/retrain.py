@@ -7,6 +7,7 @@ decision.
 
 Run:  python -m flows.retrain data/recent/ --model exported/demo-sensors --config data/sensors.toml"""
 
+import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.artifact.manifest import resolve_model_dir
+from pipeline.artifact.manifest import RETRAIN_PREFIX, resolve_model_dir
 from pipeline.build import promotion
 from pipeline.core.config import PipelineConfig, PromotionRules, load_config
 from pipeline.core.errors import exit_on_user_error
@@ -67,7 +68,8 @@ def retrain_flow(source: str, model: str = "exported/demo-sensors", config: Opti
     champion_dir = str(resolve_model_dir(model))
     overrides: dict = {"train": {"progress": False, **({"epochs": epochs} if epochs else {})}}
     cfg = load_config(config, **overrides)
-    with tempfile.TemporaryDirectory(prefix=".retrain-", dir=Path(champion_dir).parent) as folder:
+    # Named with this pid, so that the next export removes it if this run is killed (N22).
+    with tempfile.TemporaryDirectory(prefix=f"{RETRAIN_PREFIX}{os.getpid()}-", dir=Path(champion_dir).parent) as folder:
         split = split_recent(source, champion_dir, cfg.promotion, folder, cfg.data.label_column)
         logger.info("challenger trains on %d rows (%d flagged by the champion left out); %d held out",
                     split.train_rows, split.left_out, split.holdout_rows)

@@ -84,6 +84,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_reliability_round3.py::test_n18_a_torn_decision_line_is_skipped_and_not_copied_on"),
     ("Third round", "N19: an empty version folder hid every version from `vad versions`",
      "tests/test_reliability_round3.py::test_n19_an_empty_version_folder_does_not_hide_the_others"),
+    ("Third round", "N22: a killed retrain left copies of the recent data in the model folder for ever",
+     "tests/test_reliability_round3.py::test_n22_a_killed_retrain_leaves_no_copy_of_the_recent_data"),
 ]
 
 

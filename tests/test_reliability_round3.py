@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.artifact.manifest import RETRAIN_PREFIX, new_staging
 from pipeline.artifact.versions import DECISIONS, read_decisions, record_decision
 from pipeline.cli import app
 from pipeline.core.config import AlertRules, load_config
@@ -78,3 +82,17 @@ def test_n07_a_zero_resample_is_refused_in_config_and_manifest_alike(versions: P
     (versions / "2" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PipelineError, match="resample.*must be a positive duration"):
         Scorer.load(versions / "2")
+
+
+def test_n22_a_killed_retrain_leaves_no_copy_of_the_recent_data(versions: Path) -> None:
+    """A retraining killed after splitting the recent data left `.retrain-*/` with copies of it
+    in the model folder for ever; its folder now carries the pid, and the next export removes it
+    once that process is gone (a live one's is kept)."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = versions / f"{RETRAIN_PREFIX}{int(dead.stdout)}-x1"
+    alive = versions / f"{RETRAIN_PREFIX}{os.getpid()}-x2"
+    for folder in (killed, alive):
+        folder.mkdir()
+        (folder / "holdout.parquet").write_bytes(b"recent rows")
+    shutil.rmtree(new_staging(versions))  # what the next export of this model does first
+    assert not killed.exists() and alive.exists()

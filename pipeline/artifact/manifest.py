@@ -249,6 +249,7 @@ def verified_bytes(folder: Path, manifest: Manifest, name: str) -> bytes:
 
 # -- versions: assembled in a private folder, then renamed into place -------------------
 STAGING_PREFIX = ".staging-"  # then the writing pid: a killed writer's folder is recognised
+RETRAIN_PREFIX = ".retrain-"  # a retraining's copies of the recent data (flows/retrain.py), then its pid
 
 
 def new_staging(model_root: Path) -> Path:
@@ -262,12 +263,15 @@ def new_staging(model_root: Path) -> Path:
 
 
 def remove_dead_staging(model_root: Path) -> None:
-    """Delete staging folders of exports that were killed (their pid is gone). They were
-    never versions: only a complete folder is ever renamed to a version number."""
-    for folder in model_root.glob(f"{STAGING_PREFIX}*"):
-        pid = folder.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
-        if folder.is_dir() and (not pid.isdigit() or not pid_alive(int(pid))):
-            shutil.rmtree(folder, ignore_errors=True)
+    """Delete the private folders of processes that were killed (their pid is gone): exports'
+    staging, never versions (only a complete folder is ever renamed to a version number), and
+    retrainings' copies of the recent data, which must not travel with the model folder
+    (reliability review N22)."""
+    for prefix in (STAGING_PREFIX, RETRAIN_PREFIX):
+        for folder in model_root.glob(f"{prefix}*"):
+            pid = folder.name.removeprefix(prefix).split("-", 1)[0]
+            if folder.is_dir() and (not pid.isdigit() or not pid_alive(int(pid))):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def publish_version(staging: Path, model_root: Path, manifest: Manifest, make_latest: bool = True) -> Path:
