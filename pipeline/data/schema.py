@@ -248,12 +248,14 @@ LABEL_NAME = re.compile(r"(?i)label|labels|anomaly|anomalies|is_anomaly|is_anoma
 LABEL_WORD = re.compile(r"(?i)label|anomal|outlier|changepoint|fault|attack")  # with two values at most
 ROLE_SAMPLE = 10_000  # rows looked at to tell a time column (parsing every row of a large file is slow)
 MIN_COUNTER_ROWS = 20  # integers that count up one per row are a row number only over this many rows
+UNIQUE_ID_ROWS = 1000  # integers all distinct over this many rows are an identifier, whatever their name
 NUMERIC_SHARE = 0.9  # a text column whose values are this share numbers is a numeric column with typos
 
 
 def column_role(values: pl.Series) -> Literal["id", "time", "label", "feature"]:
     """What an inferred column is for. An identifier (by its name: `id`, `batch_id`, `orderId`;
-    or integers that count up one per row) would make every new id look anomalous; a time
+    integers that count up one per row; or integers all distinct over UNIQUE_ID_ROWS rows)
+    would make every new id look anomalous; a time
     column (datetimes, or text that parses as them) is not a measurement; a label (by its
     name: `label`, `anomaly`, `target`, …, or a two-valued column named like one) is the
     answer, and a model that reads it learns nothing about the data."""
@@ -265,6 +267,8 @@ def column_role(values: pl.Series) -> Literal["id", "time", "label", "feature"]:
     if dtype.is_integer() and values.len() >= MIN_COUNTER_ROWS and values.null_count() == 0:
         steps = values.diff().drop_nulls()
         if steps.len() and (steps == 1).all():
+            return "id"
+        if values.len() >= UNIQUE_ID_ROWS and values.n_unique() == values.len():  # a customer number, shuffled
             return "id"
     if dtype.is_temporal():
         return "time"
