@@ -80,7 +80,7 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
     alarms = frame.filter(pl.col("_run") >= rules.min_anomalous).group_by("_entity", maintain_order=True).agg(
         first_row=pl.col("_row").first(), first_time=pl.col(time_col).first() if time_col else pl.lit(None))
     if contract.ALARM in frame.columns:  # an episode an earlier batch already alarmed on (its hold-off) pages once
-        alarms = alarms.filter(pl.col("_entity").is_in(frame.filter(pl.col(contract.ALARM))["_entity"].unique()))
+        alarms = alarms.filter(pl.col("_entity").is_in(frame.filter(pl.col(contract.ALARM))["_entity"].unique().to_list()))
     alerting, suppressed, times = [], [], {}
     for row in alarms.iter_rows(named=True):
         entity, first_time = row["_entity"], row["first_time"]

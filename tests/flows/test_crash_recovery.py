@@ -85,7 +85,10 @@ def test_killed_run_resumes_with_same_outputs_and_one_alert(
 def test_embedded_server_starts_without_an_api_url(inbox_batches: dict[str, Path], sensor_model: Path,
                                                    tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    # A new home migrates its database first: on a busy 2-core CI machine that once outran
+    # Prefect's 20 s wait for the temporary server.
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
     drop_into(tmp_path / "inbox", inbox_batches["normal"])
     result = run_scoring(env, tmp_path / "inbox", tmp_path / "out", sensor_model, "prefect-event")
     assert result.returncode == 0, result.stderr[-3000:]
