@@ -189,16 +189,17 @@ def train_and_calibrate(
     quantile of a few dozen is their maximum."""
     config = config.resolved(inputs=x.shape[1])
     result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
-    scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
-    threshold_config = threshold_config or config.threshold
-    calibration_scores, calibration_labels = scores, labels[is_validation] if labels is not None else None
-    reference_kl = scores - nll.sum(axis=1)
-    calibration = Calibration(source="validation", rows=len(scores), coverage=len(scores) / len(x))
-    if config.data.mode == "sensor":
+    if config.data.mode == "sensor":  # one pass over the whole period; validation is a part of it
         calibration_scores, period_nll = score_with_torch(result.model, result.scaler, x)
+        scores, nll = calibration_scores[is_validation], period_nll[is_validation]
         calibration_labels, reference_kl = labels, calibration_scores - period_nll.sum(axis=1)
         calibration = Calibration(source="training period", rows=len(x), coverage=1.0)
-    threshold = fit_threshold(calibration_scores, threshold_config, calibration_labels)
+    else:
+        scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
+        calibration_scores, calibration_labels = scores, labels[is_validation] if labels is not None else None
+        reference_kl = scores - nll.sum(axis=1)
+        calibration = Calibration(source="validation", rows=len(scores), coverage=len(scores) / len(x))
+    threshold = fit_threshold(calibration_scores, threshold_config or config.threshold, calibration_labels)
     return Calibrated(result, threshold.model_copy(update={"calibration": calibration}), scores, nll.mean(axis=0),
                       reference_kl, calibration_scores)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.core.digest import sha256_file
 from pipeline.core.errors import PipelineError
 from pipeline.core.faults import pid_alive, process_start
+from pipeline.runtime.scorer import Held
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -161,7 +162,7 @@ class Ledger:
             return Claim(True, reason, me)
 
     def complete(self, identity: str, model: str, output: str, summary: dict,
-                 alarm_state: dict[str, tuple[float | None, float | None, float | None]] | None = None) -> None:
+                 alarm_state: dict[str, Held] | None = None) -> None:
         """The batch is done; with `alarm_state` (each entity's last alarm and last flagged row
         in data time, and its time step), the next batch's alarm rule starts from it. One
         transaction: a run killed before it re-scores the batch from the same state. Of two
@@ -176,7 +177,7 @@ class Ledger:
                            "step=coalesce(excluded.step, step)",
                            [(model, entity, *held) for entity, held in (alarm_state or {}).items()])
 
-    def alarm_state(self, model: str) -> dict[str, tuple[float | None, float | None, float | None]]:
+    def alarm_state(self, model: str) -> dict[str, Held]:
         """Each entity's last alarm and last flagged row (data time, seconds) and time step, as
         the batches this model version finished left them."""
         with self._transaction() as db:

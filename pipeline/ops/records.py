@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.core.config import AlertRules, DriftRules
+from pipeline.runtime.scorer import Held
 
 
 class Batch(BaseModel):
@@ -36,7 +37,7 @@ class BatchSummary(BaseModel):
     alarms: int = 0  # onsets of anomalous episodes (the scores' `alarm` column); absent in older records
     # Each entity's last alarm and last flagged row (its time column's seconds; None: none yet) and
     # time step, at the batch's end: the next batch's alarm rule starts from it (Scorer.alarms).
-    alarm_state: dict[str, tuple[float | None, float | None, float | None]] = {}
+    alarm_state: dict[str, Held] = {}
     inputs: str  # the input repairs, in words (InputReport.summary)
     failed_entities: dict[str, str] = {}  # entities left out of the batch (their rows could not be scored): why
     drift: dict | None = None  # the batch's DriftReport (pipeline.artifact.drift), as JSON
