@@ -22,6 +22,7 @@ from pipeline.core.config import AlertRules, DriftRules
 from pipeline.core.errors import DataError, exit_on_user_error
 from pipeline.core.faults import crash_point, is_transient
 from pipeline.ops import delivery, inbox, reports
+from pipeline.ops.ledger import MAX_ATTEMPTS
 from pipeline.ops.alerts import summary_text
 from pipeline.ops.records import Batch, BatchSummary
 from pipeline.runtime import Missing, Provider, Scorer
@@ -44,10 +45,16 @@ def find_batches(inbox_path: str, outbox: str) -> list[dict]:
 
 
 @task(**IO_RETRIES, **PERSIST)  # a ledger locked by another run for longer than SQLite waits
-def claim_batch(outbox: str, model_key: str, batch: dict, force: bool) -> bool:
+def claim_batch(outbox: str, model_key: str, batch: dict, force: bool) -> dict:
+    """Whether this run scores the batch; a batch set aside now (its process died on every
+    attempt) is logged as an error and named in the run's failure."""
     claim = inbox.open_ledger(outbox).claim(batch["identity"], model_key, batch["file"], force=force)
-    get_run_logger().info("batch %s: %s", Path(batch["file"]).name, claim.reason)
-    return claim.granted
+    name = Path(batch["file"]).name
+    get_run_logger().info("batch %s: %s", name, claim.reason)
+    if claim.reason == "dead-letter":
+        return {"granted": False, "error": f"set aside: the process scoring it died {MAX_ATTEMPTS} times (out of "
+                f"memory? a native crash?); `vad release {name} --outbox {outbox}` takes it again"}
+    return {"granted": claim.granted}
 
 
 @task(**IO_RETRIES)
@@ -152,8 +159,15 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     for earlier in inbox.open_ledger(outbox).undelivered(sinks):  # deliveries that failed in earlier runs
         deliver(earlier)
     summaries, alerts, drift_alerts, failed = [], [], [], []
-    for batch in find_batches(inbox_path, outbox):
-        if not claim_batch(outbox, model_key, batch, force):
+    # Batches a run started and did not finish go last (fewest attempts first): one that kills
+    # its process each time is then no blocker for the batches behind it.
+    attempts = inbox.open_ledger(outbox).pending_attempts(model_key)
+    for batch in sorted(find_batches(inbox_path, outbox), key=lambda b: attempts.get(b["identity"], 0)):
+        claim = claim_batch(outbox, model_key, batch, force)
+        if claim.get("error"):  # set aside now: this run shows it once, later runs skip it as `failed`
+            logger.error("batch %s: %s", batch["file"], claim["error"])
+            failed.append(f"{Path(batch['file']).name}: {claim['error']}")
+        if not claim["granted"]:
             continue
         try:  # scoring and judging it: a batch that breaks either must not hold up the others (a poison batch)
             summary = score_batch(model_dir, provider, batch, outbox, threshold, missing, rules.drift)

@@ -360,6 +360,27 @@ def versions(
 
 
 @app.command()
+def release(
+    batch: Annotated[str, typer.Argument(help="The set-aside batch: its file name or path in the inbox.")],
+    outbox: Annotated[Path, typer.Option(help="The scoring outbox (holding ledger.sqlite).")] = Path("runs/scoring"),
+    as_json: Annotated[bool, AS_JSON] = False,
+) -> None:
+    """Take a set-aside (failed) batch again on the next scoring run, with a fresh attempt
+    budget: after the data was corrected in place, or the host was given more memory."""
+    from pipeline.ops.inbox import LEDGER_FILE, open_ledger
+
+    if not (outbox / LEDGER_FILE).is_file():
+        raise PipelineError(f"'{outbox}' holds no ledger ('{LEDGER_FILE}'): name the scoring flow's outbox.")
+    released = open_ledger(outbox).retry_dead_letters(batch)
+    if not released:
+        raise PipelineError(f"no failed batch named '{batch}' in {outbox / LEDGER_FILE}.")
+    if as_json:
+        print_json({"batch": batch, "released": released})
+    else:
+        console.print(f"{batch}: {released} set-aside batch record(s) released; the next run scores it again.")
+
+
+@app.command()
 def sample(
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
     n: Annotated[int, typer.Option("-n", min=1, help="Rows to generate.")] = 10,

@@ -86,6 +86,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_reliability_round3.py::test_n19_an_empty_version_folder_does_not_hide_the_others"),
     ("Third round", "N22: a killed retrain left copies of the recent data in the model folder for ever",
      "tests/test_reliability_round3.py::test_n22_a_killed_retrain_leaves_no_copy_of_the_recent_data"),
+    ("Third round", "N38: a batch that killed its process was retried by every run, and the batches after it never ran",
+     "tests/flows/test_crash_recovery.py::test_n38_a_batch_that_kills_every_run_is_set_aside_and_the_others_are_scored"),
 ]
 
 

@@ -2,7 +2,8 @@
 machine's rather than the batch's, and the liveness check recovery relies on.
 
 Fail points: `VAD_CRASH_AT=<point>` makes this process kill itself
-(SIGKILL, no clean-up, like a power cut or the OOM killer) when it reaches that point.
+(SIGKILL, no clean-up, like a power cut or the OOM killer) when it reaches that point;
+`<point>@<file name>` only while that file is there (the read point names its file).
 
 Unset in production, each point costs one dictionary lookup. The points, in the order a
 scoring run passes them (`FAIL_POINTS`), are documented in docs/reliability.md."""
@@ -49,9 +50,12 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS
 
 
-def crash_point(name: str) -> None:
-    """Kill this process here when the environment asks for it (tests only)."""
-    if os.environ.get(CRASH_ENV) == name:
+def crash_point(name: str, file: str | Path | None = None) -> None:
+    """Kill this process here when the environment asks for it (tests only). `point@name`
+    kills only while the file of that name is at the point: a batch that kills every process
+    scoring it (the out-of-memory killer on one large batch) while the others score."""
+    point, _, only = os.environ.get(CRASH_ENV, "").partition("@")
+    if point == name and (not only or (file is not None and Path(file).name == only)):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

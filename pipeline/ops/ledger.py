@@ -78,17 +78,18 @@ class Claim:
     """The outcome of asking to score a batch."""
 
     granted: bool
-    reason: str  # new | taken-over | forced | done | failed | busy
+    reason: str  # new | taken-over | forced | retry | done | failed | dead-letter (set aside now) | busy
     owner: str
 
 
 class Ledger:
     """One SQLite file; every change is a short IMMEDIATE transaction (safe across processes)."""
 
-    def __init__(self, path: str | Path, lease_seconds: float = 3600.0) -> None:
+    def __init__(self, path: str | Path, lease_seconds: float = 3600.0, max_attempts: int = MAX_ATTEMPTS) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
         db = sqlite3.connect(self.path, timeout=30.0)
         try:
             db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
@@ -140,12 +141,12 @@ class Ledger:
         """Take the batch for this process unless it is done (and not forced) or a live run holds it."""
         me, now = owner_token(), time.time()
         with self._transaction() as db:
-            row = db.execute("SELECT status, owner, claimed_at FROM batches WHERE identity=? AND model=?",
+            row = db.execute("SELECT status, owner, claimed_at, claims FROM batches WHERE identity=? AND model=?",
                              (identity, model)).fetchone()
             if row is None:
                 reason = "new"
             else:
-                status, owner, claimed_at = row
+                status, owner, claimed_at, claims = row
                 if status in ("done", "failed") and not force:
                     return Claim(False, status, owner)  # a "retry" batch is taken again, no --force needed
                 if status == "running" and owner != me:
@@ -153,6 +154,13 @@ class Ledger:
                     expired = now - claimed_at > self.lease_seconds
                     if alive or (alive is None and not expired):
                         return Claim(False, "busy", owner)
+                    if claims >= self.max_attempts and not force:  # its process died each time: a poison batch
+                        why = (f"gave up after {claims} attempts: the process scoring it died each time (killed "
+                               "by the out-of-memory killer, or a native crash?); `vad release` takes it again")
+                        db.execute("UPDATE batches SET status='failed', finished_at=?, summary=? "
+                                   "WHERE identity=? AND model=?",
+                                   (now, json.dumps({"error": why, "killed": True}), identity, model))
+                        return Claim(False, "dead-letter", owner)
                 reason = {"done": "forced", "failed": "forced", "retry": "retry"}.get(status, "taken-over")
             db.execute(
                 "INSERT INTO batches (identity, model, file, status, owner, claimed_at) VALUES (?, ?, ?, 'running', ?, ?) "
@@ -191,18 +199,37 @@ class Ledger:
             db.execute("UPDATE batches SET status='failed', finished_at=?, summary=? WHERE identity=? AND model=?",
                        (time.time(), json.dumps({"error": error}), identity, model))
 
-    def release(self, identity: str, model: str, error: str, max_attempts: int = MAX_ATTEMPTS) -> str:
+    def release(self, identity: str, model: str, error: str) -> str:
         """A batch that failed for a reason outside it (a full disk, a lost connection): left
         for the next run to retry, until `max_attempts` claims have failed; then it is set
         aside as failed (the dead letter), like bad data. Returns the status it now has."""
         with self._transaction() as db:
             row = db.execute("SELECT claims FROM batches WHERE identity=? AND model=?", (identity, model)).fetchone()
-            exhausted = row is not None and row[0] >= max_attempts
+            exhausted = row is not None and row[0] >= self.max_attempts
             status = "failed" if exhausted else "retry"
             why = f"gave up after {row[0]} attempts: {error}" if exhausted else error
             db.execute("UPDATE batches SET status=?, finished_at=?, summary=? WHERE identity=? AND model=?",
                        (status, time.time(), json.dumps({"error": why, "transient": True}), identity, model))
             return status
+
+    def retry_dead_letters(self, name: str) -> int:
+        """Give the failed batches whose file is named `name` (its name or its path) a fresh
+        attempt budget: the next run takes them again, without --force re-scoring everything.
+        Returns how many."""
+        with self._transaction() as db:
+            failed = [(identity, model, file) for identity, model, file in
+                      db.execute("SELECT identity, model, file FROM batches WHERE status='failed'")]
+            chosen = [(i, m) for i, m, file in failed if name in (file, Path(file).name)]
+            db.executemany("UPDATE batches SET status='retry', claims=0 WHERE identity=? AND model=?", chosen)
+            return len(chosen)
+
+    def pending_attempts(self, model: str) -> dict[str, int]:
+        """Claims so far of each batch this model version started but did not finish (a crashed
+        or retried one), by identity: a run takes those last, so one that kills its process
+        does not hold up the batches after it."""
+        with self._transaction() as db:
+            return dict(db.execute("SELECT identity, claims FROM batches WHERE model=? AND status IN "
+                                   "('running', 'retry')", (model,)))
 
     def batches(self) -> list[dict]:
         with self._transaction() as db:

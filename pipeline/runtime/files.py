@@ -193,7 +193,7 @@ def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: 
     for file in files:
         before = ingest.file_stamp(file)
         for prepared in prefetched(_prepared_chunks(scorer, file, chunk_rows, max_rows, scratch)):
-            crash_point("read")
+            crash_point("read", file)
             scored, inputs = scorer.score_prepared(prepared, options.seeded(rows), drift, alarm_state)
             rows += scored.height
             yield file, scored, inputs

@@ -16,6 +16,7 @@ from prefect_helpers import ROOT, drop_into, free_port, save_webhook_block
 
 from pipeline.core.faults import CRASH_ENV, FAIL_POINTS, FULL_ENV
 from pipeline.ops.inbox import open_ledger
+from pipeline.ops.ledger import MAX_ATTEMPTS
 
 pytestmark = pytest.mark.slow
 SCORING_POINTS = [p for p in FAIL_POINTS if p != "export"]
@@ -108,6 +109,37 @@ def test_a_bad_batch_fails_alone_and_is_not_retried(prefect_server: dict[str, st
     assert status["broken.parquet"][0] == "failed" and "broken.parquet" in status["broken.parquet"][1]
     again = run_scoring(prefect_server, inbox, outbox, sensor_model, "prefect-event")
     assert again.returncode == 0  # same bytes fail the same way: not retried without --force
+
+
+def test_n38_a_batch_that_kills_every_run_is_set_aside_and_the_others_are_scored(
+        prefect_server: dict[str, str], two_batches: Path, sensor_model: Path, tmp_path: Path) -> None:
+    """N38: a batch whose process is killed each time it is scored (the out-of-memory killer)
+    was taken over by every run with no limit, and, first in name order, the batches after it
+    were never scored. Now the next run takes it last, and after MAX_ATTEMPTS deaths it is set
+    aside with the reason until `vad release`."""
+    outbox, poison = tmp_path / "outbox", "read@faulty.parquet"
+    ledger = open_ledger(outbox)
+    status = lambda: {Path(b["file"]).name: (b["status"], b["claims"]) for b in ledger.batches()}  # noqa: E731
+    for run in range(1, MAX_ATTEMPTS + 1):
+        killed = run_scoring(prefect_server, two_batches, outbox, sensor_model, "prefect-event", crash_at=poison)
+        assert killed.returncode == -9, killed.stderr[-3000:]
+        assert status()["faulty.parquet"] == ("running", run)
+        if run > 1:  # the second run scored the good batch before the one that killed the first
+            assert status()["normal.parquet"] == ("done", 1)
+    set_aside = run_scoring(prefect_server, two_batches, outbox, sensor_model, "prefect-event", crash_at=poison)
+    assert set_aside.returncode != 0  # shown once, as this run's failure ...
+    said = set_aside.stdout + set_aside.stderr
+    assert f"died {MAX_ATTEMPTS} times" in said and "vad release faulty.parquet" in said
+    assert status() == {"faulty.parquet": ("failed", MAX_ATTEMPTS), "normal.parquet": ("done", 1)}
+    quiet = run_scoring(prefect_server, two_batches, outbox, sensor_model, "prefect-event", crash_at=poison)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]  # ... then skipped: it no longer fails every run
+
+    released = subprocess.run([sys.executable, "-m", "pipeline.cli", "release", "faulty.parquet", "--outbox",
+                               str(outbox)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert released.returncode == 0, released.stderr
+    healed = run_scoring(prefect_server, two_batches, outbox, sensor_model, "prefect-event")  # more memory now
+    assert healed.returncode == 0, healed.stderr[-3000:]
+    assert status() == {"faulty.parquet": ("done", 1), "normal.parquet": ("done", 1)}
 
 
 def test_a_failing_sink_keeps_the_scores_and_the_next_run_delivers(
