@@ -22,8 +22,8 @@ from pipeline.core.config import AlertRules, DriftRules
 from pipeline.core.errors import DataError, exit_on_user_error
 from pipeline.core.faults import crash_point, is_transient
 from pipeline.ops import delivery, inbox, reports
-from pipeline.ops.ledger import MAX_ATTEMPTS
 from pipeline.ops.alerts import summary_text
+from pipeline.ops.ledger import MAX_ATTEMPTS
 from pipeline.ops.records import Batch, BatchSummary
 from pipeline.runtime import Missing, Provider, Scorer
 

@@ -35,7 +35,7 @@ def output_bytes(outbox: Path) -> dict[str, bytes]:
     return {str(p.relative_to(outbox)): p.read_bytes() for p in sorted((outbox / "scores").rglob("*")) if p.is_file()}
 
 
-def alert_ids(webhook) -> list[str]:  # noqa: ANN001
+def alert_ids(webhook) -> list[str]:
     return [line.removeprefix("alert id: ") for post in webhook.received for line in post["body"].splitlines()
             if line.startswith("alert id: ")]
 
