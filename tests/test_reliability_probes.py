@@ -88,6 +88,12 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_reliability_round3.py::test_n22_a_killed_retrain_leaves_no_copy_of_the_recent_data"),
     ("Third round", "N38: a batch that killed its process was retried by every run, and the batches after it never ran",
      "tests/flows/test_crash_recovery.py::test_n38_a_batch_that_kills_every_run_is_set_aside_and_the_others_are_scored"),
+    ("Third round", "N37: SQLite's own lock error at the alert step set the batch aside until --force",
+     "tests/test_reliability_round3.py::test_n37_a_ledger_lock_held_at_the_alert_step_is_retried_not_set_aside"),
+    ("Third round", "N37: a real full disk under the ledger (SQLite's error, not an OSError) did the same",
+     "tests/test_reliability_round3.py::test_n37_a_ledger_disk_that_fills_at_the_alert_step_is_retried_not_set_aside"),
+    ("Third round", "P22a/N41: a ledger truncated to 0 bytes re-scored and re-alerted everything",
+     "tests/flows/test_flow_logic.py::test_p22a_n41_a_ledger_truncated_to_nothing_is_refused_like_a_lost_one"),
 ]
 
 

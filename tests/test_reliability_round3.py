@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ from pipeline.artifact.versions import DECISIONS, read_decisions, record_decisio
 from pipeline.cli import app
 from pipeline.core.config import AlertRules, load_config
 from pipeline.core.errors import PipelineError
+from pipeline.core.faults import is_transient
+from pipeline.ops.ledger import Ledger
 from pipeline.runtime import Scorer
 
 
@@ -96,3 +99,61 @@ def test_n22_a_killed_retrain_leaves_no_copy_of_the_recent_data(versions: Path) 
         (folder / "holdout.parquet").write_bytes(b"recent rows")
     shutil.rmtree(new_staging(versions))  # what the next export of this model does first
     assert not killed.exists() and alive.exists()
+
+
+def _claimed(ledger_dir: Path, **options: float) -> Ledger:
+    ledger = Ledger(ledger_dir / "ledger.sqlite", **options)
+    assert ledger.claim("b1", "m/1", "b1.parquet").granted
+    return ledger
+
+
+def _record_big_alert(ledger: Ledger) -> None:
+    ledger.record_alert("a1", "b1", "m/1", {"rows": ["x" * 1000] * 200}, "m", {"machine-1": "2026-12-02T00:00:00"})
+
+
+def _retried_after(ledger: Ledger, error: BaseException) -> None:
+    """The flow's own decision on a batch that failed with `error`: the machine's fault, so the
+    batch is left for the next run, which takes it again without --force."""
+    assert is_transient(error), f"{type(error).__name__}: {error}"
+    assert ledger.release("b1", "m/1", str(error)) == "retry"
+    assert ledger.claim("b1", "m/1", "b1.parquet").reason == "retry"
+
+
+def test_n37_a_ledger_lock_held_at_the_alert_step_is_retried_not_set_aside(tmp_path: Path) -> None:
+    """N37: SQLite raises OperationalError ("database is locked"), never OSError; it was judged
+    the batch's own fault, so the batch was set aside until --force and its alert never raised."""
+    ledger = _claimed(tmp_path, busy_seconds=0.2)
+    holder = sqlite3.connect(ledger.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another run (or a backup) holds the ledger past the busy timeout
+    with pytest.raises(sqlite3.OperationalError, match="locked") as raised:
+        _record_big_alert(ledger)
+    holder.execute("ROLLBACK")
+    holder.close()
+    _retried_after(ledger, raised.value)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Path:
+    """A real 512 KiB filesystem (tmpfs), which the test fills; skipped where mounting is not allowed."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True,
+                          text=True, check=False) if shutil.which("mount") else None
+    if done is None or done.returncode:
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN); the lock half of N37 runs everywhere")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_n37_a_ledger_disk_that_fills_at_the_alert_step_is_retried_not_set_aside(tiny_disk: Path) -> None:
+    """N37 with a real full filesystem: "database or disk is full" from SQLite itself, where the
+    older test injected an OSError(ENOSPC) that SQLite never raises."""
+    ledger = _claimed(tiny_disk)
+    filler = tiny_disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(tiny_disk).free - 4096))  # a neighbour fills the disk
+    with pytest.raises(sqlite3.OperationalError, match="full|disk I/O") as raised:
+        _record_big_alert(ledger)
+    filler.unlink()
+    _retried_after(ledger, raised.value)
+    _record_big_alert(ledger)  # room again: the alert is recorded
+    assert [alert["alert_id"] for alert in ledger.alerts()] == ["a1"]

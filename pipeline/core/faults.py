@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 CRASH_ENV = "VAD_CRASH_AT"
@@ -43,10 +44,18 @@ TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.E
                     errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ESTALE}
 
 
+# SQLite's own codes for the same faults (it raises OperationalError, never OSError): a full
+# disk, a lock held past the busy timeout, an I/O error (the low byte of an extended code).
+TRANSIENT_SQLITE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
+                    sqlite3.SQLITE_PROTOCOL}
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether a failure is the machine's (retry the batch later), not the batch's own."""
     if isinstance(error, (TimeoutError, ConnectionError, MemoryError)):
         return True
+    if isinstance(error, sqlite3.OperationalError):
+        return (getattr(error, "sqlite_errorcode", 0) & 0xFF) in TRANSIENT_SQLITE
     return isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS
 
 

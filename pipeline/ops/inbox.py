@@ -6,6 +6,8 @@ content and the model version, and an alert is built once and then only re-read.
 from __future__ import annotations
 
 import logging
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import polars as pl
@@ -58,17 +60,34 @@ def open_ledger(outbox: str | Path) -> Ledger:
 
 
 def check_ledger(outbox: str | Path, rebuild: bool = False) -> None:
-    """Refuse to start on an outbox that holds scores but lost its ledger: a new, empty ledger
+    """Refuse to start on an outbox that holds scores but lost its ledger, or whose ledger
+    records no batch (truncated to 0 bytes, replaced by an empty database): a new, empty ledger
     would score every batch again and send every alert again. `rebuild` accepts that a new
     ledger is made (then `rebuild_ledger` records what the outbox already holds)."""
-    scores = Path(outbox) / "scores"
-    if rebuild or (Path(outbox) / LEDGER_FILE).exists() or not scores.is_dir():
+    scores, path = Path(outbox) / "scores", Path(outbox) / LEDGER_FILE
+    if rebuild or not scores.is_dir():
         return
     held = sum(1 for p in scores.rglob("*.parquet") if p.is_file())
-    if held:
-        raise DataError(f"the outbox '{outbox}' holds {held} scored batch(es) but no ledger ('{LEDGER_FILE}'): "
-                        "scoring now would score and alert on them again. Restore the ledger, or run with "
-                        "--rebuild-ledger to record the batches whose scores are there as done.")
+    if not held or (path.exists() and _records_batches(path)):
+        return
+    lost = "an empty ledger" if path.exists() else "no ledger"
+    raise DataError(f"the outbox '{outbox}' holds {held} scored batch(es) but {lost} ('{LEDGER_FILE}'): "
+                    "scoring now would score and alert on them again. Restore the ledger, or run with "
+                    "--rebuild-ledger to record the batches whose scores are there as done.")
+
+
+def _records_batches(path: Path) -> bool:
+    """Whether the ledger file records at least one batch. A file SQLite cannot read at all
+    counts as recording (`Ledger` then refuses it as damaged, with its own fix)."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)) as db:
+            return db.execute("SELECT 1 FROM batches LIMIT 1").fetchone() is not None
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):
+            return False
+        raise
+    except sqlite3.DatabaseError:
+        return True
 
 
 def rebuild_ledger(ledger: Ledger, batches: list[Batch], outbox: str | Path, model_key: str) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline.core.digest import sha256_file
 from pipeline.core.errors import PipelineError
-from pipeline.core.faults import pid_alive, process_start
+from pipeline.core.faults import is_transient, pid_alive, process_start
 from pipeline.runtime.scorer import Held
 
 SCHEMA = """
@@ -85,17 +85,19 @@ class Claim:
 class Ledger:
     """One SQLite file; every change is a short IMMEDIATE transaction (safe across processes)."""
 
-    def __init__(self, path: str | Path, lease_seconds: float = 3600.0, max_attempts: int = MAX_ATTEMPTS) -> None:
+    def __init__(self, path: str | Path, lease_seconds: float = 3600.0, max_attempts: int = MAX_ATTEMPTS,
+                 busy_seconds: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
-        db = sqlite3.connect(self.path, timeout=30.0)
+        self.busy_seconds = busy_seconds  # how long a change waits for another run's lock
+        db = sqlite3.connect(self.path, timeout=busy_seconds)
         try:
             db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
         except sqlite3.DatabaseError as exc:
-            if "locked" in str(exc):
-                raise  # another process holds it: transient, the caller's retries wait it out
+            if is_transient(exc):
+                raise  # a lock another process holds, a full disk: the caller's retries wait it out
             raise PipelineError(f"the ledger '{self.path}' cannot be read ({exc}): it is damaged. Move it aside, "
                                 "then run again with --rebuild-ledger, which records the batches whose scores are "
                                 "in the outbox as done instead of scoring and alerting on them again.") from None
@@ -104,7 +106,7 @@ class Ledger:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=self.busy_seconds, isolation_level=None)
         try:
             db.execute("BEGIN IMMEDIATE")
             yield db

@@ -137,6 +137,21 @@ def test_a_lost_ledger_is_refused_then_rebuilt_from_the_outbox(harness, folders,
         [("done", '{"rebuilt": true}')] * 2
 
 
+def test_p22a_n41_a_ledger_truncated_to_nothing_is_refused_like_a_lost_one(harness, folders,
+                                                                         sensor_model: Path) -> None:
+    """P22a/N41: a ledger truncated to 0 bytes (or replaced by an empty database) was taken for
+    a new one, and the next run scored every batch and sent every alert again."""
+    incoming, outbox = folders
+    run = dict(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
+    assert len(score_flow(**run)["scored"]) == 2
+    (outbox / "ledger.sqlite").write_bytes(b"")
+    with pytest.raises(Exception, match="holds 2 scored batch\\(es\\) but an empty ledger"):
+        score_flow(**run)
+    assert (outbox / "ledger.sqlite").stat().st_size == 0  # refused before anything was written to it
+    rebuilt = score_flow(**run, rebuild=True)
+    assert rebuilt["scored"] == [] and rebuilt["alerts"] == []
+
+
 def test_a_damaged_ledger_is_one_clear_error(harness, folders, sensor_model: Path) -> None:
     incoming, outbox = folders
     outbox.mkdir()
