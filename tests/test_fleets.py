@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
-from common import fleet
+from common import ROOT, fleet
 from polars.testing import assert_frame_equal
 
 from pipeline.core.errors import DataError
+from pipeline.core.faults import CRASH_ENV
 from pipeline.runtime import Scorer, score_files
+
 
 def test_a_fleet_split_by_entity_scores_as_the_whole_file_and_as_each_entity_alone(sensor_model: Path,
                                                                                    tmp_path: Path) -> None:
@@ -70,3 +75,21 @@ def test_a_batch_where_every_entity_fails_is_refused_with_the_first_error(sensor
                     chunk_rows=chunk_rows)
     assert not (tmp_path / "scores.parquet").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["fleet.parquet"]  # no split files left behind
+
+
+def test_n24_a_killed_fleet_run_leaves_no_copy_of_its_batch_behind(sensor_model: Path, tmp_path: Path) -> None:
+    """N24: each killed run of a fleet file left its split copy (`.vad-entities-*/`, the whole
+    batch again) beside the output for ever; the next run now removes the dead runs' copies."""
+    fleet().write_parquet(tmp_path / "fleet.parquet", row_group_size=1000)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline.cli", "score", str(sensor_model), str(tmp_path / "fleet.parquet"),
+               "--chunk-rows", "1000", "--output", str(out / "scores.parquet")]
+    for point in ("read", "score", "write"):
+        killed = subprocess.run(command, env=os.environ | {CRASH_ENV: point}, cwd=ROOT, capture_output=True,
+                                timeout=300, check=False)
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert len(list(out.glob(".vad-entities-*"))) == 1  # its own copy; the run before's is gone
+    scored = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300, check=False)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["scores.parquet"]
+

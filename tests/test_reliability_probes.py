@@ -94,6 +94,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_reliability_round3.py::test_n37_a_ledger_disk_that_fills_at_the_alert_step_is_retried_not_set_aside"),
     ("Third round", "P22a/N41: a ledger truncated to 0 bytes re-scored and re-alerted everything",
      "tests/flows/test_flow_logic.py::test_p22a_n41_a_ledger_truncated_to_nothing_is_refused_like_a_lost_one"),
+    ("Third round", "N24: each killed run of a fleet file left a full copy of the batch beside its output",
+     "tests/test_fleets.py::test_n24_a_killed_fleet_run_leaves_no_copy_of_its_batch_behind"),
 ]
 
 

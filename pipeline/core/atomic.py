@@ -9,6 +9,7 @@ written (after this returns) never points at a file a power cut could still take
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,10 +44,28 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
 
 def remove_dead_temporaries(path: Path) -> None:
     """Delete temporaries of `path` left by killed writers (their pid is gone); a live one's stays."""
-    for leftover in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = leftover.name.removeprefix(f".{path.name}.tmp-").split("-", 1)[0]
+    for leftover in _dead(path.parent, f".{path.name}.tmp-"):
+        leftover.unlink(missing_ok=True)
+
+
+def scratch_folder(parent: Path | None, prefix: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder named `<prefix><pid>-…` under `parent` (None: the system's), removed
+    when its block ends; the folders of killed processes (their pid gone) go first, or each
+    crash would leave its copy behind for ever."""
+    parent = Path(parent or tempfile.gettempdir())
+    for leftover in _dead(parent, prefix):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+def _dead(parent: Path, prefix: str) -> list[Path]:
+    """Entries of `parent` named `<prefix><pid>-…` whose process is gone."""
+    found = []
+    for leftover in parent.glob(f"{prefix}*"):
+        pid = leftover.name.removeprefix(prefix).split("-", 1)[0]
         if pid.isdigit() and not pid_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
+            found.append(leftover)
+    return found
 
 
 def _fsync(path: Path) -> None:

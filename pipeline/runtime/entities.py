@@ -8,7 +8,6 @@ sorted order, so the groups' scores, one after the other, are the rows the whole
 
 from __future__ import annotations
 
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from pipeline.core.atomic import scratch_folder
 from pipeline.core.errors import DataError
 from pipeline.data import ingest
 from pipeline.data.schema import FeatureSchema, InputReport, RowNumbers, row_numbers
@@ -135,7 +135,7 @@ def grouped_prepared(scorer: Scorer, file: Path, budget_rows: int, entity_cap: i
     first_error: DataError | None = None
     pending: dict[str, str] = {}
     scored_any = False
-    with tempfile.TemporaryDirectory(prefix=".vad-entities-", dir=scratch) as folder:
+    with scratch_folder(scratch, ".vad-entities-") as folder:
         for part in split_groups(file, scorer.schema, groups, Path(folder), budget_rows):
             frame, rows = read_group(part)
             pieces, failed, error = entity_pieces(scorer, frame, str(file), rows)
