@@ -155,7 +155,8 @@ def score(
     missing: Annotated[Optional[str], typer.Option(
         help="Missing values: impute (the training medians) or error; default: the model's policy.")] = None,
     max_rows: Annotated[Optional[int], typer.Option(
-        min=1, help="Refuse a file of more rows (default: 10,000,000 for sensor files, none for tables).")] = None,
+        min=1, help=("Refuse a file of more rows (default for a sensor series: what half the available memory "
+                     "holds, at most 10,000,000; none for tables)."))] = None,
     with_report: Annotated[bool, typer.Option(
         "--report", help="Also write <output>.report.md beside the scores: counts and plots.")] = False,
     as_json: Annotated[bool, AS_JSON] = False,

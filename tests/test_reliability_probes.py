@@ -96,6 +96,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/flows/test_flow_logic.py::test_p22a_n41_a_ledger_truncated_to_nothing_is_refused_like_a_lost_one"),
     ("Third round", "N24: each killed run of a fleet file left a full copy of the batch beside its output",
      "tests/test_fleets.py::test_n24_a_killed_fleet_run_leaves_no_copy_of_its_batch_behind"),
+    ("Third round", "N43: the fixed 10 M-row default let a 180 KB file take 2.3 GB, an OOM kill on a small host",
+     "tests/test_runtime.py::test_n43_the_default_row_cap_is_what_the_memory_available_holds"),
 ]
 
 

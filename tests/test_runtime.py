@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from common import DATA
 from polars.testing import assert_frame_equal
 
-from common import DATA
-
 from pipeline.core.errors import PipelineError
+from pipeline.core.memory import available_memory
 from pipeline.runtime import ScoreOptions, Scorer, score_files, select_providers
+from pipeline.runtime.files import WHOLE_FILE_MAX_ROWS, series_row_cap
 from pipeline.runtime.scorer import _log_mean_exp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +212,7 @@ def test_prefetching_stops_cleanly_and_hands_errors_on() -> None:
     assert next(items) == 0
     items.close()  # joins the reading thread: would hang if its put could block for ever
 
-    def failing():  # noqa: ANN202
+    def failing():
         yield 1
         raise PipelineError("row group 2 is damaged")
 
@@ -396,3 +398,16 @@ def test_resampling_to_a_fixed_step_is_kept_with_the_model_and_applied_when_scor
     np.testing.assert_allclose(scored["score"].to_numpy(), expected, rtol=1e-6)
     with pytest.raises(PipelineError, match="resample must be a positive duration"):
         load_config(DATA / "sensors.toml", data={"resample": "PT0S"})
+
+
+def test_n43_the_default_row_cap_is_what_the_memory_available_holds() -> None:
+    """N43: the fixed 10 M-row default let a 180 KB file of one machine decode to 4 M rows and
+    2.3 GB; on a small scoring host that was an out-of-memory kill of the whole run. The default
+    is now what half the available memory holds (about 100 bytes per row and signal), at most
+    10 M rows."""
+    gib = 1 << 30
+    assert series_row_cap(6, available=2 * gib) == gib // 600  # a 2 GiB host: 1.8 M rows of 6 signals
+    assert series_row_cap(60, available=2 * gib) == gib // 6000  # ten times the signals, a tenth the rows
+    assert series_row_cap(6, available=512 * gib) == WHOLE_FILE_MAX_ROWS  # a large host keeps the ceiling
+    here = available_memory()
+    assert 0 < here <= psutil.virtual_memory().total

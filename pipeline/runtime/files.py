@@ -22,16 +22,30 @@ from pipeline.core.atomic import atomic_output
 from pipeline.core.config import DriftRules
 from pipeline.core.errors import DataError, PipelineError
 from pipeline.core.faults import crash_point, full_disk_point
+from pipeline.core.memory import available_memory
 from pipeline.data import ingest
 from pipeline.data.schema import InputReport, check_columns
 from pipeline.runtime.entities import grouped_prepared, prepared_alone
 from pipeline.runtime.prefetch import prefetched
 from pipeline.runtime.scorer import Held, ScoreOptions, Scorer
 
-# A sensor file without an entity column is one series, read whole (sorted before windowing):
-# 1 M rows of 6 sensors took 0.8 GB. Past this many rows it is refused before it is read, not
-# after memory has run out; so is one entity of a fleet file with more rows than this.
+# A sensor file without an entity column is one series, read whole (sorted before windowing);
+# so is each entity of a fleet file. Past `series_row_cap` rows it is refused before it is read,
+# not after memory has run out: the smaller of this and what the memory available holds.
 WHOLE_FILE_MAX_ROWS = 10_000_000
+# Peak memory per row of a series scored whole, per signal: 4 M rows of 6 signals took 2.27 GB
+# (../shared/reviews/reliability.md, N43), about 95 bytes per row and signal; 100 with room.
+BYTES_PER_ROW_AND_SIGNAL = 100
+MEMORY_SHARE = 0.5  # of the available memory one series may take: the writer and the next chunk need the rest
+
+
+def series_row_cap(signals: int, available: int | None = None) -> int:
+    """The most rows one series (a sensor file read whole, or one entity) may have: what half
+    the available memory holds, at most WHOLE_FILE_MAX_ROWS. A 180 KB file can decode to 4 M rows
+    and 2.3 GB; on a small scoring host the default cap let the out-of-memory killer end the run."""
+    available = available_memory() if available is None else available
+    fits = int(available * MEMORY_SHARE) // (BYTES_PER_ROW_AND_SIGNAL * max(signals, 1))
+    return max(1, min(WHOLE_FILE_MAX_ROWS, fits))
 # A fleet file (sensor rows with an entity column) of more than this many chunks' rows is split
 # by entity and scored a group of whole entities (about one chunk's rows) at a time.
 GROUPED_AFTER_CHUNKS = 4
@@ -77,7 +91,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     removed and nothing is left behind.
     `options` (or ScoreOptions' fields as keywords) say how to score; `on_chunk` hears the
     rows of each chunk as it is scored (a progress bar). A file of more than `max_rows` rows
-    is refused (default: WHOLE_FILE_MAX_ROWS for a series read whole, or for one entity of a
+    is refused (default: `series_row_cap` for a series read whole, or for one entity of a
     fleet; no cap for streamed tables). The report's `drift` measures the batch against the
     model's training data (`pipeline.artifact.drift`), naming what passed `drift_rules`
     (None: the defaults). `alarm_state` (each entity's last alarm and flagged row, from earlier
@@ -211,10 +225,11 @@ def _prepared_chunks(scorer: Scorer, file: Path, chunk_rows: int, max_rows: int 
         rows = ingest.count_rows(file)  # Parquet and Arrow: from the footer
         if max_rows is not None:
             _refuse_over_cap(file, rows, max_rows)
+        series_cap = series_row_cap(len(scorer.schema.row_features))
         if scorer.schema.entity_column and rows > GROUPED_AFTER_CHUNKS * chunk_rows:
-            yield from grouped_prepared(scorer, file, chunk_rows, WHOLE_FILE_MAX_ROWS, scratch)
+            yield from grouped_prepared(scorer, file, chunk_rows, series_cap, scratch)
             return
-        _refuse_over_cap(file, rows, WHOLE_FILE_MAX_ROWS)
+        _refuse_over_cap(file, rows, series_cap)
         yield from prepared_alone(scorer, ingest.read_file(file, columns), str(file))
         return
     offset = 0
