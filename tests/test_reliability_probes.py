@@ -98,6 +98,14 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_fleets.py::test_n24_a_killed_fleet_run_leaves_no_copy_of_its_batch_behind"),
     ("Third round", "N43: the fixed 10 M-row default let a 180 KB file take 2.3 GB, an OOM kill on a small host",
      "tests/test_runtime.py::test_n43_the_default_row_cap_is_what_the_memory_available_holds"),
+    ("Third round", "N33: a sink added later was paged with every alert ever recorded",
+     "tests/unit/test_ledger_and_alerts.py::test_n33_a_new_sink_receives_alerts_from_now_on_unless_backfilled"),
+    ("Third round", "N34: an alert recorded by the previous release failed every run before it scored",
+     "tests/unit/test_ledger_and_alerts.py::test_n34_an_alert_recorded_by_an_older_release_is_still_delivered"),
+    ("Third round", "N35: a hanging sink's error gave no reason",
+     "tests/unit/test_ledger_and_alerts.py::test_n35_a_sink_that_times_out_says_so"),
+    ("Third round", "N36: a dead sink was retried for every pending alert before any batch was scored",
+     "tests/flows/test_crash_recovery.py::test_n33_n36_a_failing_sink_is_tried_once_per_run_and_a_new_sink_starts_from_now"),
 ]
 
 

@@ -12,6 +12,8 @@ import logging
 import re
 import uuid
 
+from pydantic import ValidationError
+
 from pipeline.core.faults import crash_point
 from pipeline.ops.alerts import summary_text
 from pipeline.ops.ledger import Ledger
@@ -24,7 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryError(RuntimeError):
-    """Some sinks failed; those that succeeded are recorded and will not be sent again."""
+    """Some sinks failed (`sinks`); those that succeeded are recorded and will not be sent again."""
+
+    def __init__(self, message: str, sinks: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.sinks = sinks or []
 
 
 def emit_alert_event(alert: dict) -> None:
@@ -72,12 +78,30 @@ def redact_urls(text: str) -> str:
     return _URL.sub(lambda m: f"{m['scheme']}{m['host']}/<redacted>", text)
 
 
+def failure_reason(error: BaseException) -> str:
+    """What went wrong, in one line with no secret: the message with its URLs cut (a webhook's
+    URL carries its token), or the error's kind where the message is empty (an httpx timeout's
+    is: the hanging sink's error said nothing, N35)."""
+    return redact_urls(str(error)).strip() or type(error).__name__
+
+
+def check_record(alert: dict) -> None:
+    """Refuse an alert that does not fit its record (Alert, DriftAlert) as a DeliveryError like
+    any other: a record this release cannot read (N34: an older release's) must not stop scoring."""
+    try:
+        alert_record(alert)
+    except ValidationError as error:
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in error.errors())
+        raise DeliveryError(f"alert {alert.get('alert_id')}: its record does not fit this release's alert "
+                            f"({fields}); it is left undelivered") from None
+
+
 def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
     """Send the alert to every sink it has not reached yet; {sink: sent | already-sent}. An
-    alert that does not fit its record (Alert, DriftAlert) is refused before any sink sees it."""
-    alert_record(alert)
+    alert that does not fit its record is refused before any sink sees it (`check_record`)."""
+    check_record(alert)
     outcome: dict[str, str] = {}
-    failures: list[str] = []
+    failures: dict[str, str] = {}
     for sink in sinks:
         if ledger.delivered(alert["alert_id"], sink):
             outcome[sink] = "already-sent"
@@ -85,13 +109,13 @@ def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
         try:
             emit_alert_event(alert) if sink == EVENT_SINK else notify_block(sink, alert)
         except Exception as error:  # noqa: BLE001 - every sink is tried; failures are re-raised below
-            reason = redact_urls(str(error))  # a webhook's URL carries its token: never into a log
-            log.warning("alert %s: sink %s failed: %s", alert["alert_id"], sink, reason)
-            failures.append(f"{sink}: {reason}")
+            failures[sink] = failure_reason(error)
+            log.warning("alert %s: sink %s failed: %s", alert["alert_id"], sink, failures[sink])
             continue
         crash_point("sent")
         ledger.mark_delivered(alert["alert_id"], sink)
         outcome[sink] = "sent"
     if failures:
-        raise DeliveryError(f"alert {alert['alert_id']}: {len(failures)} sink(s) failed: " + "; ".join(failures))
+        raise DeliveryError(f"alert {alert['alert_id']}: {len(failures)} sink(s) failed: "
+                            + "; ".join(f"{sink}: {reason}" for sink, reason in failures.items()), list(failures))
     return outcome

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     inode INTEGER NOT NULL, identity TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
+CREATE TABLE IF NOT EXISTS sinks (sink TEXT PRIMARY KEY, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_states (
     model TEXT NOT NULL, entity TEXT NOT NULL, alarm_at REAL, flag_at REAL, step REAL, PRIMARY KEY (model, entity));
 """
@@ -270,18 +271,46 @@ class Ledger:
             db.execute("INSERT OR IGNORE INTO deliveries (alert_id, sink, delivered_at) VALUES (?, ?, ?)",
                        (alert_id, sink, time.time()))
 
-    def undelivered(self, sinks: list[str]) -> list[dict]:
-        """Recorded alerts that some sink has not received (a delivery that failed for good
-        in an earlier run), oldest first."""
+    def register_sinks(self, sinks: list[str], backfill: bool = False) -> list[str]:
+        """Note when each sink was first used: a new sink receives the alerts raised from then
+        on, not every alert ever recorded (N33: 60 stale alerts paged a new on-call sink), unless
+        `backfill`. A sink that already has deliveries (from before this table) keeps its past.
+        Returns the sinks new to this ledger."""
+        now, new = time.time(), []
+        with self._transaction() as db:
+            for sink in sinks:
+                known = db.execute("SELECT 1 FROM sinks WHERE sink=?", (sink,)).fetchone()
+                if known and not backfill:
+                    continue
+                used = db.execute("SELECT 1 FROM deliveries WHERE sink=? LIMIT 1", (sink,)).fetchone()
+                since = 0.0 if backfill or used else now
+                db.execute("INSERT INTO sinks (sink, since) VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET "
+                           "since=excluded.since", (sink, since))
+                if not known:
+                    new.append(sink)
+        return new
+
+    def owed(self, sinks: list[str]) -> list[tuple[dict, list[str]]]:
+        """Recorded alerts that some of `sinks` has not received (a delivery that failed in an
+        earlier run), oldest first, each with the sinks that owe it; a sink owes only the alerts
+        raised since it was registered (`register_sinks`; an unregistered sink: all)."""
         if not sinks:
             return []
         marks = ", ".join("(?)" for _ in sinks)
         with self._transaction() as db:
             rows = db.execute(
-                f"WITH sinks(sink) AS (VALUES {marks}) SELECT DISTINCT a.payload, a.created_at FROM alerts a, sinks s "
-                "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.sink = s.sink) "
-                "ORDER BY a.created_at", sinks).fetchall()
-        return [json.loads(payload) for payload, _ in rows]
+                f"WITH wanted(sink) AS (VALUES {marks}) SELECT a.alert_id, a.payload, w.sink FROM alerts a, wanted w "
+                "LEFT JOIN sinks s ON s.sink = w.sink WHERE a.created_at >= coalesce(s.since, 0) AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.sink = w.sink) "
+                "ORDER BY a.created_at, a.alert_id", sinks).fetchall()
+        owed: dict[str, tuple[dict, list[str]]] = {}
+        for alert_id, payload, sink in rows:
+            owed.setdefault(alert_id, (json.loads(payload), []))[1].append(sink)
+        return list(owed.values())
+
+    def undelivered(self, sinks: list[str]) -> list[dict]:
+        """The alerts of `owed`, without their sinks."""
+        return [alert for alert, _ in self.owed(sinks)]
 
     def alerts(self) -> list[dict]:
         with self._transaction() as db:

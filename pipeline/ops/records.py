@@ -98,7 +98,7 @@ class Alert(BaseModel):
     severity: Literal["warning", "high", "critical"]
     exceedance: float
     peak_score: float
-    peak_percentile: float | None
+    peak_percentile: float | None = None  # absent from alerts recorded by releases before it (N34)
     threshold: ThresholdUsed
     counts: AlertCounts
     entities: list[AlertingEntity]

@@ -32,16 +32,16 @@ def free_port() -> int:
 
 
 class WebhookReceiver:
-    """Records the JSON bodies POSTed to it."""
+    """Records the JSON bodies POSTed to it, and answers each with `status` (a failing sink: 500)."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 204) -> None:
         received = self.received = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append(json.loads(body))
-                self.send_response(204)
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args) -> None:  # keep test output clean
@@ -72,7 +72,7 @@ def drop_into(inbox: Path, batch: Path) -> None:
     hidden.rename(inbox / batch.name)
 
 
-def wait_until(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+def wait_until(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -11,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
-from prefect_helpers import ROOT, drop_into, free_port, save_webhook_block
+from prefect_helpers import ROOT, WebhookReceiver, drop_into, free_port, save_webhook_block
 
 from pipeline.core.faults import CRASH_ENV, FAIL_POINTS, FULL_ENV
 from pipeline.ops.inbox import open_ledger
@@ -22,12 +23,13 @@ pytestmark = pytest.mark.slow
 SCORING_POINTS = [p for p in FAIL_POINTS if p != "export"]
 
 
-def run_scoring(env: dict[str, str], inbox: Path, outbox: Path, model: Path, sink: str,
-                crash_at: str | None = None) -> subprocess.CompletedProcess:
+def run_scoring(env: dict[str, str], inbox: Path, outbox: Path, model: Path, sink: str | list[str],
+                crash_at: str | None = None, *options: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in env.items() if k != CRASH_ENV} | ({CRASH_ENV: crash_at} if crash_at else {})
+    sinks = [arg for name in ([sink] if isinstance(sink, str) else sink) for arg in ("--sink", name)]
     return subprocess.run(
         [sys.executable, "-m", "flows.score", "--inbox", str(inbox), "--outbox", str(outbox), "--model", str(model),
-         "--sink", sink], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+         *sinks, *options], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def output_bytes(outbox: Path) -> dict[str, bytes]:
@@ -74,7 +76,9 @@ def test_killed_run_resumes_with_same_outputs_and_one_alert(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert output_bytes(outbox) == clean_outputs  # byte-identical, and no temporary left behind
     batches = ledger.batches()
-    assert [b["status"] for b in batches] == ["done", "done"] and [b["claims"] for b in batches] == [2, 1]
+    # The killed batch was taken again last (after the other, N38), on its second claim.
+    assert {Path(b["file"]).name: (b["status"], b["claims"]) for b in batches} == {
+        "faulty.parquet": ("done", 2), "normal.parquet": ("done", 1)}
     assert len(ledger.alerts()) == 1
     # One alert. Killed between a sink's acceptance and the ledger's record ("sent"), the
     # re-run sends it again with the same alert id (at-least-once; the id lets a receiver
@@ -162,6 +166,55 @@ def test_a_failing_sink_keeps_the_scores_and_the_next_run_delivers(
     up = run_scoring(prefect_server, inbox, outbox, sensor_model, sink)
     assert up.returncode == 0, up.stderr[-3000:]
     assert len(webhook.received) == 1 and not ledger.undelivered([sink])
+
+
+def test_n33_n36_a_failing_sink_is_tried_once_per_run_and_a_new_sink_starts_from_now(
+        prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path,
+        tmp_path: Path) -> None:
+    """N36: a sink that failed every call was retried with backoff for each pending alert, all
+    before any batch was scored (22 alerts: 362 s instead of 41 s). N33: a sink added later was
+    sent every alert ever recorded. Now a failing sink is skipped for the rest of the run after
+    its first delivery (with its retries), old deliveries come after the batches, and a new sink
+    starts from now (`--backfill` for the past)."""
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    faulty = pl.read_parquet(inbox_batches["faulty"])
+    for month in range(3):  # three faults, a month apart: three alerts, no cooldown between them
+        drop_into(inbox, write(faulty.with_columns(pl.col("timestamp") + pl.duration(days=30 * month)),
+                               tmp_path / f"fault-{month}.parquet"))
+    failing = WebhookReceiver(status=500)
+    try:
+        down = save_webhook_block(prefect_server, failing.url, "vad-down")
+        first = run_scoring(prefect_server, inbox, outbox, sensor_model, down)
+        assert first.returncode == 0, first.stderr[-3000:]
+        ledger = open_ledger(outbox)
+        assert len(ledger.alerts()) == 3 and [b["status"] for b in ledger.batches()] == ["done"] * 3
+        tries = len(failing.received)
+        assert 1 <= tries <= 4, tries  # one delivery and its retries, not one per alert
+        assert "skipped for the rest of this run" in first.stdout + first.stderr
+
+        live = save_webhook_block(prefect_server, webhook.url, "vad-oncall")  # an operator adds on-call
+        drop_into(inbox, write(faulty.with_columns(pl.col("timestamp") + pl.duration(days=120)),
+                               tmp_path / "fault-3.parquet"))
+        second = run_scoring(prefect_server, inbox, outbox, sensor_model, [down, live])
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert len(webhook.received) == 1  # the new batch's alert only, not the three before it
+        assert len(failing.received) - tries <= 4  # still down: tried once more (with retries), then skipped
+        assert len(ledger.undelivered([down])) == 4 and ledger.undelivered([live]) == []
+    finally:
+        failing.close()
+    archive = WebhookReceiver()
+    try:
+        backfilled = save_webhook_block(prefect_server, archive.url, "vad-archive")
+        third = run_scoring(prefect_server, inbox, outbox, sensor_model, backfilled, None, "--backfill")
+        assert third.returncode == 0, third.stderr[-3000:]
+        assert len(archive.received) == 4  # asked for the past: every recorded alert
+    finally:
+        archive.close()
+
+
+def write(frame: pl.DataFrame, path: Path) -> Path:
+    frame.write_parquet(path)
+    return path
 
 
 def test_a_full_outbox_fails_the_run_and_the_next_run_scores_the_batch_once(

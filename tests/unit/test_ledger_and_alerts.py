@@ -110,7 +110,7 @@ def test_an_alert_is_built_and_read_through_its_record(manifest, tmp_path: Path)
     assert subject.startswith(f"[{alert['severity'].upper()}] ") and "press-02 (3 rows" in body
     ledger = Ledger(tmp_path / "ledger.sqlite")
     broken = {**alert, "severity": "apocalyptic"}
-    with pytest.raises(ValueError, match="severity"):
+    with pytest.raises(delivery.DeliveryError, match="does not fit .*severity"):
         delivery.deliver(broken, [delivery.EVENT_SINK], ledger)
     assert not ledger.delivered(alert["alert_id"], delivery.EVENT_SINK)
 
@@ -259,3 +259,38 @@ def test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown
     assert alert is not None and [e["entity"] for e in alert["entities"]] == ["press-01"] and times == {}
     now = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime.now() - timedelta(hours=2))
     assert set(alerts.evaluate(now, manifest, AlertRules(), batch_file="b", identity="y", last_alerts={})[1]) == {"press-01"}
+
+
+def test_n34_an_alert_recorded_by_an_older_release_is_still_delivered(manifest, tmp_path: Path) -> None:  # noqa: ANN001
+    """N34: an alert recorded before `peak_percentile` existed raised a pydantic ValidationError
+    in delivery, which the flow did not catch, so every run failed before it scored anything."""
+    burst = scored_frame(manifest.threshold.value, {"press-02": [11, 12, 14]}, datetime(2026, 11, 1))
+    alert, _ = alerts.evaluate(burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={})
+    older = {key: value for key, value in alert.items() if key != "peak_percentile"}
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    assert delivery.deliver(older, [delivery.EVENT_SINK], ledger) == {delivery.EVENT_SINK: "sent"}
+
+
+def test_n33_a_new_sink_receives_alerts_from_now_on_unless_backfilled(tmp_path: Path) -> None:
+    """N33: an operator added an on-call sink beside one that had received 60 alerts, and the
+    next run paged on-call with all 60 stale alerts."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    assert ledger.register_sinks(["ops"]) == ["ops"]
+    for n in range(3):
+        ledger.record_alert(f"old{n}", f"b{n}", "m/1", {"alert_id": f"old{n}"}, "m", {})
+        ledger.mark_delivered(f"old{n}", "ops")
+    assert ledger.register_sinks(["ops", "oncall"]) == ["oncall"]
+    assert ledger.undelivered(["ops", "oncall"]) == []  # nothing stale for the new sink
+    ledger.record_alert("new", "b9", "m/1", {"alert_id": "new"}, "m", {})
+    assert ledger.undelivered(["ops", "oncall"]) == [{"alert_id": "new"}]
+    ledger.register_sinks(["archive"], backfill=True)  # asked for: every recorded alert
+    assert [a["alert_id"] for a in ledger.undelivered(["archive"])] == ["old0", "old1", "old2", "new"]
+
+
+def test_n35_a_sink_that_times_out_says_so() -> None:
+    """N35: a hanging sink's error read `webhook/hang: ` (an httpx timeout's message is empty)."""
+    import httpx
+
+    assert delivery.failure_reason(httpx.ReadTimeout("")) == "ReadTimeout"
+    assert delivery.failure_reason(ValueError("https://hooks.example.com/T0/secret")) == \
+        "https://hooks.example.com/<redacted>"
