@@ -106,6 +106,10 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/unit/test_ledger_and_alerts.py::test_n35_a_sink_that_times_out_says_so"),
     ("Third round", "N36: a dead sink was retried for every pending alert before any batch was scored",
      "tests/flows/test_crash_recovery.py::test_n33_n36_a_failing_sink_is_tried_once_per_run_and_a_new_sink_starts_from_now"),
+    ("Third round", "N40: a host clock behind the data turned the cooldown off, so every batch paged again",
+     "tests/unit/test_ledger_and_alerts.py::test_n40_a_host_clock_behind_the_data_keeps_the_cooldown_and_says_so"),
+    ("Third round", "N11: a machine that stayed drifted raised a drift alert on every batch",
+     "tests/flows/test_flow_logic.py::test_n11_one_drift_alert_per_drift_episode"),
 ]
 
 

@@ -6,6 +6,7 @@ earlier alerts, so a re-run builds the same alert."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -16,9 +17,12 @@ from pipeline.core.config import AlertRules
 from pipeline.ops.records import Alert, DriftAlert, alert_record
 
 BATCH_ENTITY = "*"  # tabular mode: the whole batch is one entity
-# An alarm time this far past the wall clock comes from a device clock that ran ahead (2099):
-# the alert is raised, but the time is not kept for the cooldown, where it would stand for ever.
+# An alarm time this far past both the wall clock and the batch's median time comes from a
+# device clock that ran ahead (2099): the alert is raised, but the time is not kept for the
+# cooldown, where it would stand for ever. A whole batch ahead of the wall clock is taken as
+# the host's clock being behind (N40: an RTC reset to 2020 turned every cooldown off), and said.
 FUTURE_SLACK = timedelta(days=1)
+log = logging.getLogger(__name__)
 
 
 def alert_id(model_version: str, identity: str, kind: str = "anomaly") -> str:
@@ -58,6 +62,22 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _trusted_horizon(times: pl.Series, batch_file: str) -> datetime | None:
+    """The latest alarm time kept for the cooldown: a day past the later of the host's clock
+    and the batch's median time (None: the times are not datetimes). A batch whose median is
+    past the host's clock says so: the host's clock is likely wrong."""
+    if not times.dtype.is_temporal() or times.drop_nulls().is_empty():
+        return None
+    middle, now = times.drop_nulls().median(), datetime.now(UTC)
+    if not isinstance(middle, datetime):  # a Date column: no clock to compare
+        return None
+    middle = _utc(middle)
+    if middle > now + FUTURE_SLACK:
+        log.warning("batch %s: its times run %s ahead of this host's clock (%s): is the host's clock right? "
+                    "The cooldown follows the data's times.", batch_file, middle - now, now.isoformat(timespec="seconds"))
+    return max(now, middle) + FUTURE_SLACK
+
+
 def _iso(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
@@ -82,6 +102,7 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
     if contract.ALARM in frame.columns:  # an episode an earlier batch already alarmed on (its hold-off) pages once
         alarms = alarms.filter(pl.col("_entity").is_in(frame.filter(pl.col(contract.ALARM))["_entity"].unique().to_list()))
     alerting, suppressed, times = [], [], {}
+    horizon = _trusted_horizon(frame[time_col], batch_file) if time_col else None
     for row in alarms.iter_rows(named=True):
         entity, first_time = row["_entity"], row["first_time"]
         previous = last_alerts.get(entity)
@@ -94,7 +115,7 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
                 continue
         alerting.append({"entity": entity, "first_alarm": _iso(first_time) if time_col else None,
                          "anomalous_rows": int(frame.filter(pl.col("_entity") == entity)[contract.IS_ANOMALY].sum())})
-        if not (isinstance(first_time, datetime) and _utc(first_time) > datetime.now(UTC) + FUTURE_SLACK):
+        if not (isinstance(first_time, datetime) and horizon is not None and _utc(first_time) > horizon):
             times[entity] = _iso(first_time) if time_col else ""
     if not alerting:
         return None, {}

@@ -145,16 +145,23 @@ def raise_alert(ledger: Ledger, scorer: Scorer, batch: Batch, scored_file: str |
 
 def raise_drift_alert(ledger: Ledger, scorer: Scorer, batch: Batch, summary: BatchSummary) -> dict | None:
     """The batch's drift alert, from its summary's drift report: built and recorded once, then
-    re-read on every re-run, as anomaly alerts are (None: no drift, or a model without a reference)."""
+    re-read on every re-run, as anomaly alerts are (None: no drift, or a model without a reference).
+    One alert per drift episode: a batch alerts only when a column or entity starts drifting
+    that was not drifting in the batch before (N11: a recalibrated machine raised a drift
+    warning at every sink on every batch); a batch without drift ends the episode."""
     if summary.drift is None:
         return None
     manifest = scorer.manifest
     existing = ledger.get_alert(alerts.alert_id(manifest.key, batch.identity, "drift"))
-    if existing is not None:
+    drift = summary.drift
+    items = {f"column {name}" for name in drift["drifting"]} | {f"entity {name}" for name in drift["entities"]}
+    if existing is not None:  # a re-run: the same alert, and the episode as this batch left it
+        ledger.record_drift(manifest.name, items)
         return existing
-    alert = alerts.evaluate_drift(summary.drift, manifest, batch_file=Path(batch.file).name, identity=batch.identity)
-    if alert is None:
-        return None
-    alert["output"] = summary.output
-    ledger.record_alert(alert["alert_id"], batch.identity, manifest.key, alert, manifest.name, {})
-    return ledger.get_alert(alert["alert_id"])
+    started = items - ledger.drifting(manifest.name)
+    alert = alerts.evaluate_drift(drift, manifest, batch_file=Path(batch.file).name,
+                                  identity=batch.identity) if started else None
+    if alert is not None:
+        alert["output"] = summary.output
+    ledger.record_drift(manifest.name, items, alert, batch.identity, manifest.key)
+    return None if alert is None else ledger.get_alert(alert["alert_id"])

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS file_hashes (
 CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
 CREATE TABLE IF NOT EXISTS sinks (sink TEXT PRIMARY KEY, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS drifting (model_name TEXT NOT NULL, item TEXT NOT NULL, PRIMARY KEY (model_name, item));
 CREATE TABLE IF NOT EXISTS alarm_states (
     model TEXT NOT NULL, entity TEXT NOT NULL, alarm_at REAL, flag_at REAL, step REAL, PRIMARY KEY (model, entity));
 """
@@ -255,6 +256,24 @@ class Ledger:
                 "ON CONFLICT (model_name, entity) DO UPDATE SET last_time=max(last_time, excluded.last_time)",
                 [(model_name, entity, t) for entity, t in entity_times.items()])
             return True
+
+    def drifting(self, model_name: str) -> set[str]:
+        """What drifted in the model's latest batch (columns, entities): the drift episode under way."""
+        with self._transaction() as db:
+            return {item for (item,) in db.execute("SELECT item FROM drifting WHERE model_name=?", (model_name,))}
+
+    def record_drift(self, model_name: str, items: set[str], alert: dict | None = None,
+                     identity: str = "", model: str = "") -> None:
+        """The drift episode now (`items`, empty when the batch did not drift) and, when
+        something started drifting, its alert, in one transaction."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM drifting WHERE model_name=?", (model_name,))
+            db.executemany("INSERT INTO drifting (model_name, item) VALUES (?, ?)",
+                           [(model_name, item) for item in sorted(items)])
+            if alert is not None:
+                db.execute("INSERT OR IGNORE INTO alerts (alert_id, identity, model, created_at, payload) "
+                           "VALUES (?, ?, ?, ?, ?)", (alert["alert_id"], identity, model, time.time(),
+                                                     json.dumps(alert, default=str)))
 
     def get_alert(self, alert_id: str) -> dict | None:
         with self._transaction() as db:

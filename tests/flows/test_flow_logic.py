@@ -121,6 +121,25 @@ def test_a_sensor_level_shift_raises_a_drift_alert_naming_it_and_an_unshifted_ba
     assert again["drift_alerts"] == [drift_id]  # the same alert, re-read, not a second one
 
 
+def test_n11_one_drift_alert_per_drift_episode(harness, tmp_path: Path, inbox_batches: dict[str, Path],
+                                               sensor_model: Path) -> None:
+    """N11: drift alerts had no cooldown, so a machine that stayed drifted raised a drift warning
+    at every sink on every batch. Now a batch alerts only when something starts drifting; a
+    batch without drift ends the episode, and the next drift alerts again."""
+    incoming = tmp_path / "inbox"
+    incoming.mkdir()
+    normal = pl.read_parquet(inbox_batches["normal"])
+    for name, sds in [("a-shift", 2.0), ("b-shift", 2.1), ("c-normal", 0.0), ("d-shift", 2.2)]:  # pressure's shift
+        normal.with_columns(pl.col("pressure") + sds * normal["pressure"].std()).write_parquet(incoming / f"{name}.parquet")
+    done = score_flow(inbox_path=str(incoming), outbox=str(tmp_path / "outbox"), model=str(sensor_model),
+                      sinks=["prefect-event"])
+    ledger = inbox.open_ledger(str(tmp_path / "outbox"))
+    drifted = {Path(s["file"]).stem for s in done["scored"] if s["drift"]["drifting"]}
+    alerted = {ledger.get_alert(i)["batch"]["file"].removesuffix(".parquet") for i in done["drift_alerts"]}
+    assert drifted == {"a-shift", "b-shift", "d-shift"}
+    assert alerted == {"a-shift", "d-shift"}  # b-shift continues a-shift's episode; c-normal ended it
+
+
 def test_a_lost_ledger_is_refused_then_rebuilt_from_the_outbox(harness, folders, sensor_model: Path) -> None:
     """An empty new ledger would score every batch again and send every alert again. The run
     refuses; `rebuild` records the batches whose scores are in the outbox as done instead."""

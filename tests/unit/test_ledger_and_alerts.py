@@ -254,7 +254,9 @@ def test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown
     """A device whose clock says 2099: its alert goes out, but 2099 is not stored as its last
     alarm, where every later alarm (in 2026) would compare against it."""
     limit = manifest.threshold.value
-    future = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2099, 1, 1))
+    recent = datetime.now() - timedelta(hours=2)
+    future = pl.concat([scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2099, 1, 1)).filter(
+        pl.col("machine") == "press-01"), scored_frame(limit, {}, recent).filter(pl.col("machine") == "press-02")])
     alert, times = alerts.evaluate(future, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={})
     assert alert is not None and [e["entity"] for e in alert["entities"]] == ["press-01"] and times == {}
     now = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime.now() - timedelta(hours=2))
@@ -294,3 +296,18 @@ def test_n35_a_sink_that_times_out_says_so() -> None:
     assert delivery.failure_reason(httpx.ReadTimeout("")) == "ReadTimeout"
     assert delivery.failure_reason(ValueError("https://hooks.example.com/T0/secret")) == \
         "https://hooks.example.com/<redacted>"
+
+
+def test_n40_a_host_clock_behind_the_data_keeps_the_cooldown_and_says_so(manifest, caplog) -> None:  # noqa: ANN001
+    """N40: with the host's clock reset to 2020 and the data in 2026, every alarm looked "in the
+    future", no cooldown time was kept, and the same fault paged again on every batch. A whole
+    batch ahead of the host's clock now keeps its times (it is the host that is wrong) and warns."""
+    limit, rules = manifest.threshold.value, AlertRules(cooldown_minutes=7 * 24 * 60)
+    ahead = datetime.now() + timedelta(days=2000)  # the data, as seen by a host clock years behind
+    first, times = alerts.evaluate(scored_frame(limit, {"press-01": [1, 2, 3]}, ahead), manifest, rules,
+                                   batch_file="b1", identity="x", last_alerts={})
+    assert first is not None and set(times) == {"press-01"}
+    assert "ahead of this host's clock" in caplog.text
+    later = scored_frame(limit, {"press-01": [1, 2, 3]}, ahead + timedelta(hours=3))
+    second, _ = alerts.evaluate(later, manifest, rules, batch_file="b2", identity="y", last_alerts=times)
+    assert second is None  # the same fault, three hours on: cooling down
