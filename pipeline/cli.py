@@ -244,9 +244,12 @@ def threshold(
     persistence: Annotated[Optional[str], typer.Option(
         help="k/n: flag a row when k of the last n rows of its series exceed (sensor models).")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="0/1 labels in the data, for best-f1.")] = None,
+    activate: Annotated[bool, typer.Option(
+        help="Also make the new version `latest` (only if `latest` did not move meanwhile).")] = False,
     as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
-    """Re-fit the threshold on new data, without retraining: writes the model's next version."""
+    """Re-fit the threshold on new data, without retraining: writes the model's next version,
+    which scoring uses once it is `latest` (--activate, or `vad promote` after a look)."""
     from pipeline.core.config import ThresholdConfig
 
     try:
@@ -265,10 +268,10 @@ def threshold(
         config = ThresholdConfig.model_validate(settings)
     except ValidationError as exc:
         raise PipelineError(f"threshold settings are invalid: {exc.errors()[0]['msg']} ({settings}).") from None
-    refit = refit_threshold(model, data, config, label_column)
+    refit = refit_threshold(model, data, config, label_column, activate=activate)
     if as_json:
         print_json({"version_dir": refit.version_dir, "threshold": refit.threshold.model_dump(mode="json"),
-                    "rows": refit.rows, "flagged": refit.flagged})
+                    "rows": refit.rows, "flagged": refit.flagged, "latest": refit.active})
         return
     rule = refit.threshold.persistence
     console.print(f"threshold {refit.threshold.value:.4f} ({refit.threshold.method}"
@@ -277,6 +280,32 @@ def threshold(
     if refit.threshold.note:
         console.print(f"[yellow]note:[/] {refit.threshold.note}")
     console.print(f"new version written to [bold]{refit.version_dir}[/]")
+    if refit.active:
+        console.print("it is now `latest`: scoring on the model folder uses it from the next batch")
+    else:
+        console.print(f"not active: `vad promote {refit.version_dir.parent} {refit.version_dir.name}` makes it "
+                      "`latest` (or re-run with --activate)")
+
+
+@app.command()
+def promote(
+    model: Annotated[Path, typer.Argument(help="Model folder (holding its numbered versions).")],
+    version: Annotated[str, typer.Argument(help="The version to make `latest`.")],
+    expected: Annotated[Optional[str], typer.Option(
+        help="Only if `latest` still names this version (what you looked at); default: whatever it names now.")] = None,
+    as_json: Annotated[bool, AS_JSON] = False,
+) -> None:
+    """Make a published version `latest` (a re-thresholded or retrained one, or a roll-back)."""
+    from pipeline.artifact.manifest import set_latest
+    from pipeline.artifact.versions import latest_version, record_decision
+
+    before = latest_version(model)
+    set_latest(model, version, expected=expected if expected is not None else before)
+    record_decision(model, version, True, [f"promoted by hand from version {before}"], {"champion": before})
+    if as_json:
+        print_json({"model": str(model), "latest": version, "previous": before})
+    else:
+        console.print(f"{model.name}: `latest` is now version {version} (was {before})")
 
 
 @app.command()

@@ -110,6 +110,12 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/unit/test_ledger_and_alerts.py::test_n40_a_host_clock_behind_the_data_keeps_the_cooldown_and_says_so"),
     ("Third round", "N11: a machine that stayed drifted raised a drift alert on every batch",
      "tests/flows/test_flow_logic.py::test_n11_one_drift_alert_per_drift_episode"),
+    ("Third round", "N15, N21: a refitted threshold went live at once, over whatever `latest` had become",
+     "tests/test_reliability_round3.py::test_n15_n21_a_refitted_threshold_goes_live_only_when_asked_and_only_over_what_it_started_from"),
+    ("Third round", "N13: a persistence no data could meet wrote a version that never flags",
+     "tests/test_reliability_round3.py::test_n13_a_persistence_longer_than_the_data_is_refused"),
+    ("Third round", "N20, N21: a renamed model folder's challenger went elsewhere; promotion overwrote a newer latest",
+     "tests/test_reliability_round3.py::test_n20_n21_a_challenger_lands_beside_its_champion_and_never_overwrites_a_newer_latest"),
 ]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.artifact.manifest import RETRAIN_PREFIX, new_staging
+from pipeline.artifact.manifest import RETRAIN_PREFIX, LatestMoved, new_staging, set_latest
 from pipeline.artifact.versions import DECISIONS, read_decisions, record_decision
 from pipeline.cli import app
 from pipeline.core.config import AlertRules, load_config
@@ -157,3 +157,66 @@ def test_n37_a_ledger_disk_that_fills_at_the_alert_step_is_retried_not_set_aside
     _retried_after(ledger, raised.value)
     _record_big_alert(ledger)  # room again: the alert is recorded
     assert [alert["alert_id"] for alert in ledger.alerts()] == ["a1"]
+
+
+def test_n15_n21_a_refitted_threshold_goes_live_only_when_asked_and_only_over_what_it_started_from(
+        versions: Path) -> None:
+    """N15: `vad threshold` made its version `latest` at once (fitted on a batch with faults, it
+    hid 1,040 anomalies). N21: a change decided against one version overwrote the `latest` an
+    operator set meanwhile. Now the refit is published but not live until --activate or
+    `vad promote`, and every move of `latest` is a compare-and-swap."""
+    history = str(Path(__file__).parent.parent / "data" / "sensors" / "history.parquet")
+    runner = CliRunner()
+    refit = runner.invoke(app, ["threshold", str(versions), history, "--target", "0.999", "--json"])
+    assert refit.exit_code == 0, refit.output
+    assert json.loads(refit.output)["latest"] is False and (versions / "latest").read_text().strip() == "2"
+    assert (versions / "3" / "manifest.json").is_file()
+
+    with pytest.raises(LatestMoved, match="moved from version 1 to 2"):
+        set_latest(versions, "3", expected="1")  # decided against v1; the operator moved to v2 meanwhile
+    assert (versions / "latest").read_text().strip() == "2"
+    stale = runner.invoke(app, ["promote", str(versions), "3", "--expected", "1"])
+    assert isinstance(stale.exception, LatestMoved) and "moved from version 1 to 2" in str(stale.exception)
+    promoted = runner.invoke(app, ["promote", str(versions), "3", "--expected", "2"])
+    assert promoted.exit_code == 0, promoted.output
+    assert (versions / "latest").read_text().strip() == "3" and read_decisions(versions)["3"]["decision"] == "promoted"
+
+    live = runner.invoke(app, ["threshold", str(versions), history, "--target", "0.999", "--activate", "--json"])
+    assert live.exit_code == 0, live.output
+    assert json.loads(live.output)["latest"] is True and (versions / "latest").read_text().strip() == "4"
+
+
+def test_n13_a_persistence_longer_than_the_data_is_refused(versions: Path) -> None:
+    """N13: `--persistence 1000000/1000000` wrote a version that could never flag anything."""
+    history = str(Path(__file__).parent.parent / "data" / "sensors" / "history.parquet")
+    refused = CliRunner().invoke(app, ["threshold", str(versions), history, "--persistence", "1000000/1000000"])
+    assert isinstance(refused.exception, PipelineError) and "could never flag" in str(refused.exception)
+    assert sorted(p.name for p in versions.iterdir() if p.name.isdigit()) == ["1", "2"]
+
+
+def test_n20_n21_a_challenger_lands_beside_its_champion_and_never_overwrites_a_newer_latest(
+        sensor_model: Path, tmp_path: Path) -> None:
+    """N20: a model folder renamed from its model's name (`prod-sensors/` holding `demo-sensors`)
+    got its challenger exported into another folder, and `latest` pointed at the champion's own
+    number, logged as promoted. N21: a `latest` moved by an operator during training was
+    overwritten. Now the challenger is the champion folder's next version, and it is promoted
+    only over the champion it was compared with."""
+    from pipeline.build import promotion
+
+    root = tmp_path / "prod-sensors"
+    shutil.copytree(sensor_model, root / "1")
+    (root / "latest").write_text("1\n")
+    champion = Scorer.load(root)
+    data = Path(__file__).parent.parent / "data"
+    config = load_config(data / "sensors.toml", train={"epochs": 2, "progress": False})
+    split = promotion.split_recent(data / "sensors" / "history.parquet", champion, config.promotion, tmp_path / "split")
+    challenger = promotion.train_challenger(split, config, champion, data / "sensors" / "history.parquet")
+    assert challenger == root / "2" and not (tmp_path / champion.manifest.name).exists()
+
+    shutil.copytree(root / "1", root / "3")  # meanwhile an operator publishes v3 and makes it latest
+    (root / "latest").write_text("3\n")
+    passing = promotion.Comparison(rows=100, champion_false_alarms=0.01, challenger_false_alarms=0.01,
+                                   challenger_score_psi=0.0, rank_agreement=1.0)
+    decision = promotion.settle(champion, challenger, passing, config.promotion)
+    assert decision["decision"] == "rejected" and "moved from version 1 to 3" in decision["reasons"][-1]
+    assert (root / "latest").read_text().strip() == "3"

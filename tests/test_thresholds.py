@@ -71,7 +71,7 @@ def test_refit_writes_a_new_version_with_the_same_graphs_and_a_persistent_thresh
     with pytest.raises(SystemExit) as done:
         main(main_args)
     assert done.value.code == 0
-    assert (root / "latest").read_text().strip() == "2"
+    assert (root / "latest").read_text().strip() == "1"  # published, not live until asked (N15)
     first, second = read_manifest(root / "1"), read_manifest(root / "2")
     assert second.lineage["parent_version"] == "1" and second.lineage["previous_threshold"]["value"] == first.threshold.value
     assert second.threshold.method == "quantile" and (second.threshold.persistence.k, second.threshold.persistence.n) == (3, 5)

@@ -5,6 +5,7 @@ and a sha256 per file, checked before any graph is loaded. Never pickle."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -12,6 +13,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 
@@ -292,9 +295,34 @@ def publish_version(staging: Path, model_root: Path, manifest: Manifest, make_la
     raise PipelineError(f"could not claim a version number under '{model_root}'.")
 
 
-def set_latest(model_root: Path, version: str) -> None:
-    """Point the model's `latest` at `version` (atomically: a reader sees the old or the new)."""
+class LatestMoved(PipelineError):
+    """`latest` no longer names the version a change started from: someone else moved it."""
+
+
+def set_latest(model_root: Path, version: str, expected: str | None = None) -> None:
+    """Point the model's `latest` at `version` (atomically: a reader sees the old or the new).
+    With `expected`, only if `latest` still names that version (compare-and-swap, under a lock
+    on the model folder): a promotion or a threshold change decided against version 1 must not
+    overwrite the version 2 an operator made `latest` meanwhile (N21)."""
     if not (model_root / version / MANIFEST).is_file():
         raise ModelArtifactError(f"model folder '{model_root}' has no version {version}.")
-    with atomic_output(model_root / LATEST) as pointer:
-        pointer.write_text(version + "\n")
+    with _locked(model_root):
+        pointer = model_root / LATEST
+        current = pointer.read_text().strip() if pointer.is_file() else None
+        if expected is not None and current != expected:
+            raise LatestMoved(f"'{pointer}' moved from version {expected} to {current} since this change started; "
+                              f"version {version} was published but not made latest.")
+        with atomic_output(pointer) as temporary:
+            temporary.write_text(version + "\n")
+
+
+@contextmanager
+def _locked(model_root: Path) -> Iterator[None]:
+    """An exclusive lock on the model folder's `latest` (a lock file beside it, flock: released
+    when its holder dies)."""
+    with open(model_root / ".latest.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

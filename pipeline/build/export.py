@@ -184,17 +184,21 @@ def export_model(
     drift_reference: DriftReference | None = None,
     lineage: dict | None = None,
     make_latest: bool = True,
+    into: Path | None = None,
 ) -> Path:
     """Write a new immutable version of `name` under `root` and point `latest` at it; with
     `int8`, the int8 scorer too, and its score change on the probe in the manifest. With
     `progress`, a bar over the steps (the export takes seconds; silence looked like a hang).
+
+    `into` is the model folder to publish in when it is not `root/name` (a retrained challenger
+    goes beside its champion, whatever the folder is called: N20).
 
     Returns the version folder."""
     if not MODEL_NAME.fullmatch(name):
         raise PipelineError(f"model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
                             "starting with a letter or digit (a name, never a path).")
     validation = ValidationRecord.model_validate(validation)  # refused before any work (a dict is read too)
-    model_root = Path(root) / name
+    model_root = Path(into) if into is not None else Path(root) / name
     vae = result.model.cpu().eval()
     staging = new_staging(model_root)
     try:

@@ -212,14 +212,14 @@ def fingerprint(x: np.ndarray, names: list[str]) -> dict:
 
 
 def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "exported", *,
-              lineage: dict | None = None, make_latest: bool = True) -> FitOutcome:
-    """Train on `source` and export a new version of `config.name` under `root`; `lineage`
-    names its parent (a retrained challenger), published without moving `latest` unless
-    `make_latest`."""
+              lineage: dict | None = None, make_latest: bool = True, into: Path | None = None) -> FitOutcome:
+    """Train on `source` and export a new version of `config.name` under `root` (or in the
+    model folder `into`); `lineage` names its parent (a retrained challenger), published
+    without moving `latest` unless `make_latest`."""
     data = load_training_set(source, config)
     calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels)
-    return FitOutcome(export_fitted(data, calibrated, config, root, lineage=lineage, make_latest=make_latest),
-                      calibrated, data)
+    return FitOutcome(export_fitted(data, calibrated, config, root, lineage=lineage, make_latest=make_latest,
+                                    into=into), calibrated, data)
 
 
 def validation_record(calibrated: Calibrated) -> ValidationRecord:
@@ -235,7 +235,7 @@ def validation_record(calibrated: Calibrated) -> ValidationRecord:
 
 
 def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path, *,
-                  lineage: dict | None = None, make_latest: bool = True) -> Path:
+                  lineage: dict | None = None, make_latest: bool = True, into: Path | None = None) -> Path:
     """Export a trained, calibrated model as the next version of `config.name` (and, unless
     told otherwise, make it `latest`)."""
     result, config = calibrated.result, config.resolved(inputs=data.x.shape[1])
@@ -254,6 +254,7 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
         drift_reference=drift_reference(data, calibrated),
         lineage=lineage,
         make_latest=make_latest,
+        into=into,
     )
 
 

@@ -12,7 +12,7 @@ import polars as pl
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from pipeline.artifact.manifest import set_latest
+from pipeline.artifact.manifest import LatestMoved, set_latest
 from pipeline.artifact.versions import record_decision
 from pipeline.build.fit import fit_model
 from pipeline.core.config import PipelineConfig, PromotionRules
@@ -93,7 +93,8 @@ def train_challenger(split: RecentSplit, config: PipelineConfig, champion: Score
     lineage = {"parent_version": champion.manifest.version, "change": "retrained",
                "data": {"source": str(source), "rows": split.train_rows, "left_out_flagged": split.left_out,
                         "held_out": split.holdout_rows}}
-    return fit_model(split.train_file, config, model_root.parent, lineage=lineage, make_latest=False).version_dir
+    return fit_model(split.train_file, config, model_root.parent, lineage=lineage, make_latest=False,
+                     into=model_root).version_dir  # beside the champion, whatever its folder is called (N20)
 
 
 def compare(champion: Scorer, challenger: Scorer, holdout_file: Path, label_column: str | None = None) -> Comparison:
@@ -150,7 +151,10 @@ def settle(champion: Scorer, challenger_dir: Path, comparison: Comparison, rules
     promoted, reasons = decide(comparison, rules)
     model_root = champion.folder.parent
     if promoted:
-        set_latest(model_root, challenger_dir.name)
+        try:  # only over the champion it was compared with (N21: an operator's newer latest was overwritten)
+            set_latest(model_root, challenger_dir.name, expected=champion.manifest.version)
+        except LatestMoved as moved:
+            promoted, reasons = False, [*reasons, f"FAIL: {moved}"]
     return record_decision(model_root, challenger_dir.name, promoted, reasons,
                            {"champion": champion.manifest.version, **asdict(comparison)})
 

@@ -16,8 +16,9 @@ import numpy as np
 import onnx
 import polars as pl
 
-from pipeline.artifact.manifest import new_staging, publish_version
+from pipeline.artifact.manifest import new_staging, publish_version, set_latest
 from pipeline.artifact.threshold import Threshold
+from pipeline.artifact.versions import latest_version
 from pipeline.build.calibrate import fit_threshold
 from pipeline.core.config import ThresholdConfig
 from pipeline.core.errors import DataError, PipelineError
@@ -34,6 +35,7 @@ class Refit:
     threshold: Threshold
     rows: int
     flagged: float
+    active: bool = False  # made `latest`
 
 
 def scores_and_labels(scorer: Scorer, source: str | Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -59,12 +61,18 @@ def scores_and_labels(scorer: Scorer, source: str | Path, label_column: str | No
 
 
 def refit_threshold(model: str | Path, source: str | Path, config: ThresholdConfig,
-                    label_column: str | None = None) -> Refit:
-    """Fit `config` on the scores of `source` and publish it as the model's next version."""
+                    label_column: str | None = None, activate: bool = False) -> Refit:
+    """Fit `config` on the scores of `source` and publish it as the model's next version; with
+    `activate`, make it `latest` too, only if `latest` has not moved since this started (a
+    threshold fitted on a batch that held faults went live at once: N15)."""
     scorer = Scorer.load(model, provider="cpu")
+    started_from = latest_version(scorer.folder.parent)
     if config.persistence.n > 1 and scorer.schema.mode != "sensor":
         raise PipelineError("alarm persistence counts rows of a series: it needs a sensor model.")
     scores, labels = scores_and_labels(scorer, source, label_column)
+    if config.persistence.n > len(scores):  # N13: 1000000/1000000 wrote a version that could never flag
+        raise PipelineError(f"persistence {config.persistence.k}/{config.persistence.n} needs {config.persistence.n:,} "
+                            f"rows in a row, more than the {len(scores):,} it is fitted on: it could never flag.")
     if labels is not None and not np.isin(labels, (0.0, 1.0)).all():
         raise DataError(f"label column '{label_column}' must hold 0 and 1 only.")
     threshold = fit_threshold(scores, config, labels)
@@ -92,8 +100,12 @@ def refit_threshold(model: str | Path, source: str | Path, config: ThresholdConf
                         "data": {"source": str(source), "rows": int(len(scores)),
                                  "scores_sha256": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest()},
                         "previous_threshold": parent.threshold.model_dump()}})
-        folder = publish_version(staging, scorer.folder.parent, manifest)
+        folder = publish_version(staging, scorer.folder.parent, manifest, make_latest=False)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Refit(folder, threshold, int(len(scores)), float(np.mean(scores > threshold.value)))
+    refit = Refit(folder, threshold, int(len(scores)), float(np.mean(scores > threshold.value)))
+    if activate:
+        set_latest(scorer.folder.parent, folder.name, expected=started_from)
+        refit.active = True
+    return refit
