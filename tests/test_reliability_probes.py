@@ -116,6 +116,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_reliability_round3.py::test_n13_a_persistence_longer_than_the_data_is_refused"),
     ("Third round", "N20, N21: a renamed model folder's challenger went elsewhere; promotion overwrote a newer latest",
      "tests/test_reliability_round3.py::test_n20_n21_a_challenger_lands_beside_its_champion_and_never_overwrites_a_newer_latest"),
+    ("Third round", "N32: a model folder replaced mid-run gave one output from two models, nothing naming them",
+     "tests/flows/test_dask_partitions.py::test_n32_partitions_scored_by_two_model_versions_are_never_combined"),
 ]
 
 

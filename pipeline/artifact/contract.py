@@ -33,6 +33,7 @@ IS_ANOMALY = "is_anomaly"  # score above the threshold (and, for sensors, the pe
 ALARM = "alarm"  # the onset of an anomalous episode (sensors: after the hold-off; tables: is_anomaly)
 PERCENTILE = "percentile"  # where the score falls among the validation scores, 0-100
 SOURCE_FILE = "source_file"  # the input file's name (score_files)
+MODEL_VERSION = "model_version"  # name/version of the model that scored the row (score_files, partitions)
 FEATURE_SUFFIX, SHARE_SUFFIX = "_feature", "_share"
 
 
@@ -60,4 +61,5 @@ def share_of(feature_column: str) -> str:
 def score_columns(columns: list[str]) -> set[str]:
     """The columns scoring added to the row keys (everything but the keys)."""
     ranked = feature_columns(columns)
-    return {SCORE, IS_ANOMALY, ALARM, PERCENTILE, SOURCE_FILE, *ranked, *(share_of(c) for c in ranked)} & set(columns)
+    added = {SCORE, IS_ANOMALY, ALARM, PERCENTILE, SOURCE_FILE, MODEL_VERSION, *ranked, *(share_of(c) for c in ranked)}
+    return added & set(columns)

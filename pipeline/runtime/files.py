@@ -109,6 +109,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     assert settled.threshold is not None
     report = ScoreReport(output=output, files=files, threshold=settled.threshold, alarm_state=dict(alarm_state or {}))
     drift = scorer.drift_counter()
+    model_key = scorer.manifest.key  # on every row: an output scored by two models shows it (N32)
     best: list[tuple[float, int, dict]] = []
     tiebreak = itertools.count()  # equal scores (the same row in two files) must never compare the dicts
     writer: pq.ParquetWriter | None = None
@@ -122,7 +123,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
             chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift,
                                     alarm_state=report.alarm_state)
             for file, scored, inputs in prefetched(chunks, depth=1):
-                scored = scored.with_columns(pl.lit(file.name, dtype=pl.Enum([file.name])).alias(contract.SOURCE_FILE))
+                scored = scored.with_columns(pl.lit(file.name, dtype=pl.Enum([file.name])).alias(contract.SOURCE_FILE),
+                                             pl.lit(model_key, dtype=pl.Enum([model_key])).alias(contract.MODEL_VERSION))
                 crash_point("score")
                 table = scored.to_arrow()
                 if writer is None:

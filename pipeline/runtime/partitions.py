@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from pipeline.artifact import contract
 from pipeline.core.atomic import atomic_output
 from pipeline.core.errors import PipelineError
 from pipeline.data import ingest
@@ -80,14 +81,22 @@ def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path)
     else:
         frame = ingest.read_file_slice(file, scorer.schema.source_columns, partition.first_row, partition.rows)
         scored, report = scorer.score_with_report(frame, file=str(file), row_offset=partition.first_row)
-    ingest.write_frame(scored.with_columns(source_file=pl.lit(file.name)), output)
+    ingest.write_frame(scored.with_columns(pl.lit(file.name).alias(contract.SOURCE_FILE),
+                                           pl.lit(scorer.manifest.key).alias(contract.MODEL_VERSION)), output)
     return str(output), report
 
 
 def combine_parts(parts: list[str], output: str | Path) -> Path:
-    """Stream the parts, in order, into one Parquet file (written atomically)."""
+    """Stream the parts, in order, into one Parquet file (written atomically). Parts scored by
+    different model versions are refused: a version folder replaced while the workers loaded it
+    gave one output from two models, with nothing to tell (N32)."""
     if not parts:
         raise PipelineError("there are no scored partitions to combine.")
+    models = sorted({key for part in parts for key in
+                     pq.read_table(part, columns=[contract.MODEL_VERSION]).column(0).unique().to_pylist()})
+    if len(models) > 1:
+        raise PipelineError(f"the partitions were scored by {len(models)} model versions ({', '.join(models)}): the "
+                            "model folder changed during the run. Run it again; nothing was written.")
     output = Path(output)
     with atomic_output(output) as temporary:
         writer = None

@@ -92,3 +92,28 @@ def test_local_cluster_listens_on_loopback_only() -> None:
         assert cluster.dashboard_link.startswith("http://127.0.0.1:")
         assert all(worker.startswith("tcp://127.0.0.1:") for worker in cluster.scheduler_info["workers"])
     assert LOCAL_CLUSTER["host"] == "127.0.0.1" and LOCAL_CLUSTER["dashboard_address"].startswith("127.0.0.1:")
+
+
+def test_n32_partitions_scored_by_two_model_versions_are_never_combined(large_batch: Path, tabular_model: Path,
+                                                                       tmp_path: Path) -> None:
+    """N32: a version folder replaced while the workers loaded it gave one output from two
+    models (median scores alternating 17.9 / 21.5 by partition) with nothing naming the model.
+    Every row now carries `model_version`, and parts from two versions are not combined."""
+    import json
+    import shutil
+
+    from pipeline.core.errors import PipelineError
+    from pipeline.runtime.partitions import combine_parts, score_partition
+
+    replaced = tmp_path / "replaced"
+    shutil.copytree(tabular_model, replaced)
+    manifest = json.loads((replaced / "manifest.json").read_text())
+    (replaced / "manifest.json").write_text(json.dumps({**manifest, "version": "3"}))
+    first, second = plan_partitions(large_batch, Scorer.load(tabular_model), rows_per_partition=12_000)[:2]
+    parts = [score_partition(Scorer.load(tabular_model), first, tmp_path)[0],
+             score_partition(Scorer.load(replaced), second, tmp_path)[0]]
+    assert pl.read_parquet(parts[0])["model_version"].unique().to_list() == [Scorer.load(tabular_model).manifest.key]
+    with pytest.raises(PipelineError, match="scored by 2 model versions"):
+        combine_parts(parts, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()
+    assert combine_parts(parts[:1], tmp_path / "out.parquet").is_file()
