@@ -118,6 +118,10 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_reliability_round3.py::test_n20_n21_a_challenger_lands_beside_its_champion_and_never_overwrites_a_newer_latest"),
     ("Third round", "N32: a model folder replaced mid-run gave one output from two models, nothing naming them",
      "tests/flows/test_dask_partitions.py::test_n32_partitions_scored_by_two_model_versions_are_never_combined"),
+    ("Third round", "N03-N06: persistence, percentiles, drift reference, resample, lineage edited with no error",
+     "tests/test_tampering.py::test_n03_n06_any_edit_that_changes_a_flag_or_a_record_is_refused"),
+    ("Third round", "N01: a manifest naming another version than its folder collided with that version",
+     "tests/test_tampering.py::test_n01_a_manifest_that_names_another_version_than_its_folder_is_refused"),
 ]
 
 

@@ -210,3 +210,33 @@ def test_export_killed_half_way_leaves_no_version_and_latest_intact(tmp_path: Pa
     assert again.returncode == 0, again.stderr
     assert (model_root / LATEST).read_text().strip() == "2"
     assert not list(model_root.glob(".staging-*"))  # the dead export's leftovers were removed
+
+
+@pytest.fixture
+def sensors(sensor_model: Path, tmp_path: Path) -> Path:
+    """A private copy of the sensor model, in a folder named by its version as exports are."""
+    version = read_manifest(sensor_model).version
+    return Path(shutil.copytree(sensor_model, tmp_path / "demo-sensors" / version))
+
+
+@pytest.mark.parametrize("changes", [
+    {"threshold__persistence": {"k": 50, "n": 50}},  # N04: 1,040 anomalies became 395, silently
+    {"threshold__alarm": {"hold_off": 100000, "quiet": 0}},
+    {"validation__score_quantiles__0.5": 0.0},  # N05: severity measured from an edited median
+    {"feature_schema__resample": "P36500D"},  # N06: each machine's batch merged into one step
+    {"lineage": {"change": "approved by QA board"}},  # N03: a forged audit trail
+], ids=["persistence", "alarm-rule", "median", "resample", "lineage"])
+def test_n03_n06_any_edit_that_changes_a_flag_or_a_record_is_refused(sensors: Path, changes: dict) -> None:
+    """N03-N06: only the threshold and the name were cross-checked against the graphs; every
+    other field (persistence, percentiles, drift reference, resample, lineage) could be edited
+    and change the flags with no error. The graphs now carry the manifest's sha256."""
+    Scorer.load(sensors)  # intact: loads
+    edit_manifest(sensors, **changes)
+    refused(sensors, "manifest_sha256 differs", "manifest was edited")
+
+
+def test_n01_a_manifest_that_names_another_version_than_its_folder_is_refused(sensors: Path) -> None:
+    """N01: `version: "7"` in folder 1 loaded as demo-sensors/7, so its scores, ledger keys and
+    alert ids collided with a real version 7 (whose batches would then read as done)."""
+    edit_manifest(sensors, version="7")
+    refused(sensors, "says version 7", f"folder of version {sensors.name}")

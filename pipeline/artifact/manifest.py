@@ -165,6 +165,34 @@ class Manifest(BaseModel):
         return f"{self.name}/{self.version}"
 
 
+DIGEST_KEY = "manifest_sha256"  # the graphs' metadata key holding `manifest_digest`
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    """The sha256 of everything in the manifest that changes a score, a flag, an alarm or a key
+    (the threshold, persistence, alarm rule, percentiles, drift reference, schema, lineage…):
+    all of it but `files` (the graphs' own hashes, which hold this digest) and `version` (given
+    when the version is published; checked against the folder's name instead). Computed on
+    the manifest as JSON reads it back, so the exporter and the loader hash the same values."""
+    as_read = Manifest.model_validate(json.loads(json.dumps(manifest.model_dump(mode="json"))))
+    content = as_read.model_dump(mode="json", exclude={"files", "version"})
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def stamp_digest(folder: Path, manifest: Manifest) -> None:
+    """Write the manifest's digest into the metadata of every graph in `folder` (staging)."""
+    import onnx  # the training extra: stamping happens at export and re-threshold only
+
+    digest = manifest_digest(manifest)
+    for path in sorted(folder.glob("*.onnx")):
+        proto = onnx.load(str(path))
+        props = {prop.key: prop.value for prop in proto.metadata_props} | {DIGEST_KEY: digest}
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.save(proto, str(path))
+
+
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     """Hash every other file in the folder into the manifest and write it."""
     manifest.files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
@@ -214,6 +242,9 @@ def read_manifest(folder: Path, verify: bool = True) -> Manifest:
         raise ModelArtifactError(f"'{path}' is invalid at `{field}`: {first['msg']}.") from exc
     if verify:
         verify_files(folder, manifest)
+        if folder.name.isdigit() and manifest.version != folder.name:  # N01: keys and ledger entries name it
+            raise ModelArtifactError(f"'{path}' says version {manifest.version}, but it is the folder of version "
+                                     f"{folder.name}: the manifest was edited or moved. Re-export the model.")
     return manifest
 
 
@@ -318,11 +349,11 @@ def set_latest(model_root: Path, version: str, expected: str | None = None) -> N
 
 @contextmanager
 def _locked(model_root: Path) -> Iterator[None]:
-    """An exclusive lock on the model folder's `latest` (a lock file beside it, flock: released
-    when its holder dies)."""
-    with open(model_root / ".latest.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """An exclusive lock on the model folder itself (flock on the directory: no lock file left
+    behind, and released when its holder dies)."""
+    descriptor = os.open(model_root, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock

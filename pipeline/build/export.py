@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from pipeline.artifact.contract import DECODER, ENCODER, GRAPH_IO, SCORER, SCORER_INT8, SCORER_SAMPLED
 from pipeline.artifact.drift import DriftReference
-from pipeline.artifact.manifest import MODEL_NAME, Manifest, ScalerSpec, new_staging, publish_version
+from pipeline.artifact.manifest import MODEL_NAME, Manifest, ScalerSpec, new_staging, publish_version, stamp_digest
 from pipeline.artifact.threshold import Int8Drift, Threshold, ValidationRecord
 from pipeline.build.quantize import quantize_scorer, score_drift
 from pipeline.core.errors import ExportParityError, ModelArtifactError, PipelineError
@@ -242,6 +242,7 @@ def export_model(
             library_versions=library_versions(), opset=OPSET,
             graphs=graph_io, drift=drift_reference, lineage=lineage or {},
         )
+        stamp_digest(staging, manifest)  # careless edits of any field that changes a flag are caught at load
         return publish_version(staging, model_root, manifest, make_latest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

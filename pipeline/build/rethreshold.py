@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import polars as pl
 
-from pipeline.artifact.manifest import new_staging, publish_version, set_latest
+from pipeline.artifact.manifest import new_staging, publish_version, set_latest, stamp_digest
 from pipeline.artifact.threshold import Threshold
 from pipeline.artifact.versions import latest_version
 from pipeline.build.calibrate import fit_threshold
@@ -80,6 +80,12 @@ def refit_threshold(model: str | Path, source: str | Path, config: ThresholdConf
         raise PipelineError(f"the fitted threshold is not finite ({threshold.value}); nothing was written.")
     parent = scorer.manifest
     created = datetime.now(UTC).isoformat(timespec="seconds")
+    manifest = parent.model_copy(deep=True, update={
+        "created_at": created, "threshold": threshold,
+        "lineage": {"parent_version": parent.version, "change": "threshold re-fitted",
+                    "data": {"source": str(source), "rows": int(len(scores)),
+                             "scores_sha256": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest()},
+                    "previous_threshold": parent.threshold.model_dump()}})
     staging = new_staging(scorer.folder.parent)
     try:
         for name in parent.files:
@@ -94,12 +100,7 @@ def refit_threshold(model: str | Path, source: str | Path, config: ThresholdConf
                 onnx.save(graph, str(target))
             else:
                 shutil.copyfile(source_file, target)
-        manifest = parent.model_copy(deep=True, update={
-            "created_at": created, "threshold": threshold,
-            "lineage": {"parent_version": parent.version, "change": "threshold re-fitted",
-                        "data": {"source": str(source), "rows": int(len(scores)),
-                                 "scores_sha256": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest()},
-                        "previous_threshold": parent.threshold.model_dump()}})
+        stamp_digest(staging, manifest)
         folder = publish_version(staging, scorer.folder.parent, manifest, make_latest=False)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

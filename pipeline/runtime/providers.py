@@ -15,7 +15,7 @@ from typing import Literal
 import onnxruntime as ort
 
 from pipeline.artifact.contract import ROW_GRAPHS
-from pipeline.artifact.manifest import Manifest
+from pipeline.artifact.manifest import DIGEST_KEY, Manifest, manifest_digest
 from pipeline.core.errors import ModelArtifactError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,11 @@ def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, p
         raise ModelArtifactError(
             f"'{path}' was exported with threshold {meta['threshold']}, but the manifest says "
             f"{manifest.threshold.value!r}: the manifest was edited. Re-fit thresholds with `vad threshold`.")
+    if DIGEST_KEY in meta and meta[DIGEST_KEY] != manifest_digest(manifest):  # models before it have none
+        raise ModelArtifactError(
+            f"'{path}' was exported with another manifest than the one beside it (manifest_sha256 differs): the "
+            "manifest was edited (a threshold, persistence, percentiles, drift reference, schema or lineage). "
+            "Re-export the model, or re-fit its threshold with `vad threshold`.")
     takes_rows = graph in ROW_GRAPHS
     if takes_rows and session.get_inputs()[0].shape[1] != len(manifest.input_names):
         raise ModelArtifactError(f"'{path}' takes {session.get_inputs()[0].shape[1]} inputs; the manifest lists "
