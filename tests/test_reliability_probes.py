@@ -122,6 +122,10 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_tampering.py::test_n03_n06_any_edit_that_changes_a_flag_or_a_record_is_refused"),
     ("Third round", "N01: a manifest naming another version than its folder collided with that version",
      "tests/test_tampering.py::test_n01_a_manifest_that_names_another_version_than_its_folder_is_refused"),
+    ("Third round", "N42: a glob inbox followed a linked sub-folder, and the ledger kept a secret's header",
+     "tests/unit/test_ledger_and_alerts.py::test_n42_a_glob_inbox_does_not_follow_a_linked_folder"),
+    ("Third round", "P05: a file sharing no column with the model had its first line (a secret) quoted",
+     "tests/unit/test_ledger_and_alerts.py::test_p05_a_file_that_shares_no_column_with_the_model_is_not_quoted"),
 ]
 
 

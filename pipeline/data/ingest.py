@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import glob
+import itertools
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +28,8 @@ FORMATS: dict[str, str] = {
     ".feather": "ipc",
 }
 
+log = logging.getLogger(__name__)
+
 
 def file_format(path: Path) -> str:
     """Return the reader name for a path, or fail naming the suffixes we read."""
@@ -43,7 +47,10 @@ def resolve_sources(source: str | Path) -> list[Path]:
     """Expand a file, folder or glob into a sorted list of readable files.
 
     A folder contributes its direct children with a known suffix; hidden files and
-    temporary files (leading '.' or '_') are skipped so half-written files are never read."""
+    temporary files (leading '.' or '_') are skipped so half-written files are never read.
+    Within a folder or a glob, symbolic links (to files or to folders) are not followed: one
+    could point anywhere, a credentials file, and errors quote data (P05, N42). A file named
+    on its own is read, link or not: its reader chose it."""
     path = Path(source)
     if path.is_file():
         file_format(path)
@@ -52,11 +59,14 @@ def resolve_sources(source: str | Path) -> list[Path]:
         files = sorted(
             p for p in path.iterdir()
             if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith((".", "_"))
+            and not _linked(p, path)
         )
         if not files:
             raise DataError(f"folder '{path}' holds no file of a known format ({', '.join(sorted(FORMATS))}).")
         return files
-    matches = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
+    base = _glob_base(str(source))
+    matches = sorted(Path(p) for p in glob.glob(str(source), recursive=True)
+                     if Path(p).is_file() and not _linked(Path(p), base))
     if not matches:
         if not any(ch in str(source) for ch in "*?["):
             raise DataError(f"file '{source}' does not exist.")
@@ -64,6 +74,25 @@ def resolve_sources(source: str | Path) -> list[Path]:
     for match in matches:
         file_format(match)
     return matches
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob starts from: its path up to the first part with a wildcard."""
+    parts = Path(pattern).parts
+    literal = list(itertools.takewhile(lambda part: not any(ch in part for ch in "*?["), parts))
+    return Path(*literal) if literal else Path(".")
+
+
+def _linked(path: Path, base: Path) -> bool:
+    """Whether `path`, or a folder between it and `base`, is a symbolic link (logged once)."""
+    current = path
+    while current != base and current != current.parent:
+        if current.is_symlink():
+            log.warning("'%s' is reached through a symbolic link and is not read; copy or move the file itself in.",
+                        path)
+            return True
+        current = current.parent
+    return False
 
 
 def sniff_separator(path: Path) -> str:

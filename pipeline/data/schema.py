@@ -327,16 +327,32 @@ def check_columns(available: dict[str, pl.DataType], schema: FeatureSchema, file
     for name in schema.source_columns:
         if name not in available:
             raise SchemaError(f"column '{name}' is missing{where(file)}; the model was trained with it. "
-                              + _missing_column_hint(name, list(available)))
+                              + _missing_column_hint(name, list(available), schema.source_columns))
 
 
-def _missing_column_hint(name: str, found: list[str]) -> str:
-    if len(found) == 1 and any(ch in found[0] for ch in ",;:|\t "):
+def _missing_column_hint(name: str, found: list[str], expected: list[str]) -> str:
+    """A near name or a delimiter to try; the columns found only when the file shares some with
+    the model: a file that shares none is not this model's data, and its first line may be
+    anything (a credentials file's `user=…,password=…`: P05), so it is not quoted."""
+    one_field = len(found) == 1 and any(ch in found[0] for ch in ",;:|\t ")
+    if one_field and set(re.split(r"[,;:|\t ]+", found[0])) & set(expected):
         return (f"The file has a single column {found[0][:60]!r}: is its delimiter other than , ; tab or |? "
                 "Re-save it with one of those (training also takes `separator` in [data]).")
+    if not set(found) & set(expected) and not _close(name, found):
+        return (f"None of its {len(found)} column(s) is one the model knows (its first line is not quoted): is it "
+                "this model's data?")
+    if one_field:
+        return (f"The file has a single column {found[0][:60]!r}: is its delimiter other than , ; tab or |? "
+                "Re-save it with one of those (training also takes `separator` in [data]).")
+    close = _close(name, found)
+    return f"Did you mean '{close}'?" if close else f"Columns found: {found[:12]}."
+
+
+def _close(name: str, found: list[str]) -> str | None:
+    """A column of `found` named nearly like `name` (a rename, a change of case), if any."""
     lowered = {c.lower(): c for c in found}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
-    return f"Did you mean '{lowered[close[0]]}'?" if close else f"Columns found: {found[:12]}."
+    return lowered[close[0]] if close else None
 
 
 def coerce(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, row_offset: RowNumbers = 0) -> pl.DataFrame:

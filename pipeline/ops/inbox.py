@@ -49,7 +49,8 @@ def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
     if Path(inbox).is_dir():
         taken = {file.name for file in files}
         for other in sorted(Path(inbox).iterdir()):
-            if other.name not in taken and not other.name.startswith("."):  # dot files: writers' temporaries
+            # dot files: writers' temporaries; links: named by ingest, which does not follow them
+            if other.name not in taken and not other.name.startswith(".") and not other.is_symlink():
                 log.warning("inbox: '%s' is not a batch and is left alone (batches are %s files whose names "
                             "do not start with '_' or '.').", other.name, ", ".join(sorted(ingest.FORMATS)))
     return batches

@@ -196,14 +196,49 @@ def test_inbox_reports_symlinks_and_foreign_files_and_follows_neither(tmp_path: 
     for foreign in ("_draft.csv", "batch.csv.gz", "notes.json", "book.xlsx"):
         (inbox / foreign).write_bytes(b"x")
     (inbox / ".writing.csv.tmp").write_bytes(b"x")  # a writer's temporary: quiet
-    with caplog.at_level(logging.WARNING, logger="pipeline.ops.inbox"):
+    with caplog.at_level(logging.WARNING):
         batches = find_batches(inbox, Ledger(tmp_path / "ledger.sqlite"))
     assert [Path(b.file).name for b in batches] == ["good.csv"]
     logged = caplog.text
-    assert "'linked.csv' is a symbolic link" in logged and "hunter2" not in logged
+    assert "linked.csv' is reached through a symbolic link" in logged and "hunter2" not in logged
     for foreign in ("_draft.csv", "batch.csv.gz", "notes.json", "book.xlsx"):
         assert f"'{foreign}' is not a batch" in logged
-    assert ".writing.csv.tmp" not in logged
+    assert ".writing.csv.tmp" not in logged and "'linked.csv' is not a batch" not in logged
+
+
+def test_n42_a_glob_inbox_does_not_follow_a_linked_folder(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """N42: with `--inbox 'inbox/**/*.csv'`, a sub-folder linked to a folder of secrets was
+    followed (only files were checked for links), and the ledger kept the secret's header."""
+    import logging
+
+    from pipeline.ops.inbox import find_batches
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "creds.csv").write_text("db_user=svc,db_password=hunter2\n1,2\n")
+    (tmp_path / "inbox" / "site-a").mkdir(parents=True)
+    (tmp_path / "inbox" / "site-a" / "good.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "inbox" / "site-b").symlink_to(secrets, target_is_directory=True)
+    with caplog.at_level(logging.WARNING):
+        batches = find_batches(f"{tmp_path}/inbox/**/*.csv", Ledger(tmp_path / "ledger.sqlite"))
+    assert [Path(b.file).parent.name for b in batches] == ["site-a"]
+    assert "site-b/creds.csv' is reached through a symbolic link" in caplog.text and "hunter2" not in caplog.text
+
+
+def test_p05_a_file_that_shares_no_column_with_the_model_is_not_quoted(tabular_model: Path, tmp_path: Path) -> None:
+    """P05: scoring a credentials file (a link planted in a folder, or named by mistake) quoted
+    its first line in the error: `Columns found: ['db_user=svc', 'db_password=hunter2']`."""
+    from pipeline.core.errors import PipelineError
+    from pipeline.runtime import Scorer, score_files
+
+    (tmp_path / "creds.csv").write_text("db_user=svc,db_password=hunter2\n1,2\n")
+    with pytest.raises(PipelineError) as refused:
+        score_files(Scorer.load(tabular_model), tmp_path / "creds.csv", tmp_path / "out.parquet")
+    assert "hunter2" not in str(refused.value) and "is one the model knows" in str(refused.value)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "creds.csv").symlink_to(tmp_path / "creds.csv")
+    with pytest.raises(PipelineError, match="holds no file"):  # the link is not followed at all
+        score_files(Scorer.load(tabular_model), tmp_path / "folder", tmp_path / "out.parquet")
 
 
 def test_a_transient_failure_is_retried_until_the_dead_letter(tmp_path: Path) -> None:
