@@ -126,6 +126,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/unit/test_ledger_and_alerts.py::test_n42_a_glob_inbox_does_not_follow_a_linked_folder"),
     ("Third round", "P05: a file sharing no column with the model had its first line (a secret) quoted",
      "tests/unit/test_ledger_and_alerts.py::test_p05_a_file_that_shares_no_column_with_the_model_is_not_quoted"),
+    ("Third round", "N29, N30: a file re-delivered after planning mixed old and new rows, or lost a machine, silently",
+     "tests/flows/test_dask_partitions.py::test_n29_n30_a_file_redelivered_after_planning_is_refused_not_mixed"),
 ]
 
 

@@ -199,6 +199,13 @@ def file_stamp(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
+def file_identity(path: Path) -> list[int]:
+    """(size, modification and change times in ns, inode): a file re-delivered under the same
+    name, even with its size and mtime kept (`cp -p`, `rsync -t`), gets another."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
 def check_unchanged(path: Path, stamp: tuple[int, int]) -> None:
     """Refuse results read from a file that was written to meanwhile: they may mix old and new rows."""
     if file_stamp(path) != stamp:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from pipeline.artifact import contract
 from pipeline.core.atomic import atomic_output
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import DataError, PipelineError
 from pipeline.data import ingest
 from pipeline.data.schema import InputReport, check_columns
 from pipeline.runtime.entities import empty_piece, entity_pieces, plan_groups, read_entities
@@ -30,6 +30,7 @@ class Partition:
     first_row: int  # within the file
     rows: int | None  # None: the whole file
     entities: list | None = None  # a fleet file's entities (values of its entity column), scored whole
+    identity: list[int] | None = None  # the file as planned (ingest.file_identity): a changed file is refused
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,22 +43,31 @@ def plan_partitions(source: str | Path, scorer: Scorer, rows_per_partition: int 
     writes them), one without stays whole."""
     partitions: list[Partition] = []
     for file in ingest.resolve_sources(source):
+        identity = ingest.file_identity(file)  # before reading: a change while planning shows up later
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
         if scorer.schema.mode == "sensor" and scorer.schema.entity_column:
             for entities in plan_groups(file, scorer.schema, rows_per_partition, WHOLE_FILE_MAX_ROWS):
-                partitions.append(Partition(len(partitions), str(file), 0, entities.rows, entities.entities))
+                partitions.append(Partition(len(partitions), str(file), 0, entities.rows, entities.entities, identity))
             continue
         if ingest.file_format(file) != "parquet" or scorer.schema.mode == "sensor":
-            partitions.append(Partition(len(partitions), str(file), 0, None))
+            partitions.append(Partition(len(partitions), str(file), 0, None, identity=identity))
             continue
         metadata = pq.ParquetFile(file).metadata
         start, size = 0, 0
         for group in range(metadata.num_row_groups):
             size += metadata.row_group(group).num_rows
             if size >= rows_per_partition or group == metadata.num_row_groups - 1:
-                partitions.append(Partition(len(partitions), str(file), start, size))
+                partitions.append(Partition(len(partitions), str(file), start, size, identity=identity))
                 start, size = start + size, 0
     return partitions
+
+
+def check_planned(partition: Partition) -> None:
+    """Refuse to score a partition of a file that changed since it was planned: its parts
+    would mix old and new rows (N29), or miss a machine that vanished (N30)."""
+    if partition.identity is not None and ingest.file_identity(Path(partition.file)) != partition.identity:
+        raise DataError(f"file '{partition.file}' changed after its partitions were planned (re-delivered?): "
+                        "its parts would mix old and new rows. Score it again.")
 
 
 def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path) -> tuple[str, InputReport]:
@@ -65,6 +75,7 @@ def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path)
     path and its input report (repairs; the entities left out, with their errors)."""
     output = Path(parts_dir) / f"part-{partition.index:05d}.parquet"
     file = Path(partition.file)
+    check_planned(partition)
     if partition.rows is None:
         return str(output), score_files(scorer, file, output).inputs
     if partition.entities is not None:  # entities that fail are left out and reported; the flow
@@ -81,6 +92,12 @@ def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path)
     else:
         frame = ingest.read_file_slice(file, scorer.schema.source_columns, partition.first_row, partition.rows)
         scored, report = scorer.score_with_report(frame, file=str(file), row_offset=partition.first_row)
+    check_planned(partition)  # and after: a change while it was read
+    if partition.entities is not None:  # every planned entity scored or named as failed, none dropped
+        seen = set(scored[scorer.schema.entity_column].cast(pl.String).unique().to_list()) | set(report.failed)
+        for entity in partition.entities:
+            if str(entity) not in seen:
+                report.failed[str(entity)] = "planned, but not in the file when its partition was read"
     ingest.write_frame(scored.with_columns(pl.lit(file.name).alias(contract.SOURCE_FILE),
                                            pl.lit(scorer.manifest.key).alias(contract.MODEL_VERSION)), output)
     return str(output), report

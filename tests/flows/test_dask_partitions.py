@@ -117,3 +117,24 @@ def test_n32_partitions_scored_by_two_model_versions_are_never_combined(large_ba
         combine_parts(parts, tmp_path / "out.parquet")
     assert not (tmp_path / "out.parquet").exists()
     assert combine_parts(parts[:1], tmp_path / "out.parquet").is_file()
+
+
+def test_n29_n30_a_file_redelivered_after_planning_is_refused_not_mixed(large_batch: Path, tabular_model: Path,
+                                                                       tmp_path: Path) -> None:
+    """N29: a file re-delivered (new values) after partition 0 was scored was combined with it:
+    7 anomalies from the old rows, 750 from the new, no error. N30: re-delivered without one
+    machine, its rows were dropped without a word. Each partition now checks the file against
+    the plan (size, times, inode) before and after it reads."""
+    from pipeline.core.errors import DataError
+    from pipeline.runtime.partitions import score_partition
+
+    batch = tmp_path / "batch.parquet"
+    batch.write_bytes(large_batch.read_bytes())
+    scorer = Scorer.load(tabular_model)
+    first, second = plan_partitions(batch, scorer, rows_per_partition=12_000)[:2]
+    score_partition(scorer, first, tmp_path)
+    redelivered = pl.read_parquet(batch).with_columns(pl.col("temperature") + 500)
+    redelivered.write_parquet(tmp_path / "incoming.parquet", row_group_size=5_000)
+    (tmp_path / "incoming.parquet").replace(batch)  # delivered by rename, as the inbox asks
+    with pytest.raises(DataError, match="changed after its partitions were planned"):
+        score_partition(scorer, second, tmp_path)
