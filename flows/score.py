@@ -152,9 +152,10 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
         logger.info("ledger rebuilt: %d batch(es) already scored", rebuild_ledger(
             outbox, model_key, find_batches(inbox_path, outbox)))
 
-    for sink in inbox.open_ledger(outbox).register_sinks(sinks, backfill=backfill):
-        logger.info("sink %s is new: it receives the alerts raised from now on%s", sink,
-                    "" if backfill else " (backfill: every recorded alert it has not received)")
+    ledger = inbox.open_ledger(outbox)  # the flow's own reads; each task opens its own (it may run elsewhere)
+    for sink in ledger.register_sinks(sinks, backfill=backfill):
+        logger.info("sink %s is new: it receives %s", sink, "every recorded alert (backfill)" if backfill else
+                    "the alerts raised from now on (--backfill sends the earlier ones too)")
     broken: set[str] = set()  # sinks that failed in this run: skipped until the next run (a circuit breaker)
 
     def deliver(alert: dict, to: list[str] = sinks) -> None:
@@ -174,8 +175,9 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     summaries, alerts, drift_alerts, failed = [], [], [], []
     # Batches a run started and did not finish go last (fewest attempts first): one that kills
     # its process each time is then no blocker for the batches behind it.
-    attempts = inbox.open_ledger(outbox).pending_attempts(model_key)
-    for batch in sorted(find_batches(inbox_path, outbox), key=lambda b: attempts.get(b["identity"], 0)):
+    attempts, settled = ledger.pending_attempts(model_key), set() if force else ledger.settled(model_key)
+    waiting = [b for b in find_batches(inbox_path, outbox) if b["identity"] not in settled]
+    for batch in sorted(waiting, key=lambda b: attempts.get(b["identity"], 0)):
         claim = claim_batch(outbox, model_key, batch, force)
         if claim.get("error"):  # set aside now: this run shows it once, later runs skip it as `failed`
             logger.error("batch %s: %s", batch["file"], claim["error"])
@@ -209,7 +211,7 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     # Deliveries that failed in earlier runs, after this run's batches: a sink that is down
     # never delays scoring (N36: 22 pending alerts to a dead sink took 362 s before any batch).
     raised = {alert["alert_id"] for alert in alerts + drift_alerts}
-    for earlier, owing in inbox.open_ledger(outbox).owed(sinks):
+    for earlier, owing in ledger.owed(sinks):
         if earlier.get("alert_id") not in raised:
             deliver(earlier, owing)
     if summaries:

@@ -128,6 +128,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/unit/test_ledger_and_alerts.py::test_p05_a_file_that_shares_no_column_with_the_model_is_not_quoted"),
     ("Third round", "N29, N30: a file re-delivered after planning mixed old and new rows, or lost a machine, silently",
      "tests/flows/test_dask_partitions.py::test_n29_n30_a_file_redelivered_after_planning_is_refused_not_mixed"),
+    ("Third round", "P12: every run claimed each done file again (2,000 files: 22 s)",
+     "tests/unit/test_ledger_and_alerts.py::test_p12_finished_batches_are_known_in_one_query"),
 ]
 
 

@@ -346,3 +346,15 @@ def test_n40_a_host_clock_behind_the_data_keeps_the_cooldown_and_says_so(manifes
     later = scored_frame(limit, {"press-01": [1, 2, 3]}, ahead + timedelta(hours=3))
     second, _ = alerts.evaluate(later, manifest, rules, batch_file="b2", identity="y", last_alerts=times)
     assert second is None  # the same fault, three hours on: cooling down
+
+
+def test_p12_finished_batches_are_known_in_one_query(tmp_path: Path) -> None:
+    """P12: a run claimed each of 2,000 done files again (22 s) only to hear "done". The flow
+    now leaves out what `settled` names (done or set aside) before it claims anything."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for identity in ("done", "failed", "retry", "running"):
+        ledger.claim(identity, "m/1", f"{identity}.csv")
+    ledger.complete("done", "m/1", "out.parquet", {})
+    ledger.fail("failed", "m/1", "bad data")
+    ledger.release("retry", "m/1", "disk full")
+    assert ledger.settled("m/1") == {"done", "failed"} and ledger.settled("m/2") == set()
