@@ -60,8 +60,8 @@ MAX_ATTEMPTS = 5  # claims of a batch whose failures were transient, before it i
 def _owner_alive(owner: str) -> bool | None:
     """True/False when the owner ran on this host (pid and start time), None when it cannot
     tell. A live pid that started at another time is another process: the owner is dead,
-    and its claim is taken over rather than `busy` for ever (tokens before the start time
-    was recorded, host:pid:nonce, are judged by the pid alone)."""
+    and its claim is taken over rather than `busy` for ever (tokens from before the start time
+    was recorded, host:pid:nonce, cannot tell a reused pid: a live one is left to the lease)."""
     parts = owner.split(":")  # host names hold no colon
     host, pid, nonce = parts[0], int(parts[1]), parts[-1]
     started = int(parts[2]) if len(parts) == 4 else 0
@@ -71,8 +71,10 @@ def _owner_alive(owner: str) -> bool | None:
         return nonce == _NONCE
     if not pid_alive(pid):
         return False
+    if not started:  # a token from before the start time was kept: a live pid may be a reused one,
+        return None  # so the lease decides (N46: such a claim was `busy` for ever)
     now = process_start(pid)
-    return not (started and now is not None and now != started)
+    return not (now is not None and now != started)
 
 
 @dataclass(frozen=True)

@@ -358,3 +358,19 @@ def test_p12_finished_batches_are_known_in_one_query(tmp_path: Path) -> None:
     ledger.fail("failed", "m/1", "bad data")
     ledger.release("retry", "m/1", "disk full")
     assert ledger.settled("m/1") == {"done", "failed"} and ledger.settled("m/2") == set()
+
+
+def test_n46_an_old_format_claim_on_a_live_pid_is_left_to_the_lease(tmp_path: Path) -> None:
+    """N46: a claim from the release before start times were kept (host:pid:nonce), whose pid
+    now names another live process, was `busy` for ever. Its pid cannot tell: the lease does."""
+    import socket
+    import sqlite3
+
+    ledger = Ledger(tmp_path / "ledger.sqlite", lease_seconds=60)
+    old_token = f"{socket.gethostname()}:{os.getppid()}:0000"  # a live pid, no start time
+    for identity, age, expected in [("fresh", 10, "busy"), ("stale", 3600, "taken-over")]:
+        ledger.claim(identity, "m/1", "b.parquet")
+        with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+            db.execute("UPDATE batches SET owner=?, claimed_at=strftime('%s','now') - ? WHERE identity=?",
+                       (old_token, age, identity))
+        assert ledger.claim(identity, "m/1", "b.parquet").reason == expected
