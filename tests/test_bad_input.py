@@ -629,3 +629,17 @@ if __name__ == "__main__":
     head, tail = text.split(TABLE_START)[0], text.split(TABLE_END)[1]
     DOCS.write_text(f"{head}{TABLE_START}\n{render_table()}\n{TABLE_END}{tail}")
     print(f"wrote {len(CATALOGUE)} cases to {DOCS.relative_to(ROOT)}")
+
+
+def test_p14b_a_duplicate_column_past_the_first_mebibyte_of_the_header_is_found(tmp_path: Path) -> None:
+    """P14b: the header check read 1 MiB, so a column named twice after 1 MiB of header went
+    unseen and the first of the two was scored."""
+    from pipeline.core.errors import DataError
+    from pipeline.data.ingest import scan_file
+
+    fillers = [f"padding_column_{i:06d}_{'x' * 40}" for i in range(25_000)]  # about 1.5 MiB of names
+    names = ["temperature", *fillers, "temperature"]
+    (tmp_path / "wide.csv").write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")
+    assert (tmp_path / "wide.csv").stat().st_size > 1 << 20
+    with pytest.raises(DataError, match="names column 'temperature' twice"):
+        scan_file(tmp_path / "wide.csv")

@@ -132,6 +132,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/unit/test_ledger_and_alerts.py::test_p12_finished_batches_are_known_in_one_query"),
     ("Third round", "N46: a claim in the previous release's token format on a reused pid was busy for ever",
      "tests/unit/test_ledger_and_alerts.py::test_n46_an_old_format_claim_on_a_live_pid_is_left_to_the_lease"),
+    ("Third round", "P14b: a column named twice past the first MiB of a CSV header went unseen",
+     "tests/test_bad_input.py::test_p14b_a_duplicate_column_past_the_first_mebibyte_of_the_header_is_found"),
 ]
 
 

@@ -107,10 +107,19 @@ def sniff_separator(path: Path) -> str:
         return ","
 
 
+HEADER_LIMIT = 16 << 20  # bytes of a CSV header line read to check its names
+
+
 def check_csv_header(path: Path, separator: str) -> None:
-    """Refuse a header that names a column twice (polars would silently rename the second)."""
+    """Refuse a header that names a column twice (polars would silently rename the second), and
+    a header longer than 16 MiB, which cannot be checked (P14b: a duplicate past the first MiB
+    went unseen and the first of the two was scored)."""
     with path.open("rb") as handle:
-        head = handle.readline(1 << 20).decode("utf-8", errors="replace")
+        line = handle.readline(HEADER_LIMIT + 1)
+    if len(line) > HEADER_LIMIT and not line.endswith(b"\n"):
+        raise DataError(f"file '{path}' has a header line over {HEADER_LIMIT >> 20} MiB; split its columns "
+                        "into several files, or write it as Parquet.")
+    head = line.decode("utf-8", errors="replace")
     try:
         names = next(csv.reader(head.splitlines()[:1], delimiter=separator), [])
     except csv.Error as exc:
