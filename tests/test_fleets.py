@@ -94,3 +94,27 @@ def test_n24_a_killed_fleet_run_leaves_no_copy_of_its_batch_behind(sensor_model:
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["scores.parquet"]
 
+
+
+def test_n27_a_fleet_file_redelivered_between_its_count_and_its_split_is_one_clear_error(
+        sensor_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """N27: a file re-delivered with one more machine after its entities were counted raised
+    polars' `incomplete mapping specified for replace_strict`: a traceback on the command line,
+    polars' wording in the ledger. The re-delivery happens for real, right after the count."""
+    from pipeline.runtime import entities
+
+    data = fleet()
+    data.write_parquet(tmp_path / "fleet.parquet", row_group_size=1000)
+    count = entities.plan_groups
+
+    def count_then_redeliver(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        groups = count(*args, **kwargs)
+        extra = data.filter(pl.col("machine") == "press-01-0").with_columns(machine=pl.lit("press-99-9"))
+        pl.concat([data, extra]).write_parquet(tmp_path / "incoming.parquet", row_group_size=1000)
+        (tmp_path / "incoming.parquet").replace(tmp_path / "fleet.parquet")
+        return groups
+
+    monkeypatch.setattr(entities, "plan_groups", count_then_redeliver)
+    with pytest.raises(DataError, match="changed while it was being read"):
+        score_files(Scorer.load(sensor_model), tmp_path / "fleet.parquet", tmp_path / "out.parquet", chunk_rows=1000)
+    assert not (tmp_path / "out.parquet").exists()

@@ -134,6 +134,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/unit/test_ledger_and_alerts.py::test_n46_an_old_format_claim_on_a_live_pid_is_left_to_the_lease"),
     ("Third round", "P14b: a column named twice past the first MiB of a CSV header went unseen",
      "tests/test_bad_input.py::test_p14b_a_duplicate_column_past_the_first_mebibyte_of_the_header_is_found"),
+    ("Third round", "N27: a fleet file re-delivered between its count and its split gave polars' traceback",
+     "tests/test_fleets.py::test_n27_a_fleet_file_redelivered_between_its_count_and_its_split_is_one_clear_error"),
 ]
 
 

@@ -131,12 +131,19 @@ def grouped_prepared(scorer: Scorer, file: Path, budget_rows: int, entity_cap: i
     a temporary folder under `scratch`, removed when the iteration ends, however it ends).
     Entities that fail are named in the next piece's report (an empty piece at the end, when
     the last groups failed); if every entity fails, the first error is raised."""
+    planned = ingest.file_stamp(file)  # a file re-delivered between the plan and the split (N27)
     groups = plan_groups(file, scorer.schema, budget_rows, entity_cap)
     first_error: DataError | None = None
     pending: dict[str, str] = {}
     scored_any = False
     with scratch_folder(scratch, ".vad-entities-") as folder:
-        for part in split_groups(file, scorer.schema, groups, Path(folder), budget_rows):
+        try:
+            parts = split_groups(file, scorer.schema, groups, Path(folder), budget_rows)
+        except pl.exceptions.InvalidOperationError as error:  # an entity value the plan never counted
+            raise DataError(f"file '{file}' changed while it was being read (an entity appeared that its first "
+                            "pass did not count); score it again once it is complete.") from error
+        ingest.check_unchanged(file, planned)
+        for part in parts:
             frame, rows = read_group(part)
             pieces, failed, error = entity_pieces(scorer, frame, str(file), rows)
             first_error, scored_any = first_error or error, scored_any or bool(pieces)
