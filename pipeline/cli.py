@@ -216,6 +216,11 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
                             for e, s in report.drift.entities.items())
         console.print(f"[yellow]drift from the training data:[/] {', '.join(report.drift.drifting)}"
                       + (f" ({shifted})" if shifted else "") + " (README, \"Drift\")")
+    if report.drift is not None and report.drift.not_judged:
+        unjudged = report.drift.not_judged
+        console.print(f"[yellow]drift not judged per entity for {len(unjudged)} of them[/] ("
+                      + "; ".join(f"{e}: {why}" for e, why in list(unjudged.items())[:5])
+                      + ("; …" if len(unjudged) > 5 else "") + "): the fleet's PSI judged their rows")
     if report.top:
         table = Table(title="top anomalies (higher score = more anomalous)")
         columns = list(report.top[0])

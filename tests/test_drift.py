@@ -86,3 +86,18 @@ def test_a_level_shift_names_its_sensor_batch_wide_and_per_machine(scorer: Score
     assert list(drift.entities) == ["press-02"] and list(drift.entities["press-02"]) == ["motor_temp"]
     assert drift.entities["press-02"]["motor_temp"] > 1.0
     assert not drift_of(scorer, one_machine, tmp_path, DriftRules(psi=5.0, shift=50.0)).drifted  # the rules decide
+
+
+def test_n08_n09_unknown_or_short_machines_are_named_and_judged_by_the_fleet(scorer: Scorer, tmp_path: Path) -> None:
+    """N08: a +5 SD `load` shift on machines renamed (not in training) reported no drift at all;
+    N09: so did 90 rows per machine. Entities without a judgement of their own are now named,
+    with the reason; unknown ones holding most of the batch are judged by the fleet's PSI. Short
+    ones are named only: on 90 clean rows per machine (a slice of the day) the PSI reads drift."""
+    clean = pl.read_parquet(BATCH).filter(pl.col("label") == 0)
+    shifted = clean.with_columns(pl.col("load") + 5 * clean["load"].std())
+    renamed = drift_of(scorer, shifted.with_columns(machine=pl.lit("line9-") + pl.col("machine")), tmp_path)
+    assert "load" in renamed.drifting and set(renamed.not_judged.values()) == {"not in the training data"}
+    short = drift_of(scorer, shifted.group_by("machine", maintain_order=True).head(90), tmp_path)
+    assert len(short.not_judged) == 4 and all("fewer than 100" in why for why in short.not_judged.values())
+    quiet = drift_of(scorer, clean.group_by("machine", maintain_order=True).head(90), tmp_path)
+    assert not quiet.drifted and len(quiet.not_judged) == 4  # named, and no false drift

@@ -136,6 +136,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_bad_input.py::test_p14b_a_duplicate_column_past_the_first_mebibyte_of_the_header_is_found"),
     ("Third round", "N27: a fleet file re-delivered between its count and its split gave polars' traceback",
      "tests/test_fleets.py::test_n27_a_fleet_file_redelivered_between_its_count_and_its_split_is_one_clear_error"),
+    ("Third round", "N08, N09: drift on machines unseen in training, or with few rows, reported nothing at all",
+     "tests/test_drift.py::test_n08_n09_unknown_or_short_machines_are_named_and_judged_by_the_fleet"),
 ]
 
 

@@ -165,6 +165,7 @@ class DriftReport(BaseModel):
     # median shifted past `rules.shift` in at least one entity.
     drifting: list[str]
     entities: dict[str, dict[str, float]] = {}  # per entity: its columns whose median moved past `rules.shift`
+    not_judged: dict[str, str] = {}  # entities with no judgement of their own, and why (unknown, too few rows)
 
     @property
     def drifted(self) -> bool:
@@ -274,7 +275,12 @@ class DriftCounter:
         reference = self.reference
         psi: dict[str, float] = {name: reference.features[name].psi(counts, reference.expected(name, self.entity_rows))
                for name, counts in self.features.items()}
-        entities = {}
+        entities, not_judged = {}, {}
+        for entity, readings in sorted(self.entity_rows.items()):
+            if reference.entities and entity not in reference.entities:
+                not_judged[entity] = "not in the training data"
+            elif reference.entities and readings < MIN_ENTITY_ROWS:
+                not_judged[entity] = f"{readings:.0f} rows, fewer than {MIN_ENTITY_ROWS}"
         for entity, held in sorted(self.bins.items()):
             own = reference.entities[entity]
             shifts = {}
@@ -289,9 +295,16 @@ class DriftCounter:
         if reference.entities:  # sensors: the levels decide
             largest = {c: max(abs(s[c]) for s in entities.values() if c in s) for c in {c for s in entities.values()
                                                                                      for c in s}}
+            # N08: machines the model never saw have no level of their own: when they hold most of the
+            # batch, the fleet's PSI decides. Short series (N09) are only named: a PSI on a few rows
+            # per machine (a slice of the day) reads as drift on clean data.
+            unknown = sum(self.entity_rows[e] for e, why in not_judged.items() if why == "not in the training data")
+            if unknown and unknown >= 0.5 * sum(self.entity_rows.values()):
+                largest |= {n: v for n, v in psi.items() if v > rules.psi and n not in largest}
         else:
             largest = {n: v for n, v in psi.items() if v > rules.psi}
         return DriftReport(rows=self.rows, rules=rules, features={n: round(v, 4) for n, v in psi.items()},
                            latent=round(self.reference.latent.psi(self.latent), 4),
                            score=round(self.reference.score.psi(self.score), 4),
-                           drifting=sorted(largest, key=lambda n: (-largest[n], n)), entities=entities)
+                           drifting=sorted(largest, key=lambda n: (-largest[n], n)), entities=entities,
+                           not_judged=not_judged)
