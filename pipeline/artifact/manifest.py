@@ -179,20 +179,6 @@ def manifest_digest(manifest: Manifest) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def stamp_digest(folder: Path, manifest: Manifest) -> None:
-    """Write the manifest's digest into the metadata of every graph in `folder` (staging)."""
-    import onnx  # the training extra: stamping happens at export and re-threshold only
-
-    digest = manifest_digest(manifest)
-    for path in sorted(folder.glob("*.onnx")):
-        proto = onnx.load(str(path))
-        props = {prop.key: prop.value for prop in proto.metadata_props} | {DIGEST_KEY: digest}
-        del proto.metadata_props[:]
-        for key, value in props.items():
-            proto.metadata_props.add(key=key, value=value)
-        onnx.save(proto, str(path))
-
-
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     """Hash every other file in the folder into the manifest and write it."""
     manifest.files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}

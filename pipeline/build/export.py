@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from pipeline.artifact.contract import DECODER, ENCODER, GRAPH_IO, SCORER, SCORER_INT8, SCORER_SAMPLED
 from pipeline.artifact.drift import DriftReference
-from pipeline.artifact.manifest import MODEL_NAME, Manifest, ScalerSpec, new_staging, publish_version, stamp_digest
+from pipeline.artifact.manifest import MODEL_NAME, Manifest, ScalerSpec, new_staging, publish_version
 from pipeline.artifact.threshold import Int8Drift, Threshold, ValidationRecord
+from pipeline.build.graph_metadata import stamp_digest
 from pipeline.build.quantize import quantize_scorer, score_drift
 from pipeline.core.errors import ExportParityError, ModelArtifactError, PipelineError
 from pipeline.core.faults import crash_point

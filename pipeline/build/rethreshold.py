@@ -16,10 +16,11 @@ import numpy as np
 import onnx
 import polars as pl
 
-from pipeline.artifact.manifest import new_staging, publish_version, set_latest, stamp_digest
+from pipeline.artifact.manifest import new_staging, publish_version, set_latest
 from pipeline.artifact.threshold import Threshold
 from pipeline.artifact.versions import latest_version
 from pipeline.build.calibrate import fit_threshold
+from pipeline.build.graph_metadata import stamp_digest
 from pipeline.core.config import ThresholdConfig
 from pipeline.core.errors import DataError, PipelineError
 from pipeline.data import ingest

@@ -139,9 +139,9 @@ def grouped_prepared(scorer: Scorer, file: Path, budget_rows: int, entity_cap: i
     with scratch_folder(scratch, ".vad-entities-") as folder:
         try:
             parts = split_groups(file, scorer.schema, groups, Path(folder), budget_rows)
-        except pl.exceptions.InvalidOperationError as error:  # an entity value the plan never counted
+        except pl.exceptions.InvalidOperationError as unplanned:  # an entity value the plan never counted
             raise DataError(f"file '{file}' changed while it was being read (an entity appeared that its first "
-                            "pass did not count); score it again once it is complete.") from error
+                            "pass did not count); score it again once it is complete.") from unplanned
         ingest.check_unchanged(file, planned)
         for part in parts:
             frame, rows = read_group(part)

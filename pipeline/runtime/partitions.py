@@ -94,7 +94,7 @@ def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path)
         scored, report = scorer.score_with_report(frame, file=str(file), row_offset=partition.first_row)
     check_planned(partition)  # and after: a change while it was read
     if partition.entities is not None:  # every planned entity scored or named as failed, none dropped
-        seen = set(scored[scorer.schema.entity_column].cast(pl.String).unique().to_list()) | set(report.failed)
+        seen = set(scored[str(scorer.schema.entity_column)].cast(pl.String).unique().to_list()) | set(report.failed)
         for entity in partition.entities:
             if str(entity) not in seen:
                 report.failed[str(entity)] = "planned, but not in the file when its partition was read"
