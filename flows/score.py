@@ -7,6 +7,7 @@ On a schedule:   python -m flows.serve   (README, "Scheduled scoring")"""
 
 
 import json
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +24,7 @@ from pipeline.core.errors import DataError, exit_on_user_error
 from pipeline.core.faults import crash_point, is_transient
 from pipeline.ops import delivery, inbox, reports
 from pipeline.ops.alerts import summary_text
-from pipeline.ops.ledger import MAX_ATTEMPTS
+from pipeline.ops.ledger import MAX_ATTEMPTS, SINK_PAUSE_SECONDS
 from pipeline.ops.records import Batch, BatchSummary
 from pipeline.runtime import Missing, Provider, Scorer
 
@@ -88,7 +89,9 @@ def raise_drift_alert(model_dir: str, provider: str, batch: dict, outbox: str, s
                                    BatchSummary.model_validate(summary))
 
 
-@task(**IO_RETRIES, **PERSIST)
+# One quick retry: a sink still failing is paused by the ledger's circuit breaker and retried
+# by a later run, so backing off here would only hold this run up (N36).
+@task(retries=1, retry_delay_seconds=2, **PERSIST)
 def deliver_alert(alert: dict, sinks: list[str], outbox: str) -> dict:
     return delivery.deliver(alert, sinks, inbox.open_ledger(outbox))
 
@@ -134,13 +137,15 @@ def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts
 def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", model: str = "exported/demo-sensors",
                sinks: list[str] = [delivery.EVENT_SINK], rules: AlertRules = AlertRules(),  # noqa: B006 - Prefect parameter
                threshold: Optional[float] = None, force: bool = False, provider: Provider = "auto",
-               missing: Optional[Missing] = None, rebuild: bool = False, backfill: bool = False) -> dict:
+               missing: Optional[Missing] = None, rebuild: bool = False, backfill: bool = False,
+               sink_pause: float = SINK_PAUSE_SECONDS) -> dict:
     """Score each batch of `inbox_path` not yet scored by this model version; alert on it.
     `missing="impute"` fills a batch's gaps with the training medians instead of failing it.
     An outbox that holds scores but lost its ledger is refused unless `rebuild`: then the
     batches whose scores are there are recorded as done, neither scored nor alerted again.
     A sink new to this outbox receives the alerts raised from now on, or with `backfill` every
-    recorded alert it has not received."""
+    recorded alert it has not received. A sink that fails is paused for `sink_pause` seconds,
+    doubled with each failure in a row (at most an hour)."""
     logger = get_run_logger()
     if not Path(inbox_path).exists() and not any(c in inbox_path for c in "*?["):  # no retries: it will not appear
         raise DataError(f"the inbox '{inbox_path}' does not exist: create the folder and drop batches into it "
@@ -156,7 +161,12 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     for sink in ledger.register_sinks(sinks, backfill=backfill):
         logger.info("sink %s is new: it receives %s", sink, "every recorded alert (backfill)" if backfill else
                     "the alerts raised from now on (--backfill sends the earlier ones too)")
-    broken: set[str] = set()  # sinks that failed in this run: skipped until the next run (a circuit breaker)
+    # A circuit breaker per sink: one that failed is paused (1, 2, 4 … minutes) and skipped by
+    # this run and the runs in its pause; its alerts wait in the ledger for it.
+    broken = set(paused := ledger.paused_sinks(sinks, sink_pause))
+    for sink, (failures, until) in paused.items():
+        logger.warning("sink %s is paused after %d failure(s) in a row, until %s; its alerts wait for it", sink,
+                       failures, datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds"))
 
     def deliver(alert: dict, to: list[str] = sinks) -> None:
         working = [sink for sink in to if sink not in broken]
@@ -164,13 +174,17 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
             return
         try:
             delivery.check_record(alert)  # here, not in the task: an unreadable record is not retried
-            deliver_alert(alert, working, outbox)
-        except delivery.DeliveryError as error:  # the scores stand; the next run retries delivery
+            outcome = deliver_alert(alert, working, outbox)
+        except delivery.DeliveryError as error:  # the scores stand; a later run retries delivery
             logger.error("%s", error)
-            if error.sinks:
-                broken.update(error.sinks)
-                logger.warning("sink(s) %s skipped for the rest of this run; the next run retries them",
-                               ", ".join(error.sinks))
+            for sink in error.sinks:
+                broken.add(sink)
+                failures = ledger.sink_failed(sink)
+                logger.warning("sink %s paused (failure %d in a row); a later run retries it", sink, failures)
+            outcome = {sink: "sent" for sink in working if sink not in error.sinks} if error.sinks else {}
+        for sink, how in outcome.items():
+            if how == "sent":
+                ledger.sink_worked(sink)
 
     summaries, alerts, drift_alerts, failed = [], [], [], []
     # Batches a run started and did not finish go last (fewest attempts first): one that kills
@@ -231,12 +245,15 @@ def main(inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or
          rebuild_ledger: bool = typer.Option(False, "--rebuild-ledger", help=(
              "The ledger was lost: record the batches whose scores are in the outbox as done.")),
          backfill: bool = typer.Option(False, help=(
-             "Send a new sink every recorded alert it has not received (default: from now on)."))) -> None:
+             "Send a new sink every recorded alert it has not received (default: from now on).")),
+         sink_pause: float = typer.Option(SINK_PAUSE_SECONDS, min=0, help=(
+             "Seconds a failing sink is paused (doubled per failure in a row, at most an hour)."))) -> None:
     """Run the scoring flow once (creating the inbox folder if it does not exist yet)."""
     if not any(c in inbox_path for c in "*?["):
         Path(inbox_path).mkdir(parents=True, exist_ok=True)
-    print(json.dumps(score_flow(inbox_path=inbox_path, outbox=outbox, model=model, sinks=sink, force=force,
-                                rebuild=rebuild_ledger, backfill=backfill), default=str))  # JSON, for scripts
+    result = score_flow(inbox_path=inbox_path, outbox=outbox, model=model, sinks=sink, force=force,
+                        rebuild=rebuild_ledger, backfill=backfill, sink_pause=sink_pause)
+    print(json.dumps(result, default=str))  # JSON, for scripts
 
 
 if __name__ == "__main__":

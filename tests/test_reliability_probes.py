@@ -138,6 +138,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/test_fleets.py::test_n27_a_fleet_file_redelivered_between_its_count_and_its_split_is_one_clear_error"),
     ("Third round", "N08, N09: drift on machines unseen in training, or with few rows, reported nothing at all",
      "tests/test_drift.py::test_n08_n09_unknown_or_short_machines_are_named_and_judged_by_the_fleet"),
+    ("Third round", "N36: a dead sink cost every run its timeouts and retries (the circuit breaker)",
+     "tests/unit/test_ledger_and_alerts.py::test_n36_a_failing_sink_is_paused_longer_with_each_failure_and_closes_on_success"),
 ]
 
 

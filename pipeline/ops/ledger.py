@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     inode INTEGER NOT NULL, identity TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
-CREATE TABLE IF NOT EXISTS sinks (sink TEXT PRIMARY KEY, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sinks (sink TEXT PRIMARY KEY, since REAL NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
+    failed_at REAL);
 CREATE TABLE IF NOT EXISTS drifting (model_name TEXT NOT NULL, item TEXT NOT NULL, PRIMARY KEY (model_name, item));
 CREATE TABLE IF NOT EXISTS alarm_states (
     model TEXT NOT NULL, entity TEXT NOT NULL, alarm_at REAL, flag_at REAL, step REAL, PRIMARY KEY (model, entity));
@@ -54,6 +55,7 @@ def owner_token() -> str:
 
 
 _NONCE = uuid.uuid4().hex[:8]
+SINK_PAUSE_SECONDS, SINK_PAUSE_MAX = 60.0, 3600.0  # a failing sink's first pause, and the longest
 MAX_ATTEMPTS = 5  # claims of a batch whose failures were transient, before it is set aside as failed
 
 
@@ -318,6 +320,33 @@ class Ledger:
                 if not known:
                     new.append(sink)
         return new
+
+    def paused_sinks(self, sinks: list[str], pause: float = SINK_PAUSE_SECONDS) -> dict[str, tuple[int, float]]:
+        """Sinks of `sinks` whose circuit is open: {sink: (failures in a row, paused until)}. A
+        sink that failed is paused `pause` seconds, then 2×, 4× … as its failures in a row grow
+        (at most an hour), so a dead or hanging sink costs a run its timeouts only once per
+        pause (N36). The host's clock times it: a breaker, not data time."""
+        if not sinks:
+            return {}
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT sink, failures, failed_at FROM sinks WHERE failures > 0 AND sink IN "
+                              f"({', '.join('?' for _ in sinks)})", sinks).fetchall()
+        paused = {sink: (failures, failed_at + min(pause * 2 ** (failures - 1), SINK_PAUSE_MAX))
+                  for sink, failures, failed_at in rows}
+        return {sink: (failures, until) for sink, (failures, until) in paused.items() if until > now}
+
+    def sink_failed(self, sink: str) -> int:
+        """A delivery to `sink` failed; returns its failures in a row."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO sinks (sink, since) VALUES (?, 0) ON CONFLICT (sink) DO NOTHING", (sink,))
+            return db.execute("UPDATE sinks SET failures = failures + 1, failed_at = ? WHERE sink=? RETURNING failures",
+                              (time.time(), sink)).fetchone()[0]
+
+    def sink_worked(self, sink: str) -> None:
+        """A delivery to `sink` succeeded: its circuit closes."""
+        with self._transaction() as db:
+            db.execute("UPDATE sinks SET failures=0, failed_at=NULL WHERE sink=?", (sink,))
 
     def owed(self, sinks: list[str]) -> list[tuple[dict, list[str]]]:
         """Recorded alerts that some of `sinks` has not received (a delivery that failed in an

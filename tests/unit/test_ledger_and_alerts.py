@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -374,3 +375,16 @@ def test_n46_an_old_format_claim_on_a_live_pid_is_left_to_the_lease(tmp_path: Pa
             db.execute("UPDATE batches SET owner=?, claimed_at=strftime('%s','now') - ? WHERE identity=?",
                        (old_token, age, identity))
         assert ledger.claim(identity, "m/1", "b.parquet").reason == expected
+
+
+def test_n36_a_failing_sink_is_paused_longer_with_each_failure_and_closes_on_success(tmp_path: Path) -> None:
+    """The circuit breaker behind N36: a dead sink costs its timeouts once per pause, the pause
+    doubles with each failure in a row, and one delivery that works closes it."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    assert ledger.paused_sinks(["hook"]) == {}
+    assert [ledger.sink_failed("hook") for _ in range(3)] == [1, 2, 3]
+    failures, until = ledger.paused_sinks(["hook", "other"])["hook"]
+    assert failures == 3 and 230 < until - time.time() <= 240  # 60 s × 2²
+    assert ledger.paused_sinks(["hook"], pause=0.0) == {}  # an operator's shorter pause applies at once
+    ledger.sink_worked("hook")
+    assert ledger.paused_sinks(["hook"]) == {}
