@@ -157,10 +157,12 @@ def verdicts(clean: dict, faulty: dict, good: list[str], receivers: dict[str, Re
     poison = faulty["batches"].get(POISON, {})
     rows.append(("faulty: the poison batch", f"{poison.get('status')} after {poison.get('claims')} claims",
                  f"budget {MAX_ATTEMPTS}; {faulty['killed']} runs killed by it"))
+    notes = {"hanging webhook": "answers after 30 s, past the sink's 5 s timeout: each counts as failed, the "
+                                "breaker pauses it", "failing webhook (500)": "the breaker pauses it"}
     for name, receiver in receivers.items():
         ids = receiver.alert_ids
         rows.append((f"{name}: alerts received", f"{len(set(ids))} distinct of {len(ids)}",
-                     f"{receiver.posts} posts in all"))
+                     f"{receiver.posts} posts in all" + (f"; {notes[name]}" if name in notes else "")))
     rows.append(("alerts recorded", f"clean {len(clean['alerts'])}, faulty {len(faulty['alerts'])}", ""))
     rows.append(("the ledger's disk filled before one wave and freed", "yes" if faulty["mounted"] else
                  "not tried (no tmpfs mount here)", f"wave {FULL_WAVE}"))
