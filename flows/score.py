@@ -161,15 +161,13 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     for sink in ledger.register_sinks(sinks, backfill=backfill):
         logger.info("sink %s is new: it receives %s", sink, "every recorded alert (backfill)" if backfill else
                     "the alerts raised from now on (--backfill sends the earlier ones too)")
-    # A circuit breaker per sink: one that failed is paused (1, 2, 4 … minutes) and skipped by
-    # this run and the runs in its pause; its alerts wait in the ledger for it.
-    broken = set(paused := ledger.paused_sinks(sinks, sink_pause))
-    for sink, (failures, until) in paused.items():
+    breaker = delivery.SinkBreaker(ledger, sinks, sink_pause)  # a failing sink is paused, its alerts wait
+    for sink, (failures, until) in breaker.paused.items():
         logger.warning("sink %s is paused after %d failure(s) in a row, until %s; its alerts wait for it", sink,
                        failures, datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds"))
 
     def deliver(alert: dict, to: list[str] = sinks) -> None:
-        working = [sink for sink in to if sink not in broken]
+        working = breaker.working(to)
         if not working:
             return
         try:
@@ -177,14 +175,10 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
             outcome = deliver_alert(alert, working, outbox)
         except delivery.DeliveryError as error:  # the scores stand; a later run retries delivery
             logger.error("%s", error)
-            for sink in error.sinks:
-                broken.add(sink)
-                failures = ledger.sink_failed(sink)
+            for sink, failures in breaker.failed(error.sinks).items():
                 logger.warning("sink %s paused (failure %d in a row); a later run retries it", sink, failures)
             outcome = {sink: "sent" for sink in working if sink not in error.sinks} if error.sinks else {}
-        for sink, how in outcome.items():
-            if how == "sent":
-                ledger.sink_worked(sink)
+        breaker.worked(outcome)
 
     summaries, alerts, drift_alerts, failed = [], [], [], []
     # Batches a run started and did not finish go last (fewest attempts first): one that kills

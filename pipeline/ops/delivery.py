@@ -119,3 +119,27 @@ def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
         raise DeliveryError(f"alert {alert['alert_id']}: {len(failures)} sink(s) failed: "
                             + "; ".join(f"{sink}: {reason}" for sink, reason in failures.items()), list(failures))
     return outcome
+
+
+class SinkBreaker:
+    """A run's view of the ledger's circuit breaker (N36): the sinks paused when it started and
+    those that failed since are skipped; a failure pauses a sink (1, 2, 4 … × `pause`, at most
+    an hour), a delivery that works closes its circuit."""
+
+    def __init__(self, ledger: Ledger, sinks: list[str], pause: float) -> None:
+        self.ledger = ledger
+        self.paused = ledger.paused_sinks(sinks, pause)  # {sink: (failures in a row, paused until)}
+        self.broken = set(self.paused)
+
+    def working(self, sinks: list[str]) -> list[str]:
+        return [sink for sink in sinks if sink not in self.broken]
+
+    def failed(self, sinks: list[str]) -> dict[str, int]:
+        """Open the circuits of `sinks`; their failures in a row."""
+        self.broken.update(sinks)
+        return {sink: self.ledger.sink_failed(sink) for sink in sinks}
+
+    def worked(self, outcome: dict[str, str]) -> None:
+        for sink, how in outcome.items():
+            if how == "sent":
+                self.ledger.sink_worked(sink)
