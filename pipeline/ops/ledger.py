@@ -258,10 +258,7 @@ class Ledger:
         """Store an alert once, with the alarm times of its entities (for the cooldown), in one
         transaction; False when this alert id was already recorded."""
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO alerts (alert_id, identity, model, created_at, payload) VALUES (?, ?, ?, ?, ?)",
-                (alert_id, identity, model, time.time(), json.dumps(payload, default=str)))
-            if cursor.rowcount != 1:
+            if not _insert_alert(db, alert_id, identity, model, payload):
                 return False
             db.executemany(
                 "INSERT INTO entity_alerts (model_name, entity, last_time) VALUES (?, ?, ?) "
@@ -283,9 +280,7 @@ class Ledger:
             db.executemany("INSERT INTO drifting (model_name, item) VALUES (?, ?)",
                            [(model_name, item) for item in sorted(items)])
             if alert is not None:
-                db.execute("INSERT OR IGNORE INTO alerts (alert_id, identity, model, created_at, payload) "
-                           "VALUES (?, ?, ?, ?, ?)", (alert["alert_id"], identity, model, time.time(),
-                                                     json.dumps(alert, default=str)))
+                _insert_alert(db, alert["alert_id"], identity, model, alert)
 
     def get_alert(self, alert_id: str) -> dict | None:
         with self._transaction() as db:
@@ -379,3 +374,11 @@ class Ledger:
     def last_alert_times(self, model_name: str) -> dict[str, str]:
         with self._transaction() as db:
             return dict(db.execute("SELECT entity, last_time FROM entity_alerts WHERE model_name=?", (model_name,)))
+
+
+def _insert_alert(db: sqlite3.Connection, alert_id: str, identity: str, model: str, payload: dict) -> bool:
+    """Record an alert once, inside the caller's transaction; False when its id was already there."""
+    cursor = db.execute("INSERT OR IGNORE INTO alerts (alert_id, identity, model, created_at, payload) "
+                        "VALUES (?, ?, ?, ?, ?)", (alert_id, identity, model, time.time(),
+                                                   json.dumps(payload, default=str)))
+    return cursor.rowcount == 1
