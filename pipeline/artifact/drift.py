@@ -39,6 +39,7 @@ DECILES = np.linspace(0.1, 0.9, 9)
 FLOOR = 1e-4  # a bin's share is at least this, so an empty bin does not make the PSI infinite
 MAX_ENTITIES = 1000  # entities given their own reference (more would swell the manifest)
 MIN_ENTITY_ROWS = 100  # an entity's own shift is judged from this many rows up
+UNSEEN = "not in the training data"  # why an entity has no judgement of its own (DriftReport.not_judged)
 PERCENTILES = np.linspace(0.01, 0.99, 50)  # an entity's own bins, fine enough to read a median from
 BLOCKS = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # readings per block, for the spread of medians
 SPREAD_FLOOR = 0.1  # of the training SD: a smooth, repeating column still needs a visible move
@@ -278,7 +279,7 @@ class DriftCounter:
         entities, not_judged = {}, {}
         for entity, readings in sorted(self.entity_rows.items()):
             if reference.entities and entity not in reference.entities:
-                not_judged[entity] = "not in the training data"
+                not_judged[entity] = UNSEEN
             elif reference.entities and readings < MIN_ENTITY_ROWS:
                 not_judged[entity] = f"{readings:.0f} rows, fewer than {MIN_ENTITY_ROWS}"
         for entity, held in sorted(self.bins.items()):
@@ -298,7 +299,7 @@ class DriftCounter:
             # N08: machines the model never saw have no level of their own: when they hold most of the
             # batch, the fleet's PSI decides. Short series (N09) are only named: a PSI on a few rows
             # per machine (a slice of the day) reads as drift on clean data.
-            unknown = sum(self.entity_rows[e] for e, why in not_judged.items() if why == "not in the training data")
+            unknown = sum(self.entity_rows[e] for e, why in not_judged.items() if why == UNSEEN)
             if unknown and unknown >= 0.5 * sum(self.entity_rows.values()):
                 largest |= {n: v for n, v in psi.items() if v > rules.psi and n not in largest}
         else:
