@@ -102,6 +102,19 @@ def complete_batch(outbox: str, model_key: str, batch: dict, summary: dict) -> N
                                        alarm_state=BatchSummary.model_validate(summary).alarm_state)
 
 
+@task(**IO_RETRIES)
+def archive_batches(batches: list[dict], inbox_path: str, archive: str) -> int:
+    """Move scored batches' files out of the inbox; a file that cannot be moved stays and is
+    named (its scores stand, and the next run tries again). Returns how many moved."""
+    moved = 0
+    for batch in batches:
+        try:
+            moved += inbox.archive_batch(Batch.model_validate(batch), inbox_path, archive) is not None
+        except OSError as error:
+            get_run_logger().warning("batch %s scored but not archived: %s", Path(batch["file"]).name, error)
+    return moved
+
+
 @task
 def fail_batch(outbox: str, model_key: str, batch: dict, error: str, transient: bool) -> str:
     """Set the batch aside (its own fault: the same bytes fail the same way), or, for the
@@ -138,14 +151,15 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
                sinks: list[str] = [delivery.EVENT_SINK], rules: AlertRules = AlertRules(),  # noqa: B006 - Prefect parameter
                threshold: Optional[float] = None, force: bool = False, provider: Provider = "auto",
                missing: Optional[Missing] = None, rebuild: bool = False, backfill: bool = False,
-               sink_pause: float = SINK_PAUSE_SECONDS) -> dict:
+               sink_pause: float = SINK_PAUSE_SECONDS, archive: Optional[str] = None) -> dict:
     """Score each batch of `inbox_path` not yet scored by this model version; alert on it.
     `missing="impute"` fills a batch's gaps with the training medians instead of failing it.
     An outbox that holds scores but lost its ledger is refused unless `rebuild`: then the
     batches whose scores are there are recorded as done, neither scored nor alerted again.
     A sink new to this outbox receives the alerts raised from now on, or with `backfill` every
     recorded alert it has not received. A sink that fails is paused for `sink_pause` seconds,
-    doubled with each failure in a row (at most an hour)."""
+    doubled with each failure in a row (at most an hour). With `archive`, each scored batch's
+    file moves there (at its path under the inbox), so the inbox holds only what waits."""
     logger = get_run_logger()
     if not Path(inbox_path).exists() and not any(c in inbox_path for c in "*?["):  # no retries: it will not appear
         raise DataError(f"the inbox '{inbox_path}' does not exist: create the folder and drop batches into it "
@@ -153,6 +167,8 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     model_dir = str(resolve_model_dir(model))
     model_key = _scorer(model_dir, provider).manifest.key
     inbox.check_ledger(outbox, rebuild)
+    if archive:
+        inbox.check_archive(inbox_path, archive)
     if rebuild:
         logger.info("ledger rebuilt: %d batch(es) already scored", rebuild_ledger(
             outbox, model_key, find_batches(inbox_path, outbox)))
@@ -183,8 +199,11 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     summaries, alerts, drift_alerts, failed = [], [], [], []
     # Batches a run started and did not finish go last (fewest attempts first): one that kills
     # its process each time is then no blocker for the batches behind it.
-    attempts, settled = ledger.pending_attempts(model_key), set() if force else ledger.settled(model_key)
-    waiting = [b for b in find_batches(inbox_path, outbox) if b["identity"] not in settled]
+    attempts, settled = ledger.pending_attempts(model_key), {} if force else ledger.settled(model_key)
+    found = find_batches(inbox_path, outbox)
+    waiting = [b for b in found if b["identity"] not in settled]
+    if archive:  # scored before archiving was asked for, or by a run that died before it archived
+        archive_batches([b for b in found if settled.get(b["identity"]) == "done"], inbox_path, archive)
     for batch in sorted(waiting, key=lambda b: attempts.get(b["identity"], 0)):
         claim = claim_batch(outbox, model_key, batch, force)
         if claim.get("error"):  # set aside now: this run shows it once, later runs skip it as `failed`
@@ -216,6 +235,8 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
             deliver(drifted)
         complete_batch(outbox, model_key, batch, summary)
         summaries.append(summary)
+        if archive:
+            archive_batches([batch], inbox_path, archive)
     # Deliveries that failed in earlier runs, after this run's batches: a sink that is down
     # never delays scoring (N36: 22 pending alerts to a dead sink took 362 s before any batch).
     raised = {alert["alert_id"] for alert in alerts + drift_alerts}
@@ -241,12 +262,14 @@ def main(inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or
          backfill: bool = typer.Option(False, help=(
              "Send a new sink every recorded alert it has not received (default: from now on).")),
          sink_pause: float = typer.Option(SINK_PAUSE_SECONDS, min=0, help=(
-             "Seconds a failing sink is paused (doubled per failure in a row, at most an hour)."))) -> None:
+             "Seconds a failing sink is paused (doubled per failure in a row, at most an hour).")),
+         archive: Optional[str] = typer.Option(None, help=(
+             "Move each scored batch's file here (beside the inbox, not in it)."))) -> None:
     """Run the scoring flow once (creating the inbox folder if it does not exist yet)."""
     if not any(c in inbox_path for c in "*?["):
         Path(inbox_path).mkdir(parents=True, exist_ok=True)
     result = score_flow(inbox_path=inbox_path, outbox=outbox, model=model, sinks=sink, force=force,
-                        rebuild=rebuild_ledger, backfill=backfill, sink_pause=sink_pause)
+                        rebuild=rebuild_ledger, backfill=backfill, sink_pause=sink_pause, archive=archive)
     print(json.dumps(result, default=str))  # JSON, for scripts
 
 

@@ -54,13 +54,13 @@ def start_local_server(port: int = DEFAULT_PORT,
 
 
 def serve_scoring(inbox: str, outbox: str, model: str, sinks: list[str], interval: Optional[float],
-                  cron: Optional[str], name: str = DEPLOYMENT) -> None:
+                  cron: Optional[str], name: str = DEPLOYMENT, archive: Optional[str] = None) -> None:
     """Create (or update) the deployment and run its scheduled flow runs until interrupted."""
     from flows.score import score_flow
 
     schedule = {"cron": cron} if cron else {"interval": timedelta(seconds=interval or 60)}
-    score_flow.serve(name=name, parameters={"inbox_path": inbox, "outbox": outbox, "model": model,
-                                                  "sinks": sinks}, limit=1, **schedule)
+    parameters = {"inbox_path": inbox, "outbox": outbox, "model": model, "sinks": sinks, "archive": archive}
+    score_flow.serve(name=name, parameters=parameters, limit=1, **schedule)
 
 
 def main(inbox: str = typer.Option("data/inbox", help="Folder or glob the batches are dropped into."),
@@ -70,7 +70,9 @@ def main(inbox: str = typer.Option("data/inbox", help="Folder or glob the batche
          interval: Optional[float] = typer.Option(60.0, help="Seconds between scheduled runs."),
          cron: Optional[str] = typer.Option(None, help="Cron schedule instead of an interval."),
          port: int = typer.Option(DEFAULT_PORT, help="Port of the local server started when PREFECT_API_URL is unset."),
-         name: str = typer.Option(DEPLOYMENT, help="Deployment name: one per inbox when several are served.")) -> None:
+         name: str = typer.Option(DEPLOYMENT, help="Deployment name: one per inbox when several are served."),
+         archive: Optional[str] = typer.Option(None, help=(
+             "Move each scored batch's file here (beside the inbox, not in it)."))) -> None:
     """Serve the scheduled scoring deployment (starting a local Prefect server if needed)."""
     Path(inbox).mkdir(parents=True, exist_ok=True) if not any(c in inbox for c in "*?[") else None
     server = None
@@ -79,7 +81,7 @@ def main(inbox: str = typer.Option("data/inbox", help="Folder or glob the batche
         os.environ["PREFECT_API_URL"] = api_url
         print(f"Prefect UI: http://127.0.0.1:{port}  (runs: Runs; reports: Artifacts; alerts: Events)", flush=True)
     try:
-        serve_scoring(inbox, outbox, model, sink, interval, cron, name)
+        serve_scoring(inbox, outbox, model, sink, interval, cron, name, archive)
     finally:
         if server is not None:
             server.terminate()

@@ -64,7 +64,7 @@ def resolve_sources(source: str | Path) -> list[Path]:
         if not files:
             raise DataError(f"folder '{path}' holds no file of a known format ({', '.join(sorted(FORMATS))}).")
         return files
-    base = _glob_base(str(source))
+    base = glob_base(str(source))
     matches = sorted(Path(p) for p in glob.glob(str(source), recursive=True)
                      if Path(p).is_file() and not _linked(Path(p), base))
     if not matches:
@@ -76,7 +76,7 @@ def resolve_sources(source: str | Path) -> list[Path]:
     return matches
 
 
-def _glob_base(pattern: str) -> Path:
+def glob_base(pattern: str) -> Path:
     """The folder a glob starts from: its path up to the first part with a wildcard."""
     parts = Path(pattern).parts
     literal = list(itertools.takewhile(lambda part: not any(ch in part for ch in "*?["), parts))

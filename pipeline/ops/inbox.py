@@ -5,7 +5,10 @@ content and the model version, and an alert is built once and then only re-read.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -13,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.artifact import contract
+from pipeline.core.atomic import atomic_output
 from pipeline.core.config import AlertRules, DriftRules
 from pipeline.core.errors import DataError
 from pipeline.core.faults import full_disk_point
@@ -106,6 +110,47 @@ def rebuild_ledger(ledger: Ledger, batches: list[Batch], outbox: str | Path, mod
 def output_path(outbox: str | Path, model_key: str, batch: Batch) -> Path:
     """Fixed by model version and content, so a re-run overwrites the same file with the same bytes."""
     return Path(outbox) / "scores" / model_key / f"{Path(batch.file).stem}-{batch.identity[:12]}.parquet"
+
+
+def inbox_root(inbox: str | Path) -> Path:
+    """The folder an inbox's files sit under: the folder itself, or a glob's literal start."""
+    return Path(inbox) if Path(inbox).is_dir() else ingest.glob_base(str(inbox))
+
+
+def check_archive(inbox: str | Path, archive: str | Path) -> None:
+    """Refuse an archive inside the inbox: its files would be found, or named as strangers, again."""
+    root, target = inbox_root(inbox).resolve(), Path(archive).resolve()
+    if target == root or root in target.parents:
+        raise DataError(f"the archive '{archive}' is inside the inbox '{inbox}': choose a folder beside it "
+                        f"(for example '{root.name}-done').")
+
+
+def archive_batch(batch: Batch, inbox: str | Path, archive: str | Path) -> Path | None:
+    """Move a scored batch's file out of the inbox, to its place under `archive`, so later runs
+    neither list nor hash it (P12: 2,000 done files cost every run a pass over them). A file
+    written since it was scored (re-delivered under its name) is a new batch and stays; returns
+    where the file went, or None when it stayed."""
+    source = Path(batch.file)
+    if not source.is_file() or ingest.file_stamp(source) != (batch.size, batch.mtime_ns):
+        log.warning("inbox: '%s' changed since it was scored; it stays, to be scored as a new batch.", source.name)
+        return None
+    relative = Path(os.path.relpath(source.resolve(), inbox_root(inbox).resolve()))
+    target = Path(archive) / relative
+    if target.exists():  # an earlier batch of the same name: this one gets its content id beside it
+        target = target.with_name(f"{target.stem}-{batch.identity[:12]}{target.suffix}")
+    if target.exists():  # the very same content was archived before
+        source.unlink()
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(source, target)  # one step on the same filesystem: the file is never in both or neither
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        with atomic_output(target) as temporary:  # another filesystem: a whole copy first, then the original goes
+            shutil.copy2(source, temporary)
+        source.unlink()
+    return target
 
 
 def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: float | None = None,

@@ -171,6 +171,22 @@ def test_p22a_n41_a_ledger_truncated_to_nothing_is_refused_like_a_lost_one(harne
     assert rebuilt["scored"] == [] and rebuilt["alerts"] == []
 
 
+def test_p12_scored_files_move_to_the_archive_and_later_runs_find_none(harness, folders, sensor_model: Path) -> None:
+    """P12: done files stayed in the inbox for ever. With `archive`, a scored batch's file moves
+    out, and files scored before archiving was asked for move on the next run."""
+    incoming, outbox = folders
+    run = dict(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=[])
+    score_flow(**run, archive=None)
+    pl.read_parquet(incoming / "normal.parquet").head(200).write_parquet(incoming / "late.parquet")
+    with pytest.raises(Exception, match="inside the inbox"):
+        score_flow(**run, archive=str(incoming / "done"))
+    archived = score_flow(**run, archive=str(incoming.parent / "done"))
+    assert [Path(s["file"]).name for s in archived["scored"]] == ["late.parquet"]
+    assert sorted(p.name for p in incoming.iterdir()) == []
+    assert sorted(p.name for p in (incoming.parent / "done").iterdir()) == [
+        "faulty.parquet", "late.parquet", "normal.parquet"]
+
+
 def test_a_damaged_ledger_is_one_clear_error(harness, folders, sensor_model: Path) -> None:
     incoming, outbox = folders
     outbox.mkdir()

@@ -358,7 +358,52 @@ def test_p12_finished_batches_are_known_in_one_query(tmp_path: Path) -> None:
     ledger.complete("done", "m/1", "out.parquet", {})
     ledger.fail("failed", "m/1", "bad data")
     ledger.release("retry", "m/1", "disk full")
-    assert ledger.settled("m/1") == {"done", "failed"} and ledger.settled("m/2") == set()
+    assert ledger.settled("m/1") == {"done": "done", "failed": "failed"} and ledger.settled("m/2") == {}
+
+
+def test_p12_a_scored_file_moves_to_the_archive_at_its_place_under_the_inbox(tmp_path: Path) -> None:
+    """P12: nothing archived done files, so every run listed and hashed all of them again. A
+    file re-delivered under an archived name goes beside it; one written since it was scored
+    stays in the inbox (it is a new batch); an archive inside the inbox is refused."""
+    from pipeline.core.errors import DataError
+    from pipeline.ops import inbox
+
+    ledger, root, archive = Ledger(tmp_path / "ledger.sqlite"), tmp_path / "in", tmp_path / "done"
+    (root / "site-a").mkdir(parents=True)
+    (root / "site-a" / "b.csv").write_text("x\n1\n")
+    (root / "c.csv").write_text("x\n2\n")
+    pattern = f"{root}/**/*.csv"
+    first = {Path(b.file).name: b for b in inbox.find_batches(pattern, ledger)}
+    assert inbox.archive_batch(first["b.csv"], pattern, archive) == archive / "site-a" / "b.csv"
+    assert not (root / "site-a" / "b.csv").exists() and (archive / "site-a" / "b.csv").read_text() == "x\n1\n"
+
+    (root / "site-a" / "b.csv").write_text("x\n3\n")  # the same name, new content
+    again = {Path(b.file).name: b for b in inbox.find_batches(pattern, ledger)}
+    moved = inbox.archive_batch(again["b.csv"], pattern, archive)
+    assert moved == archive / "site-a" / f"b-{again['b.csv'].identity[:12]}.csv" and moved.read_text() == "x\n3\n"
+
+    (root / "c.csv").write_text("x\n2\n4\n")  # written after it was found (and scored)
+    assert inbox.archive_batch(again["c.csv"], pattern, archive) is None and (root / "c.csv").exists()
+    with pytest.raises(DataError, match="inside the inbox"):
+        inbox.check_archive(pattern, root / "done")
+    inbox.check_archive(pattern, archive)
+
+
+def test_p12_an_archive_on_another_filesystem_gets_a_whole_copy(tmp_path: Path) -> None:
+    """Across filesystems a rename fails (EXDEV): the file is copied whole, then removed."""
+    from pipeline.ops import inbox
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) here")
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "b.csv").write_text("x\n1\n")
+    (batch,) = inbox.find_batches(root, Ledger(tmp_path / "ledger.sqlite"))
+    with __import__("tempfile").TemporaryDirectory(dir=shm) as other:
+        moved = inbox.archive_batch(batch, root, other)
+        assert moved == Path(other) / "b.csv" and moved.read_text() == "x\n1\n"
+        assert not (root / "b.csv").exists() and [p.name for p in Path(other).iterdir()] == ["b.csv"]
 
 
 def test_n46_an_old_format_claim_on_a_live_pid_is_left_to_the_lease(tmp_path: Path) -> None:
