@@ -101,3 +101,36 @@ def test_a_tampered_graph_is_refused_in_node_too(node: str, tabular_model: Path,
     result = subprocess.run([node, "cli.mjs", "score", str(model), str(DATA / "tabular" / "batch.csv")], cwd=NODE_DIR,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "sha256" in result.stderr
+
+
+def test_p33_a_persistence_rule_flags_the_same_rows_in_node(node: str, sensor_model: Path, tmp_path: Path) -> None:
+    """P33: Node flagged every row above the threshold and ignored the model's k-of-n rule, so
+    a 3-of-5 sensor model flagged differently in Node than in Python."""
+    from pipeline.build.rethreshold import refit_threshold
+    from pipeline.core.config import Persistence, ThresholdConfig
+
+    folder = Path(shutil.copytree(sensor_model.parent, tmp_path / "model", symlinks=True))
+    batch = DATA / "sensors" / "batch.parquet"
+    refit = refit_threshold(folder, batch, ThresholdConfig(method="quantile", quantile=0.9,
+                                                           persistence=Persistence(k=3, n=5)))
+    rows = pl.read_parquet(batch)
+    rows.write_csv(tmp_path / "rows.csv")
+    scorer = Scorer.load(refit.version_dir)
+    python = scorer.score(rows)
+    assert (python["is_anomaly"] != (python["score"] > scorer.threshold)).any()  # the rule changed some flags
+    from_node = pl.read_csv(io.StringIO(run_node(node, "score", refit.version_dir, tmp_path / "rows.csv")))
+    assert_same_scores(python, from_node, scorer.threshold)
+
+
+@pytest.mark.parametrize("value", [1e300, None], ids=["edited", "not-finite"])
+def test_p33_an_edited_manifest_threshold_is_refused_in_node(node: str, tabular_model: Path, tmp_path: Path,
+                                                             value: float | None) -> None:
+    """P33: Node took `threshold.value` from the manifest unchecked; the scorer graph's metadata
+    names the threshold it was exported with, and Python refuses a manifest that differs."""
+    model = Path(shutil.copytree(tabular_model, tmp_path / "model"))
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["threshold"]["value"] = value
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    result = subprocess.run([node, "cli.mjs", "score", str(model), str(DATA / "tabular" / "batch.csv")], cwd=NODE_DIR,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and ("manifest was edited" in result.stderr or "not a finite" in result.stderr)

@@ -132,6 +132,8 @@ PROBES: list[tuple[str, str, str]] = [
      "tests/unit/test_ledger_and_alerts.py::test_p12_finished_batches_are_known_in_one_query"),
     ("Third round", "P12: nothing archived done files, so every run listed and hashed them all again",
      "tests/flows/test_flow_logic.py::test_p12_scored_files_move_to_the_archive_and_later_runs_find_none"),
+    ("Third round", "P33: the Node example ignored the persistence rule and took any manifest threshold",
+     "tests/test_node.py::test_p33_a_persistence_rule_flags_the_same_rows_in_node"),
     ("Third round", "N46: a claim in the previous release's token format on a reused pid was busy for ever",
      "tests/unit/test_ledger_and_alerts.py::test_n46_an_old_format_claim_on_a_live_pid_is_left_to_the_lease"),
     ("Third round", "P14b: a column named twice past the first MiB of a CSV header went unseen",

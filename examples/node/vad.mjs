@@ -25,10 +25,22 @@ export function resolveModelDir(path) {
 /** Load the manifest and open sessions on graph bytes whose sha256 matches the manifest. */
 export async function loadModel(path) {
   const dir = resolveModelDir(path);
-  const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
+  let manifest;
+  try {
+    manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
+  } catch (error) {
+    throw new Error(`'${join(dir, "manifest.json")}' is not valid JSON: ${error.message}`);
+  }
   if (!(manifest.schema_version <= SUPPORTED_SCHEMA)) {
     throw new Error(`manifest schema_version ${manifest.schema_version} is newer than this example reads`);
   }
+  const threshold = manifest.threshold.value;
+  if (!Number.isFinite(threshold)) throw new Error(`threshold ${threshold} is not a finite number`);
+  if (manifest.feature_schema.resample) {
+    throw new Error(`this model resamples each series to ${manifest.feature_schema.resample}, which this example `
+      + "does not port: resample the rows first, or score with the Python runtime");
+  }
+  checkGraph(dir, manifest, readFileSync(join(dir, "scorer.onnx")));
   const sessions = {};
   const session = async (graph) => {
     if (!sessions[graph]) {
@@ -40,7 +52,59 @@ export async function loadModel(path) {
     }
     return sessions[graph];
   };
-  return { dir, manifest, session, threshold: manifest.threshold.value };
+  return { dir, manifest, session, threshold };
+}
+
+/** The scorer graph's own metadata must name this manifest's model, export and threshold, as
+ * the Python runtime checks: an edited manifest threshold is refused, not used. */
+function checkGraph(dir, manifest, bytes) {
+  const meta = graphMetadata(bytes);
+  const path = join(dir, "scorer.onnx");
+  if (meta.model_name !== manifest.name || meta.created_at !== manifest.created_at) {
+    throw new Error(`'${path}' is not this model's scorer graph (it says ${meta.model_name}, ${meta.created_at}): `
+      + "files from different exports were mixed; re-export the model");
+  }
+  if (meta.threshold !== undefined && Number.parseFloat(meta.threshold) !== manifest.threshold.value) {
+    throw new Error(`'${path}' was exported with threshold ${meta.threshold}, but the manifest says `
+      + `${manifest.threshold.value}: the manifest was edited`);
+  }
+}
+
+/** An ONNX model's metadata_props (ModelProto field 14: key 1, value 2), read from its
+ * protobuf bytes; onnxruntime-node does not expose them. */
+export function graphMetadata(bytes) {
+  let pos = 0;
+  const varint = () => {
+    let value = 0;
+    for (let shift = 0; ; shift += 7) {
+      const byte = bytes[pos++];
+      value += (byte & 0x7f) * 2 ** shift;
+      if (!(byte & 0x80)) return value;
+    }
+  };
+  const props = {};
+  while (pos < bytes.length) {
+    const tag = varint();
+    const [field, wire] = [Math.floor(tag / 8), tag % 8];
+    if (wire === 0) varint();
+    else if (wire === 1) pos += 8;
+    else if (wire === 5) pos += 4;
+    else if (wire === 2) {
+      const end = varint() + pos;
+      if (field === 14) {
+        const entry = {};
+        while (pos < end) {
+          const key = Math.floor(varint() / 8);
+          const length = varint();
+          entry[key] = bytes.toString("utf8", pos, pos + length);
+          pos += length;
+        }
+        props[entry[1]] = entry[2] ?? "";
+      }
+      pos = end;
+    } else throw new Error("not an ONNX model (unknown protobuf wire type)");
+  }
+  return props;
 }
 
 /** CSV text → row objects (header names as keys), every value a string. */
@@ -55,6 +119,7 @@ export function toInputs(manifest, rows) {
     ? [schema.entity_column, schema.time_column].filter(Boolean).concat(schema.id_columns ?? [])
     : schema.id_columns ?? [];
   if (schema.mode === "sensor") rows = sortForWindows(schema, rows);
+  const spans = schema.mode === "sensor" ? seriesSpans(schema, rows) : [[0, rows.length]];
   const features = rows.map((row, i) => rowFeatures(schema, row, i));
   // A category never seen in training flags its row when the model says so (`unseen`), as in Python.
   const novel = rows.map((row) => schema.columns.some((col) => col.kind === "categorical" && row[col.name] !== ""
@@ -62,11 +127,12 @@ export function toInputs(manifest, rows) {
   const width = manifest.input_names.length;
   let matrix = features;
   const window = schema.mode === "sensor" && schema.window ? schema.window.length : 1;
-  if (window > 1) matrix = windows(schema, rows, features, window);
+  if (window > 1) matrix = windows(spans, features, window);
   const x = new Float32Array(rows.length * width);
   matrix.forEach((values, i) => x.set(values, i * width));
   const keys = rows.map((row) => Object.fromEntries(keyColumns.map((k) => [k, row[k]])));
-  return { x, rows: rows.length, width, keys, novel: (schema.unseen ?? "flag") === "flag" ? novel : novel.map(() => false) };
+  return { x, rows: rows.length, width, keys, spans, window,
+    novel: (schema.unseen ?? "flag") === "flag" ? novel : novel.map(() => false) };
 }
 
 function rowFeatures(schema, row, index) {
@@ -92,10 +158,15 @@ function rowFeatures(schema, row, index) {
   return out;
 }
 
+/** A time value in seconds: a date's since the epoch, a numeric clock's as it is. */
+function seconds(value) {
+  return Number.isNaN(Number(value)) ? Date.parse(value) / 1000 : Number(value);
+}
+
 function sortForWindows(schema, rows) {
   const entity = schema.entity_column;
   const time = schema.time_column;
-  const stamp = (row) => (Number.isNaN(Number(row[time])) ? Date.parse(row[time]) : Number(row[time]));
+  const stamp = (row) => seconds(row[time]);
   return rows
     .map((row, i) => ({ row, i }))
     .sort((a, b) => (entity && a.row[entity] !== b.row[entity] ? (a.row[entity] < b.row[entity] ? -1 : 1) : 0)
@@ -103,19 +174,63 @@ function sortForWindows(schema, rows) {
     .map(({ row }) => row);
 }
 
-/** Each row gets the window ending at it (oldest step first); an entity's first row is
- * repeated before its start, exactly as the Python runtime pads. */
-function windows(schema, rows, features, length) {
+/** The spans windows run over, as [start, stop) rows of the sorted rows: each entity's rows,
+ * cut again where the time advances by more than the schema's `max_gap` (as Python's
+ * `series_bounds`). */
+function seriesSpans(schema, rows) {
   const entity = schema.entity_column;
-  const out = [];
+  const gap = schema.max_gap ? isoSeconds(schema.max_gap) : Infinity;
+  const spans = [];
   let start = 0;
-  for (let i = 0; i < rows.length; i++) {
-    if (i > 0 && entity && rows[i][entity] !== rows[i - 1][entity]) start = i;
-    const window = [];
-    for (let k = length - 1; k >= 0; k--) window.push(...features[Math.max(start, i - k)]);
-    out.push(window);
+  for (let i = 1; i <= rows.length; i++) {
+    const cut = i === rows.length || (entity && rows[i][entity] !== rows[i - 1][entity])
+      || seconds(rows[i][schema.time_column]) - seconds(rows[i - 1][schema.time_column]) > gap;
+    if (cut) {
+      spans.push([start, i]);
+      start = i;
+    }
+  }
+  return spans;
+}
+
+/** An ISO 8601 duration as pydantic writes a timedelta (`P1DT2H3M4.5S`), in seconds. */
+function isoSeconds(text) {
+  const match = /^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$/.exec(text);
+  if (!match) throw new Error(`max_gap '${text}' is not a duration this example reads`);
+  const [days, hours, minutes, secs] = match.slice(1).map((part) => Number(part ?? 0));
+  return ((days * 24 + hours) * 60 + minutes) * 60 + secs;
+}
+
+/** Each row gets the window ending at it (oldest step first); a span's first row is repeated
+ * before its start, exactly as the Python runtime pads. */
+function windows(spans, features, length) {
+  const out = [];
+  for (const [start, stop] of spans) {
+    for (let i = start; i < stop; i++) {
+      const window = [];
+      for (let k = length - 1; k >= 0; k--) window.push(...features[Math.max(start, i - k)]);
+      out.push(window);
+    }
   }
   return out;
+}
+
+/** Flags as the Python runtime raises them: above the threshold; under a persistence rule,
+ * only with at least k of the last n rows of the span above it; never on a span's first
+ * `window - 1` rows (scored on padded windows, a history that never happened); and any row
+ * holding a category unseen in training when the model says so. */
+export function flags(scores, threshold, inputs, persistence = { k: 1, n: 1 }) {
+  const { k, n } = persistence.k > 1 ? persistence : { k: 1, n: 1 }; // k of 1 is a plain threshold, whatever n
+  const exceeds = Array.from(scores, (s) => s > threshold);
+  const out = new Array(scores.length).fill(false);
+  for (const [start, stop] of inputs.spans) {
+    let run = 0;
+    for (let i = start; i < stop; i++) {
+      run += exceeds[i] - (i - n >= start ? exceeds[i - n] : 0);
+      out[i] = run >= k && i - start >= inputs.window - 1;
+    }
+  }
+  return out.map((flag, i) => flag || inputs.novel[i]);
 }
 
 /** Negative ELBO per row (higher = more anomalous), and whether it passes the threshold. */
@@ -128,7 +243,8 @@ export async function score(model, inputs) {
     const { score: out } = await session.run({ x }, ["score"]);
     scores.set(out.data, start);
   }
-  return Array.from(scores, (s, i) => ({ score: s, is_anomaly: s > model.threshold || inputs.novel[i] }));
+  const flagged = flags(scores, model.threshold, inputs, model.manifest.threshold.persistence);
+  return Array.from(scores, (s, i) => ({ score: s, is_anomaly: flagged[i] }));
 }
 
 /** Latent means [rows][members][latent], read from the scorer graph's `mu` output as the Python
