@@ -27,6 +27,7 @@ The latent and score views are reported; alerts name the columns (`DriftRules`).
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 
 import numpy as np
@@ -239,38 +240,40 @@ class DriftCounter:
         self.entity_rows: dict[str, float] = defaultdict(float)
         self.latent = np.zeros(len(reference.latent.fractions), np.int64)
         self.score = np.zeros(len(reference.score.fractions), np.int64)
+        self._lock = threading.Lock()  # chunks of a table are counted from two threads at once
 
     def add(self, rows: np.ndarray, kl: np.ndarray, scores: np.ndarray,
             entities: list[tuple[str, int, int]] | None = None) -> None:
         """Count a chunk: its rows (raw, rows × row features), their KL and scores, and in
         sensor mode each entity's span of rows (name, start, stop); every k-th row only, at
         most SAMPLE_ROWS of them (an entity's readings are all counted, for its block size)."""
-        self.rows += len(rows)
-        for entity, start, stop in entities or []:
-            self.entity_rows[entity] += stop - start
-        step = -(-len(rows) // SAMPLE_ROWS)  # ceiling division
-        if step > 1:
-            rows, kl, scores = rows[::step], kl[::step], scores[::step]
-            entities = [(entity, -(-start // step), -(-stop // step)) for entity, start, stop in entities or []]
-        # The numeric columns once, contiguous and float64 (column-major): counting strided
-        # float32 columns against float64 edges took 4× as long (bench/NOTES.md, session 7).
-        columns = np.ascontiguousarray(rows[:, [at for _, at in self.numeric]].T, dtype=np.float64)
-        numeric = iter(columns)
-        for name, cut, categories in self.blocks:
-            values = rows[:, cut] if categories is not None else next(numeric)
-            self.features[name] += self.reference.features[name].counts(values)
-        if self.reference.entities and self.numeric:
+        with self._lock:
+            self.rows += len(rows)
             for entity, start, stop in entities or []:
-                own = self.reference.entities.get(entity)
-                if own is None:  # an entity the model never saw: nothing of its own to compare with
-                    continue
-                held = self.bins.setdefault(entity, np.zeros((len(self.numeric), len(PERCENTILES) + 1), np.int64))
-                for i, (name, _) in enumerate(self.numeric):
-                    values = columns[i, start:stop]
-                    held[i] += np.bincount(np.searchsorted(own.percentiles[name], values[np.isfinite(values)]),
-                                           minlength=held.shape[1])
-        self.latent += self.reference.latent.counts(kl.astype(np.float64))
-        self.score += self.reference.score.counts(scores.astype(np.float64))
+                self.entity_rows[entity] += stop - start
+            step = -(-len(rows) // SAMPLE_ROWS)  # ceiling division
+            if step > 1:
+                rows, kl, scores = rows[::step], kl[::step], scores[::step]
+                entities = [(entity, -(-start // step), -(-stop // step)) for entity, start, stop in entities or []]
+            # The numeric columns once, contiguous and float64 (column-major): counting strided
+            # float32 columns against float64 edges took 4× as long (bench/NOTES.md, session 7).
+            columns = np.ascontiguousarray(rows[:, [at for _, at in self.numeric]].T, dtype=np.float64)
+            numeric = iter(columns)
+            for name, cut, categories in self.blocks:
+                values = rows[:, cut] if categories is not None else next(numeric)
+                self.features[name] += self.reference.features[name].counts(values)
+            if self.reference.entities and self.numeric:
+                for entity, start, stop in entities or []:
+                    own = self.reference.entities.get(entity)
+                    if own is None:  # an entity the model never saw: nothing of its own to compare with
+                        continue
+                    held = self.bins.setdefault(entity, np.zeros((len(self.numeric), len(PERCENTILES) + 1), np.int64))
+                    for i, (name, _) in enumerate(self.numeric):
+                        values = columns[i, start:stop]
+                        held[i] += np.bincount(np.searchsorted(own.percentiles[name], values[np.isfinite(values)]),
+                                               minlength=held.shape[1])
+            self.latent += self.reference.latent.counts(kl.astype(np.float64))
+            self.score += self.reference.score.counts(scores.astype(np.float64))
 
     def report(self, rules: DriftRules) -> DriftReport:
         reference = self.reference

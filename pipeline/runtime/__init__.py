@@ -5,12 +5,13 @@ May import `pipeline.core`, `pipeline.data` and `pipeline.artifact`, onnxruntime
 pyarrow, numpy and scipy.special; never torch, onnx or scikit-learn (`make lint` checks it):
 this is what a scoring-only deployment installs and loads. The names below are the public API."""
 
-from pipeline.runtime.files import ScoreReport, default_chunk_rows, open_scores_writer, score_files
+from pipeline.runtime.files import ScoreReport, default_chunk_rows, score_files
 from pipeline.runtime.kernel import KernelPool
 from pipeline.runtime.providers import Provider, cpu_cores, open_session, select_providers
 from pipeline.runtime.scorer import Estimator, Missing, Precision, ScoreOptions, Scorer, persistent
+from pipeline.runtime.writer import write_scores
 
 __all__ = [
     "Estimator", "KernelPool", "Missing", "Precision", "Provider", "ScoreOptions", "ScoreReport", "Scorer", "cpu_cores",
-    "default_chunk_rows", "open_scores_writer", "open_session", "persistent", "score_files", "select_providers",
+    "default_chunk_rows", "open_session", "persistent", "score_files", "select_providers", "write_scores",
 ]

@@ -1,4 +1,4 @@
-"""Scoring files: a file, glob or folder streamed through a Scorer into one Parquet file,
+"""Scoring files: a file, glob or folder streamed through a Scorer into one scores file,
 written atomically, with reading, scoring and writing overlapped."""
 
 from __future__ import annotations
@@ -6,15 +6,13 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.artifact import contract
 from pipeline.artifact.drift import DriftCounter, DriftReport
@@ -26,8 +24,10 @@ from pipeline.core.memory import available_memory
 from pipeline.data import ingest
 from pipeline.data.schema import InputReport, check_columns
 from pipeline.runtime.entities import grouped_prepared, prepared_alone
-from pipeline.runtime.prefetch import prefetched
+from pipeline.runtime.prefetch import in_order, prefetched
+from pipeline.runtime.providers import cpu_cores
 from pipeline.runtime.scorer import Held, ScoreOptions, Scorer
+from pipeline.runtime.writer import write_scores
 
 # A sensor file without an entity column is one series, read whole (sorted before windowing);
 # so is each entity of a fleet file. Past `series_row_cap` rows it is refused before it is read,
@@ -79,8 +79,8 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
                 drift_rules: DriftRules | None = None, alarm_state: dict[str, Held] | None = None,
                 **fields: Any) -> ScoreReport:
     """Score a file, glob or folder into one file, written atomically, in the format its
-    suffix names (Parquet, CSV, TSV, NDJSON, Arrow IPC; Parquet is streamed, the others are
-    converted from it).
+    suffix names (Parquet, CSV, TSV, NDJSON, Arrow IPC), streamed chunk by chunk
+    (`pipeline.runtime.writer`).
 
     Tabular files stream in chunks of `chunk_rows`. Sensor rows are sorted by entity and time
     before windowing: a file is read whole, or past GROUPED_AFTER_CHUNKS chunks' rows, split by
@@ -99,7 +99,7 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     settled = scorer.resolve(options if options is not None else ScoreOptions(**fields))
     files = ingest.resolve_sources(source)
     output = Path(output)
-    fmt = ingest.file_format(output)  # an output suffix we cannot write is refused before any work
+    ingest.file_format(output)  # an output suffix we cannot write is refused before any work
     if any(output.resolve() == file.resolve() for file in files):
         raise PipelineError(f"the output '{output}' is one of the inputs: scoring would replace the data it reads. "
                             "Choose another --output.")
@@ -112,90 +112,38 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     model_key = scorer.manifest.key  # on every row: an output scored by two models shows it (N32)
     best: list[tuple[float, int, dict]] = []
     tiebreak = itertools.count()  # equal scores (the same row in two files) must never compare the dicts
-    writer: pq.ParquetWriter | None = None
-    writing = ThreadPoolExecutor(1, thread_name_prefix="vad-write")  # writes chunk n while n + 1 is scored
-    pending = None
+
+    def written() -> Iterator[pl.DataFrame]:
+        """The scored chunks as the writer takes them (reading and preparing a thread ahead,
+        scoring one chunk ahead), counted and ranked on the way."""
+        chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift,
+                                alarm_state=report.alarm_state)
+        for file, scored, inputs in prefetched(chunks, depth=1):
+            scored = scored.with_columns(pl.lit(file.name, dtype=pl.Categorical).alias(contract.SOURCE_FILE),
+                                         pl.lit(model_key, dtype=pl.Categorical).alias(contract.MODEL_VERSION))
+            crash_point("score")
+            report.rows += scored.height
+            if on_chunk is not None:
+                on_chunk(scored.height)
+            report.anomalies += int(scored[contract.IS_ANOMALY].sum())
+            report.alarms += int(scored[contract.ALARM].sum())
+            report.inputs.add(inputs)
+            floor = best[0][0] if best and len(best) == keep_top else -np.inf  # only rows that can enter
+            entering = scored.filter(pl.col(contract.SCORE) > floor).top_k(keep_top, by=contract.SCORE)
+            for row in entering.iter_rows(named=True):
+                heapq.heappush(best, (row[contract.SCORE], next(tiebreak), row))
+                if len(best) > keep_top:
+                    heapq.heappop(best)
+            yield scored
+            crash_point("write")  # the writer holds the chunk: the output is half-written
+            full_disk_point("write")
+
     with atomic_output(output) as temporary:
-        streamed = temporary if fmt == "parquet" else temporary.with_name(temporary.name + ".parquet")
-        try:
-            # Three stages overlap: reading and preparing (a thread, up to two chunks ahead),
-            # scoring (a thread, one chunk ahead of this one) and writing (a thread, one behind).
-            chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift,
-                                    alarm_state=report.alarm_state)
-            for file, scored, inputs in prefetched(chunks, depth=1):
-                scored = scored.with_columns(pl.lit(file.name, dtype=pl.Enum([file.name])).alias(contract.SOURCE_FILE),
-                                             pl.lit(model_key, dtype=pl.Enum([model_key])).alias(contract.MODEL_VERSION))
-                crash_point("score")
-                table = scored.to_arrow()
-                if writer is None:
-                    writer = open_scores_writer(streamed, table.schema, settled.top_k)
-                if pending is not None:
-                    pending.result()
-                    crash_point("write")
-                    full_disk_point("write")
-                pending = writing.submit(writer.write_table, table)
-                report.rows += scored.height
-                if on_chunk is not None:
-                    on_chunk(scored.height)
-                report.anomalies += int(scored[contract.IS_ANOMALY].sum())
-                report.alarms += int(scored[contract.ALARM].sum())
-                report.inputs.add(inputs)
-                floor = best[0][0] if best and len(best) == keep_top else -np.inf  # only rows that can enter
-                entering = scored.filter(pl.col(contract.SCORE) > floor).top_k(keep_top, by=contract.SCORE)
-                for row in entering.iter_rows(named=True):
-                    heapq.heappush(best, (row[contract.SCORE], next(tiebreak), row))
-                    if len(best) > keep_top:
-                        heapq.heappop(best)
-            if pending is not None:
-                pending.result()
-                crash_point("write")
-                full_disk_point("write")
-            if writer is None:
-                raise DataError(f"there are no rows to score in '{source}'.")
-        except BaseException:
-            if pending is not None:
-                pending.exception()  # let a write in flight finish before the file is closed
-            if streamed != temporary:  # atomic_output removes its own temporary, not this side file
-                streamed.unlink(missing_ok=True)
-            raise
-        finally:
-            if writer is not None:
-                writer.close()
-            writing.shutdown()
-        if streamed != temporary:
-            try:
-                convert_scores(streamed, temporary, output.suffix.lower())
-            finally:
-                streamed.unlink(missing_ok=True)
+        if not write_scores(written(), temporary, output.suffix.lower()):
+            raise DataError(f"there are no rows to score in '{source}'.")
     report.top = [row for _, _, row in sorted(best, key=lambda item: -item[0])]
     report.drift = drift.report(drift_rules or DriftRules()) if drift is not None else None
     return report
-
-
-def convert_scores(parquet: Path, target: Path, suffix: str) -> None:
-    """The streamed Parquet scores rewritten as CSV, TSV, NDJSON or Arrow IPC (by `suffix`),
-    streamed again (polars' sinks), so a large batch is never held whole."""
-    scores = pl.scan_parquet(parquet)
-    fmt = ingest.FORMATS[suffix]
-    if fmt == "csv":
-        scores.sink_csv(target, separator="\t" if suffix == ".tsv" else ",")
-    elif fmt == "ndjson":
-        scores.sink_ndjson(target)
-    else:
-        scores.sink_ipc(target)
-
-
-def open_scores_writer(path: Path, schema: pa.Schema, top_k: int) -> pq.ParquetWriter:
-    """The scores file's writer. store_schema=False: Enum columns are written as dictionary-
-    encoded strings and read back as plain strings. Measured on 1 M rows: lz4 wrote 3× faster
-    than zstd; scores and shares barely compress (22 → 19 MB), and leaving them uncompressed
-    and without dictionaries cut the write by a quarter. Column statistics cost a third of
-    the write; the ranked explanations are never filtered on, so only the other columns get them."""
-    texts = [f.name for f in schema if not pa.types.is_floating(f.type)]
-    compression = {f.name: "lz4" if f.name in texts else "none" for f in schema}
-    ranked = {name for i in range(top_k) for name in (contract.top_feature(i + 1), contract.top_share(i + 1))}
-    return pq.ParquetWriter(path, schema, compression=compression, store_schema=False, use_dictionary=texts,
-                            write_statistics=[n for n in schema.names if n not in ranked])
 
 
 def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: ScoreOptions,
@@ -206,14 +154,34 @@ def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: 
     file written to while it was read is refused once it is done. A fleet file's split
     parts are written under `scratch` (None: the system's temporary folder)."""
     rows = 0
+    # A table's chunks are independent: two at a time keep the kernel's threads busy while one
+    # chunk's last calls and columns finish. A series carries its alarm state from chunk to chunk.
+    workers = 1 if scorer.schema.mode == "sensor" else min(2, cpu_cores())
     for file in files:
         before = ingest.file_stamp(file)
-        for prepared in prefetched(_prepared_chunks(scorer, file, chunk_rows, max_rows, scratch)):
-            crash_point("read", file)
-            scored, inputs = scorer.score_prepared(prepared, options.seeded(rows), drift, alarm_state)
+        chunks = prefetched(_prepared_chunks(scorer, file, chunk_rows, max_rows, scratch))
+        jobs = ((prepared, options.seeded(offset)) for prepared, offset in _with_offsets(chunks, rows))
+        for scored, inputs in in_order(partial(_score_job, scorer, file, drift, alarm_state), jobs, workers):
             rows += scored.height
             yield file, scored, inputs
         ingest.check_unchanged(file, before)
+
+
+Prepared = tuple[np.ndarray, pl.DataFrame, InputReport]
+
+
+def _score_job(scorer: Scorer, file: Path, drift: DriftCounter | None, alarm_state: dict[str, Held] | None,
+               job: tuple[Prepared, ScoreOptions]) -> tuple[pl.DataFrame, InputReport]:
+    """One prepared chunk scored, with the seed of the rows before it (so any order gives the same scores)."""
+    crash_point("read", file)
+    return scorer.score_prepared(job[0], job[1], drift, alarm_state)
+
+
+def _with_offsets(chunks: Iterator[Prepared], start: int) -> Iterator[tuple[Prepared, int]]:
+    """Each prepared chunk with the number of rows before it (from `start`)."""
+    for prepared in chunks:
+        yield prepared, start
+        start += len(prepared[0])
 
 
 def _prepared_chunks(scorer: Scorer, file: Path, chunk_rows: int, max_rows: int | None, scratch: Path | None

@@ -1,14 +1,17 @@
-"""A background producer for an iterator, so reading and preparing the next chunk overlaps
-scoring this one."""
+"""Overlap for iterators of chunks: a background producer, so reading and preparing the next
+chunk overlaps scoring this one; and an ordered map, so several chunks are scored at once."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from queue import Full, Queue
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
@@ -52,3 +55,25 @@ def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+def in_order(function: Callable[[T], R], items: Iterator[T], workers: int) -> Iterator[R]:
+    """`function` of each item, up to `workers` items at once on threads, yielded in the items'
+    order; no more than `workers` results are held (memory stays a few chunks). One chunk at a
+    time left cores idle at each chunk's end, while its last kernel calls and its columns were
+    finished (bench/NOTES.md, 2026-12-02, session 11). An error is raised in order."""
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    pending: deque[Future[R]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="vad-chunk") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # the consumer left early (an error): nothing more is started
+                future.cancel()

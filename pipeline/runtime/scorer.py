@@ -105,7 +105,9 @@ class Scorer:
         self._sessions: dict[str, ort.InferenceSession] = {}
         self.source_names, self._to_source = source_matrix(self.schema.input_sources)
         self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
-        self._names = pl.Series(self.source_names, dtype=pl.Enum(self.source_names))
+        # Categorical, not an Enum of this model's names: scores files of several models (or
+        # files) read together must share one type, and the writer encodes it as it is.
+        self._names = pl.Series(self.source_names, dtype=pl.Categorical)
         self._kernel: KernelPool | None = None
         self._percentiles = manifest.validation.score_percentiles  # absent in older models
 
@@ -261,7 +263,7 @@ class Scorer:
             contract.IS_ANOMALY: pl.Series(flags), contract.ALARM: pl.Series(self.alarms(flags, keys, alarm_state))}
         if self._percentiles is not None:
             columns[contract.PERCENTILE] = pl.Series(percentile_of(arrays.score, self._percentiles))
-        for i in range(k):  # column names as an Enum: a gather of small codes, no Python strings
+        for i in range(k):  # column names as categories: a gather of small codes, no Python strings
             columns[contract.top_feature(i + 1)] = self._names.gather(index[:, i])
             columns[contract.top_share(i + 1)] = pl.Series(share[:, i].astype(np.float32, copy=False))
         scored = keys.with_columns(**columns) if keys.width else pl.DataFrame(columns)  # no key columns
