@@ -32,6 +32,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scaling import core_counts, pyarrow_before, run_child  # noqa: E402
 from sections import replace_section  # noqa: E402
 
 from pipeline.build.fit import fit_model  # noqa: E402
@@ -44,8 +45,8 @@ from pipeline.runtime import (  # noqa: E402
     Scorer,
     cpu_cores,
     default_chunk_rows,
-    open_scores_writer,
     score_files,
+    write_scores,
 )
 from pipeline.runtime.providers import CPU, CUDA, TENSORRT, provider_options  # noqa: E402
 
@@ -343,17 +344,12 @@ def end_to_end(report: Report, folder: Path, x: np.ndarray, root: Path, gpu: boo
                "one stage of `score_files`, alone")
     output = root / "scores.parquet"
     score_files(Scorer.load(folder, provider="cpu"), source, output)
-    scored = [pl.from_arrow(batch).to_arrow() for batch in pq.ParquetFile(output).iter_batches(262144)]
-    scored = [table.cast(scored[0].schema) for table in scored]
-
-    def write_alone() -> None:
-        writer = open_scores_writer(root / "written.parquet", scored[0].schema, top_k=3)
-        for table in scored:
-            writer.write_table(table)
-        writer.close()
-    write_rate = rows / timed(write_alone, min_seconds=0)
-    report.add(f"end to end, {rows:,} rows: writing the scores file alone (one thread, as `score_files` does)",
-               f"{write_rate / 1e6:.2f} M rows/s", f"{write_rate / read_rate:.2f} of reading")
+    scored = [pl.from_arrow(batch) for batch in pq.ParquetFile(output).iter_batches(65536)]
+    before = rows / timed(lambda: pyarrow_before(root / "before.parquet", [s.to_arrow() for s in scored]), min_seconds=0)
+    write_rate = rows / timed(lambda: write_scores(iter(scored), root / "written.parquet", ".parquet"), min_seconds=0)
+    report.add(f"end to end, {rows:,} rows: writing the scores file alone (polars' sink, every core)",
+               f"{write_rate / 1e6:.2f} M rows/s",
+               f"{write_rate / read_rate:.2f} of reading; {write_rate / before:.2f}× the one-thread pyarrow writer before")
     cpu_rate = None
     for provider, chunk in [("cpu", None)] + ([("cuda", 65536), ("cuda", None)] if gpu else []):
         scorer = Scorer.load(folder, provider=provider)
@@ -363,6 +359,28 @@ def end_to_end(report: Report, folder: Path, x: np.ndarray, root: Path, gpu: boo
         report.add(f"end to end, {rows:,} rows Parquet → Parquet, `score_files` on {provider}, chunks of {rows_per_chunk:,}"
                    f"{'' if chunk else ' (the default)'}",
                    f"{rate / 1e6:.2f} M rows/s", f"{rate / read_rate:.2f} of reading; {rate / cpu_rate:.2f}× CPU")
+
+
+def by_cores(report: Report, folder: Path, x: np.ndarray, root: Path, gpu: bool, copies: int) -> None:
+    """End to end at 1, 2, 4, 8 and 16 cores (as many as there are), each in a fresh process
+    pinned to its cores (bench/scaling.py's child), with reading and writing alone beside it;
+    then the GPU with every core. One round each: device time is short."""
+    source = root / "by-cores.parquet"
+    frame(np.concatenate([x] * copies)).write_parquet(source, row_group_size=131072)
+    counts, scratch = core_counts(), root / "by-cores"
+    scratch.mkdir(exist_ok=True)
+    rates = {n: run_child(n, folder, source, scratch, "cpu") for n in counts}
+    one = rates[1]["end to end"]
+    for n, rate in rates.items():
+        report.add(f"end to end by cores, CPU, {n} core(s)", f"{rate['end to end'] / 1e6:.2f} M rows/s",
+                   f"{rate['end to end'] / one:.2f}× 1 core ({rate['end to end'] / (n * one):.2f} of {n}× 1 core); "
+                   f"reading alone {rate['read'] / 1e6:.2f}, writing alone {rate['write'] / 1e6:.2f} M rows/s")
+    if gpu:
+        top = counts[-1]
+        on_gpu = run_child(top, folder, source, scratch, "cuda")
+        report.add(f"end to end by cores, GPU with {top} cores", f"{on_gpu['end to end'] / 1e6:.2f} M rows/s",
+                   f"{on_gpu['end to end'] / on_gpu['read']:.2f} of reading alone (bar 0.8); "
+                   f"{on_gpu['end to end'] / rates[top]['end to end']:.2f}× the CPU at {top} cores")
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -394,6 +412,7 @@ def main(dry_run: bool = typer.Option(False, help="Tiny sizes on the CPU: checks
         report.block("scoring kernel", scoring_rates, folder, x, batches, gpu)
         report.block("parity", parity, folder, x, gpu, None if gpu else epochs)
         report.block("end to end", end_to_end, folder, x, root, gpu, 4 if gpu else 1)
+        report.block("end to end by cores", by_cores, folder, x, root, gpu, 4 if gpu else 1)
     wall = time.perf_counter() - started
     table = Table(title=f"GPU: {card}")
     for column in ("what", "measured", "ratio or note"):

@@ -9,7 +9,7 @@ onnxruntime size their thread pools, so `cpu_cores()` and both libraries see N. 
 alternate the core counts, so the machine's noise (it is shared) falls on all of them alike;
 each figure is the median over rounds of the best of three, and the ratios are of those medians.
 The model is the product's default (`vad train` on the bundled tabular data and its config,
-model settings at their defaults); the rows are its batch repeated to `--rows`.
+model settings at their defaults); the rows are its batch repeated to `--rows`, with noise.
 
 "Writing alone, pyarrow (before)" is the writer `score_files` used until issue 37: one
 `pyarrow.parquet.ParquetWriter` on one thread, kept here verbatim as the yardstick."""
@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import typer
 
@@ -32,21 +33,22 @@ sys.path.insert(0, str(ROOT))
 
 from sections import Blocks, markdown_blocks, print_blocks, replace_section  # noqa: E402
 
-# Runs in a child pinned to its cores (argv: cores, model, source, folder).
+# Runs in a child pinned to its cores (argv: cores, model, source, folder, provider).
 MEASURE = """
 import os, sys
 cores = int(sys.argv[1])
 os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])  # before any thread pool starts
 import json, time
 from pathlib import Path
-import polars as pl, pyarrow as pa, pyarrow.parquet as pq
+import polars as pl, pyarrow.parquet as pq
 from pipeline.artifact import contract
 from pipeline.data import ingest
 from pipeline.runtime import ScoreOptions, Scorer, score_files, write_scores
 from pipeline.runtime.files import _scored_chunks
+from scaling import pyarrow_before
 
-model, source, folder = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
-scorer = Scorer.load(model)
+model, source, folder, provider = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
+scorer = Scorer.load(model, provider=provider)
 rows = pq.ParquetFile(source).metadata.num_rows
 
 def best(action):
@@ -55,17 +57,6 @@ def best(action):
     for _ in range(3):
         started = time.perf_counter(); action(); times.append(time.perf_counter() - started)
     return min(times)
-
-def pyarrow_before(path, tables, top_k=3):
-    schema = tables[0].schema  # the writer of score_files until issue 37, as it was
-    texts = [f.name for f in schema if not pa.types.is_floating(f.type)]
-    ranked = {name for i in range(top_k) for name in (contract.top_feature(i + 1), contract.top_share(i + 1))}
-    writer = pq.ParquetWriter(path, schema, compression={f.name: "lz4" if f.name in texts else "none" for f in schema},
-                              store_schema=False, use_dictionary=texts,
-                              write_statistics=[n for n in schema.names if n not in ranked])
-    for table in tables:
-        writer.write_table(table)
-    writer.close()
 
 columns = scorer.schema.source_columns
 read = rows / best(lambda: [scorer.prepare(b) for b in ingest.iter_file_batches(source, columns, 65536)])
@@ -78,9 +69,31 @@ now = rows / best(lambda: write_scores(iter(frames), folder / "now.parquet", ".p
 now_csv = rows / best(lambda: write_scores(iter(frames), folder / "now.csv", ".csv"))
 end_to_end = rows / best(lambda: score_files(scorer, source, folder / "scores.parquet"))
 to_csv = rows / best(lambda: score_files(scorer, source, folder / "scores.csv"))
+sizes = {name: (folder / f"{name}.parquet").stat().st_size / rows for name in ("before", "now")}
 print(json.dumps({"read": read, "write before": before, "write": now, "write csv": now_csv,
-                  "end to end": end_to_end, "end to end csv": to_csv}))
+                  "end to end": end_to_end, "end to end csv": to_csv,
+                  "bytes before": sizes["before"], "bytes now": sizes["now"]}))
 """
+
+
+def pyarrow_before(path: Path, tables: list, top_k: int = 3) -> None:
+    """The writer of `score_files` until issue 37, as it was: one pyarrow ParquetWriter on one
+    thread, text columns lz4 with dictionaries, floats plain, no statistics on the rankings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.artifact import contract
+
+    schema = tables[0].schema
+    texts = [f.name for f in schema if not pa.types.is_floating(f.type)]
+    ranked = {name for i in range(top_k) for name in (contract.top_feature(i + 1), contract.top_share(i + 1))}
+    writer = pq.ParquetWriter(path, schema, compression={f.name: "lz4" if f.name in texts else "none" for f in schema},
+                              store_schema=False, use_dictionary=texts,
+                              write_statistics=[n for n in schema.names if n not in ranked])
+    for table in tables:
+        writer.write_table(table)
+    writer.close()
+
 
 LABELS = {"end to end": "`score_files` end to end, Parquet → Parquet",
           "end to end csv": "`score_files` end to end, Parquet → CSV",
@@ -88,12 +101,26 @@ LABELS = {"end to end": "`score_files` end to end, Parquet → Parquet",
           "write": "writing alone, the product's writer (Parquet)", "write csv": "writing alone, the product's writer (CSV)"}
 
 
-def run_child(cores: int, model: Path, source: Path, folder: Path) -> dict[str, float]:
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(cores), str(model), str(source), str(folder)],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def run_child(cores: int, model: Path, source: Path, folder: Path, provider: str = "cpu") -> dict[str, float]:
+    """One child's rates (rows/s) and sizes (bytes per row), on the first `cores` cores."""
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(cores), str(model), str(source), str(folder), provider],
+                            capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])})
     if result.returncode != 0:
-        raise SystemExit(result.stderr.strip().splitlines()[-1])
+        raise RuntimeError(result.stderr.strip().splitlines()[-1])
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def distinct_rows(rows: int, seed: int = 0) -> pl.DataFrame:
+    """The bundled batch repeated to `rows`, each reading moved by 1% noise and each id its own:
+    repeated values would let the writers' dictionaries shrink the scores to a few distinct
+    values and flatter the write (a repeated batch wrote 1 M rows of scores in 0.4 MB)."""
+    batch = pl.read_csv(ROOT / "data" / "tabular" / "batch.csv")
+    frame = pl.concat([batch] * (rows // batch.height + 1)).head(rows)
+    rng = np.random.default_rng(seed)
+    return frame.with_columns([pl.col(name) * pl.Series(1 + 0.01 * rng.standard_normal(rows))
+                               for name, dtype in frame.schema.items() if dtype.is_float()],
+                              batch_id=pl.int_range(pl.len()))
 
 
 def core_counts() -> list[int]:
@@ -105,9 +132,8 @@ def main(rows: int = 1_000_000, rounds: int = 5, output: Path = typer.Option(ROO
     counts = core_counts()
     with tempfile.TemporaryDirectory(prefix="vad-scaling-") as tmp:
         folder = Path(tmp)
-        batch = pl.read_csv(ROOT / "data" / "tabular" / "batch.csv")
         source = folder / "rows.parquet"
-        pl.concat([batch] * (rows // batch.height + 1)).head(rows).write_parquet(source)
+        distinct_rows(rows).write_parquet(source)
         subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "data/tabular/history.csv", "--config",
                         "data/tabular.toml", "--out", str(folder / "models"), "--no-progress"], cwd=ROOT, check=True,
                        capture_output=True)
@@ -131,7 +157,10 @@ def main(rows: int = 1_000_000, rounds: int = 5, output: Path = typer.Option(ROO
          f"{medians[top]['write'] / medians[top]['write before']:.2f}×",
          f"at 1 core: {medians[1]['write'] / medians[1]['write before']:.2f}×"),
         (f"end to end vs reading alone, {top} cores", f"{medians[top]['end to end'] / medians[top]['read']:.2f}",
-         "the share of the read rate the whole path keeps")]
+         "the share of the read rate the whole path keeps"),
+        ("scores file size, the product's writer vs pyarrow (before)",
+         f"{runs[1][0]['bytes now']:.1f} vs {runs[1][0]['bytes before']:.1f} bytes per row",
+         "Parquet; the product writes no compression, before compressed the text columns (lz4)")]
     print_blocks(blocks)
     command = "python bench/scaling.py" + ("" if (rows, rounds) == (1_000_000, 5) else f" --rows {rows} --rounds {rounds}")
     section = (f"## Scaling with cores (issue 37)\n\n`{command}`, on this machine ({top} cores, "

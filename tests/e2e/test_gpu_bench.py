@@ -23,6 +23,7 @@ def test_gpu_bench_dry_run_measures_every_block(tmp_path: Path) -> None:
     assert "old figures" not in text and text.count("<!-- gpu:start -->") == 1 and text.endswith("## After\n")
     for row in ("`vad train` job on cpu, fp32", "validation objective (negative β-ELBO), bf16 vs fp32",
                 "training on cpu to early stopping", "kernel, CPU pool, batch 1 ", "kernel, CPU, IO binding",
-                "parity, bundled tabular batch", "writing the scores file alone", "`score_files` on cpu"):
+                "parity, bundled tabular batch", "writing the scores file alone", "`score_files` on cpu",
+                "end to end by cores, CPU, 1 core(s)"):
         assert row in text, row
     assert "python bench/gpu.py --dry-run" in text
