@@ -4,9 +4,14 @@ would be ambiguous, since tests/flows has its own conftest)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -20,3 +25,18 @@ def fleet(copies: int = 3) -> pl.DataFrame:
     batch = pl.read_parquet(DATA / "sensors" / "batch.parquet").drop("label", "anomaly_kind")
     parts = [batch.with_columns(pl.col("machine") + f"-{i}", pl.col("load") * (1 + 0.05 * i)) for i in range(copies)]
     return pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=7)
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (tmpfs, e.g. "512k") mounted at `folder`, for tests that
+    fill a disk; skips the test where mounting is not allowed (it needs CAP_SYS_ADMIN)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                          text=True, check=False) if shutil.which("mount") else None
+    if done is None or done.returncode:
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)

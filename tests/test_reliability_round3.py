@@ -10,9 +10,11 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from common import small_tmpfs
 from typer.testing import CliRunner
 
 from pipeline.artifact.manifest import RETRAIN_PREFIX, LatestMoved, new_staging, set_latest
@@ -133,16 +135,10 @@ def test_n37_a_ledger_lock_held_at_the_alert_step_is_retried_not_set_aside(tmp_p
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Path:
-    """A real 512 KiB filesystem (tmpfs), which the test fills; skipped where mounting is not allowed."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True,
-                          text=True, check=False) if shutil.which("mount") else None
-    if done is None or done.returncode:
-        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN); the lock half of N37 runs everywhere")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 512 KiB filesystem (tmpfs), which the test fills; the lock half of N37 runs everywhere."""
+    with small_tmpfs(tmp_path / "tiny", "512k") as mount:
+        yield mount
 
 
 def test_n37_a_ledger_disk_that_fills_at_the_alert_step_is_retried_not_set_aside(tiny_disk: Path) -> None:

@@ -4,16 +4,15 @@ format, with a real full disk; and the ordered map that scores two chunks of a t
 from __future__ import annotations
 
 import errno
-import shutil
-import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from common import DATA
+from common import DATA, small_tmpfs
 from polars.testing import assert_frame_equal
 
 from pipeline.core.errors import DataError
@@ -97,16 +96,9 @@ def test_an_error_of_the_stream_reaches_the_caller_as_it_was(tmp_path: Path) -> 
 
 
 @pytest.fixture
-def tiny_output_disk(tmp_path: Path) -> Path:
-    """A real 256 KiB filesystem (tmpfs); skipped where mounting is not allowed."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True,
-                          text=True, check=False) if shutil.which("mount") else None
-    if done is None or done.returncode:
-        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+def tiny_output_disk(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path / "tiny", "256k") as mount:
+        yield mount
 
 
 def test_a_real_full_disk_under_the_writer_is_enospc_and_leaves_nothing(tabular_model: Path, tiny_output_disk: Path,
