@@ -22,7 +22,7 @@ from pipeline.core.errors import PipelineError, exit_on_user_error
 if TYPE_CHECKING:  # imported lazily at run time, to keep `vad --help` fast
     from pipeline.runtime import ScoreReport
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring.")
 console = Console()
 

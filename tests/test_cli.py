@@ -4,6 +4,7 @@ stderr naming what and where, exit status 2, and no output file left behind."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -40,6 +41,21 @@ def test_help_everywhere() -> None:
     for command in ["", "train", "score", "threshold", "inspect", "sample", "encode"]:
         result = vad(*([command] if command else []), "--help")
         assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_shell_completion_completes_commands_and_their_options() -> None:
+    """`vad --install-completion` (bash, zsh, fish) installs a script that asks `vad` itself
+    for the words: the commands, then each command's options."""
+    executable = Path(sys.executable).parent / "vad"  # the console script: completion keys on its name
+    script = subprocess.run([executable, "--show-completion", "bash"], capture_output=True, text=True, check=True)
+    assert "_VAD_COMPLETE=complete_bash" in script.stdout
+
+    def words(line: str) -> list[str]:
+        env = {**os.environ, "_VAD_COMPLETE": "complete_bash", "COMP_WORDS": line, "COMP_CWORD": str(len(line.split()) - 1)}
+        return subprocess.run([executable], capture_output=True, text=True, env=env, check=True).stdout.split()
+
+    assert words("vad sc") == ["score"]
+    assert "--chunk-rows" in words("vad score --ch") and words("vad th") == ["threshold"]
 
 
 def test_train_score_inspect_sample_encode(tmp_path: Path) -> None:
