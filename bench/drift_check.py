@@ -25,9 +25,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.build.fit import fit_model  # noqa: E402
 from pipeline.core.config import DriftRules, load_config  # noqa: E402
 from pipeline.runtime import Scorer, score_files  # noqa: E402
+from pipeline.training.fit import fit_model  # noqa: E402
 
 STREAM = ROOT.parent / "shared" / "data" / "skab" / "anomaly-free" / "anomaly-free.csv"
 

@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 from scaling import core_counts, pyarrow_before, run_child  # noqa: E402
 from sections import replace_section  # noqa: E402
 
-from pipeline.build.fit import fit_model  # noqa: E402
 from pipeline.core.config import PipelineConfig, TrainConfig, load_config  # noqa: E402
 from pipeline.data import ingest  # noqa: E402
 from pipeline.model.train import train_vae, training_plan  # noqa: E402
@@ -49,6 +48,7 @@ from pipeline.runtime import (  # noqa: E402
     write_scores,
 )
 from pipeline.runtime.providers import CPU, CUDA, TENSORRT, provider_options  # noqa: E402
+from pipeline.training.fit import fit_model  # noqa: E402
 
 OUTPUTS = ["score", "top_index", "top_share"]  # what `vad score` asks the scorer for
 Row = tuple[str, str, str]  # what, measured, ratio or note

@@ -40,11 +40,11 @@ from sections import replace_section
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from pipeline.build.detector import VAEDetector
-from pipeline.build.fit import fit_model
 from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, TrainConfig, WindowSpec
 from pipeline.data.schema import make_windows
 from pipeline.runtime import Scorer
+from pipeline.training.detector import VAEDetector
+from pipeline.training.fit import fit_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

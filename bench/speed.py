@@ -34,9 +34,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.build.detector import VAEDetector  # noqa: E402
 from pipeline.model.graphs import ScorerGraph  # noqa: E402
 from pipeline.runtime import KernelPool, Scorer, cpu_cores, score_files  # noqa: E402
+from pipeline.training.detector import VAEDetector  # noqa: E402
 
 HIDDEN, LATENT = [128, 64], 16
 THREADS = cpu_cores()

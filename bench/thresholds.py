@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 from sections import markdown_blocks, print_blocks, replace_section  # noqa: E402
 
-from pipeline.build.calibrate import fit_threshold  # noqa: E402
-from pipeline.build.fit import fit_model  # noqa: E402
 from pipeline.core.config import ThresholdConfig, load_config  # noqa: E402
 from pipeline.runtime import Scorer, persistent  # noqa: E402
+from pipeline.training.calibrate import fit_threshold  # noqa: E402
+from pipeline.training.fit import fit_model  # noqa: E402
 
 SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",
            "Voltage", "Volume Flow RateRMS"]

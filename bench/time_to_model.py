@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from pipeline.build import export  # noqa: E402
-from pipeline.build.detector import VAEDetector  # noqa: E402
 from pipeline.runtime import Scorer  # noqa: E402
+from pipeline.training import export  # noqa: E402
+from pipeline.training.detector import VAEDetector  # noqa: E402
 
 FEATURES = 32
 ROUNDS_UP_TO = 20_000  # sizes whose time to a model is measured in alternating rounds (PyOD's VAE fit ≤ 1 min)

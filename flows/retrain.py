@@ -1,7 +1,7 @@
 """Prefect flow `vad-retrain`: train a challenger on recent data (rows the champion flags
 left out), compare it with the champion on the latest recent rows, which neither was
 trained on, and promote it (move `latest`) only when it passes the config's `[promotion]`
-rules. Each task wraps one `pipeline.build.promotion` call; the decision and its reasons
+rules. Each task wraps one `pipeline.training.promotion` call; the decision and its reasons
 are an artifact, and `vad versions MODEL` lists every version with its parent, data and
 decision.
 
@@ -19,10 +19,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.artifact.manifest import RETRAIN_PREFIX, resolve_model_dir
-from pipeline.build import promotion
 from pipeline.core.config import PipelineConfig, PromotionRules, load_config
 from pipeline.core.errors import exit_on_user_error
 from pipeline.runtime import Scorer
+from pipeline.training import promotion
 
 
 @task(cache_policy=NO_CACHE)

@@ -1,5 +1,5 @@
 """Prefect flow `vad-train`: ingest and validate → train → calibrate the threshold → export
-and register the new version (`latest`). Each task wraps one `pipeline.build.fit` call; the
+and register the new version (`latest`). Each task wraps one `pipeline.training.fit` call; the
 report (loss curves, validation histogram with the threshold, manifest facts) is an artifact.
 
 Run:  python -m flows.train data/sensors/history.parquet --config data/sensors.toml"""
@@ -15,10 +15,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from pipeline.artifact.manifest import read_manifest
-from pipeline.build import fit
 from pipeline.core.config import PipelineConfig, ThresholdConfig, load_config
 from pipeline.core.errors import exit_on_user_error
 from pipeline.ops import reports
+from pipeline.training import fit
 
 IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
 

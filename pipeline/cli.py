@@ -91,7 +91,7 @@ def train(
     from pipeline.core.config import load_config
 
     try:
-        from pipeline.build.fit import fit_model
+        from pipeline.training.fit import fit_model
     except ModuleNotFoundError as exc:
         raise needs_training_extra(exc) from None
 
@@ -258,7 +258,7 @@ def threshold(
     from pipeline.core.config import ThresholdConfig
 
     try:
-        from pipeline.build.rethreshold import refit_threshold
+        from pipeline.training.rethreshold import refit_threshold
     except ModuleNotFoundError as exc:
         raise needs_training_extra(exc) from None
 

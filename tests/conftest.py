@@ -26,7 +26,7 @@ def exported_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sensor_fit(exported_root: Path):
-    from pipeline.build.fit import fit_model
+    from pipeline.training.fit import fit_model
 
     config = load_config(DATA / "sensors.toml", train=FAST_TRAIN)
     return fit_model(DATA / "sensors" / "history.parquet", config, exported_root)
@@ -34,7 +34,7 @@ def sensor_fit(exported_root: Path):
 
 @pytest.fixture(scope="session")
 def tabular_fit(exported_root: Path):
-    from pipeline.build.fit import fit_model
+    from pipeline.training.fit import fit_model
 
     config = load_config(DATA / "tabular.toml", train=FAST_TRAIN)
     return fit_model(DATA / "tabular" / "history.csv", config, exported_root)

@@ -24,12 +24,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DATA, FAST_TRAIN, ROOT  # noqa: E402
 
-from pipeline.build.fit import fit_model  # noqa: E402
 from pipeline.core.config import load_config  # noqa: E402
 from pipeline.core.errors import PipelineError  # noqa: E402
 from pipeline.ops.inbox import score_batch  # noqa: E402
 from pipeline.ops.records import Batch  # noqa: E402
 from pipeline.runtime import Scorer, ScoreReport, score_files  # noqa: E402
+from pipeline.training.fit import fit_model  # noqa: E402
 
 DOCS = ROOT / "docs" / "reliability.md"
 TABLE_START, TABLE_END = "<!-- catalogue:start -->", "<!-- catalogue:end -->"

@@ -10,8 +10,8 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from pipeline.build.detector import VAEDetector
 from pipeline.runtime import Scorer
+from pipeline.training.detector import VAEDetector
 
 RNG = np.random.default_rng(0)
 NORMAL = RNG.normal(size=(800, 6)).astype(np.float32)

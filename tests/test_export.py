@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline.artifact.manifest import SCHEMA_VERSION, read_manifest, resolve_model_dir
 from pipeline.artifact.contract import GRAPH_IO
-from pipeline.build.export import check_parity
+from pipeline.artifact.manifest import SCHEMA_VERSION, read_manifest, resolve_model_dir
 from pipeline.core.digest import sha256_file
 from pipeline.core.errors import ModelArtifactError
+from pipeline.training.export import check_parity
 
 GRAPHS = ["encoder", "decoder", "scorer", "scorer_sampled"]
 
@@ -66,8 +66,8 @@ def test_manifest_carries_what_scoring_needs(sensor_model: Path) -> None:
 
 
 def test_versions_are_immutable_and_latest_moves(tabular_fit, exported_root: Path) -> None:
-    from pipeline.build.export import export_model
-    from pipeline.build.fit import validation_record
+    from pipeline.training.export import export_model
+    from pipeline.training.fit import validation_record
 
     first = tabular_fit.version_dir
     before = {p.name: sha256_file(p) for p in first.iterdir()}
@@ -89,7 +89,7 @@ def test_a_model_without_its_validation_quantiles_is_refused(tabular_fit, export
     a manifest that lost the quantiles."""
     from pydantic import ValidationError
 
-    from pipeline.build.export import export_model
+    from pipeline.training.export import export_model
 
     calibrated = tabular_fit.calibrated
     versions = sorted(p.name for p in (exported_root / "demo-tabular").iterdir())
@@ -133,8 +133,8 @@ def test_heavy_tailed_round_off_passes_the_parity_gate(shared_data: Path, tmp_pa
     exports that one. A wrong graph still fails: test_parity_mismatch_fails_the_export."""
     from sklearn.model_selection import train_test_split
 
-    from pipeline.build.detector import VAEDetector
-    from pipeline.build.export import PARITY_TOLERANCE
+    from pipeline.training.detector import VAEDetector
+    from pipeline.training.export import PARITY_TOLERANCE
 
     arrays = np.load(shared_data / "adbench" / "34_smtp.npz")
     x_train, x_test = train_test_split(arrays["X"].astype(np.float32), test_size=0.3, stratify=arrays["y"],
@@ -152,8 +152,8 @@ def test_both_torch_exporters_write_graphs_that_score_alike(sensor_fit, tmp_path
     a batch size neither was traced with and the samples axis included."""
     import onnxruntime as ort
 
-    from pipeline.build.export import _example_inputs, _export_graph
     from pipeline.model.graphs import build_graphs
+    from pipeline.training.export import _example_inputs, _export_graph
 
     result = sensor_fit.calibrated.result
     modules = build_graphs(result.model.cpu(), result.scaler)

@@ -106,8 +106,8 @@ def test_a_tampered_graph_is_refused_in_node_too(node: str, tabular_model: Path,
 def test_p33_a_persistence_rule_flags_the_same_rows_in_node(node: str, sensor_model: Path, tmp_path: Path) -> None:
     """P33: Node flagged every row above the threshold and ignored the model's k-of-n rule, so
     a 3-of-5 sensor model flagged differently in Node than in Python."""
-    from pipeline.build.rethreshold import refit_threshold
     from pipeline.core.config import Persistence, ThresholdConfig
+    from pipeline.training.rethreshold import refit_threshold
 
     folder = Path(shutil.copytree(sensor_model.parent, tmp_path / "model", symlinks=True))
     batch = DATA / "sensors" / "batch.parquet"

@@ -160,8 +160,8 @@ def test_a_table_without_keys_gets_its_row_numbers_as_key(tmp_path: Path) -> Non
     in each file (as errors count), whatever the chunking."""
     from common import FAST_TRAIN
 
-    from pipeline.build.fit import fit_model
     from pipeline.core.config import load_config
+    from pipeline.training.fit import fit_model
 
     own_csv(stray=False).select("a", "b", "c", "site").write_csv(tmp_path / "plain.csv")
     config = load_config(None, name="plain", data={"missing": "impute"}, train=FAST_TRAIN)

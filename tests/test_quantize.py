@@ -13,13 +13,13 @@ from common import DATA
 from scipy.stats import spearmanr
 
 from pipeline.artifact.manifest import read_manifest
-from pipeline.build import export
-from pipeline.build.detector import VAEDetector
-from pipeline.build.fit import export_fitted
 from pipeline.core.config import load_config
 from pipeline.core.digest import sha256_file
 from pipeline.core.errors import PipelineError
 from pipeline.runtime import Scorer
+from pipeline.training import export
+from pipeline.training.detector import VAEDetector
+from pipeline.training.fit import export_fitted
 
 
 @pytest.fixture(scope="module")

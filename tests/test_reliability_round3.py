@@ -197,7 +197,7 @@ def test_n20_n21_a_challenger_lands_beside_its_champion_and_never_overwrites_a_n
     number, logged as promoted. N21: a `latest` moved by an operator during training was
     overwritten. Now the challenger is the champion folder's next version, and it is promoted
     only over the champion it was compared with."""
-    from pipeline.build import promotion
+    from pipeline.training import promotion
 
     root = tmp_path / "prod-sensors"
     shutil.copytree(sensor_model, root / "1")

@@ -229,7 +229,7 @@ def test_a_large_file_streams_with_flat_memory(tmp_path: Path) -> None:
     """4 M rows × 32 floats (512 MB once read) are scored in a fresh process whose resident
     memory grows by less than that: the reader holds chunks, never the file. Measured
     growth: about 200 MB at 2 M rows and at 4 M alike."""
-    from pipeline.build.detector import VAEDetector
+    from pipeline.training.detector import VAEDetector
 
     rng = np.random.default_rng(0)
     names = [f"x{i}" for i in range(32)]
@@ -281,8 +281,8 @@ def test_an_overflowed_reading_scores_as_extreme_under_impute(tmp_path: Path) ->
     and scored as normal while 1e300 was flagged. An overflow is the most extreme reading."""
     from common import DATA, FAST_TRAIN
 
-    from pipeline.build.fit import fit_model
     from pipeline.core.config import load_config
+    from pipeline.training.fit import fit_model
 
     config = load_config(DATA / "tabular.toml", data={"missing": "impute"}, train=FAST_TRAIN)
     scorer = Scorer.load(fit_model(DATA / "tabular" / "history.csv", config, tmp_path).version_dir)
@@ -326,8 +326,8 @@ def test_a_repeated_reading_policy_is_kept_with_the_model_and_applied_when_scori
     """A clock change repeats an hour in one machine's series. With `duplicates = "mean"`
     chosen at training, the model trains on the merged series, its manifest keeps the policy,
     and a batch with the same kind of repeat is scored one row per time, the merge counted."""
-    from pipeline.build.fit import fit_model
     from pipeline.core.config import load_config
+    from pipeline.training.fit import fit_model
 
     history = pl.read_parquet(DATA / "sensors" / "history.parquet").head(2000)
     repeat = history.filter(pl.col("machine") == history["machine"][0]).slice(100, 1)
@@ -351,8 +351,8 @@ def test_after_a_gap_longer_than_max_gap_the_series_restarts(tmp_path: Path) -> 
     same steps scored alone (the padded start of a series), and the model keeps the setting."""
     from datetime import timedelta
 
-    from pipeline.build.fit import fit_model
     from pipeline.core.config import load_config
+    from pipeline.training.fit import fit_model
 
     history = pl.read_parquet(DATA / "sensors" / "history.parquet").head(2000)
     history.write_parquet(tmp_path / "history.parquet")
@@ -375,8 +375,8 @@ def test_resampling_to_a_fixed_step_is_kept_with_the_model_and_applied_when_scor
     missing a reading) scores as the step averages computed by hand."""
     from datetime import timedelta
 
-    from pipeline.build.fit import fit_model
     from pipeline.core.config import load_config
+    from pipeline.training.fit import fit_model
 
     history = pl.read_parquet(DATA / "sensors" / "history.parquet").head(3000)
     history.write_parquet(tmp_path / "history.parquet")

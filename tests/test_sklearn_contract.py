@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from pipeline.build.detector import VAEDetector
+from pipeline.training.detector import VAEDetector
 
 SMALL = VAEDetector(epochs=2, members=1, hidden=[8], latent=2)  # the contract, not the model, is tested
 

@@ -17,11 +17,11 @@ import pytest
 from common import DATA, ROOT
 
 from pipeline.artifact.manifest import LATEST, MANIFEST, read_manifest, write_manifest
-from pipeline.build.export import load_checkpoint
 from pipeline.core.errors import ModelArtifactError
 from pipeline.core.faults import CRASH_ENV
 from pipeline.data.scaling import QUANTILE_KNOTS
 from pipeline.runtime import Scorer
+from pipeline.training.export import load_checkpoint
 
 
 @pytest.fixture

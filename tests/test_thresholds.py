@@ -13,12 +13,12 @@ import pytest
 from common import DATA
 
 from pipeline.artifact.manifest import read_manifest
-from pipeline.build.calibrate import POT_MIN_SHAPE, fit_threshold
 from pipeline.cli import main
 from pipeline.core.config import ThresholdConfig, load_config
 from pipeline.core.errors import PipelineError
 from pipeline.data.schema import entity_bounds
 from pipeline.runtime import Scorer, persistent
+from pipeline.training.calibrate import POT_MIN_SHAPE, fit_threshold
 
 RNG = np.random.default_rng(0)
 POT = ThresholdConfig(method="pot", pot_risk=1e-3)
@@ -103,6 +103,6 @@ def test_percentile_places_each_score_among_the_validation_scores(tabular_fit) -
 
 
 def test_python_and_the_command_line_aim_at_the_same_false_alarm_rate() -> None:
-    from pipeline.build.detector import VAEDetector
+    from pipeline.training.detector import VAEDetector
 
     assert VAEDetector().contamination == pytest.approx(1 - ThresholdConfig().quantile)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.build.fit import fit_model
 from pipeline.core.config import load_config
 from pipeline.runtime import Scorer, score_files
+from pipeline.training.fit import fit_model
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

@@ -20,7 +20,7 @@ from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.build.detector import VAEDetector
+from pipeline.training.detector import VAEDetector
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 FEATURES = ["temperature", "pressure", "duration_min", "energy_kwh", "yield_pct", "defects"]

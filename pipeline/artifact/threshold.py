@@ -1,5 +1,5 @@
 """The threshold record a model carries (rows with score > value are anomalous), and where a
-score falls among the validation scores. Fitting a threshold is `pipeline.build.calibrate`'s
+score falls among the validation scores. Fitting a threshold is `pipeline.training.calibrate`'s
 work: this module stays free of scipy.stats and scikit-learn, so scoring does not load them."""
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.build.fit import fit_model
 from pipeline.core.config import load_config
 from pipeline.runtime import Scorer, score_files
+from pipeline.training.fit import fit_model
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parents[2] / "data"

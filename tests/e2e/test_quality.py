@@ -11,10 +11,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from pipeline.build.detector import VAEDetector
-from pipeline.build.fit import fit_model
 from pipeline.core.config import DataConfig, PipelineConfig, TrainConfig, WindowSpec
 from pipeline.runtime import Scorer
+from pipeline.training.detector import VAEDetector
+from pipeline.training.fit import fit_model
 
 pytestmark = pytest.mark.slow
 SKAB_SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",

@@ -16,8 +16,8 @@ import pytest
 from prefect_helpers import DATA, ROOT
 
 from pipeline.artifact.manifest import read_manifest
-from pipeline.build.fit import fit_model
 from pipeline.core.config import load_config
+from pipeline.training.fit import fit_model
 
 pytestmark = pytest.mark.slow
 

@@ -85,9 +85,9 @@ def test_cuda_request_without_gpu_is_clear() -> None:
 
 
 def test_checkpoint_loads_with_weights_only(sensor_model: Path) -> None:
-    from pipeline.build.export import load_checkpoint
     from pipeline.model.graphs import score_with_torch
     from pipeline.runtime import Scorer
+    from pipeline.training.export import load_checkpoint
 
     vae, scaler = load_checkpoint(sensor_model / "checkpoint.pt")  # torch.load(weights_only=True) inside
     scorer = Scorer.load(sensor_model)
@@ -198,7 +198,7 @@ def test_contribution_shares_hold_float32_precision_on_large_raw_units() -> None
 def test_a_series_of_one_signal_validates_on_its_whole_period_and_sensors_on_their_latest_windows() -> None:
     """Spread: the latest tenth of each of ten time blocks of each entity (a daily cycle's every
     phase); otherwise the latest tenth of each entity, what comes just before scoring."""
-    from pipeline.build.fit import validation_windows
+    from pipeline.training.fit import validation_windows
 
     ends, bounds = np.arange(1000), [(0, 600), (600, 1000)]
     spread = validation_windows(ends, bounds, 0.1, spread=True)

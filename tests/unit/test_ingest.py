@@ -75,8 +75,8 @@ def test_sampled_read_keeps_every_nth_row_with_the_streaming_engine(tmp_path: Pa
 
 
 def test_training_with_max_rows_reads_an_even_sample(tmp_path: Path) -> None:
-    from pipeline.build.fit import _sampling_step, load_training_set
     from pipeline.core.config import load_config
+    from pipeline.training.fit import _sampling_step, load_training_set
 
     history = pl.read_csv(ROOT / "data" / "tabular" / "history.csv")
     pl.concat([history] * 4).write_parquet(tmp_path / "history.parquet")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy.stats import skew
 
+from pipeline.artifact.contract import INPUT_CLIP
 from pipeline.artifact.manifest import ScalerSpec
 from pipeline.data.scaling import MIN_ROWS_PER_SEGMENT, MIN_SKEW, QUANTILE_KNOTS, Scaler
-from pipeline.artifact.contract import INPUT_CLIP
 from pipeline.model import graphs
 from pipeline.model.graphs import _Scaling
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.build.calibrate import fit_threshold
 from pipeline.core.config import ThresholdConfig
 from pipeline.core.errors import PipelineError
+from pipeline.training.calibrate import fit_threshold
 
 SCORES = np.random.default_rng(0).exponential(1.0, 200_000)
 

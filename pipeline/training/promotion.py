@@ -14,11 +14,11 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline.artifact.manifest import LatestMoved, set_latest
 from pipeline.artifact.versions import record_decision
-from pipeline.build.fit import fit_model
 from pipeline.core.config import PipelineConfig, PromotionRules
 from pipeline.core.errors import DataError
 from pipeline.data import ingest
 from pipeline.runtime import Scorer
+from pipeline.training.fit import fit_model
 
 
 @dataclass

@@ -28,8 +28,6 @@ from pipeline.artifact.contract import DECODER, ENCODER, GRAPH_IO, SCORER, SCORE
 from pipeline.artifact.drift import DriftReference
 from pipeline.artifact.manifest import MODEL_NAME, Manifest, ScalerSpec, new_staging, publish_version
 from pipeline.artifact.threshold import Int8Drift, Threshold, ValidationRecord
-from pipeline.build.graph_metadata import stamp_digest
-from pipeline.build.quantize import quantize_scorer, score_drift
 from pipeline.core.errors import ExportParityError, ModelArtifactError, PipelineError
 from pipeline.core.faults import crash_point
 from pipeline.data.scaling import Scaler
@@ -37,6 +35,8 @@ from pipeline.data.schema import FeatureSchema
 from pipeline.model.graphs import build_graphs
 from pipeline.model.train import TrainResult
 from pipeline.model.vae import VAE
+from pipeline.training.graph_metadata import stamp_digest
+from pipeline.training.quantize import quantize_scorer, score_drift
 
 OPSET = 20
 PARITY_TOLERANCE = 1e-5

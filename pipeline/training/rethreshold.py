@@ -19,13 +19,13 @@ import polars as pl
 from pipeline.artifact.manifest import new_staging, publish_version, set_latest
 from pipeline.artifact.threshold import Threshold
 from pipeline.artifact.versions import latest_version
-from pipeline.build.calibrate import fit_threshold
-from pipeline.build.graph_metadata import stamp_digest
 from pipeline.core.config import ThresholdConfig
 from pipeline.core.errors import DataError, PipelineError
 from pipeline.data import ingest
 from pipeline.data.schema import coerce, sort_for_windows
 from pipeline.runtime import Scorer
+from pipeline.training.calibrate import fit_threshold
+from pipeline.training.graph_metadata import stamp_digest
 
 
 @dataclass

@@ -15,13 +15,13 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from pipeline.artifact.threshold import Threshold
-from pipeline.build.export import export_model
-from pipeline.build.fit import fingerprint, random_validation_mask, train_and_calibrate, validation_record
 from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, ThresholdConfig, TrainConfig
 from pipeline.core.errors import PipelineError
 from pipeline.data.schema import FeatureSchema, coerce, learn_schema, to_matrix
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult
+from pipeline.training.export import export_model
+from pipeline.training.fit import fingerprint, random_validation_mask, train_and_calibrate, validation_record
 
 MIN_ROWS = 3  # to fit: a training row, and the two validation rows a threshold needs
 

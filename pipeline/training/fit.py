@@ -14,8 +14,6 @@ import polars as pl
 
 from pipeline.artifact.drift import SERIES, DriftReference, column_blocks, reference_of
 from pipeline.artifact.threshold import QUANTILES, Calibration, Threshold, ValidationRecord, percentile_table
-from pipeline.build.calibrate import fit_threshold
-from pipeline.build.export import export_model
 from pipeline.core.config import PipelineConfig, ThresholdConfig
 from pipeline.core.errors import DataError, where
 from pipeline.data import ingest
@@ -32,6 +30,8 @@ from pipeline.data.schema import (
 )
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult, train_vae
+from pipeline.training.calibrate import fit_threshold
+from pipeline.training.export import export_model
 
 
 @dataclass
