@@ -42,7 +42,7 @@ HIDDEN, LATENT = [128, 64], 16
 THREADS = cpu_cores()
 
 
-def best_seconds(action, repeats: int) -> float:  # noqa: ANN001
+def best_seconds(action, repeats: int) -> float:
     """The fastest of `repeats` runs (after one warm-up): the least disturbed by neighbours."""
     action()
     times = []
@@ -135,7 +135,7 @@ def bare_layers_graph(features: int, hidden: list[int] = HIDDEN, latent: int = L
     return model.SerializeToString()
 
 
-def torch_bare_layers(features: int):  # noqa: ANN201
+def torch_bare_layers(features: int):
     """The same six layers as `bare_layers_graph`, in torch eager: a second library's GEMMs."""
     rng = np.random.default_rng(0)
     shapes = layer_shapes(features)
@@ -201,7 +201,7 @@ def write_rows(path: Path, x: np.ndarray, compression: str = "zstd") -> Path:
     return path
 
 
-def core_seconds(action) -> float:  # noqa: ANN001
+def core_seconds(action) -> float:
     """Process CPU time (all threads) of one run of `action`, after a warm-up."""
     action()
     started = time.process_time()

@@ -165,9 +165,9 @@ def measure(rows: list[int], repeats: int, score_rows: int, folder: Path,
             size_folder.mkdir(parents=True)
             seconds, version = cli_time_to_model(x, size_folder)
             ours_s.append(seconds)
-            seconds, vae = timed(lambda: VAE(random_state=0, verbose=0).fit(x))  # noqa: B023 - called at once
+            seconds, vae = timed(lambda: VAE(random_state=0, verbose=0).fit(x))
             vae_s.append(seconds)
-            seconds, forest = timed(lambda: IForest(random_state=0).fit(x))  # noqa: B023 - called at once
+            seconds, forest = timed(lambda: IForest(random_state=0).fit(x))
             forest_s.append(seconds)
         ours_auc = roc_auc_score(y_test, Scorer.load(version).score(test_frame)["score"].to_numpy())
         vae_auc = roc_auc_score(y_test, vae.decision_function(x_test))
@@ -194,7 +194,7 @@ def measure(rows: list[int], repeats: int, score_rows: int, folder: Path,
     for round_ in range(repeats):
         for exporter in best:  # alternating, so drift on a shared machine hits both alike
             export.EXPORTER = exporter
-            seconds, _ = timed(lambda: detector.export(folder / "export", f"e{round_}{exporter}"))  # noqa: B023
+            seconds, _ = timed(lambda: detector.export(folder / "export", f"e{round_}{exporter}"))
             best[exporter] = min(best[exporter], seconds)
     export.EXPORTER = "torchscript"
     lines += [("export alone, 4 graphs checked and parity-tested: TorchScript exporter (the default)",

@@ -22,14 +22,14 @@ import polars as pl
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import DATA, FAST_TRAIN, ROOT  # noqa: E402
+from common import DATA, FAST_TRAIN, ROOT
 
-from pipeline.core.config import load_config  # noqa: E402
-from pipeline.core.errors import PipelineError  # noqa: E402
-from pipeline.ops.inbox import score_batch  # noqa: E402
-from pipeline.ops.records import Batch  # noqa: E402
-from pipeline.runtime import Scorer, ScoreReport, score_files  # noqa: E402
-from pipeline.training.fit import fit_model  # noqa: E402
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
+from pipeline.ops.inbox import score_batch
+from pipeline.ops.records import Batch
+from pipeline.runtime import Scorer, ScoreReport, score_files
+from pipeline.training.fit import fit_model
 
 DOCS = ROOT / "docs" / "reliability.md"
 TABLE_START, TABLE_END = "<!-- catalogue:start -->", "<!-- catalogue:end -->"
@@ -43,14 +43,14 @@ class Case:
     stage: str  # ingest | schema | values | sensor | training | inbox
     given: str
     outcome: str
-    run: Callable[["Context"], None]
+    run: Callable[[Context], None]
 
 
 CATALOGUE: list[Case] = []
 
 
 def case(id: str, stage: str, given: str, outcome: str) -> Callable:
-    def register(run: Callable[["Context"], None]) -> Callable:
+    def register(run: Callable[[Context], None]) -> Callable:
         CATALOGUE.append(Case(id, stage, given, outcome, run))
         return run
     return register

@@ -107,7 +107,7 @@ def test_n27_a_fleet_file_redelivered_between_its_count_and_its_split_is_one_cle
     data.write_parquet(tmp_path / "fleet.parquet", row_group_size=1000)
     count = entities.plan_groups
 
-    def count_then_redeliver(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def count_then_redeliver(*args, **kwargs):
         groups = count(*args, **kwargs)
         extra = data.filter(pl.col("machine") == "press-01-0").with_columns(machine=pl.lit("press-99-9"))
         pl.concat([data, extra]).write_parquet(tmp_path / "incoming.parquet", row_group_size=1000)

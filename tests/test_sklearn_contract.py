@@ -13,7 +13,7 @@ SMALL = VAEDetector(epochs=2, members=1, hidden=[8], latent=2)  # the contract, 
 
 
 @parametrize_with_checks([SMALL])
-def test_scikit_learn_estimator_contract(estimator, check) -> None:  # noqa: ANN001 - scikit-learn's fixtures
+def test_scikit_learn_estimator_contract(estimator, check) -> None:
     check(estimator)
 
 

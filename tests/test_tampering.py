@@ -173,7 +173,7 @@ def test_checkpoint_with_a_code_payload_is_not_unpickled(model: Path, tmp_path: 
     marker = tmp_path / "pwned"
 
     class Payload:
-        def __reduce__(self):  # noqa: ANN204 - the classic pickle exploit
+        def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
     (model / "checkpoint.pt").write_bytes(pickle.dumps({"state_dict": Payload()}, protocol=2))

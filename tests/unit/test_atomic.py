@@ -62,7 +62,7 @@ def test_the_file_and_its_folder_reach_the_disk_before_the_write_returns(tmp_pat
         events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    def replace(src, dst) -> None:  # noqa: ANN001
+    def replace(src, dst) -> None:
         events.append("rename")
         real_replace(src, dst)
 

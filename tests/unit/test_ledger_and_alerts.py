@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -31,7 +31,7 @@ def test_claims_are_exclusive_until_done_and_forced_rescoring_is_explicit(tmp_pa
 
 
 def _hold_claim(ledger: Ledger, identity: str, owner: str) -> None:
-    with ledger._transaction() as db:  # noqa: SLF001 - stage another process's claim
+    with ledger._transaction() as db:
         db.execute("INSERT INTO batches (identity, model, file, status, owner, claimed_at) "
                    "VALUES (?, 'm/1', 'a.csv', 'running', ?, strftime('%s','now'))", (identity, owner))
 
@@ -84,7 +84,7 @@ def manifest(sensor_model: Path):
     return read_manifest(sensor_model)
 
 
-def test_alarm_needs_enough_anomalous_steps_close_together(manifest) -> None:  # noqa: ANN001
+def test_alarm_needs_enough_anomalous_steps_close_together(manifest) -> None:
     limit, start = manifest.threshold.value, datetime(2026, 11, 1)
     rules = AlertRules(min_anomalous=3, within=5)
     scattered = scored_frame(limit, {"press-01": [0, 10, 20]}, start)
@@ -98,7 +98,7 @@ def test_alarm_needs_enough_anomalous_steps_close_together(manifest) -> None:  #
     assert alert["alert_id"] == alerts.alert_id(manifest.key, "x")
 
 
-def test_an_alert_is_built_and_read_through_its_record(manifest, tmp_path: Path) -> None:  # noqa: ANN001
+def test_an_alert_is_built_and_read_through_its_record(manifest, tmp_path: Path) -> None:
     """The threshold counts as overridden only when it differs from the model's (the flow
     passes every batch's own), and a payload that does not fit the record reaches no sink."""
     limit, start = manifest.threshold.value, datetime(2026, 11, 1)
@@ -116,7 +116,7 @@ def test_an_alert_is_built_and_read_through_its_record(manifest, tmp_path: Path)
     assert not ledger.delivered(alert["alert_id"], delivery.EVENT_SINK)
 
 
-def test_cooldown_suppresses_an_entity_that_alerted_recently(manifest) -> None:  # noqa: ANN001
+def test_cooldown_suppresses_an_entity_that_alerted_recently(manifest) -> None:
     limit, start = manifest.threshold.value, datetime(2026, 11, 1)
     burst = scored_frame(limit, {"press-01": [1, 2, 3], "press-02": [1, 2, 3]}, start)
     recent = {"press-01": (start - timedelta(minutes=30)).isoformat()}
@@ -146,7 +146,7 @@ def test_webhook_urls_are_cut_to_their_host_in_delivery_errors() -> None:
     assert "https://hooks.example.com/<redacted>" in redacted and "http://127.0.0.1:9/<redacted>" in redacted
 
 
-def test_a_clock_that_ran_ahead_does_not_silence_an_entity(manifest) -> None:  # noqa: ANN001
+def test_a_clock_that_ran_ahead_does_not_silence_an_entity(manifest) -> None:
     """One batch stamped 2099 once suppressed that machine's alerts until 2099."""
     limit, start = manifest.threshold.value, datetime(2026, 11, 1)
     burst = scored_frame(limit, {"press-01": [1, 2, 3]}, start)
@@ -156,12 +156,11 @@ def test_a_clock_that_ran_ahead_does_not_silence_an_entity(manifest) -> None:  #
     assert alert is not None and [e["entity"] for e in alert["entities"]] == ["press-01"]
 
 
-def test_zoned_and_naive_times_compare_without_a_type_error(manifest) -> None:  # noqa: ANN001
+def test_zoned_and_naive_times_compare_without_a_type_error(manifest) -> None:
     """A batch with zoned timestamps after one without raised TypeError and poisoned every later run."""
-    from datetime import timezone
 
     limit = manifest.threshold.value
-    zoned = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2026, 11, 1, tzinfo=timezone.utc))
+    zoned = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2026, 11, 1, tzinfo=UTC))
     naive_recent = {"press-01": datetime(2026, 10, 31, 23, 50).isoformat()}  # 15 min before the burst
     alert, _ = alerts.evaluate(zoned, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x",
                                last_alerts=naive_recent)
@@ -183,7 +182,7 @@ def test_a_rewrite_that_keeps_size_and_mtime_gets_a_new_identity(tmp_path: Path)
     assert ledger.identity(batch) == sha256_file(batch) != first
 
 
-def test_inbox_reports_symlinks_and_foreign_files_and_follows_neither(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+def test_inbox_reports_symlinks_and_foreign_files_and_follows_neither(tmp_path: Path, caplog) -> None:
     import logging
 
     from pipeline.ops.inbox import find_batches
@@ -207,7 +206,7 @@ def test_inbox_reports_symlinks_and_foreign_files_and_follows_neither(tmp_path: 
     assert ".writing.csv.tmp" not in logged and "'linked.csv' is not a batch" not in logged
 
 
-def test_n42_a_glob_inbox_does_not_follow_a_linked_folder(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+def test_n42_a_glob_inbox_does_not_follow_a_linked_folder(tmp_path: Path, caplog) -> None:
     """N42: with `--inbox 'inbox/**/*.csv'`, a sub-folder linked to a folder of secrets was
     followed (only files were checked for links), and the ledger kept the secret's header."""
     import logging
@@ -286,7 +285,7 @@ def test_a_claim_whose_pid_was_reused_is_taken_over(tmp_path: Path) -> None:
         assert claim.reason == expected and claim.granted == (expected == "taken-over")
 
 
-def test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown(manifest) -> None:  # noqa: ANN001
+def test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown(manifest) -> None:
     """A device whose clock says 2099: its alert goes out, but 2099 is not stored as its last
     alarm, where every later alarm (in 2026) would compare against it."""
     limit = manifest.threshold.value
@@ -299,7 +298,7 @@ def test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown
     assert set(alerts.evaluate(now, manifest, AlertRules(), batch_file="b", identity="y", last_alerts={})[1]) == {"press-01"}
 
 
-def test_n34_an_alert_recorded_by_an_older_release_is_still_delivered(manifest, tmp_path: Path) -> None:  # noqa: ANN001
+def test_n34_an_alert_recorded_by_an_older_release_is_still_delivered(manifest, tmp_path: Path) -> None:
     """N34: an alert recorded before `peak_percentile` existed raised a pydantic ValidationError
     in delivery, which the flow did not catch, so every run failed before it scored anything."""
     burst = scored_frame(manifest.threshold.value, {"press-02": [11, 12, 14]}, datetime(2026, 11, 1))
@@ -334,7 +333,7 @@ def test_n35_a_sink_that_times_out_says_so() -> None:
         "https://hooks.example.com/<redacted>"
 
 
-def test_n40_a_host_clock_behind_the_data_keeps_the_cooldown_and_says_so(manifest, caplog) -> None:  # noqa: ANN001
+def test_n40_a_host_clock_behind_the_data_keeps_the_cooldown_and_says_so(manifest, caplog) -> None:
     """N40: with the host's clock reset to 2020 and the data in 2026, every alarm looked "in the
     future", no cooldown time was kept, and the same fault paged again on every batch. A whole
     batch ahead of the host's clock now keeps its times (it is the host that is wrong) and warns."""
