@@ -33,7 +33,8 @@ check: lint
 # contracts in pyproject.toml (lint-imports: which folder may import what, and that scoring
 # never loads torch, onnx or scikit-learn).
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline flows tests bench examples
+	$(BIN)/ruff check pipeline flows tests bench examples data
+	$(BIN)/ruff format --check pipeline flows tests bench examples data
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -37,26 +37,40 @@ def main(batch: int = 600, train_share: float = 0.6, epochs: int = 20, shift: fl
     frame = pl.read_csv(STREAM, separator=";", try_parse_dates=True)
     cut = int(frame.height * train_share)
     sensors = [c for c in frame.columns if c != "datetime"]
-    table = Table(title=f"Drift verdicts on SKAB's anomaly-free stream (trained on its first {train_share:.0%}), "
-                        f"limit {shift:g}")
-    for column in ("batch (rows)", "tenth of the stream", "drifted", "columns past the rule (spreads)", "latent PSI",
-                   "score PSI"):
+    table = Table(
+        title=f"Drift verdicts on SKAB's anomaly-free stream (trained on its first {train_share:.0%}), limit {shift:g}"
+    )
+    for column in (
+        "batch (rows)",
+        "tenth of the stream",
+        "drifted",
+        "columns past the rule (spreads)",
+        "latent PSI",
+        "score PSI",
+    ):
         table.add_column(column)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         frame.head(cut).write_parquet(folder / "train.parquet")
-        config = load_config(None, data={"mode": "sensor", "time_column": "datetime", "features": sensors,
-                                         "window": {"length": 10, "stride": 1}},
-                             train={"epochs": epochs, "progress": False})
+        config = load_config(
+            None,
+            data={"mode": "sensor", "time_column": "datetime", "features": sensors, "window": {"length": 10, "stride": 1}},
+            train={"epochs": epochs, "progress": False},
+        )
         scorer = Scorer.load(fit_model(folder / "train.parquet", config, folder / "models").version_dir)
         for start in range(cut, frame.height - batch + 1, batch):
             frame.slice(start, batch).write_parquet(folder / "batch.parquet")
             drift = score_files(scorer, folder / "batch.parquet", folder / "scores.parquet", drift_rules=rules).drift
             assert drift is not None
             shifted = drift.entities.get("*", {})
-            table.add_row(f"{start}-{start + batch}", f"{(start + batch / 2) / frame.height * 10:.1f}",
-                          "yes" if drift.drifted else "no", ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items()),
-                          f"{drift.latent:.2f}", f"{drift.score:.2f}")
+            table.add_row(
+                f"{start}-{start + batch}",
+                f"{(start + batch / 2) / frame.height * 10:.1f}",
+                "yes" if drift.drifted else "no",
+                ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items()),
+                f"{drift.latent:.2f}",
+                f"{drift.score:.2f}",
+            )
     Console().print(table)
 
 

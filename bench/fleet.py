@@ -76,8 +76,14 @@ def run_measured(command: list[str]) -> tuple[float, float]:
     return int(done.stderr.strip().splitlines()[-1]) / 1024, seconds
 
 
-def main(rows: int = 50_000_000, entities: int = 200, train_steps: int = 1_000, epochs: int = 5,
-         check_machines: int = 3, write: bool = True) -> None:
+def main(
+    rows: int = 50_000_000,
+    entities: int = 200,
+    train_steps: int = 1_000,
+    epochs: int = 5,
+    check_machines: int = 3,
+    write: bool = True,
+) -> None:
     started_all = time.perf_counter()
     console = Console()
     vad = str(Path(sys.executable).with_name("vad"))
@@ -89,20 +95,50 @@ def main(rows: int = 50_000_000, entities: int = 200, train_steps: int = 1_000, 
         write_fleet(fleet, rows, entities)
         console.print(f"wrote {rows:,} rows ({fleet.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f} s")
         history = tmp_path / "history.parquet"
-        pl.scan_parquet(fleet).filter(pl.col("timestamp") < pl.datetime(2026, 1, 1) + pl.duration(minutes=train_steps)) \
-            .sink_parquet(history)
-        train = [vad, "train", str(history), "--name", "fleet", "--out", str(tmp_path / "models"), "--mode", "sensor",
-                 "--time-column", "timestamp", "--entity-column", "machine", "--features", ",".join(SENSORS),
-                 "--window", "10", "--epochs", str(epochs), "--no-progress"]
+        pl.scan_parquet(fleet).filter(
+            pl.col("timestamp") < pl.datetime(2026, 1, 1) + pl.duration(minutes=train_steps)
+        ).sink_parquet(history)
+        train = [
+            vad,
+            "train",
+            str(history),
+            "--name",
+            "fleet",
+            "--out",
+            str(tmp_path / "models"),
+            "--mode",
+            "sensor",
+            "--time-column",
+            "timestamp",
+            "--entity-column",
+            "machine",
+            "--features",
+            ",".join(SENSORS),
+            "--window",
+            "10",
+            "--epochs",
+            str(epochs),
+            "--no-progress",
+        ]
         train_mb, train_s = run_measured(train)
-        lines.append((f"`vad train`: {entities * train_steps:,} rows (the first {train_steps} minutes), "
-                      f"{epochs} epochs, window 10", f"{train_s:.0f} s, peak RSS {train_mb:,.0f} MB"))
+        lines.append(
+            (
+                f"`vad train`: {entities * train_steps:,} rows (the first {train_steps} minutes), "
+                f"{epochs} epochs, window 10",
+                f"{train_s:.0f} s, peak RSS {train_mb:,.0f} MB",
+            )
+        )
         scores = tmp_path / "scores.parquet"
-        score_mb, score_s = run_measured([vad, "score", str(tmp_path / "models" / "fleet"), str(fleet),
-                                          "--output", str(scores), "--show", "0"])
-        lines.append((f"`vad score`: {rows:,} rows × {len(SENSORS)} sensors × {entities} machines "
-                      f"({fleet.stat().st_size / 1e9:.2f} GB Parquet), fresh process",
-                      f"peak RSS {score_mb:,.0f} MB, {rows / score_s / 1e6:.2f} M rows/s ({score_s:.0f} s)"))
+        score_mb, score_s = run_measured(
+            [vad, "score", str(tmp_path / "models" / "fleet"), str(fleet), "--output", str(scores), "--show", "0"]
+        )
+        lines.append(
+            (
+                f"`vad score`: {rows:,} rows × {len(SENSORS)} sensors × {entities} machines "
+                f"({fleet.stat().st_size / 1e9:.2f} GB Parquet), fresh process",
+                f"peak RSS {score_mb:,.0f} MB, {rows / score_s / 1e6:.2f} M rows/s ({score_s:.0f} s)",
+            )
+        )
         scored = pl.scan_parquet(scores)
         count, ordered = scored.select(pl.len(), pl.col("machine").is_sorted()).collect().row(0)
         scorer = Scorer.load(tmp_path / "models" / "fleet")
@@ -113,8 +149,12 @@ def main(rows: int = 50_000_000, entities: int = 200, train_steps: int = 1_000, 
             mine = scored.filter(pl.col("machine") == machine).select("timestamp", "score").collect()
             assert mine["timestamp"].equals(alone["timestamp"]), machine
             worst = max(worst, float(np.max(np.abs(mine["score"].to_numpy() - alone["score"].to_numpy()))))
-        lines.append((f"rows out; scores of {', '.join(picked)} against their rows scored alone",
-                      f"{count:,} rows{' in machine order' if ordered else ''}; largest difference {worst:.1e}"))
+        lines.append(
+            (
+                f"rows out; scores of {', '.join(picked)} against their rows scored alone",
+                f"{count:,} rows{' in machine order' if ordered else ''}; largest difference {worst:.1e}",
+            )
+        )
         assert count == rows and worst == 0.0, (count, worst)
     wall = time.perf_counter() - started_all
     table = Table(title="Fleet scoring")
@@ -125,7 +165,10 @@ def main(rows: int = 50_000_000, entities: int = 200, train_steps: int = 1_000, 
     console.print(table)
     if write:
         body = "\n".join(f"| {a} | {b} |" for a, b in lines)
-        replace_section(ROOT / "BENCHMARKS.md", "fleet", f"""## Fleet scoring in bounded memory (issue 21)
+        replace_section(
+            ROOT / "BENCHMARKS.md",
+            "fleet",
+            f"""## Fleet scoring in bounded memory (issue 21)
 
 Command: `python bench/fleet.py` ({wall / 60:.1f} min; {platform.machine()}, polars {pl.__version__}). A fleet file
 too large to read whole is split by machine in one streaming pass and scored a group of whole machines
@@ -135,7 +178,8 @@ equality, not detection.
 | what | measured |
 |---|---|
 {body}
-""")
+""",
+        )
 
 
 if __name__ == "__main__":

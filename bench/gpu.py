@@ -60,8 +60,9 @@ def synthetic_rows(rows: int, features: int = 32, seed: int = 0) -> np.ndarray:
     half the columns exponentiated so the default input map has skewed columns to map."""
     rng = np.random.default_rng(seed)
     mixing = rng.standard_normal((8, features)).astype(np.float32)
-    x = rng.standard_normal((rows, 8), dtype=np.float32) @ mixing + 0.3 * rng.standard_normal((rows, features),
-                                                                                               dtype=np.float32)
+    x = rng.standard_normal((rows, 8), dtype=np.float32) @ mixing + 0.3 * rng.standard_normal(
+        (rows, features), dtype=np.float32
+    )
     x[:, ::2] = np.exp(x[:, ::2] / x[:, ::2].std(axis=0))
     return x
 
@@ -144,8 +145,11 @@ def training_jobs(report: Report, x: np.ndarray, device: str, root: Path, epochs
     frame(x).write_parquet(source)
     jobs = {}
     for bf16 in (False, True):
-        config = load_config(None, name=f"gpu-bench-{'bf16' if bf16 else 'fp32'}",
-                             train={"device": device, "bf16": bf16, "epochs": epochs, "progress": False})
+        config = load_config(
+            None,
+            name=f"gpu-bench-{'bf16' if bf16 else 'fp32'}",
+            train={"device": device, "bf16": bf16, "epochs": epochs, "progress": False},
+        )
         started = time.perf_counter()
         outcome = fit_model(source, config, root / "models")
         seconds = time.perf_counter() - started
@@ -153,17 +157,21 @@ def training_jobs(report: Report, x: np.ndarray, device: str, root: Path, epochs
         train_seconds = sum(h["seconds"] for h in result.history)
         rate = epoch_rate(result.history)
         plan = result.plan
-        report.add(f"`vad train` job on {device}, {'bf16 autocast' if bf16 else 'fp32'} (batch {plan.batch_size}, "
-                   f"learning rate {plan.learning_rate:.2g}), {len(result.history)} epochs to early stopping",
-                   f"{rate / 1e3:,.1f} k rows/s; model in {seconds:.1f} s",
-                   f"{train_seconds:.1f} s training, {seconds - train_seconds:.1f} s reading, threshold and export")
-        jobs["bf16" if bf16 else "fp32"] = {"objective": result.best_validation, "rate": rate,
-                                           "folder": outcome.version_dir}
+        report.add(
+            f"`vad train` job on {device}, {'bf16 autocast' if bf16 else 'fp32'} (batch {plan.batch_size}, "
+            f"learning rate {plan.learning_rate:.2g}), {len(result.history)} epochs to early stopping",
+            f"{rate / 1e3:,.1f} k rows/s; model in {seconds:.1f} s",
+            f"{train_seconds:.1f} s training, {seconds - train_seconds:.1f} s reading, threshold and export",
+        )
+        jobs["bf16" if bf16 else "fp32"] = {"objective": result.best_validation, "rate": rate, "folder": outcome.version_dir}
     fp32, bf16 = jobs["fp32"], jobs["bf16"]
     change = (bf16["objective"] - fp32["objective"]) / abs(fp32["objective"])
-    report.add("validation objective (negative β-ELBO), bf16 vs fp32", f"{bf16['objective']:.4f} vs {fp32['objective']:.4f}",
-               f"{change:+.2%} ({'within' if abs(change) <= 0.01 else 'outside'} 1%); "
-               f"bf16 {bf16['rate'] / fp32['rate']:.2f}× fp32 rows/s")
+    report.add(
+        "validation objective (negative β-ELBO), bf16 vs fp32",
+        f"{bf16['objective']:.4f} vs {fp32['objective']:.4f}",
+        f"{change:+.2%} ({'within' if abs(change) <= 0.01 else 'outside'} 1%); "
+        f"bf16 {bf16['rate'] / fp32['rate']:.2f}× fp32 rows/s",
+    )
     return jobs
 
 
@@ -184,10 +192,12 @@ def batch_quality(report: Report, x: np.ndarray, device: str, epochs: int) -> No
         result = train_vae(x[:split], x[split:], PipelineConfig().model, config)
         seconds = time.perf_counter() - started
         auc = roc_auc_score(labels, score_with_torch(result.model, result.scaler, fresh)[0])
-        report.add(f"training on {device} to early stopping, batch {batch} (learning rate {result.plan.learning_rate:.2g})"
-                   f"{' (the default)' if batch == chosen else ''}",
-                   f"objective {result.best_validation:.4f}, ROC-AUC {auc:.4f}",
-                   f"{epoch_rate(result.history) / 1e3:,.0f} k rows/s, {len(result.history)} epochs, {seconds:.1f} s")
+        report.add(
+            f"training on {device} to early stopping, batch {batch} (learning rate {result.plan.learning_rate:.2g})"
+            f"{' (the default)' if batch == chosen else ''}",
+            f"objective {result.best_validation:.4f}, ROC-AUC {auc:.4f}",
+            f"{epoch_rate(result.history) / 1e3:,.0f} k rows/s, {len(result.history)} epochs, {seconds:.1f} s",
+        )
 
 
 def default_shape(x: np.ndarray) -> VAEShape:
@@ -200,25 +210,38 @@ def training_rates(report: Report, x: np.ndarray, device: str, cpu_rows: int, gp
     """Rows/s of the product's CPU path (its default batch, and CUDA's) on this machine's
     cores, and of CUDA across batch sizes: where the GPU's choice of batch comes from."""
     cpu_rate, cpu_batch = one_epoch_rate(x[:cpu_rows], "cpu")
-    report.add(f"training on the CPU ({cpu_cores()} cores), product default batch {cpu_batch}",
-               f"{cpu_rate / 1e3:,.1f} k rows/s", f"{cpu_rows:,} rows")
+    report.add(
+        f"training on the CPU ({cpu_cores()} cores), product default batch {cpu_batch}",
+        f"{cpu_rate / 1e3:,.1f} k rows/s",
+        f"{cpu_rows:,} rows",
+    )
     chosen = training_plan(int(0.9 * len(x)), torch.device(device), TrainConfig(), default_shape(x))
     cpu_same, _ = one_epoch_rate(x[:cpu_rows], "cpu", chosen.batch_size)
-    report.add(f"training on the CPU, batch {chosen.batch_size} (the GPU's)", f"{cpu_same / 1e3:,.1f} k rows/s",
-               f"{cpu_same / cpu_rate:.2f}× the CPU default")
+    report.add(
+        f"training on the CPU, batch {chosen.batch_size} (the GPU's)",
+        f"{cpu_same / 1e3:,.1f} k rows/s",
+        f"{cpu_same / cpu_rate:.2f}× the CPU default",
+    )
     if gpu_rate is not None:
-        report.add(f"training: the `vad train` job on {device} against the CPU default", f"{gpu_rate / cpu_rate:.1f}×",
-                   "rows/s, same model, same machine")
+        report.add(
+            f"training: the `vad train` job on {device} against the CPU default",
+            f"{gpu_rate / cpu_rate:.1f}×",
+            "rows/s, same model, same machine",
+        )
     for batch in sorted({256, 1024, 4096, chosen.batch_size, 65536} if device == "cuda" else {chosen.batch_size}):
-        rows = x[:max(200_000, 64 * batch)]  # small batches are slow: fewer rows give the same rate
+        rows = x[: max(200_000, 64 * batch)]  # small batches are slow: fewer rows give the same rate
         rate, _ = one_epoch_rate(rows, device, batch)
-        report.add(f"training on {device}, batch {batch}, {len(rows):,} rows", f"{rate / 1e3:,.1f} k rows/s",
-                   f"{rate / cpu_rate:.1f}× CPU default")
+        report.add(
+            f"training on {device}, batch {batch}, {len(rows):,} rows",
+            f"{rate / 1e3:,.1f} k rows/s",
+            f"{rate / cpu_rate:.1f}× CPU default",
+        )
 
 
 # -- scoring ----------------------------------------------------------------------------------
-def bound_run(session: ort.InferenceSession, x: np.ndarray, device: str,
-              fixed_outputs: bool = False) -> Callable[[], object]:
+def bound_run(
+    session: ort.InferenceSession, x: np.ndarray, device: str, fixed_outputs: bool = False
+) -> Callable[[], object]:
     """A call of the scorer with input and outputs on `device` (IO binding: no copy per call).
     With `fixed_outputs` the outputs are preallocated, as CUDA graphs need fixed addresses."""
     binding = session.io_binding()
@@ -230,8 +253,9 @@ def bound_run(session: ort.InferenceSession, x: np.ndarray, device: str,
             continue
         if fixed_outputs:
             shape = [len(x), *output.shape[1:]]
-            binding.bind_ortvalue_output(output.name, ort.OrtValue.ortvalue_from_shape_and_type(
-                shape, types[output.type], device, 0))
+            binding.bind_ortvalue_output(
+                output.name, ort.OrtValue.ortvalue_from_shape_and_type(shape, types[output.type], device, 0)
+            )
         else:
             binding.bind_output(output.name, device)
     return lambda: session.run_with_iobinding(binding)
@@ -270,7 +294,8 @@ def scoring_rates(report: Report, folder: Path, x: np.ndarray, batches: list[int
     variants[f"{'CUDA' if gpu else 'CPU'}, IO binding (data on the device)"] = lambda b: bound_run(plain, x[:b], device)
     if gpu:
         variants["CUDA, IO binding + CUDA graph"] = lambda b: bound_run(
-            gpu_session(model, [(CUDA, {"enable_cuda_graph": "1"}), (CPU, {})]), x[:b], device, fixed_outputs=True)
+            gpu_session(model, [(CUDA, {"enable_cuda_graph": "1"}), (CPU, {})]), x[:b], device, fixed_outputs=True
+        )
         missing = tensorrt_missing()
         if missing:
             variants["TensorRT fp16"] = f"not run: {missing}"
@@ -278,9 +303,11 @@ def scoring_rates(report: Report, folder: Path, x: np.ndarray, batches: list[int
             cache = folder / ".tensorrt-cache"
             cache.mkdir(exist_ok=True)
             trt = gpu_session(model, provider_options([TENSORRT, CUDA, CPU], cache, fp16=True))
-            variants["TensorRT fp16, IO binding, engine cache"] = (
-                lambda b: bound_run(trt, x[:b], device) if trt.get_providers()[0] == TENSORRT
-                else f"not run: onnxruntime fell back to {trt.get_providers()}")
+            variants["TensorRT fp16, IO binding, engine cache"] = lambda b: (
+                bound_run(trt, x[:b], device)
+                if trt.get_providers()[0] == TENSORRT
+                else f"not run: onnxruntime fell back to {trt.get_providers()}"
+            )
     rates: dict[str, dict[int, float]] = {}
     for name, make in variants.items():
         if isinstance(make, str):
@@ -297,8 +324,11 @@ def scoring_rates(report: Report, folder: Path, x: np.ndarray, batches: list[int
             report.add(f"kernel, {name}, batch {b:,}", f"{rates[name][b] / 1e6:,.3f} M rows/s", note)
     path = next(iter(n for n in rates if n != "CPU pool"))
     crossover = next((b for b in batches if rates[path].get(b, 0) > rates["CPU pool"][b]), None)
-    report.add(f"smallest batch where `{path}` beats the CPU pool",
-               f"{crossover:,} rows" if crossover else "none measured", f"of {batches}")
+    report.add(
+        f"smallest batch where `{path}` beats the CPU pool",
+        f"{crossover:,} rows" if crossover else "none measured",
+        f"of {batches}",
+    )
     best = max(rates, key=lambda n: max(rates[n].values(), default=0))
     top = max(rates[best], key=rates[best].get)
     report.add("best kernel rate", f"{rates[best][top] / 1e6:,.1f} M rows/s", f"{best}, batch {top:,}")
@@ -313,20 +343,27 @@ def parity(report: Report, folder: Path, x: np.ndarray, gpu: bool, epochs: int |
     got = Scorer.load(folder, provider=provider).kernel().run(OUTPUTS[:1], x)[0]  # named: every batch there
     relative = np.abs(got - want) / np.maximum(np.abs(want), 1e-6)
     flags = int(((got > cpu.threshold) != (want > cpu.threshold)).sum())
-    report.add(f"parity, {len(x):,} synthetic rows, {provider} vs CPU scores",
-               f"max relative {relative.max():.1e}, max-norm relative {np.abs(got - want).max() / np.abs(want).max():.1e}",
-               f"{'within' if relative.max() <= 1e-4 else 'outside'} 1e-4; flags differing: {flags}")
-    config = load_config(ROOT / "data" / "tabular.toml", name="gpu-bench-demo",
-                         train={"device": provider, "progress": False, "epochs": epochs})
+    report.add(
+        f"parity, {len(x):,} synthetic rows, {provider} vs CPU scores",
+        f"max relative {relative.max():.1e}, max-norm relative {np.abs(got - want).max() / np.abs(want).max():.1e}",
+        f"{'within' if relative.max() <= 1e-4 else 'outside'} 1e-4; flags differing: {flags}",
+    )
+    config = load_config(
+        ROOT / "data" / "tabular.toml",
+        name="gpu-bench-demo",
+        train={"device": provider, "progress": False, "epochs": epochs},
+    )
     demo = fit_model(ROOT / "data" / "tabular" / "history.csv", config, folder.parent.parent)
     batch = pl.read_csv(ROOT / "data" / "tabular" / "batch.csv")
     on_cpu = Scorer.load(demo.version_dir, provider="cpu").score(batch)
     on_gpu = Scorer.load(demo.version_dir, provider=provider).score(batch)
     differ = int((on_cpu["is_anomaly"] != on_gpu["is_anomaly"]).sum())
     worst = float((np.abs(on_gpu["score"] - on_cpu["score"]) / np.maximum(np.abs(on_cpu["score"]), 1e-6)).max())
-    report.add(f"parity, bundled tabular batch ({batch.height:,} rows, model trained on {provider})",
-               f"{int(on_gpu['is_anomaly'].sum())} vs {int(on_cpu['is_anomaly'].sum())} flagged; {differ} differ",
-               f"max relative score difference {worst:.1e}")
+    report.add(
+        f"parity, bundled tabular batch ({batch.height:,} rows, model trained on {provider})",
+        f"{int(on_gpu['is_anomaly'].sum())} vs {int(on_cpu['is_anomaly'].sum())} flagged; {differ} differ",
+        f"max relative score difference {worst:.1e}",
+    )
 
 
 def end_to_end(report: Report, folder: Path, x: np.ndarray, root: Path, gpu: bool, copies: int) -> None:
@@ -338,27 +375,36 @@ def end_to_end(report: Report, folder: Path, x: np.ndarray, root: Path, gpu: boo
     rows = len(x) * copies
     reader = Scorer.load(folder, provider="cpu")
     columns = reader.schema.source_columns
-    read_rate = rows / timed(lambda: [reader.prepare(batch) for batch in ingest.iter_file_batches(source, columns, 65536)],
-                             min_seconds=0)
-    report.add(f"end to end, {rows:,} rows: reading and preparing the Parquet file alone", f"{read_rate / 1e6:.2f} M rows/s",
-               "one stage of `score_files`, alone")
+    read_rate = rows / timed(
+        lambda: [reader.prepare(batch) for batch in ingest.iter_file_batches(source, columns, 65536)], min_seconds=0
+    )
+    report.add(
+        f"end to end, {rows:,} rows: reading and preparing the Parquet file alone",
+        f"{read_rate / 1e6:.2f} M rows/s",
+        "one stage of `score_files`, alone",
+    )
     output = root / "scores.parquet"
     score_files(Scorer.load(folder, provider="cpu"), source, output)
     scored = [pl.from_arrow(batch) for batch in pq.ParquetFile(output).iter_batches(65536)]
     before = rows / timed(lambda: pyarrow_before(root / "before.parquet", [s.to_arrow() for s in scored]), min_seconds=0)
     write_rate = rows / timed(lambda: write_scores(iter(scored), root / "written.parquet", ".parquet"), min_seconds=0)
-    report.add(f"end to end, {rows:,} rows: writing the scores file alone (polars' sink, every core)",
-               f"{write_rate / 1e6:.2f} M rows/s",
-               f"{write_rate / read_rate:.2f} of reading; {write_rate / before:.2f}× the one-thread pyarrow writer before")
+    report.add(
+        f"end to end, {rows:,} rows: writing the scores file alone (polars' sink, every core)",
+        f"{write_rate / 1e6:.2f} M rows/s",
+        f"{write_rate / read_rate:.2f} of reading; {write_rate / before:.2f}× the one-thread pyarrow writer before",
+    )
     cpu_rate = None
     for provider, chunk in [("cpu", None)] + ([("cuda", 65536), ("cuda", None)] if gpu else []):
         scorer = Scorer.load(folder, provider=provider)
         rate = rows / timed(lambda: score_files(scorer, source, output, chunk_rows=chunk), min_seconds=0)
         cpu_rate = cpu_rate or rate
         rows_per_chunk = chunk or default_chunk_rows(scorer)
-        report.add(f"end to end, {rows:,} rows Parquet → Parquet, `score_files` on {provider}, chunks of {rows_per_chunk:,}"
-                   f"{'' if chunk else ' (the default)'}",
-                   f"{rate / 1e6:.2f} M rows/s", f"{rate / read_rate:.2f} of reading; {rate / cpu_rate:.2f}× CPU")
+        report.add(
+            f"end to end, {rows:,} rows Parquet → Parquet, `score_files` on {provider}, chunks of {rows_per_chunk:,}"
+            f"{'' if chunk else ' (the default)'}",
+            f"{rate / 1e6:.2f} M rows/s",
+            f"{rate / read_rate:.2f} of reading; {rate / cpu_rate:.2f}× CPU",
+        )
 
 
 def by_cores(report: Report, folder: Path, x: np.ndarray, root: Path, gpu: bool, copies: int) -> None:
@@ -372,21 +418,31 @@ def by_cores(report: Report, folder: Path, x: np.ndarray, root: Path, gpu: bool,
     rates = {n: run_child(n, folder, source, scratch, "cpu") for n in counts}
     one = rates[1]["end to end"]
     for n, rate in rates.items():
-        report.add(f"end to end by cores, CPU, {n} core(s)", f"{rate['end to end'] / 1e6:.2f} M rows/s",
-                   f"{rate['end to end'] / one:.2f}× 1 core ({rate['end to end'] / (n * one):.2f} of {n}× 1 core); "
-                   f"reading alone {rate['read'] / 1e6:.2f}, writing alone {rate['write'] / 1e6:.2f} M rows/s")
+        report.add(
+            f"end to end by cores, CPU, {n} core(s)",
+            f"{rate['end to end'] / 1e6:.2f} M rows/s",
+            f"{rate['end to end'] / one:.2f}× 1 core ({rate['end to end'] / (n * one):.2f} of {n}× 1 core); "
+            f"reading alone {rate['read'] / 1e6:.2f}, writing alone {rate['write'] / 1e6:.2f} M rows/s",
+        )
     if gpu:
         top = counts[-1]
         on_gpu = run_child(top, folder, source, scratch, "cuda")
-        report.add(f"end to end by cores, GPU with {top} cores", f"{on_gpu['end to end'] / 1e6:.2f} M rows/s",
-                   f"{on_gpu['end to end'] / on_gpu['read']:.2f} of reading alone (bar 0.8); "
-                   f"{on_gpu['end to end'] / rates[top]['end to end']:.2f}× the CPU at {top} cores")
+        report.add(
+            f"end to end by cores, GPU with {top} cores",
+            f"{on_gpu['end to end'] / 1e6:.2f} M rows/s",
+            f"{on_gpu['end to end'] / on_gpu['read']:.2f} of reading alone (bar 0.8); "
+            f"{on_gpu['end to end'] / rates[top]['end to end']:.2f}× the CPU at {top} cores",
+        )
 
 
 # -- the run ----------------------------------------------------------------------------------
-def main(dry_run: bool = typer.Option(False, help="Tiny sizes on the CPU: checks the script, measures nothing."),
-         output: Path = typer.Option(ROOT / "BENCHMARKS.md", help="Where the GPU section is written."),
-         train_rows: int = 1_000_000, score_rows: int = 1_048_576, epochs: int = 100) -> None:
+def main(
+    dry_run: bool = typer.Option(False, help="Tiny sizes on the CPU: checks the script, measures nothing."),
+    output: Path = typer.Option(ROOT / "BENCHMARKS.md", help="Where the GPU section is written."),
+    train_rows: int = 1_000_000,
+    score_rows: int = 1_048_576,
+    epochs: int = 100,
+) -> None:
     gpu = torch.cuda.is_available() and CUDA in ort.get_available_providers() and not dry_run
     if not gpu and not dry_run:
         raise SystemExit("no CUDA GPU usable by both torch and onnxruntime here; use --dry-run to check the script.")
@@ -406,8 +462,11 @@ def main(dry_run: bool = typer.Option(False, help="Tiny sizes on the CPU: checks
         report.block("training batch quality", batch_quality, x, device, epochs)
         folder = fp32.get("folder")
         if folder is None:  # the jobs failed: a quick model on the CPU still lets scoring be measured
-            folder = fit_model(root / "train.parquet", load_config(None, name="gpu-bench-fallback",
-                               train={"device": "cpu", "epochs": 2, "progress": False}), root / "models").version_dir
+            folder = fit_model(
+                root / "train.parquet",
+                load_config(None, name="gpu-bench-fallback", train={"device": "cpu", "epochs": 2, "progress": False}),
+                root / "models",
+            ).version_dir
         x = synthetic_rows(score_rows, seed=1)
         report.block("scoring kernel", scoring_rates, folder, x, batches, gpu)
         report.block("parity", parity, folder, x, gpu, None if gpu else epochs)
@@ -431,9 +490,9 @@ def write_section(path: Path, lines: list[Row], wall: float, card: str, dry_run:
     cores = cpu_cores()
     section = f"""## GPU (issue 22)
 
-Command: `python bench/gpu.py{' --dry-run' if dry_run else ''}` ({wall / 60:.1f} min). One run on one machine: GPU {card},
+Command: `python bench/gpu.py{" --dry-run" if dry_run else ""}` ({wall / 60:.1f} min). One run on one machine: GPU {card},
 {cores} CPU cores; torch {torch.__version__}, onnxruntime {ort.__version__} (providers
-{', '.join(p.replace('ExecutionProvider', '') for p in ort.get_available_providers())}), Python {platform.python_version()}.
+{", ".join(p.replace("ExecutionProvider", "") for p in ort.get_available_providers())}), Python {platform.python_version()}.
 Model: the library's default (5 members), 32 inputs, half of them skewed. Kernel rates are the
 best of three timings; compare ratios within this table, not with the 2-core tables above.
 

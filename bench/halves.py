@@ -29,20 +29,30 @@ def load(label: str) -> pl.DataFrame:
     frame = pl.DataFrame([c for c in run["cells"] if c["detector"] == OURS], infer_schema_length=None)
     if "roc_auc" not in frame.columns:
         frame = frame.with_columns(roc_auc=pl.lit(None, pl.Float64))
-    return (frame.with_columns(pl.col("roc_auc").fill_null(0.5)).group_by("suite", "dataset")
-            .agg(pl.col("roc_auc").mean()).with_columns(label=pl.lit(label)))
+    return (
+        frame.with_columns(pl.col("roc_auc").fill_null(0.5))
+        .group_by("suite", "dataset")
+        .agg(pl.col("roc_auc").mean())
+        .with_columns(label=pl.lit(label))
+    )
 
 
 def table(labels: list[str]) -> str:
     cells = pl.concat([load(label) for label in labels])
     means = {label: _means(cells.filter(pl.col("label") == label)) for label in labels}
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| candidate | half A | half B | SKAB | NAB | NAB half A | NAB half B |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {label} | {fmt(m['A'])} | {fmt(m['B'])} | {fmt(m['skab'])} | {fmt(m['nab'])} | {fmt(m['nab A'])} "
-              f"| {fmt(m['nab B'])} |" for label, m in means.items()]
-    lines += ["", "| chosen on | chosen | its mean there | its mean on the other half | gap "
-              "| gain over the first candidate there | gain on the other half |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| candidate | half A | half B | SKAB | NAB | NAB half A | NAB half B |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"| {label} | {fmt(m['A'])} | {fmt(m['B'])} | {fmt(m['skab'])} | {fmt(m['nab'])} | {fmt(m['nab A'])} "
+        f"| {fmt(m['nab B'])} |"
+        for label, m in means.items()
+    ]
+    lines += [
+        "",
+        "| chosen on | chosen | its mean there | its mean on the other half | gap "
+        "| gain over the first candidate there | gain on the other half |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for chosen_on, other in [("A", "B"), ("B", "A"), ("nab A", "nab B"), ("nab B", "nab A")]:
         if any(m[chosen_on] is None or m[other] is None for m in means.values()):
             continue
@@ -50,22 +60,34 @@ def table(labels: list[str]) -> str:
         base = means[labels[0]]
         there, elsewhere = means[best][chosen_on], means[best][other]
         half = f"{'half ' if len(chosen_on) == 1 else ''}{chosen_on}"
-        lines.append(f"| {half} | {best} | {there:.3f} | {elsewhere:.3f} | {elsewhere - there:+.3f} | "
-                     f"{there - base[chosen_on]:+.3f} | {elsewhere - base[other]:+.3f} |")
-    lines += ["", f"Half A: {', '.join(HALF_A)}.", f"Half B: {', '.join(HALF_B)}.",
-              f"NAB half A: {', '.join(NAB_A)}.", f"NAB half B: {', '.join(NAB_B)}."]
+        lines.append(
+            f"| {half} | {best} | {there:.3f} | {elsewhere:.3f} | {elsewhere - there:+.3f} | "
+            f"{there - base[chosen_on]:+.3f} | {elsewhere - base[other]:+.3f} |"
+        )
+    lines += [
+        "",
+        f"Half A: {', '.join(HALF_A)}.",
+        f"Half B: {', '.join(HALF_B)}.",
+        f"NAB half A: {', '.join(NAB_A)}.",
+        f"NAB half B: {', '.join(NAB_B)}.",
+    ]
     return "\n".join(lines)
 
 
 def _means(own: pl.DataFrame) -> dict[str, float | None]:
     """Mean ROC-AUC of one candidate on each ADBench half, on SKAB and on NAB."""
+
     def mean(rows: pl.DataFrame) -> float | None:
         return rows["roc_auc"].mean() if rows.height else None  # type: ignore[return-value]
 
-    return {"A": mean(own.filter(pl.col("dataset").is_in(HALF_A))), "B": mean(own.filter(pl.col("dataset").is_in(HALF_B))),
-            "skab": mean(own.filter(pl.col("suite") == "skab")), "nab": mean(own.filter(pl.col("suite") == "nab")),
-            "nab A": mean(own.filter(pl.col("dataset").is_in(NAB_A))),
-            "nab B": mean(own.filter(pl.col("dataset").is_in(NAB_B)))}
+    return {
+        "A": mean(own.filter(pl.col("dataset").is_in(HALF_A))),
+        "B": mean(own.filter(pl.col("dataset").is_in(HALF_B))),
+        "skab": mean(own.filter(pl.col("suite") == "skab")),
+        "nab": mean(own.filter(pl.col("suite") == "nab")),
+        "nab A": mean(own.filter(pl.col("dataset").is_in(NAB_A))),
+        "nab B": mean(own.filter(pl.col("dataset").is_in(NAB_B))),
+    }
 
 
 def main(labels: list[str]) -> None:

@@ -55,8 +55,16 @@ ADBENCH = sorted((p.stem for p in (DATA / "adbench").glob("*.npz")), key=lambda 
 HALF_A = ADBENCH[0::2]
 HALF_B = ADBENCH[1::2]
 SKAB_FILES = ["valve1/0", "valve2/0", "valve2/1", "valve2/2", "valve2/3"]
-SKAB_SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",
-                "Voltage", "Volume Flow RateRMS"]
+SKAB_SENSORS = [
+    "Accelerometer1RMS",
+    "Accelerometer2RMS",
+    "Current",
+    "Pressure",
+    "Temperature",
+    "Thermocouple",
+    "Voltage",
+    "Volume Flow RateRMS",
+]
 SKAB_WINDOW = 10
 NAB_WINDOW, NAB_TRAIN_SHARE = 32, 0.15
 OURS = "vad (this project)"
@@ -126,10 +134,13 @@ def _ours_config(name: str, seed: int, data: DataConfig) -> PipelineConfig:
     """The defaults, with --set options applied where ModelConfig or TrainConfig has the field."""
     overrides = OPTIONS["ours"]
     return PipelineConfig(
-        name=name, data=data,
+        name=name,
+        data=data,
         model=ModelConfig(**{k: v for k, v in overrides.items() if k in ModelConfig.model_fields}),
-        train=TrainConfig(seed=seed, progress=False,
-                          **{k: v for k, v in overrides.items() if k in TrainConfig.model_fields}))
+        train=TrainConfig(
+            seed=seed, progress=False, **{k: v for k, v in overrides.items() if k in TrainConfig.model_fields}
+        ),
+    )
 
 
 def _failure(error: BaseException) -> dict[str, str]:
@@ -162,8 +173,9 @@ def adbench(name: str, seed: int) -> dict[str, dict]:
     return result
 
 
-def _series_scores(train: pl.DataFrame, test_frames: dict[str, pl.DataFrame],
-                   config: PipelineConfig) -> dict[str, np.ndarray]:
+def _series_scores(
+    train: pl.DataFrame, test_frames: dict[str, pl.DataFrame], config: PipelineConfig
+) -> dict[str, np.ndarray]:
     """fit_model on `train` (written to Parquet, as a user's file), export, then score each test
     frame with the ONNX Scorer: one score per row, in time order."""
     with tempfile.TemporaryDirectory() as root:
@@ -180,8 +192,9 @@ def skab(seed: int) -> dict[str, dict[str, dict]]:
     window = WindowSpec(length=SKAB_WINDOW)
 
     def windows(frame: pl.DataFrame) -> np.ndarray:
-        return make_windows(frame.select(SKAB_SENSORS).to_numpy().astype(np.float32), [(0, frame.height)], window,
-                            pad=True)[0]
+        return make_windows(frame.select(SKAB_SENSORS).to_numpy().astype(np.float32), [(0, frame.height)], window, pad=True)[
+            0
+        ]
 
     labels = {name: frame["anomaly"].to_numpy() for name, frame in tests.items()}
     results = run_peers("skab", seed, windows(normal), {n: (windows(f), labels[n]) for n, f in tests.items()})
@@ -230,8 +243,12 @@ def metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         scores = np.where(np.isposinf(scores), high + 1.0, np.where(bad, low - 1.0, scores))
     precision, recall, _ = precision_recall_curve(y, scores)
     f1 = np.max(2 * precision * recall / np.maximum(precision + recall, 1e-12))
-    return {"roc_auc": float(roc_auc_score(y, scores)), "ap": float(average_precision_score(y, scores)),
-            "f1": float(f1), "non_finite": int(bad.sum())}
+    return {
+        "roc_auc": float(roc_auc_score(y, scores)),
+        "ap": float(average_precision_score(y, scores)),
+        "f1": float(f1),
+        "non_finite": int(bad.sum()),
+    }
 
 
 # ---------------------------------------------------------------- the run and its tables
@@ -249,8 +266,9 @@ def main(
     set_: list[str] = typer.Option([], "--set", help="Option of ours for every data set, e.g. beta=4.0 (JSON value)."),
     score: list[str] = typer.Option([], help='Scoring option of ours (ScoreOptions), e.g. estimator="iwae" (JSON value).'),
 ) -> None:
-    OPTIONS.update(with_peers=with_peers, onnx_seeds=onnx_seeds, cap=max_train_rows,
-                   ours=_pairs(set_), scoring=_pairs(score))
+    OPTIONS.update(
+        with_peers=with_peers, onnx_seeds=onnx_seeds, cap=max_train_rows, ours=_pairs(set_), scoring=_pairs(score)
+    )
     write = write and with_peers and not set_ and not score and not only and label == "default"
     started = time.perf_counter()
     cells: list[dict] = []
@@ -260,9 +278,11 @@ def main(
             cells.append({"suite": suite, "dataset": dataset, "seed": seed, "detector": detector, **values})
         ours = result[OURS].get("roc_auc")
         best = max((v["roc_auc"] for k, v in result.items() if k != OURS and "roc_auc" in v), default=float("nan"))
-        console.print(f"{suite} {dataset} seed {seed}: ours "
-                      + (f"{ours:.3f}" if ours is not None else f"FAILED {result[OURS]['error']}")
-                      + f", best peer {best:.3f} ({seconds:.0f} s)")
+        console.print(
+            f"{suite} {dataset} seed {seed}: ours "
+            + (f"{ours:.3f}" if ours is not None else f"FAILED {result[OURS]['error']}")
+            + f", best peer {best:.3f} ({seconds:.0f} s)"
+        )
 
     for seed in seeds:
         for suite in suites:
@@ -276,8 +296,9 @@ def main(
                     record(suite, name, seed, (adbench if suite == "adbench" else nab)(name, seed), time.perf_counter() - t0)
     seconds = time.perf_counter() - started
     (CACHE / "runs").mkdir(parents=True, exist_ok=True)
-    (CACHE / "runs" / f"{label}.json").write_text(json.dumps(
-        {"options": OPTIONS["ours"], "scoring": OPTIONS["scoring"], "seeds": seeds, "cells": cells}))
+    (CACHE / "runs" / f"{label}.json").write_text(
+        json.dumps({"options": OPTIONS["ours"], "scoring": OPTIONS["scoring"], "seeds": seeds, "cells": cells})
+    )
     report = render(cells, seeds, max_train_rows, onnx_seeds, seconds)
     print(report)
     if write:
@@ -295,13 +316,24 @@ def summarise(cells: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
     if "error" not in frame.columns:
         frame = frame.with_columns(error=pl.lit(None, pl.String))
     per_set = frame.group_by("suite", "dataset", "detector", maintain_order=True).agg(
-        pl.col("roc_auc").mean(), pl.col("ap").mean(), pl.col("error").drop_nulls().first(),
-        failed=pl.col("error").is_not_null().sum())
+        pl.col("roc_auc").mean(),
+        pl.col("ap").mean(),
+        pl.col("error").drop_nulls().first(),
+        failed=pl.col("error").is_not_null().sum(),
+    )
     ranked = per_set.filter(pl.col("roc_auc").is_not_null()).with_columns(
-        rank=pl.col("roc_auc").rank(descending=True).over("suite", "dataset"))
-    summary = ranked.group_by("suite", "detector", maintain_order=True).agg(
-        pl.col("roc_auc").mean().alias("mean ROC-AUC"), pl.col("ap").mean().alias("mean AP"),
-        pl.col("rank").mean().alias("average rank"), pl.len().alias("sets")).sort("suite", "average rank")
+        rank=pl.col("roc_auc").rank(descending=True).over("suite", "dataset")
+    )
+    summary = (
+        ranked.group_by("suite", "detector", maintain_order=True)
+        .agg(
+            pl.col("roc_auc").mean().alias("mean ROC-AUC"),
+            pl.col("ap").mean().alias("mean AP"),
+            pl.col("rank").mean().alias("average rank"),
+            pl.len().alias("sets"),
+        )
+        .sort("suite", "average rank")
+    )
     return per_set, summary
 
 
@@ -311,7 +343,8 @@ def render(cells: list[dict], seeds: list[int], cap: int, onnx_seeds: list[int],
     per_set, summary = summarise(cells)
     onnx = [s for s in seeds if s in onnx_seeds]
     lines = [
-        "Command: `python bench/quality.py" + "".join(f" --seeds {s}" for s in seeds if seeds != [0]) + "`", "",
+        "Command: `python bench/quality.py" + "".join(f" --seeds {s}" for s in seeds if seeds != [0]) + "`",
+        "",
         f"Seeds {seeds}; training rows capped at {cap:,} for every detector; wall time {seconds / 60:.1f} min; "
         f"Python {platform.python_version()}, torch {metadata.version('torch')}, "
         + (f"pyod {metadata.version('pyod')}, " if _has("pyod") else "")
@@ -320,33 +353,50 @@ def render(cells: list[dict], seeds: list[int], cap: int, onnx_seeds: list[int],
         f"Peers fitted in this run for {PEER_RUNS['fitted']} (set, seed) pairs, read from bench/.cache (fitted by an "
         f"earlier run, same cap and PyOD) for {PEER_RUNS['cached']}, whose fitting time is not in this wall time.",
     ]
-    for suite, title in [("adbench", "ADBench (24 sets)"), ("skab", "SKAB (train on anomaly-free, window 10)"),
-                         ("nab", "NAB (train on the first 15%, window 32)")]:
+    for suite, title in [
+        ("adbench", "ADBench (24 sets)"),
+        ("skab", "SKAB (train on anomaly-free, window 10)"),
+        ("nab", "NAB (train on the first 15%, window 32)"),
+    ]:
         rows = per_set.filter(pl.col("suite") == suite)
         if not rows.height:
             continue
-        lines += ["", f"### {title}", "", "| set | ours | best peer | PyOD VAE | ours − best peer | ours − PyOD VAE |",
-                  "|---|---:|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"### {title}",
+            "",
+            "| set | ours | best peer | PyOD VAE | ours − best peer | ours − PyOD VAE |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
         for dataset in rows["dataset"].unique(maintain_order=True):
             cell = rows.filter(pl.col("dataset") == dataset)
             ours = cell.filter(pl.col("detector") == OURS).row(0, named=True)
-            others = (cell.filter((pl.col("detector") != OURS) & pl.col("roc_auc").is_not_null())
-                      .sort("roc_auc", descending=True))
+            others = cell.filter((pl.col("detector") != OURS) & pl.col("roc_auc").is_not_null()).sort(
+                "roc_auc", descending=True
+            )
             best = others.row(0, named=True) if others.height else None
             vae = others.filter(pl.col("detector") == "PyOD VAE")
             vae_auc = vae["roc_auc"][0] if vae.height else None
             ours_auc = ours["roc_auc"] if not ours["failed"] else None
             lines.append(
-                f"| {dataset} | " + (f"{ours_auc:.3f}" if ours_auc is not None else f"failed: {ours['error']}")
-                + " | " + (f"{best['roc_auc']:.3f} ({best['detector'].removeprefix('PyOD ')})" if best else "–")
-                + " | " + (f"{vae_auc:.3f}" if vae_auc is not None else "–")
-                + " | " + (f"{ours_auc - best['roc_auc']:+.3f}" if best and ours_auc is not None else "–")
-                + " | " + (f"{ours_auc - vae_auc:+.3f}" if vae_auc is not None and ours_auc is not None else "–") + " |")
+                f"| {dataset} | "
+                + (f"{ours_auc:.3f}" if ours_auc is not None else f"failed: {ours['error']}")
+                + " | "
+                + (f"{best['roc_auc']:.3f} ({best['detector'].removeprefix('PyOD ')})" if best else "–")
+                + " | "
+                + (f"{vae_auc:.3f}" if vae_auc is not None else "–")
+                + " | "
+                + (f"{ours_auc - best['roc_auc']:+.3f}" if best and ours_auc is not None else "–")
+                + " | "
+                + (f"{ours_auc - vae_auc:+.3f}" if vae_auc is not None and ours_auc is not None else "–")
+                + " |"
+            )
         table = summary.filter(pl.col("suite") == suite)
         lines += ["", "| detector | mean ROC-AUC | mean AP | average rank | sets scored |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['detector']} | {r['mean ROC-AUC']:.3f} | {r['mean AP']:.3f} | {r['average rank']:.2f} "
-                  f"| {r['sets']} |"
-                  for r in table.iter_rows(named=True)]
+        lines += [
+            f"| {r['detector']} | {r['mean ROC-AUC']:.3f} | {r['mean AP']:.3f} | {r['average rank']:.2f} | {r['sets']} |"
+            for r in table.iter_rows(named=True)
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -53,8 +53,13 @@ def worktree(revision: str, folder: Path) -> Path:
 
 def run(tree: Path, *args: str) -> str:
     """`python args` with the worktree's code first on the path (not the installed checkout's)."""
-    result = subprocess.run([sys.executable, *args], cwd=tree, capture_output=True, text=True,
-                            env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
+    )
     if result.returncode != 0:
         raise SystemExit(f"{tree}: {result.stderr.strip().splitlines()[-1]}")
     return result.stdout
@@ -69,14 +74,27 @@ def main(first: str, second: str, rows: int = 1_000_000, rounds: int = 3) -> Non
             batch = pl.read_csv(ROOT / "data" / "tabular" / "batch.csv")
             source = tmp_path / "rows.parquet"
             pl.concat([batch] * (rows // batch.height + 1)).head(rows).write_parquet(source)
-            run(trees[first], "-m", "pipeline.cli", "train", "data/tabular/history.csv", "--config",
-                "data/tabular.toml", "--out", str(tmp_path / "models"), "--no-progress")
+            run(
+                trees[first],
+                "-m",
+                "pipeline.cli",
+                "train",
+                "data/tabular/history.csv",
+                "--config",
+                "data/tabular.toml",
+                "--out",
+                str(tmp_path / "models"),
+                "--no-progress",
+            )
             model = tmp_path / "models" / "demo-tabular"
             figures: dict[str, list[dict[str, float]]] = {first: [], second: []}
             for round_ in range(rounds):
                 for revision, tree in trees.items():
-                    figures[revision].append(json.loads(run(tree, "-c", MEASURE, str(model), str(source),
-                                                            str(tmp_path / f"out-{round_}.parquet"))))
+                    figures[revision].append(
+                        json.loads(
+                            run(tree, "-c", MEASURE, str(model), str(source), str(tmp_path / f"out-{round_}.parquet"))
+                        )
+                    )
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
@@ -87,8 +105,11 @@ def main(first: str, second: str, rows: int = 1_000_000, rounds: int = 3) -> Non
     table.add_column(f"{second} / {first}, best round", justify="right")
     for what in ("kernel", "end to end"):
         best = {r: max(f[what] for f in figures[r]) for r in figures}
-        table.add_row(what, *(" ".join(f"{f[what] / 1e6:.3f}" for f in figures[r]) for r in (first, second)),
-                      f"{best[second] / best[first]:.2f}")
+        table.add_row(
+            what,
+            *(" ".join(f"{f[what] / 1e6:.3f}" for f in figures[r]) for r in (first, second)),
+            f"{best[second] / best[first]:.2f}",
+        )
     console.print(table)
 
 

@@ -87,25 +87,37 @@ def pyarrow_before(path: Path, tables: list, top_k: int = 3) -> None:
     schema = tables[0].schema
     texts = [f.name for f in schema if not pa.types.is_floating(f.type)]
     ranked = {name for i in range(top_k) for name in (contract.top_feature(i + 1), contract.top_share(i + 1))}
-    writer = pq.ParquetWriter(path, schema, compression={f.name: "lz4" if f.name in texts else "none" for f in schema},
-                              store_schema=False, use_dictionary=texts,
-                              write_statistics=[n for n in schema.names if n not in ranked])
+    writer = pq.ParquetWriter(
+        path,
+        schema,
+        compression={f.name: "lz4" if f.name in texts else "none" for f in schema},
+        store_schema=False,
+        use_dictionary=texts,
+        write_statistics=[n for n in schema.names if n not in ranked],
+    )
     for table in tables:
         writer.write_table(table)
     writer.close()
 
 
-LABELS = {"end to end": "`score_files` end to end, Parquet → Parquet",
-          "end to end csv": "`score_files` end to end, Parquet → CSV",
-          "read": "reading and preparing alone", "write before": "writing alone, pyarrow (before)",
-          "write": "writing alone, the product's writer (Parquet)", "write csv": "writing alone, the product's writer (CSV)"}
+LABELS = {
+    "end to end": "`score_files` end to end, Parquet → Parquet",
+    "end to end csv": "`score_files` end to end, Parquet → CSV",
+    "read": "reading and preparing alone",
+    "write before": "writing alone, pyarrow (before)",
+    "write": "writing alone, the product's writer (Parquet)",
+    "write csv": "writing alone, the product's writer (CSV)",
+}
 
 
 def run_child(cores: int, model: Path, source: Path, folder: Path, provider: str = "cpu") -> dict[str, float]:
     """One child's rates (rows/s) and sizes (bytes per row), on the first `cores` cores."""
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(cores), str(model), str(source), str(folder), provider],
-                            capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])})
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(cores), str(model), str(source), str(folder), provider],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])},
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr.strip().splitlines()[-1])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -118,9 +130,14 @@ def distinct_rows(rows: int, seed: int = 0) -> pl.DataFrame:
     batch = pl.read_csv(ROOT / "data" / "tabular" / "batch.csv")
     frame = pl.concat([batch] * (rows // batch.height + 1)).head(rows)
     rng = np.random.default_rng(seed)
-    return frame.with_columns([pl.col(name) * pl.Series(1 + 0.01 * rng.standard_normal(rows))
-                               for name, dtype in frame.schema.items() if dtype.is_float()],
-                              batch_id=pl.int_range(pl.len()))
+    return frame.with_columns(
+        [
+            pl.col(name) * pl.Series(1 + 0.01 * rng.standard_normal(rows))
+            for name, dtype in frame.schema.items()
+            if dtype.is_float()
+        ],
+        batch_id=pl.int_range(pl.len()),
+    )
 
 
 def core_counts() -> list[int]:
@@ -134,9 +151,23 @@ def main(rows: int = 1_000_000, rounds: int = 5, output: Path = typer.Option(ROO
         folder = Path(tmp)
         source = folder / "rows.parquet"
         distinct_rows(rows).write_parquet(source)
-        subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "data/tabular/history.csv", "--config",
-                        "data/tabular.toml", "--out", str(folder / "models"), "--no-progress"], cwd=ROOT, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "train",
+                "data/tabular/history.csv",
+                "--config",
+                "data/tabular.toml",
+                "--out",
+                str(folder / "models"),
+                "--no-progress",
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         model = folder / "models" / "demo-tabular"
         runs: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
         for round_ in range(rounds):
@@ -144,27 +175,47 @@ def main(rows: int = 1_000_000, rounds: int = 5, output: Path = typer.Option(ROO
                 runs[n].append(run_child(n, model, source, folder))
                 print(f"round {round_ + 1}, {n} core(s): {runs[n][-1]['end to end']:,.0f} rows/s end to end", flush=True)
     medians = {n: {key: statistics.median(run[key] for run in runs[n]) for key in LABELS} for n in counts}
-    blocks: Blocks = {f"Rows per second by cores, {rows:,} rows, median of {rounds} rounds": [
-        (f"{LABELS[key]}, {n} core(s)", f"{medians[n][key] / 1e3:,.0f} k rows/s",
-         f"{medians[n][key] / medians[1][key]:.2f}× 1 core" if n > 1 else "")
-        for key in LABELS for n in counts]}
+    blocks: Blocks = {
+        f"Rows per second by cores, {rows:,} rows, median of {rounds} rounds": [
+            (
+                f"{LABELS[key]}, {n} core(s)",
+                f"{medians[n][key] / 1e3:,.0f} k rows/s",
+                f"{medians[n][key] / medians[1][key]:.2f}× 1 core" if n > 1 else "",
+            )
+            for key in LABELS
+            for n in counts
+        ]
+    }
     top = counts[-1]
     ratios = [run_top["end to end"] / run_one["end to end"] for run_top, run_one in zip(runs[top], runs[1], strict=True)]
     blocks["Ratios"] = [
-        (f"end to end, {top} cores vs 1 core", f"{medians[top]['end to end'] / medians[1]['end to end']:.2f}×",
-         "each round: " + ", ".join(f"{r:.2f}" for r in ratios)),
-        (f"writing alone at {top} cores, the product's writer vs pyarrow (before)",
-         f"{medians[top]['write'] / medians[top]['write before']:.2f}×",
-         f"at 1 core: {medians[1]['write'] / medians[1]['write before']:.2f}×"),
-        (f"end to end vs reading alone, {top} cores", f"{medians[top]['end to end'] / medians[top]['read']:.2f}",
-         "the share of the read rate the whole path keeps"),
-        ("scores file size, the product's writer vs pyarrow (before)",
-         f"{runs[1][0]['bytes now']:.1f} vs {runs[1][0]['bytes before']:.1f} bytes per row",
-         "Parquet; the product writes no compression, before compressed the text columns (lz4)")]
+        (
+            f"end to end, {top} cores vs 1 core",
+            f"{medians[top]['end to end'] / medians[1]['end to end']:.2f}×",
+            "each round: " + ", ".join(f"{r:.2f}" for r in ratios),
+        ),
+        (
+            f"writing alone at {top} cores, the product's writer vs pyarrow (before)",
+            f"{medians[top]['write'] / medians[top]['write before']:.2f}×",
+            f"at 1 core: {medians[1]['write'] / medians[1]['write before']:.2f}×",
+        ),
+        (
+            f"end to end vs reading alone, {top} cores",
+            f"{medians[top]['end to end'] / medians[top]['read']:.2f}",
+            "the share of the read rate the whole path keeps",
+        ),
+        (
+            "scores file size, the product's writer vs pyarrow (before)",
+            f"{runs[1][0]['bytes now']:.1f} vs {runs[1][0]['bytes before']:.1f} bytes per row",
+            "Parquet; the product writes no compression, before compressed the text columns (lz4)",
+        ),
+    ]
     print_blocks(blocks)
     command = "python bench/scaling.py" + ("" if (rows, rounds) == (1_000_000, 5) else f" --rows {rows} --rounds {rounds}")
-    section = (f"## Scaling with cores (issue 37)\n\n`{command}`, on this machine ({top} cores, "
-               f"{os.uname().machine}); the default model, scored from Parquet.\n\n{markdown_blocks(blocks)}")
+    section = (
+        f"## Scaling with cores (issue 37)\n\n`{command}`, on this machine ({top} cores, "
+        f"{os.uname().machine}); the default model, scored from Parquet.\n\n{markdown_blocks(blocks)}"
+    )
     replace_section(output, "scaling", section)
 
 

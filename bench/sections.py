@@ -12,7 +12,7 @@ def replace_section(path: Path, name: str, section: str) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{section.strip()}\n{end}"
     if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
@@ -38,5 +38,7 @@ def print_blocks(blocks: Blocks) -> None:
 
 def markdown_blocks(blocks: Blocks) -> str:
     """Each block as a titled Markdown table, for BENCHMARKS.md."""
-    return "\n\n".join(f"{title}:\n\n| what | measured | note |\n|---|---|---|\n"
-                       + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows) for title, rows in blocks.items())
+    return "\n\n".join(
+        f"{title}:\n\n| what | measured | note |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+        for title, rows in blocks.items()
+    )

@@ -63,8 +63,11 @@ class Receiver:
                 if hang:
                     time.sleep(hang)
                 if status < 300:
-                    receiver.alert_ids += [line.removeprefix("alert id: ") for line in body["body"].splitlines()
-                                           if line.startswith("alert id: ")]
+                    receiver.alert_ids += [
+                        line.removeprefix("alert id: ")
+                        for line in body["body"].splitlines()
+                        if line.startswith("alert id: ")
+                    ]
                 self.send_response(status)
                 self.end_headers()
 
@@ -80,9 +83,11 @@ class Receiver:
 
 
 def save_webhook(env: dict[str, str], url: str, name: str, timeout: float = 5.0) -> str:
-    code = ("from prefect.blocks.notifications import CustomWebhookNotificationBlock as B; "
-            f"B(name={name!r}, url={url!r}, timeout={timeout}, "
-            f"json_data={{'subject': '{{{{subject}}}}', 'body': '{{{{body}}}}'}}).save({name!r}, overwrite=True)")
+    code = (
+        "from prefect.blocks.notifications import CustomWebhookNotificationBlock as B; "
+        f"B(name={name!r}, url={url!r}, timeout={timeout}, "
+        f"json_data={{'subject': '{{{{subject}}}}', 'body': '{{{{body}}}}'}}).save({name!r}, overwrite=True)"
+    )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT, timeout=120)
     return f"custom-webhook/{name}"
 
@@ -96,12 +101,19 @@ def cut_batches(folder: Path) -> list[Path]:
     paths = []
     for i in range(BATCHES):
         start = (i // len(machines)) * (ROWS // 2) % (machines[0].height - ROWS)
-        batch = machines[i % len(machines)].slice(start, ROWS).with_columns(
-            pl.col("timestamp") + pl.duration(days=7 * i))  # a week apart: no cooldown joins two alerts
+        batch = (
+            machines[i % len(machines)].slice(start, ROWS).with_columns(pl.col("timestamp") + pl.duration(days=7 * i))
+        )  # a week apart: no cooldown joins two alerts
         if i % 10 == 3:
-            batch = batch.with_row_index().with_columns(
-                pressure=pl.when(pl.col("index") >= 40).then(pl.col("pressure").max() * 1.5)
-                .otherwise(pl.col("pressure"))).drop("index")
+            batch = (
+                batch.with_row_index()
+                .with_columns(
+                    pressure=pl.when(pl.col("index") >= 40)
+                    .then(pl.col("pressure").max() * 1.5)
+                    .otherwise(pl.col("pressure"))
+                )
+                .drop("index")
+            )
         paths.append(folder / f"batch-{i:03d}.parquet")
         batch.write_parquet(paths[-1])
     return paths
@@ -110,13 +122,15 @@ def cut_batches(folder: Path) -> list[Path]:
 def tiny_disk(folder: Path) -> bool:
     """Mount a 64 MiB tmpfs on `folder` (root only); False where the host does not allow it."""
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True,
-                          check=False) if shutil.which("mount") else None
+    done = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True, check=False)
+        if shutil.which("mount")
+        else None
+    )
     return done is not None and done.returncode == 0
 
 
-def scenario(env: dict[str, str], model: Path, batches: list[Path], work: Path, sinks: list[str],
-             faulty: bool) -> dict:
+def scenario(env: dict[str, str], model: Path, batches: list[Path], work: Path, sinks: list[str], faulty: bool) -> dict:
     """Deliver the batches in waves, one flow run per wave, two more to drain; what happened."""
     inbox, outbox = work / "inbox", work / "outbox"
     inbox.mkdir(parents=True)
@@ -124,7 +138,7 @@ def scenario(env: dict[str, str], model: Path, batches: list[Path], work: Path, 
     per_wave = -(-len(batches) // WAVES)
     runs, killed, started = [], 0, time.perf_counter()
     for wave in range(WAVES + 2):
-        for path in batches[wave * per_wave:(wave + 1) * per_wave]:
+        for path in batches[wave * per_wave : (wave + 1) * per_wave]:
             shutil.copy(path, inbox / f".{path.name}.part")
             (inbox / f".{path.name}.part").rename(inbox / path.name)
         filler = outbox / "filler"
@@ -132,8 +146,18 @@ def scenario(env: dict[str, str], model: Path, batches: list[Path], work: Path, 
             filler.write_bytes(b"\0" * max(shutil.disk_usage(outbox).free - 8192, 0))
         elif mounted and wave == FULL_WAVE + 1:
             filler.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "flows.score", "--inbox", str(inbox), "--outbox", str(outbox),
-                   "--model", str(model), *[arg for sink in sinks for arg in ("--sink", sink)]]
+        command = [
+            sys.executable,
+            "-m",
+            "flows.score",
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(outbox),
+            "--model",
+            str(model),
+            *[arg for sink in sinks for arg in ("--sink", sink)],
+        ]
         run_env = env | ({"VAD_CRASH_AT": f"read@{POISON}"} if faulty else {})
         done = subprocess.run(command, env=run_env, cwd=ROOT, capture_output=True, text=True, timeout=900)
         killed += done.returncode == -9
@@ -142,8 +166,15 @@ def scenario(env: dict[str, str], model: Path, batches: list[Path], work: Path, 
     ledger = open_ledger(outbox)
     batches_seen = {Path(b["file"]).name: b for b in ledger.batches()}
     alerts = [a["alert_id"] for a in ledger.alerts()]
-    result = {"wall": wall, "runs": runs, "killed": killed, "mounted": mounted, "batches": batches_seen,
-              "alerts": alerts, "outbox": outbox}
+    result = {
+        "wall": wall,
+        "runs": runs,
+        "killed": killed,
+        "mounted": mounted,
+        "batches": batches_seen,
+        "alerts": alerts,
+        "outbox": outbox,
+    }
     return result
 
 
@@ -152,22 +183,45 @@ def verdicts(clean: dict, faulty: dict, good: list[str], receivers: dict[str, Re
     for name, result in (("clean", clean), ("faulty", faulty)):
         done = [n for n in good if result["batches"].get(n, {}).get("status") == "done"]
         once = [n for n in done if result["batches"][n]["claims"] == 1]
-        rows.append((f"{name}: good batches scored", f"{len(done)} of {len(good)}",
-                     f"{len(once)} on their first claim; runs' exit codes {sorted(set(result['runs']))}"))
+        rows.append(
+            (
+                f"{name}: good batches scored",
+                f"{len(done)} of {len(good)}",
+                f"{len(once)} on their first claim; runs' exit codes {sorted(set(result['runs']))}",
+            )
+        )
     poison = faulty["batches"].get(POISON, {})
-    rows.append(("faulty: the poison batch", f"{poison.get('status')} after {poison.get('claims')} claims",
-                 f"budget {MAX_ATTEMPTS}; {faulty['killed']} runs killed by it"))
-    notes = {"hanging webhook": "answers after 30 s, past the sink's 5 s timeout: each counts as failed, the "
-                                "breaker pauses it", "failing webhook (500)": "the breaker pauses it"}
+    rows.append(
+        (
+            "faulty: the poison batch",
+            f"{poison.get('status')} after {poison.get('claims')} claims",
+            f"budget {MAX_ATTEMPTS}; {faulty['killed']} runs killed by it",
+        )
+    )
+    notes = {
+        "hanging webhook": "answers after 30 s, past the sink's 5 s timeout: each counts as failed, the breaker pauses it",
+        "failing webhook (500)": "the breaker pauses it",
+    }
     for name, receiver in receivers.items():
         ids = receiver.alert_ids
-        rows.append((f"{name}: alerts received", f"{len(set(ids))} distinct of {len(ids)}",
-                     f"{receiver.posts} posts in all" + (f"; {notes[name]}" if name in notes else "")))
+        rows.append(
+            (
+                f"{name}: alerts received",
+                f"{len(set(ids))} distinct of {len(ids)}",
+                f"{receiver.posts} posts in all" + (f"; {notes[name]}" if name in notes else ""),
+            )
+        )
     rows.append(("alerts recorded", f"clean {len(clean['alerts'])}, faulty {len(faulty['alerts'])}", ""))
-    rows.append(("the ledger's disk filled before one wave and freed", "yes" if faulty["mounted"] else
-                 "not tried (no tmpfs mount here)", f"wave {FULL_WAVE}"))
-    rows.append(("wall time, faulty / clean", f"{faulty['wall'] / clean['wall']:.2f}x",
-                 f"bar: at most 1.5x ({WAVES + 2} runs each)"))
+    rows.append(
+        (
+            "the ledger's disk filled before one wave and freed",
+            "yes" if faulty["mounted"] else "not tried (no tmpfs mount here)",
+            f"wave {FULL_WAVE}",
+        )
+    )
+    rows.append(
+        ("wall time, faulty / clean", f"{faulty['wall'] / clean['wall']:.2f}x", f"bar: at most 1.5x ({WAVES + 2} runs each)")
+    )
     return rows
 
 
@@ -179,19 +233,44 @@ def main(write: bool = typer.Option(True, help="Write the Soak section of BENCHM
         os.environ.update(PREFECT | {"PREFECT_HOME": str(home)})
         server, api_url = start_local_server(8265, log_file=home / "server.log")
         env = {**os.environ, "PREFECT_API_URL": api_url}
-        receivers = {"clean webhook": Receiver(), "faulty run's working webhook": Receiver(),
-                     "failing webhook (500)": Receiver(status=500), "hanging webhook": Receiver(hang=30.0)}
+        receivers = {
+            "clean webhook": Receiver(),
+            "faulty run's working webhook": Receiver(),
+            "failing webhook (500)": Receiver(status=500),
+            "hanging webhook": Receiver(hang=30.0),
+        }
         try:
-            subprocess.run([sys.executable, "-m", "pipeline.cli", "train", str(DATA / "sensors" / "history.parquet"),
-                            "--config", str(DATA / "sensors.toml"), "--out", str(work / "models"), "--epochs", "5",
-                            "--no-progress"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=900)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.cli",
+                    "train",
+                    str(DATA / "sensors" / "history.parquet"),
+                    "--config",
+                    str(DATA / "sensors.toml"),
+                    "--out",
+                    str(work / "models"),
+                    "--epochs",
+                    "5",
+                    "--no-progress",
+                ],
+                env=env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                timeout=900,
+            )
             model = work / "models" / "demo-sensors"
             batches = cut_batches(work / "batches")
             good = [p.name for p in batches if p.name != POISON]
             clean_sinks = ["prefect-event", save_webhook(env, receivers["clean webhook"].url, "soak-clean")]
-            faulty_sinks = ["prefect-event", save_webhook(env, receivers["faulty run's working webhook"].url, "soak-ok"),
-                            save_webhook(env, receivers["failing webhook (500)"].url, "soak-failing"),
-                            save_webhook(env, receivers["hanging webhook"].url, "soak-hanging")]
+            faulty_sinks = [
+                "prefect-event",
+                save_webhook(env, receivers["faulty run's working webhook"].url, "soak-ok"),
+                save_webhook(env, receivers["failing webhook (500)"].url, "soak-failing"),
+                save_webhook(env, receivers["hanging webhook"].url, "soak-hanging"),
+            ]
             clean = scenario(env, model, [b for b in batches if b.name != POISON], work / "clean", clean_sinks, False)
             faulty = scenario(env, model, batches, work / "faulty", faulty_sinks, True)
             if faulty["mounted"]:
@@ -201,17 +280,24 @@ def main(write: bool = typer.Option(True, help="Write the Soak section of BENCHM
                 receiver.close()
             server.terminate()
             server.wait(timeout=30)
-        blocks = {f"{BATCHES} batches in {WAVES} waves, one scoring run per wave (+2 to drain)":
-                  verdicts(clean, faulty, good, receivers)}
+        blocks = {
+            f"{BATCHES} batches in {WAVES} waves, one scoring run per wave (+2 to drain)": verdicts(
+                clean, faulty, good, receivers
+            )
+        }
     print_blocks(blocks)
     if write:
-        replace_section(ROOT / "BENCHMARKS.md", "soak", f"""## Soak (issue 33)
+        replace_section(
+            ROOT / "BENCHMARKS.md",
+            "soak",
+            f"""## Soak (issue 33)
 
 Command: `python bench/soak.py` ({(time.perf_counter() - started) / 60:.1f} min, one run, 2 cores).
 Each run is `python -m flows.score` against one local Prefect server, as a schedule's tick.
 
 {markdown_blocks(blocks)}
-""")
+""",
+        )
 
 
 if __name__ == "__main__":

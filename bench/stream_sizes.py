@@ -37,8 +37,10 @@ def main(sizes: list[int] = typer.Option([8_000_000, 20_000_000], "--rows", help
             big = tmp / f"rows-{rows}.parquet"
             write_big_file(big, rows, 32)
             os.sync()  # the file's dirty pages go to disk now, not while it is scored
-            code = (f"from pipeline.runtime import Scorer, score_files; "
-                    f"score_files(Scorer.load({str(folder)!r}), {str(big)!r}, {str(tmp / 'scores.parquet')!r})")
+            code = (
+                f"from pipeline.runtime import Scorer, score_files; "
+                f"score_files(Scorer.load({str(folder)!r}), {str(big)!r}, {str(tmp / 'scores.parquet')!r})"
+            )
             peak_mb, seconds = peak_rss_of(code)
             rate = rows / seconds
             first = first or rate

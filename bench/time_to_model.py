@@ -60,7 +60,7 @@ def rows_with_anomalies(rows: int, seed: int, share: float = 0.0) -> tuple[np.nd
     push = 3.0 * x.std(axis=0)[:4].mean()  # once: per row it made 1 M rows take minutes
     for row in anomalous:
         x[row, rng.choice(FEATURES, 4, replace=False)] += push * rng.choice([-1, 1], 4)
-    x[:, FEATURES // 2:] = np.exp(x[:, FEATURES // 2:] / 3.0)
+    x[:, FEATURES // 2 :] = np.exp(x[:, FEATURES // 2 :] / 3.0)
     return x.astype(np.float32), y
 
 
@@ -74,14 +74,23 @@ def cli_time_to_model(x: np.ndarray, folder: Path) -> tuple[float, Path]:
     """Seconds of `vad train` on a Parquet file of `x`, from process start to its exit."""
     path = folder / "train.parquet"
     pl.DataFrame(x, schema=[f"f{i}" for i in range(FEATURES)]).write_parquet(path)
-    command = [str(Path(sys.executable).with_name("vad")), "train", str(path), "--name", "ttm",
-               "--out", str(folder / "models"), "--no-progress"]
+    command = [
+        str(Path(sys.executable).with_name("vad")),
+        "train",
+        str(path),
+        "--name",
+        "ttm",
+        "--out",
+        str(folder / "models"),
+        "--no-progress",
+    ]
     seconds, _ = timed(lambda: subprocess.run(command, check=True, capture_output=True, cwd=ROOT))
     return seconds, folder / "models" / "ttm"  # the model folder: Scorer.load follows its `latest`
 
 
-def scoring_block(version: Path, vae: object, forest: object, rows: int, folder: Path,
-                  rounds: int = 3) -> list[tuple[str, str, str]]:
+def scoring_block(
+    version: Path, vae: object, forest: object, rows: int, folder: Path, rounds: int = 3
+) -> list[tuple[str, str, str]]:
     """Default scoring of `rows` rows, end to end, ours (CLI and in process) against PyOD's.
     Ours and IForest, a few seconds each, run in `rounds` alternating rounds and each ratio is
     the median of its rounds' ratios: one timing of 1.5 s moved by 1.1× between runs here
@@ -100,11 +109,16 @@ def scoring_block(version: Path, vae: object, forest: object, rows: int, folder:
         return model.decision_function(pl.read_parquet(source).to_numpy())  # type: ignore[attr-defined]
 
     runs: dict[str, Callable[[], object]] = {
-        "cli": lambda: subprocess.run([vad, "score", str(version), str(source), "--output", str(folder / "cli.parquet"),
-                                       "--show", "0"], check=True, capture_output=True, cwd=ROOT),
+        "cli": lambda: subprocess.run(
+            [vad, "score", str(version), str(source), "--output", str(folder / "cli.parquet"), "--show", "0"],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        ),
         "ours": lambda: score_files(scorer, source, folder / "lib.parquet"),
         "bare": lambda: score_files(no_drift, source, folder / "bare.parquet"),
-        "forest": lambda: pyod(forest)}
+        "forest": lambda: pyod(forest),
+    }
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
@@ -115,30 +129,47 @@ def scoring_block(version: Path, vae: object, forest: object, rows: int, folder:
     ours_auc = roc_auc_score(y, pl.read_parquet(folder / "lib.parquet")["score"].to_numpy())
     median = lambda values: float(np.median(values))  # noqa: E731
     ratio = lambda a, b: median([p / q for p, q in zip(seconds[a], seconds[b], strict=True)])  # noqa: E731
-    forest_rounds = ", ".join(f"{f / o:.2f}" for f, o in sorted(zip(seconds["forest"], seconds["ours"], strict=True),
-                                                                 key=lambda pair: pair[0] / pair[1]))
+    forest_rounds = ", ".join(
+        f"{f / o:.2f}"
+        for f, o in sorted(zip(seconds["forest"], seconds["ours"], strict=True), key=lambda pair: pair[0] / pair[1])
+    )
     cli_s, ours_s, bare_s, forest_s = (median(seconds[name]) for name in runs)
     rate = lambda taken: f"{rows / taken / 1e3:,.0f} k rows/s"  # noqa: E731
     of = f"median of {rounds}: " if rounds > 1 else ""
     return [
-        (f"score {rows:,} rows: `vad score` (CLI, Parquet → Parquet, start-up included)",
-         f"{of}{cli_s:.1f} s, {rate(cli_s)}",
-         f"{ratio('ours', 'cli'):.2f} of the in-process rate; {vae_s / cli_s:.1f}× PyOD VAE, "
-         f"{ratio('forest', 'cli'):.2f}× IForest"),
-        (f"score {rows:,} rows: `score_files` in process (defaults, drift measured)", f"{of}{ours_s:.1f} s, {rate(ours_s)}",
-         f"{vae_s / ours_s:.1f}× PyOD VAE, {ratio('forest', 'ours'):.2f}× IForest (rounds {forest_rounds}); "
-         f"ROC-AUC {ours_auc:.3f}"),
-        (f"score {rows:,} rows: the same without the drift measurement", f"{of}{bare_s:.1f} s, {rate(bare_s)}",
-         f"drift costs {ratio('ours', 'bare') - 1:+.0%}; {ratio('forest', 'bare'):.2f}× IForest"),
-        (f"score {rows:,} rows: PyOD `VAE.decision_function`", f"{vae_s:.1f} s, {rate(vae_s)}",
-         f"ROC-AUC {roc_auc_score(y, vae_scores):.3f}"),
-        (f"score {rows:,} rows: PyOD `IForest.decision_function`", f"{of}{forest_s:.1f} s, {rate(forest_s)}",
-         f"ROC-AUC {roc_auc_score(y, forest_scores):.3f}"),
+        (
+            f"score {rows:,} rows: `vad score` (CLI, Parquet → Parquet, start-up included)",
+            f"{of}{cli_s:.1f} s, {rate(cli_s)}",
+            f"{ratio('ours', 'cli'):.2f} of the in-process rate; {vae_s / cli_s:.1f}× PyOD VAE, "
+            f"{ratio('forest', 'cli'):.2f}× IForest",
+        ),
+        (
+            f"score {rows:,} rows: `score_files` in process (defaults, drift measured)",
+            f"{of}{ours_s:.1f} s, {rate(ours_s)}",
+            f"{vae_s / ours_s:.1f}× PyOD VAE, {ratio('forest', 'ours'):.2f}× IForest (rounds {forest_rounds}); "
+            f"ROC-AUC {ours_auc:.3f}",
+        ),
+        (
+            f"score {rows:,} rows: the same without the drift measurement",
+            f"{of}{bare_s:.1f} s, {rate(bare_s)}",
+            f"drift costs {ratio('ours', 'bare') - 1:+.0%}; {ratio('forest', 'bare'):.2f}× IForest",
+        ),
+        (
+            f"score {rows:,} rows: PyOD `VAE.decision_function`",
+            f"{vae_s:.1f} s, {rate(vae_s)}",
+            f"ROC-AUC {roc_auc_score(y, vae_scores):.3f}",
+        ),
+        (
+            f"score {rows:,} rows: PyOD `IForest.decision_function`",
+            f"{of}{forest_s:.1f} s, {rate(forest_s)}",
+            f"ROC-AUC {roc_auc_score(y, forest_scores):.3f}",
+        ),
     ]
 
 
-def measure(rows: list[int], repeats: int, score_rows: int, folder: Path,
-            rounds: int = 3) -> tuple[list[tuple[str, str, str]], Path | None, Path | None]:
+def measure(
+    rows: list[int], repeats: int, score_rows: int, folder: Path, rounds: int = 3
+) -> tuple[list[tuple[str, str, str]], Path | None, Path | None]:
     """The table's lines, the largest size's model and the file it scored (both kept in
     `folder`, so a caller can measure more on them: bench/speed.py's re-based ratios)."""
     from pyod.models.iforest import IForest
@@ -177,8 +208,11 @@ def measure(rows: list[int], repeats: int, score_rows: int, folder: Path,
         median = lambda values: float(np.median(values))  # noqa: E731
         of = f"median of {len(ours_s)}: " if len(ours_s) > 1 else ""
         lines += [
-            (f"{n:,} rows: `vad train` (CLI, defaults, export included)", f"{of}{median(ours_s):.1f} s",
-             f"{median(ratios):.2f}× PyOD VAE's time{spread}; ROC-AUC {ours_auc:.3f}"),
+            (
+                f"{n:,} rows: `vad train` (CLI, defaults, export included)",
+                f"{of}{median(ours_s):.1f} s",
+                f"{median(ratios):.2f}× PyOD VAE's time{spread}; ROC-AUC {ours_auc:.3f}",
+            ),
             (f"{n:,} rows: PyOD `VAE().fit`", f"{of}{median(vae_s):.1f} s", f"ROC-AUC {vae_auc:.3f}"),
             (f"{n:,} rows: PyOD `IForest().fit`", f"{of}{median(forest_s):.1f} s", f"ROC-AUC {forest_auc:.3f}"),
         ]
@@ -197,16 +231,25 @@ def measure(rows: list[int], repeats: int, score_rows: int, folder: Path,
             seconds, _ = timed(lambda: detector.export(folder / "export", f"e{round_}{exporter}"))
             best[exporter] = min(best[exporter], seconds)
     export.EXPORTER = "torchscript"
-    lines += [("export alone, 4 graphs checked and parity-tested: TorchScript exporter (the default)",
-               f"{best['torchscript']:.2f} s", f"{best['dynamo'] / best['torchscript']:.1f}× faster than dynamo"),
-              ("export alone, the same: dynamo exporter", f"{best['dynamo']:.2f} s", "torch.export, the exporter before")]
+    lines += [
+        (
+            "export alone, 4 graphs checked and parity-tested: TorchScript exporter (the default)",
+            f"{best['torchscript']:.2f} s",
+            f"{best['dynamo'] / best['torchscript']:.1f}× faster than dynamo",
+        ),
+        ("export alone, the same: dynamo exporter", f"{best['dynamo']:.2f} s", "torch.export, the exporter before"),
+    ]
     return lines, largest, scored
 
 
-def main(rows: list[int] = typer.Option([2_000, 20_000], help="Training sizes."), repeats: int = 3,
-         rounds: int = typer.Option(
-             3, help="Alternating rounds of each fit (sizes up to 20,000 rows) and of the scoring, ours against IForest."),
-         score_rows: int = typer.Option(1_000_000, help="Rows scored by the largest size's models (0: none).")) -> None:
+def main(
+    rows: list[int] = typer.Option([2_000, 20_000], help="Training sizes."),
+    repeats: int = 3,
+    rounds: int = typer.Option(
+        3, help="Alternating rounds of each fit (sizes up to 20,000 rows) and of the scoring, ours against IForest."
+    ),
+    score_rows: int = typer.Option(1_000_000, help="Rows scored by the largest size's models (0: none)."),
+) -> None:
     """Print the lines; the figures of record are bench/speed.py's "defaults" lines, measured
     there in the same run as its other peers."""
     with tempfile.TemporaryDirectory(prefix="vad-ttm-") as tmp:

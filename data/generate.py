@@ -40,7 +40,7 @@ def simulate_machine(rng: np.random.Generator, index: int, steps: int) -> dict[s
         heat[i] = 0.9 * heat[i - 1] + 0.1 * load[i]
     motor = 35 + 0.6 * ambient + 22 * heat + rng.normal(0, 0.3, steps)
     pressure = 4.5 + 0.3 * index + 1.8 * load + rng.normal(0, 0.05, steps)
-    return dict(zip(SENSORS, [ambient, load, current, vibration, motor, pressure]))
+    return dict(zip(SENSORS, [ambient, load, current, vibration, motor, pressure], strict=True))
 
 
 def inject_faults(rng: np.random.Generator, series: dict[str, np.ndarray], offset: int) -> np.ndarray:
@@ -54,18 +54,18 @@ def inject_faults(rng: np.random.Generator, series: dict[str, np.ndarray], offse
         series["vibration"][s] += rng.uniform(2.0, 3.5)
         kind[s] = "spike"
     start, length = slots[1], 6 * hour  # level shift in pressure
-    series["pressure"][start:start + length] += 1.2
-    kind[start:start + length] = "level_shift"
+    series["pressure"][start : start + length] += 1.2
+    kind[start : start + length] = "level_shift"
     start, length = slots[2], 24 * hour  # slow drift of motor temperature
-    series["motor_temp"][start:start + length] += np.linspace(0, 12, length)
-    kind[start + length // 4:start + length] = "drift"  # the first quarter is not yet visible
+    series["motor_temp"][start : start + length] += np.linspace(0, 12, length)
+    kind[start + length // 4 : start + length] = "drift"  # the first quarter is not yet visible
     start, length = slots[3], 8 * hour  # stuck current sensor
-    series["current"][start:start + length] = series["current"][start]
-    kind[start:start + length] = "stuck"
+    series["current"][start : start + length] = series["current"][start]
+    kind[start : start + length] = "stuck"
     start, length = slots[4], 6 * hour  # current decouples from load
-    base = series["current"][start:start + length].mean()
-    series["current"][start:start + length] = base + rng.normal(0, 0.4, length)[::-1].cumsum() * 0.8
-    kind[start:start + length] = "broken_correlation"
+    base = series["current"][start : start + length].mean()
+    series["current"][start : start + length] = base + rng.normal(0, 0.4, length)[::-1].cumsum() * 0.8
+    kind[start : start + length] = "broken_correlation"
     return kind
 
 
@@ -78,9 +78,15 @@ def sensors(rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
     for index in range(4):
         series = simulate_machine(rng, index, steps)
         kind = inject_faults(rng, series, split)
-        frame = pl.DataFrame({"machine": f"press-{index + 1:02d}", "timestamp": times,
-                              **{k: np.round(v, 4) for k, v in series.items()},
-                              "label": (kind != "").astype(np.int8), "anomaly_kind": kind.astype(str)})
+        frame = pl.DataFrame(
+            {
+                "machine": f"press-{index + 1:02d}",
+                "timestamp": times,
+                **{k: np.round(v, 4) for k, v in series.items()},
+                "label": (kind != "").astype(np.int8),
+                "anomaly_kind": kind.astype(str),
+            }
+        )
         frames.append(frame)
     both = pl.concat(frames)
     return both.filter(pl.col("timestamp") < times[split]), both.filter(pl.col("timestamp") >= times[split])
@@ -101,7 +107,7 @@ def tabular(rng: np.random.Generator, rows: int, rate: float, first_id: int) -> 
     defects = rng.poisson(np.clip(100 - yield_pct, 0.1, None) * 0.6)
     kind = np.full(rows, "", dtype=object)
     bad = np.flatnonzero(rng.random(rows) < rate)
-    for i, k in zip(bad, rng.choice(["energy_leak", "low_yield", "overheat", "mismatch"], len(bad))):
+    for i, k in zip(bad, rng.choice(["energy_leak", "low_yield", "overheat", "mismatch"], len(bad)), strict=True):
         kind[i] = k
         if k == "energy_leak":
             energy[i] += rng.uniform(8, 15)
@@ -113,12 +119,22 @@ def tabular(rng: np.random.Generator, rows: int, rate: float, first_id: int) -> 
         else:  # a washer-sized run that took a bolt's time and pressure
             duration[i] += rng.uniform(12, 18)
             pressure[i] += rng.uniform(15, 25)
-    return pl.DataFrame({
-        "batch_id": np.arange(first_id, first_id + rows), "line": line, "product": product, "shift": shift,
-        "temperature": temperature.round(2), "pressure": pressure.round(2), "duration_min": duration.round(2),
-        "energy_kwh": energy.round(2), "yield_pct": yield_pct.round(2), "defects": defects,
-        "label": (kind != "").astype(np.int8), "anomaly_kind": kind.astype(str),
-    })
+    return pl.DataFrame(
+        {
+            "batch_id": np.arange(first_id, first_id + rows),
+            "line": line,
+            "product": product,
+            "shift": shift,
+            "temperature": temperature.round(2),
+            "pressure": pressure.round(2),
+            "duration_min": duration.round(2),
+            "energy_kwh": energy.round(2),
+            "yield_pct": yield_pct.round(2),
+            "defects": defects,
+            "label": (kind != "").astype(np.int8),
+            "anomaly_kind": kind.astype(str),
+        }
+    )
 
 
 def main() -> None:

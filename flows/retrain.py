@@ -26,8 +26,9 @@ from pipeline.training import promotion
 
 
 @task(cache_policy=NO_CACHE)
-def split_recent(source: str, champion_dir: str, rules: PromotionRules, folder: str,
-                 label_column: Optional[str]) -> promotion.RecentSplit:
+def split_recent(
+    source: str, champion_dir: str, rules: PromotionRules, folder: str, label_column: Optional[str]
+) -> promotion.RecentSplit:
     return promotion.split_recent(source, Scorer.load(champion_dir), rules, Path(folder), label_column)
 
 
@@ -37,8 +38,7 @@ def train_challenger(split: promotion.RecentSplit, config: PipelineConfig, champ
 
 
 @task(cache_policy=NO_CACHE)
-def compare(champion_dir: str, challenger_dir: str, holdout_file: str,
-            label_column: Optional[str]) -> promotion.Comparison:
+def compare(champion_dir: str, challenger_dir: str, holdout_file: str, label_column: Optional[str]) -> promotion.Comparison:
     return promotion.compare(Scorer.load(champion_dir), Scorer.load(challenger_dir), Path(holdout_file), label_column)
 
 
@@ -49,19 +49,33 @@ def settle(champion_dir: str, challenger_dir: str, comparison: promotion.Compari
 
 def decision_markdown(decision: dict, split: promotion.RecentSplit) -> str:
     c = decision["comparison"]
-    verdict = "promoted: `latest` now points at it" if decision["decision"] == "promoted" else \
-        "rejected: `latest` stays on the champion"
-    return "\n".join([
-        f"# Challenger v{decision['version']} against champion v{c['champion']}: {verdict}", "",
-        f"Trained on {split.train_rows} recent rows ({split.left_out} the champion flagged were left out); "
-        f"compared on {c['rows']} held-out recent normal rows.", "",
-        "| rule | verdict |", "|---|---|",
-        *[f"| {r.split(': ', 1)[1]} | {r.split(': ', 1)[0]} |" for r in decision["reasons"]], ""])
+    verdict = (
+        "promoted: `latest` now points at it"
+        if decision["decision"] == "promoted"
+        else "rejected: `latest` stays on the champion"
+    )
+    return "\n".join(
+        [
+            f"# Challenger v{decision['version']} against champion v{c['champion']}: {verdict}",
+            "",
+            f"Trained on {split.train_rows} recent rows ({split.left_out} the champion flagged were left out); "
+            f"compared on {c['rows']} held-out recent normal rows.",
+            "",
+            "| rule | verdict |",
+            "|---|---|",
+            *[f"| {r.split(': ', 1)[1]} | {r.split(': ', 1)[0]} |" for r in decision["reasons"]],
+            "",
+        ]
+    )
 
 
 @flow(name="vad-retrain")
-def retrain_flow(source: str, model: str = "exported/demo-sensors", config: Optional[str] = "data/sensors.toml",
-                 epochs: Optional[int] = None) -> dict:
+def retrain_flow(
+    source: str,
+    model: str = "exported/demo-sensors",
+    config: Optional[str] = "data/sensors.toml",
+    epochs: Optional[int] = None,
+) -> dict:
     """Retrain `model` on `source` (recent data: file, glob or folder) and promote the
     challenger only if it passes the rules; returns the decision."""
     logger = get_run_logger()
@@ -71,23 +85,32 @@ def retrain_flow(source: str, model: str = "exported/demo-sensors", config: Opti
     # Named with this pid, so that the next export removes it if this run is killed (N22).
     with tempfile.TemporaryDirectory(prefix=f"{RETRAIN_PREFIX}{os.getpid()}-", dir=Path(champion_dir).parent) as folder:
         split = split_recent(source, champion_dir, cfg.promotion, folder, cfg.data.label_column)
-        logger.info("challenger trains on %d rows (%d flagged by the champion left out); %d held out",
-                    split.train_rows, split.left_out, split.holdout_rows)
+        logger.info(
+            "challenger trains on %d rows (%d flagged by the champion left out); %d held out",
+            split.train_rows,
+            split.left_out,
+            split.holdout_rows,
+        )
         challenger_dir = train_challenger(split, cfg, champion_dir, source)
         comparison = compare(champion_dir, challenger_dir, str(split.holdout_file), cfg.data.label_column)
     decision = settle(champion_dir, challenger_dir, comparison, cfg)
     for reason in decision["reasons"]:
         logger.info("%s", reason)
     logger.info("challenger v%s %s", decision["version"], decision["decision"])
-    create_markdown_artifact(key="vad-retraining", markdown=decision_markdown(decision, split),
-                             description=f"Retraining decision for {Path(champion_dir).parent.name}")
+    create_markdown_artifact(
+        key="vad-retraining",
+        markdown=decision_markdown(decision, split),
+        description=f"Retraining decision for {Path(champion_dir).parent.name}",
+    )
     return {**decision, "split": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(split).items()}}
 
 
-def main(source: str = typer.Argument(..., help="Recent data: file, glob or folder."),
-         model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version is the champion)."),
-         config: Optional[str] = typer.Option(None, help="TOML config: data, model, train and [promotion] rules."),
-         epochs: Optional[int] = typer.Option(None, help="Maximum epochs for the challenger.")) -> None:
+def main(
+    source: str = typer.Argument(..., help="Recent data: file, glob or folder."),
+    model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version is the champion)."),
+    config: Optional[str] = typer.Option(None, help="TOML config: data, model, train and [promotion] rules."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs for the challenger."),
+) -> None:
     """Run the retraining flow once."""
     decision = retrain_flow(source=source, model=model, config=config, epochs=epochs)
     print(f"challenger v{decision['version']}: {decision['decision']}")

@@ -5,7 +5,6 @@ the results, raise and deliver alerts. Each task wraps one library call (`pipeli
 Run once:        python -m flows.score --inbox data/inbox --model exported/demo-sensors
 On a schedule:   python -m flows.serve   (README, "Scheduled scoring")"""
 
-
 import json
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -29,8 +28,11 @@ from pipeline.ops.records import Batch, BatchSummary
 from pipeline.runtime import Missing, Provider, Scorer
 
 # Retries with backoff only where the outside world can fail (files, network).
-IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-                              "retry_jitter_factor": 0.5}
+IO_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+}
 # Results as JSON (never pickle) in Prefect's result storage: a retried flow run reuses them.
 PERSIST: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}
 
@@ -53,8 +55,11 @@ def claim_batch(outbox: str, model_key: str, batch: dict, force: bool) -> dict:
     name = Path(batch["file"]).name
     get_run_logger().info("batch %s: %s", name, claim.reason)
     if claim.reason == "dead-letter":
-        return {"granted": False, "error": f"set aside: the process scoring it died {MAX_ATTEMPTS} times (out of "
-                f"memory? a native crash?); `vad release {name} --outbox {outbox}` takes it again"}
+        return {
+            "granted": False,
+            "error": f"set aside: the process scoring it died {MAX_ATTEMPTS} times (out of "
+            f"memory? a native crash?); `vad release {name} --outbox {outbox}` takes it again",
+        }
     return {"granted": claim.granted}
 
 
@@ -65,28 +70,47 @@ def rebuild_ledger(outbox: str, model_key: str, batches: list[dict]) -> int:
 
 
 @task(**IO_RETRIES, **PERSIST)
-def score_batch(model_dir: str, provider: Provider, batch: dict, outbox: str, threshold: Optional[float],
-                missing: Optional[Missing] = None, drift_rules: Optional[DriftRules] = None) -> dict:
+def score_batch(
+    model_dir: str,
+    provider: Provider,
+    batch: dict,
+    outbox: str,
+    threshold: Optional[float],
+    missing: Optional[Missing] = None,
+    drift_rules: Optional[DriftRules] = None,
+) -> dict:
     batch_record = Batch.model_validate(batch)
     scorer = _scorer(model_dir, provider, missing)
     state = inbox.open_ledger(outbox).alarm_state(scorer.manifest.key)  # as the batches before left it
-    return inbox.score_batch(scorer, batch_record, outbox, threshold=threshold, drift_rules=drift_rules,
-                             alarm_state=state).model_dump()
+    return inbox.score_batch(
+        scorer, batch_record, outbox, threshold=threshold, drift_rules=drift_rules, alarm_state=state
+    ).model_dump()
 
 
 @task(**PERSIST)
-def raise_alert(model_dir: str, provider: str, batch: dict, outbox: str, scored_file: str, rules: AlertRules,
-                threshold: float) -> Optional[dict]:
+def raise_alert(
+    model_dir: str, provider: str, batch: dict, outbox: str, scored_file: str, rules: AlertRules, threshold: float
+) -> Optional[dict]:
     """The batch's alert, judged by the threshold the batch was scored with (its summary's)."""
-    return inbox.raise_alert(inbox.open_ledger(outbox), _scorer(model_dir, provider), Batch.model_validate(batch),
-                             scored_file, rules, threshold=threshold)
+    return inbox.raise_alert(
+        inbox.open_ledger(outbox),
+        _scorer(model_dir, provider),
+        Batch.model_validate(batch),
+        scored_file,
+        rules,
+        threshold=threshold,
+    )
 
 
 @task(**PERSIST)
 def raise_drift_alert(model_dir: str, provider: str, batch: dict, outbox: str, summary: dict) -> Optional[dict]:
     """The batch's drift alert, from the drift its scoring measured."""
-    return inbox.raise_drift_alert(inbox.open_ledger(outbox), _scorer(model_dir, provider), Batch.model_validate(batch),
-                                   BatchSummary.model_validate(summary))
+    return inbox.raise_drift_alert(
+        inbox.open_ledger(outbox),
+        _scorer(model_dir, provider),
+        Batch.model_validate(batch),
+        BatchSummary.model_validate(summary),
+    )
 
 
 # One quick retry: a sink still failing is paused by the ledger's circuit breaker and retried
@@ -98,8 +122,13 @@ def deliver_alert(alert: dict, sinks: list[str], outbox: str) -> dict:
 
 @task(**IO_RETRIES)  # the ledger may be locked by another run for a while
 def complete_batch(outbox: str, model_key: str, batch: dict, summary: dict) -> None:
-    inbox.open_ledger(outbox).complete(batch["identity"], model_key, summary["output"], summary,
-                                       alarm_state=BatchSummary.model_validate(summary).alarm_state)
+    inbox.open_ledger(outbox).complete(
+        batch["identity"],
+        model_key,
+        summary["output"],
+        summary,
+        alarm_state=BatchSummary.model_validate(summary).alarm_state,
+    )
 
 
 @task(**IO_RETRIES)
@@ -132,26 +161,46 @@ def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts
     The threshold shown is the one the batches were scored with (every summary carries it)."""
     manifest = _scorer(model_dir, provider).manifest
     scored = pl.concat([pl.read_parquet(s["output"]) for s in summaries], how="diagonal_relaxed")
-    create_markdown_artifact(key="vad-scoring-report", markdown=reports.scoring_report(
-        manifest, scored, summaries, alerts, summaries[0]["threshold"]), description=f"Batches scored by {manifest.key}")
-    create_table_artifact(key="vad-top-anomalies", table=reports.top_anomalies(scored),
-                          description="Highest-scoring anomalous rows, with their top contributing features")
+    create_markdown_artifact(
+        key="vad-scoring-report",
+        markdown=reports.scoring_report(manifest, scored, summaries, alerts, summaries[0]["threshold"]),
+        description=f"Batches scored by {manifest.key}",
+    )
+    create_table_artifact(
+        key="vad-top-anomalies",
+        table=reports.top_anomalies(scored),
+        description="Highest-scoring anomalous rows, with their top contributing features",
+    )
     drifts = [s for s in summaries if s.get("drift")]
     if drifts:
-        create_markdown_artifact(key="vad-drift", markdown=reports.drift_report(manifest, drifts),
-                                 description=f"Drift of the batches from {manifest.key}'s training data")
+        create_markdown_artifact(
+            key="vad-drift",
+            markdown=reports.drift_report(manifest, drifts),
+            description=f"Drift of the batches from {manifest.key}'s training data",
+        )
     for alert in alerts:
         subject, body = summary_text(alert)
-        create_markdown_artifact(key="vad-alert", markdown=f"# {subject}\n\n```\n{body}\n```",
-                                 description=f"alert {alert['alert_id']}")
+        create_markdown_artifact(
+            key="vad-alert", markdown=f"# {subject}\n\n```\n{body}\n```", description=f"alert {alert['alert_id']}"
+        )
 
 
 @flow(name="vad-score")
-def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", model: str = "exported/demo-sensors",
-               sinks: list[str] = [delivery.EVENT_SINK], rules: AlertRules = AlertRules(),  # noqa: B006 - Prefect parameter
-               threshold: Optional[float] = None, force: bool = False, provider: Provider = "auto",
-               missing: Optional[Missing] = None, rebuild: bool = False, backfill: bool = False,
-               sink_pause: float = SINK_PAUSE_SECONDS, archive: Optional[str] = None) -> dict:
+def score_flow(
+    inbox_path: str = "data/inbox",
+    outbox: str = "runs/scoring",
+    model: str = "exported/demo-sensors",
+    sinks: list[str] = [delivery.EVENT_SINK],  # noqa: B006 - a Prefect parameter, never mutated
+    rules: AlertRules = AlertRules(),
+    threshold: Optional[float] = None,
+    force: bool = False,
+    provider: Provider = "auto",
+    missing: Optional[Missing] = None,
+    rebuild: bool = False,
+    backfill: bool = False,
+    sink_pause: float = SINK_PAUSE_SECONDS,
+    archive: Optional[str] = None,
+) -> dict:
     """Score each batch of `inbox_path` not yet scored by this model version; alert on it.
     `missing="impute"` fills a batch's gaps with the training medians instead of failing it.
     An outbox that holds scores but lost its ledger is refused unless `rebuild`: then the
@@ -162,25 +211,38 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     file moves there (at its path under the inbox), so the inbox holds only what waits."""
     logger = get_run_logger()
     if not Path(inbox_path).exists() and not any(c in inbox_path for c in "*?["):  # no retries: it will not appear
-        raise DataError(f"the inbox '{inbox_path}' does not exist: create the folder and drop batches into it "
-                        "(python -m flows.score and flows.serve create it).")
+        raise DataError(
+            f"the inbox '{inbox_path}' does not exist: create the folder and drop batches into it "
+            "(python -m flows.score and flows.serve create it)."
+        )
     model_dir = str(resolve_model_dir(model))
     model_key = _scorer(model_dir, provider).manifest.key
     inbox.check_ledger(outbox, rebuild)
     if archive:
         inbox.check_archive(inbox_path, archive)
     if rebuild:
-        logger.info("ledger rebuilt: %d batch(es) already scored", rebuild_ledger(
-            outbox, model_key, find_batches(inbox_path, outbox)))
+        logger.info(
+            "ledger rebuilt: %d batch(es) already scored",
+            rebuild_ledger(outbox, model_key, find_batches(inbox_path, outbox)),
+        )
 
     ledger = inbox.open_ledger(outbox)  # the flow's own reads; each task opens its own (it may run elsewhere)
     for sink in ledger.register_sinks(sinks, backfill=backfill):
-        logger.info("sink %s is new: it receives %s", sink, "every recorded alert (backfill)" if backfill else
-                    "the alerts raised from now on (--backfill sends the earlier ones too)")
+        logger.info(
+            "sink %s is new: it receives %s",
+            sink,
+            "every recorded alert (backfill)"
+            if backfill
+            else "the alerts raised from now on (--backfill sends the earlier ones too)",
+        )
     breaker = delivery.SinkBreaker(ledger, sinks, sink_pause)  # a failing sink is paused, its alerts wait
     for sink, (failures, until) in breaker.paused.items():
-        logger.warning("sink %s is paused after %d failure(s) in a row, until %s; its alerts wait for it", sink,
-                       failures, datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds"))
+        logger.warning(
+            "sink %s is paused after %d failure(s) in a row, until %s; its alerts wait for it",
+            sink,
+            failures,
+            datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds"),
+        )
 
     def deliver(alert: dict, to: list[str] = sinks) -> None:
         working = breaker.working(to)
@@ -248,28 +310,45 @@ def score_flow(inbox_path: str = "data/inbox", outbox: str = "runs/scoring", mod
     logger.info("%s: %d batch(es) scored, %d alert(s)", model_key, len(summaries), len(alerts))
     if failed:  # the run shows as failed; the other batches' results stand
         raise RuntimeError(f"{len(failed)} batch(es) could not be scored: " + "; ".join(failed))
-    return {"model": model_key, "scored": summaries, "alerts": [a["alert_id"] for a in alerts],
-            "drift_alerts": [a["alert_id"] for a in drift_alerts]}
+    return {
+        "model": model_key,
+        "scored": summaries,
+        "alerts": [a["alert_id"] for a in alerts],
+        "drift_alerts": [a["alert_id"] for a in drift_alerts],
+    }
 
 
-def main(inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or glob of batch files."),
-         outbox: str = typer.Option("runs/scoring", help="Scores, ledger and alerts go here."),
-         model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version) or a version folder."),
-         sink: list[str] = typer.Option([delivery.EVENT_SINK], help="Alert sink: prefect-event or a block slug."),
-         force: bool = typer.Option(False, help="Re-score batches this model version already scored."),
-         rebuild_ledger: bool = typer.Option(False, "--rebuild-ledger", help=(
-             "The ledger was lost: record the batches whose scores are in the outbox as done.")),
-         backfill: bool = typer.Option(False, help=(
-             "Send a new sink every recorded alert it has not received (default: from now on).")),
-         sink_pause: float = typer.Option(SINK_PAUSE_SECONDS, min=0, help=(
-             "Seconds a failing sink is paused (doubled per failure in a row, at most an hour).")),
-         archive: Optional[str] = typer.Option(None, help=(
-             "Move each scored batch's file here (beside the inbox, not in it)."))) -> None:
+def main(
+    inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or glob of batch files."),
+    outbox: str = typer.Option("runs/scoring", help="Scores, ledger and alerts go here."),
+    model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version) or a version folder."),
+    sink: list[str] = typer.Option([delivery.EVENT_SINK], help="Alert sink: prefect-event or a block slug."),
+    force: bool = typer.Option(False, help="Re-score batches this model version already scored."),
+    rebuild_ledger: bool = typer.Option(
+        False, "--rebuild-ledger", help=("The ledger was lost: record the batches whose scores are in the outbox as done.")
+    ),
+    backfill: bool = typer.Option(
+        False, help=("Send a new sink every recorded alert it has not received (default: from now on).")
+    ),
+    sink_pause: float = typer.Option(
+        SINK_PAUSE_SECONDS, min=0, help=("Seconds a failing sink is paused (doubled per failure in a row, at most an hour).")
+    ),
+    archive: Optional[str] = typer.Option(None, help=("Move each scored batch's file here (beside the inbox, not in it).")),
+) -> None:
     """Run the scoring flow once (creating the inbox folder if it does not exist yet)."""
     if not any(c in inbox_path for c in "*?["):
         Path(inbox_path).mkdir(parents=True, exist_ok=True)
-    result = score_flow(inbox_path=inbox_path, outbox=outbox, model=model, sinks=sink, force=force,
-                        rebuild=rebuild_ledger, backfill=backfill, sink_pause=sink_pause, archive=archive)
+    result = score_flow(
+        inbox_path=inbox_path,
+        outbox=outbox,
+        model=model,
+        sinks=sink,
+        force=force,
+        rebuild=rebuild_ledger,
+        backfill=backfill,
+        sink_pause=sink_pause,
+        archive=archive,
+    )
     print(json.dumps(result, default=str))  # JSON, for scripts
 
 

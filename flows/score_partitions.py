@@ -37,8 +37,12 @@ def plan(source: str, model_dir: str, rows_per_partition: int) -> list[dict]:
 @task(retries=2, retry_delay_seconds=2)
 def score_partition(model_dir: str, partition: dict, parts_dir: str) -> dict:
     part, report = partitions.score_partition(_scorer(model_dir), partitions.Partition(**partition), parts_dir)
-    return {"part": part, "worker": f"{socket.gethostname()}:{os.getpid()}", "failed_entities": report.failed,
-            "rows": report.rows}
+    return {
+        "part": part,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "failed_entities": report.failed,
+        "rows": report.rows,
+    }
 
 
 @task
@@ -51,10 +55,10 @@ LOCAL_CLUSTER = {"threads_per_worker": 1, "processes": True, "host": "127.0.0.1"
 
 
 # prefect-dask types its runner for its own futures, Prefect for PrefectFuture: the same protocol.
-@flow(name="vad-score-partitions",
-      task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, **LOCAL_CLUSTER}))  # type: ignore[arg-type]
-def score_partitions_flow(source: str, output: str, model: str = "exported/demo-tabular",
-                          rows_per_partition: int = 262_144) -> str:
+@flow(name="vad-score-partitions", task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, **LOCAL_CLUSTER}))  # type: ignore[arg-type]
+def score_partitions_flow(
+    source: str, output: str, model: str = "exported/demo-tabular", rows_per_partition: int = 262_144
+) -> str:
     """Plan the partitions, score each on the cluster, combine them in order."""
     model_dir = str(resolve_model_dir(model))
     planned = plan(source, model_dir, rows_per_partition)
@@ -72,22 +76,25 @@ def score_partitions_flow(source: str, output: str, model: str = "exported/demo-
 
 def with_cluster(address: Optional[str], workers: int):
     """The flow on an existing Dask scheduler (by address), or on a local cluster of `workers` processes."""
-    runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
-        cluster_kwargs={"n_workers": workers, **LOCAL_CLUSTER})
+    runner = (
+        DaskTaskRunner(address=address)
+        if address
+        else DaskTaskRunner(cluster_kwargs={"n_workers": workers, **LOCAL_CLUSTER})
+    )
     return score_partitions_flow.with_options(task_runner=runner)  # type: ignore[arg-type]
 
 
-def main(source: str = typer.Argument(..., help="File, folder or glob to score."),
-         output: str = typer.Option(..., help="Parquet file for the scores."),
-         model: str = typer.Option("exported/demo-tabular", help="Model folder (its latest version) or a version folder."),
-         rows_per_partition: int = typer.Option(262_144, help="Rows per partition (Parquet row groups are kept whole)."),
-         address: Optional[str] = typer.Option(
-            None, help="Address of an existing Dask scheduler; default: a local cluster."),
-         workers: int = typer.Option(2, help="Worker processes of the local cluster.")) -> None:
+def main(
+    source: str = typer.Argument(..., help="File, folder or glob to score."),
+    output: str = typer.Option(..., help="Parquet file for the scores."),
+    model: str = typer.Option("exported/demo-tabular", help="Model folder (its latest version) or a version folder."),
+    rows_per_partition: int = typer.Option(262_144, help="Rows per partition (Parquet row groups are kept whole)."),
+    address: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler; default: a local cluster."),
+    workers: int = typer.Option(2, help="Worker processes of the local cluster."),
+) -> None:
     """Score a large input on a Dask cluster."""
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    print(with_cluster(address, workers)(source=source, output=output, model=model,
-                                         rows_per_partition=rows_per_partition))
+    print(with_cluster(address, workers)(source=source, output=output, model=model, rows_per_partition=rows_per_partition))
 
 
 if __name__ == "__main__":

@@ -39,22 +39,35 @@ def wait_for_server(api_url: str, timeout: float = 120.0, process: subprocess.Po
     raise TimeoutError(f"no Prefect API at {api_url} after {timeout:.0f} s")
 
 
-def start_local_server(port: int = DEFAULT_PORT,
-                       log_file: Path = Path("runs/prefect-server.log")) -> tuple[subprocess.Popen, str]:
+def start_local_server(
+    port: int = DEFAULT_PORT, log_file: Path = Path("runs/prefect-server.log")
+) -> tuple[subprocess.Popen, str]:
     """`prefect server start` on 127.0.0.1 in the background; returns (process, API URL)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    process = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log_file.open("ab"), stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log_file.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     api_url = f"http://127.0.0.1:{port}/api"
     wait_for_server(api_url, process=process)
     return process, api_url
 
 
-def serve_scoring(inbox: str, outbox: str, model: str, sinks: list[str], interval: Optional[float],
-                  cron: Optional[str], name: str = DEPLOYMENT, archive: Optional[str] = None) -> None:
+def serve_scoring(
+    inbox: str,
+    outbox: str,
+    model: str,
+    sinks: list[str],
+    interval: Optional[float],
+    cron: Optional[str],
+    name: str = DEPLOYMENT,
+    archive: Optional[str] = None,
+) -> None:
     """Create (or update) the deployment and run its scheduled flow runs until interrupted."""
     from flows.score import score_flow
 
@@ -63,16 +76,17 @@ def serve_scoring(inbox: str, outbox: str, model: str, sinks: list[str], interva
     score_flow.serve(name=name, parameters=parameters, limit=1, **schedule)
 
 
-def main(inbox: str = typer.Option("data/inbox", help="Folder or glob the batches are dropped into."),
-         outbox: str = typer.Option("runs/scoring", help="Scores, ledger and alerts go here."),
-         model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version) or a version folder."),
-         sink: list[str] = typer.Option(["prefect-event"], help="Alert sink: prefect-event or a block slug (repeatable)."),
-         interval: Optional[float] = typer.Option(60.0, help="Seconds between scheduled runs."),
-         cron: Optional[str] = typer.Option(None, help="Cron schedule instead of an interval."),
-         port: int = typer.Option(DEFAULT_PORT, help="Port of the local server started when PREFECT_API_URL is unset."),
-         name: str = typer.Option(DEPLOYMENT, help="Deployment name: one per inbox when several are served."),
-         archive: Optional[str] = typer.Option(None, help=(
-             "Move each scored batch's file here (beside the inbox, not in it)."))) -> None:
+def main(
+    inbox: str = typer.Option("data/inbox", help="Folder or glob the batches are dropped into."),
+    outbox: str = typer.Option("runs/scoring", help="Scores, ledger and alerts go here."),
+    model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version) or a version folder."),
+    sink: list[str] = typer.Option(["prefect-event"], help="Alert sink: prefect-event or a block slug (repeatable)."),
+    interval: Optional[float] = typer.Option(60.0, help="Seconds between scheduled runs."),
+    cron: Optional[str] = typer.Option(None, help="Cron schedule instead of an interval."),
+    port: int = typer.Option(DEFAULT_PORT, help="Port of the local server started when PREFECT_API_URL is unset."),
+    name: str = typer.Option(DEPLOYMENT, help="Deployment name: one per inbox when several are served."),
+    archive: Optional[str] = typer.Option(None, help=("Move each scored batch's file here (beside the inbox, not in it).")),
+) -> None:
     """Serve the scheduled scoring deployment (starting a local Prefect server if needed)."""
     Path(inbox).mkdir(parents=True, exist_ok=True) if not any(c in inbox for c in "*?[") else None
     server = None

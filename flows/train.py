@@ -4,7 +4,6 @@ report (loss curves, validation histogram with the threshold, manifest facts) is
 
 Run:  python -m flows.train data/sensors/history.parquet --config data/sensors.toml"""
 
-
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,16 +41,23 @@ def export_version(data: fit.TrainingSet, calibrated: fit.Calibrated, config: Pi
 def publish_training_report(version_dir: str, calibrated: fit.Calibrated) -> None:
     folder = Path(version_dir)
     manifest = read_manifest(folder)
-    create_markdown_artifact(key="vad-training-report", description=f"Training report for {manifest.key}",
-                             markdown=reports.training_report(manifest, calibrated.result.history,
-                                                              calibrated.validation_scores, folder))
+    create_markdown_artifact(
+        key="vad-training-report",
+        description=f"Training report for {manifest.key}",
+        markdown=reports.training_report(manifest, calibrated.result.history, calibrated.validation_scores, folder),
+    )
     create_link_artifact(key="vad-model-folder", link=folder.resolve().as_uri(), link_text=manifest.key)
 
 
 @flow(name="vad-train")
-def train_flow(source: str = "data/sensors/history.parquet", config: Optional[str] = "data/sensors.toml",
-               name: Optional[str] = None, output_root: str = "exported", epochs: Optional[int] = None,
-               threshold: Optional[ThresholdConfig] = None) -> str:
+def train_flow(
+    source: str = "data/sensors/history.parquet",
+    config: Optional[str] = "data/sensors.toml",
+    name: Optional[str] = None,
+    output_root: str = "exported",
+    epochs: Optional[int] = None,
+    threshold: Optional[ThresholdConfig] = None,
+) -> str:
     """Train on `source` (file, glob or folder) and publish a new model version; returns its folder."""
     overrides: dict = {"train": {"progress": False}}
     if name:
@@ -65,16 +71,19 @@ def train_flow(source: str = "data/sensors/history.parquet", config: Optional[st
     calibrated = train_and_calibrate(data, cfg)
     version_dir = export_version(data, calibrated, cfg, output_root)
     publish_training_report(version_dir, calibrated)
-    get_run_logger().info("published %s (threshold %.6g, %s)", version_dir, calibrated.threshold.value,
-                          calibrated.threshold.method)
+    get_run_logger().info(
+        "published %s (threshold %.6g, %s)", version_dir, calibrated.threshold.value, calibrated.threshold.method
+    )
     return version_dir
 
 
-def main(source: str = typer.Argument(..., help="Training data: file, glob or folder."),
-         config: Optional[str] = typer.Option(None, help="TOML config."),
-         name: Optional[str] = typer.Option(None, help="Model name (default: from the config)."),
-         output_root: str = typer.Option("exported", help="Where model versions go."),
-         epochs: Optional[int] = typer.Option(None, help="Maximum epochs.")) -> None:
+def main(
+    source: str = typer.Argument(..., help="Training data: file, glob or folder."),
+    config: Optional[str] = typer.Option(None, help="TOML config."),
+    name: Optional[str] = typer.Option(None, help="Model name (default: from the config)."),
+    output_root: str = typer.Option("exported", help="Where model versions go."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs."),
+) -> None:
     """Run the training flow once."""
     print(train_flow(source=source, config=config, name=name, output_root=output_root, epochs=epochs))
 

@@ -22,8 +22,12 @@ from pipeline.core.errors import PipelineError, exit_on_user_error
 if TYPE_CHECKING:  # imported lazily at run time, to keep `vad --help` fast
     from pipeline.runtime import ScoreReport
 
-app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring.")
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring.",
+)
 console = Console()
 
 
@@ -41,8 +45,10 @@ TRAINING_PACKAGES = {"torch", "onnx", "onnxscript", "sklearn", "tqdm"}  # the `t
 def needs_training_extra(exc: ModuleNotFoundError) -> Exception:
     """A missing training package, said as what to install; any other import error as it is."""
     if (exc.name or "").split(".")[0] in TRAINING_PACKAGES:
-        return PipelineError(f"this command trains or exports a model, which needs '{exc.name}': install the "
-                             "training extra, pip install 'vae-pipeline[train]' (scoring needs none of it).")
+        return PipelineError(
+            f"this command trains or exports a model, which needs '{exc.name}': install the "
+            "training extra, pip install 'vae-pipeline[train]' (scoring needs none of it)."
+        )
     return exc
 
 
@@ -53,27 +59,39 @@ def _split(text: str | None) -> list[str] | None:
 @app.command()
 def train(
     source: Annotated[str, typer.Argument(help="Training data: a file, glob or folder (CSV, Parquet, NDJSON, Arrow).")],
-    config: Annotated[Optional[Path], typer.Option(
-        help="TOML config with sections data, model, train, threshold, export.")] = None,
+    config: Annotated[
+        Optional[Path], typer.Option(help="TOML config with sections data, model, train, threshold, export.")
+    ] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name (folder under --out).")] = None,
     out: Annotated[Path, typer.Option(help="Root folder of exported models.")] = Path("exported"),
     mode: Annotated[Optional[str], typer.Option(help="tabular or sensor.")] = None,
     features: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: inferred).")] = None,
     id_columns: Annotated[Optional[str], typer.Option(help="Comma-separated key columns passed to the output.")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column (never a feature).")] = None,
-    ignore_columns: Annotated[Optional[str], typer.Option(
-        help="Comma-separated columns that are neither features nor keys (other labels, notes).")] = None,
+    ignore_columns: Annotated[
+        Optional[str], typer.Option(help="Comma-separated columns that are neither features nor keys (other labels, notes).")
+    ] = None,
     time_column: Annotated[Optional[str], typer.Option(help="Time column (sensor mode).")] = None,
     entity_column: Annotated[Optional[str], typer.Option(help="Entity column; windows never cross entities.")] = None,
     window: Annotated[Optional[int], typer.Option(help="Window length in time steps (sensor mode).")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Training window stride.")] = None,
     missing: Annotated[Optional[str], typer.Option(help="error or impute (training median).")] = None,
-    duplicates: Annotated[Optional[str], typer.Option(
-        help="A time repeated within an entity (sensor mode): error, last or mean; kept with the model.")] = None,
-    max_gap: Annotated[Optional[str], typer.Option(
-        help="Sensor mode: no window spans a longer gap in time (ISO 8601 such as PT15M, HH:MM:SS, or seconds).")] = None,
-    resample: Annotated[Optional[str], typer.Option(
-        help="Sensor mode: readings averaged onto a fixed time step (ISO 8601 such as PT5M); kept with the model.")] = None,
+    duplicates: Annotated[
+        Optional[str],
+        typer.Option(help="A time repeated within an entity (sensor mode): error, last or mean; kept with the model."),
+    ] = None,
+    max_gap: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Sensor mode: no window spans a longer gap in time (ISO 8601 such as PT15M, HH:MM:SS, or seconds)."
+        ),
+    ] = None,
+    resample: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Sensor mode: readings averaged onto a fixed time step (ISO 8601 such as PT5M); kept with the model."
+        ),
+    ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     latent: Annotated[Optional[int], typer.Option(help="Latent size (default scales with inputs).")] = None,
     hidden: Annotated[Optional[str], typer.Option(help="Hidden sizes, e.g. 64,32.")] = None,
@@ -83,8 +101,9 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
     threshold: Annotated[Optional[str], typer.Option(help="quantile, contamination, pot or best-f1.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
-    int8: Annotated[Optional[bool], typer.Option(
-        "--int8", help="Also export an int8 scorer (dynamic quantisation).")] = None,
+    int8: Annotated[
+        Optional[bool], typer.Option("--int8", help="Also export an int8 scorer (dynamic quantisation).")
+    ] = None,
     as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Train a VAE and export it as a new version (ONNX graphs + manifest)."""
@@ -97,14 +116,27 @@ def train(
 
     window_spec = {k: v for k, v in {"length": window, "stride": stride}.items() if v is not None}
     cfg = load_config(
-        config, name=name,
-        data={"mode": mode, "features": _split(features), "id_columns": _split(id_columns),
-              "label_column": label_column, "ignore_columns": _split(ignore_columns), "time_column": time_column,
-              "entity_column": entity_column,
-              "missing": missing, "duplicates": duplicates, "max_gap": max_gap, "resample": resample,
-              **({"window": window_spec} if window_spec else {})},
-        model={"latent": latent, "hidden": [int(h) for h in _split(hidden) or []] if hidden else None,
-               "likelihood": likelihood},
+        config,
+        name=name,
+        data={
+            "mode": mode,
+            "features": _split(features),
+            "id_columns": _split(id_columns),
+            "label_column": label_column,
+            "ignore_columns": _split(ignore_columns),
+            "time_column": time_column,
+            "entity_column": entity_column,
+            "missing": missing,
+            "duplicates": duplicates,
+            "max_gap": max_gap,
+            "resample": resample,
+            **({"window": window_spec} if window_spec else {}),
+        },
+        model={
+            "latent": latent,
+            "hidden": [int(h) for h in _split(hidden) or []] if hidden else None,
+            "likelihood": likelihood,
+        },
         train={"epochs": epochs, "beta": beta, "seed": seed, "device": device, "progress": progress},
         threshold={"method": threshold},
         export={"int8": int8},
@@ -113,20 +145,35 @@ def train(
     result = outcome.calibrated.result
     if as_json:
         fitted = outcome.calibrated.threshold
-        print_json({"model": cfg.name, "version_dir": outcome.version_dir, "rows": len(outcome.data.x),
-                    "inputs": outcome.data.x.shape[1], "device": result.device, "best_epoch": result.best_epoch,
-                    "epochs_run": len(result.history), "validation_neg_beta_elbo": result.best_validation,
-                    "imputed": outcome.data.imputed, "merged": outcome.data.merged,
-                    "threshold": fitted.model_dump(mode="json")})
+        print_json(
+            {
+                "model": cfg.name,
+                "version_dir": outcome.version_dir,
+                "rows": len(outcome.data.x),
+                "inputs": outcome.data.x.shape[1],
+                "device": result.device,
+                "best_epoch": result.best_epoch,
+                "epochs_run": len(result.history),
+                "validation_neg_beta_elbo": result.best_validation,
+                "imputed": outcome.data.imputed,
+                "merged": outcome.data.merged,
+                "threshold": fitted.model_dump(mode="json"),
+            }
+        )
         return
     schema = outcome.data.schema
-    console.print("features: " + ", ".join(c.name + (f" (one-hot, {len(c.categories)} categories)" if c.categories else "")
-                                           for c in schema.columns)
-                  + (f"; keys in the output: {', '.join(schema.key_columns)}" if schema.key_columns else ""),
-                  soft_wrap=True, markup=False)
-    console.print(f"trained [bold]{cfg.name}[/] on {len(outcome.data.x):,} rows × {outcome.data.x.shape[1]} inputs "
-                  f"({result.device}); best epoch {result.best_epoch} of {len(result.history)}, "
-                  f"validation −β-ELBO {result.best_validation:.3f}")
+    console.print(
+        "features: "
+        + ", ".join(c.name + (f" (one-hot, {len(c.categories)} categories)" if c.categories else "") for c in schema.columns)
+        + (f"; keys in the output: {', '.join(schema.key_columns)}" if schema.key_columns else ""),
+        soft_wrap=True,
+        markup=False,
+    )
+    console.print(
+        f"trained [bold]{cfg.name}[/] on {len(outcome.data.x):,} rows × {outcome.data.x.shape[1]} inputs "
+        f"({result.device}); best epoch {result.best_epoch} of {len(result.history)}, "
+        f"validation −β-ELBO {result.best_validation:.3f}"
+    )
     if outcome.data.imputed:
         filled = ", ".join(f"{column}: {count}" for column, count in outcome.data.imputed.items())
         console.print(f"[yellow]missing values filled with the training median:[/] {filled}")
@@ -140,8 +187,10 @@ def train(
 def score(
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (uses its latest).")],
     source: Annotated[str, typer.Argument(help="Data to score: a file, glob or folder.")],
-    output: Annotated[Optional[Path], typer.Option(
-        help="Scores file; its suffix picks the format: .parquet (default), .csv, .tsv, .ndjson or .arrow.")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(help="Scores file; its suffix picks the format: .parquet (default), .csv, .tsv, .ndjson or .arrow."),
+    ] = None,
     estimator: Annotated[str, typer.Option(help="elbo (deterministic), mc or iwae.")] = "elbo",
     samples: Annotated[int, typer.Option(help="Samples for mc / iwae.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed for mc / iwae.")] = 0,
@@ -149,16 +198,28 @@ def score(
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, or int8 for a model exported with its int8 scorer.")] = "fp32",
     top_k: Annotated[int, typer.Option(help="Contributing features per row.")] = contract.TOP_K,
-    chunk_rows: Annotated[Optional[int], typer.Option(
-        min=1, help="Rows read per chunk (tabular); default 65536, or 262144 when scoring on a GPU.")] = None,
+    chunk_rows: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Rows read per chunk (tabular); default 65536, or 262144 when scoring on a GPU."),
+    ] = None,
     show: Annotated[int, typer.Option(help="Top anomalies to print.")] = 10,
-    missing: Annotated[Optional[str], typer.Option(
-        help="Missing values: impute (the training medians) or error; default: the model's policy.")] = None,
-    max_rows: Annotated[Optional[int], typer.Option(
-        min=1, help=("Refuse a file of more rows (default for a sensor series: what half the available memory "
-                     "holds, at most 10,000,000; none for tables)."))] = None,
-    with_report: Annotated[bool, typer.Option(
-        "--report", help="Also write <output>.report.md beside the scores: counts and plots.")] = False,
+    missing: Annotated[
+        Optional[str],
+        typer.Option(help="Missing values: impute (the training medians) or error; default: the model's policy."),
+    ] = None,
+    max_rows: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help=(
+                "Refuse a file of more rows (default for a sensor series: what half the available memory "
+                "holds, at most 10,000,000; none for tables)."
+            ),
+        ),
+    ] = None,
+    with_report: Annotated[
+        bool, typer.Option("--report", help="Also write <output>.report.md beside the scores: counts and plots.")
+    ] = False,
     as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
@@ -167,22 +228,43 @@ def score(
     scorer = Scorer.load(model, provider=provider, precision=precision, missing=missing)  # type: ignore[arg-type]
     output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
     with scoring_progress(enabled=not as_json) as on_chunk:
-        report = score_files(scorer, source, output, chunk_rows=chunk_rows, estimator=estimator,
-                             samples=samples, seed=seed, threshold=threshold, top_k=top_k, keep_top=show,
-                             on_chunk=on_chunk, max_rows=max_rows)
+        report = score_files(
+            scorer,
+            source,
+            output,
+            chunk_rows=chunk_rows,
+            estimator=estimator,
+            samples=samples,
+            seed=seed,
+            threshold=threshold,
+            top_k=top_k,
+            keep_top=show,
+            on_chunk=on_chunk,
+            max_rows=max_rows,
+        )
     written = None
     if with_report:
         from pipeline.ops.reports import write_scores_report
 
         written = write_scores_report(scorer.manifest, report.output, report.threshold)
     if as_json:
-        print_json({"model": scorer.manifest.key, "output": report.output, "files": report.files, "rows": report.rows,
-                    "anomalies": report.anomalies, "alarms": report.alarms, "threshold": report.threshold,
-                    "provider": scorer.kernel().describe(),
-                    "repairs": report.inputs.summary() if report.inputs.repaired else None, "report": written,
-                    "failed_entities": report.inputs.failed,
-                    "drift": report.drift.model_dump(mode="json") if report.drift is not None else None,
-                    "top": report.top})
+        print_json(
+            {
+                "model": scorer.manifest.key,
+                "output": report.output,
+                "files": report.files,
+                "rows": report.rows,
+                "anomalies": report.anomalies,
+                "alarms": report.alarms,
+                "threshold": report.threshold,
+                "provider": scorer.kernel().describe(),
+                "repairs": report.inputs.summary() if report.inputs.repaired else None,
+                "report": written,
+                "failed_entities": report.inputs.failed,
+                "drift": report.drift.model_dump(mode="json") if report.drift is not None else None,
+                "top": report.top,
+            }
+        )
         return
     print_score_report(report, scorer.kernel().describe())
     if written is not None:
@@ -207,33 +289,50 @@ def scoring_progress(enabled: bool) -> Iterator[Callable[[int], object] | None]:
 
 def print_score_report(report: ScoreReport, provider: str) -> None:
     """The summary a person reads after scoring: counts, repairs, top rows, output path."""
-    console.print(f"scored {report.rows:,} rows from {len(report.files)} file(s) on {provider}; "
-                  f"{report.anomalies:,} above threshold {report.threshold:.4f}, {report.alarms:,} alarm(s)")
+    console.print(
+        f"scored {report.rows:,} rows from {len(report.files)} file(s) on {provider}; "
+        f"{report.anomalies:,} above threshold {report.threshold:.4f}, {report.alarms:,} alarm(s)"
+    )
     if report.inputs.repaired:
         console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
     if report.drift is not None and report.drift.drifted:
-        shifted = "; ".join(f"{e}: " + ", ".join(f"{c} {v:+.1f}" for c, v in s.items())
-                            for e, s in report.drift.entities.items())
-        console.print(f"[yellow]drift from the training data:[/] {', '.join(report.drift.drifting)}"
-                      + (f" ({shifted})" if shifted else "") + " (README, \"Drift\")")
+        shifted = "; ".join(
+            f"{e}: " + ", ".join(f"{c} {v:+.1f}" for c, v in s.items()) for e, s in report.drift.entities.items()
+        )
+        console.print(
+            f"[yellow]drift from the training data:[/] {', '.join(report.drift.drifting)}"
+            + (f" ({shifted})" if shifted else "")
+            + ' (README, "Drift")'
+        )
     if report.drift is not None and report.drift.not_judged:
         unjudged = report.drift.not_judged
-        console.print(f"[yellow]drift not judged per entity for {len(unjudged)} of them[/] ("
-                      + "; ".join(f"{e}: {why}" for e, why in list(unjudged.items())[:5])
-                      + ("; …" if len(unjudged) > 5 else "") + "): the fleet's PSI judged their rows")
+        console.print(
+            f"[yellow]drift not judged per entity for {len(unjudged)} of them[/] ("
+            + "; ".join(f"{e}: {why}" for e, why in list(unjudged.items())[:5])
+            + ("; …" if len(unjudged) > 5 else "")
+            + "): the fleet's PSI judged their rows"
+        )
     if report.top:
         table = Table(title="top anomalies (higher score = more anomalous)")
         columns = list(report.top[0])
         keys = [k for k in columns if k not in contract.score_columns(columns) - {contract.SOURCE_FILE}]
         percentile = contract.PERCENTILE in columns
-        for column in [*keys, contract.SCORE, *([contract.PERCENTILE] if percentile else []),
-                       "top features (share of excess −log p)"]:
+        for column in [
+            *keys,
+            contract.SCORE,
+            *([contract.PERCENTILE] if percentile else []),
+            "top features (share of excess −log p)",
+        ]:
             table.add_column(column)
         for row in report.top:
             ranked = [(row[k], row[contract.share_of(k)]) for k in contract.feature_columns(columns)]
             explained = ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)
-            table.add_row(*[str(row[k]) for k in keys], f"{row[contract.SCORE]:.2f}",
-                          *([f"{row[contract.PERCENTILE]:.2f}"] if percentile else []), explained)
+            table.add_row(
+                *[str(row[k]) for k in keys],
+                f"{row[contract.SCORE]:.2f}",
+                *([f"{row[contract.PERCENTILE]:.2f}"] if percentile else []),
+                explained,
+            )
         console.print(table)
     console.print(f"scores written to [bold]{report.output}[/]")
 
@@ -241,16 +340,21 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
 @app.command()
 def threshold(
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (its latest version).")],
-    data: Annotated[str, typer.Argument(help="Recent data to fit on: a file, glob or folder (normal rows, "
-                                             "unless labels are given).")],
+    data: Annotated[
+        str, typer.Argument(help="Recent data to fit on: a file, glob or folder (normal rows, unless labels are given).")
+    ],
     method: Annotated[str, typer.Option(help="quantile, contamination, pot or best-f1.")] = "quantile",
-    target: Annotated[Optional[float], typer.Option(
-        help="The method's parameter: the quantile, the contamination, or POT's false-alarm risk.")] = None,
-    persistence: Annotated[Optional[str], typer.Option(
-        help="k/n: flag a row when k of the last n rows of its series exceed (sensor models).")] = None,
+    target: Annotated[
+        Optional[float],
+        typer.Option(help="The method's parameter: the quantile, the contamination, or POT's false-alarm risk."),
+    ] = None,
+    persistence: Annotated[
+        Optional[str], typer.Option(help="k/n: flag a row when k of the last n rows of its series exceed (sensor models).")
+    ] = None,
     label_column: Annotated[Optional[str], typer.Option(help="0/1 labels in the data, for best-f1.")] = None,
-    activate: Annotated[bool, typer.Option(
-        help="Also make the new version `latest` (only if `latest` did not move meanwhile).")] = False,
+    activate: Annotated[
+        bool, typer.Option(help="Also make the new version `latest` (only if `latest` did not move meanwhile).")
+    ] = False,
     as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Re-fit the threshold on new data, without retraining: writes the model's next version,
@@ -275,29 +379,42 @@ def threshold(
         raise PipelineError(f"threshold settings are invalid: {exc.errors()[0]['msg']} ({settings}).") from None
     refit = refit_threshold(model, data, config, label_column, activate=activate)
     if as_json:
-        print_json({"version_dir": refit.version_dir, "threshold": refit.threshold.model_dump(mode="json"),
-                    "rows": refit.rows, "flagged": refit.flagged, "latest": refit.active})
+        print_json(
+            {
+                "version_dir": refit.version_dir,
+                "threshold": refit.threshold.model_dump(mode="json"),
+                "rows": refit.rows,
+                "flagged": refit.flagged,
+                "latest": refit.active,
+            }
+        )
         return
     rule = refit.threshold.persistence
-    console.print(f"threshold {refit.threshold.value:.4f} ({refit.threshold.method}"
-                  f"{f', {rule.k} of {rule.n} rows' if rule.n > 1 else ''}) fitted on {refit.rows:,} rows, "
-                  f"{refit.flagged:.2%} of them above it")
+    console.print(
+        f"threshold {refit.threshold.value:.4f} ({refit.threshold.method}"
+        f"{f', {rule.k} of {rule.n} rows' if rule.n > 1 else ''}) fitted on {refit.rows:,} rows, "
+        f"{refit.flagged:.2%} of them above it"
+    )
     if refit.threshold.note:
         console.print(f"[yellow]note:[/] {refit.threshold.note}")
     console.print(f"new version written to [bold]{refit.version_dir}[/]")
     if refit.active:
         console.print("it is now `latest`: scoring on the model folder uses it from the next batch")
     else:
-        console.print(f"not active: `vad promote {refit.version_dir.parent} {refit.version_dir.name}` makes it "
-                      "`latest` (or re-run with --activate)")
+        console.print(
+            f"not active: `vad promote {refit.version_dir.parent} {refit.version_dir.name}` makes it "
+            "`latest` (or re-run with --activate)"
+        )
 
 
 @app.command()
 def promote(
     model: Annotated[Path, typer.Argument(help="Model folder (holding its numbered versions).")],
     version: Annotated[str, typer.Argument(help="The version to make `latest`.")],
-    expected: Annotated[Optional[str], typer.Option(
-        help="Only if `latest` still names this version (what you looked at); default: whatever it names now.")] = None,
+    expected: Annotated[
+        Optional[str],
+        typer.Option(help="Only if `latest` still names this version (what you looked at); default: whatever it names now."),
+    ] = None,
     as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Make a published version `latest` (a re-thresholded or retrained one, or a roll-back)."""
@@ -331,25 +448,30 @@ def inspect(
         return
     table = Table(title=f"{manifest.name} v{manifest.version}  ({folder})", show_header=False)
     facts = {
-        "created": manifest.created_at, "mode": manifest.feature_schema.mode,
+        "created": manifest.created_at,
+        "mode": manifest.feature_schema.mode,
         "features": ", ".join(c.name for c in manifest.feature_schema.columns),
         "keys": ", ".join(manifest.feature_schema.key_columns) or "-",
         "window": manifest.feature_schema.window.model_dump_json() if manifest.feature_schema.window else "-",
-        "missing values": manifest.feature_schema.missing, "inputs": str(len(manifest.input_names)),
-        "model": json.dumps(manifest.model), "score": manifest.score_definition,
+        "missing values": manifest.feature_schema.missing,
+        "inputs": str(len(manifest.input_names)),
+        "model": json.dumps(manifest.model),
+        "score": manifest.score_definition,
         "threshold": f"{manifest.threshold.value:.4f} ({manifest.threshold.method} {manifest.threshold.parameters}"
-                     + (f"; {rule.k} of the last {rule.n} rows" if (rule := manifest.threshold.persistence).n > 1 else "")
-                     + ")" + (f" {manifest.threshold.note}" if manifest.threshold.note else ""),
+        + (f"; {rule.k} of the last {rule.n} rows" if (rule := manifest.threshold.persistence).n > 1 else "")
+        + ")"
+        + (f" {manifest.threshold.note}" if manifest.threshold.note else ""),
         "lineage": json.dumps(manifest.lineage) if manifest.lineage else "-",
         "training data": json.dumps(manifest.training_data.get("sha256", ""))[:20]
         + f"… {manifest.training_data.get('rows')} rows",
         # the percentile table's 112 values are for the runtime; --json shows them
         "validation": manifest.validation.model_dump_json(exclude={"score_percentiles"}, exclude_none=True),
         "opset": str(manifest.opset),
-        "files": ", ".join(manifest.files), "versions": json.dumps(manifest.library_versions),
+        "files": ", ".join(manifest.files),
+        "versions": json.dumps(manifest.library_versions),
         # installed is not usable: onnxruntime-gpu lists CUDA and TensorRT on machines without a GPU
         "providers": f"{', '.join(select_providers('auto'))} usable here (installed: "
-                     f"{', '.join(ort.get_available_providers())})",
+        f"{', '.join(ort.get_available_providers())})",
     }
     for key, value in facts.items():
         table.add_row(key, value)
@@ -368,10 +490,19 @@ def versions(
     if not model.is_dir():
         raise PipelineError(f"model folder '{model}' does not exist.")
     manifests, decisions, latest = list_versions(model), read_decisions(model), latest_version(model)
-    rows = [{"version": m.version, "latest": m.version == latest, "created": m.created_at,
-             "parent": m.lineage.get("parent_version"), "change": m.lineage.get("change", "trained"),
-             "data": m.lineage.get("data") or {"files": m.training_data.get("files"), "rows": m.training_data.get("rows")},
-             "threshold": m.threshold.value, "decision": decisions.get(m.version)} for m in manifests]
+    rows = [
+        {
+            "version": m.version,
+            "latest": m.version == latest,
+            "created": m.created_at,
+            "parent": m.lineage.get("parent_version"),
+            "change": m.lineage.get("change", "trained"),
+            "data": m.lineage.get("data") or {"files": m.training_data.get("files"), "rows": m.training_data.get("rows")},
+            "threshold": m.threshold.value,
+            "decision": decisions.get(m.version),
+        }
+        for m in manifests
+    ]
     if as_json:
         print_json({"model": str(model), "latest": latest, "versions": rows})
         return
@@ -380,11 +511,18 @@ def versions(
         table.add_column(column, no_wrap=column not in ("change", "trained on"))
     for row in rows:
         data, decision = row["data"], row["decision"]
-        source = Path(data["source"]).name if data.get("source") else \
-            ", ".join(Path(f).name for f in data.get("files") or [])
-        table.add_row(row["version"] + (" *" if row["latest"] else ""), row["created"][:10], row["parent"] or "-",
-                      row["change"], f"{source}, {data.get('rows')} rows", f"{row['threshold']:.4g}",
-                      decision["decision"] if decision else "-")
+        source = (
+            Path(data["source"]).name if data.get("source") else ", ".join(Path(f).name for f in data.get("files") or [])
+        )
+        table.add_row(
+            row["version"] + (" *" if row["latest"] else ""),
+            row["created"][:10],
+            row["parent"] or "-",
+            row["change"],
+            f"{source}, {data.get('rows')} rows",
+            f"{row['threshold']:.4g}",
+            decision["decision"] if decision else "-",
+        )
     console.print(table)
     console.print("* latest")
     for row in rows:  # each decision's reasons, one per line, below the table
@@ -463,8 +601,11 @@ def _version(show: bool) -> None:
 
 
 @app.callback()
-def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Print the version and exit.")] = False) -> None:
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """VAE anomaly detection: polars ingest, PyTorch training, ONNX export, onnxruntime scoring."""
 
 

@@ -16,8 +16,13 @@ from pipeline.data.ingest import read_file
 
 console = Console()
 DEMOS = [
-    ("demo-sensors", "data/sensors/history.parquet", "data/sensors.toml", "data/sensors/batch.parquet",
-     ["machine", "timestamp"]),
+    (
+        "demo-sensors",
+        "data/sensors/history.parquet",
+        "data/sensors.toml",
+        "data/sensors/batch.parquet",
+        ["machine", "timestamp"],
+    ),
     ("demo-tabular", "data/tabular/history.csv", "data/tabular.toml", "data/tabular/batch.csv", ["batch_id"]),
 ]
 
@@ -32,9 +37,11 @@ def evaluate(scores_path: Path, labelled: str, keys: list[str]) -> str:
     truth = read_file(Path(labelled), [*keys, "label"])
     joined = pl.read_parquet(scores_path).join(truth.select(*keys, "label"), on=keys, how="inner")
     y, s, flag = joined["label"].to_numpy(), joined["score"].to_numpy(), joined["is_anomaly"].to_numpy()
-    return (f"ROC-AUC {roc_auc_score(y, s):.3f}, average precision {average_precision_score(y, s):.3f}, "
-            f"flag precision {precision_score(y, flag, zero_division=0):.2f}, recall {recall_score(y, flag):.2f} "
-            f"({int(y.sum())} labelled anomalous rows of {len(y)})")
+    return (
+        f"ROC-AUC {roc_auc_score(y, s):.3f}, average precision {average_precision_score(y, s):.3f}, "
+        f"flag precision {precision_score(y, flag, zero_division=0):.2f}, recall {recall_score(y, flag):.2f} "
+        f"({int(y.sum())} labelled anomalous rows of {len(y)})"
+    )
 
 
 def main() -> None:
@@ -49,8 +56,10 @@ def main() -> None:
     console.rule("[bold]where everything went")
     for path in outputs:
         console.print(f"  {path}")
-    console.print("Each version folder holds encoder.onnx, decoder.onnx, scorer.onnx, scorer_sampled.onnx, "
-                  "manifest.json, checkpoint.pt and history.json.")
+    console.print(
+        "Each version folder holds encoder.onnx, decoder.onnx, scorer.onnx, scorer_sampled.onnx, "
+        "manifest.json, checkpoint.pt and history.json."
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
     """A real filesystem of `size` (tmpfs, e.g. "512k") mounted at `folder`, for tests that
     fill a disk; skips the test where mounting is not allowed (it needs CAP_SYS_ADMIN)."""
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
-                          text=True, check=False) if shutil.which("mount") else None
+    done = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True, check=False
+        )
+        if shutil.which("mount")
+        else None
+    )
     if done is None or done.returncode:
         pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
     try:

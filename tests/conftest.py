@@ -54,8 +54,12 @@ def _hypothesis_profiles() -> None:
     """`ci` (the default): a few hundred inputs in all; `fuzz` (make fuzz): over 10,000."""
     from hypothesis import HealthCheck, settings
 
-    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
-              "derandomize": False, "print_blob": True}
+    common = {
+        "deadline": None,
+        "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+        "derandomize": False,
+        "print_blob": True,
+    }
     settings.register_profile("ci", max_examples=60, **common)
     settings.register_profile("fuzz", max_examples=2600, **common)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

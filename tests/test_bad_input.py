@@ -53,6 +53,7 @@ def case(id: str, stage: str, given: str, outcome: str) -> Callable:
     def register(run: Callable[[Context], None]) -> Callable:
         CATALOGUE.append(Case(id, stage, given, outcome, run))
         return run
+
     return register
 
 
@@ -75,8 +76,9 @@ class Context:
 
     def frame(self, name: str, frame: pl.DataFrame) -> Path:
         path = self.inputs / name
-        {".parquet": frame.write_parquet, ".csv": frame.write_csv, ".ndjson": frame.write_ndjson,
-         ".arrow": frame.write_ipc}[path.suffix](path)
+        {".parquet": frame.write_parquet, ".csv": frame.write_csv, ".ndjson": frame.write_ndjson, ".arrow": frame.write_ipc}[
+            path.suffix
+        ](path)
         return path
 
     @staticmethod
@@ -98,29 +100,42 @@ class Context:
         return fit_model(source, load_config(DATA / f"{config}.toml", **overrides), self.models).version_dir
 
     # -- outcomes ----------------------------------------------------------------------
-    def refused(self, action: Callable[[], object], *fragments: str, file: Path | str | None = None,
-                column: str | None = None, row: int | None = None) -> str:
+    def refused(
+        self,
+        action: Callable[[], object],
+        *fragments: str,
+        file: Path | str | None = None,
+        column: str | None = None,
+        row: int | None = None,
+    ) -> str:
         """The action fails with a PipelineError naming what it should, and leaves nothing behind."""
         with pytest.raises(PipelineError) as error:
             action()
         message = str(error.value)
-        expected = [*fragments, *([f"'{file}'"] if file else []), *([f"column '{column}'"] if column else []),
-                    *([f"row {row}"] if row is not None else [])]
+        expected = [
+            *fragments,
+            *([f"'{file}'"] if file else []),
+            *([f"column '{column}'"] if column else []),
+            *([f"row {row}"] if row is not None else []),
+        ]
         for fragment in expected:
             assert fragment in message, f"{fragment!r} not in: {message}"
         left = [p for folder in (self.out, self.models) if folder.exists() for p in folder.rglob("*") if p.is_file()]
         assert not left, f"left behind: {left}"
         return message
 
-    def left_out(self, path: Path, entity: str, *fragments: str, column: str | None = None,
-                 row: int | None = None) -> str:
+    def left_out(self, path: Path, entity: str, *fragments: str, column: str | None = None, row: int | None = None) -> str:
         """The sensor batch is scored without `entity`, which the report names with an error
         naming what it should (the file, column and row); the other machines are scored."""
         scored, report = self.score(path, "sensor")
         assert list(report.inputs.failed) == [entity], report.inputs.failed
         message = report.inputs.failed[entity]
-        expected = [*fragments, f"'{path}'", *([f"column '{column}'"] if column else []),
-                    *([f"row {row}"] if row is not None else [])]
+        expected = [
+            *fragments,
+            f"'{path}'",
+            *([f"column '{column}'"] if column else []),
+            *([f"row {row}"] if row is not None else []),
+        ]
         for fragment in expected:
             assert fragment in message, f"{fragment!r} not in: {message}"
         machines = set(self.sensors()["machine"].unique()) - {entity}
@@ -129,6 +144,7 @@ class Context:
 
 
 # == ingest ================================================================================
+
 
 @case("empty-file", "ingest", "a 0-byte CSV", "error naming the file: it is empty")
 def _(ctx: Context) -> None:
@@ -206,7 +222,12 @@ def _(ctx: Context) -> None:
     ctx.refused(lambda: ctx.score(path), "single column", "delimiter", file=path)
 
 
-@case("semicolon-delimiter", "ingest", "a CSV separated by ';'", "repair: the delimiter is sniffed; scores equal the ',' file's")
+@case(
+    "semicolon-delimiter",
+    "ingest",
+    "a CSV separated by ';'",
+    "repair: the delimiter is sniffed; scores equal the ',' file's",
+)
 def _(ctx: Context) -> None:
     scored, _ = ctx.score(ctx.text("batch.csv", TABULAR_CSV.replace(",", ";")))
     reference = ctx.tabular.score(ctx.tabular_rows())
@@ -219,8 +240,12 @@ def _(ctx: Context) -> None:
     ctx.refused(lambda: ctx.score(path), "names column 'pressure' twice", file=path)
 
 
-@case("folder-mixed-formats", "ingest", "a folder with the same rows as CSV, Parquet, NDJSON and Arrow",
-      "repair: every file is read; each format gives the same scores")
+@case(
+    "folder-mixed-formats",
+    "ingest",
+    "a folder with the same rows as CSV, Parquet, NDJSON and Arrow",
+    "repair: every file is read; each format gives the same scores",
+)
 def _(ctx: Context) -> None:
     rows = ctx.tabular_rows().head(50)
     for suffix in (".csv", ".parquet", ".ndjson", ".arrow"):
@@ -233,16 +258,24 @@ def _(ctx: Context) -> None:
         np.testing.assert_allclose(part["score"].to_numpy(), first, rtol=1e-6)
 
 
-@case("bad-second-file", "ingest", "a folder whose second file lacks a column",
-      "error naming the second file; no output at all, not even the first file's")
+@case(
+    "bad-second-file",
+    "ingest",
+    "a folder whose second file lacks a column",
+    "error naming the second file; no output at all, not even the first file's",
+)
 def _(ctx: Context) -> None:
     ctx.frame("a.parquet", ctx.tabular_rows())
     bad = ctx.frame("b.parquet", ctx.tabular_rows().drop("pressure"))
     ctx.refused(lambda: ctx.score(ctx.inputs), "column 'pressure' is missing", file=bad)
 
 
-@case("file-changed-while-read", "ingest", "a CSV appended to while it is scored",
-      "error naming the file: it changed while being read")
+@case(
+    "file-changed-while-read",
+    "ingest",
+    "a CSV appended to while it is scored",
+    "error naming the file: it changed while being read",
+)
 def _(ctx: Context) -> None:
     path = ctx.csv(rows=ROWS * 200)  # 200k rows: several chunks, so the read takes a while
     stop = threading.Event()
@@ -263,6 +296,7 @@ def _(ctx: Context) -> None:
 
 
 # == schema ================================================================================
+
 
 @case("missing-column", "schema", "a batch without the 'pressure' column", "error naming the file and the column")
 def _(ctx: Context) -> None:
@@ -289,8 +323,12 @@ def _(ctx: Context) -> None:
     ctx.refused(lambda: ctx.score(path), "must be numeric, got Date", file=path, column="temperature")
 
 
-@case("number-for-category", "schema", "numbers in the categorical 'product' column",
-      "repair: read as text; values never seen in training count as unseen categories")
+@case(
+    "number-for-category",
+    "schema",
+    "numbers in the categorical 'product' column",
+    "repair: read as text; values never seen in training count as unseen categories",
+)
 def _(ctx: Context) -> None:
     _, report = ctx.score(ctx.frame("batch.parquet", ctx.tabular_rows().with_columns(product=pl.lit(7))))
     assert report.inputs.unseen_categories["product"] == 1000
@@ -311,64 +349,103 @@ def _(ctx: Context) -> None:
 
 # == values ================================================================================
 
-@case("nan-under-error", "values", "a NaN in a one-machine batch of a model trained with missing = 'error'",
-      "error naming file, column and row")
+
+@case(
+    "nan-under-error",
+    "values",
+    "a NaN in a one-machine batch of a model trained with missing = 'error'",
+    "error naming file, column and row",
+)
 def _(ctx: Context) -> None:
-    frame = ctx.sensors().filter(pl.col("machine") == "press-01").with_columns(load=pl.when(pl.int_range(pl.len()) == 9).then(float("nan")).otherwise(pl.col("load")))
+    frame = (
+        ctx.sensors()
+        .filter(pl.col("machine") == "press-01")
+        .with_columns(load=pl.when(pl.int_range(pl.len()) == 9).then(float("nan")).otherwise(pl.col("load")))
+    )
     path = ctx.frame("batch.parquet", frame)
     ctx.refused(lambda: ctx.score(path, "sensor"), "missing value", "missing='impute'", file=path, column="load", row=10)
 
 
-@case("null-under-error", "values", "an empty cell in a model trained with missing = 'error'",
-      "that machine left out, named with file, column and row; the other machines scored")
+@case(
+    "null-under-error",
+    "values",
+    "an empty cell in a model trained with missing = 'error'",
+    "that machine left out, named with file, column and row; the other machines scored",
+)
 def _(ctx: Context) -> None:
     frame = ctx.sensors().with_columns(load=pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("load")))
     path = ctx.frame("batch.parquet", frame)
     ctx.left_out(path, "press-01", "missing value", column="load", row=4)
 
 
-@case("inf-under-error", "values", "+inf in a model trained with missing = 'error'", "that machine left out, named with file, column and row; the other machines scored, and the value")
+@case(
+    "inf-under-error",
+    "values",
+    "+inf in a model trained with missing = 'error'",
+    "that machine left out, named with file, column and row; the other machines scored, and the value",
+)
 def _(ctx: Context) -> None:
-    frame = ctx.sensors().with_columns(load=pl.when(pl.int_range(pl.len()) == 0).then(float("inf")).otherwise(pl.col("load")))
+    frame = ctx.sensors().with_columns(
+        load=pl.when(pl.int_range(pl.len()) == 0).then(float("inf")).otherwise(pl.col("load"))
+    )
     path = ctx.frame("batch.parquet", frame)
     ctx.left_out(path, "press-01", "infinite value (inf)", column="load", row=1)
 
 
-@case("nan-under-impute", "values", "NaN and empty cells with missing = 'impute'",
-      "repair: the training median, counted per column in the report")
+@case(
+    "nan-under-impute",
+    "values",
+    "NaN and empty cells with missing = 'impute'",
+    "repair: the training median, counted per column in the report",
+)
 def _(ctx: Context) -> None:
     rows = ctx.tabular_rows().with_columns(
         temperature=pl.when(pl.int_range(pl.len()) < 3).then(None).otherwise(pl.col("temperature")),
-        pressure=pl.when(pl.int_range(pl.len()) == 5).then(float("nan")).otherwise(pl.col("pressure")))
+        pressure=pl.when(pl.int_range(pl.len()) == 5).then(float("nan")).otherwise(pl.col("pressure")),
+    )
     scored, report = ctx.score(ctx.frame("batch.parquet", rows))
     assert dict(report.inputs.imputed) == {"temperature": 3, "pressure": 1}
     assert np.isfinite(scored["score"].to_numpy()).all()
 
 
-@case("minus-inf-under-impute", "values", "-inf with missing = 'impute'",
-      "scored as the most extreme reading (an overflow), not imputed")
+@case(
+    "minus-inf-under-impute",
+    "values",
+    "-inf with missing = 'impute'",
+    "scored as the most extreme reading (an overflow), not imputed",
+)
 def _(ctx: Context) -> None:
-    rows = ctx.tabular_rows().with_columns(yield_pct=pl.when(pl.int_range(pl.len()) == 0).then(float("-inf"))
-                                           .otherwise(pl.col("yield_pct")))
+    rows = ctx.tabular_rows().with_columns(
+        yield_pct=pl.when(pl.int_range(pl.len()) == 0).then(float("-inf")).otherwise(pl.col("yield_pct"))
+    )
     scored, report = ctx.score(ctx.frame("batch.parquet", rows))
     assert not report.inputs.imputed
     assert scored["is_anomaly"][0] and scored["score"][0] == scored["score"].max()
 
 
-@case("huge-values", "values", "1e300 and 1e38 (beyond and at float32's limit)",
-      "scored: finite scores, both rows flagged as anomalies")
+@case(
+    "huge-values",
+    "values",
+    "1e300 and 1e38 (beyond and at float32's limit)",
+    "scored: finite scores, both rows flagged as anomalies",
+)
 def _(ctx: Context) -> None:
     rows = ctx.tabular_rows().with_columns(
         temperature=pl.when(pl.int_range(pl.len()) == 0).then(1e300).otherwise(pl.col("temperature")),
-        energy_kwh=pl.when(pl.int_range(pl.len()) == 1).then(-1e38).otherwise(pl.col("energy_kwh")))
+        energy_kwh=pl.when(pl.int_range(pl.len()) == 1).then(-1e38).otherwise(pl.col("energy_kwh")),
+    )
     scored, _ = ctx.score(ctx.frame("batch.parquet", rows))
     assert np.isfinite(scored["score"].to_numpy()).all()
     assert scored["is_anomaly"][:2].to_list() == [True, True]
     assert scored["top1_feature"][:2].to_list() == ["temperature", "energy_kwh"]
 
 
-@case("id-past-64-bits", "values", "batch ids from 2^63 up (read as 128-bit integers)",
-      "scored; each id kept exactly, as text (Parquet holds no 128-bit integer)")
+@case(
+    "id-past-64-bits",
+    "values",
+    "batch ids from 2^63 up (read as 128-bit integers)",
+    "scored; each id kept exactly, as text (Parquet holds no 128-bit integer)",
+)
 def _(ctx: Context) -> None:
     rows = ctx.tabular_rows().head(5).with_columns(batch_id=pl.lit(2**63) + pl.int_range(5).cast(pl.Int128))
     path = ctx.inputs / "big-ids.csv"
@@ -377,10 +454,16 @@ def _(ctx: Context) -> None:
     assert scored["batch_id"].to_list() == [str(2**63 + i) for i in range(5)]
 
 
-@case("unseen-category", "values", "a 'line' value never seen in training",
-      "repair: encoded as no known category (all zeros), counted, and the row flagged (unseen = 'flag')")
+@case(
+    "unseen-category",
+    "values",
+    "a 'line' value never seen in training",
+    "repair: encoded as no known category (all zeros), counted, and the row flagged (unseen = 'flag')",
+)
 def _(ctx: Context) -> None:
-    rows = ctx.tabular_rows().with_columns(line=pl.when(pl.int_range(pl.len()) < 2).then(pl.lit("L9")).otherwise(pl.col("line")))
+    rows = ctx.tabular_rows().with_columns(
+        line=pl.when(pl.int_range(pl.len()) < 2).then(pl.lit("L9")).otherwise(pl.col("line"))
+    )
     scored, report = ctx.score(ctx.frame("batch.parquet", rows))
     assert dict(report.inputs.unseen_categories) == {"line": 2}
     normal = ctx.tabular.score(ctx.tabular_rows())
@@ -388,8 +471,12 @@ def _(ctx: Context) -> None:
     assert scored["is_anomaly"][2:].to_list() == normal["is_anomaly"][2:].to_list()
 
 
-@case("missing-category", "values", "an empty 'shift' cell",
-      "repair: treated as an unseen category, counted; not flagged for it (a gap is not a new category)")
+@case(
+    "missing-category",
+    "values",
+    "an empty 'shift' cell",
+    "repair: treated as an unseen category, counted; not flagged for it (a gap is not a new category)",
+)
 def _(ctx: Context) -> None:
     rows = ctx.tabular_rows().with_columns(shift=pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col("shift")))
     scored, report = ctx.score(ctx.frame("batch.parquet", rows))
@@ -404,8 +491,12 @@ def _(ctx: Context) -> None:
     np.testing.assert_allclose(scored["score"][0], ctx.tabular.score(ctx.tabular_rows())["score"][0], rtol=1e-6)
 
 
-@case("constant-column-at-scoring", "values", "a sensor stuck at one value for the whole batch",
-      "scored: flagged when the value is far from normal (a stuck sensor is an anomaly, not an error)")
+@case(
+    "constant-column-at-scoring",
+    "values",
+    "a sensor stuck at one value for the whole batch",
+    "scored: flagged when the value is far from normal (a stuck sensor is an anomaly, not an error)",
+)
 def _(ctx: Context) -> None:
     frame = ctx.sensors().with_columns(pressure=pl.lit(0.0))
     scored, _ = ctx.score(ctx.frame("batch.parquet", frame), "sensor")
@@ -414,14 +505,24 @@ def _(ctx: Context) -> None:
 
 # == sensor series =========================================================================
 
-@case("fewer-rows-than-window", "sensor", "3 rows for a 12-step window",
-      "repair: each entity's first row is repeated to fill the window; every row is scored")
+
+@case(
+    "fewer-rows-than-window",
+    "sensor",
+    "3 rows for a 12-step window",
+    "repair: each entity's first row is repeated to fill the window; every row is scored",
+)
 def _(ctx: Context) -> None:
     scored, _ = ctx.score(ctx.frame("batch.parquet", ctx.sensors().head(3)), "sensor")
     assert scored.height == 3 and np.isfinite(scored["score"].to_numpy()).all()
 
 
-@case("unsorted-times", "sensor", "rows shuffled", "repair: sorted by entity and time, reported; scores equal the sorted input's")
+@case(
+    "unsorted-times",
+    "sensor",
+    "rows shuffled",
+    "repair: sorted by entity and time, reported; scores equal the sorted input's",
+)
 def _(ctx: Context) -> None:
     frame = ctx.sensors()
     scored, report = ctx.score(ctx.frame("batch.parquet", frame.sample(fraction=1.0, shuffle=True, seed=3)), "sensor")
@@ -430,22 +531,38 @@ def _(ctx: Context) -> None:
     np.testing.assert_allclose(scored["score"].to_numpy(), reference["score"].to_numpy(), rtol=1e-6)
 
 
-@case("duplicate-times", "sensor", "one machine's reading repeated at the same time",
-      "that machine left out, named with the file, the time column and both rows; the other machines scored")
+@case(
+    "duplicate-times",
+    "sensor",
+    "one machine's reading repeated at the same time",
+    "that machine left out, named with the file, the time column and both rows; the other machines scored",
+)
 def _(ctx: Context) -> None:
     frame = ctx.sensors()
     path = ctx.frame("batch.parquet", pl.concat([frame, frame.slice(10, 1)]))
     ctx.left_out(path, "press-01", "appears twice", f"rows 11 and {frame.height + 1}", column="timestamp")
 
 
-@case("missing-time", "sensor", "an empty timestamp", "that machine left out, named with file, column and row; the other machines scored")
+@case(
+    "missing-time",
+    "sensor",
+    "an empty timestamp",
+    "that machine left out, named with file, column and row; the other machines scored",
+)
 def _(ctx: Context) -> None:
-    frame = ctx.sensors().with_columns(timestamp=pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("timestamp")))
+    frame = ctx.sensors().with_columns(
+        timestamp=pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("timestamp"))
+    )
     path = ctx.frame("batch.parquet", frame)
     ctx.left_out(path, "press-01", "missing value", column="timestamp", row=6)
 
 
-@case("nan-time", "sensor", "NaN in a numeric time column (seconds)", "that machine left out, named with file, column and row; the other machines scored, and the value")
+@case(
+    "nan-time",
+    "sensor",
+    "NaN in a numeric time column (seconds)",
+    "that machine left out, named with file, column and row; the other machines scored, and the value",
+)
 def _(ctx: Context) -> None:
     seconds = pl.col("timestamp").dt.epoch("s").cast(pl.Float64)
     frame = ctx.sensors().with_columns(timestamp=pl.when(pl.int_range(pl.len()) == 4).then(float("nan")).otherwise(seconds))
@@ -453,7 +570,12 @@ def _(ctx: Context) -> None:
     ctx.left_out(path, "press-01", "not a time (nan)", column="timestamp", row=5)
 
 
-@case("missing-entity", "sensor", "an empty machine id", "that row left out as entity '(missing)', named with file, column and row; the machines scored")
+@case(
+    "missing-entity",
+    "sensor",
+    "an empty machine id",
+    "that row left out as entity '(missing)', named with file, column and row; the machines scored",
+)
 def _(ctx: Context) -> None:
     frame = ctx.sensors().with_columns(machine=pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("machine")))
     path = ctx.frame("batch.parquet", frame)
@@ -464,42 +586,63 @@ def _text_times(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(timestamp=pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
-@case("unparsable-time", "sensor", "'yesterday' in the time column", "that machine left out, named with file, column and row; the other machines scored, and the value")
+@case(
+    "unparsable-time",
+    "sensor",
+    "'yesterday' in the time column",
+    "that machine left out, named with file, column and row; the other machines scored, and the value",
+)
 def _(ctx: Context) -> None:
     frame = _text_times(ctx.sensors()).with_columns(
-        timestamp=pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("yesterday")).otherwise(pl.col("timestamp")))
+        timestamp=pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("yesterday")).otherwise(pl.col("timestamp"))
+    )
     path = ctx.frame("batch.csv", frame)
     ctx.left_out(path, "press-01", "'yesterday' cannot be parsed", column="timestamp", row=8)
 
 
 @case("mixed-offsets", "sensor", "times with +01:00 and +02:00 offsets", "repair: converted to UTC, then ordered")
 def _(ctx: Context) -> None:
-    frame = _text_times(ctx.sensors()).with_columns(timestamp=pl.col("timestamp") + pl.when(
-        pl.int_range(pl.len()) % 2 == 0).then(pl.lit("+01:00")).otherwise(pl.lit("+02:00")))
+    frame = _text_times(ctx.sensors()).with_columns(
+        timestamp=pl.col("timestamp")
+        + pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("+01:00")).otherwise(pl.lit("+02:00"))
+    )
     scored, _ = ctx.score(ctx.frame("batch.csv", frame), "sensor")
     assert scored.schema["timestamp"] == pl.Datetime("us", "UTC") and scored.height == frame.height
 
 
-@case("naive-and-aware-times", "sensor", "times with and without an offset in one file",
-      "the machine whose times mix zones left out, named with the row where they mix; the other machines scored")
+@case(
+    "naive-and-aware-times",
+    "sensor",
+    "times with and without an offset in one file",
+    "the machine whose times mix zones left out, named with the row where they mix; the other machines scored",
+)
 def _(ctx: Context) -> None:
-    frame = _text_times(ctx.sensors()).with_columns(timestamp=pl.when(pl.int_range(pl.len()) == 0)
-                                                    .then(pl.col("timestamp") + "Z").otherwise(pl.col("timestamp")))
+    frame = _text_times(ctx.sensors()).with_columns(
+        timestamp=pl.when(pl.int_range(pl.len()) == 0).then(pl.col("timestamp") + "Z").otherwise(pl.col("timestamp"))
+    )
     path = ctx.frame("batch.csv", frame)
     ctx.left_out(path, "press-01", "mixes time zones", column="timestamp", row=2)
 
 
-@case("unknown-entity", "sensor", "a machine never seen in training",
-      "scored like any other: entities are keys that keep series apart, not features")
+@case(
+    "unknown-entity",
+    "sensor",
+    "a machine never seen in training",
+    "scored like any other: entities are keys that keep series apart, not features",
+)
 def _(ctx: Context) -> None:
     frame = ctx.sensors().filter(pl.col("machine") == "press-01")
     scored, _ = ctx.score(ctx.frame("batch.parquet", frame.with_columns(machine=pl.lit("press-99"))), "sensor")
     np.testing.assert_allclose(scored["score"].to_numpy(), ctx.sensor.score(frame)["score"].to_numpy(), rtol=1e-6)
 
 
-@case("time-gaps", "sensor", "an hour of readings missing in the middle",
-      "scored: by default windows count rows, so a window spans the gap; a model trained with `max_gap` restarts "
-      "the series after it")
+@case(
+    "time-gaps",
+    "sensor",
+    "an hour of readings missing in the middle",
+    "scored: by default windows count rows, so a window spans the gap; a model trained with `max_gap` restarts "
+    "the series after it",
+)
 def _(ctx: Context) -> None:
     frame = ctx.sensors().filter(pl.col("machine") == "press-01")
     gapped = pl.concat([frame.head(100), frame.slice(112)])
@@ -509,8 +652,13 @@ def _(ctx: Context) -> None:
 
 # == inbox =================================================================================
 
-@case("inbox-file-replaced", "inbox", "a batch file rewritten after the inbox hashed it",
-      "error naming the file; the ledger's identity never describes other bytes")
+
+@case(
+    "inbox-file-replaced",
+    "inbox",
+    "a batch file rewritten after the inbox hashed it",
+    "error naming the file; the ledger's identity never describes other bytes",
+)
 def _(ctx: Context) -> None:
     path = ctx.frame("batch.parquet", ctx.tabular_rows())
     stamp = path.stat()
@@ -520,6 +668,7 @@ def _(ctx: Context) -> None:
 
 
 # == training ==============================================================================
+
 
 def _history(rows: int | None = None) -> pl.DataFrame:
     frame = pl.read_csv(DATA / "tabular" / "history.csv")
@@ -538,52 +687,89 @@ def _(ctx: Context) -> None:
     ctx.refused(lambda: ctx.train(path), "needs at least 2")
 
 
-@case("train-config-column-missing", "training", "the config's id column absent from the data",
-      "error naming the column and the file")
+@case(
+    "train-config-column-missing",
+    "training",
+    "the config's id column absent from the data",
+    "error naming the column and the file",
+)
 def _(ctx: Context) -> None:
     path = ctx.frame("history.parquet", _history(300).drop("batch_id"))
     ctx.refused(lambda: ctx.train(path), "column 'batch_id' named in the config is missing", file=path)
 
 
-@case("train-text-in-second-file", "training", "text in a numeric column of the second training file",
-      "error naming that file, the column and the row")
+@case(
+    "train-text-in-second-file",
+    "training",
+    "text in a numeric column of the second training file",
+    "error naming that file, the column and the row",
+)
 def _(ctx: Context) -> None:
     ctx.frame("a.parquet", _history(300))
-    bad = ctx.frame("b.parquet", _history(300).with_columns(pl.col("pressure").cast(pl.String)).with_columns(
-        pressure=pl.when(pl.int_range(pl.len()) == 41).then(pl.lit("high")).otherwise(pl.col("pressure"))))
+    bad = ctx.frame(
+        "b.parquet",
+        _history(300)
+        .with_columns(pl.col("pressure").cast(pl.String))
+        .with_columns(pressure=pl.when(pl.int_range(pl.len()) == 41).then(pl.lit("high")).otherwise(pl.col("pressure"))),
+    )
     ctx.refused(lambda: ctx.train(ctx.inputs), "must be numeric", "'high'", file=bad, column="pressure", row=42)
 
 
-@case("train-all-missing-column", "training", "a column that is empty in every row, missing = 'error' or 'impute'",
-      "error naming the file and the column, before training: nothing to learn from it")
+@case(
+    "train-all-missing-column",
+    "training",
+    "a column that is empty in every row, missing = 'error' or 'impute'",
+    "error naming the file and the column, before training: nothing to learn from it",
+)
 def _(ctx: Context) -> None:
     path = ctx.frame("history.parquet", _history(300).with_columns(pressure=pl.lit(None, pl.Float64)))
     for missing in ("error", "impute"):
-        ctx.refused(lambda missing=missing: ctx.train(path, missing=missing), "empty in every row",
-                    "--ignore-columns pressure", file=path, column="pressure")
+        ctx.refused(
+            lambda missing=missing: ctx.train(path, missing=missing),
+            "empty in every row",
+            "--ignore-columns pressure",
+            file=path,
+            column="pressure",
+        )
 
 
-@case("train-constant-column", "training", "a feature with one value in every training row",
-      "repair: trained with that feature's scale set to 1; a later change of value scores high")
+@case(
+    "train-constant-column",
+    "training",
+    "a feature with one value in every training row",
+    "repair: trained with that feature's scale set to 1; a later change of value scores high",
+)
 def _(ctx: Context) -> None:
     version = ctx.train(ctx.frame("history.parquet", _history().with_columns(pressure=pl.lit(80.0))))
     scorer = Scorer.load(version)
-    scale = dict(zip(scorer.manifest.input_names, scorer.manifest.scaler.scale))
+    scale = dict(zip(scorer.manifest.input_names, scorer.manifest.scaler.scale, strict=True))
     assert scale["pressure"] == 1.0
     rows = ctx.tabular_rows().head(20)
-    same, moved = scorer.score(rows.with_columns(pressure=pl.lit(80.0))), scorer.score(rows.with_columns(pressure=pl.lit(95.0)))
+    same, moved = (
+        scorer.score(rows.with_columns(pressure=pl.lit(80.0))),
+        scorer.score(rows.with_columns(pressure=pl.lit(95.0))),
+    )
     assert (moved["score"] > same["score"]).all()
 
 
-@case("train-window-too-long", "training", "sensor series shorter than the window", "error naming the file and the window length")
+@case(
+    "train-window-too-long",
+    "training",
+    "sensor series shorter than the window",
+    "error naming the file and the window length",
+)
 def _(ctx: Context) -> None:
     frame = pl.read_parquet(DATA / "sensors" / "history.parquet").group_by("machine").head(5)
     path = ctx.frame("history.parquet", frame)
     ctx.refused(lambda: ctx.train(path, "sensors"), "no entity has at least 12 rows", file=path)
 
 
-@case("train-duplicates-across-files", "training", "two training files holding the same readings",
-      "error naming both rows and that it spans the training files")
+@case(
+    "train-duplicates-across-files",
+    "training",
+    "two training files holding the same readings",
+    "error naming both rows and that it spans the training files",
+)
 def _(ctx: Context) -> None:
     frame = pl.read_parquet(DATA / "sensors" / "history.parquet").filter(pl.col("machine") == "press-01")
     ctx.frame("a.parquet", frame.head(600))
@@ -591,15 +777,24 @@ def _(ctx: Context) -> None:
     ctx.refused(lambda: ctx.train(ctx.inputs, "sensors"), "appears twice", "2 training files")
 
 
-@case("train-too-many-categories", "training", "a named feature with more categories than max_categories",
-      "error naming the column and the limit")
+@case(
+    "train-too-many-categories",
+    "training",
+    "a named feature with more categories than max_categories",
+    "error naming the column and the limit",
+)
 def _(ctx: Context) -> None:
     path = ctx.frame("history.parquet", _history(300).with_columns(line=pl.format("L{}", pl.int_range(pl.len()))))
-    ctx.refused(lambda: ctx.train(path, features=["line", "pressure"]), "column 'line' has 300 categories",
-                "max_categories", file=path)
+    ctx.refused(
+        lambda: ctx.train(path, features=["line", "pressure"]),
+        "column 'line' has 300 categories",
+        "max_categories",
+        file=path,
+    )
 
 
 # == the runner and the docs table =========================================================
+
 
 @pytest.fixture(scope="module")
 def scorers(tabular_model: Path, sensor_model: Path) -> tuple[Scorer, Scorer]:
@@ -620,7 +815,7 @@ def render_table() -> str:
 def test_catalogue_has_forty_distinct_cases_and_the_docs_table_is_current() -> None:
     assert len(CATALOGUE) >= 40 and len({c.id for c in CATALOGUE}) == len(CATALOGUE)
     text = DOCS.read_text()
-    current = text[text.index(TABLE_START) + len(TABLE_START):text.index(TABLE_END)].strip()
+    current = text[text.index(TABLE_START) + len(TABLE_START) : text.index(TABLE_END)].strip()
     assert current == render_table(), f"docs/reliability.md is stale: run `python {Path(__file__).relative_to(ROOT)}`"
 
 

@@ -19,8 +19,7 @@ TABLE = ROOT / "data" / "tabular" / "batch.csv"
 
 
 def vad(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -59,8 +58,17 @@ def test_shell_completion_completes_commands_and_their_options() -> None:
 
 
 def test_train_score_inspect_sample_encode(tmp_path: Path) -> None:
-    trained = vad("train", ROOT / "data" / "tabular" / "history.csv", "--config", ROOT / "data" / "tabular.toml",
-                  "--out", tmp_path / "exported", "--epochs", "3", "--no-progress")
+    trained = vad(
+        "train",
+        ROOT / "data" / "tabular" / "history.csv",
+        "--config",
+        ROOT / "data" / "tabular.toml",
+        "--out",
+        tmp_path / "exported",
+        "--epochs",
+        "3",
+        "--no-progress",
+    )
     assert trained.returncode == 0, trained.stderr
     model = tmp_path / "exported" / "demo-tabular"
     out = tmp_path / "scores.parquet"
@@ -81,18 +89,28 @@ def test_train_score_inspect_sample_encode(tmp_path: Path) -> None:
 def test_every_command_that_prints_a_result_has_json(tmp_path: Path) -> None:
     """train, score, threshold and inspect: `--json` prints one JSON object and nothing else on
     stdout (warnings and progress stay on stderr), with what the tables show."""
-    trained = vad("train", ROOT / "data" / "tabular" / "history.csv", "--config", ROOT / "data" / "tabular.toml",
-                  "--out", tmp_path / "exported", "--epochs", "3", "--no-progress", "--json")
+    trained = vad(
+        "train",
+        ROOT / "data" / "tabular" / "history.csv",
+        "--config",
+        ROOT / "data" / "tabular.toml",
+        "--out",
+        tmp_path / "exported",
+        "--epochs",
+        "3",
+        "--no-progress",
+        "--json",
+    )
     assert trained.returncode == 0, trained.stderr
     fit = json.loads(trained.stdout)
     assert fit["model"] == "demo-tabular" and Path(fit["version_dir"]).name == "1" and fit["epochs_run"] == 3
-    scored = json.loads(vad("score", tmp_path / "exported" / "demo-tabular", TABLE, "--output",
-                            tmp_path / "scores.parquet", "--json").stdout)
+    scored = json.loads(
+        vad("score", tmp_path / "exported" / "demo-tabular", TABLE, "--output", tmp_path / "scores.parquet", "--json").stdout
+    )
     assert scored["rows"] == 1000 and scored["threshold"] == fit["threshold"]["value"]
     assert scored["anomalies"] == int(pl.read_parquet(tmp_path / "scores.parquet")["is_anomaly"].sum())
     assert len(scored["top"]) == 10 and scored["top"][0]["score"] >= scored["top"][-1]["score"]
-    refit = json.loads(vad("threshold", tmp_path / "exported" / "demo-tabular", TABLE, "--target", "0.9",
-                           "--json").stdout)
+    refit = json.loads(vad("threshold", tmp_path / "exported" / "demo-tabular", TABLE, "--target", "0.9", "--json").stdout)
     assert Path(refit["version_dir"]).name == "2" and refit["flagged"] == pytest.approx(0.1, abs=0.01)
     assert json.loads(vad("inspect", refit["version_dir"], "--json").stdout)["lineage"]
 
@@ -102,9 +120,21 @@ def test_environment_errors_are_one_line_too(model_copy: Path, tmp_path: Path) -
     status 2, no traceback, nothing left behind."""
     import os
 
-    full = subprocess.run([sys.executable, "-m", "pipeline.cli", "score", str(model_copy), str(TABLE), "--output",
-                           str(tmp_path / "out" / "scores.parquet")], capture_output=True, text=True,
-                          env={**os.environ, "VAD_FULL_DISK_AT": "write"})
+    full = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "score",
+            str(model_copy),
+            str(TABLE),
+            "--output",
+            str(tmp_path / "out" / "scores.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VAD_FULL_DISK_AT": "write"},
+    )
     assert_one_line_error(full, "No space left on device")
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -120,8 +150,9 @@ def test_missing_column(model_copy: Path, tmp_path: Path) -> None:
 def test_nan_under_error_policy(tmp_path: Path, sensor_model: Path) -> None:
     frame = pl.read_parquet(ROOT / "data" / "sensors" / "batch.parquet").filter(pl.col("machine") == "press-02")
     bad = tmp_path / "gap.parquet"  # one machine: its only entity fails, so the batch does
-    frame.with_columns(pl.when(pl.int_range(pl.len()) == 41).then(None).otherwise(pl.col("load")).alias("load")) \
-        .write_parquet(bad)
+    frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 41).then(None).otherwise(pl.col("load")).alias("load")
+    ).write_parquet(bad)
     result = vad("score", sensor_model, bad, "--output", tmp_path / "out.parquet")
     assert_one_line_error(result, "missing value", "gap.parquet", "column 'load'", "row 42")
     assert not list(tmp_path.glob("*out.parquet*"))
@@ -210,16 +241,31 @@ def test_training_error_names_the_file_among_several(tmp_path: Path) -> None:
     frame.tail(2500).with_columns(
         pl.when(pl.int_range(pl.len()) == 9).then(None).otherwise(pl.col("pressure")).alias("pressure")
     ).write_csv(folder / "b.csv")
-    result = vad("train", folder, "--id-columns", "batch_id", "--label-column", "label", "--out", tmp_path / "out",
-                 "--epochs", "1", "--no-progress")
+    result = vad(
+        "train",
+        folder,
+        "--id-columns",
+        "batch_id",
+        "--label-column",
+        "label",
+        "--out",
+        tmp_path / "out",
+        "--epochs",
+        "1",
+        "--no-progress",
+    )
     assert_one_line_error(result, "missing value", "b.csv", "column 'pressure'", "row 10")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.onnx"))
 
 
-@pytest.mark.parametrize(("args", "option"), [(["sample", "{model}", "-n", "0"], "'-n'"),
-                                              (["sample", "{model}", "-n", "-1"], "'-n'"),
-                                              (["score", "{model}", str(TABLE),
-                                                "--chunk-rows", "0"], "'--chunk-rows'")])
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["sample", "{model}", "-n", "0"], "'-n'"),
+        (["sample", "{model}", "-n", "-1"], "'-n'"),
+        (["score", "{model}", str(TABLE), "--chunk-rows", "0"], "'--chunk-rows'"),
+    ],
+)
 def test_counts_below_one_are_usage_errors_not_crashes(tabular_model: Path, args: list[str], option: str) -> None:
     result = vad(*[a.replace("{model}", str(tabular_model)) for a in args])
     assert result.returncode == 2 and option in result.stderr and "Traceback" not in result.stderr
@@ -234,8 +280,10 @@ def test_version_help_and_providers_say_what_is_true(tabular_model: Path) -> Non
     assert f"{usable} usable here" in shown  # onnxruntime-gpu lists CUDA even where no GPU is
 
 
-@pytest.mark.parametrize(("option", "name"), [(["--window", "5"], "window"), (["--max-gap", "PT5M"], "max_gap"),
-                                              (["--entity-column", "site"], "entity_column")])
+@pytest.mark.parametrize(
+    ("option", "name"),
+    [(["--window", "5"], "window"), (["--max-gap", "PT5M"], "max_gap"), (["--entity-column", "site"], "entity_column")],
+)
 def test_series_options_on_a_table_are_refused_with_the_reason(tmp_path: Path, option: list[str], name: str) -> None:
     """They were accepted and silently did nothing: a table's rows are scored one by one."""
     result = vad("train", str(TABLE), "--out", str(tmp_path), *option)

@@ -37,8 +37,15 @@ def test_four_racing_processes_score_every_batch_exactly_once(sensor_model: Path
         for j in range(10):
             machine.slice(j * 100, 100).write_parquet(inbox_dir / f"m{i}-{j:02d}.parquet")
     start = time.time() + 8.0  # after every worker has imported and loaded the model
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(inbox_dir), str(outbox), str(sensor_model),
-                                 str(start)], cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(inbox_dir), str(outbox), str(sensor_model), str(start)],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     errors = [w.communicate(timeout=180)[1] for w in workers]
     assert [w.returncode for w in workers] == [0] * 4, "\n".join(errors)
 

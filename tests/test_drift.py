@@ -34,8 +34,9 @@ def test_bins_hold_values_above_their_lower_edge_and_at_or_below_their_upper_one
     reference = Histogram.of_values(rng.normal(size=1_000))
     edges = np.asarray(reference.edges)
     near = edges.astype(np.float32)
-    values = np.concatenate([rng.normal(size=5_000), edges, near, np.nextafter(near, np.float32(np.inf)),
-                             [np.nan, np.inf, -np.inf]]).astype(np.float32)
+    values = np.concatenate(
+        [rng.normal(size=5_000), edges, near, np.nextafter(near, np.float32(np.inf)), [np.nan, np.inf, -np.inf]]
+    ).astype(np.float32)
     finite = values[np.isfinite(values)]
     expected = np.bincount(np.searchsorted(edges, finite, side="left"), minlength=len(reference.fractions))
     assert reference.counts(values).tolist() == expected.tolist() and expected.sum() == len(values) - 3
@@ -80,8 +81,12 @@ def test_a_level_shift_names_its_sensor_batch_wide_and_per_machine(scorer: Score
     assert fleet_wide.drifting == ["pressure"] and fleet_wide.features["pressure"] > 0.5
     assert fleet_wide.latent > drift_of(scorer, clean, tmp_path).latent  # the encoder sees it too
     sd = clean.filter(pl.col("machine") == "press-02")["motor_temp"].std()
-    one_machine = clean.with_columns(pl.when(pl.col("machine") == "press-02").then(pl.col("motor_temp") + 2 * sd)
-                                     .otherwise(pl.col("motor_temp")).alias("motor_temp"))
+    one_machine = clean.with_columns(
+        pl.when(pl.col("machine") == "press-02")
+        .then(pl.col("motor_temp") + 2 * sd)
+        .otherwise(pl.col("motor_temp"))
+        .alias("motor_temp")
+    )
     drift = drift_of(scorer, one_machine, tmp_path)
     assert list(drift.entities) == ["press-02"] and list(drift.entities["press-02"]) == ["motor_temp"]
     assert drift.entities["press-02"]["motor_temp"] > 1.0

@@ -14,8 +14,13 @@ pytestmark = pytest.mark.slow
 
 
 def run_example(name: str) -> str:
-    done = subprocess.run([sys.executable, f"examples/python/{name}.py", "--epochs", "3"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, f"examples/python/{name}.py", "--epochs", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

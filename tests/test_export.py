@@ -42,11 +42,25 @@ def test_graphs_pass_full_checker_and_describe_themselves(sensor_model: Path, gr
 def test_onnx_matches_pytorch_within_1e5(sensor_fit) -> None:
     data, result = sensor_fit.data, sensor_fit.calibrated.result
     manifest = read_manifest(sensor_fit.version_dir)
-    errors = check_parity(sensor_fit.version_dir, result.model, result.scaler, data.x[:300], seed=7,
-                          baseline=np.asarray(manifest.feature_baseline), sources=manifest.feature_schema.input_sources)
+    errors = check_parity(
+        sensor_fit.version_dir,
+        result.model,
+        result.scaler,
+        data.x[:300],
+        seed=7,
+        baseline=np.asarray(manifest.feature_baseline),
+        sources=manifest.feature_schema.input_sources,
+    )
     assert max(errors.values()) <= 1e-5
-    assert set(errors) >= {"scorer.score", "scorer.feature_nll", "scorer.mu", "scorer.top_share", "encoder.mu",
-                           "decoder.mean", "scorer_sampled.log_weight"}
+    assert set(errors) >= {
+        "scorer.score",
+        "scorer.feature_nll",
+        "scorer.mu",
+        "scorer.top_share",
+        "encoder.mu",
+        "decoder.mean",
+        "scorer_sampled.log_weight",
+    }
 
 
 def test_manifest_carries_what_scoring_needs(sensor_model: Path) -> None:
@@ -73,9 +87,16 @@ def test_versions_are_immutable_and_latest_moves(tabular_fit, exported_root: Pat
     before = {p.name: sha256_file(p) for p in first.iterdir()}
     calibrated = tabular_fit.calibrated
     second = export_model(
-        calibrated.result, tabular_fit.data.schema, calibrated.threshold, name="demo-tabular", root=exported_root,
-        probe_raw=tabular_fit.data.x[:50], feature_baseline=calibrated.feature_baseline,
-        training={}, training_data={}, validation=validation_record(calibrated),
+        calibrated.result,
+        tabular_fit.data.schema,
+        calibrated.threshold,
+        name="demo-tabular",
+        root=exported_root,
+        probe_raw=tabular_fit.data.x[:50],
+        feature_baseline=calibrated.feature_baseline,
+        training={},
+        training_data={},
+        validation=validation_record(calibrated),
     )
     assert second.name == str(int(first.name) + 1)
     assert resolve_model_dir(first.parent) == second
@@ -94,9 +115,18 @@ def test_a_model_without_its_validation_quantiles_is_refused(tabular_fit, export
     calibrated = tabular_fit.calibrated
     versions = sorted(p.name for p in (exported_root / "demo-tabular").iterdir())
     with pytest.raises(ValidationError, match="score_quantiles"):
-        export_model(calibrated.result, tabular_fit.data.schema, calibrated.threshold, name="demo-tabular",
-                     root=exported_root, probe_raw=tabular_fit.data.x[:50],
-                     feature_baseline=calibrated.feature_baseline, training={}, training_data={}, validation={})
+        export_model(
+            calibrated.result,
+            tabular_fit.data.schema,
+            calibrated.threshold,
+            name="demo-tabular",
+            root=exported_root,
+            probe_raw=tabular_fit.data.x[:50],
+            feature_baseline=calibrated.feature_baseline,
+            training={},
+            training_data={},
+            validation={},
+        )
     assert sorted(p.name for p in (exported_root / "demo-tabular").iterdir()) == versions  # nothing published
 
     edited = tmp_path / "edited"
@@ -137,12 +167,17 @@ def test_heavy_tailed_round_off_passes_the_parity_gate(shared_data: Path, tmp_pa
     from pipeline.training.export import PARITY_TOLERANCE
 
     arrays = np.load(shared_data / "adbench" / "34_smtp.npz")
-    x_train, x_test = train_test_split(arrays["X"].astype(np.float32), test_size=0.3, stratify=arrays["y"],
-                                       random_state=0)
+    x_train, x_test = train_test_split(arrays["X"].astype(np.float32), test_size=0.3, stratify=arrays["y"], random_state=0)
     detector = VAEDetector(random_state=0, beta=3.0, trim_fraction=0.05).fit(x_train[:20_000])
     version = detector.export(tmp_path, "smtp")
-    errors = check_parity(version, detector.model_, detector.scaler_, np.concatenate([x_train[:192], x_test[:64]]),
-                          baseline=detector.feature_baseline_, sources=detector.schema_.input_sources)
+    errors = check_parity(
+        version,
+        detector.model_,
+        detector.scaler_,
+        np.concatenate([x_train[:192], x_test[:64]]),
+        baseline=detector.feature_baseline_,
+        sources=detector.schema_.input_sources,
+    )
     assert max(errors.values()) > PARITY_TOLERANCE  # the case the plain tolerance refused
 
 
@@ -159,8 +194,10 @@ def test_both_torch_exporters_write_graphs_that_score_alike(sensor_fit, tmp_path
     modules = build_graphs(result.model.cpu(), result.scaler)
     rng = np.random.default_rng(3)
     for name, module in modules.items():
-        feeds = {n: rng.standard_normal((11, *([5] if i else []), *a.shape[(2 if i else 1):])).astype(np.float32)
-                 for i, (n, a) in enumerate(zip(GRAPH_IO[name][0], _example_inputs(name, result.model), strict=True))}
+        feeds = {
+            n: rng.standard_normal((11, *([5] if i else []), *a.shape[(2 if i else 1) :])).astype(np.float32)
+            for i, (n, a) in enumerate(zip(GRAPH_IO[name][0], _example_inputs(name, result.model), strict=True))
+        }
         outputs = []
         for exporter in ("torchscript", "dynamo"):
             path = tmp_path / f"{name}-{exporter}.onnx"

@@ -17,8 +17,9 @@ from pipeline.core.faults import CRASH_ENV
 from pipeline.runtime import Scorer, score_files
 
 
-def test_a_fleet_split_by_entity_scores_as_the_whole_file_and_as_each_entity_alone(sensor_model: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_a_fleet_split_by_entity_scores_as_the_whole_file_and_as_each_entity_alone(
+    sensor_model: Path, tmp_path: Path
+) -> None:
     """Past a few chunks' rows a fleet file is split by entity and scored a group at a time:
     the same rows, in the same order, with the same scores as the file read whole, and each
     entity's scores are those of its rows scored alone. The split files are removed."""
@@ -33,8 +34,9 @@ def test_a_fleet_split_by_entity_scores_as_the_whole_file_and_as_each_entity_alo
     assert b["machine"].n_unique() == 12 and b["machine"].is_sorted()
     for machine in ("press-01-0", "press-03-2"):
         alone = scorer.score(data.filter(pl.col("machine") == machine))
-        assert_frame_equal(b.filter(pl.col("machine") == machine).drop("source_file", "model_version"), alone,
-                           check_dtypes=False)
+        assert_frame_equal(
+            b.filter(pl.col("machine") == machine).drop("source_file", "model_version"), alone, check_dtypes=False
+        )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grouped.parquet", "whole.parquet"]
 
 
@@ -49,7 +51,8 @@ def test_an_entity_with_bad_time_data_fails_alone(sensor_model: Path, tmp_path: 
     no_time = data.filter(pl.col("machine") == "press-04-2")["n"][7]
     broken = pl.concat([data, repeat]).with_columns(
         pl.when(pl.col("n") == lost).then(None).otherwise(pl.col("vibration")).alias("vibration"),
-        pl.when(pl.col("n") == no_time).then(None).otherwise(pl.col("timestamp")).alias("timestamp"))
+        pl.when(pl.col("n") == no_time).then(None).otherwise(pl.col("timestamp")).alias("timestamp"),
+    )
     broken.drop("n").write_parquet(tmp_path / "fleet.parquet")
     row_of = {n: i + 1 for i, n in enumerate(broken["n"].to_list()) if n in (lost, no_time)}
     scorer = Scorer.load(sensor_model)
@@ -62,18 +65,21 @@ def test_an_entity_with_bad_time_data_fails_alone(sensor_model: Path, tmp_path: 
     scored = pl.read_parquet(tmp_path / "scores.parquet")
     assert scored["machine"].n_unique() == 9 and report.rows == scored.height
     alone = scorer.score(data.drop("n").filter(pl.col("machine") == "press-03-1"))
-    assert_frame_equal(scored.filter(pl.col("machine") == "press-03-1").drop("source_file", "model_version"), alone,
-                       check_dtypes=False)
+    assert_frame_equal(
+        scored.filter(pl.col("machine") == "press-03-1").drop("source_file", "model_version"), alone, check_dtypes=False
+    )
 
 
 @pytest.mark.parametrize("chunk_rows", [None, 1000], ids=["whole", "one-per-group"])
-def test_a_batch_where_every_entity_fails_is_refused_with_the_first_error(sensor_model: Path, tmp_path: Path,
-                                                                         chunk_rows: int | None) -> None:
+def test_a_batch_where_every_entity_fails_is_refused_with_the_first_error(
+    sensor_model: Path, tmp_path: Path, chunk_rows: int | None
+) -> None:
     data = fleet(copies=1).with_columns(pl.lit(None, pl.Float64).alias("pressure"))
     data.write_parquet(tmp_path / "fleet.parquet")
     with pytest.raises(DataError, match="column 'pressure' has a missing value"):
-        score_files(Scorer.load(sensor_model), tmp_path / "fleet.parquet", tmp_path / "scores.parquet",
-                    chunk_rows=chunk_rows)
+        score_files(
+            Scorer.load(sensor_model), tmp_path / "fleet.parquet", tmp_path / "scores.parquet", chunk_rows=chunk_rows
+        )
     assert not (tmp_path / "scores.parquet").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["fleet.parquet"]  # no split files left behind
 
@@ -83,11 +89,22 @@ def test_n24_a_killed_fleet_run_leaves_no_copy_of_its_batch_behind(sensor_model:
     batch again) beside the output for ever; the next run now removes the dead runs' copies."""
     fleet().write_parquet(tmp_path / "fleet.parquet", row_group_size=1000)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "pipeline.cli", "score", str(sensor_model), str(tmp_path / "fleet.parquet"),
-               "--chunk-rows", "1000", "--output", str(out / "scores.parquet")]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "score",
+        str(sensor_model),
+        str(tmp_path / "fleet.parquet"),
+        "--chunk-rows",
+        "1000",
+        "--output",
+        str(out / "scores.parquet"),
+    ]
     for point in ("read", "score", "write"):
-        killed = subprocess.run(command, env=os.environ | {CRASH_ENV: point}, cwd=ROOT, capture_output=True,
-                                timeout=300, check=False)
+        killed = subprocess.run(
+            command, env=os.environ | {CRASH_ENV: point}, cwd=ROOT, capture_output=True, timeout=300, check=False
+        )
         assert killed.returncode == -9, killed.stderr[-2000:]
         assert len(list(out.glob(".vad-entities-*"))) == 1  # its own copy; the run before's is gone
     scored = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300, check=False)
@@ -95,9 +112,9 @@ def test_n24_a_killed_fleet_run_leaves_no_copy_of_its_batch_behind(sensor_model:
     assert sorted(p.name for p in out.iterdir()) == ["scores.parquet"]
 
 
-
 def test_n27_a_fleet_file_redelivered_between_its_count_and_its_split_is_one_clear_error(
-        sensor_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sensor_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """N27: a file re-delivered with one more machine after its entities were counted raised
     polars' `incomplete mapping specified for replace_strict`: a traceback on the command line,
     polars' wording in the ledger. The re-delivery happens for real, right after the count."""

@@ -38,18 +38,38 @@ def scorer(tabular_model: Path) -> Scorer:
 
 def write(frame: pl.DataFrame, suffix: str, folder: Path) -> Path:
     path = folder / f"fuzz{suffix}"
-    {".csv": frame.write_csv, ".parquet": frame.write_parquet, ".ndjson": frame.write_ndjson,
-     ".arrow": frame.write_ipc}[suffix](path)
+    {".csv": frame.write_csv, ".parquet": frame.write_parquet, ".ndjson": frame.write_ndjson, ".arrow": frame.write_ipc}[
+        suffix
+    ](path)
     return path
 
 
 # -- ingest -------------------------------------------------------------------------------
 
-@given(frame=dataframes(max_cols=6, max_size=30, allow_time_zones=False,
-                        excluded_dtypes=[pl.Object, pl.Decimal, pl.Categorical, pl.Enum, pl.Binary, pl.Time,
-                                         pl.Duration, pl.Array, pl.List, pl.Struct, pl.Null, pl.Int128,
-                                         pl.UInt128]),
-       suffix=st.sampled_from(FORMATS))
+
+@given(
+    frame=dataframes(
+        max_cols=6,
+        max_size=30,
+        allow_time_zones=False,
+        excluded_dtypes=[
+            pl.Object,
+            pl.Decimal,
+            pl.Categorical,
+            pl.Enum,
+            pl.Binary,
+            pl.Time,
+            pl.Duration,
+            pl.Array,
+            pl.List,
+            pl.Struct,
+            pl.Null,
+            pl.Int128,
+            pl.UInt128,
+        ],
+    ),
+    suffix=st.sampled_from(FORMATS),
+)
 def test_any_frame_written_in_any_format_reads_or_is_refused(frame: pl.DataFrame, suffix: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         try:
@@ -77,8 +97,10 @@ def test_arbitrary_bytes_are_read_or_refused_with_a_data_error(data: bytes, suff
 
 # -- schema validation --------------------------------------------------------------------
 
+
 def shuffled_batch_columns() -> st.SearchStrategy[pl.DataFrame]:
     """The model's own columns, some dropped, renamed or refilled with values of a random type."""
+
     def build(draw: st.DrawFn) -> pl.DataFrame:
         rows = draw(st.integers(1, 12))
         frame = TABULAR_BATCH.head(rows)
@@ -89,10 +111,16 @@ def shuffled_batch_columns() -> st.SearchStrategy[pl.DataFrame]:
             elif action == "rename":
                 frame = frame.rename({name: name.upper()})
             else:
-                values = draw(st.lists(st.one_of(FLOATS, st.integers(-10**12, 10**12), st.text(max_size=5),
-                                                 st.booleans(), st.none()), min_size=rows, max_size=rows))
+                values = draw(
+                    st.lists(
+                        st.one_of(FLOATS, st.integers(-(10**12), 10**12), st.text(max_size=5), st.booleans(), st.none()),
+                        min_size=rows,
+                        max_size=rows,
+                    )
+                )
                 frame = frame.with_columns(pl.Series(name, values, strict=False))
         return frame
+
     return st.composite(build)()
 
 
@@ -108,22 +136,27 @@ def test_validation_either_scores_every_row_or_raises_a_pipeline_error(scorer: S
 
 # -- scoring ------------------------------------------------------------------------------
 
+
 def valid_batches() -> st.SearchStrategy[pl.DataFrame]:
     """Frames the tabular model accepts: its numeric columns anywhere in ±1e30 (or missing,
     which it imputes), its categories or unseen ones."""
     numeric = ["temperature", "pressure", "duration_min", "energy_kwh", "yield_pct", "defects"]
-    categories = {"line": ["L1", "L2", "L3", "L9"], "product": ["bolt", "nut", "washer", "gear", "?"],
-                  "shift": ["day", "night", "swing"]}
+    categories = {
+        "line": ["L1", "L2", "L3", "L9"],
+        "product": ["bolt", "nut", "washer", "gear", "?"],
+        "shift": ["day", "night", "swing"],
+    }
     cols = [column("batch_id", dtype=pl.Int64, unique=True, allow_null=False)]
     cols += [column(name, dtype=pl.Float64, strategy=st.one_of(WIDE_FLOATS, st.none())) for name in numeric]
-    cols += [column(name, dtype=pl.String, strategy=st.sampled_from(values), allow_null=False)
-             for name, values in categories.items()]
+    cols += [
+        column(name, dtype=pl.String, strategy=st.sampled_from(values), allow_null=False)
+        for name, values in categories.items()
+    ]
     return dataframes(cols, min_size=1, max_size=40)
 
 
 @given(frame=valid_batches(), seed=st.integers(0, 2**32 - 1))
-def test_scores_are_finite_and_do_not_depend_on_column_or_row_order(
-        scorer: Scorer, frame: pl.DataFrame, seed: int) -> None:
+def test_scores_are_finite_and_do_not_depend_on_column_or_row_order(scorer: Scorer, frame: pl.DataFrame, seed: int) -> None:
     scored = scorer.score(frame)
     rng = np.random.default_rng(seed)
     columns = list(rng.permutation(frame.columns))

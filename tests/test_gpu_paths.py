@@ -31,7 +31,7 @@ def test_the_cpu_trains_as_it_always_did_whatever_the_size_on_one_thread_when_th
 def test_cuda_takes_larger_batches_only_where_the_data_has_room_for_them() -> None:
     assert training_plan(10_000, CUDA_DEVICE, TrainConfig(), NARROW) == TrainingPlan(256, 1e-3, False)
     mid = training_plan(100_000, CUDA_DEVICE, TrainConfig(), NARROW)  # 100,000 / 32 → 2,048
-    assert mid.batch_size == 2048 and mid.learning_rate == pytest.approx(1e-3 * 8 ** 0.5) and mid.threads is None
+    assert mid.batch_size == 2048 and mid.learning_rate == pytest.approx(1e-3 * 8**0.5) and mid.threads is None
     assert training_plan(900_000, CUDA_DEVICE, TrainConfig(), NARROW) == TrainingPlan(16384, 3e-3, False)
 
 
@@ -53,8 +53,12 @@ def test_the_plan_used_is_recorded_in_the_manifest(tabular_fit) -> None:
     plan = tabular_fit.calibrated.result.plan
     assert plan == TrainingPlan(256, 1e-3, False, 1)  # CI's CPU, a narrow model
     assert read_manifest(tabular_fit.version_dir).model["latent"] == 2  # a table's default
-    assert read_manifest(tabular_fit.version_dir).training["plan"] == {"batch_size": 256, "learning_rate": 1e-3,
-                                                                     "bf16": False, "threads": 1}
+    assert read_manifest(tabular_fit.version_dir).training["plan"] == {
+        "batch_size": 256,
+        "learning_rate": 1e-3,
+        "bf16": False,
+        "threads": 1,
+    }
 
 
 def test_auto_scores_on_the_cpu_where_no_gpu_is_visible(tabular_model: Path) -> None:
@@ -82,7 +86,8 @@ def test_batches_go_to_the_gpu_session_from_the_measured_floor(tabular_model: Pa
 
 
 def test_tensorrt_keeps_its_engines_beside_the_version_without_breaking_its_checksums(
-        tabular_model: Path, tmp_path: Path) -> None:
+    tabular_model: Path, tmp_path: Path
+) -> None:
     version = tmp_path / "version"
     shutil.copytree(tabular_model, version)
     cache = tensorrt_cache(version)

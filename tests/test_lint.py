@@ -27,8 +27,14 @@ def copy(tmp_path: Path) -> Path:
 
 def lint_imports(folder: Path) -> subprocess.CompletedProcess:
     """lint-imports on `folder`'s packages (PYTHONPATH first, so the copy is the one analysed)."""
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=folder, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(folder), "PATH": "/usr/bin:/bin"}, timeout=120)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(folder), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
 
 
 def test_the_untouched_code_keeps_every_contract(copy: Path) -> None:
@@ -62,13 +68,20 @@ def test_a_flow_importing_the_cli_breaks_the_layers(copy: Path) -> None:
     assert "flows.score -> pipeline.cli" in result.stdout
 
 
-@pytest.mark.parametrize(("module", "line", "chain"), [
-    ("flows/score.py", "from pipeline.training import fit", "flows.score -> pipeline.training.fit"),
-    ("pipeline/training/fit.py", "from pipeline.ops import ledger", "pipeline.training.fit -> pipeline.ops.ledger"),
-    ("pipeline/runtime/kernel.py", "import prefect", "pipeline.runtime.kernel -> prefect"),
-    ("pipeline/model/train.py", "from pipeline.runtime import prefetch",
-     "pipeline.model.train -> pipeline.runtime.prefetch"),
-], ids=["scoring-flow-imports-training", "training-imports-ops", "runtime-imports-prefect", "model-imports-runtime"])
+@pytest.mark.parametrize(
+    ("module", "line", "chain"),
+    [
+        ("flows/score.py", "from pipeline.training import fit", "flows.score -> pipeline.training.fit"),
+        ("pipeline/training/fit.py", "from pipeline.ops import ledger", "pipeline.training.fit -> pipeline.ops.ledger"),
+        ("pipeline/runtime/kernel.py", "import prefect", "pipeline.runtime.kernel -> prefect"),
+        (
+            "pipeline/model/train.py",
+            "from pipeline.runtime import prefetch",
+            "pipeline.model.train -> pipeline.runtime.prefetch",
+        ),
+    ],
+    ids=["scoring-flow-imports-training", "training-imports-ops", "runtime-imports-prefect", "model-imports-runtime"],
+)
 def test_the_design_reviews_four_edits_break_a_contract(copy: Path, module: str, line: str, chain: str) -> None:
     """Each edit broke a rule the packages' docstrings state and passed `make lint` before
     (../shared/reviews/design.md): a scoring flow loading the trainer, siblings importing

@@ -31,14 +31,19 @@ def node() -> str:
     if executable is None or shutil.which("npm") is None:
         pytest.skip("Node.js and npm are not installed (the parity test needs them; CI has them)")
     if not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=600,
-                       env={**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}, capture_output=True)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            check=True,
+            timeout=600,
+            env={**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"},
+            capture_output=True,
+        )
     return executable
 
 
 def run_node(node: str, *args: str | Path) -> str:
-    result = subprocess.run([node, "cli.mjs", *map(str, args)], cwd=NODE_DIR, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([node, "cli.mjs", *map(str, args)], cwd=NODE_DIR, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -53,7 +58,8 @@ def assert_same_scores(python: pl.DataFrame, node: pl.DataFrame, threshold: floa
 def test_tabular_scores_match_python(node: str, tabular_model: Path, tmp_path: Path) -> None:
     rows = pl.read_csv(DATA / "tabular" / "batch.csv").with_columns(  # repairs too: a gap, an unseen line
         temperature=pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("temperature")),
-        line=pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("L9")).otherwise(pl.col("line")))
+        line=pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("L9")).otherwise(pl.col("line")),
+    )
     rows.write_csv(tmp_path / "rows.csv")
     scorer = Scorer.load(tabular_model)
     python = scorer.score(rows)
@@ -68,8 +74,7 @@ def test_sensor_windows_scores_match_python(node: str, sensor_model: Path, tmp_p
     rows.write_csv(tmp_path / "rows.csv")  # shuffled: both sides must sort by machine, then time
     scorer = Scorer.load(sensor_model)
     python = scorer.score(rows)
-    from_node = pl.read_csv(io.StringIO(run_node(node, "score", sensor_model, tmp_path / "rows.csv")),
-                            try_parse_dates=True)
+    from_node = pl.read_csv(io.StringIO(run_node(node, "score", sensor_model, tmp_path / "rows.csv")), try_parse_dates=True)
     assert from_node["machine"].to_list() == python["machine"].to_list()
     assert from_node["timestamp"].to_list() == python["timestamp"].to_list()
     assert_same_scores(python, from_node, scorer.threshold)
@@ -78,7 +83,9 @@ def test_sensor_windows_scores_match_python(node: str, sensor_model: Path, tmp_p
 def test_embeddings_from_the_scorer_graph_match_python(node: str, tabular_model: Path) -> None:
     scorer = Scorer.load(tabular_model)
     python = scorer.encode(pl.read_csv(DATA / "tabular" / "batch.csv"))
-    lines = [json.loads(line) for line in run_node(node, "embed", tabular_model, DATA / "tabular" / "batch.csv").splitlines()]
+    lines = [
+        json.loads(line) for line in run_node(node, "embed", tabular_model, DATA / "tabular" / "batch.csv").splitlines()
+    ]
     from_node = np.asarray([np.ravel(line["mu"]) for line in lines])
     np.testing.assert_allclose(from_node, python.drop("batch_id").to_numpy(), rtol=1e-5, atol=1e-6)
 
@@ -98,8 +105,13 @@ def test_a_tampered_graph_is_refused_in_node_too(node: str, tabular_model: Path,
     model = Path(shutil.copytree(tabular_model, tmp_path / "model"))
     with (model / "scorer.onnx").open("ab") as handle:
         handle.write(b"\0")
-    result = subprocess.run([node, "cli.mjs", "score", str(model), str(DATA / "tabular" / "batch.csv")], cwd=NODE_DIR,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [node, "cli.mjs", "score", str(model), str(DATA / "tabular" / "batch.csv")],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "sha256" in result.stderr
 
 
@@ -111,8 +123,9 @@ def test_p33_a_persistence_rule_flags_the_same_rows_in_node(node: str, sensor_mo
 
     folder = Path(shutil.copytree(sensor_model.parent, tmp_path / "model", symlinks=True))
     batch = DATA / "sensors" / "batch.parquet"
-    refit = refit_threshold(folder, batch, ThresholdConfig(method="quantile", quantile=0.9,
-                                                           persistence=Persistence(k=3, n=5)))
+    refit = refit_threshold(
+        folder, batch, ThresholdConfig(method="quantile", quantile=0.9, persistence=Persistence(k=3, n=5))
+    )
     rows = pl.read_parquet(batch)
     rows.write_csv(tmp_path / "rows.csv")
     scorer = Scorer.load(refit.version_dir)
@@ -123,14 +136,20 @@ def test_p33_a_persistence_rule_flags_the_same_rows_in_node(node: str, sensor_mo
 
 
 @pytest.mark.parametrize("value", [1e300, None], ids=["edited", "not-finite"])
-def test_p33_an_edited_manifest_threshold_is_refused_in_node(node: str, tabular_model: Path, tmp_path: Path,
-                                                             value: float | None) -> None:
+def test_p33_an_edited_manifest_threshold_is_refused_in_node(
+    node: str, tabular_model: Path, tmp_path: Path, value: float | None
+) -> None:
     """P33: Node took `threshold.value` from the manifest unchecked; the scorer graph's metadata
     names the threshold it was exported with, and Python refuses a manifest that differs."""
     model = Path(shutil.copytree(tabular_model, tmp_path / "model"))
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["threshold"]["value"] = value
     (model / "manifest.json").write_text(json.dumps(manifest))
-    result = subprocess.run([node, "cli.mjs", "score", str(model), str(DATA / "tabular" / "batch.csv")], cwd=NODE_DIR,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [node, "cli.mjs", "score", str(model), str(DATA / "tabular" / "batch.csv")],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and ("manifest was edited" in result.stderr or "not a finite" in result.stderr)

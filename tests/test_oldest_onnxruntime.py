@@ -28,20 +28,27 @@ print(json.dumps({"version": ort.__version__, "scores": graphs["scorer"].run(["s
 """
 
 
-def test_oldest_supported_onnxruntime_loads_the_graphs_and_scores_the_same(tabular_model: Path,
-                                                                          tmp_path: Path) -> None:
+def test_oldest_supported_onnxruntime_loads_the_graphs_and_scores_the_same(tabular_model: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                              f"onnxruntime=={OLDEST}", "numpy<2"], capture_output=True, text=True, timeout=600)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"onnxruntime=={OLDEST}", "numpy<2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if install.returncode != 0:
         pytest.skip(f"onnxruntime=={OLDEST} cannot be installed here: {install.stderr.strip()[-300:]}")
     scorer = Scorer.load(tabular_model)
     rows = np.tile(np.asarray(scorer.manifest.scaler.mean, np.float32), (4, 1))
     rows[1:] *= np.float32([[0.5], [1.5], [3.0]])
     np.save(tmp_path / "rows.npy", rows)
-    result = subprocess.run([str(venv / "bin" / "python"), "-c", CHECK, str(tabular_model), str(tmp_path / "rows.npy")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", CHECK, str(tabular_model), str(tmp_path / "rows.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     old = json.loads(result.stdout)
     assert old["version"] == OLDEST

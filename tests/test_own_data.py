@@ -29,19 +29,22 @@ def own_csv(rows: int = 400, seed: int = 0, stray: bool = True) -> pl.DataFrame:
     """`id, ts, a, b, c, site, comment`: what a user's export of a table looks like."""
     rng = np.random.default_rng(seed)
     start = datetime(2026, 1, 1) + timedelta(days=seed)
-    frame = pl.DataFrame({
-        "id": np.arange(1000 + 10_000 * seed, 1000 + 10_000 * seed + rows),
-        "ts": [(start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(rows)],
-        "a": rng.normal(10, 1, rows).round(3).astype(str),
-        "b": rng.normal(5, 2, rows).round(3),
-        "c": rng.normal(0, 1, rows).round(3),
-        "site": rng.choice(["north", "south", "east"], rows),
-        "comment": [f"checked by operator {i}" for i in range(rows)],
-    })
+    frame = pl.DataFrame(
+        {
+            "id": np.arange(1000 + 10_000 * seed, 1000 + 10_000 * seed + rows),
+            "ts": [(start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(rows)],
+            "a": rng.normal(10, 1, rows).round(3).astype(str),
+            "b": rng.normal(5, 2, rows).round(3),
+            "c": rng.normal(0, 1, rows).round(3),
+            "site": rng.choice(["north", "south", "east"], rows),
+            "comment": [f"checked by operator {i}" for i in range(rows)],
+        }
+    )
     row = pl.int_range(pl.len())
     return frame.with_columns(
         a=pl.when(row == STRAY_ROW).then(pl.lit("n/a") if stray else pl.col("a")).otherwise(pl.col("a")),
-        b=pl.when(row == MISSING_ROW).then(None).otherwise(pl.col("b")))
+        b=pl.when(row == MISSING_ROW).then(None).otherwise(pl.col("b")),
+    )
 
 
 def readme_commands() -> list[str]:
@@ -54,8 +57,9 @@ def readme_commands() -> list[str]:
 
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
     args = shlex.split(command)
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args[1:]], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -67,8 +71,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
 
     first = run(commands[0], tmp_path)  # stops at the stray text, naming file, column and row
     assert first.returncode == 2
-    assert (f"column 'a' must be numeric, got text 'n/a' (file 'mine.csv', column 'a', row {STRAY_ROW + 1})"
-            in first.stderr)
+    assert f"column 'a' must be numeric, got text 'n/a' (file 'mine.csv', column 'a', row {STRAY_ROW + 1})" in first.stderr
     assert "column 'id' looks like an identifier" in first.stderr and "column 'ts' holds times" in first.stderr
     assert not (tmp_path / "exported").exists()
 
@@ -94,9 +97,14 @@ def frame_of(**columns: object) -> pl.DataFrame:
 
 
 def test_identifiers_are_keys_and_times_are_not_features(caplog: pytest.LogCaptureFixture) -> None:
-    frame = frame_of(row_id=np.arange(50), orderId=np.arange(50) * 7 % 50, serial=np.arange(100, 150),
-                     humid=np.linspace(30, 60, 50), when=pl.datetime_range(datetime(2026, 1, 1), datetime(2026, 1, 1, 0, 49),
-                                                                          "1m", eager=True), temp=np.ones(50))
+    frame = frame_of(
+        row_id=np.arange(50),
+        orderId=np.arange(50) * 7 % 50,
+        serial=np.arange(100, 150),
+        humid=np.linspace(30, 60, 50),
+        when=pl.datetime_range(datetime(2026, 1, 1), datetime(2026, 1, 1, 0, 49), "1m", eager=True),
+        temp=np.ones(50),
+    )
     with caplog.at_level(logging.WARNING):
         schema = learn_schema(frame, DataConfig())
     assert schema.id_columns == ["row_id", "orderId", "serial", "when"]  # by name, by name, by counting up; a time
@@ -137,13 +145,16 @@ def test_scoring_can_impute_where_the_model_would_refuse(sensor_model: Path, tmp
     assert report.rows == batch.height and report.inputs.imputed == {"load": 1}
 
 
-def test_the_output_suffix_picks_the_format(tabular_model: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_output_suffix_picks_the_format(tabular_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scorer = Scorer.load(tabular_model)
     source = ROOT / "data" / "tabular" / "batch.csv"
     parquet = pl.read_parquet(score_files(scorer, source, tmp_path / "scores.parquet").output)
-    readers = {".csv": pl.read_csv, ".tsv": lambda p: pl.read_csv(p, separator="\t"), ".ndjson": pl.read_ndjson,
-               ".arrow": pl.read_ipc}
+    readers = {
+        ".csv": pl.read_csv,
+        ".tsv": lambda p: pl.read_csv(p, separator="\t"),
+        ".ndjson": pl.read_ndjson,
+        ".arrow": pl.read_ipc,
+    }
     for suffix, read in readers.items():
         written = read(score_files(scorer, source, tmp_path / f"scores{suffix}").output)
         np.testing.assert_allclose(written["score"].to_numpy(), parquet["score"].to_numpy(), rtol=1e-6)
@@ -176,8 +187,9 @@ def test_a_table_without_keys_gets_its_row_numbers_as_key(tmp_path: Path) -> Non
 def test_score_report_lands_beside_the_scores(tabular_model: Path, tmp_path: Path) -> None:
     """`vad score --report`: the counts and the plots a CLI user never saw (they were Prefect
     artifacts only), as one markdown file with the images inline."""
-    result = run(f"vad score {tabular_model} {ROOT / 'data' / 'tabular' / 'batch.csv'} --output scores.csv --report",
-                 tmp_path)
+    result = run(
+        f"vad score {tabular_model} {ROOT / 'data' / 'tabular' / 'batch.csv'} --output scores.csv --report", tmp_path
+    )
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "scores.report.md").read_text()
     anomalies = int(pl.read_csv(tmp_path / "scores.csv")["is_anomaly"].sum())
@@ -187,8 +199,9 @@ def test_score_report_lands_beside_the_scores(tabular_model: Path, tmp_path: Pat
 
 def test_the_score_report_judges_alerts_as_the_scheduled_flow_does(sensor_model: Path, tmp_path: Path) -> None:
     """It once said "Alerts: 0" beside every flagged row: the CLI never ran the alert rules."""
-    result = run(f"vad score {sensor_model} {ROOT / 'data' / 'sensors' / 'batch.parquet'} --output s.parquet --report",
-                 tmp_path)
+    result = run(
+        f"vad score {sensor_model} {ROOT / 'data' / 'sensors' / 'batch.parquet'} --output s.parquet --report", tmp_path
+    )
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "s.report.md").read_text()
     assert "Alerts: 1\n- **" in report and "s.parquet: " in report  # severity, id, the scores it judged

@@ -62,7 +62,8 @@ def test_int8_on_a_model_without_it_says_how_to_get_it(tabular_model: Path) -> N
 
 
 def test_int8_quantises_every_layer_whichever_exporter_wrote_the_graph(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # On this model the dynamo exporter left 20 of the 30 layers' weights where the quantiser
     # took them for activations (they stayed float) until constants were folded first.
     rng = np.random.default_rng(1)

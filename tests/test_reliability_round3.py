@@ -27,9 +27,14 @@ from pipeline.ops.ledger import Ledger
 from pipeline.runtime import Scorer
 
 
-@pytest.mark.parametrize(("rules", "fragment"), [({"min_anomalous": 20, "within": 10}, "cannot exceed within"),
-                                                 ({"high_at": 5.0, "critical_at": 1.0}, "cannot exceed critical_at"),
-                                                 ({"cooldown_minutes": float("inf")}, "finite number")])
+@pytest.mark.parametrize(
+    ("rules", "fragment"),
+    [
+        ({"min_anomalous": 20, "within": 10}, "cannot exceed within"),
+        ({"high_at": 5.0, "critical_at": 1.0}, "cannot exceed critical_at"),
+        ({"cooldown_minutes": float("inf")}, "finite number"),
+    ],
+)
 def test_n12_alert_rules_that_can_never_fire_are_refused_when_given(rules: dict, fragment: str) -> None:
     """20 of 10 rows was accepted, and a batch of 1,040 anomalous rows raised no alert."""
     with pytest.raises(ValueError, match=fragment):
@@ -49,8 +54,7 @@ def versions(sensor_model: Path, tmp_path: Path) -> Path:
     return root
 
 
-def test_n18_a_torn_decision_line_is_skipped_and_not_copied_on(versions: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_n18_a_torn_decision_line_is_skipped_and_not_copied_on(versions: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A torn last line made `vad versions` a JSONDecodeError traceback, and every later
     decision copied it on, so the listing stayed broken."""
     record_decision(versions, "1", True, ["first"], {})
@@ -66,8 +70,7 @@ def test_n18_a_torn_decision_line_is_skipped_and_not_copied_on(versions: Path,
     assert [v["version"] for v in json.loads(listed.output)["versions"]] == ["1", "2"]
 
 
-def test_n19_an_empty_version_folder_does_not_hide_the_others(versions: Path,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_n19_an_empty_version_folder_does_not_hide_the_others(versions: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A half-deleted folder `9` made `vad versions` an error listing no version at all."""
     (versions / "9").mkdir()
     with caplog.at_level(logging.WARNING):
@@ -155,8 +158,7 @@ def test_n37_a_ledger_disk_that_fills_at_the_alert_step_is_retried_not_set_aside
     assert [alert["alert_id"] for alert in ledger.alerts()] == ["a1"]
 
 
-def test_n15_n21_a_refitted_threshold_goes_live_only_when_asked_and_only_over_what_it_started_from(
-        versions: Path) -> None:
+def test_n15_n21_a_refitted_threshold_goes_live_only_when_asked_and_only_over_what_it_started_from(versions: Path) -> None:
     """N15: `vad threshold` made its version `latest` at once (fitted on a batch with faults, it
     hid 1,040 anomalies). N21: a change decided against one version overwrote the `latest` an
     operator set meanwhile. Now the refit is published but not live until --activate or
@@ -191,7 +193,8 @@ def test_n13_a_persistence_longer_than_the_data_is_refused(versions: Path) -> No
 
 
 def test_n20_n21_a_challenger_lands_beside_its_champion_and_never_overwrites_a_newer_latest(
-        sensor_model: Path, tmp_path: Path) -> None:
+    sensor_model: Path, tmp_path: Path
+) -> None:
     """N20: a model folder renamed from its model's name (`prod-sensors/` holding `demo-sensors`)
     got its challenger exported into another folder, and `latest` pointed at the champion's own
     number, logged as promoted. N21: a `latest` moved by an operator during training was
@@ -211,8 +214,9 @@ def test_n20_n21_a_challenger_lands_beside_its_champion_and_never_overwrites_a_n
 
     shutil.copytree(root / "1", root / "3")  # meanwhile an operator publishes v3 and makes it latest
     (root / "latest").write_text("3\n")
-    passing = promotion.Comparison(rows=100, champion_false_alarms=0.01, challenger_false_alarms=0.01,
-                                   challenger_score_psi=0.0, rank_agreement=1.0)
+    passing = promotion.Comparison(
+        rows=100, champion_false_alarms=0.01, challenger_false_alarms=0.01, challenger_score_psi=0.0, rank_agreement=1.0
+    )
     decision = promotion.settle(champion, challenger, passing, config.promotion)
     assert decision["decision"] == "rejected" and "moved from version 1 to 3" in decision["reasons"][-1]
     assert (root / "latest").read_text().strip() == "3"

@@ -65,8 +65,11 @@ def test_every_time_step_gets_a_score_with_its_keys(sensor_model: Path) -> None:
     scored = Scorer.load(sensor_model).score(frame)
     assert scored.height == frame.height
     assert scored.columns[:4] == ["machine", "timestamp", "score", "is_anomaly"]
-    assert scored.select("machine", "timestamp").sort("machine", "timestamp").equals(
-        frame.select("machine", "timestamp").sort("machine", "timestamp"))
+    assert (
+        scored.select("machine", "timestamp")
+        .sort("machine", "timestamp")
+        .equals(frame.select("machine", "timestamp").sort("machine", "timestamp"))
+    )
 
 
 def test_row_and_column_order_do_not_change_scores(tabular_model: Path) -> None:
@@ -138,7 +141,7 @@ def test_a_read_error_mid_file_stops_scoring_and_leaves_nothing(tabular_model: P
     good = tmp_path / "batch.parquet"
     frame.write_parquet(good, row_group_size=50)
     data = bytearray(good.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64  # a later row group is damaged
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # a later row group is damaged
     good.write_bytes(bytes(data))
     with pytest.raises(PipelineError, match="batch.parquet"):
         score_files(Scorer.load(tabular_model), good, tmp_path / "out.parquet", chunk_rows=50)
@@ -156,8 +159,12 @@ def test_score_options_are_checked_once_and_the_threshold_settled_once(tabular_m
     scorer = Scorer.load(tabular_model)
     assert scorer.resolve(ScoreOptions()).threshold == scorer.threshold  # None: the model's own
     assert scorer.resolve(ScoreOptions(threshold=1.5)).threshold == 1.5
-    for bad, message in [({"estimator": "vi"}, "estimator must be one of"), ({"samples": 0}, "samples must be"),
-                         ({"top_k": -1}, "top_k must be"), ({"threshold": float("nan")}, "finite number")]:
+    for bad, message in [
+        ({"estimator": "vi"}, "estimator must be one of"),
+        ({"samples": 0}, "samples must be"),
+        ({"top_k": -1}, "top_k must be"),
+        ({"threshold": float("nan")}, "finite number"),
+    ]:
         with pytest.raises(PipelineError, match=message):
             scorer.score(pl.read_csv(TABLE), **bad)
     report = score_files(scorer, TABLE, tmp_path / "scores.parquet", threshold=1e9)
@@ -168,7 +175,7 @@ def test_dynamic_batch_one_row_matches_full_batch(tabular_model: Path) -> None:
     scorer = Scorer.load(tabular_model)
     x, _, _ = scorer.prepare(pl.read_csv(TABLE))
     full = scorer.score_array(x).score
-    single = np.array([scorer.score_array(x[i:i + 1]).score[0] for i in range(5)])
+    single = np.array([scorer.score_array(x[i : i + 1]).score[0] for i in range(5)])
     np.testing.assert_allclose(single, full[:5], rtol=1e-5)
 
 
@@ -197,8 +204,22 @@ def test_explicit_cuda_without_gpu_fails_clearly(tabular_model: Path) -> None:
     with pytest.raises(PipelineError, match="provider 'cuda'"):  # at load: the scorer graph opens eagerly
         Scorer.load(tabular_model, provider="cuda")
     for provider in ("cuda", "tensorrt"):  # from the CLI: one line, no screens of onnxruntime's probing log
-        result = subprocess.run([sys.executable, "-m", "pipeline.cli", "score", str(tabular_model), str(TABLE),
-                                 "--provider", provider, "--json"], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "score",
+                str(tabular_model),
+                str(TABLE),
+                "--provider",
+                provider,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: provider '{provider}' failed")
 
@@ -240,18 +261,19 @@ def test_a_large_file_streams_with_flat_memory(tmp_path: Path) -> None:
     with pq.ParquetWriter(tmp_path / "big.parquet", table.schema) as writer:
         for _ in range(16):
             writer.write_table(table, row_group_size=65536)
-    code = (f"from pipeline.runtime import Scorer, score_files; s = Scorer.load({str(model)!r});"
-            "kb = lambda key: int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith(key)));"
-            f"before = kb('VmRSS:'); report = score_files(s, {str(tmp_path / 'big.parquet')!r}, "
-            f"{str(tmp_path / 'scores.parquet')!r}); print(report.rows, before, kb('VmHWM:'))")
+    code = (
+        f"from pipeline.runtime import Scorer, score_files; s = Scorer.load({str(model)!r});"
+        "kb = lambda key: int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith(key)));"
+        f"before = kb('VmRSS:'); report = score_files(s, {str(tmp_path / 'big.parquet')!r}, "
+        f"{str(tmp_path / 'scores.parquet')!r}); print(report.rows, before, kb('VmHWM:'))"
+    )
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
     rows, before, peak = (int(v) for v in done.stdout.split()[-3:])
     assert rows == 4_000_000
     assert (peak - before) / 1024 < 350, f"resident memory grew by {(peak - before) / 1024:.0f} MB"
 
 
-def test_output_that_is_one_of_the_inputs_is_refused_before_anything_is_written(tabular_model: Path,
-                                                                                 tmp_path: Path) -> None:
+def test_output_that_is_one_of_the_inputs_is_refused_before_anything_is_written(tabular_model: Path, tmp_path: Path) -> None:
     victim = tmp_path / "batch.parquet"
     pl.read_csv(TABLE).write_parquet(victim)
     before = victim.read_bytes()
@@ -261,8 +283,9 @@ def test_output_that_is_one_of_the_inputs_is_refused_before_anything_is_written(
 
 
 @pytest.mark.parametrize("estimator", ["elbo", "iwae"])
-def test_zero_rows_score_to_an_empty_frame_with_every_column(tabular_model: Path, sensor_model: Path,
-                                                             estimator: str) -> None:
+def test_zero_rows_score_to_an_empty_frame_with_every_column(
+    tabular_model: Path, sensor_model: Path, estimator: str
+) -> None:
     """onnxruntime cannot broadcast over zero rows: a batch with none gets empty outputs, not its error."""
     for model, data in ((tabular_model, pl.read_csv(TABLE)), (sensor_model, pl.read_parquet(BATCH))):
         scorer = Scorer.load(model)
@@ -286,8 +309,7 @@ def test_an_overflowed_reading_scores_as_extreme_under_impute(tmp_path: Path) ->
 
     config = load_config(DATA / "tabular.toml", data={"missing": "impute"}, train=FAST_TRAIN)
     scorer = Scorer.load(fit_model(DATA / "tabular" / "history.csv", config, tmp_path).version_dir)
-    batch = pl.read_csv(TABLE).head(4).with_columns(
-        temperature=pl.Series([float("inf"), 1e300, float("nan"), 180.0]))
+    batch = pl.read_csv(TABLE).head(4).with_columns(temperature=pl.Series([float("inf"), 1e300, float("nan"), 180.0]))
     scored, report = scorer.score_with_report(batch)
     score = scored["score"].to_numpy()
     # inf as far out as 1e300 (both clipped alike; the rows' other readings differ by a few
@@ -298,23 +320,25 @@ def test_an_overflowed_reading_scores_as_extreme_under_impute(tmp_path: Path) ->
 
 def test_progress_hears_every_chunk(tabular_model: Path, tmp_path: Path) -> None:
     heard: list[int] = []
-    report = score_files(Scorer.load(tabular_model), TABLE, tmp_path / "scores.parquet", chunk_rows=256,
-                         on_chunk=heard.append)
+    report = score_files(
+        Scorer.load(tabular_model), TABLE, tmp_path / "scores.parquet", chunk_rows=256, on_chunk=heard.append
+    )
     assert heard == [256, 256, 256, 232] and sum(heard) == report.rows == 1000
 
 
-def test_a_batch_over_the_row_cap_is_refused_before_it_is_decoded(sensor_model: Path, tabular_model: Path,
-                                                                   tmp_path: Path) -> None:
+def test_a_batch_over_the_row_cap_is_refused_before_it_is_decoded(
+    sensor_model: Path, tabular_model: Path, tmp_path: Path
+) -> None:
     """A few KB of Parquet can decode to a million sensor rows (read whole, 0.8 GB): over the
     cap it is refused from the footer's row count, before reading; a table, streamed, as
     soon as its stream passes the cap. Nothing is written either way."""
     batch = pl.read_parquet(BATCH)
     repeated = pl.concat([batch] * 4).with_columns(  # distinct times, same readings
-        timestamp=pl.col("timestamp") + pl.duration(days=pl.int_range(pl.len()) // batch.height * 400))
+        timestamp=pl.col("timestamp") + pl.duration(days=pl.int_range(pl.len()) // batch.height * 400)
+    )
     repeated.write_parquet(tmp_path / "big.parquet", compression="zstd")
     with pytest.raises(PipelineError, match=f"holds more than {2 * batch.height:,} rows"):
-        score_files(Scorer.load(sensor_model), tmp_path / "big.parquet", tmp_path / "s.parquet",
-                    max_rows=2 * batch.height)
+        score_files(Scorer.load(sensor_model), tmp_path / "big.parquet", tmp_path / "s.parquet", max_rows=2 * batch.height)
     report = score_files(Scorer.load(sensor_model), tmp_path / "big.parquet", tmp_path / "s.parquet")
     assert report.rows == repeated.height  # under the default cap
     with pytest.raises(PipelineError, match="holds more than 300 rows"):
@@ -332,8 +356,9 @@ def test_a_repeated_reading_policy_is_kept_with_the_model_and_applied_when_scori
     history = pl.read_parquet(DATA / "sensors" / "history.parquet").head(2000)
     repeat = history.filter(pl.col("machine") == history["machine"][0]).slice(100, 1)
     pl.concat([history, repeat.with_columns(pl.col("load") * 2)]).write_parquet(tmp_path / "history.parquet")
-    config = load_config(DATA / "sensors.toml", train={"epochs": 2, "patience": 1, "progress": False},
-                         data={"duplicates": "mean"})
+    config = load_config(
+        DATA / "sensors.toml", train={"epochs": 2, "patience": 1, "progress": False}, data={"duplicates": "mean"}
+    )
     outcome = fit_model(tmp_path / "history.parquet", config, tmp_path / "models")
     assert outcome.data.merged == 1
     scorer = Scorer.load(outcome.version_dir)
@@ -356,8 +381,9 @@ def test_after_a_gap_longer_than_max_gap_the_series_restarts(tmp_path: Path) -> 
 
     history = pl.read_parquet(DATA / "sensors" / "history.parquet").head(2000)
     history.write_parquet(tmp_path / "history.parquet")
-    config = load_config(DATA / "sensors.toml", train={"epochs": 2, "patience": 1, "progress": False},
-                         data={"max_gap": "PT1H"})
+    config = load_config(
+        DATA / "sensors.toml", train={"epochs": 2, "patience": 1, "progress": False}, data={"max_gap": "PT1H"}
+    )
     scorer = Scorer.load(fit_model(tmp_path / "history.parquet", config, tmp_path / "models").version_dir)
     assert scorer.schema.max_gap == timedelta(hours=1)
     machine = history.filter(pl.col("machine") == history["machine"][0]).head(120)
@@ -380,8 +406,11 @@ def test_resampling_to_a_fixed_step_is_kept_with_the_model_and_applied_when_scor
 
     history = pl.read_parquet(DATA / "sensors" / "history.parquet").head(3000)
     history.write_parquet(tmp_path / "history.parquet")
-    config = load_config(DATA / "sensors.toml", train={"epochs": 2, "patience": 1, "progress": False},
-                         data={"resample": "PT10M", "max_gap": "PT30M"})
+    config = load_config(
+        DATA / "sensors.toml",
+        train={"epochs": 2, "patience": 1, "progress": False},
+        data={"resample": "PT10M", "max_gap": "PT30M"},
+    )
     outcome = fit_model(tmp_path / "history.parquet", config, tmp_path / "models")
     assert outcome.data.merged == history.height // 2  # pairs of readings became steps
     scorer = Scorer.load(outcome.version_dir)
@@ -391,7 +420,8 @@ def test_resampling_to_a_fixed_step_is_kept_with_the_model_and_applied_when_scor
     late = late.filter(pl.int_range(pl.len()) != 101)  # the step starting at reading 100 has one reading
     scored, report = scorer.score_with_report(late)
     steps = late.group_by_dynamic("timestamp", every="10m", group_by="machine").agg(
-        pl.exclude("timestamp", "machine").mean())
+        pl.exclude("timestamp", "machine").mean()
+    )
     assert scored.height == steps.height == 100 and report.merged == late.height - 100
     assert scored["timestamp"].to_list() == steps["timestamp"].to_list()
     expected = scorer.score(steps.with_columns(pl.col("timestamp")))["score"].to_numpy()

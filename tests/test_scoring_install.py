@@ -39,15 +39,25 @@ def scoring_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(ROOT / part, source / part)
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
-                             capture_output=True, text=True, timeout=900)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     return venv
 
 
 def run(venv: Path, *args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], cwd=venv.parent, capture_output=True, text=True, timeout=300,
-                          env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(venv.parent)})
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=venv.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(venv.parent)},
+    )
 
 
 def test_the_scoring_install_has_no_training_packages(scoring_venv: Path) -> None:
@@ -71,7 +81,15 @@ def test_vad_score_and_the_python_api_score_as_this_checkout_does(scoring_venv: 
 def test_the_scoring_flow_loads_and_training_names_its_extra(scoring_venv: Path) -> None:
     flow = run(scoring_venv, scoring_venv / "bin" / "python", "-c", "import flows.score, flows.score_partitions")
     assert flow.returncode == 0, flow.stderr
-    train = run(scoring_venv, scoring_venv / "bin" / "vad", "train", ROOT / "data" / "tabular" / "history.csv",
-                "--config", ROOT / "data" / "tabular.toml", "--out", scoring_venv.parent / "models")
+    train = run(
+        scoring_venv,
+        scoring_venv / "bin" / "vad",
+        "train",
+        ROOT / "data" / "tabular" / "history.csv",
+        "--config",
+        ROOT / "data" / "tabular.toml",
+        "--out",
+        scoring_venv.parent / "models",
+    )
     assert train.returncode == 2
     assert "pip install 'vae-pipeline[train]'" in train.stderr and "Traceback" not in train.stderr

@@ -95,8 +95,9 @@ def test_unlisted_side_file_is_refused(model: Path) -> None:
     refused(model, "does not list", "scorer.onnx.data")
 
 
-def test_a_graph_with_external_weights_is_refused_even_when_rehashed(model: Path, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_graph_with_external_weights_is_refused_even_when_rehashed(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Weights moved out of the graph into a side file (in the model folder, or relative to
     the working directory) would be read unverified: rewriting it once moved 42 anomalies to
     1000. The graph is refused, saying why."""
@@ -124,21 +125,24 @@ def test_manifest_file_names_cannot_leave_the_folder(model: Path, name: str) -> 
     refused(model, "invalid at `files`", "plain file name")
 
 
-@pytest.mark.parametrize(("change", "fragment"), [
-    ({"schema_version": 99}, "schema_version 99"),
-    ({"scaler__mean": [0.0]}, "scaler.mean has 1 values"),
-    ({"scaler__scale": None}, "invalid at `scaler.scale`"),
-    ({"scaler__tail": None}, "knots, levels and tail come together"),  # the tabular model maps 2 skewed columns
-    ({"scaler__levels": [[1.0, 0.0]] * 7}, "knots and levels need the same number"),
-    ({"scaler__levels": [[float(QUANTILE_KNOTS - k) for k in range(QUANTILE_KNOTS)]] * 7}, "levels must not decrease"),
-    ({"input_names": ["a", "b"]}, "input_names do not match"),
-    ({"threshold": "high"}, "invalid at `threshold`"),
-    ({"version": "../../../../escaped"}, "is not a version number"),  # it names output files
-    ({"name": "../escaped"}, "is not a model name"),
-    ({"threshold__value": float("nan")}, "is not a finite number"),
-    ({"feature_schema__resample": "PT0S"}, "must be a positive duration"),  # N07: a polars panic, uncaught
-    ({"feature_schema__max_gap": "-PT5M"}, "must be a positive duration"),
-])
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"schema_version": 99}, "schema_version 99"),
+        ({"scaler__mean": [0.0]}, "scaler.mean has 1 values"),
+        ({"scaler__scale": None}, "invalid at `scaler.scale`"),
+        ({"scaler__tail": None}, "knots, levels and tail come together"),  # the tabular model maps 2 skewed columns
+        ({"scaler__levels": [[1.0, 0.0]] * 7}, "knots and levels need the same number"),
+        ({"scaler__levels": [[float(QUANTILE_KNOTS - k) for k in range(QUANTILE_KNOTS)]] * 7}, "levels must not decrease"),
+        ({"input_names": ["a", "b"]}, "input_names do not match"),
+        ({"threshold": "high"}, "invalid at `threshold`"),
+        ({"version": "../../../../escaped"}, "is not a version number"),  # it names output files
+        ({"name": "../escaped"}, "is not a model name"),
+        ({"threshold__value": float("nan")}, "is not a finite number"),
+        ({"feature_schema__resample": "PT0S"}, "must be a positive duration"),  # N07: a polars panic, uncaught
+        ({"feature_schema__max_gap": "-PT5M"}, "must be a positive duration"),
+    ],
+)
 def test_manifest_edited_out_of_shape(model: Path, change: dict, fragment: str) -> None:
     edit_manifest(model, **change)
     refused(model, fragment)
@@ -193,12 +197,25 @@ def test_no_pickle_load_path_in_the_library() -> None:
 @pytest.mark.slow
 def test_export_killed_half_way_leaves_no_version_and_latest_intact(tmp_path: Path) -> None:
     root = tmp_path / "exported"
-    train = [sys.executable, "-m", "pipeline.cli", "train", str(DATA / "tabular" / "history.csv"), "--config",
-             str(DATA / "tabular.toml"), "--out", str(root), "--epochs", "2", "--no-progress"]
+    train = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "train",
+        str(DATA / "tabular" / "history.csv"),
+        "--config",
+        str(DATA / "tabular.toml"),
+        "--out",
+        str(root),
+        "--epochs",
+        "2",
+        "--no-progress",
+    ]
     first = subprocess.run(train, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
-    killed = subprocess.run(train, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, CRASH_ENV: "export"})
+    killed = subprocess.run(
+        train, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, CRASH_ENV: "export"}
+    )
     assert killed.returncode == -9
     model_root = root / "demo-tabular"
     assert sorted(p.name for p in model_root.iterdir() if not p.name.startswith(".")) == ["1", LATEST]
@@ -219,13 +236,17 @@ def sensors(sensor_model: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(sensor_model, tmp_path / "demo-sensors" / version))
 
 
-@pytest.mark.parametrize("changes", [
-    {"threshold__persistence": {"k": 50, "n": 50}},  # N04: 1,040 anomalies became 395, silently
-    {"threshold__alarm": {"hold_off": 100000, "quiet": 0}},
-    {"validation__score_quantiles__0.5": 0.0},  # N05: severity measured from an edited median
-    {"feature_schema__resample": "P36500D"},  # N06: each machine's batch merged into one step
-    {"lineage": {"change": "approved by QA board"}},  # N03: a forged audit trail
-], ids=["persistence", "alarm-rule", "median", "resample", "lineage"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"threshold__persistence": {"k": 50, "n": 50}},  # N04: 1,040 anomalies became 395, silently
+        {"threshold__alarm": {"hold_off": 100000, "quiet": 0}},
+        {"validation__score_quantiles__0.5": 0.0},  # N05: severity measured from an edited median
+        {"feature_schema__resample": "P36500D"},  # N06: each machine's batch merged into one step
+        {"lineage": {"change": "approved by QA board"}},  # N03: a forged audit trail
+    ],
+    ids=["persistence", "alarm-rule", "median", "resample", "lineage"],
+)
 def test_n03_n06_any_edit_that_changes_a_flag_or_a_record_is_refused(sensors: Path, changes: dict) -> None:
     """N03-N06: only the threshold and the name were cross-checked against the graphs; every
     other field (persistence, percentiles, drift reference, resample, lineage) could be edited

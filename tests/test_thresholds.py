@@ -62,19 +62,32 @@ def test_settings_that_cannot_work_are_refused_before_training() -> None:
 
 
 def test_refit_writes_a_new_version_with_the_same_graphs_and_a_persistent_threshold(
-        sensor_model: Path, tmp_path: Path) -> None:
+    sensor_model: Path, tmp_path: Path
+) -> None:
     root = tmp_path / "model"
     shutil.copytree(sensor_model, root / "1")
     (root / "latest").write_text("1\n")
-    main_args = ["threshold", str(root), str(DATA / "sensors" / "history.parquet"), "--method", "quantile",
-                 "--target", "0.995", "--persistence", "3/5"]
+    main_args = [
+        "threshold",
+        str(root),
+        str(DATA / "sensors" / "history.parquet"),
+        "--method",
+        "quantile",
+        "--target",
+        "0.995",
+        "--persistence",
+        "3/5",
+    ]
     with pytest.raises(SystemExit) as done:
         main(main_args)
     assert done.value.code == 0
     assert (root / "latest").read_text().strip() == "1"  # published, not live until asked (N15)
     first, second = read_manifest(root / "1"), read_manifest(root / "2")
     assert second.lineage["parent_version"] == "1" and second.lineage["previous_threshold"]["value"] == first.threshold.value
-    assert second.threshold.method == "quantile" and (second.threshold.persistence.k, second.threshold.persistence.n) == (3, 5)
+    assert second.threshold.method == "quantile" and (second.threshold.persistence.k, second.threshold.persistence.n) == (
+        3,
+        5,
+    )
     graph = {p.key: p.value for p in onnx.load(str(root / "2" / "scorer.onnx")).metadata_props}
     assert float(graph["threshold"]) == second.threshold.value and graph["created_at"] == second.created_at
     batch = pl.read_parquet(DATA / "sensors" / "batch.parquet")
@@ -99,6 +112,7 @@ def test_percentile_places_each_score_among_the_validation_scores(tabular_fit) -
     assert np.all(percentile[above] >= 99.0) and np.all(percentile[~above] <= 99.0)
     validation = tabular_fit.calibrated.validation_scores  # the validation rows themselves spread evenly
     from pipeline.artifact.threshold import percentile_of
+
     assert np.mean(percentile_of(validation, table) <= 50) == pytest.approx(0.5, abs=0.02)
 
 

@@ -46,14 +46,17 @@ def test_in_order_keeps_the_order_holds_at_most_its_workers_and_raises_in_order(
     assert list(in_order(slow, iter(range(5)), workers=1)) == [0, 10, 20, 30, 40]
 
 
-def test_every_output_format_is_written_from_the_stream_with_the_same_rows(tabular_model: Path,
-                                                                           tmp_path: Path) -> None:
+def test_every_output_format_is_written_from_the_stream_with_the_same_rows(tabular_model: Path, tmp_path: Path) -> None:
     """CSV, TSV, NDJSON and Arrow are sunk from the stream itself (they were converted from a
     Parquet side file); each holds the rows of the Parquet output, and no side file is left."""
     scorer = Scorer.load(tabular_model)
     parquet = pl.read_parquet(score_files(scorer, TABLE, tmp_path / "scores.parquet", chunk_rows=300).output)
-    readers = {".csv": pl.read_csv, ".tsv": lambda p: pl.read_csv(p, separator="\t"), ".ndjson": pl.read_ndjson,
-               ".arrow": pl.read_ipc}
+    readers = {
+        ".csv": pl.read_csv,
+        ".tsv": lambda p: pl.read_csv(p, separator="\t"),
+        ".ndjson": pl.read_ndjson,
+        ".arrow": pl.read_ipc,
+    }
     for suffix, read in readers.items():
         written = read(score_files(scorer, TABLE, tmp_path / f"scores{suffix}", chunk_rows=300).output)
         assert written.height == parquet.height == pl.read_csv(TABLE).height
@@ -62,8 +65,9 @@ def test_every_output_format_is_written_from_the_stream_with_the_same_rows(tabul
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"scores{s}" for s in [".parquet", *readers])
 
 
-def test_scores_files_of_two_batches_and_two_models_are_read_together(tabular_model: Path, sensor_model: Path,
-                                                                    tmp_path: Path) -> None:
+def test_scores_files_of_two_batches_and_two_models_are_read_together(
+    tabular_model: Path, sensor_model: Path, tmp_path: Path
+) -> None:
     """Text columns are written as categories shared by every file: an Enum per file (its own
     name, its model's inputs) made `pl.scan_parquet("scores/**")` fail with "Enum mismatch"."""
     scorer = Scorer.load(tabular_model)
@@ -73,15 +77,25 @@ def test_scores_files_of_two_batches_and_two_models_are_read_together(tabular_mo
     for name in ("first", "second"):
         score_files(scorer, tmp_path / f"{name}.csv", tmp_path / "scores" / f"{name}.parquet")
     score_files(Scorer.load(sensor_model), DATA / "sensors" / "batch.parquet", tmp_path / "scores" / "sensors.parquet")
-    together = pl.scan_parquet(tmp_path / "scores" / "*.parquet", missing_columns="insert",
-                               extra_columns="ignore").select("source_file", "top1_feature", "score").collect()
+    together = (
+        pl.scan_parquet(tmp_path / "scores" / "*.parquet", missing_columns="insert", extra_columns="ignore")
+        .select("source_file", "top1_feature", "score")
+        .collect()
+    )
     counts = together.group_by(pl.col("source_file").cast(pl.String)).len()
     assert dict(counts.iter_rows()) == {"first.csv": 400, "second.csv": 300, "batch.parquet": 4608}
     alone = pl.read_parquet(tmp_path / "scores" / "first.parquet")
-    assert_frame_equal(alone, scorer.score(half).with_columns(
-        pl.lit("first.csv", dtype=pl.Categorical).alias("source_file"),
-        pl.lit(scorer.manifest.key, dtype=pl.Categorical).alias("model_version")).select(alone.columns),
-        check_exact=False, rel_tol=1e-6)
+    assert_frame_equal(
+        alone,
+        scorer.score(half)
+        .with_columns(
+            pl.lit("first.csv", dtype=pl.Categorical).alias("source_file"),
+            pl.lit(scorer.manifest.key, dtype=pl.Categorical).alias("model_version"),
+        )
+        .select(alone.columns),
+        check_exact=False,
+        rel_tol=1e-6,
+    )
 
 
 def test_an_error_of_the_stream_reaches_the_caller_as_it_was(tmp_path: Path) -> None:
@@ -101,8 +115,9 @@ def tiny_output_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
-def test_a_real_full_disk_under_the_writer_is_enospc_and_leaves_nothing(tabular_model: Path, tiny_output_disk: Path,
-                                                                        tmp_path: Path) -> None:
+def test_a_real_full_disk_under_the_writer_is_enospc_and_leaves_nothing(
+    tabular_model: Path, tiny_output_disk: Path, tmp_path: Path
+) -> None:
     """polars reports the disk's error as a ComputeError naming "os error 28"; the writer gives
     it back as OSError(ENOSPC), which the flow retries as transient and the CLI shows on one line."""
     rows = pl.concat([pl.read_csv(TABLE)] * 20)

@@ -26,14 +26,19 @@ def main(epochs: int | None) -> None:
         version = fit_model(DATA / "sensors" / "history.parquet", config, models).version_dir
         scorer = Scorer.load(version)
         report = score_files(scorer, DATA / "sensors" / "batch.parquet", Path(models) / "scores.parquet")
-        print(f"{report.rows} time steps scored: {report.anomalies} flagged, {report.alarms} alarm(s) "
-              "(an alarm is the first flagged step of an episode)")
+        print(
+            f"{report.rows} time steps scored: {report.anomalies} flagged, {report.alarms} alarm(s) "
+            "(an alarm is the first flagged step of an episode)"
+        )
         if report.drift is not None:
             print(f"drifting from training: {report.drift.drifting or 'nothing'}")
 
         scores = pl.read_parquet(report.output)
-        per_machine = (scores.group_by("machine").agg(flagged=pl.col("is_anomaly").sum(), alarms=pl.col("alarm").sum(),
-                                                      worst=pl.col("score").max()).sort("machine"))
+        per_machine = (
+            scores.group_by("machine")
+            .agg(flagged=pl.col("is_anomaly").sum(), alarms=pl.col("alarm").sum(), worst=pl.col("score").max())
+            .sort("machine")
+        )
         print(per_machine)
         print(scores.filter(pl.col("alarm")).select("machine", "timestamp", "score", "top1_feature"))
 

@@ -45,8 +45,13 @@ def main(epochs: int) -> None:
     split = PredefinedSplit(np.concatenate([np.full(history.height, -1), np.zeros(batch.height)]))
 
     pipeline = make_pipeline(StandardScaler(), VAEDetector(epochs=epochs, members=1, random_state=0))
-    search = GridSearchCV(pipeline, {"vaedetector__latent": [2, 4], "vaedetector__beta": [0.5, 1.0]},
-                          scoring=anomaly_auc, cv=split, refit=False)
+    search = GridSearchCV(
+        pipeline,
+        {"vaedetector__latent": [2, 4], "vaedetector__beta": [0.5, 1.0]},
+        scoring=anomaly_auc,
+        cv=split,
+        refit=False,
+    )
     search.fit(X, y)
     for params, auc in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"], strict=True):
         print(f"{params}: ROC-AUC {auc:.3f}")
@@ -55,9 +60,11 @@ def main(epochs: int) -> None:
     # What `scoring="roc_auc"` would have reported for the same detector, with y = 1 for anomalies:
     fitted = make_pipeline(StandardScaler(), VAEDetector(epochs=epochs, members=1, random_state=0)).fit(X[y == 0])
     batch_x, batch_y = batch.select(FEATURES).to_numpy().astype(np.float32), batch["label"].to_numpy()
-    print(f"ROC-AUC ranking by decision_function (scikit-learn's default scorer): "
-          f"{roc_auc_score(batch_y, fitted.decision_function(batch_x)):.3f}; "
-          f"by anomaly_score: {roc_auc_score(batch_y, anomaly_score(fitted, batch_x)):.3f}")
+    print(
+        f"ROC-AUC ranking by decision_function (scikit-learn's default scorer): "
+        f"{roc_auc_score(batch_y, fitted.decision_function(batch_x)):.3f}; "
+        f"by anomaly_score: {roc_auc_score(batch_y, anomaly_score(fitted, batch_x)):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def top_share(rank: int) -> str:
 def feature_columns(columns: list[str]) -> list[str]:
     """The ranked explanation's feature columns among `columns`, best first."""
     ranked = [c for c in columns if c.startswith("top") and c.endswith(FEATURE_SUFFIX)]
-    return sorted(ranked, key=lambda c: int(c[3:-len(FEATURE_SUFFIX)]))
+    return sorted(ranked, key=lambda c: int(c[3 : -len(FEATURE_SUFFIX)]))
 
 
 def share_of(feature_column: str) -> str:

@@ -188,15 +188,21 @@ def column_blocks(schema: FeatureSchema) -> Blocks:
     return blocks
 
 
-def reference_of(rows: np.ndarray, blocks: Blocks, kl: np.ndarray, scores: np.ndarray,
-                 entities: np.ndarray | None = None, stride: int = 1) -> DriftReference:
+def reference_of(
+    rows: np.ndarray, blocks: Blocks, kl: np.ndarray, scores: np.ndarray, entities: np.ndarray | None = None, stride: int = 1
+) -> DriftReference:
     """The reference from training rows (raw, one per time step: rows × row features), cut
     into source columns by `blocks` (name, its inputs, its categories or None), the validation
     rows' KL and scores, and (`entities`: each row's entity, rows in time order, one every
     `stride` readings) every entity's own levels."""
-    features = {name: (Histogram.of_categories(rows[:, cut], categories) if categories is not None
-                       else Histogram.of_values(rows[:, cut.start].astype(np.float64)))
-                for name, cut, categories in blocks}
+    features = {
+        name: (
+            Histogram.of_categories(rows[:, cut], categories)
+            if categories is not None
+            else Histogram.of_values(rows[:, cut.start].astype(np.float64))
+        )
+        for name, cut, categories in blocks
+    }
     own: dict[str, EntityReference] = {}
     names: np.ndarray = np.unique(entities) if entities is not None else np.zeros(0)
     for entity in names if len(names) <= MAX_ENTITIES else []:
@@ -211,9 +217,14 @@ def reference_of(rows: np.ndarray, blocks: Blocks, kl: np.ndarray, scores: np.nd
             fractions=shares,
             percentiles={n: np.quantile(v, PERCENTILES).round(6).tolist() if len(v) else [0.0] for n, v in numbers.items()},
             levels={n: (float(np.median(v)), float(np.std(v))) if len(v) else (0.0, 0.0) for n, v in numbers.items()},
-            spread={n: block_spread(v, stride) for n, v in numbers.items()})
-    return DriftReference(features=features, latent=Histogram.of_values(kl.astype(np.float64)),
-                          score=Histogram.of_values(scores.astype(np.float64)), entities=own)
+            spread={n: block_spread(v, stride) for n, v in numbers.items()},
+        )
+    return DriftReference(
+        features=features,
+        latent=Histogram.of_values(kl.astype(np.float64)),
+        score=Histogram.of_values(scores.astype(np.float64)),
+        entities=own,
+    )
 
 
 def block_spread(values: np.ndarray, stride: int) -> list[float | None]:
@@ -223,7 +234,7 @@ def block_spread(values: np.ndarray, stride: int) -> list[float | None]:
     for block in BLOCKS:
         size = max(1, block // stride)
         count = len(values) // size
-        medians = np.median(values[:count * size].reshape(count, size), axis=1) if count >= 4 else None
+        medians = np.median(values[: count * size].reshape(count, size), axis=1) if count >= 4 else None
         spread.append(round(float(np.std(medians, ddof=1)), 6) if medians is not None else None)
     return spread
 
@@ -242,8 +253,9 @@ class DriftCounter:
         self.score = np.zeros(len(reference.score.fractions), np.int64)
         self._lock = threading.Lock()  # chunks of a table are counted from two threads at once
 
-    def add(self, rows: np.ndarray, kl: np.ndarray, scores: np.ndarray,
-            entities: list[tuple[str, int, int]] | None = None) -> None:
+    def add(
+        self, rows: np.ndarray, kl: np.ndarray, scores: np.ndarray, entities: list[tuple[str, int, int]] | None = None
+    ) -> None:
         """Count a chunk: its rows (raw, rows × row features), their KL and scores, and in
         sensor mode each entity's span of rows (name, start, stop); every k-th row only, at
         most SAMPLE_ROWS of them (an entity's readings are all counted, for its block size)."""
@@ -270,15 +282,18 @@ class DriftCounter:
                     held = self.bins.setdefault(entity, np.zeros((len(self.numeric), len(PERCENTILES) + 1), np.int64))
                     for i, (name, _) in enumerate(self.numeric):
                         values = columns[i, start:stop]
-                        held[i] += np.bincount(np.searchsorted(own.percentiles[name], values[np.isfinite(values)]),
-                                               minlength=held.shape[1])
+                        held[i] += np.bincount(
+                            np.searchsorted(own.percentiles[name], values[np.isfinite(values)]), minlength=held.shape[1]
+                        )
             self.latent += self.reference.latent.counts(kl.astype(np.float64))
             self.score += self.reference.score.counts(scores.astype(np.float64))
 
     def report(self, rules: DriftRules) -> DriftReport:
         reference = self.reference
-        psi: dict[str, float] = {name: reference.features[name].psi(counts, reference.expected(name, self.entity_rows))
-               for name, counts in self.features.items()}
+        psi: dict[str, float] = {
+            name: reference.features[name].psi(counts, reference.expected(name, self.entity_rows))
+            for name, counts in self.features.items()
+        }
         entities, not_judged = {}, {}
         for entity, readings in sorted(self.entity_rows.items()):
             if reference.entities and entity not in reference.entities:
@@ -297,8 +312,9 @@ class DriftCounter:
             if shifts:
                 entities[entity] = dict(sorted(shifts.items(), key=lambda item: -abs(item[1])))
         if reference.entities:  # sensors: the levels decide
-            largest = {c: max(abs(s[c]) for s in entities.values() if c in s) for c in {c for s in entities.values()
-                                                                                     for c in s}}
+            largest = {
+                c: max(abs(s[c]) for s in entities.values() if c in s) for c in {c for s in entities.values() for c in s}
+            }
             # N08: machines the model never saw have no level of their own: when they hold most of the
             # batch, the fleet's PSI decides. Short series (N09) are only named: a PSI on a few rows
             # per machine (a slice of the day) reads as drift on clean data.
@@ -307,8 +323,13 @@ class DriftCounter:
                 largest |= {n: v for n, v in psi.items() if v > rules.psi and n not in largest}
         else:
             largest = {n: v for n, v in psi.items() if v > rules.psi}
-        return DriftReport(rows=self.rows, rules=rules, features={n: round(v, 4) for n, v in psi.items()},
-                           latent=round(self.reference.latent.psi(self.latent), 4),
-                           score=round(self.reference.score.psi(self.score), 4),
-                           drifting=sorted(largest, key=lambda n: (-largest[n], n)), entities=entities,
-                           not_judged=not_judged)
+        return DriftReport(
+            rows=self.rows,
+            rules=rules,
+            features={n: round(v, 4) for n, v in psi.items()},
+            latent=round(self.reference.latent.psi(self.latent), 4),
+            score=round(self.reference.score.psi(self.score), 4),
+            drifting=sorted(largest, key=lambda n: (-largest[n], n)),
+            entities=entities,
+            not_judged=not_judged,
+        )

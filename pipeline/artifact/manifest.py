@@ -75,13 +75,23 @@ class ScalerSpec(BaseModel):
     @classmethod
     def of(cls, scaler: Scaler) -> ScalerSpec:
         as_list = lambda a: None if a is None else a.tolist()  # noqa: E731
-        return cls(mean=scaler.mean.tolist(), scale=scaler.scale.tolist(), knots=as_list(scaler.knots),
-                   levels=as_list(scaler.levels), tail=as_list(scaler.tail))
+        return cls(
+            mean=scaler.mean.tolist(),
+            scale=scaler.scale.tolist(),
+            knots=as_list(scaler.knots),
+            levels=as_list(scaler.levels),
+            tail=as_list(scaler.tail),
+        )
 
     def build(self) -> Scaler:
         as_array = lambda v: None if v is None else np.asarray(v, np.float32)  # noqa: E731
-        return Scaler(np.asarray(self.mean, np.float32), np.asarray(self.scale, np.float32), as_array(self.knots),
-                      as_array(self.levels), as_array(self.tail))
+        return Scaler(
+            np.asarray(self.mean, np.float32),
+            np.asarray(self.scale, np.float32),
+            as_array(self.knots),
+            as_array(self.levels),
+            as_array(self.tail),
+        )
 
 
 class Manifest(BaseModel):
@@ -150,9 +160,14 @@ class Manifest(BaseModel):
         if self.input_names != expected:
             raise ValueError("input_names do not match the feature schema")
         scaler = self.scaler
-        for name, values in [("scaler.mean", scaler.mean), ("scaler.scale", scaler.scale),
-                             ("scaler.knots", scaler.knots or expected), ("scaler.levels", scaler.levels or expected),
-                             ("scaler.tail", scaler.tail or expected), ("feature_baseline", self.feature_baseline)]:
+        for name, values in [
+            ("scaler.mean", scaler.mean),
+            ("scaler.scale", scaler.scale),
+            ("scaler.knots", scaler.knots or expected),
+            ("scaler.levels", scaler.levels or expected),
+            ("scaler.tail", scaler.tail or expected),
+            ("feature_baseline", self.feature_baseline),
+        ]:
             if len(values) != len(expected):
                 raise ValueError(f"{name} has {len(values)} values for {len(expected)} inputs")
         if any(not v > 0 for v in self.scaler.scale):
@@ -229,8 +244,10 @@ def read_manifest(folder: Path, verify: bool = True) -> Manifest:
     if verify:
         verify_files(folder, manifest)
         if folder.name.isdigit() and manifest.version != folder.name:  # N01: keys and ledger entries name it
-            raise ModelArtifactError(f"'{path}' says version {manifest.version}, but it is the folder of version "
-                                     f"{folder.name}: the manifest was edited or moved. Re-export the model.")
+            raise ModelArtifactError(
+                f"'{path}' says version {manifest.version}, but it is the folder of version "
+                f"{folder.name}: the manifest was edited or moved. Re-export the model."
+            )
     return manifest
 
 
@@ -242,8 +259,9 @@ def verify_files(folder: Path, manifest: Manifest) -> None:
     listed = set(manifest.files) | {MANIFEST}
     extra = sorted(p.name for p in folder.iterdir() if p.name not in listed and not p.name.startswith("."))
     if extra:
-        raise ModelArtifactError(f"model folder '{folder}' holds files its manifest does not list: {extra}. "
-                                 "Remove them, or re-export the model.")
+        raise ModelArtifactError(
+            f"model folder '{folder}' holds files its manifest does not list: {extra}. Remove them, or re-export the model."
+        )
 
 
 def verified_bytes(folder: Path, manifest: Manifest, name: str) -> bytes:
@@ -327,8 +345,10 @@ def set_latest(model_root: Path, version: str, expected: str | None = None) -> N
         pointer = model_root / LATEST
         current = pointer.read_text().strip() if pointer.is_file() else None
         if expected is not None and current != expected:
-            raise LatestMoved(f"'{pointer}' moved from version {expected} to {current} since this change started; "
-                              f"version {version} was published but not made latest.")
+            raise LatestMoved(
+                f"'{pointer}' moved from version {expected} to {current} since this change started; "
+                f"version {version} was published but not made latest."
+            )
         with atomic_output(pointer) as temporary:
             temporary.write_text(version + "\n")
 

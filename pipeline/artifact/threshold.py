@@ -62,8 +62,7 @@ def percentile_table(scores: np.ndarray) -> PercentileTable:
     """The validation scores at PERCENTILE_LEVELS, as stored in the manifest."""
     finite = np.asarray(scores, dtype=np.float64)
     finite = finite[np.isfinite(finite)]
-    return PercentileTable(levels=PERCENTILE_LEVELS,
-                           values=[float(v) for v in np.percentile(finite, PERCENTILE_LEVELS)])
+    return PercentileTable(levels=PERCENTILE_LEVELS, values=[float(v) for v in np.percentile(finite, PERCENTILE_LEVELS)])
 
 
 def percentile_of(scores: np.ndarray, table: PercentileTable) -> np.ndarray:

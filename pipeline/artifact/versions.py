@@ -38,8 +38,13 @@ def latest_version(model_root: Path) -> str | None:
 def record_decision(model_root: Path, version: str, promoted: bool, reasons: list[str], comparison: dict) -> dict:
     """Append a promotion decision about `version` (the whole log is rewritten atomically, so
     a crash leaves the old log or the new one; a torn line an older writer left is not copied)."""
-    decision = {"version": version, "decision": "promoted" if promoted else "rejected", "reasons": reasons,
-                "comparison": comparison, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    decision = {
+        "version": version,
+        "decision": "promoted" if promoted else "rejected",
+        "reasons": reasons,
+        "comparison": comparison,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     path = model_root / DECISIONS
     kept = "".join(json.dumps(d, sort_keys=True) + "\n" for d in _decision_lines(path))
     with atomic_output(path) as temporary:

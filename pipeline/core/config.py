@@ -73,8 +73,10 @@ class DataConfig(_Strict):
         # Options of series given to a table would be silently dropped: refused, with the reason.
         for name in ("window", "max_gap", "resample", "entity_column"):
             if self.mode == "tabular" and name in self.model_fields_set and getattr(self, name) is not None:
-                raise ValueError(f"`{name}` applies to sensor series (mode = 'sensor', with a time_column); a table's "
-                                 "rows are scored one by one")
+                raise ValueError(
+                    f"`{name}` applies to sensor series (mode = 'sensor', with a time_column); a table's "
+                    "rows are scored one by one"
+                )
         for name in ("max_gap", "resample"):
             value = getattr(self, name)
             if value is not None and value <= timedelta(0):
@@ -229,8 +231,9 @@ class AlertRules(_Strict):
         """Rules that could never raise an alert, or never lift one, are refused when given
         (reliability review N12: 20 of 10 rows was accepted, and no alert ever came)."""
         if self.min_anomalous > self.within:
-            raise ValueError(f"min_anomalous ({self.min_anomalous}) cannot exceed within ({self.within}): "
-                             "no alert could ever be raised")
+            raise ValueError(
+                f"min_anomalous ({self.min_anomalous}) cannot exceed within ({self.within}): no alert could ever be raised"
+            )
         if self.high_at > self.critical_at:
             raise ValueError(f"high_at ({self.high_at}) cannot exceed critical_at ({self.critical_at})")
         if not math.isfinite(self.cooldown_minutes):
@@ -290,8 +293,9 @@ class PipelineConfig(_Strict):
         train = self.train if signals is None else settled_train(self.train, self.data.mode, signals)
         if (scaling, latent, train) == (self.model.scaling, self.model.latent, self.train):
             return self
-        return self.model_copy(update={"model": self.model.model_copy(update={"scaling": scaling, "latent": latent}),
-                                       "train": train})
+        return self.model_copy(
+            update={"model": self.model.model_copy(update={"scaling": scaling, "latent": latent}), "train": train}
+        )
 
     @model_validator(mode="after")
     def _threshold_fits_the_data(self) -> PipelineConfig:

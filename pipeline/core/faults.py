@@ -18,14 +18,14 @@ from pathlib import Path
 
 CRASH_ENV = "VAD_CRASH_AT"
 FAIL_POINTS = (
-    "read",       # a batch's first chunk is read, nothing scored yet
-    "score",      # the first chunk is scored, nothing written yet
-    "write",      # the first chunk is in the temporary output file (no footer yet), not renamed into place
-    "scored",     # the output is in place; no alert raised yet
-    "alerted",    # the alert is recorded in the ledger; no sink has it yet
-    "sent",       # a sink accepted the alert; the ledger has not recorded the delivery
+    "read",  # a batch's first chunk is read, nothing scored yet
+    "score",  # the first chunk is scored, nothing written yet
+    "write",  # the first chunk is in the temporary output file (no footer yet), not renamed into place
+    "scored",  # the output is in place; no alert raised yet
+    "alerted",  # the alert is recorded in the ledger; no sink has it yet
+    "sent",  # a sink accepted the alert; the ledger has not recorded the delivery
     "delivered",  # every sink has the alert; the batch is not yet marked done
-    "export",     # an export's graphs are written to its staging folder, not yet published
+    "export",  # an export's graphs are written to its staging folder, not yet published
 )
 
 
@@ -40,14 +40,29 @@ def full_disk_point(name: str) -> None:
 
 # Failures from outside the batch: the same bytes will score once the disk, the network or
 # the machine recovers, so the batch is retried by the next run instead of set aside.
-TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT,
-                    errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ESTALE}
+TRANSIENT_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EIO,
+    errno.EAGAIN,
+    errno.EBUSY,
+    errno.ETIMEDOUT,
+    errno.ENOMEM,
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.ESTALE,
+}
 
 
 # SQLite's own codes for the same faults (it raises OperationalError, never OSError): a full
 # disk, a lock held past the busy timeout, an I/O error (the low byte of an extended code).
-TRANSIENT_SQLITE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
-                    sqlite3.SQLITE_PROTOCOL}
+TRANSIENT_SQLITE = {
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_PROTOCOL,
+}
 
 
 def is_transient(error: BaseException) -> bool:

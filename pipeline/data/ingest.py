@@ -37,8 +37,7 @@ def file_format(path: Path) -> str:
     if fmt is None:
         known = ", ".join(sorted(FORMATS))
         raise DataError(
-            f"file '{path}' has an unsupported format '{path.suffix or '(no suffix)'}'; "
-            f"expected one of {known}."
+            f"file '{path}' has an unsupported format '{path.suffix or '(no suffix)'}'; expected one of {known}."
         )
     return fmt
 
@@ -57,16 +56,17 @@ def resolve_sources(source: str | Path) -> list[Path]:
         return [path]
     if path.is_dir():
         files = sorted(
-            p for p in path.iterdir()
-            if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith((".", "_"))
-            and not _linked(p, path)
+            p
+            for p in path.iterdir()
+            if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith((".", "_")) and not _linked(p, path)
         )
         if not files:
             raise DataError(f"folder '{path}' holds no file of a known format ({', '.join(sorted(FORMATS))}).")
         return files
     base = glob_base(str(source))
-    matches = sorted(Path(p) for p in glob.glob(str(source), recursive=True)
-                     if Path(p).is_file() and not _linked(Path(p), base))
+    matches = sorted(
+        Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file() and not _linked(Path(p), base)
+    )
     if not matches:
         if not any(ch in str(source) for ch in "*?["):
             raise DataError(f"file '{source}' does not exist.")
@@ -88,8 +88,7 @@ def _linked(path: Path, base: Path) -> bool:
     current = path
     while current != base and current != current.parent:
         if current.is_symlink():
-            log.warning("'%s' is reached through a symbolic link and is not read; copy or move the file itself in.",
-                        path)
+            log.warning("'%s' is reached through a symbolic link and is not read; copy or move the file itself in.", path)
             return True
         current = current.parent
     return False
@@ -117,8 +116,10 @@ def check_csv_header(path: Path, separator: str) -> None:
     with path.open("rb") as handle:
         line = handle.readline(HEADER_LIMIT + 1)
     if len(line) > HEADER_LIMIT and not line.endswith(b"\n"):
-        raise DataError(f"file '{path}' has a header line over {HEADER_LIMIT >> 20} MiB; split its columns "
-                        "into several files, or write it as Parquet.")
+        raise DataError(
+            f"file '{path}' has a header line over {HEADER_LIMIT >> 20} MiB; split its columns "
+            "into several files, or write it as Parquet."
+        )
     head = line.decode("utf-8", errors="replace")
     try:
         names = next(csv.reader(head.splitlines()[:1], delimiter=separator), [])
@@ -150,8 +151,7 @@ def file_columns(path: Path, separator: str | None = None) -> dict[str, pl.DataT
     return dict(guard(path, lambda: scan_file(path, separator).collect_schema()))
 
 
-def read_file(path: Path, columns: list[str] | None = None, separator: str | None = None,
-              every: int = 1) -> pl.DataFrame:
+def read_file(path: Path, columns: list[str] | None = None, separator: str | None = None, every: int = 1) -> pl.DataFrame:
     """Read one file (only `columns` when given); an empty file is an error. With `every`
     > 1, only every n-th row is kept, by polars' streaming engine: memory holds the sample,
     never the file."""
@@ -218,8 +218,10 @@ def file_identity(path: Path) -> list[int]:
 def check_unchanged(path: Path, stamp: tuple[int, int]) -> None:
     """Refuse results read from a file that was written to meanwhile: they may mix old and new rows."""
     if file_stamp(path) != stamp:
-        raise DataError(f"file '{path}' changed while it was being read; score it again once it is complete "
-                        "(write batches under a temporary name, then rename them into place).")
+        raise DataError(
+            f"file '{path}' changed while it was being read; score it again once it is complete "
+            "(write batches under a temporary name, then rename them into place)."
+        )
 
 
 def guard(path: Path, action):
@@ -234,8 +236,10 @@ def guard(path: Path, action):
         raise DataError(f"file '{path}' is empty.") from exc
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         if "utf-8" in str(exc).lower() or isinstance(exc, UnicodeDecodeError):
-            raise DataError(f"file '{path}' is not valid UTF-8{_first_bad_utf8(path)}; re-save it as UTF-8 "
-                            "(for example `iconv -f latin1 -t utf-8`).") from exc
+            raise DataError(
+                f"file '{path}' is not valid UTF-8{_first_bad_utf8(path)}; re-save it as UTF-8 "
+                "(for example `iconv -f latin1 -t utf-8`)."
+            ) from exc
         raise DataError(f"cannot read file '{path}' as {file_format(path)}: {_first_line(exc)}") from exc
 
 
@@ -263,7 +267,11 @@ def write_frame(frame: pl.DataFrame, path: str | Path) -> Path:
     fmt = file_format(path)
     with atomic_output(path) as temporary:
         writers: dict[str, Callable[[Path], object]] = {
-            "parquet": frame.write_parquet, "csv": frame.write_csv, "ndjson": frame.write_ndjson, "ipc": frame.write_ipc}
+            "parquet": frame.write_parquet,
+            "csv": frame.write_csv,
+            "ndjson": frame.write_ndjson,
+            "ipc": frame.write_ipc,
+        }
         writer = writers[fmt]
         writer(temporary)
     return path

@@ -41,8 +41,9 @@ class Scaler:
     tail: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, x: np.ndarray, method: str = "standard", keep_raw: np.ndarray | None = None,
-            n_knots: int = QUANTILE_KNOTS) -> Scaler:
+    def fit(
+        cls, x: np.ndarray, method: str = "standard", keep_raw: np.ndarray | None = None, n_knots: int = QUANTILE_KNOTS
+    ) -> Scaler:
         """`standard`: mean and standard deviation; `robust`: median and IQR/1.349 (a column
         with zero IQR falls back to its standard deviation); `quantile`: the rank-Gauss map,
         then standard, with no map at all below MIN_ROWS_PER_SEGMENT rows per segment.
@@ -145,6 +146,7 @@ def apply_map(x: np.ndarray, knots: np.ndarray, levels: np.ndarray, tail: np.nda
     for j in np.flatnonzero(~_identity(knots, levels, tail)):
         column = x[:, j].astype(np.float64)
         low, high = float(knots[j, 0]), float(knots[j, -1])
-        out[:, j] = (np.interp(column, knots[j], levels[j]) + tail[j] * (np.minimum(column - low, 0.0)
-                                                                          + np.maximum(column - high, 0.0)))
+        out[:, j] = np.interp(column, knots[j], levels[j]) + tail[j] * (
+            np.minimum(column - low, 0.0) + np.maximum(column - high, 0.0)
+        )
     return out

@@ -148,8 +148,10 @@ class InputReport:
         if self.unseen_categories:
             parts.append("unseen categories " + ", ".join(f"{k}: {v}" for k, v in sorted(self.unseen_categories.items())))
         if self.failed:
-            parts.append(f"{len(self.failed)} entit{'y' if len(self.failed) == 1 else 'ies'} not scored: "
-                         + "; ".join(f"{k}: {v}" for k, v in sorted(self.failed.items())))
+            parts.append(
+                f"{len(self.failed)} entit{'y' if len(self.failed) == 1 else 'ies'} not scored: "
+                + "; ".join(f"{k}: {v}" for k, v in sorted(self.failed.items()))
+            )
         return "; ".join(parts)
 
 
@@ -179,32 +181,46 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         for name in (c for c in frame.columns if c not in reserved):
             role = column_role(frame[name])
             if role == "id":
-                log.warning("column '%s' looks like an identifier: kept as a key in the output, not used as a "
-                            "feature (name it in `features` to use it).", name)
+                log.warning(
+                    "column '%s' looks like an identifier: kept as a key in the output, not used as a "
+                    "feature (name it in `features` to use it).",
+                    name,
+                )
                 id_columns.append(name)
             elif role == "time" and config.mode == "tabular":
-                log.warning("column '%s' holds times: kept as a key in the output, not used as a feature. If each row "
-                            "is a reading of a series, train it as one: vad train %s --mode sensor --time-column %s",
-                            name, file or "DATA", name)
+                log.warning(
+                    "column '%s' holds times: kept as a key in the output, not used as a feature. If each row "
+                    "is a reading of a series, train it as one: vad train %s --mode sensor --time-column %s",
+                    name,
+                    file or "DATA",
+                    name,
+                )
                 id_columns.append(name)
             elif role == "time":
                 log.warning("column '%s' holds times: not a feature.", name)
             elif role == "label":
-                log.warning("column '%s' looks like a label: not a feature (name it with `label_column` to keep it "
-                            "for evaluation, or in `features` to train on it).", name)
+                log.warning(
+                    "column '%s' looks like a label: not a feature (name it with `label_column` to keep it "
+                    "for evaluation, or in `features` to train on it).",
+                    name,
+                )
             else:
                 names.append(name)
     columns: list[ColumnSpec] = []
     for name in names:
         dtype = frame.schema[name]
         if frame.height and frame[name].null_count() == frame.height:
-            raise SchemaError(f"column '{name}' is empty in every row{where(file, name)}: there is nothing to learn "
-                              f"from it. Leave it out (--ignore-columns {name}) or fill it.")
+            raise SchemaError(
+                f"column '{name}' is empty in every row{where(file, name)}: there is nothing to learn "
+                f"from it. Leave it out (--ignore-columns {name}) or fill it."
+            )
         if dtype == pl.String and config.features is None and (written := _number_like_text(frame[name])):
             example, row = written
-            raise SchemaError(f"column '{name}' holds numbers written as text, such as {example!r}"
-                              f"{where(file, name, row)}: save the file with '.' as the decimal mark and no thousands "
-                              f"separators or units, or leave the column out (--ignore-columns {name}).")
+            raise SchemaError(
+                f"column '{name}' holds numbers written as text, such as {example!r}"
+                f"{where(file, name, row)}: save the file with '.' as the decimal mark and no thousands "
+                f"separators or units, or leave the column out (--ignore-columns {name})."
+            )
         if dtype == pl.String and config.features is None and _mostly_numbers(frame[name]):
             _raise_not_numeric(frame, name, dtype, file, 0, allow_numbers=True)  # names the stray value's row
             columns.append(ColumnSpec(name=name, kind="numeric", dtype=str(dtype)))
@@ -218,8 +234,12 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
                         f"column '{name}' has {distinct} categories, more than max_categories="
                         f"{config.max_categories}{where(file)}. Raise max_categories or drop the column."
                     )
-                log.warning("column '%s' looks like free text (%d distinct values, more than max_categories=%d): "
-                            "not a feature.", name, distinct, config.max_categories)
+                log.warning(
+                    "column '%s' looks like free text (%d distinct values, more than max_categories=%d): not a feature.",
+                    name,
+                    distinct,
+                    config.max_categories,
+                )
                 continue
             columns.append(ColumnSpec(name=name, kind="categorical", dtype=str(dtype)))
         elif config.features is not None:
@@ -243,8 +263,10 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
 
 
 ID_NAME = re.compile(r"(?i:id|uuid|guid|key|index|row|.*[_\- .](?:id|uuid|guid|key|no))|.*[a-z]Id")  # orderId, not humid
-LABEL_NAME = re.compile(r"(?i)label|labels|anomaly|anomalies|is_anomaly|is_anomalous|changepoint|change_point|"
-                        r"target|y|class|outlier|is_outlier|ground_truth")
+LABEL_NAME = re.compile(
+    r"(?i)label|labels|anomaly|anomalies|is_anomaly|is_anomalous|changepoint|change_point|"
+    r"target|y|class|outlier|is_outlier|ground_truth"
+)
 LABEL_WORD = re.compile(r"(?i)label|anomal|outlier|changepoint|fault|attack")  # with two values at most
 ROLE_SAMPLE = 10_000  # rows looked at to tell a time column (parsing every row of a large file is slow)
 MIN_COUNTER_ROWS = 20  # integers that count up one per row are a row number only over this many rows
@@ -282,10 +304,13 @@ def column_role(values: pl.Series) -> Literal["id", "time", "label", "feature"]:
 # Numbers in a locale or with units, which a plain parse reads as text: 3,14 and 1.234,5 (a
 # decimal comma), 10,126 (thousands separators), 12.5 kg and 30 % (units of measure; codes such
 # as 3A or 12B are categories, so only these units count).
-UNITS = ("%|°C|°F|°|kg|g|mg|t|km|m|cm|mm|µm|s|ms|h|min|V|mV|kV|A|mA|W|kW|MW|Wh|kWh|Hz|kHz|MHz|"
-         "bar|mbar|Pa|kPa|MPa|psi|rpm|l|ml|L")
-NUMBER_LIKE = re.compile(r"\s*[-+]?(?:\d+,\d+|\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d{1,3}(?:,\d{3})+(?:\.\d+)?"
-                         rf"|\d+(?:[.,]\d+)?\s*(?:{UNITS}))\s*")
+UNITS = (
+    "%|°C|°F|°|kg|g|mg|t|km|m|cm|mm|µm|s|ms|h|min|V|mV|kV|A|mA|W|kW|MW|Wh|kWh|Hz|kHz|MHz|bar|mbar|Pa|kPa|MPa|psi|rpm|l|ml|L"
+)
+NUMBER_LIKE = re.compile(
+    r"\s*[-+]?(?:\d+,\d+|\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d{1,3}(?:,\d{3})+(?:\.\d+)?"
+    rf"|\d+(?:[.,]\d+)?\s*(?:{UNITS}))\s*"
+)
 
 
 def _number_like_text(values: pl.Series) -> tuple[str, int] | None:
@@ -326,8 +351,10 @@ def check_columns(available: dict[str, pl.DataType], schema: FeatureSchema, file
     suggests a near name (a rename, a change of case) or a wrong delimiter when it can."""
     for name in schema.source_columns:
         if name not in available:
-            raise SchemaError(f"column '{name}' is missing{where(file)}; the model was trained with it. "
-                              + _missing_column_hint(name, list(available), schema.source_columns))
+            raise SchemaError(
+                f"column '{name}' is missing{where(file)}; the model was trained with it. "
+                + _missing_column_hint(name, list(available), schema.source_columns)
+            )
 
 
 def _missing_column_hint(name: str, found: list[str], expected: list[str]) -> str:
@@ -336,14 +363,20 @@ def _missing_column_hint(name: str, found: list[str], expected: list[str]) -> st
     anything (a credentials file's `user=…,password=…`: P05), so it is not quoted."""
     one_field = len(found) == 1 and any(ch in found[0] for ch in ",;:|\t ")
     if one_field and set(re.split(r"[,;:|\t ]+", found[0])) & set(expected):
-        return (f"The file has a single column {found[0][:60]!r}: is its delimiter other than , ; tab or |? "
-                "Re-save it with one of those (training also takes `separator` in [data]).")
+        return (
+            f"The file has a single column {found[0][:60]!r}: is its delimiter other than , ; tab or |? "
+            "Re-save it with one of those (training also takes `separator` in [data])."
+        )
     if not set(found) & set(expected) and not _close(name, found):
-        return (f"None of its {len(found)} column(s) is one the model knows (its first line is not quoted): is it "
-                "this model's data?")
+        return (
+            f"None of its {len(found)} column(s) is one the model knows (its first line is not quoted): is it "
+            "this model's data?"
+        )
     if one_field:
-        return (f"The file has a single column {found[0][:60]!r}: is its delimiter other than , ; tab or |? "
-                "Re-save it with one of those (training also takes `separator` in [data]).")
+        return (
+            f"The file has a single column {found[0][:60]!r}: is its delimiter other than , ; tab or |? "
+            "Re-save it with one of those (training also takes `separator` in [data])."
+        )
     close = _close(name, found)
     return f"Did you mean '{close}'?" if close else f"Columns found: {found[:12]}."
 
@@ -389,8 +422,11 @@ def _time_expr(frame: pl.DataFrame, name: str, file: str | None, rows: RowNumber
         if bad.any():
             row = int(bad.arg_true()[0])
             alone = _parse_times(frame[name].slice(row, 1))
-            why = ("mixes time zones with the rows before it (some values carry an offset, some do not)"
-                   if alone.is_not_null().all() else "cannot be parsed")
+            why = (
+                "mixes time zones with the rows before it (some values carry an offset, some do not)"
+                if alone.is_not_null().all()
+                else "cannot be parsed"
+            )
             raise SchemaError(f"time value {frame[name][row]!r} {why}{where(file, name, file_row(rows, row))}.")
         return parsed.alias(name)  # a Series: polars' expression form drops mixed offsets to null
     raise SchemaError(f"time column '{name}' must be a datetime or number, got {dtype}{where(file)}.")
@@ -403,8 +439,9 @@ def _parse_times(values: pl.Series) -> pl.Series:
         return pl.Series(values.name, [None] * values.len(), dtype=pl.Datetime)
 
 
-def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file: str | None, offset: RowNumbers,
-                       allow_numbers: bool = False) -> None:
+def _raise_not_numeric(
+    frame: pl.DataFrame, name: str, dtype: pl.DataType, file: str | None, offset: RowNumbers, allow_numbers: bool = False
+) -> None:
     """Refuse a numeric column that is not: name the first text value that is no number, and
     its row. With `allow_numbers`, a text column whose every value is a number passes."""
     values = frame[name]
@@ -423,7 +460,10 @@ def _raise_not_numeric(frame: pl.DataFrame, name: str, dtype: pl.DataType, file:
 
 
 def to_matrix(
-    frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None, row_offset: RowNumbers = 0,
+    frame: pl.DataFrame,
+    schema: FeatureSchema,
+    file: str | None = None,
+    row_offset: RowNumbers = 0,
     keep_infinite: bool = False,
 ) -> tuple[np.ndarray, InputReport]:
     """One-hot encode and check a coerced frame: float32 rows × `schema.row_features`.
@@ -463,10 +503,12 @@ def to_matrix(
                 matrix[:, at] = values
             at += 1
         else:
-            codes = frame[col.name].replace_strict(
-                {cat: i for i, cat in enumerate(col.categories)}, default=-1, return_dtype=pl.Int32
-            ).to_numpy()
-            block = matrix[:, at:at + len(col.categories)]
+            codes = (
+                frame[col.name]
+                .replace_strict({cat: i for i, cat in enumerate(col.categories)}, default=-1, return_dtype=pl.Int32)
+                .to_numpy()
+            )
+            block = matrix[:, at : at + len(col.categories)]
             block[:] = 0.0
             known = codes >= 0
             block[np.flatnonzero(known), codes[known]] = 1.0
@@ -497,8 +539,9 @@ def _all_finite_floats(frame: pl.DataFrame, schema: FeatureSchema) -> np.ndarray
         return matrix.astype(np.float32, copy=False)
 
 
-def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None,
-                     row_offset: RowNumbers = 0) -> tuple[pl.DataFrame, bool]:
+def sort_for_windows(
+    frame: pl.DataFrame, schema: FeatureSchema, file: str | None = None, row_offset: RowNumbers = 0
+) -> tuple[pl.DataFrame, bool]:
     """Order rows by entity then time, so each entity's series is contiguous and causal;
     returns the frame and whether it had to be re-ordered (a reported repair). A missing key is
     an error naming its row. A time repeated within an entity is handled by the schema's
@@ -530,7 +573,8 @@ def sort_for_windows(frame: pl.DataFrame, schema: FeatureSchema, file: str | Non
         raise SchemaError(
             f"time {first[schema.time_column]} appears twice{entity} (rows {file_row(row_offset, first['__row'])} and "
             f"{file_row(row_offset, second['__row'])}){where(file, schema.time_column)}; drop the duplicate readings, "
-            "or train with duplicates = \"last\" or \"mean\" to merge them.")
+            'or train with duplicates = "last" or "mean" to merge them.'
+        )
     return ordered.drop("__row"), resorted
 
 
@@ -540,13 +584,20 @@ def resampled(ordered: pl.DataFrame, schema: FeatureSchema, file: str | None = N
     the mean), everything else from the last reading (the caller counts the rows merged)."""
     assert schema.time_column is not None and schema.resample is not None
     if not ordered.schema[schema.time_column].is_temporal():
-        raise SchemaError(f"resampling needs a datetime time column; '{schema.time_column}' holds "
-                          f"{ordered.schema[schema.time_column]}{where(file)}.")
+        raise SchemaError(
+            f"resampling needs a datetime time column; '{schema.time_column}' holds "
+            f"{ordered.schema[schema.time_column]}{where(file)}."
+        )
     numeric = {c.name for c in schema.columns if c.kind != "categorical"}
     others = [c for c in ordered.columns if c not in (schema.time_column, schema.entity_column, "__row")]
-    steps = ordered.group_by_dynamic(schema.time_column, every=schema.resample, label="left", closed="left",
-                                     group_by=schema.entity_column, start_by="window").agg(
-        [pl.col(c).mean() if c in numeric and ordered[c].dtype.is_numeric() else pl.col(c).last() for c in others])
+    steps = ordered.group_by_dynamic(
+        schema.time_column,
+        every=schema.resample,
+        label="left",
+        closed="left",
+        group_by=schema.entity_column,
+        start_by="window",
+    ).agg([pl.col(c).mean() if c in numeric and ordered[c].dtype.is_numeric() else pl.col(c).last() for c in others])
     return steps.select([c for c in ordered.columns if c != "__row"])
 
 
@@ -557,10 +608,17 @@ def _merge_repeats(ordered: pl.DataFrame, keys: list[str], schema: FeatureSchema
     if schema.duplicates == "last":
         return ordered.unique(keys, keep="last", maintain_order=True).drop("__row")
     numeric = {c.name for c in schema.columns if c.kind != "categorical"}
-    return ordered.group_by(keys, maintain_order=True).agg(
-        [pl.col(c).mean() if c in numeric and ordered[c].dtype.is_numeric() else pl.col(c).last()
-         for c in ordered.columns if c not in keys and c != "__row"]).select(
-        [c for c in ordered.columns if c != "__row"])
+    return (
+        ordered.group_by(keys, maintain_order=True)
+        .agg(
+            [
+                pl.col(c).mean() if c in numeric and ordered[c].dtype.is_numeric() else pl.col(c).last()
+                for c in ordered.columns
+                if c not in keys and c != "__row"
+            ]
+        )
+        .select([c for c in ordered.columns if c != "__row"])
+    )
 
 
 def entity_bounds(frame: pl.DataFrame, schema: FeatureSchema) -> list[tuple[int, int]]:

@@ -42,8 +42,9 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar).sum(-1)
 
 
-def kl_with_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float,
-                      weights: torch.Tensor | None = None) -> torch.Tensor:
+def kl_with_free_bits(
+    mu: torch.Tensor, logvar: torch.Tensor, free_bits: float, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Batch-mean KL per latent dimension, each floored at `free_bits` nats (Kingma et al.
     2016): dimensions below the floor get no pressure to collapse further. `weights` (one
     per row, or per row and member) turn the mean into a weighted one. Returns a scalar."""

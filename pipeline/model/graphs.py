@@ -87,8 +87,12 @@ class _Scaling(nn.Module):
                 ("knots", knots.T, np.float32),  # [K, mapped]: a value at or above k of them is in segment k
                 ("offset", np.arange(mapped) * (k + 1), np.int64),  # row starts in the flat table
                 # per segment (base, slope, knot), one row each: rows of a column start at its offset
-                ("line_table", np.stack([((base - mean) / scale).ravel(), (slope / scale).ravel(), start.ravel()], -1),
-                 np.float32)]:
+                (
+                    "line_table",
+                    np.stack([((base - mean) / scale).ravel(), (slope / scale).ravel(), start.ravel()], -1),
+                    np.float32,
+                ),
+            ]:
                 self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value, dtype)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,8 +184,14 @@ class ScorerGraph(nn.Module):
 
     nll_offset: torch.Tensor  # a buffer
 
-    def __init__(self, vae: VAE, scaler: Scaler, baseline: np.ndarray | None = None,
-                 sources: list[str] | None = None, top_k: int = TOP_K) -> None:
+    def __init__(
+        self,
+        vae: VAE,
+        scaler: Scaler,
+        baseline: np.ndarray | None = None,
+        sources: list[str] | None = None,
+        top_k: int = TOP_K,
+    ) -> None:
         super().__init__()
         self.vae, self.scaling = vae, _Scaling(scaler)
         n = vae.shape.n_inputs
@@ -192,8 +202,11 @@ class ScorerGraph(nn.Module):
         self.unit_variance = vae.shape.likelihood != "gaussian" and not vae.uses_bernoulli
         offset = 0.5 * elbo.LOG_2PI + np.log(scaler.scale.astype(np.float64)) if self.unit_variance else np.zeros(n)
         self.register_buffer("nll_offset", torch.from_numpy(offset.astype(np.float32)))
-        self.contributions = Contributions((np.zeros(n) if baseline is None else np.asarray(baseline, np.float64)) - offset,
-                                           sources or [f"x{i}" for i in range(n)], top_k)
+        self.contributions = Contributions(
+            (np.zeros(n) if baseline is None else np.asarray(baseline, np.float64)) - offset,
+            sources or [f"x{i}" for i in range(n)],
+            top_k,
+        )
 
     def member_nll(self, x: torch.Tensor, decoded: torch.Tensor, index: int) -> torch.Tensor:
         """−log p(x | z = mu) per input in raw units for member `index`: [batch, inputs]."""
@@ -270,11 +283,16 @@ class SampledScorerGraph(nn.Module):
         return log_weight, nll.mean((1, 2))
 
 
-def build_graphs(vae: VAE, scaler: Scaler, baseline: np.ndarray | None = None,
-                 sources: list[str] | None = None) -> dict[str, nn.Module]:
+def build_graphs(
+    vae: VAE, scaler: Scaler, baseline: np.ndarray | None = None, sources: list[str] | None = None
+) -> dict[str, nn.Module]:
     """The torch modules exported as the contract's graphs, by graph name."""
-    return {ENCODER: EncoderGraph(vae), DECODER: DecoderGraph(vae),
-            SCORER: ScorerGraph(vae, scaler, baseline, sources), SCORER_SAMPLED: SampledScorerGraph(vae, scaler)}
+    return {
+        ENCODER: EncoderGraph(vae),
+        DECODER: DecoderGraph(vae),
+        SCORER: ScorerGraph(vae, scaler, baseline, sources),
+        SCORER_SAMPLED: SampledScorerGraph(vae, scaler),
+    }
 
 
 @torch.no_grad()
@@ -284,7 +302,7 @@ def score_with_torch(vae: VAE, scaler: Scaler, x_raw: np.ndarray, batch: int = 6
     device = next(vae.parameters()).device
     scores, nlls = [], []
     for start in range(0, len(x_raw), batch):
-        chunk = torch.from_numpy(np.ascontiguousarray(x_raw[start:start + batch], dtype=np.float32)).to(device)
+        chunk = torch.from_numpy(np.ascontiguousarray(x_raw[start : start + batch], dtype=np.float32)).to(device)
         score, nll, *_ = graph.to(device).score_terms(chunk)
         scores.append(score.float().cpu().numpy())
         nlls.append(nll.float().cpu().numpy())

@@ -19,8 +19,9 @@ FUSED_DEVICES = ("cpu", "cuda")  # where torch has the fused Adam kernel
 class FusedAdam:
     """Adam (no weight decay, no AMSGrad) over `params`, one fused kernel per step."""
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self, params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         self.params = [p for p in params if p.requires_grad]
         if any(p.device.type not in FUSED_DEVICES for p in self.params):
             raise ValueError(f"the fused Adam kernel runs on {' and '.join(FUSED_DEVICES)} only")
@@ -45,8 +46,17 @@ class FusedAdam:
             steps = [self.steps[i] for i in chosen]
             torch._foreach_add_(steps, 1)
             torch._fused_adam_(
-                [self.params[i] for i in chosen], [self.params[i].grad for i in chosen],  # type: ignore[misc]
-                [self.exp_avgs[i] for i in chosen], [self.exp_avg_sqs[i] for i in chosen], [], steps,
-                lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
-                amsgrad=False, maximize=False,
+                [self.params[i] for i in chosen],
+                [self.params[i].grad for i in chosen],  # type: ignore[misc]
+                [self.exp_avgs[i] for i in chosen],
+                [self.exp_avg_sqs[i] for i in chosen],
+                [],
+                steps,
+                lr=self.lr,
+                beta1=self.betas[0],
+                beta2=self.betas[1],
+                weight_decay=0.0,
+                eps=self.eps,
+                amsgrad=False,
+                maximize=False,
             )

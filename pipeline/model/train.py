@@ -100,13 +100,12 @@ def binary_columns(x: np.ndarray) -> np.ndarray:
     return np.all((x == 0) | (x == 1), axis=0)
 
 
-def train_vae(
-    x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig, train_config: TrainConfig
-) -> TrainResult:
+def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig, train_config: TrainConfig) -> TrainResult:
     """Fit a VAE on raw feature rows (float32); `x_val` drives early stopping only."""
     if len(x_train) < 2 or len(x_val) < 1:
-        raise PipelineError("training needs at least 2 training and 1 validation rows, "
-                            f"got {len(x_train)} and {len(x_val)}.")
+        raise PipelineError(
+            f"training needs at least 2 training and 1 validation rows, got {len(x_train)} and {len(x_val)}."
+        )
     device = resolve_device(train_config.device)
     bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
     # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without
@@ -116,7 +115,11 @@ def train_vae(
     beta, trim = train_config.beta, train_config.trim_fraction
     assert beta is not None and trim is not None  # settled_train leaves neither open
     shape = VAEShape.for_inputs(
-        x_train.shape[1], model_config.hidden, model_config.latent, model_config.likelihood, model_config.dropout,
+        x_train.shape[1],
+        model_config.hidden,
+        model_config.latent,
+        model_config.likelihood,
+        model_config.dropout,
         model_config.members,
     )
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -136,8 +139,16 @@ def train_vae(
     return result
 
 
-def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConfig, plan: TrainingPlan,
-              device: torch.device, beta: float, trim: float) -> TrainResult:
+def _optimise(
+    model: VAE,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    cfg: TrainConfig,
+    plan: TrainingPlan,
+    device: torch.device,
+    beta: float,
+    trim: float,
+) -> TrainResult:
     # The fused Adam step (one kernel over all parameters) took a quarter of the per-tensor loop's
     # time; FusedAdam runs it without torch.optim's 1.3 s import of torch._dynamo (optim.py).
     # Training devices are the CPU and CUDA (TrainConfig.device), both with the fused kernel.
@@ -165,7 +176,7 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
         order = torch.randperm(len(train), device=device)
         sums = torch.zeros(2, device=device)  # accumulated on the device: no per-batch sync
         for start in range(0, len(train), batch_size):
-            batch = train[order[start:start + batch_size]]
+            batch = train[order[start : start + batch_size]]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 nll, kl, mu, logvar = terms(batch)  # nll, kl: [batch, members]
             # Rows whose β-loss is in the top `trim_fraction` of the batch (per member) are left
@@ -174,8 +185,11 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
             # gradient is exactly that of its own (trimmed) β-ELBO.
             keep = elbo.trimmed_mask((nll + kl_weight * kl).detach(), trim)
             kept = keep.sum(0)
-            kl_term = (elbo.kl_with_free_bits(mu, logvar, cfg.free_bits, keep) if cfg.free_bits
-                       else ((kl * keep).sum(0) / kept).sum())
+            kl_term = (
+                elbo.kl_with_free_bits(mu, logvar, cfg.free_bits, keep)
+                if cfg.free_bits
+                else ((kl * keep).sum(0) / kept).sum()
+            )
             loss = ((nll * keep).sum(0) / kept).sum() + kl_weight * kl_term
             optimiser.zero_grad()
             loss.backward()
@@ -187,13 +201,21 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
         validation = val_nll + beta * val_kl_floored
         seconds = time.perf_counter() - started
         nll_mean, kl_mean = (sums / len(train)).tolist()
-        history.append({
-            "epoch": epoch, "nll": nll_mean, "kl": kl_mean, "kl_weight": kl_weight,
-            "validation_objective": validation, "validation_neg_elbo": val_nll + val_kl,
-            "rows_per_s": len(train) / seconds, "seconds": seconds,
-        })
-        bar.set_postfix(nll=f"{nll_mean:.3f}", kl=f"{kl_mean:.3f}", val=f"{validation:.3f}",
-                        rows_s=f"{len(train) / seconds:,.0f}")
+        history.append(
+            {
+                "epoch": epoch,
+                "nll": nll_mean,
+                "kl": kl_mean,
+                "kl_weight": kl_weight,
+                "validation_objective": validation,
+                "validation_neg_elbo": val_nll + val_kl,
+                "rows_per_s": len(train) / seconds,
+                "seconds": seconds,
+            }
+        )
+        bar.set_postfix(
+            nll=f"{nll_mean:.3f}", kl=f"{kl_mean:.3f}", val=f"{validation:.3f}", rows_s=f"{len(train) / seconds:,.0f}"
+        )
         # Epochs inside the KL warm-up optimise another objective: stopping starts after it.
         if epoch < cfg.warmup_epochs and epoch < cfg.epochs:
             continue
@@ -208,13 +230,19 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model=model, scaler=None, history=history, best_epoch=best_epoch,  # type: ignore[arg-type]
-                       best_validation=best_value, device=str(device), plan=plan)
+    return TrainResult(
+        model=model,
+        scaler=None,  # type: ignore[arg-type]
+        history=history,
+        best_epoch=best_epoch,
+        best_validation=best_value,
+        device=str(device),
+        plan=plan,
+    )
 
 
 @torch.no_grad()
-def validation_terms(model: VAE, x: torch.Tensor, free_bits: float = 0.0,
-                     batch: int = 65536) -> tuple[float, float, float]:
+def validation_terms(model: VAE, x: torch.Tensor, free_bits: float = 0.0, batch: int = 65536) -> tuple[float, float, float]:
     """Mean reconstruction NLL (z = mu), KL, and KL with the free-bits floor on scaled rows,
     averaged over ensemble members, in batches so a large validation set never has to fit
     through the network at once."""
@@ -223,12 +251,15 @@ def validation_terms(model: VAE, x: torch.Tensor, free_bits: float = 0.0,
     nll_sum = torch.zeros((), device=x.device)
     kl_per_dim = torch.zeros(model.shape.members, model.shape.latent, device=x.device)
     for start in range(0, len(x), batch):
-        rows = x[start:start + batch]
+        rows = x[start : start + batch]
         mu, logvar = model.encode(rows)
         nll_sum += model.feature_nll(rows, mu).sum()
         kl_per_dim += (0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)).sum(0)
     model.train(was_training)
     members = model.shape.members
     kl_per_dim /= len(x)
-    return (float(nll_sum) / len(x) / members, float(kl_per_dim.sum()) / members,
-            float(kl_per_dim.clamp(min=free_bits).sum()) / members)
+    return (
+        float(nll_sum) / len(x) / members,
+        float(kl_per_dim.sum()) / members,
+        float(kl_per_dim.clamp(min=free_bits).sum()) / members,
+    )

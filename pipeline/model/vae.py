@@ -26,8 +26,9 @@ class VAEShape:
     members: int = 1  # independently initialised VAEs trained side by side; scores are averaged
 
     @classmethod
-    def for_inputs(cls, n_inputs: int, hidden: list[int] | None, latent: int | None, likelihood: str,
-                   dropout: float, members: int = 1) -> VAEShape:
+    def for_inputs(
+        cls, n_inputs: int, hidden: list[int] | None, latent: int | None, likelihood: str, dropout: float, members: int = 1
+    ) -> VAEShape:
         """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent 4 (2 below 8 inputs;
         a table's config settles its own latent first, `settled_latent`; see README)."""
         if hidden is None:
@@ -128,8 +129,9 @@ class VAE(nn.Module):
         self.encoder = _mlp([shape.n_inputs, *shape.hidden, 2 * shape.latent], shape.dropout, shape.members)
         self.decoder = _mlp([shape.latent, *reversed(shape.hidden), shape.n_inputs], shape.dropout, shape.members)
         # Learned per-feature log-variance; stays at 0 (unit variance, i.e. MSE) when fixed.
-        self.decoder_logvar = nn.Parameter(torch.zeros(shape.members, shape.n_inputs),
-                                           requires_grad=shape.likelihood == "gaussian")
+        self.decoder_logvar = nn.Parameter(
+            torch.zeros(shape.members, shape.n_inputs), requires_grad=shape.likelihood == "gaussian"
+        )
         mask = bernoulli_mask if bernoulli_mask is not None else torch.zeros(shape.n_inputs, dtype=torch.bool)
         self.register_buffer("bernoulli_mask", mask.bool())
         # A Python fact, not a tensor test, so the exported graphs hold no data-dependent branch.

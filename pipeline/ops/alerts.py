@@ -37,15 +37,19 @@ def evaluate_drift(drift: dict, manifest: Manifest, *, batch_file: str, identity
     the rules it was measured with."""
     if not (drift["drifting"] or drift["entities"]):
         return None
-    payload = DriftAlert.model_validate({
-        "alert_id": alert_id(manifest.key, identity, "drift"),
-        "model": {"name": manifest.name, "version": manifest.version},
-        "batch": {"file": batch_file, "sha256": identity},
-        "rows": drift["rows"],
-        "features": [{"feature": name, "psi": drift["features"][name]} for name in drift["drifting"]],
-        "entities": drift["entities"], "latent_psi": drift["latent"], "score_psi": drift["score"],
-        "rules": drift["rules"],
-    })
+    payload = DriftAlert.model_validate(
+        {
+            "alert_id": alert_id(manifest.key, identity, "drift"),
+            "model": {"name": manifest.name, "version": manifest.version},
+            "batch": {"file": batch_file, "sha256": identity},
+            "rows": drift["rows"],
+            "features": [{"feature": name, "psi": drift["features"][name]} for name in drift["drifting"]],
+            "entities": drift["entities"],
+            "latent_psi": drift["latent"],
+            "score_psi": drift["score"],
+            "rules": drift["rules"],
+        }
+    )
     return payload.model_dump(mode="json")
 
 
@@ -73,8 +77,13 @@ def _trusted_horizon(times: pl.Series, batch_file: str) -> datetime | None:
         return None
     middle = _utc(middle)
     if middle > now + FUTURE_SLACK:
-        log.warning("batch %s: its times run %s ahead of this host's clock (%s): is the host's clock right? "
-                    "The cooldown follows the data's times.", batch_file, middle - now, now.isoformat(timespec="seconds"))
+        log.warning(
+            "batch %s: its times run %s ahead of this host's clock (%s): is the host's clock right? "
+            "The cooldown follows the data's times.",
+            batch_file,
+            middle - now,
+            now.isoformat(timespec="seconds"),
+        )
     return max(now, middle) + FUTURE_SLACK
 
 
@@ -82,8 +91,16 @@ def _iso(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, batch_file: str, identity: str,
-             last_alerts: dict[str, str], threshold: float | None = None) -> tuple[dict | None, dict[str, str]]:
+def evaluate(
+    scored: pl.DataFrame,
+    manifest: Manifest,
+    rules: AlertRules,
+    *,
+    batch_file: str,
+    identity: str,
+    last_alerts: dict[str, str],
+    threshold: float | None = None,
+) -> tuple[dict | None, dict[str, str]]:
     """The batch's alert (None when no entity alarms, or every alarming one is cooling down)
     and the alarm time of each alerting entity (for the next cooldown). An entity alarms when
     `min_anomalous` flagged rows fall within `within` rows and, where the scores have an
@@ -95,10 +112,12 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
     time_col = schema.time_column if schema.mode == "sensor" else None
     frame = scored.with_columns(_entity=pl.col(entity_col).cast(pl.String) if entity_col else pl.lit(BATCH_ENTITY))
     flags = pl.col(contract.IS_ANOMALY).cast(pl.Int32)
-    frame = frame.with_row_index("_row").with_columns(
-        _run=flags.rolling_sum(rules.within, min_samples=1).over("_entity"))
-    alarms = frame.filter(pl.col("_run") >= rules.min_anomalous).group_by("_entity", maintain_order=True).agg(
-        first_row=pl.col("_row").first(), first_time=pl.col(time_col).first() if time_col else pl.lit(None))
+    frame = frame.with_row_index("_row").with_columns(_run=flags.rolling_sum(rules.within, min_samples=1).over("_entity"))
+    alarms = (
+        frame.filter(pl.col("_run") >= rules.min_anomalous)
+        .group_by("_entity", maintain_order=True)
+        .agg(first_row=pl.col("_row").first(), first_time=pl.col(time_col).first() if time_col else pl.lit(None))
+    )
     if contract.ALARM in frame.columns:  # an episode an earlier batch already alarmed on (its hold-off) pages once
         alarms = alarms.filter(pl.col("_entity").is_in(frame.filter(pl.col(contract.ALARM))["_entity"].unique().to_list()))
     alerting, suppressed, times = [], [], {}
@@ -113,8 +132,13 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
             if timedelta(0) <= since < timedelta(minutes=rules.cooldown_minutes):
                 suppressed.append(entity)
                 continue
-        alerting.append({"entity": entity, "first_alarm": _iso(first_time) if time_col else None,
-                         "anomalous_rows": int(frame.filter(pl.col("_entity") == entity)[contract.IS_ANOMALY].sum())})
+        alerting.append(
+            {
+                "entity": entity,
+                "first_alarm": _iso(first_time) if time_col else None,
+                "anomalous_rows": int(frame.filter(pl.col("_entity") == entity)[contract.IS_ANOMALY].sum()),
+            }
+        )
         if not (isinstance(first_time, datetime) and horizon is not None and _utc(first_time) > horizon):
             times[entity] = _iso(first_time) if time_col else ""
     if not alerting:
@@ -127,24 +151,45 @@ def evaluate(scored: pl.DataFrame, manifest: Manifest, rules: AlertRules, *, bat
     feature_columns = contract.feature_columns(scored.columns)
     anomalous = in_alert.filter(pl.col(contract.IS_ANOMALY))
     top = anomalous.sort(contract.SCORE, descending=True).head(rules.top_rows)
-    top_rows = [{**{k: _iso(r[k]) for k in key_columns}, "score": r[contract.SCORE],
-                 "features": [{"feature": r[f], "share": r[contract.share_of(f)]} for f in feature_columns]}
-                for r in top.iter_rows(named=True)]
-    payload = Alert.model_validate({
-        "alert_id": alert_id(manifest.key, identity),
-        "model": {"name": manifest.name, "version": manifest.version},
-        "batch": {"file": batch_file, "sha256": identity},
-        "severity": level, "exceedance": round(exceedance, 4), "peak_score": peak,
-        "peak_percentile": (float(in_alert.select(pl.col(contract.PERCENTILE).max()).item())
-                            if contract.PERCENTILE in in_alert.columns else None),
-        "threshold": {"value": limit, "method": manifest.threshold.method,
-                      "overridden": limit != manifest.threshold.value},
-        "counts": {"rows": scored.height, "anomalous_rows": int(scored[contract.IS_ANOMALY].sum()),
-                   "alerting_entities": len(alerting), "suppressed_entities": len(suppressed)},
-        "entities": alerting, "suppressed": suppressed,
-        "top_rows": top_rows, "top_features": top_features(anomalous, feature_columns),
-        "rules": rules,
-    })
+    top_rows = [
+        {
+            **{k: _iso(r[k]) for k in key_columns},
+            "score": r[contract.SCORE],
+            "features": [{"feature": r[f], "share": r[contract.share_of(f)]} for f in feature_columns],
+        }
+        for r in top.iter_rows(named=True)
+    ]
+    payload = Alert.model_validate(
+        {
+            "alert_id": alert_id(manifest.key, identity),
+            "model": {"name": manifest.name, "version": manifest.version},
+            "batch": {"file": batch_file, "sha256": identity},
+            "severity": level,
+            "exceedance": round(exceedance, 4),
+            "peak_score": peak,
+            "peak_percentile": (
+                float(in_alert.select(pl.col(contract.PERCENTILE).max()).item())
+                if contract.PERCENTILE in in_alert.columns
+                else None
+            ),
+            "threshold": {
+                "value": limit,
+                "method": manifest.threshold.method,
+                "overridden": limit != manifest.threshold.value,
+            },
+            "counts": {
+                "rows": scored.height,
+                "anomalous_rows": int(scored[contract.IS_ANOMALY].sum()),
+                "alerting_entities": len(alerting),
+                "suppressed_entities": len(suppressed),
+            },
+            "entities": alerting,
+            "suppressed": suppressed,
+            "top_rows": top_rows,
+            "top_features": top_features(anomalous, feature_columns),
+            "rules": rules,
+        }
+    )
     return payload.model_dump(mode="json"), times
 
 
@@ -152,10 +197,13 @@ def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int
     """Source columns ranked by their summed share of the anomalous rows' scores."""
     if anomalous.is_empty() or not feature_columns:
         return []
-    long = pl.concat([anomalous.select(feature=pl.col(f), share=pl.col(contract.share_of(f)))
-                      for f in feature_columns])
-    ranked = long.group_by("feature").agg(pl.col("share").sum() / anomalous.height).sort(
-        ["share", "feature"], descending=[True, False]).head(limit)
+    long = pl.concat([anomalous.select(feature=pl.col(f), share=pl.col(contract.share_of(f))) for f in feature_columns])
+    ranked = (
+        long.group_by("feature")
+        .agg(pl.col("share").sum() / anomalous.height)
+        .sort(["share", "feature"], descending=[True, False])
+        .head(limit)
+    )
     return [{"feature": r["feature"], "share": round(r["share"], 4)} for r in ranked.iter_rows(named=True)]
 
 
@@ -164,27 +212,42 @@ def summary_text(payload: dict) -> tuple[str, str]:
     alert = alert_record(payload)
     if isinstance(alert, DriftAlert):
         return drift_text(alert)
-    subject = (f"[{alert.severity.upper()}] {alert.model.name} v{alert.model.version}: "
-               f"{alert.counts.anomalous_rows} anomalous rows in {alert.batch.file}")
-    lines = [subject, f"alert id: {alert.alert_id}",
-             f"threshold {alert.threshold.value:.4g} ({alert.threshold.method}), "
-             f"peak score {alert.peak_score:.4g}, exceedance {alert.exceedance:.2f}",
-             "entities: " + ", ".join(f"{e.entity} ({e.anomalous_rows} rows"
-                                      + (f", from {e.first_alarm})" if e.first_alarm else ")")
-                                      for e in alert.entities),
-             "top features: " + ", ".join(f"{f.feature} {f.share:.0%}" for f in alert.top_features)]
+    subject = (
+        f"[{alert.severity.upper()}] {alert.model.name} v{alert.model.version}: "
+        f"{alert.counts.anomalous_rows} anomalous rows in {alert.batch.file}"
+    )
+    lines = [
+        subject,
+        f"alert id: {alert.alert_id}",
+        f"threshold {alert.threshold.value:.4g} ({alert.threshold.method}), "
+        f"peak score {alert.peak_score:.4g}, exceedance {alert.exceedance:.2f}",
+        "entities: "
+        + ", ".join(
+            f"{e.entity} ({e.anomalous_rows} rows" + (f", from {e.first_alarm})" if e.first_alarm else ")")
+            for e in alert.entities
+        ),
+        "top features: " + ", ".join(f"{f.feature} {f.share:.0%}" for f in alert.top_features),
+    ]
     return subject, "\n".join(lines)
 
 
 def drift_text(alert: DriftAlert) -> tuple[str, str]:
     named = [f.feature for f in alert.features] or sorted({c for shifted in alert.entities.values() for c in shifted})
-    subject = (f"[DRIFT] {alert.model.name} v{alert.model.version}: {', '.join(named)} moved away from the "
-               f"training data in {alert.batch.file}")
-    lines = [subject, f"alert id: {alert.alert_id}",
-             "columns (PSI, limit " + f"{alert.rules.psi:g}): "
-             + (", ".join(f"{f.feature} {f.psi:.2f}" for f in alert.features) or "none batch-wide"),
-             *(f"entity {entity}: " + ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items())
-               for entity, shifted in alert.entities.items()),
-             f"latent PSI {alert.latent_psi:.2f}, score PSI {alert.score_psi:.2f}; "
-             "consider retraining on recent data (README, \"Drift\")."]
+    subject = (
+        f"[DRIFT] {alert.model.name} v{alert.model.version}: {', '.join(named)} moved away from the "
+        f"training data in {alert.batch.file}"
+    )
+    lines = [
+        subject,
+        f"alert id: {alert.alert_id}",
+        "columns (PSI, limit "
+        + f"{alert.rules.psi:g}): "
+        + (", ".join(f"{f.feature} {f.psi:.2f}" for f in alert.features) or "none batch-wide"),
+        *(
+            f"entity {entity}: " + ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items())
+            for entity, shifted in alert.entities.items()
+        ),
+        f"latent PSI {alert.latent_psi:.2f}, score PSI {alert.score_psi:.2f}; "
+        'consider retraining on recent data (README, "Drift").',
+    ]
     return subject, "\n".join(lines)

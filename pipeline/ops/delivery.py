@@ -41,10 +41,19 @@ def emit_alert_event(alert: dict) -> None:
     model = alert["model"]
     emit_event(
         event=DRIFT_EVENT if alert.get("kind") == "drift" else ALERT_EVENT,
-        resource={"prefect.resource.id": f"vad.model.{model['name']}", "prefect.resource.name": model["name"],
-                  "vad.model.version": str(model["version"]), "vad.severity": alert["severity"]},
-        related=[{"prefect.resource.id": f"vad.batch.{alert['batch']['sha256']}",
-                  "prefect.resource.role": "batch", "prefect.resource.name": alert["batch"]["file"]}],
+        resource={
+            "prefect.resource.id": f"vad.model.{model['name']}",
+            "prefect.resource.name": model["name"],
+            "vad.model.version": str(model["version"]),
+            "vad.severity": alert["severity"],
+        },
+        related=[
+            {
+                "prefect.resource.id": f"vad.batch.{alert['batch']['sha256']}",
+                "prefect.resource.role": "batch",
+                "prefect.resource.name": alert["batch"]["file"],
+            }
+        ],
         payload=alert,
         id=uuid.uuid5(uuid.NAMESPACE_URL, f"vad-alert:{alert['alert_id']}"),
     )
@@ -92,8 +101,9 @@ def check_record(alert: dict) -> None:
         alert_record(alert)
     except ValidationError as error:
         fields = ", ".join(".".join(map(str, e["loc"])) for e in error.errors())
-        raise DeliveryError(f"alert {alert.get('alert_id')}: its record does not fit this release's alert "
-                            f"({fields}); it is left undelivered") from None
+        raise DeliveryError(
+            f"alert {alert.get('alert_id')}: its record does not fit this release's alert ({fields}); it is left undelivered"
+        ) from None
 
 
 def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
@@ -116,8 +126,11 @@ def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
         ledger.mark_delivered(alert["alert_id"], sink)
         outcome[sink] = "sent"
     if failures:
-        raise DeliveryError(f"alert {alert['alert_id']}: {len(failures)} sink(s) failed: "
-                            + "; ".join(f"{sink}: {reason}" for sink, reason in failures.items()), list(failures))
+        raise DeliveryError(
+            f"alert {alert['alert_id']}: {len(failures)} sink(s) failed: "
+            + "; ".join(f"{sink}: {reason}" for sink, reason in failures.items()),
+            list(failures),
+        )
     return outcome
 
 

@@ -44,8 +44,7 @@ def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
     batches = []
     for file in files:
         if file.is_symlink():  # it could point anywhere (a credentials file), and errors quote data
-            log.warning("inbox: '%s' is a symbolic link and is not followed; copy or move the file itself in.",
-                        file.name)
+            log.warning("inbox: '%s' is a symbolic link and is not followed; copy or move the file itself in.", file.name)
             continue
         stamp = ingest.file_stamp(file)  # before hashing: a write during the hash shows up later
         size, mtime_ns = stamp
@@ -55,8 +54,12 @@ def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
         for other in sorted(Path(inbox).iterdir()):
             # dot files: writers' temporaries; links: named by ingest, which does not follow them
             if other.name not in taken and not other.name.startswith(".") and not other.is_symlink():
-                log.warning("inbox: '%s' is not a batch and is left alone (batches are %s files whose names "
-                            "do not start with '_' or '.').", other.name, ", ".join(sorted(ingest.FORMATS)))
+                log.warning(
+                    "inbox: '%s' is not a batch and is left alone (batches are %s files whose names "
+                    "do not start with '_' or '.').",
+                    other.name,
+                    ", ".join(sorted(ingest.FORMATS)),
+                )
     return batches
 
 
@@ -76,9 +79,11 @@ def check_ledger(outbox: str | Path, rebuild: bool = False) -> None:
     if not held or (path.exists() and _records_batches(path)):
         return
     lost = "an empty ledger" if path.exists() else "no ledger"
-    raise DataError(f"the outbox '{outbox}' holds {held} scored batch(es) but {lost} ('{LEDGER_FILE}'): "
-                    "scoring now would score and alert on them again. Restore the ledger, or run with "
-                    "--rebuild-ledger to record the batches whose scores are there as done.")
+    raise DataError(
+        f"the outbox '{outbox}' holds {held} scored batch(es) but {lost} ('{LEDGER_FILE}'): "
+        "scoring now would score and alert on them again. Restore the ledger, or run with "
+        "--rebuild-ledger to record the batches whose scores are there as done."
+    )
 
 
 def _records_batches(path: Path) -> bool:
@@ -121,8 +126,10 @@ def check_archive(inbox: str | Path, archive: str | Path) -> None:
     """Refuse an archive inside the inbox: its files would be found, or named as strangers, again."""
     root, target = inbox_root(inbox).resolve(), Path(archive).resolve()
     if target == root or root in target.parents:
-        raise DataError(f"the archive '{archive}' is inside the inbox '{inbox}': choose a folder beside it "
-                        f"(for example '{root.name}-done').")
+        raise DataError(
+            f"the archive '{archive}' is inside the inbox '{inbox}': choose a folder beside it "
+            f"(for example '{root.name}-done')."
+        )
 
 
 def archive_batch(batch: Batch, inbox: str | Path, archive: str | Path) -> Path | None:
@@ -153,25 +160,47 @@ def archive_batch(batch: Batch, inbox: str | Path, archive: str | Path) -> Path 
     return target
 
 
-def score_batch(scorer: Scorer, batch: Batch, outbox: str | Path, *, threshold: float | None = None,
-                top_k: int = contract.TOP_K, drift_rules: DriftRules | None = None,
-                alarm_state: dict[str, Held] | None = None) -> BatchSummary:
+def score_batch(
+    scorer: Scorer,
+    batch: Batch,
+    outbox: str | Path,
+    *,
+    threshold: float | None = None,
+    top_k: int = contract.TOP_K,
+    drift_rules: DriftRules | None = None,
+    alarm_state: dict[str, Held] | None = None,
+) -> BatchSummary:
     """Score one batch into its output file, measuring its drift by `drift_rules`; its alarm
     rule starts from `alarm_state` (the ledger's, as the batches before it left it)."""
     output = output_path(outbox, scorer.manifest.key, batch)
     if batch.size >= 0:  # the identity (and so the output path) must describe the bytes scored
         ingest.check_unchanged(Path(batch.file), (batch.size, batch.mtime_ns))
-    report = score_files(scorer, batch.file, output, threshold=threshold, top_k=top_k, drift_rules=drift_rules,
-                         alarm_state=alarm_state)
-    return BatchSummary(file=batch.file, output=str(output), rows=report.rows, anomalies=report.anomalies,
-                        threshold=report.threshold, inputs=report.inputs.summary(), alarms=report.alarms,
-                        alarm_state=report.alarm_state,
-                        failed_entities=report.inputs.failed,
-                        drift=report.drift.model_dump(mode="json") if report.drift is not None else None)
+    report = score_files(
+        scorer, batch.file, output, threshold=threshold, top_k=top_k, drift_rules=drift_rules, alarm_state=alarm_state
+    )
+    return BatchSummary(
+        file=batch.file,
+        output=str(output),
+        rows=report.rows,
+        anomalies=report.anomalies,
+        threshold=report.threshold,
+        inputs=report.inputs.summary(),
+        alarms=report.alarms,
+        alarm_state=report.alarm_state,
+        failed_entities=report.inputs.failed,
+        drift=report.drift.model_dump(mode="json") if report.drift is not None else None,
+    )
 
 
-def raise_alert(ledger: Ledger, scorer: Scorer, batch: Batch, scored_file: str | Path, rules: AlertRules,
-                *, threshold: float | None = None) -> dict | None:
+def raise_alert(
+    ledger: Ledger,
+    scorer: Scorer,
+    batch: Batch,
+    scored_file: str | Path,
+    rules: AlertRules,
+    *,
+    threshold: float | None = None,
+) -> dict | None:
     """The batch's alert: built and recorded once, then re-read on every re-run (so the
     per-entity cooldown never suppresses the alert a crashed run already raised)."""
     manifest = scorer.manifest
@@ -179,8 +208,15 @@ def raise_alert(ledger: Ledger, scorer: Scorer, batch: Batch, scored_file: str |
     if existing is not None:
         return existing
     scored = pl.read_parquet(scored_file)
-    alert, times = alerts.evaluate(scored, manifest, rules, batch_file=Path(batch.file).name, identity=batch.identity,
-                                   last_alerts=ledger.last_alert_times(manifest.name), threshold=threshold)
+    alert, times = alerts.evaluate(
+        scored,
+        manifest,
+        rules,
+        batch_file=Path(batch.file).name,
+        identity=batch.identity,
+        last_alerts=ledger.last_alert_times(manifest.name),
+        threshold=threshold,
+    )
     if alert is None:
         return None
     alert["output"] = str(scored_file)
@@ -205,8 +241,11 @@ def raise_drift_alert(ledger: Ledger, scorer: Scorer, batch: Batch, summary: Bat
         ledger.record_drift(manifest.name, items)
         return existing
     started = items - ledger.drifting(manifest.name)
-    alert = alerts.evaluate_drift(drift, manifest, batch_file=Path(batch.file).name,
-                                  identity=batch.identity) if started else None
+    alert = (
+        alerts.evaluate_drift(drift, manifest, batch_file=Path(batch.file).name, identity=batch.identity)
+        if started
+        else None
+    )
     if alert is not None:
         alert["output"] = summary.output
     ledger.record_drift(manifest.name, items, alert, batch.identity, manifest.key)

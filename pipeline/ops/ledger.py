@@ -91,8 +91,9 @@ class Claim:
 class Ledger:
     """One SQLite file; every change is a short IMMEDIATE transaction (safe across processes)."""
 
-    def __init__(self, path: str | Path, lease_seconds: float = 3600.0, max_attempts: int = MAX_ATTEMPTS,
-                 busy_seconds: float = 30.0) -> None:
+    def __init__(
+        self, path: str | Path, lease_seconds: float = 3600.0, max_attempts: int = MAX_ATTEMPTS, busy_seconds: float = 30.0
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lease_seconds = lease_seconds
@@ -104,9 +105,11 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             if is_transient(exc):
                 raise  # a lock another process holds, a full disk: the caller's retries wait it out
-            raise PipelineError(f"the ledger '{self.path}' cannot be read ({exc}): it is damaged. Move it aside, "
-                                "then run again with --rebuild-ledger, which records the batches whose scores are "
-                                "in the outbox as done instead of scoring and alerting on them again.") from None
+            raise PipelineError(
+                f"the ledger '{self.path}' cannot be read ({exc}): it is damaged. Move it aside, "
+                "then run again with --rebuild-ledger, which records the batches whose scores are "
+                "in the outbox as done instead of scoring and alerting on them again."
+            ) from None
         finally:
             db.close()
 
@@ -135,22 +138,27 @@ class Ledger:
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         with self._transaction() as db:
-            row = db.execute("SELECT identity FROM file_hashes WHERE path=? AND size=? AND mtime_ns=? AND ctime_ns=? "
-                             "AND inode=?", key).fetchone()
+            row = db.execute(
+                "SELECT identity FROM file_hashes WHERE path=? AND size=? AND mtime_ns=? AND ctime_ns=? AND inode=?", key
+            ).fetchone()
         if row:
             return row[0]
         identity = sha256_file(path)
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, ctime_ns, inode, identity) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (*key, identity))
+            db.execute(
+                "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, ctime_ns, inode, identity) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (*key, identity),
+            )
         return identity
 
     def claim(self, identity: str, model: str, file: str, *, force: bool = False) -> Claim:
         """Take the batch for this process unless it is done (and not forced) or a live run holds it."""
         me, now = owner_token(), time.time()
         with self._transaction() as db:
-            row = db.execute("SELECT status, owner, claimed_at, claims FROM batches WHERE identity=? AND model=?",
-                             (identity, model)).fetchone()
+            row = db.execute(
+                "SELECT status, owner, claimed_at, claims FROM batches WHERE identity=? AND model=?", (identity, model)
+            ).fetchone()
             if row is None:
                 reason = "new"
             else:
@@ -163,49 +171,64 @@ class Ledger:
                     if alive or (alive is None and not expired):
                         return Claim(False, "busy", owner)
                     if claims >= self.max_attempts and not force:  # its process died each time: a poison batch
-                        why = (f"gave up after {claims} attempts: the process scoring it died each time (killed "
-                               "by the out-of-memory killer, or a native crash?); `vad release` takes it again")
-                        db.execute("UPDATE batches SET status='failed', finished_at=?, summary=? "
-                                   "WHERE identity=? AND model=?",
-                                   (now, json.dumps({"error": why, "killed": True}), identity, model))
+                        why = (
+                            f"gave up after {claims} attempts: the process scoring it died each time (killed "
+                            "by the out-of-memory killer, or a native crash?); `vad release` takes it again"
+                        )
+                        db.execute(
+                            "UPDATE batches SET status='failed', finished_at=?, summary=? WHERE identity=? AND model=?",
+                            (now, json.dumps({"error": why, "killed": True}), identity, model),
+                        )
                         return Claim(False, "dead-letter", owner)
                 reason = {"done": "forced", "failed": "forced", "retry": "retry"}.get(status, "taken-over")
             db.execute(
                 "INSERT INTO batches (identity, model, file, status, owner, claimed_at) VALUES (?, ?, ?, 'running', ?, ?) "
                 "ON CONFLICT (identity, model) DO UPDATE SET file=excluded.file, status='running', "
                 "owner=excluded.owner, claimed_at=excluded.claimed_at, finished_at=NULL, claims=claims + 1",
-                (identity, model, file, me, now))
+                (identity, model, file, me, now),
+            )
             return Claim(True, reason, me)
 
-    def complete(self, identity: str, model: str, output: str, summary: dict,
-                 alarm_state: dict[str, Held] | None = None) -> None:
+    def complete(
+        self, identity: str, model: str, output: str, summary: dict, alarm_state: dict[str, Held] | None = None
+    ) -> None:
         """The batch is done; with `alarm_state` (each entity's last alarm and last flagged row
         in data time, and its time step), the next batch's alarm rule starts from it. One
         transaction: a run killed before it re-scores the batch from the same state. Of two
         batches of one entity, the later moments stand, whichever finished last."""
         with self._transaction() as db:
-            db.execute("UPDATE batches SET status='done', finished_at=?, output=?, summary=? WHERE identity=? AND model=?",
-                       (time.time(), output, json.dumps(summary, default=str), identity, model))
-            db.executemany("INSERT INTO alarm_states (model, entity, alarm_at, flag_at, step) VALUES (?, ?, ?, ?, ?) "
-                           "ON CONFLICT (model, entity) DO UPDATE SET "
-                           "alarm_at=max(coalesce(alarm_at, excluded.alarm_at), coalesce(excluded.alarm_at, alarm_at)), "
-                           "flag_at=max(coalesce(flag_at, excluded.flag_at), coalesce(excluded.flag_at, flag_at)), "
-                           "step=coalesce(excluded.step, step)",
-                           [(model, entity, *held) for entity, held in (alarm_state or {}).items()])
+            db.execute(
+                "UPDATE batches SET status='done', finished_at=?, output=?, summary=? WHERE identity=? AND model=?",
+                (time.time(), output, json.dumps(summary, default=str), identity, model),
+            )
+            db.executemany(
+                "INSERT INTO alarm_states (model, entity, alarm_at, flag_at, step) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (model, entity) DO UPDATE SET "
+                "alarm_at=max(coalesce(alarm_at, excluded.alarm_at), coalesce(excluded.alarm_at, alarm_at)), "
+                "flag_at=max(coalesce(flag_at, excluded.flag_at), coalesce(excluded.flag_at, flag_at)), "
+                "step=coalesce(excluded.step, step)",
+                [(model, entity, *held) for entity, held in (alarm_state or {}).items()],
+            )
 
     def alarm_state(self, model: str) -> dict[str, Held]:
         """Each entity's last alarm and last flagged row (data time, seconds) and time step, as
         the batches this model version finished left them."""
         with self._transaction() as db:
-            return {entity: (alarm_at, flag_at, step) for entity, alarm_at, flag_at, step in
-                    db.execute("SELECT entity, alarm_at, flag_at, step FROM alarm_states WHERE model=?", (model,))}
+            return {
+                entity: (alarm_at, flag_at, step)
+                for entity, alarm_at, flag_at, step in db.execute(
+                    "SELECT entity, alarm_at, flag_at, step FROM alarm_states WHERE model=?", (model,)
+                )
+            }
 
     def fail(self, identity: str, model: str, error: str) -> None:
         """A batch that cannot be scored (bad data): not retried until forced, since the
         same bytes fail the same way; a corrected file is a new batch."""
         with self._transaction() as db:
-            db.execute("UPDATE batches SET status='failed', finished_at=?, summary=? WHERE identity=? AND model=?",
-                       (time.time(), json.dumps({"error": error}), identity, model))
+            db.execute(
+                "UPDATE batches SET status='failed', finished_at=?, summary=? WHERE identity=? AND model=?",
+                (time.time(), json.dumps({"error": error}), identity, model),
+            )
 
     def release(self, identity: str, model: str, error: str) -> str:
         """A batch that failed for a reason outside it (a full disk, a lost connection): left
@@ -216,8 +239,10 @@ class Ledger:
             exhausted = row is not None and row[0] >= self.max_attempts
             status = "failed" if exhausted else "retry"
             why = f"gave up after {row[0]} attempts: {error}" if exhausted else error
-            db.execute("UPDATE batches SET status=?, finished_at=?, summary=? WHERE identity=? AND model=?",
-                       (status, time.time(), json.dumps({"error": why, "transient": True}), identity, model))
+            db.execute(
+                "UPDATE batches SET status=?, finished_at=?, summary=? WHERE identity=? AND model=?",
+                (status, time.time(), json.dumps({"error": why, "transient": True}), identity, model),
+            )
             return status
 
     def retry_dead_letters(self, name: str) -> int:
@@ -225,8 +250,10 @@ class Ledger:
         attempt budget: the next run takes them again, without --force re-scoring everything.
         Returns how many."""
         with self._transaction() as db:
-            failed = [(identity, model, file) for identity, model, file in
-                      db.execute("SELECT identity, model, file FROM batches WHERE status='failed'")]
+            failed = [
+                (identity, model, file)
+                for identity, model, file in db.execute("SELECT identity, model, file FROM batches WHERE status='failed'")
+            ]
             chosen = [(i, m) for i, m, file in failed if name in (file, Path(file).name)]
             db.executemany("UPDATE batches SET status='retry', claims=0 WHERE identity=? AND model=?", chosen)
             return len(chosen)
@@ -236,16 +263,18 @@ class Ledger:
         finished, by identity, in one query: a run skips them without a claim each (P12: 2,000
         done files cost 22 s of claims on every run)."""
         with self._transaction() as db:
-            return dict(db.execute("SELECT identity, status FROM batches WHERE model=? AND status IN "
-                                   "('done', 'failed')", (model,)))
+            return dict(
+                db.execute("SELECT identity, status FROM batches WHERE model=? AND status IN ('done', 'failed')", (model,))
+            )
 
     def pending_attempts(self, model: str) -> dict[str, int]:
         """Claims so far of each batch this model version started but did not finish (a crashed
         or retried one), by identity: a run takes those last, so one that kills its process
         does not hold up the batches after it."""
         with self._transaction() as db:
-            return dict(db.execute("SELECT identity, claims FROM batches WHERE model=? AND status IN "
-                                   "('running', 'retry')", (model,)))
+            return dict(
+                db.execute("SELECT identity, claims FROM batches WHERE model=? AND status IN ('running', 'retry')", (model,))
+            )
 
     def batches(self) -> list[dict]:
         with self._transaction() as db:
@@ -253,8 +282,9 @@ class Ledger:
             return [dict(r) for r in db.execute("SELECT * FROM batches ORDER BY claimed_at")]
 
     # -- alerts ---------------------------------------------------------------------------
-    def record_alert(self, alert_id: str, identity: str, model: str, payload: dict,
-                     model_name: str, entity_times: dict[str, str]) -> bool:
+    def record_alert(
+        self, alert_id: str, identity: str, model: str, payload: dict, model_name: str, entity_times: dict[str, str]
+    ) -> bool:
         """Store an alert once, with the alarm times of its entities (for the cooldown), in one
         transaction; False when this alert id was already recorded."""
         with self._transaction() as db:
@@ -263,7 +293,8 @@ class Ledger:
             db.executemany(
                 "INSERT INTO entity_alerts (model_name, entity, last_time) VALUES (?, ?, ?) "
                 "ON CONFLICT (model_name, entity) DO UPDATE SET last_time=max(last_time, excluded.last_time)",
-                [(model_name, entity, t) for entity, t in entity_times.items()])
+                [(model_name, entity, t) for entity, t in entity_times.items()],
+            )
             return True
 
     def drifting(self, model_name: str) -> set[str]:
@@ -271,14 +302,16 @@ class Ledger:
         with self._transaction() as db:
             return {item for (item,) in db.execute("SELECT item FROM drifting WHERE model_name=?", (model_name,))}
 
-    def record_drift(self, model_name: str, items: set[str], alert: dict | None = None,
-                     identity: str = "", model: str = "") -> None:
+    def record_drift(
+        self, model_name: str, items: set[str], alert: dict | None = None, identity: str = "", model: str = ""
+    ) -> None:
         """The drift episode now (`items`, empty when the batch did not drift) and, when
         something started drifting, its alert, in one transaction."""
         with self._transaction() as db:
             db.execute("DELETE FROM drifting WHERE model_name=?", (model_name,))
-            db.executemany("INSERT INTO drifting (model_name, item) VALUES (?, ?)",
-                           [(model_name, item) for item in sorted(items)])
+            db.executemany(
+                "INSERT INTO drifting (model_name, item) VALUES (?, ?)", [(model_name, item) for item in sorted(items)]
+            )
             if alert is not None:
                 _insert_alert(db, alert["alert_id"], identity, model, alert)
 
@@ -294,8 +327,10 @@ class Ledger:
 
     def mark_delivered(self, alert_id: str, sink: str) -> None:
         with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO deliveries (alert_id, sink, delivered_at) VALUES (?, ?, ?)",
-                       (alert_id, sink, time.time()))
+            db.execute(
+                "INSERT OR IGNORE INTO deliveries (alert_id, sink, delivered_at) VALUES (?, ?, ?)",
+                (alert_id, sink, time.time()),
+            )
 
     def register_sinks(self, sinks: list[str], backfill: bool = False) -> list[str]:
         """Note when each sink was first used: a new sink receives the alerts raised from then
@@ -310,8 +345,10 @@ class Ledger:
                     continue
                 used = db.execute("SELECT 1 FROM deliveries WHERE sink=? LIMIT 1", (sink,)).fetchone()
                 since = 0.0 if backfill or used else now
-                db.execute("INSERT INTO sinks (sink, since) VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET "
-                           "since=excluded.since", (sink, since))
+                db.execute(
+                    "INSERT INTO sinks (sink, since) VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET since=excluded.since",
+                    (sink, since),
+                )
                 if not known:
                     new.append(sink)
         return new
@@ -325,18 +362,25 @@ class Ledger:
             return {}
         now = time.time()
         with self._transaction() as db:
-            rows = db.execute(f"SELECT sink, failures, failed_at FROM sinks WHERE failures > 0 AND sink IN "
-                              f"({', '.join('?' for _ in sinks)})", sinks).fetchall()
-        paused = {sink: (failures, failed_at + min(pause * 2 ** (failures - 1), SINK_PAUSE_MAX))
-                  for sink, failures, failed_at in rows}
+            rows = db.execute(
+                f"SELECT sink, failures, failed_at FROM sinks WHERE failures > 0 AND sink IN "
+                f"({', '.join('?' for _ in sinks)})",
+                sinks,
+            ).fetchall()
+        paused = {
+            sink: (failures, failed_at + min(pause * 2 ** (failures - 1), SINK_PAUSE_MAX))
+            for sink, failures, failed_at in rows
+        }
         return {sink: (failures, until) for sink, (failures, until) in paused.items() if until > now}
 
     def sink_failed(self, sink: str) -> int:
         """A delivery to `sink` failed; returns its failures in a row."""
         with self._transaction() as db:
             db.execute("INSERT INTO sinks (sink, since) VALUES (?, 0) ON CONFLICT (sink) DO NOTHING", (sink,))
-            return db.execute("UPDATE sinks SET failures = failures + 1, failed_at = ? WHERE sink=? RETURNING failures",
-                              (time.time(), sink)).fetchone()[0]
+            return db.execute(
+                "UPDATE sinks SET failures = failures + 1, failed_at = ? WHERE sink=? RETURNING failures",
+                (time.time(), sink),
+            ).fetchone()[0]
 
     def sink_worked(self, sink: str) -> None:
         """A delivery to `sink` succeeded: its circuit closes."""
@@ -355,7 +399,9 @@ class Ledger:
                 f"WITH wanted(sink) AS (VALUES {marks}) SELECT a.alert_id, a.payload, w.sink FROM alerts a, wanted w "
                 "LEFT JOIN sinks s ON s.sink = w.sink WHERE a.created_at >= coalesce(s.since, 0) AND NOT EXISTS "
                 "(SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.sink = w.sink) "
-                "ORDER BY a.created_at, a.alert_id", sinks).fetchall()
+                "ORDER BY a.created_at, a.alert_id",
+                sinks,
+            ).fetchall()
         owed: dict[str, tuple[dict, list[str]]] = {}
         for alert_id, payload, sink in rows:
             owed.setdefault(alert_id, (json.loads(payload), []))[1].append(sink)
@@ -367,8 +413,10 @@ class Ledger:
 
     def alerts(self) -> list[dict]:
         with self._transaction() as db:
-            return [{"alert_id": a, "payload": json.loads(p)} for a, p in
-                    db.execute("SELECT alert_id, payload FROM alerts ORDER BY created_at")]
+            return [
+                {"alert_id": a, "payload": json.loads(p)}
+                for a, p in db.execute("SELECT alert_id, payload FROM alerts ORDER BY created_at")
+            ]
 
     # -- per-entity cooldown ---------------------------------------------------------------
     def last_alert_times(self, model_name: str) -> dict[str, str]:
@@ -378,7 +426,8 @@ class Ledger:
 
 def _insert_alert(db: sqlite3.Connection, alert_id: str, identity: str, model: str, payload: dict) -> bool:
     """Record an alert once, inside the caller's transaction; False when its id was already there."""
-    cursor = db.execute("INSERT OR IGNORE INTO alerts (alert_id, identity, model, created_at, payload) "
-                        "VALUES (?, ?, ?, ?, ?)", (alert_id, identity, model, time.time(),
-                                                   json.dumps(payload, default=str)))
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO alerts (alert_id, identity, model, created_at, payload) VALUES (?, ?, ?, ?, ?)",
+        (alert_id, identity, model, time.time(), json.dumps(payload, default=str)),
+    )
     return cursor.rowcount == 1

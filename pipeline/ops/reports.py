@@ -62,11 +62,15 @@ def score_histogram(scores: np.ndarray, threshold: float, title: str) -> plt.Fig
     return fig
 
 
-def sensor_scores(scored: pl.DataFrame, time_col: str, entity_col: str | None, threshold: float,
-                  alerted: set[str]) -> plt.Figure:
+def sensor_scores(
+    scored: pl.DataFrame, time_col: str, entity_col: str | None, threshold: float, alerted: set[str]
+) -> plt.Figure:
     """Score over time per entity, the threshold, anomalous steps, and which entities alerted."""
-    entities = scored[entity_col].cast(pl.String).unique(maintain_order=True).to_list()[:MAX_ENTITY_PANELS] \
-        if entity_col else [None]
+    entities = (
+        scored[entity_col].cast(pl.String).unique(maintain_order=True).to_list()[:MAX_ENTITY_PANELS]
+        if entity_col
+        else [None]
+    )
     fig, axes = plt.subplots(len(entities), 1, figsize=(9, 1.8 * len(entities)), sharex=True, squeeze=False)
     for ax, entity in zip(axes[:, 0], entities, strict=True):
         part = scored.filter(pl.col(entity_col).cast(pl.String) == entity) if entity_col else scored
@@ -83,7 +87,8 @@ def sensor_scores(scored: pl.DataFrame, time_col: str, entity_col: str | None, t
 def _facts(manifest: Manifest) -> list[str]:
     t = manifest.threshold
     return [
-        f"| model | `{manifest.key}` |", f"| created | {manifest.created_at} |",
+        f"| model | `{manifest.key}` |",
+        f"| created | {manifest.created_at} |",
         f"| inputs | {len(manifest.input_names)} ({manifest.feature_schema.mode} mode) |",
         f"| members × latent | {manifest.model.get('members', 1)} × {manifest.model['latent']} |",
         f"| threshold | {t.value:.6g} ({t.method}) |",
@@ -96,17 +101,30 @@ def training_report(manifest: Manifest, history: list[dict], validation_scores: 
     """Data summary, loss curves, validation histogram with the threshold, key manifest facts."""
     imputed = manifest.training_data.get("imputed") or {}
     lines = [
-        f"# Training report: {manifest.key}", "",
-        f"Model folder: [{folder}]({folder.resolve().as_uri()})", "",
-        "| fact | value |", "|---|---|", *_facts(manifest), "",
-        "## Data", "",
+        f"# Training report: {manifest.key}",
+        "",
+        f"Model folder: [{folder}]({folder.resolve().as_uri()})",
+        "",
+        "| fact | value |",
+        "|---|---|",
+        *_facts(manifest),
+        "",
+        "## Data",
+        "",
         f"{manifest.training_data.get('rows')} rows × {manifest.training_data.get('inputs')} inputs from "
         f"{len(manifest.training_data.get('files', []))} file(s); imputed values: "
-        + (", ".join(f"{k}: {v}" for k, v in imputed.items()) if imputed else "none") + ".", "",
-        "## Loss curves", "", figure_markdown(loss_curves(history), "loss curves"), "",
-        "## Validation scores", "",
-        figure_markdown(score_histogram(validation_scores, manifest.threshold.value, "validation scores"),
-                        "validation score histogram"),
+        + (", ".join(f"{k}: {v}" for k, v in imputed.items()) if imputed else "none")
+        + ".",
+        "",
+        "## Loss curves",
+        "",
+        figure_markdown(loss_curves(history), "loss curves"),
+        "",
+        "## Validation scores",
+        "",
+        figure_markdown(
+            score_histogram(validation_scores, manifest.threshold.value, "validation scores"), "validation score histogram"
+        ),
     ]
     return "\n".join(lines)
 
@@ -114,28 +132,51 @@ def training_report(manifest: Manifest, history: list[dict], validation_scores: 
 def top_anomalies(scored: pl.DataFrame, n: int = 20) -> list[dict]:
     """The n highest-scoring anomalous rows, JSON-friendly (for a table artifact)."""
     top = scored.filter(pl.col(contract.IS_ANOMALY)).sort(contract.SCORE, descending=True).head(n)
-    return [{k: (v.isoformat() if isinstance(v, datetime) else round(v, 4) if isinstance(v, float) else v)
-             for k, v in row.items()} for row in top.iter_rows(named=True)]
+    return [
+        {
+            k: (v.isoformat() if isinstance(v, datetime) else round(v, 4) if isinstance(v, float) else v)
+            for k, v in row.items()
+        }
+        for row in top.iter_rows(named=True)
+    ]
 
 
-def scoring_report(manifest: Manifest, scored: pl.DataFrame, batches: list[dict], alerts: list[dict],
-                   threshold: float) -> str:
+def scoring_report(
+    manifest: Manifest, scored: pl.DataFrame, batches: list[dict], alerts: list[dict], threshold: float
+) -> str:
     """Batches scored in one run, their score histogram and, in sensor mode, scores over time."""
     schema = manifest.feature_schema
-    lines = [f"# Scoring report: {manifest.key}", "",
-             "| batch | rows | anomalous | output |", "|---|---:|---:|---|",
-             *[f"| {Path(b['file']).name} | {b['rows']} | {b['anomalies']} | `{b['output']}` |" for b in batches], "",
-             f"Alerts: {len(alerts)}" + "".join(f"\n- **{a['severity']}** `{a['alert_id']}` "
-                                               f"{a['batch']['file']}: {a['counts']['anomalous_rows']} anomalous rows"
-                                               for a in alerts), ""]
+    lines = [
+        f"# Scoring report: {manifest.key}",
+        "",
+        "| batch | rows | anomalous | output |",
+        "|---|---:|---:|---|",
+        *[f"| {Path(b['file']).name} | {b['rows']} | {b['anomalies']} | `{b['output']}` |" for b in batches],
+        "",
+        f"Alerts: {len(alerts)}"
+        + "".join(
+            f"\n- **{a['severity']}** `{a['alert_id']}` {a['batch']['file']}: {a['counts']['anomalous_rows']} anomalous rows"
+            for a in alerts
+        ),
+        "",
+    ]
     failed = [(Path(b["file"]).name, entity, why) for b in batches for entity, why in b.get("failed_entities", {}).items()]
     if failed:
-        lines += [f"Entities not scored: {len(failed)} (the rest of each batch was scored)", "",
-                  "| batch | entity | why |", "|---|---|---|",
-                  *[f"| {name} | {entity} | {why.replace('|', '/')} |" for name, entity, why in failed], ""]
+        lines += [
+            f"Entities not scored: {len(failed)} (the rest of each batch was scored)",
+            "",
+            "| batch | entity | why |",
+            "|---|---|---|",
+            *[f"| {name} | {entity} | {why.replace('|', '/')} |" for name, entity, why in failed],
+            "",
+        ]
     if scored.height:
-        lines += [figure_markdown(score_histogram(scored[contract.SCORE].to_numpy(), threshold, "scores in this run"),
-                                  "score histogram"), ""]
+        lines += [
+            figure_markdown(
+                score_histogram(scored[contract.SCORE].to_numpy(), threshold, "scores in this run"), "score histogram"
+            ),
+            "",
+        ]
         if schema.mode == "sensor" and schema.time_column:
             alerted = {e["entity"] for a in alerts for e in a["entities"]}
             fig = sensor_scores(scored, schema.time_column, schema.entity_column, threshold, alerted)
@@ -165,16 +206,26 @@ def drift_figure(summaries: list[dict]) -> plt.Figure:
 def drift_report(manifest: Manifest, summaries: list[dict]) -> str:
     """The drift of each batch from the model's training data: the figure and a table of the
     columns and entities past the rules."""
-    lines = [f"# Drift: {manifest.key}", "", figure_markdown(drift_figure(summaries), "drift per batch"), "",
-             "| batch | rows | drifting columns (PSI) | entities shifted (× spread of medians) | latent PSI | score PSI |",
-             "|---|---:|---|---|---:|---:|"]
+    lines = [
+        f"# Drift: {manifest.key}",
+        "",
+        figure_markdown(drift_figure(summaries), "drift per batch"),
+        "",
+        "| batch | rows | drifting columns (PSI) | entities shifted (× spread of medians) | latent PSI | score PSI |",
+        "|---|---:|---|---|---:|---:|",
+    ]
     for s in summaries:
         d = s["drift"]
         columns = ", ".join(f"{c} {d['features'][c]:.2f}" for c in d["drifting"]) or "none"
-        entities = "; ".join(f"{e}: " + ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items())
-                             for e, shifted in d["entities"].items()) or "none"
-        lines.append(f"| {Path(s['file']).name} | {d['rows']} | {columns} | {entities} | {d['latent']:.2f} | "
-                     f"{d['score']:.2f} |")
+        entities = (
+            "; ".join(
+                f"{e}: " + ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items()) for e, shifted in d["entities"].items()
+            )
+            or "none"
+        )
+        lines.append(
+            f"| {Path(s['file']).name} | {d['rows']} | {columns} | {entities} | {d['latent']:.2f} | {d['score']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -184,13 +235,26 @@ def write_scores_report(manifest: Manifest, scores: Path, threshold: float, rule
     this batch (`rules`, default AlertRules; no cooldown from earlier batches), the score
     histogram and, for sensors, the scores over time, the plots inline, so one file travels whole."""
     scored = ingest.read_file(scores)
-    by_file = (scored.group_by(contract.SOURCE_FILE, maintain_order=True)
-               .agg(rows=pl.len(), anomalies=pl.col(contract.IS_ANOMALY).sum())
-               if contract.SOURCE_FILE in scored.columns else pl.DataFrame())
-    batches = [{"file": row[contract.SOURCE_FILE], "rows": row["rows"], "anomalies": row["anomalies"],
-                "output": str(scores)} for row in by_file.iter_rows(named=True)]
-    alert, _ = alerts.evaluate(scored, manifest, rules or AlertRules(), batch_file=scores.name,
-                               identity=sha256_file(scores), last_alerts={}, threshold=threshold)
+    by_file = (
+        scored.group_by(contract.SOURCE_FILE, maintain_order=True).agg(
+            rows=pl.len(), anomalies=pl.col(contract.IS_ANOMALY).sum()
+        )
+        if contract.SOURCE_FILE in scored.columns
+        else pl.DataFrame()
+    )
+    batches = [
+        {"file": row[contract.SOURCE_FILE], "rows": row["rows"], "anomalies": row["anomalies"], "output": str(scores)}
+        for row in by_file.iter_rows(named=True)
+    ]
+    alert, _ = alerts.evaluate(
+        scored,
+        manifest,
+        rules or AlertRules(),
+        batch_file=scores.name,
+        identity=sha256_file(scores),
+        last_alerts={},
+        threshold=threshold,
+    )
     target = scores.with_name(f"{scores.stem}.report.md")
     with atomic_output(target) as temporary:
         temporary.write_text(scoring_report(manifest, scored, batches, [alert] if alert else [], threshold) + "\n")

@@ -12,6 +12,19 @@ from pipeline.runtime.scorer import Estimator, Missing, Precision, ScoreOptions,
 from pipeline.runtime.writer import write_scores
 
 __all__ = [
-    "Estimator", "KernelPool", "Missing", "Precision", "Provider", "ScoreOptions", "ScoreReport", "Scorer", "cpu_cores",
-    "default_chunk_rows", "open_session", "persistent", "score_files", "select_providers", "write_scores",
+    "Estimator",
+    "KernelPool",
+    "Missing",
+    "Precision",
+    "Provider",
+    "ScoreOptions",
+    "ScoreReport",
+    "Scorer",
+    "cpu_cores",
+    "default_chunk_rows",
+    "open_session",
+    "persistent",
+    "score_files",
+    "select_providers",
+    "write_scores",
 ]

@@ -49,8 +49,10 @@ def plan_groups(file: Path, schema: FeatureSchema, budget_rows: int, entity_cap:
     rows = 0
     for value, count in counted.iter_rows():
         if count > entity_cap:
-            raise DataError(f"entity {value!r} has {count:,} rows in file '{file}', more than the {entity_cap:,} one "
-                            "series may hold (it is read whole to be windowed); split its readings over several batches.")
+            raise DataError(
+                f"entity {value!r} has {count:,} rows in file '{file}', more than the {entity_cap:,} one "
+                "series may hold (it is read whole to be windowed); split its readings over several batches."
+            )
         if values and rows + count > budget_rows:
             groups.append(EntityGroup(values, rows))
             values, rows = [], 0
@@ -61,8 +63,7 @@ def plan_groups(file: Path, schema: FeatureSchema, budget_rows: int, entity_cap:
     return groups
 
 
-def split_groups(file: Path, schema: FeatureSchema, groups: list[EntityGroup], folder: Path,
-                 batch_rows: int) -> list[Path]:
+def split_groups(file: Path, schema: FeatureSchema, groups: list[EntityGroup], folder: Path, batch_rows: int) -> list[Path]:
     """Write each group's rows, with their row numbers in the file, to its own Parquet file
     under `folder`, in one streaming pass; returns the files, in group order.
 
@@ -73,8 +74,12 @@ def split_groups(file: Path, schema: FeatureSchema, groups: list[EntityGroup], f
     entity = _entity(schema)
     index = {value: i for i, group in enumerate(groups) for value in group.entities if value is not None}
     missing = next((i for i, group in enumerate(groups) if None in group.entities), len(groups))
-    group_of = pl.when(pl.col(entity).is_null()).then(pl.lit(missing, pl.UInt32)).otherwise(
-        pl.col(entity).replace_strict(index, return_dtype=pl.UInt32)).alias(GROUP)
+    group_of = (
+        pl.when(pl.col(entity).is_null())
+        .then(pl.lit(missing, pl.UInt32))
+        .otherwise(pl.col(entity).replace_strict(index, return_dtype=pl.UInt32))
+        .alias(GROUP)
+    )
     paths = [folder / f"group-{i:05d}.parquet" for i in range(len(groups))]
     writers: dict[int, pq.ParquetWriter] = {}
     waiting: dict[int, list[pl.DataFrame]] = defaultdict(list)
@@ -90,8 +95,7 @@ def split_groups(file: Path, schema: FeatureSchema, groups: list[EntityGroup], f
     try:
         offset = held = 0
         for batch in ingest.iter_file_batches(file, schema.source_columns, batch_rows):
-            numbered = batch.with_columns(pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(ROW),
-                                          group_of)
+            numbered = batch.with_columns(pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(ROW), group_of)
             for (group,), part in numbered.partition_by(GROUP, as_dict=True, include_key=False).items():
                 waiting[group].append(part)
             offset, held = offset + batch.height, held + batch.height
@@ -125,8 +129,9 @@ def read_entities(file: Path, schema: FeatureSchema, entities: list) -> tuple[pl
     return frame.drop(ROW), frame[ROW].cast(pl.Int64).to_numpy()
 
 
-def grouped_prepared(scorer: Scorer, file: Path, budget_rows: int, entity_cap: int, scratch: Path | None = None
-                     ) -> Iterator[Prepared]:
+def grouped_prepared(
+    scorer: Scorer, file: Path, budget_rows: int, entity_cap: int, scratch: Path | None = None
+) -> Iterator[Prepared]:
     """A large sensor file prepared one group of entities at a time (the split files live in
     a temporary folder under `scratch`, removed when the iteration ends, however it ends).
     Entities that fail are named in the next piece's report (an empty piece at the end, when
@@ -140,8 +145,10 @@ def grouped_prepared(scorer: Scorer, file: Path, budget_rows: int, entity_cap: i
         try:
             parts = split_groups(file, scorer.schema, groups, Path(folder), budget_rows)
         except pl.exceptions.InvalidOperationError as unplanned:  # an entity value the plan never counted
-            raise DataError(f"file '{file}' changed while it was being read (an entity appeared that its first "
-                            "pass did not count); score it again once it is complete.") from unplanned
+            raise DataError(
+                f"file '{file}' changed while it was being read (an entity appeared that its first "
+                "pass did not count); score it again once it is complete."
+            ) from unplanned
         ingest.check_unchanged(file, planned)
         for part in parts:
             frame, rows = read_group(part)
@@ -158,8 +165,7 @@ def grouped_prepared(scorer: Scorer, file: Path, budget_rows: int, entity_cap: i
             yield empty_piece(scorer, frame, str(file), pending)
 
 
-def prepared_alone(scorer: Scorer, frame: pl.DataFrame, file: str | None, rows: RowNumbers = 0
-                   ) -> Iterator[Prepared]:
+def prepared_alone(scorer: Scorer, frame: pl.DataFrame, file: str | None, rows: RowNumbers = 0) -> Iterator[Prepared]:
     """`scorer.prepare` for a frame of sensor rows, each entity that cannot be scored left out
     and named with its error in the first piece's report (`InputReport.failed`). If every
     entity fails, the first error is raised: the batch itself is wrong."""
@@ -171,8 +177,9 @@ def prepared_alone(scorer: Scorer, frame: pl.DataFrame, file: str | None, rows: 
     yield from pieces
 
 
-def entity_pieces(scorer: Scorer, frame: pl.DataFrame, file: str | None, rows: RowNumbers = 0
-                  ) -> tuple[list[Prepared], dict[str, str], DataError | None]:
+def entity_pieces(
+    scorer: Scorer, frame: pl.DataFrame, file: str | None, rows: RowNumbers = 0
+) -> tuple[list[Prepared], dict[str, str], DataError | None]:
     """The frame prepared whole; where that fails, each entity prepared alone (in the order
     the whole frame sorts into): the pieces that could be, the entities that could not with
     their errors, and the first error. A series without an entity column fails whole."""

@@ -46,6 +46,8 @@ def series_row_cap(signals: int, available: int | None = None) -> int:
     available = available_memory() if available is None else available
     fits = int(available * MEMORY_SHARE) // (BYTES_PER_ROW_AND_SIGNAL * max(signals, 1))
     return max(1, min(WHOLE_FILE_MAX_ROWS, fits))
+
+
 # A fleet file (sensor rows with an entity column) of more than this many chunks' rows is split
 # by entity and scored a group of whole entities (about one chunk's rows) at a time.
 GROUPED_AFTER_CHUNKS = 4
@@ -73,11 +75,20 @@ def default_chunk_rows(scorer: Scorer) -> int:
     return 262144 if scorer.kernel().gpu is not None else 65536
 
 
-def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk_rows: int | None = None,
-                keep_top: int = 10, options: ScoreOptions | None = None,
-                on_chunk: Callable[[int], object] | None = None, max_rows: int | None = None,
-                drift_rules: DriftRules | None = None, alarm_state: dict[str, Held] | None = None,
-                **fields: Any) -> ScoreReport:
+def score_files(
+    scorer: Scorer,
+    source: str | Path,
+    output: str | Path,
+    *,
+    chunk_rows: int | None = None,
+    keep_top: int = 10,
+    options: ScoreOptions | None = None,
+    on_chunk: Callable[[int], object] | None = None,
+    max_rows: int | None = None,
+    drift_rules: DriftRules | None = None,
+    alarm_state: dict[str, Held] | None = None,
+    **fields: Any,
+) -> ScoreReport:
     """Score a file, glob or folder into one file, written atomically, in the format its
     suffix names (Parquet, CSV, TSV, NDJSON, Arrow IPC), streamed chunk by chunk
     (`pipeline.runtime.writer`).
@@ -101,8 +112,9 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     output = Path(output)
     ingest.file_format(output)  # an output suffix we cannot write is refused before any work
     if any(output.resolve() == file.resolve() for file in files):
-        raise PipelineError(f"the output '{output}' is one of the inputs: scoring would replace the data it reads. "
-                            "Choose another --output.")
+        raise PipelineError(
+            f"the output '{output}' is one of the inputs: scoring would replace the data it reads. Choose another --output."
+        )
     chunk_rows = chunk_rows or default_chunk_rows(scorer)
     for file in files:  # every file's columns are checked before anything is written
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
@@ -116,11 +128,14 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     def written() -> Iterator[pl.DataFrame]:
         """The scored chunks as the writer takes them (reading and preparing a thread ahead,
         scoring one chunk ahead), counted and ranked on the way."""
-        chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift,
-                                alarm_state=report.alarm_state)
+        chunks = _scored_chunks(
+            scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift, alarm_state=report.alarm_state
+        )
         for file, scored, inputs in prefetched(chunks, depth=1):
-            scored = scored.with_columns(pl.lit(file.name, dtype=pl.Categorical).alias(contract.SOURCE_FILE),
-                                         pl.lit(model_key, dtype=pl.Categorical).alias(contract.MODEL_VERSION))
+            scored = scored.with_columns(
+                pl.lit(file.name, dtype=pl.Categorical).alias(contract.SOURCE_FILE),
+                pl.lit(model_key, dtype=pl.Categorical).alias(contract.MODEL_VERSION),
+            )
             crash_point("score")
             report.rows += scored.height
             if on_chunk is not None:
@@ -146,9 +161,16 @@ def score_files(scorer: Scorer, source: str | Path, output: str | Path, *, chunk
     return report
 
 
-def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: ScoreOptions,
-                   max_rows: int | None = None, scratch: Path | None = None, drift: DriftCounter | None = None,
-                   alarm_state: dict[str, Held] | None = None) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
+def _scored_chunks(
+    scorer: Scorer,
+    files: list[Path],
+    chunk_rows: int,
+    options: ScoreOptions,
+    max_rows: int | None = None,
+    scratch: Path | None = None,
+    drift: DriftCounter | None = None,
+    alarm_state: dict[str, Held] | None = None,
+) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
     """(file, scored rows, input report) pieces of every file in turn. The seed advances with
     the rows scored, so sampled scores do not depend on how tables are cut into chunks. A
     file written to while it was read is refused once it is done. A fleet file's split
@@ -170,8 +192,13 @@ def _scored_chunks(scorer: Scorer, files: list[Path], chunk_rows: int, options: 
 Prepared = tuple[np.ndarray, pl.DataFrame, InputReport]
 
 
-def _score_job(scorer: Scorer, file: Path, drift: DriftCounter | None, alarm_state: dict[str, Held] | None,
-               job: tuple[Prepared, ScoreOptions]) -> tuple[pl.DataFrame, InputReport]:
+def _score_job(
+    scorer: Scorer,
+    file: Path,
+    drift: DriftCounter | None,
+    alarm_state: dict[str, Held] | None,
+    job: tuple[Prepared, ScoreOptions],
+) -> tuple[pl.DataFrame, InputReport]:
     """One prepared chunk scored, with the seed of the rows before it (so any order gives the same scores)."""
     crash_point("read", file)
     return scorer.score_prepared(job[0], job[1], drift, alarm_state)
@@ -184,8 +211,9 @@ def _with_offsets(chunks: Iterator[Prepared], start: int) -> Iterator[tuple[Prep
         start += len(prepared[0])
 
 
-def _prepared_chunks(scorer: Scorer, file: Path, chunk_rows: int, max_rows: int | None, scratch: Path | None
-                     ) -> Iterator[tuple[np.ndarray, pl.DataFrame, InputReport]]:
+def _prepared_chunks(
+    scorer: Scorer, file: Path, chunk_rows: int, max_rows: int | None, scratch: Path | None
+) -> Iterator[tuple[np.ndarray, pl.DataFrame, InputReport]]:
     """Prepared inputs of one file, piece by piece: chunks of a table; a sensor file whole,
     or (a large fleet file) a group of whole entities at a time. A file of more than
     `max_rows` rows is refused: a sensor file before it is read (a small compressed file can
@@ -212,5 +240,7 @@ def _prepared_chunks(scorer: Scorer, file: Path, chunk_rows: int, max_rows: int 
 
 def _refuse_over_cap(file: Path, rows: int, cap: int) -> None:
     if rows > cap:
-        raise DataError(f"file '{file}' holds more than {cap:,} rows, the most one batch may decode (`max_rows`); "
-                        "split it into smaller batches, or raise the cap (vad score --max-rows).")
+        raise DataError(
+            f"file '{file}' holds more than {cap:,} rows, the most one batch may decode (`max_rows`); "
+            "split it into smaller batches, or raise the cap (vad score --max-rows)."
+        )

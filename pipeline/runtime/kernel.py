@@ -77,11 +77,11 @@ class KernelPool:
         chunk = self.gpu_chunk if on_gpu else self.chunk
         starts = range(0, len(x), chunk)
         if on_gpu and self.gpu is not None:
-            parts = [self.gpu.run(outputs, {"x": x[i:i + chunk]}) for i in starts]
+            parts = [self.gpu.run(outputs, {"x": x[i : i + chunk]}) for i in starts]
         elif self._pool is None or len(x) <= chunk:
-            parts = [self.cpu[0].run(outputs, {"x": x[i:i + chunk]}) for i in starts]
+            parts = [self.cpu[0].run(outputs, {"x": x[i : i + chunk]}) for i in starts]
         else:
-            parts = list(self._pool.map(lambda i: self._session().run(outputs, {"x": x[i:i + chunk]}), starts))
+            parts = list(self._pool.map(lambda i: self._session().run(outputs, {"x": x[i : i + chunk]}), starts))
         if len(parts) == 1:
             return parts[0]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
@@ -91,5 +91,7 @@ def empty_outputs(session: ort.InferenceSession, names: list[str]) -> list[np.nd
     """The named outputs for zero rows, shaped and typed as the graph declares them."""
     types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
     declared = {o.name: o for o in session.get_outputs()}
-    return [np.zeros([0, *[d if isinstance(d, int) else 0 for d in declared[n].shape[1:]]], types[declared[n].type])
-            for n in names]
+    return [
+        np.zeros([0, *[d if isinstance(d, int) else 0 for d in declared[n].shape[1:]]], types[declared[n].type])
+        for n in names
+    ]

@@ -66,8 +66,10 @@ def check_planned(partition: Partition) -> None:
     """Refuse to score a partition of a file that changed since it was planned: its parts
     would mix old and new rows (N29), or miss a machine that vanished (N30)."""
     if partition.identity is not None and ingest.file_identity(Path(partition.file)) != partition.identity:
-        raise DataError(f"file '{partition.file}' changed after its partitions were planned (re-delivered?): "
-                        "its parts would mix old and new rows. Score it again.")
+        raise DataError(
+            f"file '{partition.file}' changed after its partitions were planned (re-delivered?): "
+            "its parts would mix old and new rows. Score it again."
+        )
 
 
 def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path) -> tuple[str, InputReport]:
@@ -98,8 +100,12 @@ def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path)
         for entity in partition.entities:
             if str(entity) not in seen:
                 report.failed[str(entity)] = "planned, but not in the file when its partition was read"
-    ingest.write_frame(scored.with_columns(pl.lit(file.name).alias(contract.SOURCE_FILE),
-                                           pl.lit(scorer.manifest.key).alias(contract.MODEL_VERSION)), output)
+    ingest.write_frame(
+        scored.with_columns(
+            pl.lit(file.name).alias(contract.SOURCE_FILE), pl.lit(scorer.manifest.key).alias(contract.MODEL_VERSION)
+        ),
+        output,
+    )
     return str(output), report
 
 
@@ -109,11 +115,18 @@ def combine_parts(parts: list[str], output: str | Path) -> Path:
     gave one output from two models, with nothing to tell (N32)."""
     if not parts:
         raise PipelineError("there are no scored partitions to combine.")
-    models = sorted({key for part in parts for key in
-                     pq.read_table(part, columns=[contract.MODEL_VERSION]).column(0).unique().to_pylist()})
+    models = sorted(
+        {
+            key
+            for part in parts
+            for key in pq.read_table(part, columns=[contract.MODEL_VERSION]).column(0).unique().to_pylist()
+        }
+    )
     if len(models) > 1:
-        raise PipelineError(f"the partitions were scored by {len(models)} model versions ({', '.join(models)}): the "
-                            "model folder changed during the run. Run it again; nothing was written.")
+        raise PipelineError(
+            f"the partitions were scored by {len(models)} model versions ({', '.join(models)}): the "
+            "model folder changed during the run. Run it again; nothing was written."
+        )
     output = Path(output)
     with atomic_output(output) as temporary:
         writer = None

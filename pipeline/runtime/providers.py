@@ -51,8 +51,9 @@ def select_providers(requested: Provider = "auto") -> list[str]:
     return [CPU]
 
 
-def provider_options(providers: list[str], cache_dir: Path | None = None,
-                     fp16: bool = False) -> list[tuple[str, dict[str, str]]]:
+def provider_options(
+    providers: list[str], cache_dir: Path | None = None, fp16: bool = False
+) -> list[tuple[str, dict[str, str]]]:
     """(provider, options) pairs. TensorRT keeps its built engines in `cache_dir`, so a model
     pays the engine build (seconds to minutes) once, not at every load; `fp16` lets it run
     in half precision (its score change is measured in bench/gpu.py, not assumed)."""
@@ -62,8 +63,12 @@ def provider_options(providers: list[str], cache_dir: Path | None = None,
         if name == TENSORRT:
             options["trt_fp16_enable"] = "True" if fp16 else "False"
             if cache_dir is not None:
-                options.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(cache_dir),
-                               trt_timing_cache_enable="True", trt_timing_cache_path=str(cache_dir))
+                options.update(
+                    trt_engine_cache_enable="True",
+                    trt_engine_cache_path=str(cache_dir),
+                    trt_timing_cache_enable="True",
+                    trt_timing_cache_path=str(cache_dir),
+                )
         pairs.append((name, options))
     return pairs
 
@@ -85,8 +90,13 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def open_session(model: Path | bytes, requested: Provider = "auto", name: str = "model",
-                 threads: int | None = None, cache_dir: Path | None = None) -> ort.InferenceSession:
+def open_session(
+    model: Path | bytes,
+    requested: Provider = "auto",
+    name: str = "model",
+    threads: int | None = None,
+    cache_dir: Path | None = None,
+) -> ort.InferenceSession:
     """An InferenceSession on the best working provider; says so when it falls back.
     `threads` sets onnxruntime's intra-op threads (None: its default, one per core);
     `cache_dir` holds TensorRT's engines when that provider is asked for."""
@@ -104,8 +114,11 @@ def open_session(model: Path | bytes, requested: Provider = "auto", name: str = 
     probing = io.StringIO()  # onnxruntime prints a failed provider's fallback on stdout: never into --json
     try:
         with quiet_probing(providers[0] != CPU), contextlib.redirect_stdout(probing):
-            session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, sess_options=options,
-                                           providers=provider_options(providers, cache_dir))
+            session = ort.InferenceSession(
+                str(model) if isinstance(model, Path) else model,
+                sess_options=options,
+                providers=provider_options(providers, cache_dir),
+            )
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0]
         if "model_path must not be empty" in reason or NO_EXTERNAL_DATA in reason:
@@ -119,7 +132,8 @@ def open_session(model: Path | bytes, requested: Provider = "auto", name: str = 
             raise PipelineError(
                 f"provider '{requested}' failed to start for '{path}' (got {used}); no GPU is usable. This "
                 "onnxruntime-gpu needs the CUDA and cuDNN libraries it was built for (and TensorRT's, for "
-                f"tensorrt); {VERBOSE_ENV}=1 shows onnxruntime's own log of what it could not load.")
+                f"tensorrt); {VERBOSE_ENV}=1 shows onnxruntime's own log of what it could not load."
+            )
         log.warning("CUDA provider is installed but not working; scoring on the CPU.")
     return session
 
@@ -151,17 +165,22 @@ def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, p
     if found != wanted or io != manifest.graphs.get(graph):
         raise ModelArtifactError(
             f"'{path}' is not this model's {graph} graph (it says {found}, {io}; the manifest expects {wanted}, "
-            f"{manifest.graphs.get(graph)}). Files from different exports were mixed; re-export the model.")
+            f"{manifest.graphs.get(graph)}). Files from different exports were mixed; re-export the model."
+        )
     if "threshold" in meta and float(meta["threshold"]) != manifest.threshold.value:
         raise ModelArtifactError(
             f"'{path}' was exported with threshold {meta['threshold']}, but the manifest says "
-            f"{manifest.threshold.value!r}: the manifest was edited. Re-fit thresholds with `vad threshold`.")
+            f"{manifest.threshold.value!r}: the manifest was edited. Re-fit thresholds with `vad threshold`."
+        )
     if DIGEST_KEY in meta and meta[DIGEST_KEY] != manifest_digest(manifest):  # models before it have none
         raise ModelArtifactError(
             f"'{path}' was exported with another manifest than the one beside it (manifest_sha256 differs): the "
             "manifest was edited (a threshold, persistence, percentiles, drift reference, schema or lineage). "
-            "Re-export the model, or re-fit its threshold with `vad threshold`.")
+            "Re-export the model, or re-fit its threshold with `vad threshold`."
+        )
     takes_rows = graph in ROW_GRAPHS
     if takes_rows and session.get_inputs()[0].shape[1] != len(manifest.input_names):
-        raise ModelArtifactError(f"'{path}' takes {session.get_inputs()[0].shape[1]} inputs; the manifest lists "
-                                 f"{len(manifest.input_names)}. Re-export the model.")
+        raise ModelArtifactError(
+            f"'{path}' takes {session.get_inputs()[0].shape[1]} inputs; the manifest lists "
+            f"{len(manifest.input_names)}. Re-export the model."
+        )

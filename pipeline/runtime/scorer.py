@@ -87,21 +87,30 @@ class ScoreArrays:
 class Scorer:
     """A loaded model version: `Scorer.load(path).score(frame) -> frame`."""
 
-    def __init__(self, folder: Path, manifest: Manifest, provider: Provider = "auto",
-                 precision: Precision = "fp32", missing: Missing | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        manifest: Manifest,
+        provider: Provider = "auto",
+        precision: Precision = "fp32",
+        missing: Missing | None = None,
+    ) -> None:
         if precision not in ("fp32", "int8"):
             raise PipelineError(f"precision must be fp32 or int8, got {precision!r}.")
         if precision == "int8" and contract.SCORER_INT8 not in manifest.graphs:
-            raise PipelineError(f"model '{folder}' has no int8 scorer; train it with `[export] int8 = true` "
-                                "(or `vad train --int8`), or score with precision fp32.")
+            raise PipelineError(
+                f"model '{folder}' has no int8 scorer; train it with `[export] int8 = true` "
+                "(or `vad train --int8`), or score with precision fp32."
+            )
         self.folder, self.manifest, self.provider = folder, manifest, provider
         self.scorer_graph = contract.SCORER_INT8 if precision == "int8" else contract.SCORER
         if missing not in (None, "error", "impute"):
             raise PipelineError(f"missing must be error or impute, got {missing!r}.")
         # `impute` at scoring fills gaps with the training medians the manifest already holds,
         # so one empty reading need not fail a batch of a model trained with missing='error'.
-        self.schema = manifest.feature_schema if missing is None else \
-            manifest.feature_schema.model_copy(update={"missing": missing})
+        self.schema = (
+            manifest.feature_schema if missing is None else manifest.feature_schema.model_copy(update={"missing": missing})
+        )
         self._sessions: dict[str, ort.InferenceSession] = {}
         self.source_names, self._to_source = source_matrix(self.schema.input_sources)
         self._baseline = np.asarray(manifest.feature_baseline, dtype=np.float32)
@@ -112,8 +121,9 @@ class Scorer:
         self._percentiles = manifest.validation.score_percentiles  # absent in older models
 
     @classmethod
-    def load(cls, path: str | Path, provider: Provider = "auto", precision: Precision = "fp32",
-             missing: Missing | None = None) -> Scorer:
+    def load(
+        cls, path: str | Path, provider: Provider = "auto", precision: Precision = "fp32", missing: Missing | None = None
+    ) -> Scorer:
         """Load a version folder (or a model folder's `latest`), checking every sha256 first.
         There is no way to skip the checks: each graph is opened from checked bytes anyway.
         `precision="int8"` scores with the int8 scorer, when the model was exported with one;
@@ -132,8 +142,12 @@ class Scorer:
         graph is the one the manifest describes (a swapped or foreign file)."""
         if graph not in self._sessions:
             file = f"{graph}.onnx"
-            session = open_session(verified_bytes(self.folder, self.manifest, file), self.provider,
-                                   str(self.folder / file), cache_dir=self._tensorrt_cache())
+            session = open_session(
+                verified_bytes(self.folder, self.manifest, file),
+                self.provider,
+                str(self.folder / file),
+                cache_dir=self._tensorrt_cache(),
+            )
             check_graph(session, graph, self.manifest, self.folder / file)
             self._sessions[graph] = session
         return self._sessions[graph]
@@ -142,8 +156,12 @@ class Scorer:
         """The scorer graph's sessions (fp32 or int8), checked like `session`, opened once."""
         if self._kernel is None:
             file = self.folder / f"{self.scorer_graph}.onnx"
-            kernel = KernelPool(verified_bytes(self.folder, self.manifest, file.name), self.provider, str(file),
-                                cache_dir=self._tensorrt_cache())
+            kernel = KernelPool(
+                verified_bytes(self.folder, self.manifest, file.name),
+                self.provider,
+                str(file),
+                cache_dir=self._tensorrt_cache(),
+            )
             for session in kernel.sessions:
                 check_graph(session, self.scorer_graph, self.manifest, file)
             self._kernel = kernel
@@ -153,8 +171,15 @@ class Scorer:
         return tensorrt_cache(self.folder) if self.provider == "tensorrt" else None
 
     # -- arrays -------------------------------------------------------------------------
-    def score_array(self, x: np.ndarray, estimator: Estimator = "elbo", samples: int = ScoreOptions.samples, seed: int = 0,
-                    top_k: int | None = None, with_kl: bool = False) -> ScoreArrays:
+    def score_array(
+        self,
+        x: np.ndarray,
+        estimator: Estimator = "elbo",
+        samples: int = ScoreOptions.samples,
+        seed: int = 0,
+        top_k: int | None = None,
+        with_kl: bool = False,
+    ) -> ScoreArrays:
         """Score raw model inputs (rows × inputs, float32). Higher = more anomalous.
         With `top_k` (elbo only), the graph's own ranking of the top source columns comes back
         instead of the per-input terms, when the graph ranks at least that many. `with_kl`
@@ -166,8 +191,9 @@ class Scorer:
             kl = ["kl"] if with_kl else []
             if top_k is not None and top_k <= self.kernel().top_k:
                 score, index, share, *rest = self.kernel().run([contract.SCORE, "top_index", "top_share", *kl], x)
-                return ScoreArrays(score, top_index=index[:, :top_k], top_share=share[:, :top_k],
-                                   kl=rest[0] if rest else None)
+                return ScoreArrays(
+                    score, top_index=index[:, :top_k], top_share=share[:, :top_k], kl=rest[0] if rest else None
+                )
             score, nll, *rest = self.kernel().run([contract.SCORE, "feature_nll", *kl], x)
             return ScoreArrays(score, nll, kl=rest[0] if rest else None)
         ScoreOptions(estimator=estimator, samples=samples)  # refuses an unknown estimator, samples < 1
@@ -179,7 +205,7 @@ class Scorer:
         batch = max(1, ORT_BATCH // samples)
         scores, nlls = [], []
         for i in range(0, len(x), batch):
-            chunk = x[i:i + batch]
+            chunk = x[i : i + batch]
             eps = rng.standard_normal((len(chunk), samples, latent), dtype=np.float32)
             log_weight, nll = session.run(None, {"x": chunk, "eps": eps})
             # log_weight: [rows, samples, members]; each member's bound, then the member mean.
@@ -199,8 +225,9 @@ class Scorer:
         return np.divide(excess, total, out=np.zeros_like(excess), where=total > 0)
 
     # -- frames -------------------------------------------------------------------------
-    def prepare(self, frame: pl.DataFrame, file: str | None = None, row_offset: RowNumbers = 0
-                ) -> tuple[np.ndarray, pl.DataFrame, InputReport]:
+    def prepare(
+        self, frame: pl.DataFrame, file: str | None = None, row_offset: RowNumbers = 0
+    ) -> tuple[np.ndarray, pl.DataFrame, InputReport]:
         """Validate and encode a frame: model inputs, the key columns per scored row, repairs.
         `row_offset` places the rows in their file, for errors (see `RowNumbers`)."""
         frame = coerce(frame, self.schema, file, row_offset)
@@ -230,23 +257,34 @@ class Scorer:
         scoring door goes through here, so the override is decided in one place."""
         return options if options.threshold is not None else replace(options, threshold=self.threshold)
 
-    def score_with_report(self, frame: pl.DataFrame, *, file: str | None = None, row_offset: RowNumbers = 0,
-                          **options: Any) -> tuple[pl.DataFrame, InputReport]:
+    def score_with_report(
+        self, frame: pl.DataFrame, *, file: str | None = None, row_offset: RowNumbers = 0, **options: Any
+    ) -> tuple[pl.DataFrame, InputReport]:
         """Score every row (every time step in sensor mode) and explain it; `options` are
         ScoreOptions' fields (estimator, samples, seed, threshold, top_k)."""
         return self.score_prepared(self.prepare(frame, file, row_offset), self.resolve(ScoreOptions(**options)))
 
-    def score_prepared(self, prepared: tuple[np.ndarray, pl.DataFrame, InputReport],
-                       options: ScoreOptions, drift: DriftCounter | None = None,
-                       alarm_state: dict[str, Held] | None = None) -> tuple[pl.DataFrame, InputReport]:
+    def score_prepared(
+        self,
+        prepared: tuple[np.ndarray, pl.DataFrame, InputReport],
+        options: ScoreOptions,
+        drift: DriftCounter | None = None,
+        alarm_state: dict[str, Held] | None = None,
+    ) -> tuple[pl.DataFrame, InputReport]:
         """`score_with_report` on the output of `prepare` (which can run in another thread);
         with `drift`, the rows are counted into it too; `alarm_state` carries each entity's
         alarm state from an earlier batch, and is brought up to date (`alarms`)."""
         x, keys, report = prepared
         options = self.resolve(options)
         k = min(options.top_k, len(self.source_names))
-        arrays = self.score_array(x, options.estimator, options.samples, options.seed, top_k=k,
-                                  with_kl=drift is not None and options.estimator == "elbo")
+        arrays = self.score_array(
+            x,
+            options.estimator,
+            options.samples,
+            options.seed,
+            top_k=k,
+            with_kl=drift is not None and options.estimator == "elbo",
+        )
         if arrays.top_index is None or arrays.top_share is None:  # rank here: sampled estimators, older graphs
             assert arrays.feature_nll is not None
             shares = self.contributions(arrays.feature_nll)
@@ -260,7 +298,9 @@ class Scorer:
         flags = self.flags(arrays.score, options.threshold, keys, report.novel_rows)
         columns: dict[str, pl.Series] = {
             contract.SCORE: pl.Series(arrays.score.astype(np.float64)),
-            contract.IS_ANOMALY: pl.Series(flags), contract.ALARM: pl.Series(self.alarms(flags, keys, alarm_state))}
+            contract.IS_ANOMALY: pl.Series(flags),
+            contract.ALARM: pl.Series(self.alarms(flags, keys, alarm_state)),
+        }
         if self._percentiles is not None:
             columns[contract.PERCENTILE] = pl.Series(percentile_of(arrays.score, self._percentiles))
         for i in range(k):  # column names as categories: a gather of small codes, no Python strings
@@ -282,12 +322,14 @@ class Scorer:
         spans = None
         if self.schema.mode == "sensor" and keys.height:
             bounds = entity_bounds(keys, self.schema)
-            spans = [(name, start, stop) for name, (start, stop)
-                     in zip(self.entity_names(keys, bounds), bounds, strict=True)]
-        drift.add(x[:, -len(self.schema.row_features):], kl, arrays.score, spans)
+            spans = [
+                (name, start, stop) for name, (start, stop) in zip(self.entity_names(keys, bounds), bounds, strict=True)
+            ]
+        drift.add(x[:, -len(self.schema.row_features) :], kl, arrays.score, spans)
 
-    def flags(self, scores: np.ndarray, limit: float, keys: pl.DataFrame,
-              novel_rows: np.ndarray | None = None) -> np.ndarray:
+    def flags(
+        self, scores: np.ndarray, limit: float, keys: pl.DataFrame, novel_rows: np.ndarray | None = None
+    ) -> np.ndarray:
         """Rows above `limit`; with the model's persistence rule (k of the last n rows of each
         entity's series, in time order), only those whose run of exceedances is long enough.
         A series' first `length - 1` rows are scored on windows padded with its first row, a
@@ -302,7 +344,7 @@ class Scorer:
         window = self.schema.window
         if self.schema.mode == "sensor" and window is not None and window.length > 1:
             for start, stop in series_bounds(keys, self.schema):  # windows padded with the span's first row
-                flagged[start:min(stop, start + window.length - 1)] = False
+                flagged[start : min(stop, start + window.length - 1)] = False
         if novel_rows is not None and self.schema.unseen == "flag":
             flagged |= novel_rows
         return flagged
@@ -323,16 +365,22 @@ class Scorer:
         assert self.schema.time_column is not None  # sensor models have one
         seconds = time_seconds(keys[self.schema.time_column])
         held = [state.get(name, (None, None, None)) for name in names]
-        steps = [float(np.median(np.diff(seconds[start:stop]))) if stop - start > 1 else step
-                 for (start, stop), (_, _, step) in zip(bounds, held, strict=True)]
-        since: list[Hold] = [(rows_between(alarm_at, float(seconds[start]), step),
-                              rows_between(flag_at, float(seconds[start]), step))
-                             for (start, _), (alarm_at, flag_at, _), step in zip(bounds, held, steps, strict=True)]
+        steps = [
+            float(np.median(np.diff(seconds[start:stop]))) if stop - start > 1 else step
+            for (start, stop), (_, _, step) in zip(bounds, held, strict=True)
+        ]
+        since: list[Hold] = [
+            (rows_between(alarm_at, float(seconds[start]), step), rows_between(flag_at, float(seconds[start]), step))
+            for (start, _), (alarm_at, flag_at, _), step in zip(bounds, held, steps, strict=True)
+        ]
         alarms = onsets(flags, bounds, rule.hold_off, rule.quiet, since)[0]
         for name, (start, stop), (alarm_at, flag_at, _), step in zip(names, bounds, held, steps, strict=True):
             alarmed, flagged = np.flatnonzero(alarms[start:stop]), np.flatnonzero(flags[start:stop])
-            state[name] = (float(seconds[start + alarmed[-1]]) if len(alarmed) else alarm_at,
-                           float(seconds[start + flagged[-1]]) if len(flagged) else flag_at, step)
+            state[name] = (
+                float(seconds[start + alarmed[-1]]) if len(alarmed) else alarm_at,
+                float(seconds[start + flagged[-1]]) if len(flagged) else flag_at,
+                step,
+            )
         return alarms
 
     def entity_names(self, keys: pl.DataFrame, bounds: list[tuple[int, int]]) -> list[str]:
@@ -416,8 +464,9 @@ def rows_between(then: float | None, first: float, step: float | None) -> int | 
     return max(0, round((first - then) / step) - 1) if step and step > 0 else 0
 
 
-def onsets(flags: np.ndarray, bounds: list[tuple[int, int]], hold_off: int, quiet: int = 0,
-           since: list[Hold] | None = None) -> tuple[np.ndarray, list[Hold]]:
+def onsets(
+    flags: np.ndarray, bounds: list[tuple[int, int]], hold_off: int, quiet: int = 0, since: list[Hold] | None = None
+) -> tuple[np.ndarray, list[Hold]]:
     """The alarms among flagged rows, per span: an episode starts at a flagged row that follows
     more than `quiet` rows without a flag, and alarms unless the span alarmed within `hold_off`
     rows before it. One step per alarm, so a long episode costs no more than a short one.

@@ -37,8 +37,9 @@ def write_scores(chunks: Iterator[pl.DataFrame], path: Path, suffix: str) -> int
         return 0
     rows = 0
 
-    def stream(with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
-               batch_size: int | None) -> Iterator[pl.DataFrame]:
+    def stream(
+        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
+    ) -> Iterator[pl.DataFrame]:
         nonlocal rows
         for frame in _chained(first, chunks):  # nothing projects or filters the sink's input
             rows += frame.height

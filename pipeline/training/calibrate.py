@@ -32,8 +32,9 @@ def fit_threshold(scores: np.ndarray, config: ThresholdConfig, labels: np.ndarra
     if config.method == "quantile":
         fitted = finite_sample_quantile(scores, config.quantile, "quantile", {"quantile": config.quantile})
     elif config.method == "contamination":
-        fitted = finite_sample_quantile(scores, 1.0 - config.contamination, "contamination",
-                                        {"contamination": config.contamination})
+        fitted = finite_sample_quantile(
+            scores, 1.0 - config.contamination, "contamination", {"contamination": config.contamination}
+        )
     elif config.method == "pot":
         fitted = pot_threshold(scores, config.pot_initial_quantile, config.pot_risk)
     elif labels is None:
@@ -53,9 +54,11 @@ def finite_sample_quantile(scores: np.ndarray, level: float, method: str, parame
     note = ""
     if rank > len(ordered):
         needed = math.ceil(level / (1.0 - level))
-        note = (f"only {len(ordered)} calibration scores for a {1 - level:.3g} rate of flags (it needs at least "
-                f"{needed}): the threshold is their largest score, and the rate of flags on normal data can be "
-                "higher than asked; train on more data or ask for a higher rate.")
+        note = (
+            f"only {len(ordered)} calibration scores for a {1 - level:.3g} rate of flags (it needs at least "
+            f"{needed}): the threshold is their largest score, and the rate of flags on normal data can be "
+            "higher than asked; train on more data or ask for a higher rate."
+        )
         log.warning(note)
     return Threshold(value=float(ordered[min(rank, len(ordered)) - 1]), method=method, parameters=parameters, note=note)
 
@@ -69,8 +72,12 @@ def pot_threshold(scores: np.ndarray, initial_quantile: float, risk: float) -> T
     excess = scores[scores > t] - t
     parameters = {"initial_quantile": initial_quantile, "risk": risk}
     if excess.size < POT_MIN_EXCESSES:
-        return _pot_fallback(scores, parameters, f"only {excess.size} validation scores lie above the initial "
-                                                 f"quantile {initial_quantile} (the fit needs {POT_MIN_EXCESSES})")
+        return _pot_fallback(
+            scores,
+            parameters,
+            f"only {excess.size} validation scores lie above the initial "
+            f"quantile {initial_quantile} (the fit needs {POT_MIN_EXCESSES})",
+        )
     from scipy import stats  # here, not at the top: 0.4 s of every `vad train` start, for `pot` only
 
     shape, _, scale = stats.genpareto.fit(excess, floc=0.0)
@@ -89,8 +96,9 @@ def _pot_fallback(scores: np.ndarray, parameters: dict[str, float], why: str) ->
     risk = parameters["risk"]
     note = f"POT fell back to the empirical {1 - risk:g} quantile of {scores.size} validation scores: {why}."
     log.warning(note)
-    return Threshold(value=float(np.quantile(scores, 1.0 - risk)), method="pot",
-                     parameters={**parameters, "fallback": 1.0}, note=note)
+    return Threshold(
+        value=float(np.quantile(scores, 1.0 - risk)), method="pot", parameters={**parameters, "fallback": 1.0}, note=note
+    )
 
 
 def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> Threshold:

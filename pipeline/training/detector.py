@@ -35,15 +35,27 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     quantile of validation scores) aims at, so Python and the command line flag alike; PyOD's
     0.1 assumes a tenth of the data is anomalous, which it rarely is."""
 
-    def __init__(self, *, hidden: list[int] | None = None, latent: int | None = None,
-                 members: int = ModelConfig().members, likelihood: str = "bernoulli", scaling: str = ModelConfig().scaling,
-                 beta: float | None = TrainConfig().beta,
-                 epochs: int = 100, batch_size: int | None = None, learning_rate: float | None = None,
-                 patience: int = 10,
-                 validation_fraction: float = 0.1, free_bits: float = TrainConfig().free_bits,
-                 trim_fraction: float | None = TrainConfig().trim_fraction,
-                 contamination: float = ThresholdConfig().contamination, device: str = "auto",
-                 random_state: int = 0, progress: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        hidden: list[int] | None = None,
+        latent: int | None = None,
+        members: int = ModelConfig().members,
+        likelihood: str = "bernoulli",
+        scaling: str = ModelConfig().scaling,
+        beta: float | None = TrainConfig().beta,
+        epochs: int = 100,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
+        patience: int = 10,
+        validation_fraction: float = 0.1,
+        free_bits: float = TrainConfig().free_bits,
+        trim_fraction: float | None = TrainConfig().trim_fraction,
+        contamination: float = ThresholdConfig().contamination,
+        device: str = "auto",
+        random_state: int = 0,
+        progress: bool = False,
+    ) -> None:
         self.hidden = hidden
         self.latent = latent
         self.members = members
@@ -64,12 +76,26 @@ class VAEDetector(OutlierMixin, BaseEstimator):
 
     def _config(self) -> PipelineConfig:
         return PipelineConfig(
-            model=ModelConfig(hidden=self.hidden, latent=self.latent, members=self.members, likelihood=self.likelihood,
-                              scaling=self.scaling),
-            train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                              beta=self.beta, free_bits=self.free_bits, trim_fraction=self.trim_fraction,
-                              patience=self.patience, validation_fraction=self.validation_fraction,
-                              seed=self.random_state, device=self.device, progress=self.progress),
+            model=ModelConfig(
+                hidden=self.hidden,
+                latent=self.latent,
+                members=self.members,
+                likelihood=self.likelihood,
+                scaling=self.scaling,
+            ),
+            train=TrainConfig(
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                learning_rate=self.learning_rate,
+                beta=self.beta,
+                free_bits=self.free_bits,
+                trim_fraction=self.trim_fraction,
+                patience=self.patience,
+                validation_fraction=self.validation_fraction,
+                seed=self.random_state,
+                device=self.device,
+                progress=self.progress,
+            ),
             threshold=ThresholdConfig(method="contamination", contamination=self.contamination),
         )
 
@@ -133,10 +159,20 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         too); returns the version folder."""
         check_is_fitted(self, "model_")
         result = TrainResult(model=self.model_, scaler=self.scaler_, history=self.history_)
-        threshold = Threshold(value=self.threshold_, method="contamination",
-                              parameters={"contamination": self.contamination})
+        threshold = Threshold(
+            value=self.threshold_, method="contamination", parameters={"contamination": self.contamination}
+        )
         probe = self.scaler_.inverse(np.random.default_rng(0).standard_normal((256, self.n_features_in_)))
-        return export_model(result, self.schema_, threshold, name=name, root=root, probe_raw=probe,
-                            feature_baseline=self.feature_baseline_,
-                            training=self._config().resolved(inputs=self.n_features_in_).model_dump(mode="json"),
-                            training_data=self._train_fingerprint, validation=self._validation, int8=int8)
+        return export_model(
+            result,
+            self.schema_,
+            threshold,
+            name=name,
+            root=root,
+            probe_raw=probe,
+            feature_baseline=self.feature_baseline_,
+            training=self._config().resolved(inputs=self.n_features_in_).model_dump(mode="json"),
+            training_data=self._train_fingerprint,
+            validation=self._validation,
+            int8=int8,
+        )

@@ -64,8 +64,9 @@ def _example_inputs(name: str, vae: VAE) -> tuple[torch.Tensor, ...]:
     return (torch.zeros(3, n),)
 
 
-def _export_graph(module: nn.Module, name: str, vae: VAE, path: Path, metadata_props: dict[str, str],
-                  exporter: Exporter) -> None:
+def _export_graph(
+    module: nn.Module, name: str, vae: VAE, path: Path, metadata_props: dict[str, str], exporter: Exporter
+) -> None:
     """Export with a dynamic batch axis (and sample axis), weights inside the one file."""
     inputs, outputs = GRAPH_IO[name]
     module.eval()
@@ -74,10 +75,22 @@ def _export_graph(module: nn.Module, name: str, vae: VAE, path: Path, metadata_p
         # The tracer warns where a parameter's shape picks a branch: shapes are fixed per model.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         if exporter == "torchscript":
-            axes = {inputs[0]: {0: "batch"}, **({inputs[1]: {0: "batch", 1: "samples"}} if name == SCORER_SAMPLED else {}),
-                    **{output: {0: "batch"} for output in outputs}}
-            torch.onnx.export(module, _example_inputs(name, vae), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=inputs, output_names=outputs, dynamic_axes=axes, verbose=False)
+            axes = {
+                inputs[0]: {0: "batch"},
+                **({inputs[1]: {0: "batch", 1: "samples"}} if name == SCORER_SAMPLED else {}),
+                **{output: {0: "batch"} for output in outputs},
+            }
+            torch.onnx.export(
+                module,
+                _example_inputs(name, vae),
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=axes,
+                verbose=False,
+            )
         else:
             batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples")
             shapes = ({0: batch}, {0: batch, 1: samples}) if name == SCORER_SAMPLED else ({0: batch},)
@@ -86,8 +99,16 @@ def _export_graph(module: nn.Module, name: str, vae: VAE, path: Path, metadata_p
             # external_data=False: one self-contained file per graph is simpler to checksum, ship
             # and embed than a .onnx plus a side .onnx.data file.
             torch.onnx.export(
-                module, _example_inputs(name, vae), str(path), dynamo=True, opset_version=OPSET,
-                input_names=inputs, output_names=outputs, dynamic_shapes=shapes, external_data=False, verbose=False,
+                module,
+                _example_inputs(name, vae),
+                str(path),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_shapes=shapes,
+                external_data=False,
+                verbose=False,
             )
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
@@ -98,8 +119,15 @@ def _export_graph(module: nn.Module, name: str, vae: VAE, path: Path, metadata_p
     onnx.save(onnx.shape_inference.infer_shapes(proto, strict_mode=True), str(path))
 
 
-def check_parity(folder: Path, vae: VAE, scaler: Scaler, probe_raw: np.ndarray, seed: int = 0,
-                 baseline: np.ndarray | None = None, sources: list[str] | None = None) -> dict[str, float]:
+def check_parity(
+    folder: Path,
+    vae: VAE,
+    scaler: Scaler,
+    probe_raw: np.ndarray,
+    seed: int = 0,
+    baseline: np.ndarray | None = None,
+    sources: list[str] | None = None,
+) -> dict[str, float]:
     """Run every graph in onnxruntime and in PyTorch on a probe batch; fail on a real mismatch.
 
     Error per output is max|onnx − torch| / max(max|torch|, 1e-6) (max-norm relative). Above
@@ -196,8 +224,10 @@ def export_model(
 
     Returns the version folder."""
     if not MODEL_NAME.fullmatch(name):
-        raise PipelineError(f"model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
-                            "starting with a letter or digit (a name, never a path).")
+        raise PipelineError(
+            f"model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (a name, never a path)."
+        )
     validation = ValidationRecord.model_validate(validation)  # refused before any work (a dict is read too)
     model_root = Path(into) if into is not None else Path(root) / name
     vae = result.model.cpu().eval()
@@ -205,21 +235,27 @@ def export_model(
     try:
         created = datetime.now(UTC).isoformat(timespec="seconds")
         props = {
-            "model_name": name, "created_at": created, "score_direction": "higher is more anomalous",
-            "threshold": repr(threshold.value), "threshold_method": threshold.method,
-            "input_names": json.dumps(schema.input_names), "scaler_in_graph": "scorer, scorer_sampled",
+            "model_name": name,
+            "created_at": created,
+            "score_direction": "higher is more anomalous",
+            "threshold": repr(threshold.value),
+            "threshold_method": threshold.method,
+            "input_names": json.dumps(schema.input_names),
+            "scaler_in_graph": "scorer, scorer_sampled",
             "description": "VAE anomaly detector; see manifest.json beside this file",
         }
         graphs = build_graphs(vae, result.scaler, feature_baseline, schema.input_sources)
         steps = tqdm(total=len(graphs) + 1 + int8, desc="export", unit="step", disable=not progress, leave=False)
         for graph_name, module in graphs.items():
             steps.set_postfix_str(graph_name)
-            _export_graph(module, graph_name, vae, staging / f"{graph_name}.onnx", {**props, "graph": graph_name},
-                          exporter=EXPORTER)
+            _export_graph(
+                module, graph_name, vae, staging / f"{graph_name}.onnx", {**props, "graph": graph_name}, exporter=EXPORTER
+            )
             steps.update()
         steps.set_postfix_str("parity")
-        parity = check_parity(staging, vae, result.scaler, probe_raw, baseline=feature_baseline,
-                              sources=schema.input_sources)
+        parity = check_parity(
+            staging, vae, result.scaler, probe_raw, baseline=feature_baseline, sources=schema.input_sources
+        )
         steps.update()
         graph_io = {k: {"inputs": i, "outputs": o} for k, (i, o) in GRAPH_IO.items()}
         if int8:
@@ -234,14 +270,23 @@ def export_model(
         _save_checkpoint(staging / "checkpoint.pt", result, training)
         (staging / "history.json").write_text(json.dumps(result.history, indent=1) + "\n")
         manifest = Manifest(
-            name=name, version="pending", created_at=created, feature_schema=schema,
+            name=name,
+            version="pending",
+            created_at=created,
+            feature_schema=schema,
             input_names=schema.input_names,
             scaler=ScalerSpec.of(result.scaler),
-            model=vae.shape.to_dict(), training=training, threshold=threshold,
-            feature_baseline=[float(v) for v in feature_baseline], training_data=training_data,
+            model=vae.shape.to_dict(),
+            training=training,
+            threshold=threshold,
+            feature_baseline=[float(v) for v in feature_baseline],
+            training_data=training_data,
             validation=validation.model_copy(update={"parity_max_relative_error": max(parity.values())}),
-            library_versions=library_versions(), opset=OPSET,
-            graphs=graph_io, drift=drift_reference, lineage=lineage or {},
+            library_versions=library_versions(),
+            opset=OPSET,
+            graphs=graph_io,
+            drift=drift_reference,
+            lineage=lineage or {},
         )
         stamp_digest(staging, manifest)  # careless edits of any field that changes a flag are caught at load
         return publish_version(staging, model_root, manifest, make_latest)
@@ -252,12 +297,15 @@ def export_model(
 
 def _save_checkpoint(path: Path, result: TrainResult, training: dict) -> None:
     """Tensors and plain values only, so it loads with torch.load(weights_only=True)."""
-    torch.save({
-        "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
-        "shape": result.model.shape.to_dict(),
-        "scaler": {k: torch.from_numpy(v) for k, v in vars(result.scaler).items() if v is not None},
-        "training": json.loads(json.dumps(training)),
-    }, path)
+    torch.save(
+        {
+            "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+            "shape": result.model.shape.to_dict(),
+            "scaler": {k: torch.from_numpy(v) for k, v in vars(result.scaler).items() if v is not None},
+            "training": json.loads(json.dumps(training)),
+        },
+        path,
+    )
 
 
 def load_checkpoint(path: str | Path) -> tuple[VAE, Scaler]:
@@ -267,8 +315,9 @@ def load_checkpoint(path: str | Path) -> tuple[VAE, Scaler]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelArtifactError(f"'{path}' is not a plain-tensor checkpoint and was not loaded: "
-                                 f"{str(exc).strip().splitlines()[0]}") from exc
+        raise ModelArtifactError(
+            f"'{path}' is not a plain-tensor checkpoint and was not loaded: {str(exc).strip().splitlines()[0]}"
+        ) from exc
     shape = data["shape"]
     vae = VAE(VAEShape(**{**shape, "hidden": tuple(shape["hidden"])}), data["state_dict"]["bernoulli_mask"])
     vae.load_state_dict(data["state_dict"])

@@ -89,8 +89,13 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     # With named features only the needed columns are read; otherwise all, to infer them.
     needed = None
     if data_cfg.features is not None:
-        named = [*data_cfg.features, data_cfg.label_column, data_cfg.time_column, data_cfg.entity_column,
-                 *data_cfg.id_columns]
+        named = [
+            *data_cfg.features,
+            data_cfg.label_column,
+            data_cfg.time_column,
+            data_cfg.entity_column,
+            *data_cfg.id_columns,
+        ]
         needed = list(dict.fromkeys(c for c in named if c))
     every = _sampling_step(files, config)
     raw = [ingest.read_file(f, needed, data_cfg.separator, every=every) for f in files]
@@ -117,8 +122,9 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
     entities = None  # sensor mode: each row's entity (one series without an entity column: SERIES)
     if schema.mode == "sensor":
-        entities = frame[schema.entity_column].cast(pl.String).to_numpy() if schema.entity_column \
-            else np.full(frame.height, SERIES)
+        entities = (
+            frame[schema.entity_column].cast(pl.String).to_numpy() if schema.entity_column else np.full(frame.height, SERIES)
+        )
     rng = np.random.default_rng(config.train.seed)
     if schema.mode == "sensor" and schema.window and schema.window.length > 1:
         try:
@@ -127,8 +133,9 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
             raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
         labels = labels[ends] if labels is not None else None
         entities = entities[ends] if entities is not None else None
-        is_validation = validation_windows(ends, entity_bounds(frame, schema), config.train.validation_fraction,
-                                           spread=len(schema.row_features) == 1)
+        is_validation = validation_windows(
+            ends, entity_bounds(frame, schema), config.train.validation_fraction, spread=len(schema.row_features) == 1
+        )
     else:
         is_validation = random_validation_mask(len(matrix), config.train.validation_fraction, rng)
     if config.train.max_rows and len(matrix) > config.train.max_rows:
@@ -138,9 +145,8 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         entities = entities[keep] if entities is not None else None
     if is_validation.all() or not is_validation.any():
         is_validation = np.zeros(len(matrix), bool)
-        is_validation[-max(1, len(matrix) // 10):] = True
-    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height,
-                       entities)
+        is_validation[-max(1, len(matrix) // 10) :] = True
+    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height, entities)
 
 
 def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -152,15 +158,14 @@ def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator)
     least = 2 if rows >= 3 else 1
     if mask.all() or mask.sum() < least:
         mask = np.zeros(rows, bool)
-        mask[-max(least, rows // 10):] = True
+        mask[-max(least, rows // 10) :] = True
     return mask
 
 
 TIME_BLOCKS = 10  # a series of one signal gives validation the latest windows of each of these blocks
 
 
-def validation_windows(ends: np.ndarray, bounds: list[tuple[int, int]], fraction: float, spread: bool = False
-                       ) -> np.ndarray:
+def validation_windows(ends: np.ndarray, bounds: list[tuple[int, int]], fraction: float, spread: bool = False) -> np.ndarray:
     """Validation = the latest `fraction` of each entity's windows (no look-ahead leakage), or,
     `spread`, the latest `fraction` of each of TIME_BLOCKS consecutive blocks of them.
     Early stopping on the latest windows picks the model closest to what is scored next, which
@@ -174,13 +179,16 @@ def validation_windows(ends: np.ndarray, bounds: list[tuple[int, int]], fraction
             continue
         for block in np.array_split(idx, min(TIME_BLOCKS, max(1, len(idx) // 10)) if spread else 1):
             if len(block):
-                mask[block[-max(1, int(round(len(block) * fraction))):]] = True
+                mask[block[-max(1, int(round(len(block) * fraction))) :]] = True
     return mask
 
 
 def train_and_calibrate(
-    x: np.ndarray, is_validation: np.ndarray, config: PipelineConfig,
-    labels: np.ndarray | None = None, threshold_config: ThresholdConfig | None = None,
+    x: np.ndarray,
+    is_validation: np.ndarray,
+    config: PipelineConfig,
+    labels: np.ndarray | None = None,
+    threshold_config: ThresholdConfig | None = None,
 ) -> Calibrated:
     """Train on the training rows and fit the contribution baseline on the validation rows,
     scored exactly as the exported scorer scores them. The threshold is fitted on the
@@ -200,8 +208,14 @@ def train_and_calibrate(
         reference_kl = scores - nll.sum(axis=1)
         calibration = Calibration(source="validation", rows=len(scores), coverage=len(scores) / len(x))
     threshold = fit_threshold(calibration_scores, threshold_config or config.threshold, calibration_labels)
-    return Calibrated(result, threshold.model_copy(update={"calibration": calibration}), scores, nll.mean(axis=0),
-                      reference_kl, calibration_scores)
+    return Calibrated(
+        result,
+        threshold.model_copy(update={"calibration": calibration}),
+        scores,
+        nll.mean(axis=0),
+        reference_kl,
+        calibration_scores,
+    )
 
 
 def fingerprint(x: np.ndarray, names: list[str]) -> dict:
@@ -211,15 +225,23 @@ def fingerprint(x: np.ndarray, names: list[str]) -> dict:
     return {"rows": int(len(x)), "inputs": int(x.shape[1]), "sha256": digest.hexdigest()}
 
 
-def fit_model(source: str | Path, config: PipelineConfig, root: str | Path = "exported", *,
-              lineage: dict | None = None, make_latest: bool = True, into: Path | None = None) -> FitOutcome:
+def fit_model(
+    source: str | Path,
+    config: PipelineConfig,
+    root: str | Path = "exported",
+    *,
+    lineage: dict | None = None,
+    make_latest: bool = True,
+    into: Path | None = None,
+) -> FitOutcome:
     """Train on `source` and export a new version of `config.name` under `root` (or in the
     model folder `into`); `lineage` names its parent (a retrained challenger), published
     without moving `latest` unless `make_latest`."""
     data = load_training_set(source, config)
     calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels)
-    return FitOutcome(export_fitted(data, calibrated, config, root, lineage=lineage, make_latest=make_latest,
-                                    into=into), calibrated, data)
+    return FitOutcome(
+        export_fitted(data, calibrated, config, root, lineage=lineage, make_latest=make_latest, into=into), calibrated, data
+    )
 
 
 def validation_record(calibrated: Calibrated) -> ValidationRecord:
@@ -228,26 +250,48 @@ def validation_record(calibrated: Calibrated) -> ValidationRecord:
     the `normal` level of the score."""
     result, scores = calibrated.result, calibrated.calibration_scores
     return ValidationRecord(
-        rows=len(scores), neg_beta_elbo=result.best_validation,
+        rows=len(scores),
+        neg_beta_elbo=result.best_validation,
         neg_elbo=result.history[result.best_epoch - 1]["validation_neg_elbo"],
         score_quantiles={q: float(np.quantile(scores, float(q))) for q in QUANTILES},
-        score_percentiles=percentile_table(scores))
+        score_percentiles=percentile_table(scores),
+    )
 
 
-def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineConfig, root: str | Path, *,
-                  lineage: dict | None = None, make_latest: bool = True, into: Path | None = None) -> Path:
+def export_fitted(
+    data: TrainingSet,
+    calibrated: Calibrated,
+    config: PipelineConfig,
+    root: str | Path,
+    *,
+    lineage: dict | None = None,
+    make_latest: bool = True,
+    into: Path | None = None,
+) -> Path:
     """Export a trained, calibrated model as the next version of `config.name` (and, unless
     told otherwise, make it `latest`)."""
     result, config = calibrated.result, config.resolved(inputs=data.x.shape[1])
     probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
     return export_model(
-        result, data.schema, calibrated.threshold, name=config.name, root=root, probe_raw=probe,
+        result,
+        data.schema,
+        calibrated.threshold,
+        name=config.name,
+        root=root,
+        probe_raw=probe,
         feature_baseline=calibrated.feature_baseline,
-        training={**config.model_dump(mode="json"), "best_epoch": result.best_epoch,
-                  "epochs_run": len(result.history), "device": result.device,
-                  **({"plan": asdict(result.plan)} if result.plan else {})},
-        training_data={**fingerprint(data.x, data.schema.input_names), "files": [str(f) for f in data.files],
-                       "imputed": data.imputed},
+        training={
+            **config.model_dump(mode="json"),
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "device": result.device,
+            **({"plan": asdict(result.plan)} if result.plan else {}),
+        },
+        training_data={
+            **fingerprint(data.x, data.schema.input_names),
+            "files": [str(f) for f in data.files],
+            "imputed": data.imputed,
+        },
         validation=validation_record(calibrated),
         int8=config.export.int8,
         progress=config.train.progress,
@@ -261,8 +305,9 @@ def export_fitted(data: TrainingSet, calibrated: Calibrated, config: PipelineCon
 def drift_reference(data: TrainingSet, calibrated: Calibrated) -> DriftReference:
     """The training rows' histograms per source column (a window's last step is its own row),
     and the calibration rows' KL and scores: what a batch's drift is measured against."""
-    rows = data.x[:, -len(data.schema.row_features):]
+    rows = data.x[:, -len(data.schema.row_features) :]
     window = data.schema.window
     stride = window.stride if data.schema.mode == "sensor" and window is not None and window.length > 1 else 1
-    return reference_of(rows, column_blocks(data.schema), calibrated.reference_kl, calibrated.calibration_scores,
-                        data.entities, stride)
+    return reference_of(
+        rows, column_blocks(data.schema), calibrated.reference_kl, calibrated.calibration_scores, data.entities, stride
+    )

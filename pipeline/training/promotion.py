@@ -47,8 +47,9 @@ class Comparison:
     challenger_auc: float | None = None
 
 
-def split_recent(source: str | Path, champion: Scorer, rules: PromotionRules, folder: Path,
-                 label_column: str | None = None) -> RecentSplit:
+def split_recent(
+    source: str | Path, champion: Scorer, rules: PromotionRules, folder: Path, label_column: str | None = None
+) -> RecentSplit:
     """Read the recent data, keep its latest `rules.holdout` share (per entity, in time, for
     sensors; a seeded random share of a table) for the comparison, and write the rest, less
     the rows the champion flags (at most `rules.max_left_out` of them, the highest-scoring),
@@ -61,8 +62,9 @@ def split_recent(source: str | Path, champion: Scorer, rules: PromotionRules, fo
     if schema.mode == "sensor" and schema.time_column:
         frame = frame.sort(_series_keys(champion), maintain_order=True)
         position = pl.int_range(pl.len())
-        late = (position.over(schema.entity_column) if schema.entity_column else position) >= \
-            ((1 - holdout) * (pl.len().over(schema.entity_column) if schema.entity_column else pl.len())).floor()
+        late = (position.over(schema.entity_column) if schema.entity_column else position) >= (
+            (1 - holdout) * (pl.len().over(schema.entity_column) if schema.entity_column else pl.len())
+        ).floor()
         held = frame.select(late.alias("held"))["held"].to_numpy()
     else:
         held = np.random.default_rng(0).random(frame.height) < holdout
@@ -81,8 +83,13 @@ def split_recent(source: str | Path, champion: Scorer, rules: PromotionRules, fo
     folder.mkdir(parents=True, exist_ok=True)
     ingest.write_frame(clean, folder / "challenger-train.parquet")
     ingest.write_frame(kept_back, folder / "holdout.parquet")
-    return RecentSplit(folder / "challenger-train.parquet", folder / "holdout.parquet", clean.height,
-                       train.height - clean.height, kept_back.height)
+    return RecentSplit(
+        folder / "challenger-train.parquet",
+        folder / "holdout.parquet",
+        clean.height,
+        train.height - clean.height,
+        kept_back.height,
+    )
 
 
 def train_challenger(split: RecentSplit, config: PipelineConfig, champion: Scorer, source: str | Path) -> Path:
@@ -90,11 +97,19 @@ def train_challenger(split: RecentSplit, config: PipelineConfig, champion: Score
     is; its manifest names the champion as parent and the data it came from."""
     model_root = champion.folder.parent
     config = config.model_copy(update={"name": champion.manifest.name})
-    lineage = {"parent_version": champion.manifest.version, "change": "retrained",
-               "data": {"source": str(source), "rows": split.train_rows, "left_out_flagged": split.left_out,
-                        "held_out": split.holdout_rows}}
-    return fit_model(split.train_file, config, model_root.parent, lineage=lineage, make_latest=False,
-                     into=model_root).version_dir  # beside the champion, whatever its folder is called (N20)
+    lineage = {
+        "parent_version": champion.manifest.version,
+        "change": "retrained",
+        "data": {
+            "source": str(source),
+            "rows": split.train_rows,
+            "left_out_flagged": split.left_out,
+            "held_out": split.holdout_rows,
+        },
+    }
+    return fit_model(
+        split.train_file, config, model_root.parent, lineage=lineage, make_latest=False, into=model_root
+    ).version_dir  # beside the champion, whatever its folder is called (N20)
 
 
 def compare(champion: Scorer, challenger: Scorer, holdout_file: Path, label_column: str | None = None) -> Comparison:
@@ -104,8 +119,10 @@ def compare(champion: Scorer, challenger: Scorer, holdout_file: Path, label_colu
     rows = frame.drop(label_column) if label_column in frame.columns else frame
     old, new = champion.score(rows), challenger.score(rows)
     if old.height != frame.height:  # readings merged (repeated times, resampling): rows no longer pair with labels
-        raise DataError(f"'{holdout_file}' merges readings when scored; retraining compares models row by row, "
-                        "so drop repeated times, and retrain a resampled model with `vad train` instead.")
+        raise DataError(
+            f"'{holdout_file}' merges readings when scored; retraining compares models row by row, "
+            "so drop repeated times, and retrain a resampled model with `vad train` instead."
+        )
     normal = labels == 0 if labels is not None else np.ones(frame.height, bool)
     if champion.schema.mode == "sensor":  # scores come back sorted: take the labels along
         order = _sorted_order(frame, champion)
@@ -115,10 +132,12 @@ def compare(champion: Scorer, challenger: Scorer, holdout_file: Path, label_colu
     reference = challenger.manifest.drift
     psi = reference.score.psi(reference.score.counts(new_scores[normal])) if reference is not None else 0.0
     comparison = Comparison(
-        rows=int(normal.sum()), champion_false_alarms=float(old["is_anomaly"].to_numpy()[normal].mean()),
+        rows=int(normal.sum()),
+        champion_false_alarms=float(old["is_anomaly"].to_numpy()[normal].mean()),
         challenger_false_alarms=float(new["is_anomaly"].to_numpy()[normal].mean()),
         challenger_score_psi=round(psi, 4),
-        rank_agreement=round(float(spearmanr(old_scores[normal], new_scores[normal]).statistic), 4))
+        rank_agreement=round(float(spearmanr(old_scores[normal], new_scores[normal]).statistic), 4),
+    )
     if labels is not None and len(np.unique(labels)) == 2:
         comparison.champion_auc = round(float(roc_auc_score(labels, old_scores)), 4)
         comparison.challenger_auc = round(float(roc_auc_score(labels, new_scores)), 4)
@@ -129,18 +148,29 @@ def decide(comparison: Comparison, rules: PromotionRules) -> tuple[bool, list[st
     """Whether the challenger passes every rule, and each rule's verdict in words."""
     c = comparison
     checks = [
-        (c.challenger_false_alarms <= rules.max_false_alarms,
-         f"false alarms on recent normal rows {c.challenger_false_alarms:.1%} (champion {c.champion_false_alarms:.1%}), "
-         f"at most {rules.max_false_alarms:.1%}"),
-        (c.challenger_score_psi <= rules.max_score_psi,
-         f"score stability: PSI {c.challenger_score_psi:.3f} against its validation scores, at most {rules.max_score_psi}"),
-        (c.rank_agreement >= rules.min_rank_agreement,
-         f"rank agreement with the champion {c.rank_agreement:.3f}, at least {rules.min_rank_agreement}"),
+        (
+            c.challenger_false_alarms <= rules.max_false_alarms,
+            f"false alarms on recent normal rows {c.challenger_false_alarms:.1%} (champion {c.champion_false_alarms:.1%}), "
+            f"at most {rules.max_false_alarms:.1%}",
+        ),
+        (
+            c.challenger_score_psi <= rules.max_score_psi,
+            f"score stability: PSI {c.challenger_score_psi:.3f} against its validation scores, "
+            f"at most {rules.max_score_psi}",
+        ),
+        (
+            c.rank_agreement >= rules.min_rank_agreement,
+            f"rank agreement with the champion {c.rank_agreement:.3f}, at least {rules.min_rank_agreement}",
+        ),
     ]
     if c.champion_auc is not None and c.challenger_auc is not None:
-        checks.append((c.challenger_auc >= c.champion_auc - rules.max_auc_loss,
-                       f"ROC-AUC on labelled rows {c.challenger_auc:.3f} (champion {c.champion_auc:.3f}), "
-                       f"at most {rules.max_auc_loss} lower"))
+        checks.append(
+            (
+                c.challenger_auc >= c.champion_auc - rules.max_auc_loss,
+                f"ROC-AUC on labelled rows {c.challenger_auc:.3f} (champion {c.champion_auc:.3f}), "
+                f"at most {rules.max_auc_loss} lower",
+            )
+        )
     passed = all(ok for ok, _ in checks)
     return passed, [("pass: " if ok else "FAIL: ") + text for ok, text in checks]
 
@@ -155,8 +185,9 @@ def settle(champion: Scorer, challenger_dir: Path, comparison: Comparison, rules
             set_latest(model_root, challenger_dir.name, expected=champion.manifest.version)
         except LatestMoved as moved:
             promoted, reasons = False, [*reasons, f"FAIL: {moved}"]
-    return record_decision(model_root, challenger_dir.name, promoted, reasons,
-                           {"champion": champion.manifest.version, **asdict(comparison)})
+    return record_decision(
+        model_root, challenger_dir.name, promoted, reasons, {"champion": champion.manifest.version, **asdict(comparison)}
+    )
 
 
 def _sorted_order(frame: pl.DataFrame, scorer: Scorer) -> np.ndarray:

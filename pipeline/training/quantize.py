@@ -35,10 +35,14 @@ def quantize_scorer(fp32_path: Path, int8_path: Path) -> None:
             # map's lookup tables in int8 cost 32_shuttle 0.71 ROC-AUC (bench/speed.py). The
             # map's 0/1 column pickers stay float too: they carry raw values, unbounded.
             pickers = {t.name for t in fp32.graph.initializer if _is_selection(onnx.numpy_helper.to_array(t))}
-            keep_float = [node.name for node in fp32.graph.node if node.op_type == "MatMul"
-                          and any(name in pickers for name in node.input)]
-            quantize_dynamic(plain, quantised, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                             nodes_to_exclude=keep_float)
+            keep_float = [
+                node.name
+                for node in fp32.graph.node
+                if node.op_type == "MatMul" and any(name in pickers for name in node.input)
+            ]
+            quantize_dynamic(
+                plain, quantised, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=keep_float
+            )
             proto = onnx.load(str(quantised))
     finally:
         root.setLevel(level)
@@ -71,8 +75,14 @@ def _gemm_as_matmul(graph: onnx.GraphProto) -> None:
     nodes = []
     for index, node in enumerate(graph.node):
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type != "Gemm" or len(node.input) != 3 or attributes.get("transA", 0) \
-                or attributes.get("transB", 0) or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
+        if (
+            node.op_type != "Gemm"
+            or len(node.input) != 3
+            or attributes.get("transA", 0)
+            or attributes.get("transB", 0)
+            or attributes.get("alpha", 1.0) != 1.0
+            or attributes.get("beta", 1.0) != 1.0
+        ):
             nodes.append(node)
             continue
         name = node.name or f"gemm_{index}"  # unnamed nodes would otherwise share one product's name
@@ -86,7 +96,9 @@ def _gemm_as_matmul(graph: onnx.GraphProto) -> None:
 def score_drift(fp32_path: Path, int8_path: Path, probe_raw: np.ndarray) -> dict[str, float]:
     """Median and largest relative change of the score, int8 against fp32, on a probe batch."""
     feeds = {"x": np.ascontiguousarray(probe_raw, dtype=np.float32)}
-    fp32, int8 = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run([SCORE], feeds)[0]
-                  for path in (fp32_path, int8_path))
+    fp32, int8 = (
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run([SCORE], feeds)[0]
+        for path in (fp32_path, int8_path)
+    )
     change = np.abs(int8 - fp32) / np.maximum(np.abs(fp32), 1e-6)
     return {"median_relative_change": float(np.median(change)), "max_relative_change": float(change.max())}

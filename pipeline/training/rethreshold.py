@@ -61,8 +61,9 @@ def scores_and_labels(scorer: Scorer, source: str | Path, label_column: str | No
     return np.concatenate(scores), (np.concatenate(labels) if label_column else None)
 
 
-def refit_threshold(model: str | Path, source: str | Path, config: ThresholdConfig,
-                    label_column: str | None = None, activate: bool = False) -> Refit:
+def refit_threshold(
+    model: str | Path, source: str | Path, config: ThresholdConfig, label_column: str | None = None, activate: bool = False
+) -> Refit:
     """Fit `config` on the scores of `source` and publish it as the model's next version; with
     `activate`, make it `latest` too, only if `latest` has not moved since this started (a
     threshold fitted on a batch that held faults went live at once: N15)."""
@@ -72,8 +73,10 @@ def refit_threshold(model: str | Path, source: str | Path, config: ThresholdConf
         raise PipelineError("alarm persistence counts rows of a series: it needs a sensor model.")
     scores, labels = scores_and_labels(scorer, source, label_column)
     if config.persistence.n > len(scores):  # N13: 1000000/1000000 wrote a version that could never flag
-        raise PipelineError(f"persistence {config.persistence.k}/{config.persistence.n} needs {config.persistence.n:,} "
-                            f"rows in a row, more than the {len(scores):,} it is fitted on: it could never flag.")
+        raise PipelineError(
+            f"persistence {config.persistence.k}/{config.persistence.n} needs {config.persistence.n:,} "
+            f"rows in a row, more than the {len(scores):,} it is fitted on: it could never flag."
+        )
     if labels is not None and not np.isin(labels, (0.0, 1.0)).all():
         raise DataError(f"label column '{label_column}' must hold 0 and 1 only.")
     threshold = fit_threshold(scores, config, labels)
@@ -81,12 +84,23 @@ def refit_threshold(model: str | Path, source: str | Path, config: ThresholdConf
         raise PipelineError(f"the fitted threshold is not finite ({threshold.value}); nothing was written.")
     parent = scorer.manifest
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    manifest = parent.model_copy(deep=True, update={
-        "created_at": created, "threshold": threshold,
-        "lineage": {"parent_version": parent.version, "change": "threshold re-fitted",
-                    "data": {"source": str(source), "rows": int(len(scores)),
-                             "scores_sha256": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest()},
-                    "previous_threshold": parent.threshold.model_dump()}})
+    manifest = parent.model_copy(
+        deep=True,
+        update={
+            "created_at": created,
+            "threshold": threshold,
+            "lineage": {
+                "parent_version": parent.version,
+                "change": "threshold re-fitted",
+                "data": {
+                    "source": str(source),
+                    "rows": int(len(scores)),
+                    "scores_sha256": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest(),
+                },
+                "previous_threshold": parent.threshold.model_dump(),
+            },
+        },
+    )
     staging = new_staging(scorer.folder.parent)
     try:
         for name in parent.files:

@@ -30,12 +30,16 @@ def test_generator_reproduces_the_bundled_files(tmp_path: Path) -> None:
     assert sum(p.stat().st_size for p in DATA.glob("*/*.*")) < 5 * 1024 * 1024
 
 
-@pytest.mark.parametrize(("name", "history", "batch", "keys", "minimum"), [
-    ("sensors", "sensors/history.parquet", "sensors/batch.parquet", ["machine", "timestamp"], 0.75),
-    ("tabular", "tabular/history.csv", "tabular/batch.csv", ["batch_id"], 0.80),
-])
-def test_default_demo_models_find_labelled_faults(tmp_path: Path, name: str, history: str, batch: str,
-                                                  keys: list[str], minimum: float) -> None:
+@pytest.mark.parametrize(
+    ("name", "history", "batch", "keys", "minimum"),
+    [
+        ("sensors", "sensors/history.parquet", "sensors/batch.parquet", ["machine", "timestamp"], 0.75),
+        ("tabular", "tabular/history.csv", "tabular/batch.csv", ["batch_id"], 0.80),
+    ],
+)
+def test_default_demo_models_find_labelled_faults(
+    tmp_path: Path, name: str, history: str, batch: str, keys: list[str], minimum: float
+) -> None:
     config = load_config(DATA / f"{name}.toml", train={"progress": False})
     outcome = fit_model(DATA / history, config, tmp_path / "exported")
     report = score_files(Scorer.load(outcome.version_dir), DATA / batch, tmp_path / "scores.parquet")

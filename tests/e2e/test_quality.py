@@ -17,15 +17,22 @@ from pipeline.training.detector import VAEDetector
 from pipeline.training.fit import fit_model
 
 pytestmark = pytest.mark.slow
-SKAB_SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",
-                "Voltage", "Volume Flow RateRMS"]
+SKAB_SENSORS = [
+    "Accelerometer1RMS",
+    "Accelerometer2RMS",
+    "Current",
+    "Pressure",
+    "Temperature",
+    "Thermocouple",
+    "Voltage",
+    "Volume Flow RateRMS",
+]
 
 
 def adbench_roc_auc(shared: Path, name: str) -> float:
     """ADBench protocol: stratified 70/30 split (seed 42), fit unlabelled on 70%, ROC-AUC on 30%."""
     data = np.load(shared / "adbench" / f"{name}.npz")
-    x_train, x_test, _, y_test = train_test_split(data["X"], data["y"], test_size=0.3, stratify=data["y"],
-                                                  random_state=42)
+    x_train, x_test, _, y_test = train_test_split(data["X"], data["y"], test_size=0.3, stratify=data["y"], random_state=42)
     detector = VAEDetector().fit(x_train)
     return roc_auc_score(y_test, detector.anomaly_score(x_test))
 
@@ -63,8 +70,11 @@ def test_one_series_is_scaled_by_median_and_iqr_and_finds_its_anomalies(shared_d
     frame = pl.read_csv(shared_data / "nab" / series, try_parse_dates=True)
     cut = int(frame.height * 0.15)
     frame[:cut].write_parquet(tmp_path / "train.parquet")
-    config = PipelineConfig(name="nab", data=DataConfig(mode="sensor", time_column="timestamp", features=["value"],
-                                                        window=WindowSpec(length=32)), train=TrainConfig(progress=False))
+    config = PipelineConfig(
+        name="nab",
+        data=DataConfig(mode="sensor", time_column="timestamp", features=["value"], window=WindowSpec(length=32)),
+        train=TrainConfig(progress=False),
+    )
     outcome = fit_model(tmp_path / "train.parquet", config, tmp_path / "models")
     trained = json.loads((outcome.version_dir / "manifest.json").read_text())["training"]
     assert (trained["model"]["scaling"], trained["train"]["beta"]) == ("robust", 1.0)

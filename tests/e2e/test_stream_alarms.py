@@ -17,22 +17,35 @@ SERIES = "artificialWithAnomaly/art_daily_jumpsup.csv"
 
 
 def vad(*args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "--json"], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args, "--json"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
 def test_a_daily_cycle_flags_few_of_its_own_training_rows_and_alarms_once_per_episode(
-        shared_data: Path, tmp_path: Path) -> None:
+    shared_data: Path, tmp_path: Path
+) -> None:
     """The threshold once came from the latest 60 validation windows, one phase of the daily
     cycle, and flagged 41% of the training rows; calibrated on the whole training period it
     flags about the 1% asked for, and the labelled jump raises an alarm inside its window."""
     frame = pl.read_csv(shared_data / "nab" / SERIES)
     train_rows = 604  # NAB's probationary period: 15% of 4,032 rows
     frame[:train_rows].write_csv(tmp_path / "train.csv")
-    trained = vad("train", str(tmp_path / "train.csv"), "--name", "jumpsup", "--out", str(tmp_path / "models"),
-                  "--mode", "sensor", "--time-column", "timestamp", "--no-progress")
+    trained = vad(
+        "train",
+        str(tmp_path / "train.csv"),
+        "--name",
+        "jumpsup",
+        "--out",
+        str(tmp_path / "models"),
+        "--mode",
+        "sensor",
+        "--time-column",
+        "timestamp",
+        "--no-progress",
+    )
     calibration = trained["threshold"]["calibration"]
     assert calibration["source"] == "training period" and calibration["coverage"] == 1.0
     assert calibration["rows"] == trained["rows"] > 500
@@ -42,7 +55,7 @@ def test_a_daily_cycle_flags_few_of_its_own_training_rows_and_alarms_once_per_ep
     assert scores.height == frame.height
     assert scores["is_anomaly"][:train_rows].mean() <= 0.02  # within 2x the 1% target
 
-    (start, end), = json.loads((shared_data / "nab" / "combined_windows.json").read_text())[SERIES]
+    ((start, end),) = json.loads((shared_data / "nab" / "combined_windows.json").read_text())[SERIES]
     times = scores["timestamp"]
     inside = times.is_between(datetime.fromisoformat(start), datetime.fromisoformat(end)).to_numpy()
     alarms = scores["alarm"].to_numpy()

@@ -45,9 +45,16 @@ def inbox_batches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     history = pl.read_parquet(DATA / "sensors" / "history.parquet").drop("label", "anomaly_kind")
     machine = history.filter(pl.col("machine") == history["machine"][0])
     normal = machine.slice(2000, 300)
-    faulty = machine.slice(2400, 300).with_row_index().with_columns(
-        pressure=pl.when(pl.col("index").is_between(100, 160)).then(pl.col("pressure").max() * 1.5)
-        .otherwise(pl.col("pressure"))).drop("index")
+    faulty = (
+        machine.slice(2400, 300)
+        .with_row_index()
+        .with_columns(
+            pressure=pl.when(pl.col("index").is_between(100, 160))
+            .then(pl.col("pressure").max() * 1.5)
+            .otherwise(pl.col("pressure"))
+        )
+        .drop("index")
+    )
     paths = {"normal": folder / "normal.parquet", "faulty": folder / "faulty.parquet"}
     normal.write_parquet(paths["normal"])
     faulty.write_parquet(paths["faulty"])

@@ -57,9 +57,11 @@ class WebhookReceiver:
 
 def save_webhook_block(env: dict[str, str], url: str, name: str) -> str:
     """A Prefect Custom Webhook notification block on the server; returns its slug."""
-    code = ("from prefect.blocks.notifications import CustomWebhookNotificationBlock as B; "
-            f"B(name={name!r}, url={url!r}, json_data={{'subject': '{{{{subject}}}}', 'body': '{{{{body}}}}'}})"
-            f".save({name!r}, overwrite=True)")
+    code = (
+        "from prefect.blocks.notifications import CustomWebhookNotificationBlock as B; "
+        f"B(name={name!r}, url={url!r}, json_data={{'subject': '{{{{subject}}}}', 'body': '{{{{body}}}}'}})"
+        f".save({name!r}, overwrite=True)"
+    )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT, timeout=120)
     return f"custom-webhook/{name}"
 
@@ -82,20 +84,33 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 
 @contextmanager
-def served_deployment(env: dict[str, str], inbox: Path, outbox: Path, model: Path, sinks: list[str],
-                      interval: float, name: str) -> Iterator[subprocess.Popen]:
+def served_deployment(
+    env: dict[str, str], inbox: Path, outbox: Path, model: Path, sinks: list[str], interval: float, name: str
+) -> Iterator[subprocess.Popen]:
     """`python -m flows.serve` in its own process group (its log beside the outbox), stopped
     with SIGTERM, then SIGKILL, on the way out. A name per test: a reused deployment would
     first work through runs the server scheduled ahead for another test's parameters."""
     inbox.mkdir(parents=True, exist_ok=True)
     outbox.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "flows.serve", "--inbox", str(inbox), "--outbox", str(outbox),
-               "--model", str(model), "--interval", str(interval), "--name", name]
+    command = [
+        sys.executable,
+        "-m",
+        "flows.serve",
+        "--inbox",
+        str(inbox),
+        "--outbox",
+        str(outbox),
+        "--model",
+        str(model),
+        "--interval",
+        str(interval),
+        "--name",
+        name,
+    ]
     for sink in sinks:
         command += ["--sink", sink]
     with (outbox.parent / f"serve-{name}.log").open("wb") as log:
-        serve = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        serve = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield serve
         finally:

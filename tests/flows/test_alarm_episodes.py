@@ -24,8 +24,11 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("stream")
     history = pl.read_parquet(DATA / "sensors" / "history.parquet").drop("label", "anomaly_kind")
     press = history.filter(pl.col("machine") == history["machine"][0]).slice(1600, 4 * BATCH_ROWS).with_row_index()
-    faulty = press.with_columns(pressure=pl.when(pl.col("index").is_between(*FAULT)).then(pl.col("pressure").max() * 1.5)
-                                .otherwise(pl.col("pressure"))).drop("index")
+    faulty = press.with_columns(
+        pressure=pl.when(pl.col("index").is_between(*FAULT))
+        .then(pl.col("pressure").max() * 1.5)
+        .otherwise(pl.col("pressure"))
+    ).drop("index")
     paths = []
     for i in range(4):
         paths.append(folder / f"stream-{i}.parquet")
@@ -33,8 +36,9 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def deliver_and_score(env: dict[str, str], stream: list[Path], folder: Path, model: Path,
-                      crash_at: str | None = None) -> Path:
+def deliver_and_score(
+    env: dict[str, str], stream: list[Path], folder: Path, model: Path, crash_at: str | None = None
+) -> Path:
     """The first two batches arrive and are scored; then the other two, in a run killed at
     `crash_at` (on the third batch) and run again."""
     inbox, outbox = folder / "inbox", folder / "outbox"
@@ -58,7 +62,8 @@ def stream_scores(outbox: Path) -> pl.DataFrame:
 
 
 def test_an_episode_across_batches_alarms_once_and_a_killed_run_alarms_the_same(
-        prefect_server: dict[str, str], stream: list[Path], sensor_model: Path, tmp_path: Path) -> None:
+    prefect_server: dict[str, str], stream: list[Path], sensor_model: Path, tmp_path: Path
+) -> None:
     clean = deliver_and_score(prefect_server, stream, tmp_path / "clean", sensor_model)
     scores = stream_scores(clean).with_row_index("step")
     episode = scores.filter(pl.col("step").is_between(*FAULT))

@@ -31,17 +31,34 @@ def cut_batches(folder: Path, count: int, rows: int = 120) -> list[Path]:
         batch = machines[i % len(machines)].slice(1000 + (i // len(machines)) * rows, rows)
         assert batch.height == rows
         if i % 10 == 3:
-            batch = batch.with_row_index().with_columns(
-                pressure=pl.when(pl.col("index") >= 40).then(pl.col("pressure").max() * 1.5)
-                .otherwise(pl.col("pressure"))).drop("index")
+            batch = (
+                batch.with_row_index()
+                .with_columns(
+                    pressure=pl.when(pl.col("index") >= 40)
+                    .then(pl.col("pressure").max() * 1.5)
+                    .otherwise(pl.col("pressure"))
+                )
+                .drop("index")
+            )
         paths.append(folder / f"batch-{i:03d}.parquet")
         batch.write_parquet(paths[-1])
     return paths
 
 
 def score_command(inbox: Path, outbox: Path, model: Path) -> list[str]:
-    return [sys.executable, "-m", "flows.score", "--inbox", str(inbox), "--outbox", str(outbox),
-            "--model", str(model), "--sink", "prefect-event"]
+    return [
+        sys.executable,
+        "-m",
+        "flows.score",
+        "--inbox",
+        str(inbox),
+        "--outbox",
+        str(outbox),
+        "--model",
+        str(model),
+        "--sink",
+        "prefect-event",
+    ]
 
 
 def assert_each_scored_once(outbox: Path, names: list[str]) -> None:
@@ -59,11 +76,21 @@ def json_rows(batch: dict) -> int:
 
 
 def test_two_runs_started_at_once_never_score_a_batch_twice(
-        prefect_server: dict[str, str], sensor_model: Path, tmp_path: Path) -> None:
+    prefect_server: dict[str, str], sensor_model: Path, tmp_path: Path
+) -> None:
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     names = [p.name for p in cut_batches(inbox, 40)]  # more work than a run's start-up: they overlap
-    runs = [subprocess.Popen(score_command(inbox, outbox, sensor_model), env=prefect_server, cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            score_command(inbox, outbox, sensor_model),
+            env=prefect_server,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     logs = [run.communicate(timeout=300)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], "\n".join(log[-2000:] for log in logs)
     assert_each_scored_once(outbox, names)
@@ -81,16 +108,20 @@ def assert_one_alert_per_alerting_batch(outbox: Path, must_alert: list[str]) -> 
 
 
 def test_fifty_batches_through_the_scheduled_deployment_none_lost_none_doubled(
-        prefect_server: dict[str, str], sensor_model: Path, tmp_path: Path) -> None:
+    prefect_server: dict[str, str], sensor_model: Path, tmp_path: Path
+) -> None:
     batches = cut_batches(tmp_path / "staged", 50)
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     with served_deployment(prefect_server, inbox, outbox, sensor_model, ["prefect-event"], 2, "test-soak"):
         ledger = open_ledger(outbox)
         for start in range(0, 50, 10):  # in waves, so batches arrive while runs are under way
-            for batch in batches[start:start + 10]:
+            for batch in batches[start : start + 10]:
                 drop_into(inbox, batch)
-            wait_until(lambda n=start + 10: sum(b["status"] == "done" for b in ledger.batches()) >= n // 2,
-                       240, f"{start // 2 + 5} batches scored")
+            wait_until(
+                lambda n=start + 10: sum(b["status"] == "done" for b in ledger.batches()) >= n // 2,
+                240,
+                f"{start // 2 + 5} batches scored",
+            )
         wait_until(lambda: sum(b["status"] == "done" for b in ledger.batches()) == 50, 300, "all 50 batches scored")
     assert_each_scored_once(outbox, [p.name for p in batches])
     faulty = [f"batch-{i:03d}.parquet" for i in range(50) if i % 10 == 3]

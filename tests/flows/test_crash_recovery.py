@@ -23,13 +23,37 @@ pytestmark = pytest.mark.slow
 SCORING_POINTS = [p for p in FAIL_POINTS if p != "export"]
 
 
-def run_scoring(env: dict[str, str], inbox: Path, outbox: Path, model: Path, sink: str | list[str],
-                crash_at: str | None = None, *options: str) -> subprocess.CompletedProcess:
+def run_scoring(
+    env: dict[str, str],
+    inbox: Path,
+    outbox: Path,
+    model: Path,
+    sink: str | list[str],
+    crash_at: str | None = None,
+    *options: str,
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in env.items() if k != CRASH_ENV} | ({CRASH_ENV: crash_at} if crash_at else {})
     sinks = [arg for name in ([sink] if isinstance(sink, str) else sink) for arg in ("--sink", name)]
     return subprocess.run(
-        [sys.executable, "-m", "flows.score", "--inbox", str(inbox), "--outbox", str(outbox), "--model", str(model),
-         *sinks, *options], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "flows.score",
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(outbox),
+            "--model",
+            str(model),
+            *sinks,
+            *options,
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def output_bytes(outbox: Path) -> dict[str, bytes]:
@@ -38,8 +62,12 @@ def output_bytes(outbox: Path) -> dict[str, bytes]:
 
 
 def alert_ids(webhook) -> list[str]:
-    return [line.removeprefix("alert id: ") for post in webhook.received for line in post["body"].splitlines()
-            if line.startswith("alert id: ")]
+    return [
+        line.removeprefix("alert id: ")
+        for post in webhook.received
+        for line in post["body"].splitlines()
+        if line.startswith("alert id: ")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +79,9 @@ def two_batches(inbox_batches: dict[str, Path], tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture(scope="module")
-def clean_outputs(prefect_server: dict[str, str], two_batches: Path, sensor_model: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def clean_outputs(
+    prefect_server: dict[str, str], two_batches: Path, sensor_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, bytes]:
     outbox = tmp_path_factory.mktemp("clean")
     result = run_scoring(prefect_server, two_batches, outbox, sensor_model, "prefect-event")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -61,8 +90,14 @@ def clean_outputs(prefect_server: dict[str, str], two_batches: Path, sensor_mode
 
 @pytest.mark.parametrize("point", SCORING_POINTS)
 def test_killed_run_resumes_with_same_outputs_and_one_alert(
-        prefect_server: dict[str, str], webhook, two_batches: Path, clean_outputs: dict[str, bytes],
-        sensor_model: Path, tmp_path: Path, point: str) -> None:
+    prefect_server: dict[str, str],
+    webhook,
+    two_batches: Path,
+    clean_outputs: dict[str, bytes],
+    sensor_model: Path,
+    tmp_path: Path,
+    point: str,
+) -> None:
     sink = save_webhook_block(prefect_server, webhook.url, f"vad-crash-{point}")
     outbox = tmp_path / "resumed"
     crashed = run_scoring(prefect_server, two_batches, outbox, sensor_model, sink, crash_at=point)
@@ -78,7 +113,9 @@ def test_killed_run_resumes_with_same_outputs_and_one_alert(
     batches = ledger.batches()
     # The killed batch was taken again last (after the other, N38), on its second claim.
     assert {Path(b["file"]).name: (b["status"], b["claims"]) for b in batches} == {
-        "faulty.parquet": ("done", 2), "normal.parquet": ("done", 1)}
+        "faulty.parquet": ("done", 2),
+        "normal.parquet": ("done", 1),
+    }
     assert len(ledger.alerts()) == 1
     # One alert. Killed between a sink's acceptance and the ledger's record ("sent"), the
     # re-run sends it again with the same alert id (at-least-once; the id lets a receiver
@@ -87,13 +124,17 @@ def test_killed_run_resumes_with_same_outputs_and_one_alert(
     assert len(webhook.received) == (2 if point == "sent" else 1)
 
 
-def test_embedded_server_starts_without_an_api_url(inbox_batches: dict[str, Path], sensor_model: Path,
-                                                   tmp_path: Path) -> None:
+def test_embedded_server_starts_without_an_api_url(
+    inbox_batches: dict[str, Path], sensor_model: Path, tmp_path: Path
+) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     # A new home migrates its database first: on a busy 2-core CI machine that once outran
     # Prefect's 20 s wait for the temporary server.
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+    )
     drop_into(tmp_path / "inbox", inbox_batches["normal"])
     result = run_scoring(env, tmp_path / "inbox", tmp_path / "out", sensor_model, "prefect-event")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -101,8 +142,9 @@ def test_embedded_server_starts_without_an_api_url(inbox_batches: dict[str, Path
     assert [b["status"] for b in open_ledger(tmp_path / "out").batches()] == ["done"]
 
 
-def test_a_bad_batch_fails_alone_and_is_not_retried(prefect_server: dict[str, str], inbox_batches: dict[str, Path],
-                                                    sensor_model: Path, tmp_path: Path) -> None:
+def test_a_bad_batch_fails_alone_and_is_not_retried(
+    prefect_server: dict[str, str], inbox_batches: dict[str, Path], sensor_model: Path, tmp_path: Path
+) -> None:
     inbox, outbox = tmp_path / "inbox", tmp_path / "out"
     drop_into(inbox, inbox_batches["normal"])
     (inbox / "broken.parquet").write_bytes(b"PAR1 not really parquet")
@@ -116,7 +158,8 @@ def test_a_bad_batch_fails_alone_and_is_not_retried(prefect_server: dict[str, st
 
 
 def test_n38_a_batch_that_kills_every_run_is_set_aside_and_the_others_are_scored(
-        prefect_server: dict[str, str], two_batches: Path, sensor_model: Path, tmp_path: Path) -> None:
+    prefect_server: dict[str, str], two_batches: Path, sensor_model: Path, tmp_path: Path
+) -> None:
     """N38: a batch whose process is killed each time it is scored (the out-of-memory killer)
     was taken over by every run with no limit, and, first in name order, the batches after it
     were never scored. Now the next run takes it last, and after MAX_ATTEMPTS deaths it is set
@@ -138,8 +181,13 @@ def test_n38_a_batch_that_kills_every_run_is_set_aside_and_the_others_are_scored
     quiet = run_scoring(prefect_server, two_batches, outbox, sensor_model, "prefect-event", crash_at=poison)
     assert quiet.returncode == 0, quiet.stderr[-3000:]  # ... then skipped: it no longer fails every run
 
-    released = subprocess.run([sys.executable, "-m", "pipeline.cli", "release", "faulty.parquet", "--outbox",
-                               str(outbox)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    released = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "release", "faulty.parquet", "--outbox", str(outbox)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert released.returncode == 0, released.stderr
     healed = run_scoring(prefect_server, two_batches, outbox, sensor_model, "prefect-event")  # more memory now
     assert healed.returncode == 0, healed.stderr[-3000:]
@@ -147,8 +195,8 @@ def test_n38_a_batch_that_kills_every_run_is_set_aside_and_the_others_are_scored
 
 
 def test_a_failing_sink_keeps_the_scores_and_the_next_run_delivers(
-        prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path,
-        tmp_path: Path) -> None:
+    prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path, tmp_path: Path
+) -> None:
     inbox, outbox = tmp_path / "inbox", tmp_path / "out"
     drop_into(inbox, inbox_batches["faulty"])
     dead_url = f"http://127.0.0.1:{free_port()}/nobody-listens"
@@ -172,8 +220,8 @@ def test_a_failing_sink_keeps_the_scores_and_the_next_run_delivers(
 
 
 def test_n33_n36_a_failing_sink_is_tried_once_per_run_and_a_new_sink_starts_from_now(
-        prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path,
-        tmp_path: Path) -> None:
+    prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path, tmp_path: Path
+) -> None:
     """N36: a sink that failed every call was retried with backoff for each pending alert, all
     before any batch was scored (22 alerts: 362 s instead of 41 s). N33: a sink added later was
     sent every alert ever recorded. Now a failing sink is paused after its first delivery (and
@@ -182,8 +230,12 @@ def test_n33_n36_a_failing_sink_is_tried_once_per_run_and_a_new_sink_starts_from
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     faulty = pl.read_parquet(inbox_batches["faulty"])
     for month in range(3):  # three faults, a month apart: three alerts, no cooldown between them
-        drop_into(inbox, write(faulty.with_columns(pl.col("timestamp") + pl.duration(days=30 * month)),
-                               tmp_path / f"fault-{month}.parquet"))
+        drop_into(
+            inbox,
+            write(
+                faulty.with_columns(pl.col("timestamp") + pl.duration(days=30 * month)), tmp_path / f"fault-{month}.parquet"
+            ),
+        )
     failing = WebhookReceiver(status=500)
     try:
         down = save_webhook_block(prefect_server, failing.url, "vad-down")
@@ -196,8 +248,9 @@ def test_n33_n36_a_failing_sink_is_tried_once_per_run_and_a_new_sink_starts_from
         assert "paused (failure 1 in a row)" in first.stdout + first.stderr
 
         live = save_webhook_block(prefect_server, webhook.url, "vad-oncall")  # an operator adds on-call
-        drop_into(inbox, write(faulty.with_columns(pl.col("timestamp") + pl.duration(days=120)),
-                               tmp_path / "fault-3.parquet"))
+        drop_into(
+            inbox, write(faulty.with_columns(pl.col("timestamp") + pl.duration(days=120)), tmp_path / "fault-3.parquet")
+        )
         second = run_scoring(prefect_server, inbox, outbox, sensor_model, [down, live])
         assert second.returncode == 0, second.stderr[-3000:]
         assert len(webhook.received) == 1  # the new batch's alert only, not the three before it
@@ -221,7 +274,8 @@ def write(frame: pl.DataFrame, path: Path) -> Path:
 
 
 def test_a_full_outbox_fails_the_run_and_the_next_run_scores_the_batch_once(
-        prefect_server: dict[str, str], inbox_batches: dict[str, Path], sensor_model: Path, tmp_path: Path) -> None:
+    prefect_server: dict[str, str], inbox_batches: dict[str, Path], sensor_model: Path, tmp_path: Path
+) -> None:
     """The disk fills while the scores are written (ENOSPC, injected): nothing half-written is
     left, the batch is not set aside as bad data, and the next run, with room again and no
     --force, scores it once."""
@@ -239,8 +293,9 @@ def test_a_full_outbox_fails_the_run_and_the_next_run_scores_the_batch_once(
     assert [p.suffix for p in (outbox / "scores").rglob("*") if p.is_file()] == [".parquet"]
 
 
-def test_the_readme_command_runs_on_a_fresh_clone_without_an_inbox(prefect_server: dict[str, str],
-                                                                   sensor_model: Path, tmp_path: Path) -> None:
+def test_the_readme_command_runs_on_a_fresh_clone_without_an_inbox(
+    prefect_server: dict[str, str], sensor_model: Path, tmp_path: Path
+) -> None:
     """`python -m flows.score --inbox data/inbox` once failed as written (no such folder), after
     three retries with tracebacks: the command creates the folder and scores nothing; the flow
     called with a folder that is not there refuses it in one line, without retries."""
@@ -248,8 +303,18 @@ def test_the_readme_command_runs_on_a_fresh_clone_without_an_inbox(prefect_serve
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "data" / "inbox").is_dir() and json.loads(result.stdout.splitlines()[-1])["scored"] == []
     missing = subprocess.run(
-        [sys.executable, "-c", "from flows.score import score_flow; from pipeline.core.errors import exit_on_user_error; "
-         f"exit_on_user_error(lambda: score_flow(inbox_path='{tmp_path / 'nowhere'}', outbox='{tmp_path / 'o2'}', "
-         f"model='{sensor_model}'))"], env=prefect_server, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            "from flows.score import score_flow; from pipeline.core.errors import exit_on_user_error; "
+            f"exit_on_user_error(lambda: score_flow(inbox_path='{tmp_path / 'nowhere'}', outbox='{tmp_path / 'o2'}', "
+            f"model='{sensor_model}'))",
+        ],
+        env=prefect_server,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 2 and "\nerror: the inbox" in missing.stderr and "create the folder" in missing.stderr
     assert "find_batches" not in missing.stderr + missing.stdout  # refused before the (retried) task ran

@@ -23,8 +23,12 @@ pytestmark = pytest.mark.slow
 def large_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60,000 tabular rows in 12 row groups of 5,000 (rows varied so that no two are alike)."""
     batch = pl.read_csv(DATA / "tabular" / "batch.csv")
-    rows = pl.concat([batch] * 60).with_row_index("n").with_columns(
-        batch_id=pl.col("n").cast(pl.Int64), temperature=pl.col("temperature") + (pl.col("n") % 97) * 0.1).drop("n")
+    rows = (
+        pl.concat([batch] * 60)
+        .with_row_index("n")
+        .with_columns(batch_id=pl.col("n").cast(pl.Int64), temperature=pl.col("temperature") + (pl.col("n") % 97) * 0.1)
+        .drop("n")
+    )
     path = tmp_path_factory.mktemp("large") / "large.parquet"
     rows.write_parquet(path, row_group_size=5_000)
     return path
@@ -32,17 +36,34 @@ def large_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_partitions_follow_row_groups(large_batch: Path, tabular_model: Path) -> None:
     planned = plan_partitions(large_batch, Scorer.load(tabular_model), rows_per_partition=12_000)
-    assert [(p.first_row, p.rows) for p in planned] == [(0, 15_000), (15_000, 15_000), (30_000, 15_000),
-                                                       (45_000, 15_000)]
+    assert [(p.first_row, p.rows) for p in planned] == [(0, 15_000), (15_000, 15_000), (30_000, 15_000), (45_000, 15_000)]
 
 
-def test_dask_cluster_scores_like_one_process(prefect_server: dict[str, str], large_batch: Path,
-                                              tabular_model: Path, tmp_path: Path) -> None:
+def test_dask_cluster_scores_like_one_process(
+    prefect_server: dict[str, str], large_batch: Path, tabular_model: Path, tmp_path: Path
+) -> None:
     single = score_files(Scorer.load(tabular_model), large_batch, tmp_path / "single.parquet").output
     result = subprocess.run(
-        [sys.executable, "-m", "flows.score_partitions", str(large_batch), "--output", str(tmp_path / "dask.parquet"),
-         "--model", str(tabular_model), "--rows-per-partition", "10000", "--workers", "2"],
-        env={**prefect_server, "PREFECT_LOGGING_LEVEL": "INFO"}, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "flows.score_partitions",
+            str(large_batch),
+            "--output",
+            str(tmp_path / "dask.parquet"),
+            "--model",
+            str(tabular_model),
+            "--rows-per-partition",
+            "10000",
+            "--workers",
+            "2",
+        ],
+        env={**prefect_server, "PREFECT_LOGGING_LEVEL": "INFO"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "6 partition(s)" in result.stdout + result.stderr
     assert "scored on 2 worker process(es)" in result.stdout + result.stderr  # both workers took partitions
@@ -56,7 +77,8 @@ def test_dask_cluster_scores_like_one_process(prefect_server: dict[str, str], la
 
 
 def test_a_fleet_is_partitioned_by_entity_and_scored_on_dask_like_one_process(
-        prefect_server: dict[str, str], sensor_model: Path, tmp_path: Path) -> None:
+    prefect_server: dict[str, str], sensor_model: Path, tmp_path: Path
+) -> None:
     """Windows need each machine's series whole: a fleet file is cut into groups of whole
     machines, and the cluster's file equals the single-process one, row for row; a machine
     whose rows cannot be scored (a repeated time) is left out and named in the log."""
@@ -69,10 +91,26 @@ def test_a_fleet_is_partitioned_by_entity_and_scored_on_dask_like_one_process(
     single = score_files(Scorer.load(sensor_model), tmp_path / "fleet.parquet", tmp_path / "single.parquet")
     assert list(single.inputs.failed) == ["press-02-2"]
     result = subprocess.run(
-        [sys.executable, "-m", "flows.score_partitions", str(tmp_path / "fleet.parquet"),
-         "--output", str(tmp_path / "dask.parquet"), "--model", str(sensor_model), "--rows-per-partition", "2500",
-         "--workers", "2"],
-        env={**prefect_server, "PREFECT_LOGGING_LEVEL": "INFO"}, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "flows.score_partitions",
+            str(tmp_path / "fleet.parquet"),
+            "--output",
+            str(tmp_path / "dask.parquet"),
+            "--model",
+            str(sensor_model),
+            "--rows-per-partition",
+            "2500",
+            "--workers",
+            "2",
+        ],
+        env={**prefect_server, "PREFECT_LOGGING_LEVEL": "INFO"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "6 partition(s)" in result.stdout + result.stderr
     assert "entity press-02-2 not scored: time" in result.stdout + result.stderr
@@ -94,8 +132,9 @@ def test_local_cluster_listens_on_loopback_only() -> None:
     assert LOCAL_CLUSTER["host"] == "127.0.0.1" and LOCAL_CLUSTER["dashboard_address"].startswith("127.0.0.1:")
 
 
-def test_n32_partitions_scored_by_two_model_versions_are_never_combined(large_batch: Path, tabular_model: Path,
-                                                                       tmp_path: Path) -> None:
+def test_n32_partitions_scored_by_two_model_versions_are_never_combined(
+    large_batch: Path, tabular_model: Path, tmp_path: Path
+) -> None:
     """N32: a version folder replaced while the workers loaded it gave one output from two
     models (median scores alternating 17.9 / 21.5 by partition) with nothing naming the model.
     Every row now carries `model_version`, and parts from two versions are not combined."""
@@ -110,8 +149,10 @@ def test_n32_partitions_scored_by_two_model_versions_are_never_combined(large_ba
     manifest = json.loads((replaced / "manifest.json").read_text())
     (replaced / "manifest.json").write_text(json.dumps({**manifest, "version": "3"}))
     first, second = plan_partitions(large_batch, Scorer.load(tabular_model), rows_per_partition=12_000)[:2]
-    parts = [score_partition(Scorer.load(tabular_model), first, tmp_path)[0],
-             score_partition(Scorer.load(replaced), second, tmp_path)[0]]
+    parts = [
+        score_partition(Scorer.load(tabular_model), first, tmp_path)[0],
+        score_partition(Scorer.load(replaced), second, tmp_path)[0],
+    ]
     assert pl.read_parquet(parts[0])["model_version"].unique().to_list() == [Scorer.load(tabular_model).manifest.key]
     with pytest.raises(PipelineError, match="scored by 2 model versions"):
         combine_parts(parts, tmp_path / "out.parquet")
@@ -119,8 +160,9 @@ def test_n32_partitions_scored_by_two_model_versions_are_never_combined(large_ba
     assert combine_parts(parts[:1], tmp_path / "out.parquet").is_file()
 
 
-def test_n29_n30_a_file_redelivered_after_planning_is_refused_not_mixed(large_batch: Path, tabular_model: Path,
-                                                                       tmp_path: Path) -> None:
+def test_n29_n30_a_file_redelivered_after_planning_is_refused_not_mixed(
+    large_batch: Path, tabular_model: Path, tmp_path: Path
+) -> None:
     """N29: a file re-delivered (new values) after partition 0 was scored was combined with it:
     7 anomalies from the old rows, 750 from the new, no error. N30: re-delivered without one
     machine, its rows were dropped without a word. Each partition now checks the file against

@@ -56,22 +56,26 @@ def test_a_bad_batch_fails_the_run_but_not_the_other_batches(harness, folders, s
     assert states == {"normal.parquet": "done", "faulty.parquet": "done", "broken.parquet": "failed"}
 
 
-def test_a_gap_fails_its_batch_unless_the_flow_imputes(harness, tmp_path: Path, inbox_batches: dict[str, Path],
-                                                       sensor_model: Path) -> None:
+def test_a_gap_fails_its_batch_unless_the_flow_imputes(
+    harness, tmp_path: Path, inbox_batches: dict[str, Path], sensor_model: Path
+) -> None:
     incoming = tmp_path / "inbox"
     incoming.mkdir()
     batch = pl.read_parquet(inbox_batches["normal"])
     batch.with_columns(load=pl.when(pl.int_range(pl.len()) == 7).then(None).otherwise(pl.col("load"))).write_parquet(
-        incoming / "gap.parquet")
+        incoming / "gap.parquet"
+    )
     with pytest.raises(Exception, match="gap.parquet: .*missing value"):
         score_flow(inbox_path=str(incoming), outbox=str(tmp_path / "strict"), model=str(sensor_model), sinks=[])
-    done = score_flow(inbox_path=str(incoming), outbox=str(tmp_path / "imputing"), model=str(sensor_model), sinks=[],
-                      missing="impute")
+    done = score_flow(
+        inbox_path=str(incoming), outbox=str(tmp_path / "imputing"), model=str(sensor_model), sinks=[], missing="impute"
+    )
     assert [s["rows"] for s in done["scored"]] == [batch.height] and "imputed load: 1" in done["scored"][0]["inputs"]
 
 
 def test_a_fleet_batch_where_one_machine_repeats_an_hour_is_scored_for_the_others(
-        harness, tmp_path: Path, inbox_batches: dict[str, Path], sensor_model: Path) -> None:
+    harness, tmp_path: Path, inbox_batches: dict[str, Path], sensor_model: Path
+) -> None:
     """One machine's clock change fails that machine alone: the batch is done, not failed,
     the other machine is scored, and the summary says which machine was left out and why."""
     incoming = tmp_path / "inbox"
@@ -90,7 +94,8 @@ def test_a_fleet_batch_where_one_machine_repeats_an_hour_is_scored_for_the_other
 
 
 def test_a_sensor_level_shift_raises_a_drift_alert_naming_it_and_an_unshifted_batch_none(
-        harness, tmp_path: Path, inbox_batches: dict[str, Path], sensor_model: Path) -> None:
+    harness, tmp_path: Path, inbox_batches: dict[str, Path], sensor_model: Path
+) -> None:
     """The unshifted batch raises no drift alert; the one whose pressure reads 2 SD high raises
     one (its own kind and event), naming pressure, once across re-runs; the run's drift
     artifact holds the figure and both batches' figures."""
@@ -114,15 +119,18 @@ def test_a_sensor_level_shift_raises_a_drift_alert_naming_it_and_an_unshifted_ba
     assert inbox.open_ledger(str(outbox)).delivered(drift_id, "prefect-event")
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["vad-drift"])))
-    assert any("data:image/png;base64," in a.data and "| shifted.parquet | 300 | pressure" in a.data
-               for a in artifacts)  # other tests of this module's server may have written theirs
-    again = score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"],
-                       force=True)
+    assert any(
+        "data:image/png;base64," in a.data and "| shifted.parquet | 300 | pressure" in a.data for a in artifacts
+    )  # other tests of this module's server may have written theirs
+    again = score_flow(
+        inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"], force=True
+    )
     assert again["drift_alerts"] == [drift_id]  # the same alert, re-read, not a second one
 
 
-def test_n11_one_drift_alert_per_drift_episode(harness, tmp_path: Path, inbox_batches: dict[str, Path],
-                                               sensor_model: Path) -> None:
+def test_n11_one_drift_alert_per_drift_episode(
+    harness, tmp_path: Path, inbox_batches: dict[str, Path], sensor_model: Path
+) -> None:
     """N11: drift alerts had no cooldown, so a machine that stayed drifted raised a drift warning
     at every sink on every batch. Now a batch alerts only when something starts drifting; a
     batch without drift ends the episode, and the next drift alerts again."""
@@ -131,8 +139,9 @@ def test_n11_one_drift_alert_per_drift_episode(harness, tmp_path: Path, inbox_ba
     normal = pl.read_parquet(inbox_batches["normal"])
     for name, sds in [("a-shift", 2.0), ("b-shift", 2.1), ("c-normal", 0.0), ("d-shift", 2.2)]:  # pressure's shift
         normal.with_columns(pl.col("pressure") + sds * normal["pressure"].std()).write_parquet(incoming / f"{name}.parquet")
-    done = score_flow(inbox_path=str(incoming), outbox=str(tmp_path / "outbox"), model=str(sensor_model),
-                      sinks=["prefect-event"])
+    done = score_flow(
+        inbox_path=str(incoming), outbox=str(tmp_path / "outbox"), model=str(sensor_model), sinks=["prefect-event"]
+    )
     ledger = inbox.open_ledger(str(tmp_path / "outbox"))
     drifted = {Path(s["file"]).stem for s in done["scored"] if s["drift"]["drifting"]}
     alerted = {ledger.get_alert(i)["batch"]["file"].removesuffix(".parquet") for i in done["drift_alerts"]}
@@ -152,12 +161,12 @@ def test_a_lost_ledger_is_refused_then_rebuilt_from_the_outbox(harness, folders,
         score_flow(**run)
     rebuilt = score_flow(**run, rebuild=True)
     assert rebuilt["scored"] == [] and rebuilt["alerts"] == []  # nothing scored or alerted twice
-    assert [(b["status"], b["summary"]) for b in inbox.open_ledger(str(outbox)).batches()] == \
-        [("done", '{"rebuilt": true}')] * 2
+    assert [(b["status"], b["summary"]) for b in inbox.open_ledger(str(outbox)).batches()] == [
+        ("done", '{"rebuilt": true}')
+    ] * 2
 
 
-def test_p22a_n41_a_ledger_truncated_to_nothing_is_refused_like_a_lost_one(harness, folders,
-                                                                         sensor_model: Path) -> None:
+def test_p22a_n41_a_ledger_truncated_to_nothing_is_refused_like_a_lost_one(harness, folders, sensor_model: Path) -> None:
     """P22a/N41: a ledger truncated to 0 bytes (or replaced by an empty database) was taken for
     a new one, and the next run scored every batch and sent every alert again."""
     incoming, outbox = folders
@@ -184,7 +193,10 @@ def test_p12_scored_files_move_to_the_archive_and_later_runs_find_none(harness, 
     assert [Path(s["file"]).name for s in archived["scored"]] == ["late.parquet"]
     assert sorted(p.name for p in incoming.iterdir()) == []
     assert sorted(p.name for p in (incoming.parent / "done").iterdir()) == [
-        "faulty.parquet", "late.parquet", "normal.parquet"]
+        "faulty.parquet",
+        "late.parquet",
+        "normal.parquet",
+    ]
 
 
 def test_a_damaged_ledger_is_one_clear_error(harness, folders, sensor_model: Path) -> None:
@@ -195,8 +207,9 @@ def test_a_damaged_ledger_is_one_clear_error(harness, folders, sensor_model: Pat
         score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=[])
 
 
-def test_a_batch_that_fails_at_its_alert_does_not_hold_up_the_others(harness, folders, sensor_model: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_that_fails_at_its_alert_does_not_hold_up_the_others(
+    harness, folders, sensor_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The disk fills as the faulty batch's alert is recorded (injected ENOSPC): that batch is
     left to the next run, the normal one is done, and the next run raises the alert once."""
     from pipeline.core.faults import FULL_ENV
@@ -207,8 +220,10 @@ def test_a_batch_that_fails_at_its_alert_does_not_hold_up_the_others(harness, fo
     with pytest.raises(Exception, match="faulty.parquet: .*No space left on device"):
         score_flow(**run)
     ledger = inbox.open_ledger(str(outbox))
-    assert {Path(b["file"]).name: b["status"] for b in ledger.batches()} == {"faulty.parquet": "retry",
-                                                                            "normal.parquet": "done"}
+    assert {Path(b["file"]).name: b["status"] for b in ledger.batches()} == {
+        "faulty.parquet": "retry",
+        "normal.parquet": "done",
+    }
     monkeypatch.delenv(FULL_ENV)
     again = score_flow(**run)
     assert [Path(s["file"]).name for s in again["scored"]] == ["faulty.parquet"] and len(again["alerts"]) == 1

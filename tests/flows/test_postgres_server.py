@@ -43,11 +43,30 @@ def postgres() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
     data, port = folder / "data", free_port()
-    subprocess.run(as_postgres_user([initdb, "-D", str(data), "-A", "trust", "-U", "postgres"]), check=True,
-                   capture_output=True, timeout=120)
-    subprocess.run(as_postgres_user([pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
-                                     f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={folder}",
-                                     "start"]), check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        as_postgres_user([initdb, "-D", str(data), "-A", "trust", "-U", "postgres"]),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    subprocess.run(
+        as_postgres_user(
+            [
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(folder / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={folder}",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
     finally:
@@ -59,13 +78,23 @@ def postgres() -> Iterator[str]:
 def postgres_prefect(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("prefect-pg-home")
     port = free_port()
-    env = {**os.environ, **FAST_PREFECT, "PREFECT_HOME": str(home), "PREFECT_API_DATABASE_CONNECTION_URL": postgres,
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+    env = {
+        **os.environ,
+        **FAST_PREFECT,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": postgres,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
     env.pop("PREFECT_API_URL", None)
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
     with (home / "server.log").open("wb") as log:
-        server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     api_url = f"http://127.0.0.1:{port}/api"
     try:
         wait_for_server(api_url, timeout=180, process=server)
@@ -76,43 +105,97 @@ def postgres_prefect(postgres: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_deployment_on_a_process_pool_scores_with_postgres_behind_the_server(
-        postgres: str, postgres_prefect: dict[str, str], inbox_batches: dict[str, Path], sensor_model: Path,
-        tmp_path: Path) -> None:
+    postgres: str, postgres_prefect: dict[str, str], inbox_batches: dict[str, Path], sensor_model: Path, tmp_path: Path
+) -> None:
     env = postgres_prefect
     prefect = env["PREFECT"]
-    subprocess.run([prefect, "work-pool", "create", "vad-pool", "--type", "process"], env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [prefect, "work-pool", "create", "vad-pool", "--type", "process"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     inbox.mkdir()
     deployed = subprocess.run(
-        [sys.executable, "-m", "flows.deploy", "--pool", "vad-pool", "--inbox", str(inbox), "--outbox", str(outbox),
-         "--model", str(sensor_model), "--interval", "3", "--name", "pg-scoring"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "flows.deploy",
+            "--pool",
+            "vad-pool",
+            "--inbox",
+            str(inbox),
+            "--outbox",
+            str(outbox),
+            "--model",
+            str(sensor_model),
+            "--interval",
+            "3",
+            "--name",
+            "pg-scoring",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     with (tmp_path / "worker.log").open("wb") as log:
-        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "vad-pool", "--type", "process"], env=env,
-                                  cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [prefect, "worker", "start", "--pool", "vad-pool", "--type", "process"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         drop_into(inbox, inbox_batches["faulty"])
         ledger = open_ledger(outbox)
-        wait_until(lambda: [b["status"] for b in ledger.batches()] == ["done"], 300,
-                   f"the batch scored by the worker (log: {tmp_path / 'worker.log'})")
+        wait_until(
+            lambda: [b["status"] for b in ledger.batches()] == ["done"],
+            300,
+            f"the batch scored by the worker (log: {tmp_path / 'worker.log'})",
+        )
         # The ledger says done a moment before the run reports its final state: wait for that
         # state before stopping the worker, whose process group the run belongs to.
-        wait_until(lambda: any(run["work_pool_name"] == "vad-pool" for run in completed_runs(env)), 120,
-                   "a completed flow run from the vad-pool work pool")
+        wait_until(
+            lambda: any(run["work_pool_name"] == "vad-pool" for run in completed_runs(env)),
+            120,
+            "a completed flow run from the vad-pool work pool",
+        )
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(timeout=60)
     assert len(ledger.alerts()) == 1
     port = postgres.rsplit(":", 1)[1].split("/")[0]
-    stored = subprocess.run([pg_command("psql"), "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-tAc",
-                             "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'"],
-                            capture_output=True, text=True, timeout=60, check=True)
+    stored = subprocess.run(
+        [
+            pg_command("psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            "-tAc",
+            "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert int(stored.stdout.strip()) >= 1  # the server's state lives in PostgreSQL
 
 
 def completed_runs(env: dict[str, str]) -> list[dict]:
     """Flow runs the server lists as COMPLETED."""
-    return httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter",
-                      json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}, timeout=30).json()
+    return httpx.post(
+        f"{env['PREFECT_API_URL']}/flow_runs/filter",
+        json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}},
+        timeout=30,
+    ).json()

@@ -23,8 +23,25 @@ pytestmark = pytest.mark.slow
 
 
 def retrain(env: dict[str, str], recent: Path, model: Path, config: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.retrain", str(recent), "--model", str(model), "--config",
-                           str(config), "--epochs", "3"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.retrain",
+            str(recent),
+            "--model",
+            str(model),
+            "--config",
+            str(config),
+            "--epochs",
+            "3",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_a_challenger_is_promoted_only_when_it_passes(prefect_server: dict[str, str], tmp_path: Path) -> None:
@@ -32,8 +49,9 @@ def test_a_challenger_is_promoted_only_when_it_passes(prefect_server: dict[str, 
     fit_model(DATA / "sensors" / "history.parquet", config, tmp_path)
     model = tmp_path / "demo-sensors"
     history = pl.read_parquet(DATA / "sensors" / "history.parquet")
-    recent = history.with_columns(pl.col("pressure") + 1.5 * history["pressure"].std(),
-                                  pl.col("timestamp") + pl.duration(days=14))
+    recent = history.with_columns(
+        pl.col("pressure") + 1.5 * history["pressure"].std(), pl.col("timestamp") + pl.duration(days=14)
+    )
     recent.write_parquet(tmp_path / "recent.parquet")
     strict = tmp_path / "strict.toml"
     strict.write_text((DATA / "sensors.toml").read_text() + "\n[promotion]\nmin_rank_agreement = 0.99\n")
@@ -49,20 +67,35 @@ def test_a_challenger_is_promoted_only_when_it_passes(prefect_server: dict[str, 
     assert (model / "latest").read_text().strip() == "3"
     lineage = read_manifest(model / "3").lineage
     assert lineage["parent_version"] == "1" and lineage["data"]["source"].endswith("recent.parquet")
-    assert 0 < lineage["data"]["left_out_flagged"] <= 0.1 * (lineage["data"]["rows"] + lineage["data"]["left_out_flagged"]) + 1
+    assert (
+        0 < lineage["data"]["left_out_flagged"] <= 0.1 * (lineage["data"]["rows"] + lineage["data"]["left_out_flagged"]) + 1
+    )
 
-    listed = subprocess.run([str(Path(sys.executable).with_name("vad")), "versions", str(model), "--json"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [str(Path(sys.executable).with_name("vad")), "versions", str(model), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.returncode == 0, listed.stderr
     versions = {v["version"]: v for v in json.loads(listed.stdout)["versions"]}
     assert [versions[v]["parent"] for v in "123"] == [None, "1", "1"]
     assert versions["2"]["decision"]["decision"] == "rejected" and versions["3"]["decision"]["decision"] == "promoted"
     assert versions["3"]["latest"] and not versions["2"]["latest"]
-    table = subprocess.run([str(Path(sys.executable).with_name("vad")), "versions", str(model)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    table = subprocess.run(
+        [str(Path(sys.executable).with_name("vad")), "versions", str(model)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "3 *" in table.stdout and "FAIL: rank agreement" in table.stdout
-    response = httpx.post(f"{prefect_server['PREFECT_API_URL']}/artifacts/filter",
-                          json={"artifacts": {"key": {"any_": ["vad-retraining"]}}}, timeout=30)
+    response = httpx.post(
+        f"{prefect_server['PREFECT_API_URL']}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["vad-retraining"]}}},
+        timeout=30,
+    )
     reports = [a["data"] for a in response.json()]
     assert any("Challenger v3 against champion v1: promoted" in r for r in reports)
     assert any("Challenger v2 against champion v1: rejected" in r and "| FAIL |" in r for r in reports)

@@ -17,8 +17,11 @@ pytestmark = pytest.mark.slow
 
 def completed_runs(env: dict[str, str]) -> int:
     """Completed flow runs, read through Prefect's REST API."""
-    response = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter",
-                          json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}, timeout=30)
+    response = httpx.post(
+        f"{env['PREFECT_API_URL']}/flow_runs/filter",
+        json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}},
+        timeout=30,
+    )
     response.raise_for_status()
     return len(response.json())
 
@@ -31,15 +34,16 @@ def artifact_keys(env: dict[str, str]) -> set[str]:
 
 def alert_events(env: dict[str, str]) -> set[str]:
     """Alert ids of the `vad.alert.raised` events the server has stored."""
-    response = httpx.post(f"{env['PREFECT_API_URL']}/events/filter",
-                          json={"filter": {"event": {"name": ["vad.alert.raised"]}}}, timeout=30)
+    response = httpx.post(
+        f"{env['PREFECT_API_URL']}/events/filter", json={"filter": {"event": {"name": ["vad.alert.raised"]}}}, timeout=30
+    )
     response.raise_for_status()
     return {e["payload"]["alert_id"] for e in response.json()["events"]}
 
 
 def test_scheduled_deployment_scores_each_batch_once_and_alerts_once(
-        prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path,
-        tmp_path: Path) -> None:
+    prefect_server: dict[str, str], webhook, inbox_batches: dict[str, Path], sensor_model: Path, tmp_path: Path
+) -> None:
     env = prefect_server
     sink = save_webhook_block(env, webhook.url, "vad-scheduled-test")
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
@@ -47,8 +51,11 @@ def test_scheduled_deployment_scores_each_batch_once_and_alerts_once(
         drop_into(inbox, inbox_batches["normal"])
         drop_into(inbox, inbox_batches["faulty"])
         ledger = open_ledger(outbox)
-        wait_until(lambda: sum(b["status"] == "done" for b in ledger.batches()) == 2 and webhook.received,
-                   240, "both batches scored and one alert delivered")
+        wait_until(
+            lambda: sum(b["status"] == "done" for b in ledger.batches()) == 2 and webhook.received,
+            240,
+            "both batches scored and one alert delivered",
+        )
         runs_then = completed_runs(env)
         wait_until(lambda: completed_runs(env) >= runs_then + 2, 120, "two more scheduled runs")
 

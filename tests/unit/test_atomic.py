@@ -50,8 +50,9 @@ def test_dead_writers_temporaries_are_removed_and_a_live_ones_kept(tmp_path: Pat
     assert not dead.exists() and live.exists()
 
 
-def test_the_file_and_its_folder_reach_the_disk_before_the_write_returns(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_file_and_its_folder_reach_the_disk_before_the_write_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A ledger that records an output as written (after this returns) must never point at a
     file a power cut could take back: the file is fsynced before its rename, the folder after.
     os.fsync and os.replace are wrapped to note their order; they still run for real."""

@@ -39,7 +39,7 @@ def test_same_seed_gives_same_weights_and_other_seed_does_not() -> None:
     a = train_vae(X[:500], X[500:], ModelConfig(), FAST)
     b = train_vae(X[:500], X[500:], ModelConfig(), FAST)
     c = train_vae(X[:500], X[500:], ModelConfig(), FAST.model_copy(update={"seed": 1}))
-    for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+    for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         torch.testing.assert_close(wa, wb, rtol=0, atol=0, msg=name)
     assert not torch.equal(a.model.encoder[0].weight, c.model.encoder[0].weight)
 
@@ -203,7 +203,7 @@ def test_a_series_of_one_signal_validates_on_its_whole_period_and_sensors_on_the
     ends, bounds = np.arange(1000), [(0, 600), (600, 1000)]
     spread = validation_windows(ends, bounds, 0.1, spread=True)
     assert spread.sum() == 100
-    assert [int(spread[start:start + 60].sum()) for start in range(0, 600, 60)] == [6] * 10
+    assert [int(spread[start : start + 60].sum()) for start in range(0, 600, 60)] == [6] * 10
     assert np.flatnonzero(spread[:60]).tolist() == list(range(54, 60))  # the latest of its block
     latest = validation_windows(ends, bounds, 0.1)
     assert np.flatnonzero(latest).tolist() == [*range(540, 600), *range(960, 1000)]

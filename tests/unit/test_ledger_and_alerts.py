@@ -32,8 +32,11 @@ def test_claims_are_exclusive_until_done_and_forced_rescoring_is_explicit(tmp_pa
 
 def _hold_claim(ledger: Ledger, identity: str, owner: str) -> None:
     with ledger._transaction() as db:
-        db.execute("INSERT INTO batches (identity, model, file, status, owner, claimed_at) "
-                   "VALUES (?, 'm/1', 'a.csv', 'running', ?, strftime('%s','now'))", (identity, owner))
+        db.execute(
+            "INSERT INTO batches (identity, model, file, status, owner, claimed_at) "
+            "VALUES (?, 'm/1', 'a.csv', 'running', ?, strftime('%s','now'))",
+            (identity, owner),
+        )
 
 
 def test_a_live_owner_keeps_its_claim_and_a_dead_one_loses_it(tmp_path: Path) -> None:
@@ -73,9 +76,16 @@ def scored_frame(threshold: float, flagged: dict[str, list[int]], start: datetim
     for machine in ("press-01", "press-02"):
         for step in range(30):
             hot = step in flagged.get(machine, [])
-            rows.append({"machine": machine, "timestamp": start + timedelta(minutes=5 * step),
-                         "score": threshold * (2.0 if hot else 0.5), "is_anomaly": hot,
-                         "top1_feature": "pressure" if hot else "load", "top1_share": 0.9})
+            rows.append(
+                {
+                    "machine": machine,
+                    "timestamp": start + timedelta(minutes=5 * step),
+                    "score": threshold * (2.0 if hot else 0.5),
+                    "is_anomaly": hot,
+                    "top1_feature": "pressure" if hot else "load",
+                    "top1_share": 0.9,
+                }
+            )
     return pl.DataFrame(rows)
 
 
@@ -104,8 +114,9 @@ def test_an_alert_is_built_and_read_through_its_record(manifest, tmp_path: Path)
     limit, start = manifest.threshold.value, datetime(2026, 11, 1)
     burst = scored_frame(limit, {"press-02": [11, 12, 14]}, start)
     for given, overridden in [(None, False), (limit, False), (limit * 0.9, True)]:
-        alert, _ = alerts.evaluate(burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={},
-                                   threshold=given)
+        alert, _ = alerts.evaluate(
+            burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={}, threshold=given
+        )
         assert alert["threshold"]["overridden"] is overridden
     subject, body = alerts.summary_text(alert)
     assert subject.startswith(f"[{alert['severity'].upper()}] ") and "press-02 (3 rows" in body
@@ -120,8 +131,9 @@ def test_cooldown_suppresses_an_entity_that_alerted_recently(manifest) -> None:
     limit, start = manifest.threshold.value, datetime(2026, 11, 1)
     burst = scored_frame(limit, {"press-01": [1, 2, 3], "press-02": [1, 2, 3]}, start)
     recent = {"press-01": (start - timedelta(minutes=30)).isoformat()}
-    alert, _ = alerts.evaluate(burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x",
-                               last_alerts=recent)
+    alert, _ = alerts.evaluate(
+        burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x", last_alerts=recent
+    )
     assert [e["entity"] for e in alert["entities"]] == ["press-02"] and alert["suppressed"] == ["press-01"]
     all_cooling = {"press-01": recent["press-01"], "press-02": recent["press-01"]}
     assert alerts.evaluate(burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts=all_cooling)[0] is None
@@ -138,8 +150,10 @@ def test_webhook_urls_are_cut_to_their_host_in_delivery_errors() -> None:
     """httpx quotes the whole URL in its errors; a webhook's URL is its secret."""
     from pipeline.ops.delivery import redact_urls
 
-    error = ("Client error '404 Not Found' for url 'https://hooks.example.com/services/T0/B1/s3cr3t?token=abc123'; "
-             "also http://user:pa55@127.0.0.1:9/hook")
+    error = (
+        "Client error '404 Not Found' for url 'https://hooks.example.com/services/T0/B1/s3cr3t?token=abc123'; "
+        "also http://user:pa55@127.0.0.1:9/hook"
+    )
     redacted = redact_urls(error)
     for secret in ("s3cr3t", "abc123", "pa55", "user", "services"):
         assert secret not in redacted
@@ -151,8 +165,9 @@ def test_a_clock_that_ran_ahead_does_not_silence_an_entity(manifest) -> None:
     limit, start = manifest.threshold.value, datetime(2026, 11, 1)
     burst = scored_frame(limit, {"press-01": [1, 2, 3]}, start)
     from_the_future = {"press-01": datetime(2099, 1, 1).isoformat()}
-    alert, _ = alerts.evaluate(burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x",
-                               last_alerts=from_the_future)
+    alert, _ = alerts.evaluate(
+        burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x", last_alerts=from_the_future
+    )
     assert alert is not None and [e["entity"] for e in alert["entities"]] == ["press-01"]
 
 
@@ -162,8 +177,9 @@ def test_zoned_and_naive_times_compare_without_a_type_error(manifest) -> None:
     limit = manifest.threshold.value
     zoned = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2026, 11, 1, tzinfo=UTC))
     naive_recent = {"press-01": datetime(2026, 10, 31, 23, 50).isoformat()}  # 15 min before the burst
-    alert, _ = alerts.evaluate(zoned, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x",
-                               last_alerts=naive_recent)
+    alert, _ = alerts.evaluate(
+        zoned, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x", last_alerts=naive_recent
+    )
     assert alert is None  # cooling down, compared as UTC
 
 
@@ -279,8 +295,9 @@ def test_a_claim_whose_pid_was_reused_is_taken_over(tmp_path: Path) -> None:
         identity = f"b{started}"
         ledger.claim(identity, "m/1", "b.parquet")
         with sqlite3.connect(tmp_path / "ledger.sqlite") as db:  # as if that process had claimed it
-            db.execute("UPDATE batches SET owner=? WHERE identity=?",
-                       (f"{socket.gethostname()}:{live}:{started}:0000", identity))
+            db.execute(
+                "UPDATE batches SET owner=? WHERE identity=?", (f"{socket.gethostname()}:{live}:{started}:0000", identity)
+            )
         claim = ledger.claim(identity, "m/1", "b.parquet")
         assert claim.reason == expected and claim.granted == (expected == "taken-over")
 
@@ -290,8 +307,12 @@ def test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown
     alarm, where every later alarm (in 2026) would compare against it."""
     limit = manifest.threshold.value
     recent = datetime.now() - timedelta(hours=2)
-    future = pl.concat([scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2099, 1, 1)).filter(
-        pl.col("machine") == "press-01"), scored_frame(limit, {}, recent).filter(pl.col("machine") == "press-02")])
+    future = pl.concat(
+        [
+            scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2099, 1, 1)).filter(pl.col("machine") == "press-01"),
+            scored_frame(limit, {}, recent).filter(pl.col("machine") == "press-02"),
+        ]
+    )
     alert, times = alerts.evaluate(future, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={})
     assert alert is not None and [e["entity"] for e in alert["entities"]] == ["press-01"] and times == {}
     now = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime.now() - timedelta(hours=2))
@@ -329,8 +350,9 @@ def test_n35_a_sink_that_times_out_says_so() -> None:
     import httpx
 
     assert delivery.failure_reason(httpx.ReadTimeout("")) == "ReadTimeout"
-    assert delivery.failure_reason(ValueError("https://hooks.example.com/T0/secret")) == \
-        "https://hooks.example.com/<redacted>"
+    assert (
+        delivery.failure_reason(ValueError("https://hooks.example.com/T0/secret")) == "https://hooks.example.com/<redacted>"
+    )
 
 
 def test_n40_a_host_clock_behind_the_data_keeps_the_cooldown_and_says_so(manifest, caplog) -> None:
@@ -339,8 +361,9 @@ def test_n40_a_host_clock_behind_the_data_keeps_the_cooldown_and_says_so(manifes
     batch ahead of the host's clock now keeps its times (it is the host that is wrong) and warns."""
     limit, rules = manifest.threshold.value, AlertRules(cooldown_minutes=7 * 24 * 60)
     ahead = datetime.now() + timedelta(days=2000)  # the data, as seen by a host clock years behind
-    first, times = alerts.evaluate(scored_frame(limit, {"press-01": [1, 2, 3]}, ahead), manifest, rules,
-                                   batch_file="b1", identity="x", last_alerts={})
+    first, times = alerts.evaluate(
+        scored_frame(limit, {"press-01": [1, 2, 3]}, ahead), manifest, rules, batch_file="b1", identity="x", last_alerts={}
+    )
     assert first is not None and set(times) == {"press-01"}
     assert "ahead of this host's clock" in caplog.text
     later = scored_frame(limit, {"press-01": [1, 2, 3]}, ahead + timedelta(hours=3))
@@ -416,8 +439,10 @@ def test_n46_an_old_format_claim_on_a_live_pid_is_left_to_the_lease(tmp_path: Pa
     for identity, age, expected in [("fresh", 10, "busy"), ("stale", 3600, "taken-over")]:
         ledger.claim(identity, "m/1", "b.parquet")
         with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
-            db.execute("UPDATE batches SET owner=?, claimed_at=strftime('%s','now') - ? WHERE identity=?",
-                       (old_token, age, identity))
+            db.execute(
+                "UPDATE batches SET owner=?, claimed_at=strftime('%s','now') - ? WHERE identity=?",
+                (old_token, age, identity),
+            )
         assert ledger.claim(identity, "m/1", "b.parquet").reason == expected
 
 

@@ -36,9 +36,11 @@ def test_too_few_rows_for_the_knots_leave_every_column_unmapped() -> None:
     """Below 100 rows per segment the knots are noise more than shape: no map, only the
     standard scaling (ADBench's 5 sets that small all scored higher without it)."""
     enough = MIN_ROWS_PER_SEGMENT * (QUANTILE_KNOTS - 1)
-    few = Scaler.fit(SKEWED[:enough - 1, None].astype(np.float32), method="quantile")
+    few = Scaler.fit(SKEWED[: enough - 1, None].astype(np.float32), method="quantile")
     assert few.monotone_map() is None
-    assert few.transform(SKEWED[:5, None].astype(np.float32))[:, 0] == pytest.approx((SKEWED[:5] - few.mean) / few.scale, rel=1e-5)
+    assert few.transform(SKEWED[:5, None].astype(np.float32))[:, 0] == pytest.approx(
+        (SKEWED[:5] - few.mean) / few.scale, rel=1e-5
+    )
     assert not Scaler.fit(SKEWED[:enough, None].astype(np.float32), method="quantile").identity_columns().any()
 
 
@@ -73,7 +75,8 @@ def test_torch_runs_the_map_as_numpy_does_even_on_steep_segments(scaler: Scaler)
 
 
 def test_picking_columns_by_matmul_equals_the_gather_to_the_bit_with_infinite_inputs(
-        scaler: Scaler, monkeypatch: pytest.MonkeyPatch) -> None:
+    scaler: Scaler, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rows = np.vstack([TRAIN[:500], TRAIN[:20] * 1e30, -TRAIN[:20]]).astype(np.float32)
     rows[:3, 0], rows[3:6, 1], rows[6, 4] = np.inf, -np.inf, np.inf
     by_matmul = _Scaling(scaler)
@@ -88,8 +91,10 @@ def test_picking_columns_by_matmul_equals_the_gather_to_the_bit_with_infinite_in
 
 def test_the_manifest_refuses_a_map_that_is_not_monotone_or_not_whole(scaler: Scaler) -> None:
     spec = ScalerSpec.of(scaler).model_dump()
-    assert ScalerSpec.model_validate(spec).build().transform(TRAIN[:4].astype(np.float32)).tolist() == \
-        scaler.transform(TRAIN[:4].astype(np.float32)).tolist()
+    assert (
+        ScalerSpec.model_validate(spec).build().transform(TRAIN[:4].astype(np.float32)).tolist()
+        == scaler.transform(TRAIN[:4].astype(np.float32)).tolist()
+    )
     falling = {**spec, "knots": [row[::-1] for row in spec["knots"]]}
     with pytest.raises(ValueError, match="knots must not decrease"):
         ScalerSpec.model_validate(falling)

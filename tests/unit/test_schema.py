@@ -10,13 +10,15 @@ from pipeline.core.config import DataConfig, WindowSpec
 from pipeline.core.errors import DataError, SchemaError
 from pipeline.data.schema import coerce, entity_bounds, learn_schema, make_windows, sort_for_windows, to_matrix
 
-TABLE = pl.DataFrame({
-    "id": [1, 2, 3, 4],
-    "temp": [1.0, 2.0, 3.0, 4.0],
-    "count": [1, 2, 3, 4],
-    "site": ["a", "b", "a", "c"],
-    "label": [0, 0, 1, 0],
-})
+TABLE = pl.DataFrame(
+    {
+        "id": [1, 2, 3, 4],
+        "temp": [1.0, 2.0, 3.0, 4.0],
+        "count": [1, 2, 3, 4],
+        "site": ["a", "b", "a", "c"],
+        "label": [0, 0, 1, 0],
+    }
+)
 CONFIG = DataConfig(id_columns=["id"], label_column="label")
 
 
@@ -127,14 +129,17 @@ def _repeated_reading(policy: str):
     from datetime import datetime
 
     minute = [datetime(2024, 3, 10, 0, m) for m in range(4)]
-    frame = pl.DataFrame({
-        "machine": ["a"] * 4 + ["b"] * 5,
-        "t": minute + [minute[0], minute[1], minute[2], minute[2], minute[3]],
-        "temp": [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 5.0, 7.0, 4.0],
-        "mode": ["x"] * 7 + ["y", "x"],
-    })
-    config = DataConfig(mode="sensor", time_column="t", entity_column="machine", duplicates=policy,
-                        window=WindowSpec(length=2))
+    frame = pl.DataFrame(
+        {
+            "machine": ["a"] * 4 + ["b"] * 5,
+            "t": minute + [minute[0], minute[1], minute[2], minute[2], minute[3]],
+            "temp": [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 5.0, 7.0, 4.0],
+            "mode": ["x"] * 7 + ["y", "x"],
+        }
+    )
+    config = DataConfig(
+        mode="sensor", time_column="t", entity_column="machine", duplicates=policy, window=WindowSpec(length=2)
+    )
     return frame, learn_schema(frame, config)
 
 
@@ -165,9 +170,13 @@ def test_max_gap_cuts_an_entitys_series_where_time_jumps_and_only_there() -> Non
 
     base = datetime(2024, 1, 1)
     minutes = [0, 1, 2, 30, 31, 32, 33]  # one 28-minute outage in machine a
-    frame = pl.DataFrame({"machine": ["a"] * 7 + ["b"] * 3,
-                          "t": [base + timedelta(minutes=m) for m in minutes + [0, 5, 10]],
-                          "temp": np.arange(10.0)})
+    frame = pl.DataFrame(
+        {
+            "machine": ["a"] * 7 + ["b"] * 3,
+            "t": [base + timedelta(minutes=m) for m in minutes + [0, 5, 10]],
+            "temp": np.arange(10.0),
+        }
+    )
     config = dict(mode="sensor", time_column="t", entity_column="machine", window=WindowSpec(length=2))
     gapless = learn_schema(frame, DataConfig(**config))
     assert series_bounds(frame, gapless) == entity_bounds(frame, gapless) == [(0, 7), (7, 10)]
@@ -200,15 +209,23 @@ def test_ignored_columns_are_neither_features_nor_keys() -> None:
     assert [c.name for c in schema.columns] == ["temp", "site"] and schema.key_columns == ["id"]
 
 
-@pytest.mark.parametrize(("values", "example"), [(["3,14", "2,5", "10,0"], "3,14"),  # decimal comma
-                                                 (["999", "10,126", "1,234,567"], "10,126"),  # thousands
-                                                 (["1.234,5", "7,1", "2.000,0"], "1.234,5"),
-                                                 (["12.5 kg", "3 kg", "4 kg"], "12.5 kg")])  # units
+@pytest.mark.parametrize(
+    ("values", "example"),
+    [
+        (["3,14", "2,5", "10,0"], "3,14"),  # decimal comma
+        (["999", "10,126", "1,234,567"], "10,126"),  # thousands
+        (["1.234,5", "7,1", "2.000,0"], "1.234,5"),
+        (["12.5 kg", "3 kg", "4 kg"], "12.5 kg"),
+    ],
+)  # units
 def test_numbers_written_as_text_stop_training_with_the_fix(values: list[str], example: str) -> None:
     """Once they were taken for free text and training went on without the column."""
     table = pl.DataFrame({"temp": [1.0, 2.0, 3.0], "weight": values})
-    with pytest.raises(SchemaError, match=rf"column 'weight' holds numbers written as text, such as '{example}'.*"
-                                          r"decimal mark.*--ignore-columns weight"):
+    with pytest.raises(
+        SchemaError,
+        match=rf"column 'weight' holds numbers written as text, such as '{example}'.*"
+        r"decimal mark.*--ignore-columns weight",
+    ):
         learn_schema(table, DataConfig(), "w.csv")
     codes = pl.DataFrame({"temp": [1.0, 2.0, 3.0], "line": ["3A", "12B", "L1"]})
     assert [c.kind for c in learn_schema(codes, DataConfig()).columns] == ["numeric", "categorical"]
@@ -217,8 +234,11 @@ def test_numbers_written_as_text_stop_training_with_the_fix(values: list[str], e
 def test_an_empty_column_is_refused_before_training_by_name() -> None:
     """It once trained and then crashed in the drift reference (argmax of no categories)."""
     table = TABLE.with_columns(notes=pl.lit(None, dtype=pl.String))
-    with pytest.raises(SchemaError, match=r"column 'notes' is empty in every row \(file 't.csv', column 'notes'\).*"
-                                          r"--ignore-columns notes"):
+    with pytest.raises(
+        SchemaError,
+        match=r"column 'notes' is empty in every row \(file 't.csv', column 'notes'\).*"
+        r"--ignore-columns notes",
+    ):
         learn_schema(table, CONFIG, "t.csv")
     ignored = DataConfig(id_columns=["id"], label_column="label", ignore_columns=["notes"])
     assert "notes" not in [c.name for c in learn_schema(table, ignored).columns]
@@ -228,8 +248,13 @@ def test_a_unique_integer_column_is_an_identifier_whatever_its_name() -> None:
     """A shuffled customer number named `cust` (3,000 distinct of 3,000 rows) trained as a
     feature; so would any new customer's number look anomalous."""
     rng = np.random.default_rng(0)
-    table = pl.DataFrame({"cust": rng.permutation(np.arange(100_000, 103_000)), "spend": rng.normal(size=3000),
-                          "visits": rng.integers(0, 20, 3000)})
+    table = pl.DataFrame(
+        {
+            "cust": rng.permutation(np.arange(100_000, 103_000)),
+            "spend": rng.normal(size=3000),
+            "visits": rng.integers(0, 20, 3000),
+        }
+    )
     schema = learn_schema(table, DataConfig())
     assert schema.id_columns == ["cust"] and [c.name for c in schema.columns] == ["spend", "visits"]
     few = table.head(500)  # too few rows to tell an identifier from a measurement

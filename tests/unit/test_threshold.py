@@ -14,8 +14,9 @@ SCORES = np.random.default_rng(0).exponential(1.0, 200_000)
 
 def test_quantile_and_contamination() -> None:
     assert fit_threshold(SCORES, ThresholdConfig(quantile=0.99)).value == pytest.approx(np.log(100), rel=0.03)
-    assert fit_threshold(SCORES, ThresholdConfig(method="contamination", contamination=0.05)).value == \
-        pytest.approx(np.log(20), rel=0.03)
+    assert fit_threshold(SCORES, ThresholdConfig(method="contamination", contamination=0.05)).value == pytest.approx(
+        np.log(20), rel=0.03
+    )
 
 
 def test_pot_extrapolates_to_the_target_false_alarm_rate() -> None:
