@@ -244,6 +244,15 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
             columns.append(ColumnSpec(name=name, kind="categorical", dtype=str(dtype)))
         elif config.features is not None:
             raise SchemaError(f"feature column '{name}' must be numeric, got {dtype}{where(file)}.")
+        elif config.mode == "sensor" and dtype in (pl.String, pl.Categorical, pl.Enum):
+            log.warning(  # it went unmentioned (newcomer review, mistake 59)
+                "column '%s' is text: a sensor model reads numeric signals only, so it is not a feature "
+                "(if it names the machine, train with --entity-column %s).",
+                name,
+                name,
+            )
+        else:
+            log.warning("column '%s' has type %s, which no feature takes: not a feature.", name, dtype)
     if not columns:
         raise SchemaError(f"no feature columns found{where(file)}; name them with `features`.")
     schema = FeatureSchema(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
+
 import numpy as np
 import polars as pl
 import pytest
@@ -259,3 +262,21 @@ def test_a_unique_integer_column_is_an_identifier_whatever_its_name() -> None:
     assert schema.id_columns == ["cust"] and [c.name for c in schema.columns] == ["spend", "visits"]
     few = table.head(500)  # too few rows to tell an identifier from a measurement
     assert "cust" in [c.name for c in learn_schema(few, DataConfig()).columns]
+
+
+def test_text_columns_a_sensor_model_leaves_out_are_named(caplog: pytest.LogCaptureFixture) -> None:
+    """Newcomer review, mistake 59: `site` and `comment` were dropped from a sensor model with no line."""
+    rows = 40
+    frame = pl.DataFrame(
+        {
+            "ts": pl.datetime_range(datetime(2026, 1, 1), datetime(2026, 1, 1, 0, rows - 1), "1m", eager=True),
+            "a": np.linspace(0, 1, rows),
+            "site": ["north"] * rows,
+            "comment": [f"note {i}" for i in range(rows)],
+        }
+    )
+    with caplog.at_level(logging.WARNING):
+        schema = learn_schema(frame, DataConfig(mode="sensor", time_column="ts", window={"length": 4}))
+    assert [c.name for c in schema.columns] == ["a"]
+    assert "column 'site' is text: a sensor model reads numeric signals only" in caplog.text
+    assert "--entity-column site" in caplog.text and "column 'comment' is text" in caplog.text
