@@ -37,9 +37,15 @@ def feature_nll(
     return torch.where(bernoulli_mask, bernoulli_nll(x, decoded), gauss)
 
 
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) ‖ N(0, 1)) of each latent dimension, in closed form: the one place
+    the formula is written (training, validation and the exported scorer all sum it)."""
+    return 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar)
+
+
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) ‖ N(0, I)) per row, in closed form."""
-    return 0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+    """KL(N(mu, exp(logvar)) ‖ N(0, I)) per row."""
+    return kl_per_dimension(mu, logvar).sum(-1)
 
 
 def kl_with_free_bits(
@@ -48,7 +54,7 @@ def kl_with_free_bits(
     """Batch-mean KL per latent dimension, each floored at `free_bits` nats (Kingma et al.
     2016): dimensions below the floor get no pressure to collapse further. `weights` (one
     per row, or per row and member) turn the mean into a weighted one. Returns a scalar."""
-    per_row_dim = 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)
+    per_row_dim = kl_per_dimension(mu, logvar)
     if weights is None:
         per_dim = per_row_dim.mean(0)
     else:

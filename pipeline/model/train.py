@@ -254,7 +254,7 @@ def validation_terms(model: VAE, x: torch.Tensor, free_bits: float = 0.0, batch:
         rows = x[start : start + batch]
         mu, logvar = model.encode(rows)
         nll_sum += model.feature_nll(rows, mu).sum()
-        kl_per_dim += (0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)).sum(0)
+        kl_per_dim += elbo.kl_per_dimension(mu, logvar).sum(0)
     model.train(was_training)
     members = model.shape.members
     kl_per_dim /= len(x)
