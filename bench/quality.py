@@ -41,7 +41,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from sklearn.model_selection import train_test_split
 
 from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, TrainConfig, WindowSpec
-from pipeline.data.schema import make_windows
+from pipeline.data.windows import make_windows
 from pipeline.runtime import Scorer
 from pipeline.training.detector import VAEDetector
 from pipeline.training.fit import fit_model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -441,3 +442,18 @@ def test_n43_the_default_row_cap_is_what_the_memory_available_holds() -> None:
     assert series_row_cap(6, available=512 * gib) == WHOLE_FILE_MAX_ROWS  # a large host keeps the ceiling
     here = available_memory()
     assert 0 < here <= psutil.virtual_memory().total
+
+
+def test_a_tensorrt_request_where_there_is_none_leaves_the_version_folder_alone(tabular_model: Path, tmp_path: Path) -> None:
+    """Asking for TensorRT on a machine without it failed, as it should, but left an empty
+    `.tensorrt-cache` folder in the version folder, whose listing is hashed and compared."""
+    import onnxruntime
+
+    from pipeline.runtime.providers import TENSORRT_CACHE
+
+    if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has no TensorRT provider to ask for")
+    model = Path(shutil.copytree(tabular_model, tmp_path / "model"))
+    with pytest.raises(PipelineError):
+        Scorer.load(model, provider="tensorrt")
+    assert not (model / TENSORRT_CACHE).exists()

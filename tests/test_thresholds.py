@@ -16,7 +16,7 @@ from pipeline.artifact.manifest import read_manifest
 from pipeline.cli import main
 from pipeline.core.config import ThresholdConfig, load_config
 from pipeline.core.errors import PipelineError
-from pipeline.data.schema import entity_bounds
+from pipeline.data.windows import entity_bounds
 from pipeline.runtime import Scorer, persistent
 from pipeline.training.calibrate import POT_MIN_SHAPE, fit_threshold
 

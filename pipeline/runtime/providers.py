@@ -120,6 +120,7 @@ def open_session(
                 providers=provider_options(providers, cache_dir),
             )
     except Exception as exc:
+        _drop_unused_cache(cache_dir)
         reason = str(exc).strip().splitlines()[0]
         if "model_path must not be empty" in reason or NO_EXTERNAL_DATA in reason:
             reason = "it keeps weights outside the file (external data), which no checksum covers; re-export the model"
@@ -127,6 +128,8 @@ def open_session(
     if probing.getvalue().strip():
         log.debug("onnxruntime while probing providers: %s", probing.getvalue().strip())
     used = session.get_providers()
+    if TENSORRT not in used:
+        _drop_unused_cache(cache_dir)
     if providers[0] != CPU and providers[0] not in used:
         if requested != "auto":
             raise PipelineError(
@@ -139,6 +142,14 @@ def open_session(
 
 
 VERBOSE_ENV = "VAD_ORT_VERBOSE"
+
+
+def _drop_unused_cache(cache_dir: Path | None) -> None:
+    """Remove the TensorRT cache folder made for a session that did not get TensorRT (an
+    explicit request that failed left it empty in the version folder, whose files are hashed)."""
+    if cache_dir is not None:
+        with contextlib.suppress(OSError):  # not empty: engines of an earlier load stay
+            cache_dir.rmdir()
 
 
 @contextlib.contextmanager

@@ -21,18 +21,8 @@ from pipeline.artifact.drift import SERIES, DriftCounter, column_blocks
 from pipeline.artifact.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
 from pipeline.artifact.threshold import percentile_of
 from pipeline.core.errors import PipelineError
-from pipeline.data.schema import (
-    InputReport,
-    RowNumbers,
-    coerce,
-    entity_bounds,
-    make_windows,
-    row_numbers,
-    series_bounds,
-    sort_for_windows,
-    source_matrix,
-    to_matrix,
-)
+from pipeline.data.schema import InputReport, RowNumbers, coerce, row_numbers, source_matrix, to_matrix
+from pipeline.data.windows import entity_bounds, make_windows, series_bounds, sort_for_windows
 from pipeline.runtime.kernel import KernelPool
 from pipeline.runtime.providers import Provider, check_graph, open_session, tensorrt_cache
 

@@ -17,17 +17,8 @@ from pipeline.artifact.threshold import QUANTILES, Calibration, Threshold, Valid
 from pipeline.core.config import PipelineConfig, ThresholdConfig
 from pipeline.core.errors import DataError, where
 from pipeline.data import ingest
-from pipeline.data.schema import (
-    FeatureSchema,
-    coerce,
-    entity_bounds,
-    fit_statistics,
-    learn_schema,
-    make_windows,
-    series_bounds,
-    sort_for_windows,
-    to_matrix,
-)
+from pipeline.data.schema import FeatureSchema, coerce, fit_statistics, learn_schema, to_matrix
+from pipeline.data.windows import entity_bounds, make_windows, series_bounds, sort_for_windows
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult, train_vae
 from pipeline.training.calibrate import fit_threshold

@@ -22,7 +22,8 @@ from pipeline.artifact.versions import latest_version
 from pipeline.core.config import ThresholdConfig
 from pipeline.core.errors import DataError, PipelineError
 from pipeline.data import ingest
-from pipeline.data.schema import coerce, sort_for_windows
+from pipeline.data.schema import coerce
+from pipeline.data.windows import sort_for_windows
 from pipeline.runtime import Scorer
 from pipeline.training.calibrate import fit_threshold
 from pipeline.training.graph_metadata import stamp_digest

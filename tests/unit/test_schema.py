@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.core.config import DataConfig, WindowSpec
 from pipeline.core.errors import DataError, SchemaError
-from pipeline.data.schema import coerce, entity_bounds, learn_schema, make_windows, sort_for_windows, to_matrix
+from pipeline.data.schema import coerce, learn_schema, to_matrix
+from pipeline.data.windows import entity_bounds, make_windows, sort_for_windows
 
 TABLE = pl.DataFrame(
     {
@@ -169,7 +170,7 @@ def test_a_repeated_time_is_merged_by_the_policy_and_other_entities_are_untouche
 def test_max_gap_cuts_an_entitys_series_where_time_jumps_and_only_there() -> None:
     from datetime import datetime, timedelta
 
-    from pipeline.data.schema import series_bounds
+    from pipeline.data.windows import series_bounds
 
     base = datetime(2024, 1, 1)
     minutes = [0, 1, 2, 30, 31, 32, 33]  # one 28-minute outage in machine a
