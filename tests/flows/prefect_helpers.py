@@ -66,6 +66,13 @@ def save_webhook_block(env: dict[str, str], url: str, name: str) -> str:
     return f"custom-webhook/{name}"
 
 
+def score_command(inbox: Path, outbox: Path, model: Path, sinks: list[str], *options: str) -> list[str]:
+    """`python -m flows.score` once, as an operator runs it, for these folders and sinks."""
+    sink_args = [arg for name in sinks for arg in ("--sink", name)]
+    return [sys.executable, "-m", "flows.score", "--inbox", str(inbox), "--outbox", str(outbox), "--model", str(model),
+            *sink_args, *options]  # fmt: skip
+
+
 def drop_into(inbox: Path, batch: Path) -> None:
     """Copy under a hidden name, then rename: the inbox never shows a half-written file."""
     inbox.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
-from prefect_helpers import DATA, ROOT, drop_into, served_deployment, wait_until
+from prefect_helpers import DATA, ROOT, drop_into, score_command, served_deployment, wait_until
 from test_scheduled_scoring import alert_events
 
 from pipeline.ops.inbox import open_ledger
@@ -45,22 +44,6 @@ def cut_batches(folder: Path, count: int, rows: int = 120) -> list[Path]:
     return paths
 
 
-def score_command(inbox: Path, outbox: Path, model: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "flows.score",
-        "--inbox",
-        str(inbox),
-        "--outbox",
-        str(outbox),
-        "--model",
-        str(model),
-        "--sink",
-        "prefect-event",
-    ]
-
-
 def assert_each_scored_once(outbox: Path, names: list[str]) -> None:
     batches = open_ledger(outbox).batches()
     assert sorted(Path(b["file"]).name for b in batches) == sorted(names)
@@ -82,7 +65,7 @@ def test_two_runs_started_at_once_never_score_a_batch_twice(
     names = [p.name for p in cut_batches(inbox, 40)]  # more work than a run's start-up: they overlap
     runs = [
         subprocess.Popen(
-            score_command(inbox, outbox, sensor_model),
+            score_command(inbox, outbox, sensor_model, ["prefect-event"]),
             env=prefect_server,
             cwd=ROOT,
             stdout=subprocess.PIPE,

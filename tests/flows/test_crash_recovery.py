@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from prefect_helpers import ROOT, WebhookReceiver, drop_into, free_port, save_webhook_block
+from prefect_helpers import ROOT, WebhookReceiver, drop_into, free_port, save_webhook_block, score_command
 
 from pipeline.core.faults import CRASH_ENV, FAIL_POINTS, FULL_ENV
 from pipeline.ops.inbox import open_ledger
@@ -33,21 +33,9 @@ def run_scoring(
     *options: str,
 ) -> subprocess.CompletedProcess:
     env = {k: v for k, v in env.items() if k != CRASH_ENV} | ({CRASH_ENV: crash_at} if crash_at else {})
-    sinks = [arg for name in ([sink] if isinstance(sink, str) else sink) for arg in ("--sink", name)]
+    sinks = [sink] if isinstance(sink, str) else sink
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.score",
-            "--inbox",
-            str(inbox),
-            "--outbox",
-            str(outbox),
-            "--model",
-            str(model),
-            *sinks,
-            *options,
-        ],
+        score_command(inbox, outbox, model, sinks, *options),
         env=env,
         cwd=ROOT,
         capture_output=True,
