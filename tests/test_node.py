@@ -101,17 +101,22 @@ def test_decoder_alone_samples_like_python(node: str, tabular_model: Path) -> No
     np.testing.assert_allclose(np.asarray([line["values"] for line in lines]), raw, rtol=1e-5, atol=1e-5)
 
 
-def test_a_tampered_graph_is_refused_in_node_too(node: str, tabular_model: Path, tmp_path: Path) -> None:
-    model = Path(shutil.copytree(tabular_model, tmp_path / "model"))
-    with (model / "scorer.onnx").open("ab") as handle:
-        handle.write(b"\0")
-    result = subprocess.run(
+def refused_in_node(node: str, model: Path) -> subprocess.CompletedProcess:
+    """`node cli.mjs score` on the bundled table with a model the example should refuse."""
+    return subprocess.run(
         [node, "cli.mjs", "score", str(model), str(DATA / "tabular" / "batch.csv")],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_tampered_graph_is_refused_in_node_too(node: str, tabular_model: Path, tmp_path: Path) -> None:
+    model = Path(shutil.copytree(tabular_model, tmp_path / "model"))
+    with (model / "scorer.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    result = refused_in_node(node, model)
     assert result.returncode == 2 and "sha256" in result.stderr
 
 
@@ -145,11 +150,5 @@ def test_p33_an_edited_manifest_threshold_is_refused_in_node(
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["threshold"]["value"] = value
     (model / "manifest.json").write_text(json.dumps(manifest))
-    result = subprocess.run(
-        [node, "cli.mjs", "score", str(model), str(DATA / "tabular" / "batch.csv")],
-        cwd=NODE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = refused_in_node(node, model)
     assert result.returncode == 2 and ("manifest was edited" in result.stderr or "not a finite" in result.stderr)

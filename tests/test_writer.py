@@ -1,5 +1,6 @@
-"""The scores writer (issue 37): polars' streaming sink fed chunk by chunk, in every output
-format, with a real full disk; and the ordered map that scores two chunks of a table at once."""
+"""The scores writer (issue 37): polars' streaming sink fed chunk by chunk (every output format:
+tests/test_own_data.py), files that read together, a real full disk; and the ordered map that
+scores two chunks of a table at once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from common import DATA, small_tmpfs
@@ -44,25 +44,6 @@ def test_in_order_keeps_the_order_holds_at_most_its_workers_and_raises_in_order(
             got.append(value)
     assert got == [0, 10, 20, 30, 40, 50, 60] and most == 2
     assert list(in_order(slow, iter(range(5)), workers=1)) == [0, 10, 20, 30, 40]
-
-
-def test_every_output_format_is_written_from_the_stream_with_the_same_rows(tabular_model: Path, tmp_path: Path) -> None:
-    """CSV, TSV, NDJSON and Arrow are sunk from the stream itself (they were converted from a
-    Parquet side file); each holds the rows of the Parquet output, and no side file is left."""
-    scorer = Scorer.load(tabular_model)
-    parquet = pl.read_parquet(score_files(scorer, TABLE, tmp_path / "scores.parquet", chunk_rows=300).output)
-    readers = {
-        ".csv": pl.read_csv,
-        ".tsv": lambda p: pl.read_csv(p, separator="\t"),
-        ".ndjson": pl.read_ndjson,
-        ".arrow": pl.read_ipc,
-    }
-    for suffix, read in readers.items():
-        written = read(score_files(scorer, TABLE, tmp_path / f"scores{suffix}", chunk_rows=300).output)
-        assert written.height == parquet.height == pl.read_csv(TABLE).height
-        np.testing.assert_allclose(written["score"].to_numpy(), parquet["score"].to_numpy(), rtol=1e-6)
-        assert written["top1_feature"].cast(pl.String).to_list() == parquet["top1_feature"].cast(pl.String).to_list()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"scores{s}" for s in [".parquet", *readers])
 
 
 def test_scores_files_of_two_batches_and_two_models_are_read_together(

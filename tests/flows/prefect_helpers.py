@@ -69,8 +69,19 @@ def save_webhook_block(env: dict[str, str], url: str, name: str) -> str:
 def score_command(inbox: Path, outbox: Path, model: Path, sinks: list[str], *options: str) -> list[str]:
     """`python -m flows.score` once, as an operator runs it, for these folders and sinks."""
     sink_args = [arg for name in sinks for arg in ("--sink", name)]
-    return [sys.executable, "-m", "flows.score", "--inbox", str(inbox), "--outbox", str(outbox), "--model", str(model),
-            *sink_args, *options]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "flows.score",
+        "--inbox",
+        str(inbox),
+        "--outbox",
+        str(outbox),
+        "--model",
+        str(model),
+        *sink_args,
+        *options,
+    ]
 
 
 def drop_into(inbox: Path, batch: Path) -> None:
