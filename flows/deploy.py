@@ -26,6 +26,7 @@ def deploy_scoring(
     cron: Optional[str],
     name: str,
     source: str = str(ROOT),
+    archive: Optional[str] = None,
 ) -> str:
     """Create or update the deployment; returns its id."""
     from prefect import flow
@@ -36,7 +37,7 @@ def deploy_scoring(
     deployment = remote.to_deployment(  # type: ignore[union-attr]
         name=name,
         work_pool_name=pool,
-        parameters={"inbox_path": inbox, "outbox": outbox, "model": model, "sinks": sinks},
+        parameters={"inbox_path": inbox, "outbox": outbox, "model": model, "sinks": sinks, "archive": archive},
         **schedule,
     )
     # apply() registers it; `flow.deploy()` would also list the pool's workers, a call that
@@ -54,9 +55,10 @@ def main(
     cron: Optional[str] = typer.Option(None, help="Cron schedule instead of an interval."),
     name: str = typer.Option("scheduled-scoring", help="Deployment name."),
     source: str = typer.Option(str(ROOT), help="Where workers get the code: this folder or a git URL."),
+    archive: Optional[str] = typer.Option(None, help="Move each scored batch's file here (beside the inbox, not in it)."),
 ) -> None:
     """Create the scheduled scoring deployment on a work pool."""
-    print(deploy_scoring(pool, inbox, outbox, model, sink, interval, cron, name, source))
+    print(deploy_scoring(pool, inbox, outbox, model, sink, interval, cron, name, source, archive))
 
 
 if __name__ == "__main__":
