@@ -6,6 +6,10 @@ Three suites from ../shared/data (its MANIFEST.md states each protocol):
 - SKAB, 5 labelled files: train on anomaly-free.csv, score each file per time step (window 10,
   the window ending at each step).
 - NAB, 12 univariate series: train on the first 15% of each, score every later step (window 32).
+- Telemetry, 18 NASA MSL/SMAP files as TSB-AD evaluates them (../shared/data/tsbad/README.md):
+  `vad train --mode sensor --time-column t` on the first `tr` rows, `vad score` on the whole file,
+  both from the command line as a user runs them, and VUS-PR by TSB-AD's own metric (bench/vus.py,
+  in an environment of its own built on first use); the published methods' VUS-PR beside it.
 
 Ours runs through the product path wherever the protocol allows: for the seeds in --onnx-seeds,
 ADBench models are exported and scored by the ONNX `Scorer` (other seeds score in torch, which
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -67,12 +73,21 @@ SKAB_SENSORS = [
 ]
 SKAB_WINDOW = 10
 NAB_WINDOW, NAB_TRAIN_SHARE = 32, 0.15
+TSBAD = DATA / "tsbad"
+# TSB-AD's metric needs numpy < 2 and nothing of its torch stack (../shared/data/tsbad/README.md).
+METRIC_ENV = CACHE / "tsbad-env"
+METRIC_PACKAGES = ["numpy<2", "scikit-learn", "scipy", "statsmodels", "pandas"]
 OURS = "vad (this project)"
+HEADLINE = {"telemetry": "vus_pr"}  # each suite's ranking metric; ROC-AUC where not named
 console = Console(width=200)
 
 
 def nab_series() -> list[str]:
     return list(json.loads((DATA / "nab" / "combined_windows.json").read_text()))
+
+
+def telemetry_files() -> list[str]:
+    return sorted(p.stem for p in (TSBAD / "M").glob("*.parquet"))
 
 
 def peers(seed: int) -> dict[str, Callable[[], object]]:
@@ -231,6 +246,64 @@ def nab(series: str, seed: int) -> dict[str, dict]:
     return result
 
 
+def telemetry(name: str, seed: int) -> dict[str, dict]:
+    """Train as a user does on the first `tr` rows, score every row, all from the command line;
+    VUS-PR by TSB-AD's metric. The published methods' VUS-PR on the file stand beside it."""
+    frame = pl.read_parquet(TSBAD / "M" / f"{name}.parquet")
+    train_rows = int(name.split("_tr_")[1].split("_")[0])
+    published = pl.read_csv(TSBAD / "published_vus_pr.csv").filter(pl.col("file") == f"{name}.csv")
+    result = {method: {"vus_pr": value} for method, value in published.select("method", "vus_pr").iter_rows()}
+    with tempfile.TemporaryDirectory() as temp:
+        root = Path(temp)
+        frame.drop("label").head(train_rows).write_parquet(root / "train.parquet")
+        frame.drop("label").write_parquet(root / "whole.parquet")
+        try:
+            _vad("train", root / "train.parquet", "--mode", "sensor", "--time-column", "t", "--name", "tel", "--seed", seed)
+            _vad("score", root / "models" / "tel", root / "whole.parquet", "--output", root / "scores.parquet")
+            scored = frame.select("t", "label", "x0").join(
+                pl.read_parquet(root / "scores.parquet").select("t", "score"), on="t", how="left"
+            )
+            np.savez(root / "scores.npz", **{c: scored[c].to_numpy() for c in ("score", "label", "x0")})
+            found = json.loads(_run([str(metric_python()), str(ROOT / "bench" / "vus.py"), str(root / "scores.npz")]))
+            ours = {"vus_pr": found["VUS-PR"], "ap": found["AUC-PR"], "roc_auc": found["AUC-ROC"]}
+        except Exception as error:  # noqa: BLE001 - reported as a failed cell
+            ours = _failure(error)
+    return {OURS: ours, **result}
+
+
+def _vad(command: str, *args: object) -> None:
+    """One `vad` command as a user types it; --set options go through a config file."""
+    root = Path(str(args[0])).parent
+    extra = ["--out", str(root / "models"), "--no-progress"] if command == "train" else []
+    if command == "train" and OPTIONS["ours"]:
+        sections = {"model": ModelConfig.model_fields, "train": TrainConfig.model_fields}
+        (root / "config.toml").write_text(
+            "".join(
+                f"[{section}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in OPTIONS["ours"].items() if k in fields)
+                for section, fields in sections.items()
+            )
+        )
+        extra += ["--config", str(root / "config.toml")]
+    _run([sys.executable, "-m", "pipeline.cli", command, *map(str, args), *extra, "--json"])
+
+
+def _run(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(Path(c).name for c in command[1:4])} failed: {done.stderr.strip()[-300:]}")
+    return done.stdout
+
+
+def metric_python() -> Path:
+    """The metric environment's interpreter, built on first use (a minute, from the registry)."""
+    python = METRIC_ENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(METRIC_ENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *METRIC_PACKAGES], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "tsb-ad==1.5"], check=True)
+    return python
+
+
 def metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """ROC-AUC, AP and best F1. Non-finite scores (PyOD's PCA divides by ~0 explained variance
     on collinear sets) go to the ends of the finite range: +inf on top, NaN and −inf at the
@@ -257,7 +330,7 @@ def metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 def main(
     seeds: list[int] = typer.Option([0], help="Seeds (split and detectors); cells are averaged over them."),
     max_train_rows: int = typer.Option(20_000, help="Training-row cap, the same for every detector."),
-    suites: list[str] = typer.Option(["adbench", "skab", "nab"], help="Suites to run."),
+    suites: list[str] = typer.Option(["adbench", "skab", "nab", "telemetry"], help="Suites to run."),
     only: list[str] = typer.Option([], help="Run only these ADBench sets or NAB series (names as in the tables)."),
     onnx_seeds: list[int] = typer.Option([0], help="Seeds whose ADBench models are exported and scored by ONNX."),
     write: bool = typer.Option(True, help="Write the tables into BENCHMARKS.md (full default runs only)."),
@@ -276,33 +349,40 @@ def main(
     def record(suite: str, dataset: str, seed: int, result: dict[str, dict], seconds: float) -> None:
         for detector, values in result.items():
             cells.append({"suite": suite, "dataset": dataset, "seed": seed, "detector": detector, **values})
-        ours = result[OURS].get("roc_auc")
-        best = max((v["roc_auc"] for k, v in result.items() if k != OURS and "roc_auc" in v), default=float("nan"))
+        key = HEADLINE.get(suite, "roc_auc")
+        ours = result[OURS].get(key)
+        best = max((v[key] for k, v in result.items() if k != OURS and key in v), default=float("nan"))
         console.print(
-            f"{suite} {dataset} seed {seed}: ours "
+            f"{suite} {dataset} seed {seed}: ours {key} "
             + (f"{ours:.3f}" if ours is not None else f"FAILED {result[OURS]['error']}")
             + f", best peer {best:.3f} ({seconds:.0f} s)"
         )
 
     for seed in seeds:
         for suite in suites:
-            names = {"adbench": ADBENCH, "nab": nab_series(), "skab": ["skab"]}[suite]
+            names = {"adbench": ADBENCH, "nab": nab_series(), "skab": ["skab"], "telemetry": telemetry_files()}[suite]
             for name in names if not only or suite == "skab" else [n for n in names if n in only]:
                 t0 = time.perf_counter()
                 if suite == "skab":
                     for file, result in skab(seed).items():
                         record(suite, file, seed, result, time.perf_counter() - t0)
                 else:
-                    record(suite, name, seed, (adbench if suite == "adbench" else nab)(name, seed), time.perf_counter() - t0)
+                    run = {"adbench": adbench, "nab": nab, "telemetry": telemetry}[suite]
+                    record(suite, name, seed, run(name, seed), time.perf_counter() - t0)
     seconds = time.perf_counter() - started
     (CACHE / "runs").mkdir(parents=True, exist_ok=True)
     (CACHE / "runs" / f"{label}.json").write_text(
         json.dumps({"options": OPTIONS["ours"], "scoring": OPTIONS["scoring"], "seeds": seeds, "cells": cells})
     )
-    report = render(cells, seeds, max_train_rows, onnx_seeds, seconds)
-    print(report)
-    if write:
+    report = render([c for c in cells if c["suite"] != "telemetry"], seeds, max_train_rows, onnx_seeds, seconds)
+    command = "Command: `python bench/quality.py --suites telemetry" + "".join(f" --seeds {s}" for s in seeds) + "`"
+    tables = "\n".join([command, *render_telemetry(cells, seeds, seconds)])
+    print(report, tables, sep="\n")
+    # Each part has a section of its own: the telemetry suite runs in minutes, the others in hours.
+    if write and set(suites) - {"telemetry"}:
         replace_section(ROOT / "BENCHMARKS.md", "quality", f"## Detection quality\n\n{report}")
+    if write and "telemetry" in suites:
+        replace_section(ROOT / "BENCHMARKS.md", "telemetry", f"## Detection quality: spacecraft telemetry\n\n{tables}")
 
 
 def _pairs(items: list[str]) -> dict:
@@ -398,6 +478,52 @@ def render(cells: list[dict], seeds: list[int], cap: int, onnx_seeds: list[int],
             for r in table.iter_rows(named=True)
         ]
     return "\n".join(lines) + "\n"
+
+
+def render_telemetry(cells: list[dict], seeds: list[int], seconds: float) -> list[str]:
+    """Telemetry's tables: per file ours beside KMeansAD (the published best on these files) and
+    Donut (a VAE); per method the mean VUS-PR and average rank, ours among TSB-AD's published."""
+    frame = pl.DataFrame([c for c in cells if c["suite"] == "telemetry"], infer_schema_length=None)
+    if not frame.height or "vus_pr" not in frame.columns:
+        return []
+    per_file = (
+        frame.filter(pl.col("vus_pr").is_not_null())
+        .group_by("dataset", "detector", maintain_order=True)
+        .agg(pl.col("vus_pr").mean())
+    )
+    wide = per_file.pivot("detector", index="dataset", values="vus_pr")
+    lines = [
+        "",
+        f"18 NASA MSL/SMAP files, TSB-AD's protocol (train on the first `tr` rows, score every row, VUS-PR); "
+        f"seeds {seeds}; wall time {seconds / 60:.1f} min. Ours: `vad train --mode sensor --time-column t` and "
+        "`vad score` from the command line, start-up and export included; peers: TSB-AD's published values "
+        "(../shared/data/tsbad/published_vus_pr.csv).",
+        "",
+        "| file | ours | KMeansAD | Donut (VAE) | ours − KMeansAD |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in wide.iter_rows(named=True):
+        ours = row.get(OURS)
+        lines.append(
+            f"| {row['dataset'].split('_Sensor')[0]} | "
+            + (f"{ours:.3f}" if ours is not None else "failed")
+            + f" | {row['KMeansAD']:.3f} | {row['Donut']:.3f} | "
+            + (f"{ours - row['KMeansAD']:+.3f}" if ours is not None else "–")
+            + " |"
+        )
+    ranked = per_file.with_columns(rank=pl.col("vus_pr").rank(descending=True).over("dataset"))
+    table = (
+        ranked.group_by("detector")
+        .agg(pl.col("vus_pr").mean().alias("mean"), pl.col("rank").mean().alias("rank"), pl.len().alias("files"))
+        .sort("mean", descending=True)
+        .head(8)
+    )
+    failed = frame.filter(pl.col("detector") == OURS).get_column("error") if "error" in frame.columns else None
+    lines += ["", "| method | mean VUS-PR | average rank | files |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['detector']} | {r['mean']:.3f} | {r['rank']:.2f} | {r['files']} |" for r in table.iter_rows(named=True)]
+    if failed is not None and failed.drop_nulls().len():
+        lines += ["", f"Ours failed on {failed.drop_nulls().len()} file(s): {failed.drop_nulls()[0]}"]
+    return lines
 
 
 def _has(name: str) -> bool:

@@ -119,6 +119,14 @@ class ModelConfig(_Strict):
     # halves up (bench/NOTES.md, session 8); on SKAB's 8 sensors robust fell from 0.874 to 0.716.
     scaling: Literal["auto", "quantile", "robust", "standard"] = "auto"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # families: when the 0/1 inputs (Bernoulli) and the continuous ones both occur, each input of
+    # the larger family weighs (smaller / larger) in the ELBO, so the families have equal say;
+    # none: every input weighs 1. auto: families for sensor windows, none for tables, chosen on
+    # NASA telemetry by the half-and-half protocol (bench/NOTES.md, session 12): one telemetry
+    # value beside 54 command flags was drowned by the flags (VUS-PR 0.184 → 0.298, both halves
+    # up); a table's columns are the record the user chose, and one 0/1 column of 21
+    # (7_Cardiotocography) would weigh as much as the other twenty.
+    balance: Literal["auto", "families", "none"] = "auto"
 
 
 class TrainConfig(_Strict):
@@ -290,12 +298,12 @@ class PipelineConfig(_Strict):
         signals = inputs // self.data.window.length if inputs and self.data.mode == "sensor" else inputs  # per step
         scaling = settled_scaling(self.model.scaling, self.data.mode, signals)
         latent = settled_latent(self.model.latent, self.data.mode)
+        balance = settled_balance(self.model.balance, self.data.mode)
         train = self.train if signals is None else settled_train(self.train, self.data.mode, signals)
-        if (scaling, latent, train) == (self.model.scaling, self.model.latent, self.train):
+        settled = {"scaling": scaling, "latent": latent, "balance": balance}
+        if all(getattr(self.model, k) == v for k, v in settled.items()) and train == self.train:
             return self
-        return self.model_copy(
-            update={"model": self.model.model_copy(update={"scaling": scaling, "latent": latent}), "train": train}
-        )
+        return self.model_copy(update={"model": self.model.model_copy(update=settled), "train": train})
 
     @model_validator(mode="after")
     def _threshold_fits_the_data(self) -> PipelineConfig:
@@ -318,6 +326,13 @@ def settled_scaling(scaling: str, mode: str, signals: int | None = None) -> str:
     if signals is None:
         return scaling
     return SERIES_SCALING if signals == 1 else "standard"
+
+
+def settled_balance(balance: str, mode: str) -> str:
+    """`balance` with `auto` settled by the data's mode (ModelConfig.balance says why)."""
+    if balance != "auto":
+        return balance
+    return "families" if mode == "sensor" else "none"
 
 
 def settled_latent(latent: int | None, mode: str) -> int | None:

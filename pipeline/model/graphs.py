@@ -199,7 +199,7 @@ class ScorerGraph(nn.Module):
         # the members' mean NLL is ½ mean(diff²) + offset, three passes per member instead of
         # five, and the contributions read the excess of ½ mean(diff²) over the baseline less the
         # offset (folded here in float64), which rounds less than subtracting two full NLLs.
-        self.unit_variance = vae.shape.likelihood != "gaussian" and not vae.uses_bernoulli
+        self.unit_variance = vae.shape.likelihood != "gaussian" and not vae.uses_bernoulli and not vae.uses_weight
         offset = 0.5 * elbo.LOG_2PI + np.log(scaler.scale.astype(np.float64)) if self.unit_variance else np.zeros(n)
         self.register_buffer("nll_offset", torch.from_numpy(offset.astype(np.float32)))
         self.contributions = Contributions(
@@ -215,7 +215,7 @@ class ScorerGraph(nn.Module):
         nll = diff * diff * (0.5 * torch.exp(-logvar)) + (0.5 * (elbo.LOG_2PI + logvar) + self.scaling.log_scale)
         if self.vae.uses_bernoulli:  # Bernoulli inputs are kept raw (scale 1): no log-scale term
             nll = torch.where(self.vae.bernoulli_mask, elbo.bernoulli_nll(x, decoded), nll)
-        return nll
+        return self.vae.weighted(nll)
 
     def score_terms(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(score, per-input NLL, KL, mu): the scorer without its ranking of contributions.
@@ -278,7 +278,7 @@ class SampledScorerGraph(nn.Module):
         x = self.scaling(x_raw).unsqueeze(1)  # [batch, 1, features]
         mu, logvar = self.vae.encode(x)  # [batch, 1, members, latent]
         z = self.vae.reparameterize(mu, logvar, eps.unsqueeze(-2))  # [batch, samples, members, latent]
-        nll = self.vae.feature_nll(x, z) + self.scaling.log_scale
+        nll = self.vae.feature_nll(x, z) + self.vae.weighted(self.scaling.log_scale)
         log_weight = -nll.sum(-1) + elbo.standard_log_normal(z) - elbo.log_normal(z, mu, logvar)
         return log_weight, nll.mean((1, 2))
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.core.config import ModelConfig, TrainConfig, settled_scaling, settled_train
+from pipeline.core.config import ModelConfig, TrainConfig, settled_balance, settled_scaling, settled_train
 from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
@@ -100,6 +100,18 @@ def binary_columns(x: np.ndarray) -> np.ndarray:
     return np.all((x == 0) | (x == 1), axis=0)
 
 
+def family_weights(bernoulli: np.ndarray) -> np.ndarray:
+    """Per-input ELBO weights that give the 0/1 inputs (`bernoulli`) and the continuous ones
+    equal say: each input of the larger family weighs (smaller / larger), the others 1. All 1
+    when one family is absent; never above 1, so no input counts more than it does unweighted."""
+    weights = np.ones(len(bernoulli), np.float32)
+    binary, continuous = int(bernoulli.sum()), int((~bernoulli).sum())
+    if binary and continuous:
+        larger = bernoulli if binary > continuous else ~bernoulli
+        weights[larger] = min(binary, continuous) / max(binary, continuous)
+    return weights
+
+
 def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig, train_config: TrainConfig) -> TrainResult:
     """Fit a VAE on raw feature rows (float32); `x_val` drives early stopping only."""
     if len(x_train) < 2 or len(x_val) < 1:
@@ -108,6 +120,9 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
         )
     device = resolve_device(train_config.device)
     bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
+    # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without one are a table's.
+    balanced = settled_balance(model_config.balance, "tabular") == "families"
+    weights = family_weights(bernoulli) if balanced else np.ones(x_train.shape[1], np.float32)
     # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without
     # one are a table's.
     scaler = Scaler.fit(x_train, method=settled_scaling(model_config.scaling, "tabular"), keep_raw=bernoulli)
@@ -126,7 +141,7 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
     # fork_rng: seeding here never changes the caller's global random state.
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(train_config.seed)
-        model = VAE(shape, torch.from_numpy(bernoulli)).to(device)
+        model = VAE(shape, torch.from_numpy(bernoulli), torch.from_numpy(weights)).to(device)
         # The whole set lives on the device; clipping keeps a few extreme (contaminated) rows
         # from dominating the fit. Scoring clips far wider (contract.INPUT_CLIP).
         clip = train_config.clip_inputs

@@ -122,8 +122,11 @@ class VAE(nn.Module):
     ([..., members, latent] and [..., members, features])."""
 
     bernoulli_mask: torch.Tensor  # a buffer
+    input_weight: torch.Tensor  # a buffer: each input's weight in the ELBO (train.family_weights)
 
-    def __init__(self, shape: VAEShape, bernoulli_mask: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, shape: VAEShape, bernoulli_mask: torch.Tensor | None = None, input_weight: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.shape = shape
         self.encoder = _mlp([shape.n_inputs, *shape.hidden, 2 * shape.latent], shape.dropout, shape.members)
@@ -136,6 +139,9 @@ class VAE(nn.Module):
         self.register_buffer("bernoulli_mask", mask.bool())
         # A Python fact, not a tensor test, so the exported graphs hold no data-dependent branch.
         self.uses_bernoulli = bool(mask.any())
+        weight = input_weight if input_weight is not None else torch.ones(shape.n_inputs)
+        self.register_buffer("input_weight", weight.float())
+        self.uses_weight = bool((weight != 1).any())  # likewise: an unweighted model exports the graph it always had
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled features [..., features] → (mu, logvar) of q(z|x), each [..., members, latent].
@@ -168,7 +174,7 @@ class VAE(nn.Module):
         latent] → [members, batch, features]."""
         mask = self.bernoulli_mask if self.uses_bernoulli else None
         decoded = _run_members_first(self.decoder, z)
-        return elbo.feature_nll(x, decoded, self.decoded_logvar().unsqueeze(1), mask)
+        return self.weighted(elbo.feature_nll(x, decoded, self.decoded_logvar().unsqueeze(1), mask))
 
     def decode_member(self, z: torch.Tensor, index: int) -> torch.Tensor:
         """`decode` for member `index` alone: z [batch, latent] → [batch, features]."""
@@ -199,4 +205,8 @@ class VAE(nn.Module):
         """−log p(x|z) per member and feature (scaled units): x [..., features] and
         z [..., members, latent] → [..., members, features]."""
         mask = self.bernoulli_mask if self.uses_bernoulli else None
-        return elbo.feature_nll(x.unsqueeze(-2), self.decode(z), self.decoded_logvar(), mask)
+        return self.weighted(elbo.feature_nll(x.unsqueeze(-2), self.decode(z), self.decoded_logvar(), mask))
+
+    def weighted(self, nll: torch.Tensor) -> torch.Tensor:
+        """Per-input NLL [..., features] times each input's weight in the ELBO."""
+        return nll * self.input_weight if self.uses_weight else nll

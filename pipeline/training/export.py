@@ -319,7 +319,8 @@ def load_checkpoint(path: str | Path) -> tuple[VAE, Scaler]:
             f"'{path}' is not a plain-tensor checkpoint and was not loaded: {str(exc).strip().splitlines()[0]}"
         ) from exc
     shape = data["shape"]
-    vae = VAE(VAEShape(**{**shape, "hidden": tuple(shape["hidden"])}), data["state_dict"]["bernoulli_mask"])
-    vae.load_state_dict(data["state_dict"])
+    state = data["state_dict"]
+    vae = VAE(VAEShape(**{**shape, "hidden": tuple(shape["hidden"])}), state["bernoulli_mask"], state.get("input_weight"))
+    vae.load_state_dict({"input_weight": vae.input_weight, **state})  # older checkpoints: every input weighs 1
     scaler = data.get("scaler") or {"mean": data["scaler_mean"], "scale": data["scaler_scale"]}  # older checkpoints
     return vae.eval(), Scaler(**{k: v.numpy() for k, v in scaler.items()})

@@ -15,7 +15,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
 from pipeline.model.graphs import score_with_torch
-from pipeline.model.train import train_vae
+from pipeline.model.train import family_weights, train_vae
 
 X = np.random.default_rng(1).normal(size=(600, 5)).astype(np.float32)
 FAST = TrainConfig(epochs=8, patience=3, progress=False)
@@ -68,6 +68,29 @@ def test_learned_variance_and_bernoulli_likelihoods_train() -> None:
     gaussian = train_vae(X[:500], X[500:], ModelConfig(likelihood="gaussian"), FAST)
     assert gaussian.model.decoder_logvar.requires_grad
     assert not torch.all(gaussian.model.decoder_logvar == 0)
+
+
+def test_family_weights_give_the_smaller_family_equal_say() -> None:
+    flags = np.array([False, True, True, True, True])
+    assert family_weights(flags).tolist() == [1.0, 0.25, 0.25, 0.25, 0.25]
+    assert family_weights(~flags).tolist() == [1.0, 0.25, 0.25, 0.25, 0.25]  # whichever family is larger
+    assert family_weights(np.array([True, False, False])).tolist() == [1.0, 0.5, 0.5]
+    assert family_weights(np.zeros(3, bool)).tolist() == [1.0, 1.0, 1.0]  # one family: nothing to balance
+
+
+def test_balanced_inputs_weigh_in_training_and_in_the_exported_scorer() -> None:
+    """A table asks for `balance = families` here: two 0/1 columns beside five continuous ones,
+    so each continuous input weighs 2/5, in the training loss and in the scorer's per-input NLL."""
+    binary = np.hstack([X, (X[:, :2] > 0).astype(np.float32)])
+    plain = train_vae(binary[:500], binary[500:], ModelConfig(), FAST)
+    balanced = train_vae(binary[:500], binary[500:], ModelConfig(balance="families"), FAST)
+    assert plain.model.input_weight.tolist() == [1.0] * 7  # tables default to none
+    assert balanced.model.input_weight.tolist() == pytest.approx([0.4] * 5 + [1.0] * 2)
+    _, nll = score_with_torch(balanced.model, balanced.scaler, binary[500:])
+    balanced.model.input_weight.fill_(1.0)
+    _, unweighted = score_with_torch(balanced.model, balanced.scaler, binary[500:])
+    np.testing.assert_allclose(nll[:, :5], 0.4 * unweighted[:, :5], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nll[:, 5:], unweighted[:, 5:], rtol=1e-6)
 
 
 def test_robust_scaler_ignores_outliers() -> None:
