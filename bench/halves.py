@@ -3,8 +3,9 @@ other, then swap.
 
 Reads runs of bench/quality.py from bench/.cache/runs (one per candidate setting, `--label`),
 takes ours' mean ROC-AUC on each fixed half of ADBench (quality.HALF_A, quality.HALF_B) and of
-NAB (every other series, for the series defaults), and for each order picks the candidate that
-is best on the half it is chosen on; gains are over the first label given. A candidate that
+NAB (every other series, for the series defaults) and ours' mean VUS-PR on each half of the
+telemetry files, and for each order picks the candidate that is best on the half it is chosen
+on; gains are over the first label given. A candidate that
 wins its own half but not the other is selection noise, not a default. SKAB's mean is beside.
 
     python bench/halves.py default beta4 iwae16      # labels of runs already made
@@ -16,23 +17,30 @@ import json
 
 import polars as pl
 import typer
-from quality import CACHE, HALF_A, HALF_B, OURS, nab_series
+from quality import CACHE, HALF_A, HALF_B, HEADLINE, OURS, nab_series, telemetry_files
 
 # The series defaults (sensor mode) are chosen by the same rule on NAB's 12 series, halved alike.
 NAB_A, NAB_B = nab_series()[0::2], nab_series()[1::2]
+TELEMETRY_A, TELEMETRY_B = telemetry_files()[0::2], telemetry_files()[1::2]
 
 
 def load(label: str) -> pl.DataFrame:
-    """Ours' ROC-AUC per (suite, set), averaged over the run's seeds; failed sets count as 0.5
-    (a detector that refuses a set ranks it no better than chance)."""
+    """Ours' headline metric per (suite, set) as `value` (VUS-PR on telemetry, ROC-AUC
+    elsewhere), averaged over the run's seeds; a failed set counts as chance (ROC-AUC 0.5, VUS-PR
+    0: a detector that refuses a set ranks it no better)."""
     run = json.loads((CACHE / "runs" / f"{label}.json").read_text())
     frame = pl.DataFrame([c for c in run["cells"] if c["detector"] == OURS], infer_schema_length=None)
-    if "roc_auc" not in frame.columns:
-        frame = frame.with_columns(roc_auc=pl.lit(None, pl.Float64))
+    for metric in ("roc_auc", *HEADLINE.values()):
+        if metric not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, pl.Float64).alias(metric))
+    value = pl.coalesce(
+        *(pl.when(pl.col("suite") == suite).then(pl.col(metric).fill_null(0.0)) for suite, metric in HEADLINE.items()),
+        pl.col("roc_auc").fill_null(0.5),
+    )
     return (
-        frame.with_columns(pl.col("roc_auc").fill_null(0.5))
+        frame.with_columns(value=value)
         .group_by("suite", "dataset")
-        .agg(pl.col("roc_auc").mean())
+        .agg(pl.col("value").mean())
         .with_columns(label=pl.lit(label))
     )
 
@@ -41,10 +49,13 @@ def table(labels: list[str]) -> str:
     cells = pl.concat([load(label) for label in labels])
     means = {label: _means(cells.filter(pl.col("label") == label)) for label in labels}
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| candidate | half A | half B | SKAB | NAB | NAB half A | NAB half B |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| candidate | half A | half B | SKAB | NAB | NAB half A | NAB half B | telemetry A (VUS-PR) | telemetry B |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     lines += [
         f"| {label} | {fmt(m['A'])} | {fmt(m['B'])} | {fmt(m['skab'])} | {fmt(m['nab'])} | {fmt(m['nab A'])} "
-        f"| {fmt(m['nab B'])} |"
+        f"| {fmt(m['nab B'])} | {fmt(m['telemetry A'])} | {fmt(m['telemetry B'])} |"
         for label, m in means.items()
     ]
     lines += [
@@ -53,7 +64,8 @@ def table(labels: list[str]) -> str:
         "| gain over the first candidate there | gain on the other half |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for chosen_on, other in [("A", "B"), ("B", "A"), ("nab A", "nab B"), ("nab B", "nab A")]:
+    pairs = [("A", "B"), ("nab A", "nab B"), ("telemetry A", "telemetry B")]
+    for chosen_on, other in [order for pair in pairs for order in (pair, pair[::-1])]:
         if any(m[chosen_on] is None or m[other] is None for m in means.values()):
             continue
         best = max(means, key=lambda label: means[label][chosen_on])
@@ -70,15 +82,18 @@ def table(labels: list[str]) -> str:
         f"Half B: {', '.join(HALF_B)}.",
         f"NAB half A: {', '.join(NAB_A)}.",
         f"NAB half B: {', '.join(NAB_B)}.",
+        f"Telemetry half A: {', '.join(TELEMETRY_A)}.",
+        f"Telemetry half B: {', '.join(TELEMETRY_B)}.",
     ]
     return "\n".join(lines)
 
 
 def _means(own: pl.DataFrame) -> dict[str, float | None]:
-    """Mean ROC-AUC of one candidate on each ADBench half, on SKAB and on NAB."""
+    """Mean headline metric of one candidate on each ADBench half, on SKAB, NAB and the
+    telemetry halves."""
 
     def mean(rows: pl.DataFrame) -> float | None:
-        return rows["roc_auc"].mean() if rows.height else None  # type: ignore[return-value]
+        return rows["value"].mean() if rows.height else None  # type: ignore[return-value]
 
     return {
         "A": mean(own.filter(pl.col("dataset").is_in(HALF_A))),
@@ -87,6 +102,8 @@ def _means(own: pl.DataFrame) -> dict[str, float | None]:
         "nab": mean(own.filter(pl.col("suite") == "nab")),
         "nab A": mean(own.filter(pl.col("dataset").is_in(NAB_A))),
         "nab B": mean(own.filter(pl.col("dataset").is_in(NAB_B))),
+        "telemetry A": mean(own.filter(pl.col("dataset").is_in(TELEMETRY_A))),
+        "telemetry B": mean(own.filter(pl.col("dataset").is_in(TELEMETRY_B))),
     }
 
 

@@ -338,7 +338,14 @@ def main(
     label: str = typer.Option("default", help="Name of this run's cells in bench/.cache/runs (for bench/halves.py)."),
     set_: list[str] = typer.Option([], "--set", help="Option of ours for every data set, e.g. beta=4.0 (JSON value)."),
     score: list[str] = typer.Option([], help='Scoring option of ours (ScoreOptions), e.g. estimator="iwae" (JSON value).'),
+    from_cache: bool = typer.Option(False, help="Only render (and write) the run saved under --label again."),
 ) -> None:
+    if from_cache:
+        run = json.loads((CACHE / "runs" / f"{label}.json").read_text())
+        suites = list(dict.fromkeys(c["suite"] for c in run["cells"]))
+        write = write and not run["options"] and not run["scoring"] and label == "default"
+        publish(run["cells"], run["seeds"], suites, run["seconds"], write, max_train_rows, onnx_seeds)
+        return
     OPTIONS.update(
         with_peers=with_peers, onnx_seeds=onnx_seeds, cap=max_train_rows, ours=_pairs(set_), scoring=_pairs(score)
     )
@@ -372,11 +379,21 @@ def main(
     seconds = time.perf_counter() - started
     (CACHE / "runs").mkdir(parents=True, exist_ok=True)
     (CACHE / "runs" / f"{label}.json").write_text(
-        json.dumps({"options": OPTIONS["ours"], "scoring": OPTIONS["scoring"], "seeds": seeds, "cells": cells})
+        json.dumps(
+            {"options": OPTIONS["ours"], "scoring": OPTIONS["scoring"], "seeds": seeds, "seconds": seconds, "cells": cells}
+        )
     )
-    report = render([c for c in cells if c["suite"] != "telemetry"], seeds, max_train_rows, onnx_seeds, seconds)
+    publish(cells, seeds, suites, seconds, write, max_train_rows, onnx_seeds)
+
+
+def publish(
+    cells: list[dict], seeds: list[int], suites: list[str], seconds: float, write: bool, cap: int, onnx_seeds: list[int]
+) -> None:
+    """Print the tables and, for a default run, write them into BENCHMARKS.md."""
+    others = [c for c in cells if c["suite"] != "telemetry"]
+    report = render(others, seeds, cap, onnx_seeds, seconds) if others else ""
     command = "Command: `python bench/quality.py --suites telemetry" + "".join(f" --seeds {s}" for s in seeds) + "`"
-    tables = "\n".join([command, *render_telemetry(cells, seeds, seconds)])
+    tables = "\n".join([command, *render_telemetry(cells, seeds, seconds)]) if "telemetry" in suites else ""
     print(report, tables, sep="\n")
     # Each part has a section of its own: the telemetry suite runs in minutes, the others in hours.
     if write and set(suites) - {"telemetry"}:
