@@ -116,7 +116,7 @@ def test_auto_scaling_is_the_quantile_map_for_tables_robust_for_one_series_and_s
     assert PipelineConfig(data=sensor).resolved(inputs=8).model.scaling == "robust"  # one signal, 8 steps
     assert PipelineConfig(data=sensor).resolved(inputs=16).model.scaling == "standard"  # two signals
     assert PipelineConfig().resolved(inputs=1).model.scaling == "quantile"  # a one-column table is no series
-    chosen = PipelineConfig(data=sensor, model=ModelConfig(scaling="quantile"))
+    chosen = PipelineConfig(data=sensor, model=ModelConfig(scaling="quantile", balance="families"))
     assert chosen.resolved() is chosen
     with pytest.raises(ValueError, match="unknown scaling 'auto'"):
         Scaler.fit(np.ones((4, 2)), method="auto")
@@ -129,7 +129,7 @@ def test_a_tables_latent_code_is_two_dimensional_and_a_sensors_keeps_the_rule_by
     sensor = DataConfig(mode="sensor", time_column="t")
     assert PipelineConfig().model.latent is None and PipelineConfig().resolved().model.latent == 2
     assert PipelineConfig(data=sensor).resolved().model.latent is None  # VAEShape.for_inputs: 4, 2 below 8
-    chosen = PipelineConfig(model=ModelConfig(latent=4, scaling="quantile"))
+    chosen = PipelineConfig(model=ModelConfig(latent=4, scaling="quantile", balance="none"))
     assert chosen.resolved() is chosen
 
 
@@ -146,7 +146,9 @@ def test_a_narrow_table_trains_with_beta_one_and_a_tenth_trimmed_one_series_with
     several = PipelineConfig(data=sensor).resolved(inputs=20).train  # 2 signals in windows of 10
     one = PipelineConfig(data=sensor).resolved(inputs=10).train
     assert (several.beta, several.trim_fraction, one.beta, one.trim_fraction) == (3.0, 0.05, 1.0, 0.05)
-    chosen = PipelineConfig(model=ModelConfig(latent=4, scaling="quantile"), train=TrainConfig(beta=2.0, trim_fraction=0.0))
+    chosen = PipelineConfig(
+        model=ModelConfig(latent=4, scaling="quantile", balance="none"), train=TrainConfig(beta=2.0, trim_fraction=0.0)
+    )
     assert chosen.resolved(inputs=5) is chosen
     x = RNG.normal(size=(300, 4)).astype(np.float32)
     history = train_vae(x[:250], x[250:], ModelConfig(members=1), TrainConfig(epochs=12, progress=False)).history
