@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.artifact.manifest import RETRAIN_PREFIX, resolve_model_dir
+from pipeline.artifact.versions import Decision
 from pipeline.core.config import PipelineConfig, PromotionRules, load_config
 from pipeline.core.errors import exit_on_user_error
 from pipeline.runtime import Scorer
@@ -43,27 +44,24 @@ def compare(champion_dir: str, challenger_dir: str, holdout_file: str, label_col
 
 
 @task(cache_policy=NO_CACHE)
-def settle(champion_dir: str, challenger_dir: str, comparison: promotion.Comparison, config: PipelineConfig) -> dict:
+def settle(champion_dir: str, challenger_dir: str, comparison: promotion.Comparison, config: PipelineConfig) -> Decision:
     return promotion.settle(Scorer.load(champion_dir), Path(challenger_dir), comparison, config.promotion)
 
 
-def decision_markdown(decision: dict, split: promotion.RecentSplit) -> str:
-    c = decision["comparison"]
-    verdict = (
-        "promoted: `latest` now points at it"
-        if decision["decision"] == "promoted"
-        else "rejected: `latest` stays on the champion"
-    )
+def decision_markdown(
+    decision: Decision, champion: str, split: promotion.RecentSplit, comparison: promotion.Comparison
+) -> str:
+    verdict = "promoted: `latest` now points at it" if decision.promoted else "rejected: `latest` stays on the champion"
     return "\n".join(
         [
-            f"# Challenger v{decision['version']} against champion v{c['champion']}: {verdict}",
+            f"# Challenger v{decision.version} against champion v{champion}: {verdict}",
             "",
             f"Trained on {split.train_rows} recent rows ({split.left_out} the champion flagged were left out); "
-            f"compared on {c['rows']} held-out recent normal rows.",
+            f"compared on {comparison.rows} held-out recent normal rows.",
             "",
             "| rule | verdict |",
             "|---|---|",
-            *[f"| {r.split(': ', 1)[1]} | {r.split(': ', 1)[0]} |" for r in decision["reasons"]],
+            *[f"| {r.split(': ', 1)[1]} | {r.split(': ', 1)[0]} |" for r in decision.reasons],
             "",
         ]
     )
@@ -94,15 +92,18 @@ def retrain_flow(
         challenger_dir = train_challenger(split, cfg, champion_dir, source)
         comparison = compare(champion_dir, challenger_dir, str(split.holdout_file), cfg.data.label_column)
     decision = settle(champion_dir, challenger_dir, comparison, cfg)
-    for reason in decision["reasons"]:
+    for reason in decision.reasons:
         logger.info("%s", reason)
-    logger.info("challenger v%s %s", decision["version"], decision["decision"])
+    logger.info("challenger v%s %s", decision.version, decision.decision)
     create_markdown_artifact(
         key="vad-retraining",
-        markdown=decision_markdown(decision, split),
+        markdown=decision_markdown(decision, Path(champion_dir).name, split, comparison),
         description=f"Retraining decision for {Path(champion_dir).parent.name}",
     )
-    return {**decision, "split": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(split).items()}}
+    return {  # JSON: the run's result in Prefect
+        **decision.model_dump(mode="json"),
+        "split": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(split).items()},
+    }
 
 
 def main(
@@ -112,9 +113,9 @@ def main(
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs for the challenger."),
 ) -> None:
     """Run the retraining flow once."""
-    decision = retrain_flow(source=source, model=model, config=config, epochs=epochs)
-    print(f"challenger v{decision['version']}: {decision['decision']}")
-    for reason in decision["reasons"]:
+    decision = Decision.model_validate(retrain_flow(source=source, model=model, config=config, epochs=epochs))
+    print(f"challenger v{decision.version}: {decision.decision}")
+    for reason in decision.reasons:
         print(f"  {reason}")
 
 

@@ -18,13 +18,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
 from pipeline.artifact.manifest import resolve_model_dir
-from pipeline.core.config import AlertRules, DriftRules
+from pipeline.core.config import AlertRules
 from pipeline.core.errors import DataError, exit_on_user_error
 from pipeline.core.faults import crash_point, is_transient
+from pipeline.data.ingest import is_glob
 from pipeline.ops import delivery, inbox, reports
 from pipeline.ops.alerts import summary_text
-from pipeline.ops.ledger import MAX_ATTEMPTS, SINK_PAUSE_SECONDS
-from pipeline.ops.records import Batch, BatchSummary
+from pipeline.ops.ledger import MAX_ATTEMPTS, SINK_PAUSE_SECONDS, Ledger
+from pipeline.ops.records import Alert, Batch, BatchSummary, ClaimOutcome, DriftAlert, Judged
 from pipeline.runtime import Missing, Provider, Scorer
 
 # Retries with backoff only where the outside world can fail (files, network).
@@ -43,127 +44,92 @@ def _scorer(model_dir: str, provider: Provider, missing: Optional[Missing] = Non
 
 
 @task(**IO_RETRIES, **PERSIST)
-def find_batches(inbox_path: str, outbox: str) -> list[dict]:
-    return [b.model_dump() for b in inbox.find_batches(inbox_path, inbox.open_ledger(outbox))]
+def find_batches(inbox_path: str, ledger: Ledger) -> list[Batch]:
+    return inbox.find_batches(inbox_path, ledger)
 
 
 @task(**IO_RETRIES, **PERSIST)  # a ledger locked by another run for longer than SQLite waits
-def claim_batch(outbox: str, model_key: str, batch: dict, force: bool) -> dict:
+def claim_batch(ledger: Ledger, model_key: str, batch: Batch, force: bool) -> ClaimOutcome:
     """Whether this run scores the batch; a batch set aside now (its process died on every
     attempt) is logged as an error and named in the run's failure."""
-    claim = inbox.open_ledger(outbox).claim(batch["identity"], model_key, batch["file"], force=force)
-    name = Path(batch["file"]).name
+    claim = ledger.claim(batch.identity, model_key, batch.file, force=force)
+    name = Path(batch.file).name
     get_run_logger().info("batch %s: %s", name, claim.reason)
     if claim.reason == "dead-letter":
-        return {
-            "granted": False,
-            "error": f"set aside: the process scoring it died {MAX_ATTEMPTS} times (out of "
-            f"memory? a native crash?); `vad release {name} --outbox {outbox}` takes it again",
-        }
-    return {"granted": claim.granted}
+        return ClaimOutcome(
+            granted=False,
+            error=f"set aside: the process scoring it died {MAX_ATTEMPTS} times (out of "
+            f"memory? a native crash?); `vad release {name} --outbox {ledger.path.parent}` takes it again",
+        )
+    return ClaimOutcome(granted=claim.granted)
 
 
 @task(**IO_RETRIES)
-def rebuild_ledger(outbox: str, model_key: str, batches: list[dict]) -> int:
-    records = [Batch.model_validate(b) for b in batches]
-    return inbox.rebuild_ledger(inbox.open_ledger(outbox), records, outbox, model_key)
+def rebuild_ledger(ledger: Ledger, outbox: str, model_key: str, batches: list[Batch]) -> int:
+    return inbox.rebuild_ledger(ledger, batches, outbox, model_key)
 
 
 @task(**IO_RETRIES, **PERSIST)
-def score_batch(
+def score_and_judge(
+    ledger: Ledger,
     model_dir: str,
     provider: Provider,
-    batch: dict,
+    batch: Batch,
     outbox: str,
+    rules: AlertRules,
     threshold: Optional[float],
     missing: Optional[Missing] = None,
-    drift_rules: Optional[DriftRules] = None,
-) -> dict:
-    batch_record = Batch.model_validate(batch)
-    scorer = _scorer(model_dir, provider, missing)
-    state = inbox.open_ledger(outbox).alarm_state(scorer.manifest.key)  # as the batches before left it
-    return inbox.score_batch(
-        scorer, batch_record, outbox, threshold=threshold, drift_rules=drift_rules, alarm_state=state
-    ).model_dump()
-
-
-@task(**PERSIST)
-def raise_alert(
-    model_dir: str, provider: str, batch: dict, outbox: str, scored_file: str, rules: AlertRules, threshold: float
-) -> Optional[dict]:
-    """The batch's alert, judged by the threshold the batch was scored with (its summary's)."""
-    return inbox.raise_alert(
-        inbox.open_ledger(outbox),
-        _scorer(model_dir, provider),
-        Batch.model_validate(batch),
-        scored_file,
-        rules,
-        threshold=threshold,
-    )
-
-
-@task(**PERSIST)
-def raise_drift_alert(model_dir: str, provider: str, batch: dict, outbox: str, summary: dict) -> Optional[dict]:
-    """The batch's drift alert, from the drift its scoring measured."""
-    return inbox.raise_drift_alert(
-        inbox.open_ledger(outbox),
-        _scorer(model_dir, provider),
-        Batch.model_validate(batch),
-        BatchSummary.model_validate(summary),
-    )
+) -> Judged:
+    """The batch scored, and its alerts judged by the threshold it was scored with."""
+    return inbox.score_and_judge(ledger, _scorer(model_dir, provider, missing), batch, outbox, rules, threshold=threshold)
 
 
 # One quick retry: a sink still failing is paused by the ledger's circuit breaker and retried
 # by a later run, so backing off here would only hold this run up (N36).
 @task(retries=1, retry_delay_seconds=2, **PERSIST)
-def deliver_alert(alert: dict, sinks: list[str], outbox: str) -> dict:
-    return delivery.deliver(alert, sinks, inbox.open_ledger(outbox))
+def deliver_alert(alert: Alert | DriftAlert, sinks: list[str], ledger: Ledger) -> dict[str, str]:
+    return delivery.deliver(alert, sinks, ledger)
 
 
 @task(**IO_RETRIES)  # the ledger may be locked by another run for a while
-def complete_batch(outbox: str, model_key: str, batch: dict, summary: dict) -> None:
-    inbox.open_ledger(outbox).complete(
-        batch["identity"],
-        model_key,
-        summary["output"],
-        summary,
-        alarm_state=BatchSummary.model_validate(summary).alarm_state,
+def complete_batch(ledger: Ledger, model_key: str, batch: Batch, summary: BatchSummary) -> None:
+    ledger.complete(
+        batch.identity, model_key, summary.output, summary.model_dump(mode="json"), alarm_state=summary.alarm_state
     )
 
 
 @task(**IO_RETRIES)
-def archive_batches(batches: list[dict], inbox_path: str, archive: str) -> int:
+def archive_batches(batches: list[Batch], inbox_path: str, archive: str) -> int:
     """Move scored batches' files out of the inbox; a file that cannot be moved stays and is
     named (its scores stand, and the next run tries again). Returns how many moved."""
     moved = 0
     for batch in batches:
         try:
-            moved += inbox.archive_batch(Batch.model_validate(batch), inbox_path, archive) is not None
+            moved += inbox.archive_batch(batch, inbox_path, archive) is not None
         except OSError as error:
-            get_run_logger().warning("batch %s scored but not archived: %s", Path(batch["file"]).name, error)
+            get_run_logger().warning("batch %s scored but not archived: %s", Path(batch.file).name, error)
     return moved
 
 
 @task
-def fail_batch(outbox: str, model_key: str, batch: dict, error: str, transient: bool) -> str:
+def fail_batch(ledger: Ledger, model_key: str, batch: Batch, error: str, transient: bool) -> str:
     """Set the batch aside (its own fault: the same bytes fail the same way), or, for the
     machine's fault (a full disk), leave it to the next run; returns the status recorded."""
-    ledger = inbox.open_ledger(outbox)
     if transient:
-        return ledger.release(batch["identity"], model_key, error)
-    ledger.fail(batch["identity"], model_key, error)
+        return ledger.release(batch.identity, model_key, error)
+    ledger.fail(batch.identity, model_key, error)
     return "failed"
 
 
 @task
-def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts: list[dict]) -> None:
+def publish_reports(model_dir: str, provider: str, summaries: list[BatchSummary], alerts: list[Alert]) -> None:
     """Flow artifacts: the run's report (histogram, scores over time), top anomalies, each alert.
     The threshold shown is the one the batches were scored with (every summary carries it)."""
     manifest = _scorer(model_dir, provider).manifest
-    scored = pl.concat([pl.read_parquet(s["output"]) for s in summaries], how="diagonal_relaxed")
+    scored = pl.concat([pl.read_parquet(s.output) for s in summaries], how="diagonal_relaxed")
     create_markdown_artifact(
         key="vad-scoring-report",
-        markdown=reports.scoring_report(manifest, scored, summaries, alerts, summaries[0]["threshold"]),
+        markdown=reports.scoring_report(manifest, scored, summaries, alerts, summaries[0].threshold),
         description=f"Batches scored by {manifest.key}",
     )
     create_table_artifact(
@@ -171,7 +137,7 @@ def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts
         table=reports.top_anomalies(scored),
         description="Highest-scoring anomalous rows, with their top contributing features",
     )
-    drifts = [s for s in summaries if s.get("drift")]
+    drifts = [s for s in summaries if s.drift is not None]
     if drifts:
         create_markdown_artifact(
             key="vad-drift",
@@ -181,7 +147,7 @@ def publish_reports(model_dir: str, provider: str, summaries: list[dict], alerts
     for alert in alerts:
         subject, body = summary_text(alert)
         create_markdown_artifact(
-            key="vad-alert", markdown=f"# {subject}\n\n```\n{body}\n```", description=f"alert {alert['alert_id']}"
+            key="vad-alert", markdown=f"# {subject}\n\n```\n{body}\n```", description=f"alert {alert.alert_id}"
         )
 
 
@@ -210,7 +176,7 @@ def score_flow(
     doubled with each failure in a row (at most an hour). With `archive`, each scored batch's
     file moves there (at its path under the inbox), so the inbox holds only what waits."""
     logger = get_run_logger()
-    if not Path(inbox_path).exists() and not any(c in inbox_path for c in "*?["):  # no retries: it will not appear
+    if not Path(inbox_path).exists() and not is_glob(inbox_path):  # no retries: it will not appear
         raise DataError(
             f"the inbox '{inbox_path}' does not exist: create the folder and drop batches into it "
             "(python -m flows.score and flows.serve create it)."
@@ -220,13 +186,14 @@ def score_flow(
     inbox.check_ledger(outbox, rebuild)
     if archive:
         inbox.check_archive(inbox_path, archive)
+    # Opened once per run and handed to each task: it is a path and settings, each change its
+    # own transaction, so tasks on other threads or processes (pickled) share it safely.
+    ledger = inbox.open_ledger(outbox)
     if rebuild:
         logger.info(
             "ledger rebuilt: %d batch(es) already scored",
-            rebuild_ledger(outbox, model_key, find_batches(inbox_path, outbox)),
+            rebuild_ledger(ledger, outbox, model_key, find_batches(inbox_path, ledger)),
         )
-
-    ledger = inbox.open_ledger(outbox)  # the flow's own reads; each task opens its own (it may run elsewhere)
     for sink in ledger.register_sinks(sinks, backfill=backfill):
         logger.info(
             "sink %s is new: it receives %s",
@@ -244,13 +211,12 @@ def score_flow(
             datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds"),
         )
 
-    def deliver(alert: dict, to: list[str] = sinks) -> None:
+    def deliver(alert: Alert | DriftAlert, to: list[str] = sinks) -> None:
         working = breaker.working(to)
         if not working:
             return
         try:
-            delivery.check_record(alert)  # here, not in the task: an unreadable record is not retried
-            outcome = deliver_alert(alert, working, outbox)
+            outcome = deliver_alert(alert, working, ledger)
         except delivery.DeliveryError as error:  # the scores stand; a later run retries delivery
             logger.error("%s", error)
             for sink, failures in breaker.failed(error.sinks).items():
@@ -258,63 +224,70 @@ def score_flow(
             outcome = {sink: "sent" for sink in working if sink not in error.sinks} if error.sinks else {}
         breaker.worked(outcome)
 
-    summaries, alerts, drift_alerts, failed = [], [], [], []
+    summaries: list[BatchSummary] = []
+    alerts: list[Alert] = []
+    drift_alerts: list[DriftAlert] = []
+    failed: list[str] = []
     # Batches a run started and did not finish go last (fewest attempts first): one that kills
     # its process each time is then no blocker for the batches behind it.
     attempts, settled = ledger.pending_attempts(model_key), {} if force else ledger.settled(model_key)
-    found = find_batches(inbox_path, outbox)
-    waiting = [b for b in found if b["identity"] not in settled]
+    found = find_batches(inbox_path, ledger)
+    waiting = [b for b in found if b.identity not in settled]
     if archive:  # scored before archiving was asked for, or by a run that died before it archived
-        archive_batches([b for b in found if settled.get(b["identity"]) == "done"], inbox_path, archive)
-    for batch in sorted(waiting, key=lambda b: attempts.get(b["identity"], 0)):
-        claim = claim_batch(outbox, model_key, batch, force)
-        if claim.get("error"):  # set aside now: this run shows it once, later runs skip it as `failed`
-            logger.error("batch %s: %s", batch["file"], claim["error"])
-            failed.append(f"{Path(batch['file']).name}: {claim['error']}")
-        if not claim["granted"]:
+        archive_batches([b for b in found if settled.get(b.identity) == "done"], inbox_path, archive)
+    for batch in sorted(waiting, key=lambda b: attempts.get(b.identity, 0)):
+        name = Path(batch.file).name
+        claim = claim_batch(ledger, model_key, batch, force)
+        if claim.error:  # set aside now: this run shows it once, later runs skip it as `failed`
+            logger.error("batch %s: %s", batch.file, claim.error)
+            failed.append(f"{name}: {claim.error}")
+        if not claim.granted:
             continue
         try:  # scoring and judging it: a batch that breaks either must not hold up the others (a poison batch)
-            summary = score_batch(model_dir, provider, batch, outbox, threshold, missing, rules.drift)
-            crash_point("scored")
-            alert = raise_alert(model_dir, provider, batch, outbox, summary["output"], rules, summary["threshold"])
-            drifted = raise_drift_alert(model_dir, provider, batch, outbox, summary)
+            judged = score_and_judge(ledger, model_dir, provider, batch, outbox, rules, threshold, missing)
         except Exception as error:  # noqa: BLE001 - one bad batch must not hold up the others
-            status = fail_batch(outbox, model_key, batch, str(error), is_transient(error))
+            status = fail_batch(ledger, model_key, batch, str(error), is_transient(error))
             then = "the next run retries it" if status == "retry" else "set aside until forced"
-            logger.error("batch %s failed (%s): %s", batch["file"], then, error)
-            failed.append(f"{Path(batch['file']).name}: {error}")
+            logger.error("batch %s failed (%s): %s", batch.file, then, error)
+            failed.append(f"{name}: {error}")
             continue
-        for entity, why in summary.get("failed_entities", {}).items():  # the batch stands: the others were scored
-            logger.warning("batch %s: entity %s not scored: %s", Path(batch["file"]).name, entity, why)
+        summary, alert, drifted = judged.summary, judged.alert, judged.drift_alert
+        for entity, why in summary.failed_entities.items():  # the batch stands: the others were scored
+            logger.warning("batch %s: entity %s not scored: %s", name, entity, why)
         if alert is not None:
             alerts.append(alert)
             crash_point("alerted")
             deliver(alert)
             crash_point("delivered")
         if drifted is not None:  # its own kind: named columns, the drift event, no effect on the anomaly alert
-            logger.warning("batch %s drifted: %s", Path(batch["file"]).name, summary_text(drifted)[0])
+            logger.warning("batch %s drifted: %s", name, summary_text(drifted)[0])
             drift_alerts.append(drifted)
             deliver(drifted)
-        complete_batch(outbox, model_key, batch, summary)
+        complete_batch(ledger, model_key, batch, summary)
         summaries.append(summary)
         if archive:
             archive_batches([batch], inbox_path, archive)
     # Deliveries that failed in earlier runs, after this run's batches: a sink that is down
     # never delays scoring (N36: 22 pending alerts to a dead sink took 362 s before any batch).
-    raised = {alert["alert_id"] for alert in alerts + drift_alerts}
-    for earlier, owing in ledger.owed(sinks):
-        if earlier.get("alert_id") not in raised:
+    raised = {a.alert_id for a in alerts} | {a.alert_id for a in drift_alerts}
+    for payload, owing in ledger.owed(sinks):
+        try:  # here, not in the task: a record this release cannot read is not retried
+            earlier = delivery.read_record(payload)
+        except delivery.DeliveryError as error:
+            logger.error("%s", error)
+            continue
+        if earlier.alert_id not in raised:
             deliver(earlier, owing)
     if summaries:
         publish_reports(model_dir, provider, summaries, alerts)
     logger.info("%s: %d batch(es) scored, %d alert(s)", model_key, len(summaries), len(alerts))
     if failed:  # the run shows as failed; the other batches' results stand
         raise RuntimeError(f"{len(failed)} batch(es) could not be scored: " + "; ".join(failed))
-    return {
+    return {  # JSON: the run's result in Prefect and what `python -m flows.score` prints
         "model": model_key,
-        "scored": summaries,
-        "alerts": [a["alert_id"] for a in alerts],
-        "drift_alerts": [a["alert_id"] for a in drift_alerts],
+        "scored": [s.model_dump(mode="json") for s in summaries],
+        "alerts": [a.alert_id for a in alerts],
+        "drift_alerts": [a.alert_id for a in drift_alerts],
     }
 
 
@@ -336,7 +309,7 @@ def main(
     archive: Optional[str] = typer.Option(None, help=("Move each scored batch's file here (beside the inbox, not in it).")),
 ) -> None:
     """Run the scoring flow once (creating the inbox folder if it does not exist yet)."""
-    if not any(c in inbox_path for c in "*?["):
+    if not is_glob(inbox_path):
         Path(inbox_path).mkdir(parents=True, exist_ok=True)
     result = score_flow(
         inbox_path=inbox_path,

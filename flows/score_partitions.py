@@ -10,6 +10,7 @@ An existing cluster (every worker must see the model folder and the input files)
 import os
 import socket
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -29,20 +30,25 @@ def _scorer(model_dir: str) -> Scorer:
     return Scorer.load(model_dir)
 
 
+@dataclass(frozen=True)
+class ScoredPartition:
+    """One partition's scores file, the worker process that wrote it, and its entities left out."""
+
+    part: str
+    worker: str  # host:pid
+    failed_entities: dict[str, str]
+    rows: int
+
+
 @task
-def plan(source: str, model_dir: str, rows_per_partition: int) -> list[dict]:
-    return [p.to_dict() for p in partitions.plan_partitions(source, _scorer(model_dir), rows_per_partition)]
+def plan(source: str, model_dir: str, rows_per_partition: int) -> list[partitions.Partition]:
+    return partitions.plan_partitions(source, _scorer(model_dir), rows_per_partition)
 
 
 @task(retries=2, retry_delay_seconds=2)
-def score_partition(model_dir: str, partition: dict, parts_dir: str) -> dict:
-    part, report = partitions.score_partition(_scorer(model_dir), partitions.Partition(**partition), parts_dir)
-    return {
-        "part": part,
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
-        "failed_entities": report.failed,
-        "rows": report.rows,
-    }
+def score_partition(model_dir: str, partition: partitions.Partition, parts_dir: str) -> ScoredPartition:
+    part, report = partitions.score_partition(_scorer(model_dir), partition, parts_dir)
+    return ScoredPartition(part, f"{socket.gethostname()}:{os.getpid()}", report.failed, report.rows)
 
 
 @task
@@ -65,13 +71,13 @@ def score_partitions_flow(
     get_run_logger().info("%d partition(s) of %s", len(planned), source)
     with tempfile.TemporaryDirectory(prefix=".parts-", dir=Path(output).parent) as parts_dir:
         scored = [f.result() for f in score_partition.map(model_dir, planned, parts_dir)]
-        get_run_logger().info("scored on %d worker process(es)", len({s["worker"] for s in scored}))
-        failed = dict(sorted(e for s in scored for e in s["failed_entities"].items()))
+        get_run_logger().info("scored on %d worker process(es)", len({s.worker for s in scored}))
+        failed = dict(sorted(e for s in scored for e in s.failed_entities.items()))
         for entity, why in failed.items():
             get_run_logger().warning("entity %s not scored: %s", entity, why)
-        if failed and not sum(s["rows"] for s in scored):  # every entity failed: the input itself is wrong
+        if failed and not sum(s.rows for s in scored):  # every entity failed: the input itself is wrong
             raise PipelineError(f"no entity of '{source}' could be scored; the first: {next(iter(failed.values()))}")
-        return combine([s["part"] for s in scored], output)
+        return combine([s.part for s in scored], output)
 
 
 def with_cluster(address: Optional[str], workers: int):

@@ -88,7 +88,9 @@ def main(
     archive: Optional[str] = typer.Option(None, help=("Move each scored batch's file here (beside the inbox, not in it).")),
 ) -> None:
     """Serve the scheduled scoring deployment (starting a local Prefect server if needed)."""
-    Path(inbox).mkdir(parents=True, exist_ok=True) if not any(c in inbox for c in "*?[") else None
+    from pipeline.data.ingest import is_glob  # here: the module loads fast for `--help`
+
+    Path(inbox).mkdir(parents=True, exist_ok=True) if not is_glob(inbox) else None
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         server, api_url = start_local_server(port)

@@ -59,14 +59,12 @@ def train_flow(
     threshold: Optional[ThresholdConfig] = None,
 ) -> str:
     """Train on `source` (file, glob or folder) and publish a new model version; returns its folder."""
-    overrides: dict = {"train": {"progress": False}}
-    if name:
-        overrides["name"] = name
-    if epochs:
-        overrides["train"]["epochs"] = epochs
-    if threshold:
-        overrides["threshold"] = threshold.model_dump()
-    cfg = load_config(config, **overrides)
+    cfg = load_config(
+        config,
+        train={"progress": False, **({"epochs": epochs} if epochs else {})},
+        **({"name": name} if name else {}),
+        **({"threshold": threshold.model_dump()} if threshold else {}),
+    )
     data = load_training_set(source, cfg)
     calibrated = train_and_calibrate(data, cfg)
     version_dir = export_version(data, calibrated, cfg, output_root)

@@ -20,6 +20,8 @@ from pipeline.artifact import contract
 from pipeline.core.errors import PipelineError, exit_on_user_error
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep `vad --help` fast
+    import polars as pl
+
     from pipeline.runtime import ScoreReport
 
 app = typer.Typer(
@@ -272,7 +274,7 @@ def score(
 
 
 @contextmanager
-def scoring_progress(enabled: bool) -> Iterator[Callable[[int], object] | None]:
+def scoring_progress(enabled: bool) -> Iterator[Callable[[pl.DataFrame], object] | None]:
     """Rows scored so far and their rate, on stderr while scoring runs (a terminal only: logs
     and pipes stay clean); yields the per-chunk callback, or None."""
     stderr = Console(stderr=True)
@@ -284,7 +286,7 @@ def scoring_progress(enabled: bool) -> Iterator[Callable[[int], object] | None]:
     columns = (SpinnerColumn(), TextColumn("scoring: {task.completed:,.0f} rows"), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True) as bar:
         task = bar.add_task("score", total=None)
-        yield lambda rows: bar.advance(task, rows)
+        yield lambda chunk: bar.advance(task, chunk.height)
 
 
 def print_score_report(report: ScoreReport, provider: str) -> None:
@@ -499,7 +501,7 @@ def versions(
             "change": m.lineage.get("change", "trained"),
             "data": m.lineage.get("data") or {"files": m.training_data.get("files"), "rows": m.training_data.get("rows")},
             "threshold": m.threshold.value,
-            "decision": decisions.get(m.version),
+            "decision": decided.model_dump() if (decided := decisions.get(m.version)) else None,
         }
         for m in manifests
     ]

@@ -177,7 +177,7 @@ def test_n15_n21_a_refitted_threshold_goes_live_only_when_asked_and_only_over_wh
     assert isinstance(stale.exception, LatestMoved) and "moved from version 1 to 2" in str(stale.exception)
     promoted = runner.invoke(app, ["promote", str(versions), "3", "--expected", "2"])
     assert promoted.exit_code == 0, promoted.output
-    assert (versions / "latest").read_text().strip() == "3" and read_decisions(versions)["3"]["decision"] == "promoted"
+    assert (versions / "latest").read_text().strip() == "3" and read_decisions(versions)["3"].promoted
 
     live = runner.invoke(app, ["threshold", str(versions), history, "--target", "0.999", "--activate", "--json"])
     assert live.exit_code == 0, live.output
@@ -218,5 +218,5 @@ def test_n20_n21_a_challenger_lands_beside_its_champion_and_never_overwrites_a_n
         rows=100, champion_false_alarms=0.01, challenger_false_alarms=0.01, challenger_score_psi=0.0, rank_agreement=1.0
     )
     decision = promotion.settle(champion, challenger, passing, config.promotion)
-    assert decision["decision"] == "rejected" and "moved from version 1 to 3" in decision["reasons"][-1]
+    assert not decision.promoted and "moved from version 1 to 3" in decision.reasons[-1]
     assert (root / "latest").read_text().strip() == "3"

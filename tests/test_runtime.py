@@ -320,11 +320,11 @@ def test_an_overflowed_reading_scores_as_extreme_under_impute(tmp_path: Path) ->
 
 
 def test_progress_hears_every_chunk(tabular_model: Path, tmp_path: Path) -> None:
-    heard: list[int] = []
-    report = score_files(
-        Scorer.load(tabular_model), TABLE, tmp_path / "scores.parquet", chunk_rows=256, on_chunk=heard.append
-    )
-    assert heard == [256, 256, 256, 232] and sum(heard) == report.rows == 1000
+    heard: list[pl.DataFrame] = []
+    output = tmp_path / "scores.parquet"
+    report = score_files(Scorer.load(tabular_model), TABLE, output, chunk_rows=256, on_chunk=heard.append)
+    assert [chunk.height for chunk in heard] == [256, 256, 256, 232] and report.rows == 1000
+    assert pl.concat(heard).equals(pl.read_parquet(output))  # what the file holds, chunk by chunk
 
 
 def test_a_batch_over_the_row_cap_is_refused_before_it_is_decoded(

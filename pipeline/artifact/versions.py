@@ -4,10 +4,12 @@ decisions, kept beside the versions in `decisions.jsonl` (the manifests are immu
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.artifact.manifest import LATEST, MANIFEST, Manifest, read_manifest
 from pipeline.core.atomic import atomic_output
@@ -35,38 +37,55 @@ def latest_version(model_root: Path) -> str | None:
     return pointer.read_text().strip() if pointer.is_file() else None
 
 
-def record_decision(model_root: Path, version: str, promoted: bool, reasons: list[str], comparison: dict) -> dict:
+class Decision(BaseModel):
+    """A promotion decision about one version: one line of `decisions.jsonl`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    decision: Literal["promoted", "rejected"]
+    reasons: list[str]  # "PASS: …" / "FAIL: …", one per rule
+    comparison: dict[str, Any]  # the champion's version and both models' figures on held-out rows
+    at: str  # ISO time, UTC
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision == "promoted"
+
+
+def record_decision(
+    model_root: Path, version: str, promoted: bool, reasons: list[str], comparison: dict[str, Any]
+) -> Decision:
     """Append a promotion decision about `version` (the whole log is rewritten atomically, so
     a crash leaves the old log or the new one; a torn line an older writer left is not copied)."""
-    decision = {
-        "version": version,
-        "decision": "promoted" if promoted else "rejected",
-        "reasons": reasons,
-        "comparison": comparison,
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    decision = Decision(
+        version=version,
+        decision="promoted" if promoted else "rejected",
+        reasons=reasons,
+        comparison=comparison,
+        at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     path = model_root / DECISIONS
-    kept = "".join(json.dumps(d, sort_keys=True) + "\n" for d in _decision_lines(path))
+    kept = "".join(d.model_dump_json() + "\n" for d in _decision_lines(path))
     with atomic_output(path) as temporary:
-        temporary.write_text(kept + json.dumps(decision, sort_keys=True) + "\n")
+        temporary.write_text(kept + decision.model_dump_json() + "\n")
     return decision
 
 
-def read_decisions(model_root: Path) -> dict[str, dict]:
+def read_decisions(model_root: Path) -> dict[str, Decision]:
     """The last decision about each version."""
-    return {d["version"]: d for d in _decision_lines(model_root / DECISIONS)}
+    return {d.version: d for d in _decision_lines(model_root / DECISIONS)}
 
 
-def _decision_lines(path: Path) -> list[dict]:
+def _decision_lines(path: Path) -> list[Decision]:
     """The log's readable decisions; a line that is not one (torn by a crash of a writer that
     appended in place) is named in the log and skipped (reliability review N18)."""
     decisions = []
     for number, line in enumerate(path.read_text().splitlines() if path.is_file() else [], start=1):
+        if not line.strip():
+            continue
         try:
-            decision = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            decision = None
+            decisions.append(Decision.model_validate_json(line))
+        except ValidationError:
             log.warning("'%s' line %d is not a decision (torn?): skipped.", path, number)
-        if isinstance(decision, dict) and "version" in decision:
-            decisions.append(decision)
     return decisions

@@ -68,7 +68,7 @@ def resolve_sources(source: str | Path) -> list[Path]:
         Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file() and not _linked(Path(p), base)
     )
     if not matches:
-        if not any(ch in str(source) for ch in "*?["):
+        if not is_glob(source):
             raise DataError(f"file '{source}' does not exist.")
         raise DataError(f"glob '{source}' matched no file.")
     for match in matches:
@@ -76,10 +76,15 @@ def resolve_sources(source: str | Path) -> list[Path]:
     return matches
 
 
+def is_glob(source: str | Path) -> bool:
+    """Whether a source names files by a pattern (a wildcard anywhere), not one path."""
+    return any(ch in str(source) for ch in "*?[")
+
+
 def glob_base(pattern: str) -> Path:
     """The folder a glob starts from: its path up to the first part with a wildcard."""
     parts = Path(pattern).parts
-    literal = list(itertools.takewhile(lambda part: not any(ch in part for ch in "*?["), parts))
+    literal = list(itertools.takewhile(lambda part: not is_glob(part), parts))
     return Path(*literal) if literal else Path(".")
 
 

@@ -12,9 +12,22 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from pipeline.artifact import contract
+from pipeline.artifact.drift import DriftReport
 from pipeline.artifact.manifest import Manifest
 from pipeline.core.config import AlertRules
-from pipeline.ops.records import Alert, DriftAlert, alert_record
+from pipeline.ops.records import (
+    Alert,
+    AlertCounts,
+    AlertingEntity,
+    AlertRow,
+    BatchRef,
+    ColumnDrift,
+    DriftAlert,
+    FeatureShare,
+    ModelRef,
+    Severity,
+    ThresholdUsed,
+)
 
 BATCH_ENTITY = "*"  # tabular mode: the whole batch is one entity
 # An alarm time this far past both the wall clock and the batch's median time comes from a
@@ -32,32 +45,29 @@ def alert_id(model_version: str, identity: str, kind: str = "anomaly") -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def evaluate_drift(drift: dict, manifest: Manifest, *, batch_file: str, identity: str) -> dict | None:
-    """The batch's drift alert from its DriftReport (as JSON), or None when nothing passed
-    the rules it was measured with."""
-    if not (drift["drifting"] or drift["entities"]):
+def evaluate_drift(drift: DriftReport, manifest: Manifest, *, batch_file: str, identity: str) -> DriftAlert | None:
+    """The batch's drift alert from its DriftReport, or None when nothing passed the rules it
+    was measured with."""
+    if not drift.drifted:
         return None
-    payload = DriftAlert.model_validate(
-        {
-            "alert_id": alert_id(manifest.key, identity, "drift"),
-            "model": {"name": manifest.name, "version": manifest.version},
-            "batch": {"file": batch_file, "sha256": identity},
-            "rows": drift["rows"],
-            "features": [{"feature": name, "psi": drift["features"][name]} for name in drift["drifting"]],
-            "entities": drift["entities"],
-            "latent_psi": drift["latent"],
-            "score_psi": drift["score"],
-            "rules": drift["rules"],
-        }
+    return DriftAlert(
+        alert_id=alert_id(manifest.key, identity, "drift"),
+        model=ModelRef(name=manifest.name, version=manifest.version),
+        batch=BatchRef(file=batch_file, sha256=identity),
+        rows=drift.rows,
+        features=[ColumnDrift(feature=name, psi=drift.features[name]) for name in drift.drifting],
+        entities=drift.entities,
+        latent_psi=drift.latent,
+        score_psi=drift.score,
+        rules=drift.rules,
     )
-    return payload.model_dump(mode="json")
 
 
-def severity(peak: float, threshold: float, normal: float, rules: AlertRules) -> tuple[str, float]:
+def severity(peak: float, threshold: float, normal: float, rules: AlertRules) -> tuple[Severity, float]:
     """(level, exceedance): distance past the threshold in units of (threshold − normal)."""
     spread = max(threshold - normal, 1e-9)
     exceedance = (peak - threshold) / spread
-    level = "critical" if exceedance >= rules.critical_at else "high" if exceedance >= rules.high_at else "warning"
+    level: Severity = "critical" if exceedance >= rules.critical_at else "high" if exceedance >= rules.high_at else "warning"
     return level, float(exceedance)
 
 
@@ -100,7 +110,7 @@ def evaluate(
     identity: str,
     last_alerts: dict[str, str],
     threshold: float | None = None,
-) -> tuple[dict | None, dict[str, str]]:
+) -> tuple[Alert | None, dict[str, str]]:
     """The batch's alert (None when no entity alarms, or every alarming one is cooling down)
     and the alarm time of each alerting entity (for the next cooldown). An entity alarms when
     `min_anomalous` flagged rows fall within `within` rows and, where the scores have an
@@ -119,11 +129,13 @@ def evaluate(
         .agg(first_row=pl.col("_row").first(), first_time=pl.col(time_col).first() if time_col else pl.lit(None))
     )
     if contract.ALARM in frame.columns:  # an episode an earlier batch already alarmed on (its hold-off) pages once
-        alarms = alarms.filter(pl.col("_entity").is_in(frame.filter(pl.col(contract.ALARM))["_entity"].unique().to_list()))
-    alerting, suppressed, times = [], [], {}
-    horizon = _trusted_horizon(frame[time_col], batch_file) if time_col else None
-    for row in alarms.iter_rows(named=True):
-        entity, first_time = row["_entity"], row["first_time"]
+        started = frame.filter(pl.col(contract.ALARM)).get_column("_entity").unique().to_list()
+        alarms = alarms.filter(pl.col("_entity").is_in(started))
+    alerting: list[AlertingEntity] = []
+    suppressed: list[str] = []
+    times: dict[str, str] = {}
+    horizon = _trusted_horizon(frame.get_column(time_col), batch_file) if time_col else None
+    for entity, _first_row, first_time in alarms.iter_rows():
         previous = last_alerts.get(entity)
         if time_col and previous is not None and isinstance(first_time, datetime):
             # Only an earlier alarm cools an entity down: a later one (a clock that ran ahead, or
@@ -133,17 +145,17 @@ def evaluate(
                 suppressed.append(entity)
                 continue
         alerting.append(
-            {
-                "entity": entity,
-                "first_alarm": _iso(first_time) if time_col else None,
-                "anomalous_rows": int(frame.filter(pl.col("_entity") == entity)[contract.IS_ANOMALY].sum()),
-            }
+            AlertingEntity(
+                entity=entity,
+                first_alarm=_iso(first_time) if time_col else None,
+                anomalous_rows=int(frame.filter(pl.col("_entity") == entity).get_column(contract.IS_ANOMALY).sum()),
+            )
         )
         if not (isinstance(first_time, datetime) and horizon is not None and _utc(first_time) > horizon):
             times[entity] = _iso(first_time) if time_col else ""
     if not alerting:
         return None, {}
-    in_alert = frame.filter(pl.col("_entity").is_in([a["entity"] for a in alerting]))
+    in_alert = frame.filter(pl.col("_entity").is_in([a.entity for a in alerting]))
     peak = float(in_alert.select(pl.col(contract.SCORE).max()).item())
     normal = manifest.validation.normal_score
     level, exceedance = severity(peak, limit, normal, rules)
@@ -152,48 +164,44 @@ def evaluate(
     anomalous = in_alert.filter(pl.col(contract.IS_ANOMALY))
     top = anomalous.sort(contract.SCORE, descending=True).head(rules.top_rows)
     top_rows = [
-        {
-            **{k: _iso(r[k]) for k in key_columns},
-            "score": r[contract.SCORE],
-            "features": [{"feature": r[f], "share": r[contract.share_of(f)]} for f in feature_columns],
-        }
+        AlertRow.model_validate(  # the key columns are named as in the data: extra fields
+            {
+                **{k: _iso(r[k]) for k in key_columns},
+                "score": r[contract.SCORE],
+                "features": [FeatureShare(feature=r[f], share=r[contract.share_of(f)]) for f in feature_columns],
+            }
+        )
         for r in top.iter_rows(named=True)
     ]
-    payload = Alert.model_validate(
-        {
-            "alert_id": alert_id(manifest.key, identity),
-            "model": {"name": manifest.name, "version": manifest.version},
-            "batch": {"file": batch_file, "sha256": identity},
-            "severity": level,
-            "exceedance": round(exceedance, 4),
-            "peak_score": peak,
-            "peak_percentile": (
-                float(in_alert.select(pl.col(contract.PERCENTILE).max()).item())
-                if contract.PERCENTILE in in_alert.columns
-                else None
-            ),
-            "threshold": {
-                "value": limit,
-                "method": manifest.threshold.method,
-                "overridden": limit != manifest.threshold.value,
-            },
-            "counts": {
-                "rows": scored.height,
-                "anomalous_rows": int(scored[contract.IS_ANOMALY].sum()),
-                "alerting_entities": len(alerting),
-                "suppressed_entities": len(suppressed),
-            },
-            "entities": alerting,
-            "suppressed": suppressed,
-            "top_rows": top_rows,
-            "top_features": top_features(anomalous, feature_columns),
-            "rules": rules,
-        }
+    alert = Alert(
+        alert_id=alert_id(manifest.key, identity),
+        model=ModelRef(name=manifest.name, version=manifest.version),
+        batch=BatchRef(file=batch_file, sha256=identity),
+        severity=level,
+        exceedance=round(exceedance, 4),
+        peak_score=peak,
+        peak_percentile=(
+            float(in_alert.select(pl.col(contract.PERCENTILE).max()).item())
+            if contract.PERCENTILE in in_alert.columns
+            else None
+        ),
+        threshold=ThresholdUsed(value=limit, method=manifest.threshold.method, overridden=limit != manifest.threshold.value),
+        counts=AlertCounts(
+            rows=scored.height,
+            anomalous_rows=int(scored.get_column(contract.IS_ANOMALY).sum()),
+            alerting_entities=len(alerting),
+            suppressed_entities=len(suppressed),
+        ),
+        entities=alerting,
+        suppressed=suppressed,
+        top_rows=top_rows,
+        top_features=top_features(anomalous, feature_columns),
+        rules=rules,
     )
-    return payload.model_dump(mode="json"), times
+    return alert, times
 
 
-def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int = 5) -> list[dict]:
+def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int = 5) -> list[FeatureShare]:
     """Source columns ranked by their summed share of the anomalous rows' scores."""
     if anomalous.is_empty() or not feature_columns:
         return []
@@ -201,15 +209,14 @@ def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int
     ranked = (
         long.group_by("feature")
         .agg(pl.col("share").sum() / anomalous.height)
-        .sort(["share", "feature"], descending=[True, False])
+        .sort("share", "feature", descending=[True, False])
         .head(limit)
     )
-    return [{"feature": r["feature"], "share": round(r["share"], 4)} for r in ranked.iter_rows(named=True)]
+    return [FeatureShare(feature=feature, share=round(share, 4)) for feature, share in ranked.iter_rows()]
 
 
-def summary_text(payload: dict) -> tuple[str, str]:
+def summary_text(alert: Alert | DriftAlert) -> tuple[str, str]:
     """(subject, body) for notification blocks: short, readable in Slack or an e-mail."""
-    alert = alert_record(payload)
     if isinstance(alert, DriftAlert):
         return drift_text(alert)
     subject = (

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pipeline.core.faults import crash_point
 from pipeline.ops.alerts import summary_text
 from pipeline.ops.ledger import Ledger
-from pipeline.ops.records import alert_record
+from pipeline.ops.records import Alert, DriftAlert, alert_record
 
 EVENT_SINK = "prefect-event"
 ALERT_EVENT = "vad.alert.raised"
@@ -33,33 +33,32 @@ class DeliveryError(RuntimeError):
         self.sinks = sinks or []
 
 
-def emit_alert_event(alert: dict) -> None:
+def emit_alert_event(alert: Alert | DriftAlert) -> None:
     """A Prefect event keyed by the alert (its id is derived from the alert id, so the
     server sees the same event if it is ever sent twice)."""
     from prefect.events import emit_event
 
-    model = alert["model"]
     emit_event(
-        event=DRIFT_EVENT if alert.get("kind") == "drift" else ALERT_EVENT,
+        event=DRIFT_EVENT if alert.kind == "drift" else ALERT_EVENT,
         resource={
-            "prefect.resource.id": f"vad.model.{model['name']}",
-            "prefect.resource.name": model["name"],
-            "vad.model.version": str(model["version"]),
-            "vad.severity": alert["severity"],
+            "prefect.resource.id": f"vad.model.{alert.model.name}",
+            "prefect.resource.name": alert.model.name,
+            "vad.model.version": alert.model.version,
+            "vad.severity": alert.severity,
         },
         related=[
             {
-                "prefect.resource.id": f"vad.batch.{alert['batch']['sha256']}",
+                "prefect.resource.id": f"vad.batch.{alert.batch.sha256}",
                 "prefect.resource.role": "batch",
-                "prefect.resource.name": alert["batch"]["file"],
+                "prefect.resource.name": alert.batch.file,
             }
         ],
-        payload=alert,
-        id=uuid.uuid5(uuid.NAMESPACE_URL, f"vad-alert:{alert['alert_id']}"),
+        payload=alert.model_dump(mode="json"),
+        id=uuid.uuid5(uuid.NAMESPACE_URL, f"vad-alert:{alert.alert_id}"),
     )
 
 
-def notify_block(slug: str, alert: dict) -> None:
+def notify_block(slug: str, alert: Alert | DriftAlert) -> None:
     """Send through a saved Prefect block: a notification block gets (body, subject); the
     generic `Webhook` block gets the alert itself as JSON."""
     from prefect.blocks.abstract import NotificationBlock
@@ -69,7 +68,7 @@ def notify_block(slug: str, alert: dict) -> None:
 
     block = Block.load(slug)
     if isinstance(block, Webhook):
-        response = run_coro_as_sync(block.call(payload=alert))
+        response = run_coro_as_sync(block.call(payload=alert.model_dump(mode="json")))
         response.raise_for_status()  # type: ignore[attr-defined]  # an httpx.Response; the helper is untyped
     elif isinstance(block, NotificationBlock):  # either kind of alert, in words
         subject, body = summary_text(alert)
@@ -94,40 +93,40 @@ def failure_reason(error: BaseException) -> str:
     return redact_urls(str(error)).strip() or type(error).__name__
 
 
-def check_record(alert: dict) -> None:
-    """Refuse an alert that does not fit its record (Alert, DriftAlert) as a DeliveryError like
-    any other: a record this release cannot read (N34: an older release's) must not stop scoring."""
+def read_record(payload: dict) -> Alert | DriftAlert:
+    """A recorded alert read back through its record (Alert, DriftAlert); one that does not
+    fit is refused as a DeliveryError like any other: a record this release cannot read (N34:
+    an older release's) must not stop scoring."""
     try:
-        alert_record(alert)
+        return alert_record(payload)
     except ValidationError as error:
-        fields = ", ".join(".".join(map(str, e["loc"])) for e in error.errors())
+        fields = ", ".join(".".join(map(str, where.get("loc", ()))) for where in error.errors())
         raise DeliveryError(
-            f"alert {alert.get('alert_id')}: its record does not fit this release's alert ({fields}); it is left undelivered"
+            f"alert {payload.get('alert_id')}: its record does not fit this release's alert ({fields}); "
+            "it is left undelivered"
         ) from None
 
 
-def deliver(alert: dict, sinks: list[str], ledger: Ledger) -> dict[str, str]:
-    """Send the alert to every sink it has not reached yet; {sink: sent | already-sent}. An
-    alert that does not fit its record is refused before any sink sees it (`check_record`)."""
-    check_record(alert)
+def deliver(alert: Alert | DriftAlert, sinks: list[str], ledger: Ledger) -> dict[str, str]:
+    """Send the alert to every sink it has not reached yet; {sink: sent | already-sent}."""
     outcome: dict[str, str] = {}
     failures: dict[str, str] = {}
     for sink in sinks:
-        if ledger.delivered(alert["alert_id"], sink):
+        if ledger.delivered(alert.alert_id, sink):
             outcome[sink] = "already-sent"
             continue
         try:
             emit_alert_event(alert) if sink == EVENT_SINK else notify_block(sink, alert)
         except Exception as error:  # noqa: BLE001 - every sink is tried; failures are re-raised below
             failures[sink] = failure_reason(error)
-            log.warning("alert %s: sink %s failed: %s", alert["alert_id"], sink, failures[sink])
+            log.warning("alert %s: sink %s failed: %s", alert.alert_id, sink, failures[sink])
             continue
         crash_point("sent")
-        ledger.mark_delivered(alert["alert_id"], sink)
+        ledger.mark_delivered(alert.alert_id, sink)
         outcome[sink] = "sent"
     if failures:
         raise DeliveryError(
-            f"alert {alert['alert_id']}: {len(failures)} sink(s) failed: "
+            f"alert {alert.alert_id}: {len(failures)} sink(s) failed: "
             + "; ".join(f"{sink}: {reason}" for sink, reason in failures.items()),
             list(failures),
         )

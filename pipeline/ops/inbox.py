@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -19,11 +20,11 @@ from pipeline.artifact import contract
 from pipeline.core.atomic import atomic_output
 from pipeline.core.config import AlertRules, DriftRules
 from pipeline.core.errors import DataError
-from pipeline.core.faults import full_disk_point
+from pipeline.core.faults import crash_point, full_disk_point
 from pipeline.data import ingest
 from pipeline.ops import alerts
 from pipeline.ops.ledger import Ledger
-from pipeline.ops.records import Batch, BatchSummary
+from pipeline.ops.records import Alert, Batch, BatchSummary, DriftAlert, Judged
 from pipeline.runtime import Scorer, score_files
 from pipeline.runtime.scorer import Held
 
@@ -38,7 +39,7 @@ def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
     try:
         files = ingest.resolve_sources(inbox)
     except DataError:
-        if not (Path(inbox).is_dir() or any(ch in str(inbox) for ch in "*?[")):
+        if not (Path(inbox).is_dir() or ingest.is_glob(inbox)):
             raise
         files = []
     batches = []
@@ -169,14 +170,23 @@ def score_batch(
     top_k: int = contract.TOP_K,
     drift_rules: DriftRules | None = None,
     alarm_state: dict[str, Held] | None = None,
+    on_chunk: Callable[[pl.DataFrame], object] | None = None,
 ) -> BatchSummary:
     """Score one batch into its output file, measuring its drift by `drift_rules`; its alarm
-    rule starts from `alarm_state` (the ledger's, as the batches before it left it)."""
+    rule starts from `alarm_state` (the ledger's, as the batches before it left it);
+    `on_chunk` hears each scored chunk."""
     output = output_path(outbox, scorer.manifest.key, batch)
     if batch.size >= 0:  # the identity (and so the output path) must describe the bytes scored
         ingest.check_unchanged(Path(batch.file), (batch.size, batch.mtime_ns))
     report = score_files(
-        scorer, batch.file, output, threshold=threshold, top_k=top_k, drift_rules=drift_rules, alarm_state=alarm_state
+        scorer,
+        batch.file,
+        output,
+        threshold=threshold,
+        top_k=top_k,
+        drift_rules=drift_rules,
+        alarm_state=alarm_state,
+        on_chunk=on_chunk,
     )
     return BatchSummary(
         file=batch.file,
@@ -188,26 +198,52 @@ def score_batch(
         alarms=report.alarms,
         alarm_state=report.alarm_state,
         failed_entities=report.inputs.failed,
-        drift=report.drift.model_dump(mode="json") if report.drift is not None else None,
+        drift=report.drift,
     )
+
+
+def score_and_judge(
+    ledger: Ledger,
+    scorer: Scorer,
+    batch: Batch,
+    outbox: str | Path,
+    rules: AlertRules,
+    *,
+    threshold: float | None = None,
+) -> Judged:
+    """Score one batch and judge it: its summary, its anomaly alert and its drift alert, each
+    alert recorded once. The alarm rule starts where the batches before left it (the ledger's
+    alarm state), and the alert is judged on the scored chunks as they were written: the
+    scores file is not read back."""
+    chunks: list[pl.DataFrame] = []
+    state = ledger.alarm_state(scorer.manifest.key)
+    summary = score_batch(
+        scorer, batch, outbox, threshold=threshold, drift_rules=rules.drift, alarm_state=state, on_chunk=chunks.append
+    )
+    crash_point("scored")
+    scored = pl.concat(chunks, how="vertical_relaxed")
+    chunks.clear()
+    alert = raise_alert(ledger, scorer, batch, scored, summary.output, rules, threshold=summary.threshold)
+    return Judged(summary=summary, alert=alert, drift_alert=raise_drift_alert(ledger, scorer, batch, summary))
 
 
 def raise_alert(
     ledger: Ledger,
     scorer: Scorer,
     batch: Batch,
+    scored: pl.DataFrame,
     scored_file: str | Path,
     rules: AlertRules,
     *,
     threshold: float | None = None,
-) -> dict | None:
-    """The batch's alert: built and recorded once, then re-read on every re-run (so the
-    per-entity cooldown never suppresses the alert a crashed run already raised)."""
+) -> Alert | None:
+    """The batch's alert from its scored rows (written to `scored_file`): built and recorded
+    once, then re-read on every re-run (so the per-entity cooldown never suppresses the alert
+    a crashed run already raised)."""
     manifest = scorer.manifest
     existing = ledger.get_alert(alerts.alert_id(manifest.key, batch.identity))
     if existing is not None:
-        return existing
-    scored = pl.read_parquet(scored_file)
+        return Alert.model_validate(existing)
     alert, times = alerts.evaluate(
         scored,
         manifest,
@@ -219,13 +255,13 @@ def raise_alert(
     )
     if alert is None:
         return None
-    alert["output"] = str(scored_file)
+    alert = alert.model_copy(update={"output": str(scored_file)})
     full_disk_point("alert")  # tests: the ledger's disk fills as the alert is recorded
-    ledger.record_alert(alert["alert_id"], batch.identity, manifest.key, alert, manifest.name, times)
-    return ledger.get_alert(alert["alert_id"])
+    ledger.record_alert(alert.alert_id, batch.identity, manifest.key, alert.model_dump(mode="json"), manifest.name, times)
+    return alert
 
 
-def raise_drift_alert(ledger: Ledger, scorer: Scorer, batch: Batch, summary: BatchSummary) -> dict | None:
+def raise_drift_alert(ledger: Ledger, scorer: Scorer, batch: Batch, summary: BatchSummary) -> DriftAlert | None:
     """The batch's drift alert, from its summary's drift report: built and recorded once, then
     re-read on every re-run, as anomaly alerts are (None: no drift, or a model without a reference).
     One alert per drift episode: a batch alerts only when a column or entity starts drifting
@@ -236,10 +272,10 @@ def raise_drift_alert(ledger: Ledger, scorer: Scorer, batch: Batch, summary: Bat
     manifest = scorer.manifest
     existing = ledger.get_alert(alerts.alert_id(manifest.key, batch.identity, "drift"))
     drift = summary.drift
-    items = {f"column {name}" for name in drift["drifting"]} | {f"entity {name}" for name in drift["entities"]}
+    items = {f"column {name}" for name in drift.drifting} | {f"entity {name}" for name in drift.entities}
     if existing is not None:  # a re-run: the same alert, and the episode as this batch left it
         ledger.record_drift(manifest.name, items)
-        return existing
+        return DriftAlert.model_validate(existing)
     started = items - ledger.drifting(manifest.name)
     alert = (
         alerts.evaluate_drift(drift, manifest, batch_file=Path(batch.file).name, identity=batch.identity)
@@ -247,6 +283,6 @@ def raise_drift_alert(ledger: Ledger, scorer: Scorer, batch: Batch, summary: Bat
         else None
     )
     if alert is not None:
-        alert["output"] = summary.output
+        alert = alert.model_copy(update={"output": summary.output})
     ledger.record_drift(manifest.name, items, alert, batch.identity, manifest.key)
-    return None if alert is None else ledger.get_alert(alert["alert_id"])
+    return alert

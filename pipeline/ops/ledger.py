@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.core.digest import sha256_file
 from pipeline.core.errors import PipelineError
 from pipeline.core.faults import is_transient, pid_alive, process_start
+from pipeline.ops.records import DriftAlert
 from pipeline.runtime.scorer import Held
 
 SCHEMA = """
@@ -303,7 +304,7 @@ class Ledger:
             return {item for (item,) in db.execute("SELECT item FROM drifting WHERE model_name=?", (model_name,))}
 
     def record_drift(
-        self, model_name: str, items: set[str], alert: dict | None = None, identity: str = "", model: str = ""
+        self, model_name: str, items: set[str], alert: DriftAlert | None = None, identity: str = "", model: str = ""
     ) -> None:
         """The drift episode now (`items`, empty when the batch did not drift) and, when
         something started drifting, its alert, in one transaction."""
@@ -313,7 +314,7 @@ class Ledger:
                 "INSERT INTO drifting (model_name, item) VALUES (?, ?)", [(model_name, item) for item in sorted(items)]
             )
             if alert is not None:
-                _insert_alert(db, alert["alert_id"], identity, model, alert)
+                _insert_alert(db, alert.alert_id, identity, model, alert.model_dump(mode="json"))
 
     def get_alert(self, alert_id: str) -> dict | None:
         with self._transaction() as db:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.artifact.drift import DriftReport
 from pipeline.core.config import AlertRules, DriftRules
 from pipeline.runtime.scorer import Held
 
@@ -40,7 +41,19 @@ class BatchSummary(BaseModel):
     alarm_state: dict[str, Held] = {}
     inputs: str  # the input repairs, in words (InputReport.summary)
     failed_entities: dict[str, str] = {}  # entities left out of the batch (their rows could not be scored): why
-    drift: dict | None = None  # the batch's DriftReport (pipeline.artifact.drift), as JSON
+    drift: DriftReport | None = None  # None: the model has no drift reference
+
+
+class ClaimOutcome(BaseModel):
+    """Whether this run scores a batch, and why not when the batch was set aside just now."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    granted: bool
+    error: str | None = None  # set aside: the process scoring it died on every attempt
+
+
+Severity = Literal["warning", "high", "critical"]
 
 
 class ModelRef(BaseModel):
@@ -95,7 +108,7 @@ class Alert(BaseModel):
     alert_id: str
     model: ModelRef
     batch: BatchRef
-    severity: Literal["warning", "high", "critical"]
+    severity: Severity
     exceedance: float
     peak_score: float
     peak_percentile: float | None = None  # absent from alerts recorded by releases before it (N34)
@@ -133,6 +146,16 @@ class DriftAlert(BaseModel):
     score_psi: float
     rules: DriftRules
     output: str | None = None
+
+
+class Judged(BaseModel):
+    """One batch scored and judged: its summary and the alerts it raised (None: none)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    summary: BatchSummary
+    alert: Alert | None = None
+    drift_alert: DriftAlert | None = None
 
 
 def alert_record(payload: dict) -> Alert | DriftAlert:

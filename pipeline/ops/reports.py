@@ -22,6 +22,7 @@ from pipeline.core.config import AlertRules
 from pipeline.core.digest import sha256_file
 from pipeline.data import ingest
 from pipeline.ops import alerts
+from pipeline.ops.records import Alert, BatchSummary
 
 MAX_ENTITY_PANELS = 8
 
@@ -35,14 +36,15 @@ def figure_markdown(fig: plt.Figure, title: str) -> str:
 
 def loss_curves(history: list[dict]) -> plt.Figure:
     """Training NLL and KL per epoch, and the validation objective that early stopping watched."""
-    epochs = [h["epoch"] for h in history]
+    curves = pl.DataFrame(history)
+    epochs = curves.get_column("epoch")
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
-    left.plot(epochs, [h["nll"] for h in history], label="train NLL")
-    left.plot(epochs, [h["kl"] for h in history], label="train KL")
+    left.plot(epochs, curves.get_column("nll"), label="train NLL")
+    left.plot(epochs, curves.get_column("kl"), label="train KL")
     left.set_xlabel("epoch")
     left.legend()
-    right.plot(epochs, [h["validation_objective"] for h in history], label="validation β-objective")
-    right.plot(epochs, [h["validation_neg_elbo"] for h in history], label="validation −ELBO")
+    right.plot(epochs, curves.get_column("validation_objective"), label="validation β-objective")
+    right.plot(epochs, curves.get_column("validation_neg_elbo"), label="validation −ELBO")
     right.set_xlabel("epoch")
     right.legend()
     fig.suptitle("Training")
@@ -142,7 +144,7 @@ def top_anomalies(scored: pl.DataFrame, n: int = 20) -> list[dict]:
 
 
 def scoring_report(
-    manifest: Manifest, scored: pl.DataFrame, batches: list[dict], alerts: list[dict], threshold: float
+    manifest: Manifest, scored: pl.DataFrame, batches: list[BatchSummary], alerts: list[Alert], threshold: float
 ) -> str:
     """Batches scored in one run, their score histogram and, in sensor mode, scores over time."""
     schema = manifest.feature_schema
@@ -151,16 +153,15 @@ def scoring_report(
         "",
         "| batch | rows | anomalous | output |",
         "|---|---:|---:|---|",
-        *[f"| {Path(b['file']).name} | {b['rows']} | {b['anomalies']} | `{b['output']}` |" for b in batches],
+        *[f"| {Path(b.file).name} | {b.rows} | {b.anomalies} | `{b.output}` |" for b in batches],
         "",
         f"Alerts: {len(alerts)}"
         + "".join(
-            f"\n- **{a['severity']}** `{a['alert_id']}` {a['batch']['file']}: {a['counts']['anomalous_rows']} anomalous rows"
-            for a in alerts
+            f"\n- **{a.severity}** `{a.alert_id}` {a.batch.file}: {a.counts.anomalous_rows} anomalous rows" for a in alerts
         ),
         "",
     ]
-    failed = [(Path(b["file"]).name, entity, why) for b in batches for entity, why in b.get("failed_entities", {}).items()]
+    failed = [(Path(b.file).name, entity, why) for b in batches for entity, why in b.failed_entities.items()]
     if failed:
         lines += [
             f"Entities not scored: {len(failed)} (the rest of each batch was scored)",
@@ -178,24 +179,24 @@ def scoring_report(
             "",
         ]
         if schema.mode == "sensor" and schema.time_column:
-            alerted = {e["entity"] for a in alerts for e in a["entities"]}
+            alerted = {e.entity for a in alerts for e in a.entities}
             fig = sensor_scores(scored, schema.time_column, schema.entity_column, threshold, alerted)
             lines += [figure_markdown(fig, "scores over time"), ""]
     return "\n".join(lines)
 
 
-def drift_figure(summaries: list[dict]) -> plt.Figure:
+def drift_figure(summaries: list[BatchSummary]) -> plt.Figure:
     """Each batch's PSI per column (and for the latent code and the score), the limit drawn."""
-    batches = [Path(s["file"]).name for s in summaries]
-    drifts = [s["drift"] for s in summaries]
-    columns = list(drifts[0]["features"])
+    batches = [Path(s.file).name for s in summaries]
+    drifts = [s.drift for s in summaries if s.drift is not None]
+    columns = list(drifts[0].features)
     labels = [*columns, "latent (KL)", "score"]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(labels) * max(1, len(batches)) ** 0.5), 3.2))
     width = 0.8 / len(batches)
     for i, (name, drift) in enumerate(zip(batches, drifts, strict=True)):
-        values = [drift["features"][c] for c in columns] + [drift["latent"], drift["score"]]
+        values = [drift.features[c] for c in columns] + [drift.latent, drift.score]
         ax.bar(np.arange(len(labels)) + i * width, values, width, label=name)
-    ax.axhline(drifts[0]["rules"]["psi"], color="tab:red", linestyle="--", label="limit (columns)")
+    ax.axhline(drifts[0].rules.psi, color="tab:red", linestyle="--", label="limit (columns)")
     ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30, ha="right")
     ax.set_ylabel("PSI against training")
     ax.set_title("Drift per batch")
@@ -203,9 +204,9 @@ def drift_figure(summaries: list[dict]) -> plt.Figure:
     return fig
 
 
-def drift_report(manifest: Manifest, summaries: list[dict]) -> str:
-    """The drift of each batch from the model's training data: the figure and a table of the
-    columns and entities past the rules."""
+def drift_report(manifest: Manifest, summaries: list[BatchSummary]) -> str:
+    """The drift of each batch from the model's training data (`summaries` that measured it):
+    the figure and a table of the columns and entities past the rules."""
     lines = [
         f"# Drift: {manifest.key}",
         "",
@@ -215,17 +216,15 @@ def drift_report(manifest: Manifest, summaries: list[dict]) -> str:
         "|---|---:|---|---|---:|---:|",
     ]
     for s in summaries:
-        d = s["drift"]
-        columns = ", ".join(f"{c} {d['features'][c]:.2f}" for c in d["drifting"]) or "none"
+        d = s.drift
+        if d is None:
+            continue
+        columns = ", ".join(f"{c} {d.features[c]:.2f}" for c in d.drifting) or "none"
         entities = (
-            "; ".join(
-                f"{e}: " + ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items()) for e, shifted in d["entities"].items()
-            )
+            "; ".join(f"{e}: " + ", ".join(f"{c} {v:+.1f}" for c, v in shifted.items()) for e, shifted in d.entities.items())
             or "none"
         )
-        lines.append(
-            f"| {Path(s['file']).name} | {d['rows']} | {columns} | {entities} | {d['latent']:.2f} | {d['score']:.2f} |"
-        )
+        lines.append(f"| {Path(s.file).name} | {d.rows} | {columns} | {entities} | {d.latent:.2f} | {d.score:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -242,9 +241,9 @@ def write_scores_report(manifest: Manifest, scores: Path, threshold: float, rule
         if contract.SOURCE_FILE in scored.columns
         else pl.DataFrame()
     )
-    batches = [
-        {"file": row[contract.SOURCE_FILE], "rows": row["rows"], "anomalies": row["anomalies"], "output": str(scores)}
-        for row in by_file.iter_rows(named=True)
+    batches = [  # a scores file keeps no record of its input repairs
+        BatchSummary(file=file, output=str(scores), rows=rows, anomalies=anomalies, threshold=threshold, inputs="")
+        for file, rows, anomalies in by_file.iter_rows()
     ]
     alert, _ = alerts.evaluate(
         scored,

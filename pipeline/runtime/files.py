@@ -83,7 +83,7 @@ def score_files(
     chunk_rows: int | None = None,
     keep_top: int = 10,
     options: ScoreOptions | None = None,
-    on_chunk: Callable[[int], object] | None = None,
+    on_chunk: Callable[[pl.DataFrame], object] | None = None,
     max_rows: int | None = None,
     drift_rules: DriftRules | None = None,
     alarm_state: dict[str, Held] | None = None,
@@ -100,13 +100,14 @@ def score_files(
     missing reading) is left out and named in the report's `inputs.failed`; the others are
     scored. Each output row carries the input file name. On any error the temporary file is
     removed and nothing is left behind.
-    `options` (or ScoreOptions' fields as keywords) say how to score; `on_chunk` hears the
-    rows of each chunk as it is scored (a progress bar). A file of more than `max_rows` rows
-    is refused (default: `series_row_cap` for a series read whole, or for one entity of a
-    fleet; no cap for streamed tables). The report's `drift` measures the batch against the
-    model's training data (`pipeline.artifact.drift`), naming what passed `drift_rules`
-    (None: the defaults). `alarm_state` (each entity's last alarm and flagged row, from earlier
-    batches: Scorer.alarms) carries the alarm rule across batches; the report's holds it at the end."""
+    `options` (or ScoreOptions' fields as keywords) say how to score; `on_chunk` hears each
+    scored chunk as it is written (a progress bar counts its rows; the scoring flow judges
+    them). A file of more than `max_rows` rows is refused (default: `series_row_cap` for a
+    series read whole, or for one entity of a fleet; no cap for streamed tables). The report's
+    `drift` measures the batch against the model's training data (`pipeline.artifact.drift`),
+    naming what passed `drift_rules` (None: the defaults). `alarm_state` (each entity's last
+    alarm and flagged row, from earlier batches: Scorer.alarms) carries the alarm rule across
+    batches; the report's holds it at the end."""
     settled = scorer.resolve(options if options is not None else ScoreOptions(**fields))
     files = ingest.resolve_sources(source)
     output = Path(output)
@@ -139,7 +140,7 @@ def score_files(
             crash_point("score")
             report.rows += scored.height
             if on_chunk is not None:
-                on_chunk(scored.height)
+                on_chunk(scored)
             report.anomalies += int(scored[contract.IS_ANOMALY].sum())
             report.alarms += int(scored[contract.ALARM].sum())
             report.inputs.add(inputs)

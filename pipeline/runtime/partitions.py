@@ -7,7 +7,7 @@ own Parquet part; `combine_parts` then streams the parts into one file, in parti
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -31,9 +31,6 @@ class Partition:
     rows: int | None  # None: the whole file
     entities: list | None = None  # a fleet file's entities (values of its entity column), scored whole
     identity: list[int] | None = None  # the file as planned (ingest.file_identity): a changed file is refused
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def plan_partitions(source: str | Path, scorer: Scorer, rows_per_partition: int = 262_144) -> list[Partition]:

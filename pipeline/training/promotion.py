@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from pipeline.artifact.manifest import LatestMoved, set_latest
-from pipeline.artifact.versions import record_decision
+from pipeline.artifact.versions import Decision, record_decision
 from pipeline.core.config import PipelineConfig, PromotionRules
 from pipeline.core.errors import DataError
 from pipeline.data import ingest
@@ -175,7 +175,7 @@ def decide(comparison: Comparison, rules: PromotionRules) -> tuple[bool, list[st
     return passed, [("pass: " if ok else "FAIL: ") + text for ok, text in checks]
 
 
-def settle(champion: Scorer, challenger_dir: Path, comparison: Comparison, rules: PromotionRules) -> dict:
+def settle(champion: Scorer, challenger_dir: Path, comparison: Comparison, rules: PromotionRules) -> Decision:
     """Decide, move `latest` to the challenger when it passed, and log the decision beside
     the versions (`vad versions` shows it)."""
     promoted, reasons = decide(comparison, rules)

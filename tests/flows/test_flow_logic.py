@@ -11,7 +11,9 @@ import polars as pl
 import pytest
 
 from flows.score import score_flow
+from pipeline.core.config import AlertRules
 from pipeline.ops import inbox
+from pipeline.runtime import Scorer
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,57 @@ def test_each_batch_is_scored_once_and_only_the_fault_alerts(harness, folders, s
 
     again = score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
     assert again["scored"] == [] and again["alerts"] == []  # the ledger remembers both batches
+
+
+def test_a_run_opens_the_ledger_once_and_judges_alerts_without_reading_its_scores_back(
+    harness, folders, sensor_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Design review: each batch reopened the ledger 4 to 6 times and read the scores file it
+    had just written to judge its alert. Now one ledger serves the run and the alert is judged
+    on the chunks as they were written: only the run's report (one figure over every batch)
+    reads the scores files, once each, at the end; the alert is the one the file gives."""
+    import inspect
+
+    from pipeline.ops import alerts
+    from pipeline.ops.ledger import Ledger
+
+    incoming, outbox = folders
+    opened: list[Path] = []
+    reads: list[tuple[str, str]] = []  # (file, the flow task reading it)
+    ledger_init, read_parquet = Ledger.__init__, pl.read_parquet
+
+    def counted_init(self: Ledger, path: Path, *args: object, **kwargs: object) -> None:
+        opened.append(Path(path))
+        ledger_init(self, path, *args, **kwargs)
+
+    def counted_read(source: object, *args: object, **kwargs: object) -> pl.DataFrame:
+        if isinstance(source, str | Path) and (outbox / "scores") in Path(source).parents:
+            callers = {frame.function for frame in inspect.stack()}
+            reads.append((Path(source).name, "publish_reports" if "publish_reports" in callers else "elsewhere"))
+        return read_parquet(source, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "__init__", counted_init)
+    monkeypatch.setattr(pl, "read_parquet", counted_read)
+    done = score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
+    monkeypatch.undo()
+
+    assert len(done["scored"]) == 2 and len(done["alerts"]) == 1
+    assert opened == [outbox / inbox.LEDGER_FILE]
+    assert sorted(reads) == sorted((Path(s["output"]).name, "publish_reports") for s in done["scored"])
+    ledger = inbox.open_ledger(outbox)
+    recorded = ledger.get_alert(done["alerts"][0])
+    faulty = next(s for s in done["scored"] if s["file"].endswith("faulty.parquet"))
+    from_file, _ = alerts.evaluate(
+        pl.read_parquet(faulty["output"]),
+        Scorer.load(sensor_model).manifest,
+        AlertRules(),
+        batch_file="faulty.parquet",
+        identity=recorded["batch"]["sha256"],
+        last_alerts={},
+        threshold=faulty["threshold"],
+    )
+    assert from_file is not None
+    assert recorded == {**from_file.model_dump(mode="json"), "output": faulty["output"]}
 
 
 def test_a_bad_batch_fails_the_run_but_not_the_other_batches(harness, folders, sensor_model: Path) -> None:

@@ -101,11 +101,11 @@ def test_alarm_needs_enough_anomalous_steps_close_together(manifest) -> None:
     assert alerts.evaluate(scattered, manifest, rules, batch_file="b", identity="x", last_alerts={})[0] is None
     burst = scored_frame(limit, {"press-02": [11, 12, 14]}, start)
     alert, times = alerts.evaluate(burst, manifest, rules, batch_file="b", identity="x", last_alerts={})
-    assert [e["entity"] for e in alert["entities"]] == ["press-02"]
+    assert [e.entity for e in alert.entities] == ["press-02"]
     assert times == {"press-02": (start + timedelta(minutes=70)).isoformat()}  # the third step of the burst
-    assert alert["counts"]["anomalous_rows"] == 3 and alert["top_features"][0]["feature"] == "pressure"
-    assert alert["top_rows"][0]["machine"] == "press-02" and alert["threshold"]["value"] == limit
-    assert alert["alert_id"] == alerts.alert_id(manifest.key, "x")
+    assert alert.counts.anomalous_rows == 3 and alert.top_features[0].feature == "pressure"
+    assert alert.top_rows[0].model_dump()["machine"] == "press-02" and alert.threshold.value == limit
+    assert alert.alert_id == alerts.alert_id(manifest.key, "x")
 
 
 def test_an_alert_is_built_and_read_through_its_record(manifest, tmp_path: Path) -> None:
@@ -117,14 +117,14 @@ def test_an_alert_is_built_and_read_through_its_record(manifest, tmp_path: Path)
         alert, _ = alerts.evaluate(
             burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={}, threshold=given
         )
-        assert alert["threshold"]["overridden"] is overridden
+        assert alert.threshold.overridden is overridden
     subject, body = alerts.summary_text(alert)
-    assert subject.startswith(f"[{alert['severity'].upper()}] ") and "press-02 (3 rows" in body
+    assert subject.startswith(f"[{alert.severity.upper()}] ") and "press-02 (3 rows" in body
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    broken = {**alert, "severity": "apocalyptic"}
+    broken = {**alert.model_dump(mode="json"), "severity": "apocalyptic"}
     with pytest.raises(delivery.DeliveryError, match="does not fit .*severity"):
-        delivery.deliver(broken, [delivery.EVENT_SINK], ledger)
-    assert not ledger.delivered(alert["alert_id"], delivery.EVENT_SINK)
+        delivery.deliver(delivery.read_record(broken), [delivery.EVENT_SINK], ledger)
+    assert not ledger.delivered(alert.alert_id, delivery.EVENT_SINK)
 
 
 def test_cooldown_suppresses_an_entity_that_alerted_recently(manifest) -> None:
@@ -134,7 +134,7 @@ def test_cooldown_suppresses_an_entity_that_alerted_recently(manifest) -> None:
     alert, _ = alerts.evaluate(
         burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x", last_alerts=recent
     )
-    assert [e["entity"] for e in alert["entities"]] == ["press-02"] and alert["suppressed"] == ["press-01"]
+    assert [e.entity for e in alert.entities] == ["press-02"] and alert.suppressed == ["press-01"]
     all_cooling = {"press-01": recent["press-01"], "press-02": recent["press-01"]}
     assert alerts.evaluate(burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts=all_cooling)[0] is None
 
@@ -168,7 +168,7 @@ def test_a_clock_that_ran_ahead_does_not_silence_an_entity(manifest) -> None:
     alert, _ = alerts.evaluate(
         burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x", last_alerts=from_the_future
     )
-    assert alert is not None and [e["entity"] for e in alert["entities"]] == ["press-01"]
+    assert alert is not None and [e.entity for e in alert.entities] == ["press-01"]
 
 
 def test_zoned_and_naive_times_compare_without_a_type_error(manifest) -> None:
@@ -314,7 +314,7 @@ def test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown
         ]
     )
     alert, times = alerts.evaluate(future, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={})
-    assert alert is not None and [e["entity"] for e in alert["entities"]] == ["press-01"] and times == {}
+    assert alert is not None and [e.entity for e in alert.entities] == ["press-01"] and times == {}
     now = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime.now() - timedelta(hours=2))
     assert set(alerts.evaluate(now, manifest, AlertRules(), batch_file="b", identity="y", last_alerts={})[1]) == {"press-01"}
 
@@ -324,9 +324,9 @@ def test_n34_an_alert_recorded_by_an_older_release_is_still_delivered(manifest, 
     in delivery, which the flow did not catch, so every run failed before it scored anything."""
     burst = scored_frame(manifest.threshold.value, {"press-02": [11, 12, 14]}, datetime(2026, 11, 1))
     alert, _ = alerts.evaluate(burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={})
-    older = {key: value for key, value in alert.items() if key != "peak_percentile"}
+    older = {key: value for key, value in alert.model_dump(mode="json").items() if key != "peak_percentile"}
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    assert delivery.deliver(older, [delivery.EVENT_SINK], ledger) == {delivery.EVENT_SINK: "sent"}
+    assert delivery.deliver(delivery.read_record(older), [delivery.EVENT_SINK], ledger) == {delivery.EVENT_SINK: "sent"}
 
 
 def test_n33_a_new_sink_receives_alerts_from_now_on_unless_backfilled(tmp_path: Path) -> None:
