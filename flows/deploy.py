@@ -16,7 +16,7 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def deploy_scoring(
+def deploy_scoring(  # noqa: PLR0913 - the deployment's settings, one per `main` option
     pool: str,
     inbox: str,
     outbox: str,
@@ -45,7 +45,7 @@ def deploy_scoring(
     return str(deployment.apply())  # type: ignore[union-attr]
 
 
-def main(
+def main(  # noqa: PLR0913 - a command's options are its signature
     pool: str = typer.Option(..., help="Work pool (type process) the runs go to."),
     inbox: str = typer.Option(..., help="Folder or glob the batches are dropped into."),
     outbox: str = typer.Option(..., help="Scores, ledger and alerts go here."),

@@ -6,6 +6,7 @@ Run once:        python -m flows.score --inbox data/inbox --model exported/demo-
 On a schedule:   python -m flows.serve   (README, "Scheduled scoring")"""
 
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -70,18 +71,10 @@ def rebuild_ledger(ledger: Ledger, outbox: str, model_key: str, batches: list[Ba
 
 
 @task(**IO_RETRIES, **PERSIST)
-def score_and_judge(
-    ledger: Ledger,
-    model_dir: str,
-    provider: Provider,
-    batch: Batch,
-    outbox: str,
-    rules: AlertRules,
-    threshold: Optional[float],
-    missing: Optional[Missing] = None,
-) -> Judged:
+def score_and_judge(ledger: Ledger, model_dir: str, batch: Batch, outbox: str, options: "ScoreRunOptions") -> Judged:
     """The batch scored, and its alerts judged by the threshold it was scored with."""
-    return inbox.score_and_judge(ledger, _scorer(model_dir, provider, missing), batch, outbox, rules, threshold=threshold)
+    scorer = _scorer(model_dir, options.provider, options.missing)
+    return inbox.score_and_judge(ledger, scorer, batch, outbox, options.rules, threshold=options.threshold)
 
 
 # One quick retry: a sink still failing is paused by the ledger's circuit breaker and retried
@@ -151,8 +144,148 @@ def publish_reports(model_dir: str, provider: str, summaries: list[BatchSummary]
         )
 
 
+def check_inbox(inbox_path: str) -> None:
+    """A missing inbox folder is the user's to create: refused at once (no retries: it will not appear)."""
+    if not Path(inbox_path).exists() and not is_glob(inbox_path):
+        raise DataError(
+            f"the inbox '{inbox_path}' does not exist: create the folder and drop batches into it "
+            "(python -m flows.score and flows.serve create it)."
+        )
+
+
+@dataclass(frozen=True)
+class ScoreRunOptions:
+    """How each batch of a run is scored and judged (the flow's parameters)."""
+
+    rules: AlertRules
+    threshold: Optional[float]
+    force: bool
+    provider: Provider
+    missing: Optional[Missing]
+
+
+@dataclass
+class ScoringRun:
+    """One run of the scoring flow: the ledger it opened, its sinks' breaker, and what it scored,
+    raised and could not score. Its steps are the flow's tasks; it decides nothing itself."""
+
+    ledger: Ledger
+    model_dir: str
+    model_key: str
+    outbox: str
+    sinks: list[str]
+    breaker: delivery.SinkBreaker
+    summaries: list[BatchSummary] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    drift_alerts: list[DriftAlert] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, model_dir: str, provider: Provider, outbox: str, sinks: list[str], backfill: bool, sink_pause: float
+    ) -> "ScoringRun":
+        """Open the ledger (once per run: each change is its own transaction, so tasks on other
+        threads or processes share it), register the sinks and say which are new or paused."""
+        logger, ledger = get_run_logger(), inbox.open_ledger(outbox)
+        for sink in ledger.register_sinks(sinks, backfill=backfill):
+            since = (
+                "every recorded alert (backfill)"
+                if backfill
+                else "the alerts raised from now on (--backfill sends the earlier ones too)"
+            )
+            logger.info("sink %s is new: it receives %s", sink, since)
+        breaker = delivery.SinkBreaker(ledger, sinks, sink_pause)  # a failing sink is paused, its alerts wait
+        for sink, (failures, until) in breaker.paused.items():
+            until_text = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")
+            logger.warning(
+                "sink %s is paused after %d failure(s) in a row, until %s; its alerts wait for it",
+                *(sink, failures, until_text),
+            )
+        return cls(ledger, model_dir, _scorer(model_dir, provider).manifest.key, outbox, sinks, breaker)
+
+    def waiting(self, inbox_path: str, force: bool, archive: Optional[str]) -> list[Batch]:
+        """The inbox's batches this model version has not settled, fewest attempts first: a batch
+        a run started and did not finish goes last, so one that kills its process each time
+        blocks none behind it. With `archive`, settled batches still in the inbox move there."""
+        attempts = self.ledger.pending_attempts(self.model_key)
+        settled = {} if force else self.ledger.settled(self.model_key)
+        found = find_batches(inbox_path, self.ledger)
+        if archive:  # scored before archiving was asked for, or by a run that died before it archived
+            archive_batches([b for b in found if settled.get(b.identity) == "done"], inbox_path, archive)
+        return sorted((b for b in found if b.identity not in settled), key=lambda b: attempts.get(b.identity, 0))
+
+    def score(self, batch: Batch, options: ScoreRunOptions) -> bool:
+        """Claim, score and judge one batch, deliver its alerts, record it done; False when it
+        was not scored (claimed elsewhere, set aside, or failed: a bad batch holds up no other)."""
+        logger, name = get_run_logger(), Path(batch.file).name
+        claim = claim_batch(self.ledger, self.model_key, batch, options.force)
+        if claim.error:  # set aside now: this run shows it once, later runs skip it as `failed`
+            logger.error("batch %s: %s", batch.file, claim.error)
+            self.failed.append(f"{name}: {claim.error}")
+        if not claim.granted:
+            return False
+        try:
+            judged = score_and_judge(self.ledger, self.model_dir, batch, self.outbox, options)
+        except Exception as error:  # noqa: BLE001 - one bad batch (a poison batch) must not hold up the others
+            status = fail_batch(self.ledger, self.model_key, batch, str(error), is_transient(error))
+            then = "the next run retries it" if status == "retry" else "set aside until forced"
+            logger.error("batch %s failed (%s): %s", batch.file, then, error)
+            self.failed.append(f"{name}: {error}")
+            return False
+        for entity, why in judged.summary.failed_entities.items():  # the batch stands: the others were scored
+            logger.warning("batch %s: entity %s not scored: %s", name, entity, why)
+        if judged.alert is not None:
+            self.alerts.append(judged.alert)
+            crash_point("alerted")
+            self.deliver(judged.alert)
+            crash_point("delivered")
+        if judged.drift_alert is not None:  # its own kind and event; no effect on the anomaly alert
+            logger.warning("batch %s drifted: %s", name, summary_text(judged.drift_alert)[0])
+            self.drift_alerts.append(judged.drift_alert)
+            self.deliver(judged.drift_alert)
+        complete_batch(self.ledger, self.model_key, batch, judged.summary)
+        self.summaries.append(judged.summary)
+        return True
+
+    def deliver(self, alert: Alert | DriftAlert, to: Optional[list[str]] = None) -> None:
+        """Send to the working sinks among `to` (default: the run's); a failing sink is paused."""
+        working = self.breaker.working(self.sinks if to is None else to)
+        if not working:
+            return
+        try:
+            outcome = deliver_alert(alert, working, self.ledger)
+        except delivery.DeliveryError as error:  # the scores stand; a later run retries delivery
+            get_run_logger().error("%s", error)
+            for sink, failures in self.breaker.failed(error.sinks).items():
+                get_run_logger().warning("sink %s paused (failure %d in a row); a later run retries it", sink, failures)
+            outcome = {sink: "sent" for sink in working if sink not in error.sinks} if error.sinks else {}
+        self.breaker.worked(outcome)
+
+    def deliver_owed(self) -> None:
+        """Deliveries that failed in earlier runs, after this run's batches: a sink that is down
+        never delays scoring (N36: 22 pending alerts to a dead sink took 362 s before any batch)."""
+        raised = {a.alert_id for a in self.alerts} | {a.alert_id for a in self.drift_alerts}
+        for payload, owing in self.ledger.owed(self.sinks):
+            try:  # here, not in the task: a record this release cannot read is not retried
+                earlier = delivery.read_record(payload)
+            except delivery.DeliveryError as error:
+                get_run_logger().error("%s", error)
+                continue
+            if earlier.alert_id not in raised:
+                self.deliver(earlier, owing)
+
+    def result(self) -> dict:
+        """JSON: the run's result in Prefect and what `python -m flows.score` prints."""
+        return {
+            "model": self.model_key,
+            "scored": [s.model_dump(mode="json") for s in self.summaries],
+            "alerts": [a.alert_id for a in self.alerts],
+            "drift_alerts": [a.alert_id for a in self.drift_alerts],
+        }
+
+
 @flow(name="vad-score")
-def score_flow(
+def score_flow(  # noqa: PLR0913 - a flow's parameters are its form in the Prefect UI and its deployment's parameters
     inbox_path: str = "data/inbox",
     outbox: str = "runs/scoring",
     model: str = "exported/demo-sensors",
@@ -175,123 +308,29 @@ def score_flow(
     recorded alert it has not received. A sink that fails is paused for `sink_pause` seconds,
     doubled with each failure in a row (at most an hour). With `archive`, each scored batch's
     file moves there (at its path under the inbox), so the inbox holds only what waits."""
-    logger = get_run_logger()
-    if not Path(inbox_path).exists() and not is_glob(inbox_path):  # no retries: it will not appear
-        raise DataError(
-            f"the inbox '{inbox_path}' does not exist: create the folder and drop batches into it "
-            "(python -m flows.score and flows.serve create it)."
-        )
+    check_inbox(inbox_path)
     model_dir = str(resolve_model_dir(model))
-    model_key = _scorer(model_dir, provider).manifest.key
     inbox.check_ledger(outbox, rebuild)
     if archive:
         inbox.check_archive(inbox_path, archive)
-    # Opened once per run and handed to each task: it is a path and settings, each change its
-    # own transaction, so tasks on other threads or processes (pickled) share it safely.
-    ledger = inbox.open_ledger(outbox)
+    run = ScoringRun.start(model_dir, provider, outbox, sinks, backfill, sink_pause)
     if rebuild:
-        logger.info(
-            "ledger rebuilt: %d batch(es) already scored",
-            rebuild_ledger(ledger, outbox, model_key, find_batches(inbox_path, ledger)),
-        )
-    for sink in ledger.register_sinks(sinks, backfill=backfill):
-        logger.info(
-            "sink %s is new: it receives %s",
-            sink,
-            "every recorded alert (backfill)"
-            if backfill
-            else "the alerts raised from now on (--backfill sends the earlier ones too)",
-        )
-    breaker = delivery.SinkBreaker(ledger, sinks, sink_pause)  # a failing sink is paused, its alerts wait
-    for sink, (failures, until) in breaker.paused.items():
-        logger.warning(
-            "sink %s is paused after %d failure(s) in a row, until %s; its alerts wait for it",
-            sink,
-            failures,
-            datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds"),
-        )
-
-    def deliver(alert: Alert | DriftAlert, to: list[str] = sinks) -> None:
-        working = breaker.working(to)
-        if not working:
-            return
-        try:
-            outcome = deliver_alert(alert, working, ledger)
-        except delivery.DeliveryError as error:  # the scores stand; a later run retries delivery
-            logger.error("%s", error)
-            for sink, failures in breaker.failed(error.sinks).items():
-                logger.warning("sink %s paused (failure %d in a row); a later run retries it", sink, failures)
-            outcome = {sink: "sent" for sink in working if sink not in error.sinks} if error.sinks else {}
-        breaker.worked(outcome)
-
-    summaries: list[BatchSummary] = []
-    alerts: list[Alert] = []
-    drift_alerts: list[DriftAlert] = []
-    failed: list[str] = []
-    # Batches a run started and did not finish go last (fewest attempts first): one that kills
-    # its process each time is then no blocker for the batches behind it.
-    attempts, settled = ledger.pending_attempts(model_key), {} if force else ledger.settled(model_key)
-    found = find_batches(inbox_path, ledger)
-    waiting = [b for b in found if b.identity not in settled]
-    if archive:  # scored before archiving was asked for, or by a run that died before it archived
-        archive_batches([b for b in found if settled.get(b.identity) == "done"], inbox_path, archive)
-    for batch in sorted(waiting, key=lambda b: attempts.get(b.identity, 0)):
-        name = Path(batch.file).name
-        claim = claim_batch(ledger, model_key, batch, force)
-        if claim.error:  # set aside now: this run shows it once, later runs skip it as `failed`
-            logger.error("batch %s: %s", batch.file, claim.error)
-            failed.append(f"{name}: {claim.error}")
-        if not claim.granted:
-            continue
-        try:  # scoring and judging it: a batch that breaks either must not hold up the others (a poison batch)
-            judged = score_and_judge(ledger, model_dir, provider, batch, outbox, rules, threshold, missing)
-        except Exception as error:  # noqa: BLE001 - one bad batch must not hold up the others
-            status = fail_batch(ledger, model_key, batch, str(error), is_transient(error))
-            then = "the next run retries it" if status == "retry" else "set aside until forced"
-            logger.error("batch %s failed (%s): %s", batch.file, then, error)
-            failed.append(f"{name}: {error}")
-            continue
-        summary, alert, drifted = judged.summary, judged.alert, judged.drift_alert
-        for entity, why in summary.failed_entities.items():  # the batch stands: the others were scored
-            logger.warning("batch %s: entity %s not scored: %s", name, entity, why)
-        if alert is not None:
-            alerts.append(alert)
-            crash_point("alerted")
-            deliver(alert)
-            crash_point("delivered")
-        if drifted is not None:  # its own kind: named columns, the drift event, no effect on the anomaly alert
-            logger.warning("batch %s drifted: %s", name, summary_text(drifted)[0])
-            drift_alerts.append(drifted)
-            deliver(drifted)
-        complete_batch(ledger, model_key, batch, summary)
-        summaries.append(summary)
-        if archive:
+        rebuilt = rebuild_ledger(run.ledger, outbox, run.model_key, find_batches(inbox_path, run.ledger))
+        get_run_logger().info("ledger rebuilt: %d batch(es) already scored", rebuilt)
+    options = ScoreRunOptions(rules, threshold, force, provider, missing)
+    for batch in run.waiting(inbox_path, force, archive):
+        if run.score(batch, options) and archive:
             archive_batches([batch], inbox_path, archive)
-    # Deliveries that failed in earlier runs, after this run's batches: a sink that is down
-    # never delays scoring (N36: 22 pending alerts to a dead sink took 362 s before any batch).
-    raised = {a.alert_id for a in alerts} | {a.alert_id for a in drift_alerts}
-    for payload, owing in ledger.owed(sinks):
-        try:  # here, not in the task: a record this release cannot read is not retried
-            earlier = delivery.read_record(payload)
-        except delivery.DeliveryError as error:
-            logger.error("%s", error)
-            continue
-        if earlier.alert_id not in raised:
-            deliver(earlier, owing)
-    if summaries:
-        publish_reports(model_dir, provider, summaries, alerts)
-    logger.info("%s: %d batch(es) scored, %d alert(s)", model_key, len(summaries), len(alerts))
-    if failed:  # the run shows as failed; the other batches' results stand
-        raise RuntimeError(f"{len(failed)} batch(es) could not be scored: " + "; ".join(failed))
-    return {  # JSON: the run's result in Prefect and what `python -m flows.score` prints
-        "model": model_key,
-        "scored": [s.model_dump(mode="json") for s in summaries],
-        "alerts": [a.alert_id for a in alerts],
-        "drift_alerts": [a.alert_id for a in drift_alerts],
-    }
+    run.deliver_owed()
+    if run.summaries:
+        publish_reports(model_dir, provider, run.summaries, run.alerts)
+    get_run_logger().info("%s: %d batch(es) scored, %d alert(s)", run.model_key, len(run.summaries), len(run.alerts))
+    if run.failed:  # the run shows as failed; the other batches' results stand
+        raise RuntimeError(f"{len(run.failed)} batch(es) could not be scored: " + "; ".join(run.failed))
+    return run.result()
 
 
-def main(
+def main(  # noqa: PLR0913 - a command's options are its signature
     inbox_path: str = typer.Option("data/inbox", "--inbox", help="Folder or glob of batch files."),
     outbox: str = typer.Option("runs/scoring", help="Scores, ledger and alerts go here."),
     model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version) or a version folder."),

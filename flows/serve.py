@@ -58,7 +58,7 @@ def start_local_server(
     return process, api_url
 
 
-def serve_scoring(
+def serve_scoring(  # noqa: PLR0913 - the deployment's settings, one per `main` option
     inbox: str,
     outbox: str,
     model: str,
@@ -76,7 +76,7 @@ def serve_scoring(
     score_flow.serve(name=name, parameters=parameters, limit=1, **schedule)
 
 
-def main(
+def main(  # noqa: PLR0913 - a command's options are its signature
     inbox: str = typer.Option("data/inbox", help="Folder or glob the batches are dropped into."),
     outbox: str = typer.Option("runs/scoring", help="Scores, ledger and alerts go here."),
     model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version) or a version folder."),

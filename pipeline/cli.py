@@ -59,7 +59,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 @app.command()
-def train(
+def train(  # noqa: PLR0913 - its options are its signature  # long: 28 options, each a line
     source: Annotated[str, typer.Argument(help="Training data: a file, glob or folder (CSV, Parquet, NDJSON, Arrow).")],
     config: Annotated[
         Optional[Path], typer.Option(help="TOML config with sections data, model, train, threshold, export.")
@@ -186,7 +186,7 @@ def train(
 
 
 @app.command()
-def score(
+def score(  # noqa: PLR0913 - its options are its signature  # long: 16 options, each a line
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (uses its latest).")],
     source: Annotated[str, typer.Argument(help="Data to score: a file, glob or folder.")],
     output: Annotated[
@@ -340,7 +340,7 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
 
 
 @app.command()
-def threshold(
+def threshold(  # noqa: PLR0913 - its options are its signature  # long: its options, each a line
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (its latest version).")],
     data: Annotated[
         str, typer.Argument(help="Recent data to fit on: a file, glob or folder (normal rows, unless labels are given).")
@@ -508,7 +508,12 @@ def versions(
     if as_json:
         print_json({"model": str(model), "latest": latest, "versions": rows})
         return
-    table = Table(title=f"{model.name}: {len(rows)} version(s), latest = {latest}")
+    print_versions(model.name, latest, rows)
+
+
+def print_versions(name: str, latest: str | None, rows: list[dict]) -> None:
+    """`vad versions` for a person: one row per version, then each decision's reasons."""
+    table = Table(title=f"{name}: {len(rows)} version(s), latest = {latest}")
     for column in ("version", "created", "parent", "change", "trained on", "threshold", "decision"):
         table.add_column(column, no_wrap=column not in ("change", "trained on"))
     for row in rows:

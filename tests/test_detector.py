@@ -90,13 +90,14 @@ def test_exported_detector_alerts_at_the_severity_its_scores_warrant(fitted: VAE
     from pipeline.artifact.manifest import read_manifest
     from pipeline.core.config import AlertRules
     from pipeline.ops.alerts import evaluate
+    from pipeline.ops.records import BatchRef
 
     manifest = read_manifest(fitted.export(tmp_path, "alerting"))
     assert manifest.validation.normal_score < manifest.threshold.value
     just_past = manifest.threshold.value + 1e-3
     scored = pl.DataFrame({"score": [just_past] * 3, "is_anomaly": [True] * 3})
-    alert, _ = evaluate(scored, manifest, AlertRules(), batch_file="batch.csv", identity="x", last_alerts={})
-    assert alert is not None and alert["severity"] == "warning"
+    alert, _ = evaluate(scored, manifest, AlertRules(), BatchRef(file="batch.csv", sha256="x"), last_alerts={})
+    assert alert is not None and alert.severity == "warning"
 
 
 @pytest.mark.parametrize("name", ["../../../x", "a/b", ".hidden", ""])

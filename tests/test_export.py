@@ -80,23 +80,18 @@ def test_manifest_carries_what_scoring_needs(sensor_model: Path) -> None:
 
 
 def test_versions_are_immutable_and_latest_moves(tabular_fit, exported_root: Path) -> None:
-    from pipeline.training.export import export_model
+    from pipeline.training.export import Destination, FittedModel, Provenance, export_model
     from pipeline.training.fit import validation_record
 
     first = tabular_fit.version_dir
     before = {p.name: sha256_file(p) for p in first.iterdir()}
     calibrated = tabular_fit.calibrated
+    fitted = FittedModel(calibrated.result, tabular_fit.data.schema, calibrated.threshold, calibrated.feature_baseline)
     second = export_model(
-        calibrated.result,
-        tabular_fit.data.schema,
-        calibrated.threshold,
-        name="demo-tabular",
-        root=exported_root,
-        probe_raw=tabular_fit.data.x[:50],
-        feature_baseline=calibrated.feature_baseline,
-        training={},
-        training_data={},
-        validation=validation_record(calibrated),
+        fitted,
+        Provenance(training={}, training_data={}, validation=validation_record(calibrated)),
+        Destination("demo-tabular", exported_root),
+        tabular_fit.data.x[:50],
     )
     assert second.name == str(int(first.name) + 1)
     assert resolve_model_dir(first.parent) == second
@@ -110,22 +105,17 @@ def test_a_model_without_its_validation_quantiles_is_refused(tabular_fit, export
     a manifest that lost the quantiles."""
     from pydantic import ValidationError
 
-    from pipeline.training.export import export_model
+    from pipeline.training.export import Destination, FittedModel, Provenance, export_model
 
     calibrated = tabular_fit.calibrated
     versions = sorted(p.name for p in (exported_root / "demo-tabular").iterdir())
+    fitted = FittedModel(calibrated.result, tabular_fit.data.schema, calibrated.threshold, calibrated.feature_baseline)
     with pytest.raises(ValidationError, match="score_quantiles"):
         export_model(
-            calibrated.result,
-            tabular_fit.data.schema,
-            calibrated.threshold,
-            name="demo-tabular",
-            root=exported_root,
-            probe_raw=tabular_fit.data.x[:50],
-            feature_baseline=calibrated.feature_baseline,
-            training={},
-            training_data={},
-            validation={},
+            fitted,
+            Provenance(training={}, training_data={}, validation={}),
+            Destination("demo-tabular", exported_root),
+            tabular_fit.data.x[:50],
         )
     assert sorted(p.name for p in (exported_root / "demo-tabular").iterdir()) == versions  # nothing published
 

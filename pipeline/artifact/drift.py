@@ -294,23 +294,8 @@ class DriftCounter:
             name: reference.features[name].psi(counts, reference.expected(name, self.entity_rows))
             for name, counts in self.features.items()
         }
-        entities, not_judged = {}, {}
-        for entity, readings in sorted(self.entity_rows.items()):
-            if reference.entities and entity not in reference.entities:
-                not_judged[entity] = UNSEEN
-            elif reference.entities and readings < MIN_ENTITY_ROWS:
-                not_judged[entity] = f"{readings:.0f} rows, fewer than {MIN_ENTITY_ROWS}"
-        for entity, held in sorted(self.bins.items()):
-            own = reference.entities[entity]
-            shifts = {}
-            readings = self.entity_rows[entity]
-            for (name, _), counts in zip(self.numeric, held, strict=True):
-                if readings < MIN_ENTITY_ROWS or not counts.sum():
-                    continue
-                if abs(moved := own.shift(name, counts, readings)) > rules.shift:
-                    shifts[name] = round(moved, 3)
-            if shifts:
-                entities[entity] = dict(sorted(shifts.items(), key=lambda item: -abs(item[1])))
+        not_judged = self._not_judged()
+        entities = self._shifted_entities(rules)
         if reference.entities:  # sensors: the levels decide
             largest = {
                 c: max(abs(s[c]) for s in entities.values() if c in s) for c in {c for s in entities.values() for c in s}
@@ -333,3 +318,29 @@ class DriftCounter:
             entities=entities,
             not_judged=not_judged,
         )
+
+    def _not_judged(self) -> dict[str, str]:
+        """Entities of a fleet with no judgement of their own, and why: unseen, or too few rows."""
+        reference, why = self.reference, {}
+        for entity, readings in sorted(self.entity_rows.items()):
+            if reference.entities and entity not in reference.entities:
+                why[entity] = UNSEEN
+            elif reference.entities and readings < MIN_ENTITY_ROWS:
+                why[entity] = f"{readings:.0f} rows, fewer than {MIN_ENTITY_ROWS}"
+        return why
+
+    def _shifted_entities(self, rules: DriftRules) -> dict[str, dict[str, float]]:
+        """Per known entity with enough rows, its columns whose median moved past `rules.shift`
+        (in spreads of training medians), the largest first."""
+        entities = {}
+        for entity, held in sorted(self.bins.items()):
+            own, readings = self.reference.entities[entity], self.entity_rows[entity]
+            if readings < MIN_ENTITY_ROWS:
+                continue
+            shifts = {}
+            for (name, _), counts in zip(self.numeric, held, strict=True):
+                if counts.sum() and abs(moved := own.shift(name, counts, readings)) > rules.shift:
+                    shifts[name] = round(moved, 3)
+            if shifts:
+                entities[entity] = dict(sorted(shifts.items(), key=lambda item: -abs(item[1])))
+        return entities

@@ -167,7 +167,6 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
     statistics. Inferred, an identifier becomes a key and a time column is named, never a
     feature; a text column of numbers is numeric, and its one stray text value an error."""
     keys = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns] if c}
-    reserved = keys | set(config.ignore_columns)  # ignored columns may be absent: nothing reads them
     for name in keys | set(config.features or []):
         if name not in frame.columns:
             raise SchemaError(f"column '{name}' named in the config is missing{where(file)}; columns are {frame.columns}.")
@@ -175,82 +174,9 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
     if config.features is not None:
         names = list(config.features)
     else:
-        names = []
-        for name in (c for c in frame.columns if c not in reserved):
-            role = column_role(frame[name])
-            if role == "id":
-                log.warning(
-                    "column '%s' looks like an identifier: kept as a key in the output, not used as a "
-                    "feature (name it in `features` to use it).",
-                    name,
-                )
-                id_columns.append(name)
-            elif role == "time" and config.mode == "tabular":
-                log.warning(
-                    "column '%s' holds times: kept as a key in the output, not used as a feature. If each row "
-                    "is a reading of a series, train it as one: vad train %s --mode sensor --time-column %s",
-                    name,
-                    file or "DATA",
-                    name,
-                )
-                id_columns.append(name)
-            elif role == "time":
-                log.warning("column '%s' holds times: not a feature.", name)
-            elif role == "label":
-                log.warning(
-                    "column '%s' looks like a label: not a feature (name it with `label_column` to keep it "
-                    "for evaluation, or in `features` to train on it).",
-                    name,
-                )
-            else:
-                names.append(name)
-    columns: list[ColumnSpec] = []
-    for name in names:
-        dtype = frame.schema[name]
-        if frame.height and frame[name].null_count() == frame.height:
-            raise SchemaError(
-                f"column '{name}' is empty in every row{where(file, name)}: there is nothing to learn "
-                f"from it. Leave it out (--ignore-columns {name}) or fill it."
-            )
-        if dtype == pl.String and config.features is None and (written := _number_like_text(frame[name])):
-            example, row = written
-            raise SchemaError(
-                f"column '{name}' holds numbers written as text, such as {example!r}"
-                f"{where(file, name, row)}: save the file with '.' as the decimal mark and no thousands "
-                f"separators or units, or leave the column out (--ignore-columns {name})."
-            )
-        if dtype == pl.String and config.features is None and _mostly_numbers(frame[name]):
-            _raise_not_numeric(frame, name, dtype, file, 0, allow_numbers=True)  # names the stray value's row
-            columns.append(ColumnSpec(name=name, kind="numeric", dtype=str(dtype)))
-        elif dtype.is_numeric() or dtype == pl.Boolean:
-            columns.append(ColumnSpec(name=name, kind="numeric", dtype=str(dtype)))
-        elif config.mode == "tabular" and dtype in (pl.String, pl.Categorical, pl.Enum):
-            distinct = frame[name].drop_nulls().n_unique()
-            if distinct > config.max_categories:
-                if config.features is not None:
-                    raise SchemaError(
-                        f"column '{name}' has {distinct} categories, more than max_categories="
-                        f"{config.max_categories}{where(file)}. Raise max_categories or drop the column."
-                    )
-                log.warning(
-                    "column '%s' looks like free text (%d distinct values, more than max_categories=%d): not a feature.",
-                    name,
-                    distinct,
-                    config.max_categories,
-                )
-                continue
-            columns.append(ColumnSpec(name=name, kind="categorical", dtype=str(dtype)))
-        elif config.features is not None:
-            raise SchemaError(f"feature column '{name}' must be numeric, got {dtype}{where(file)}.")
-        elif config.mode == "sensor" and dtype in (pl.String, pl.Categorical, pl.Enum):
-            log.warning(  # it went unmentioned (newcomer review, mistake 59)
-                "column '%s' is text: a sensor model reads numeric signals only, so it is not a feature "
-                "(if it names the machine, train with --entity-column %s).",
-                name,
-                name,
-            )
-        else:
-            log.warning("column '%s' has type %s, which no feature takes: not a feature.", name, dtype)
+        reserved = keys | set(config.ignore_columns)  # ignored columns may be absent: nothing reads them
+        names = _inferred_features(frame, config, reserved, file, id_columns)
+    columns = [spec for name in names if (spec := _column_spec(frame, name, config, file)) is not None]
     if not columns:
         raise SchemaError(f"no feature columns found{where(file)}; name them with `features`.")
     schema = FeatureSchema(
@@ -267,6 +193,106 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         resample=config.resample,
     )
     return fit_statistics(schema, frame)
+
+
+def _inferred_features(
+    frame: pl.DataFrame, config: DataConfig, reserved: set[str], file: str | None, id_columns: list[str]
+) -> list[str]:
+    """The columns that may be features by their role; identifiers (and a table's times) are
+    appended to `id_columns`, kept as keys; times and labels are left out, each said once."""
+    names = []
+    for name in (c for c in frame.columns if c not in reserved):
+        role = column_role(frame[name])
+        if role == "id":
+            log.warning(
+                "column '%s' looks like an identifier: kept as a key in the output, not used as a "
+                "feature (name it in `features` to use it).",
+                name,
+            )
+            id_columns.append(name)
+        elif role == "time" and config.mode == "tabular":
+            log.warning(
+                "column '%s' holds times: kept as a key in the output, not used as a feature. If each row "
+                "is a reading of a series, train it as one: vad train %s --mode sensor --time-column %s",
+                name,
+                file or "DATA",
+                name,
+            )
+            id_columns.append(name)
+        elif role == "time":
+            log.warning("column '%s' holds times: not a feature.", name)
+        elif role == "label":
+            log.warning(
+                "column '%s' looks like a label: not a feature (name it with `label_column` to keep it "
+                "for evaluation, or in `features` to train on it).",
+                name,
+            )
+        else:
+            names.append(name)
+    return names
+
+
+def _column_spec(frame: pl.DataFrame, name: str, config: DataConfig, file: str | None) -> ColumnSpec | None:
+    """How a feature column is read (numeric or categorical), or None when an inferred column
+    takes no feature's type (said in the log). A named feature that cannot be one is an error."""
+    dtype, inferred = frame.schema[name], config.features is None
+    _refuse_unusable(frame, name, dtype, inferred, file)
+    if dtype == pl.String and inferred and _mostly_numbers(frame[name]):
+        _raise_not_numeric(frame, name, dtype, file, 0, allow_numbers=True)  # names the stray value's row
+        return ColumnSpec(name=name, kind="numeric", dtype=str(dtype))
+    if dtype.is_numeric() or dtype == pl.Boolean:
+        return ColumnSpec(name=name, kind="numeric", dtype=str(dtype))
+    text = dtype in (pl.String, pl.Categorical, pl.Enum)
+    if config.mode == "tabular" and text:
+        return _categorical_spec(frame, name, config, file)
+    if not inferred:
+        raise SchemaError(f"feature column '{name}' must be numeric, got {dtype}{where(file)}.")
+    if config.mode == "sensor" and text:
+        log.warning(  # it went unmentioned (newcomer review, mistake 59)
+            "column '%s' is text: a sensor model reads numeric signals only, so it is not a feature "
+            "(if it names the machine, train with --entity-column %s).",
+            name,
+            name,
+        )
+    else:
+        log.warning("column '%s' has type %s, which no feature takes: not a feature.", name, dtype)
+    return None
+
+
+def _refuse_unusable(frame: pl.DataFrame, name: str, dtype: pl.DataType, inferred: bool, file: str | None) -> None:
+    """An empty column, or (inferred) numbers written as text, stop training with the fix."""
+    if frame.height and frame[name].null_count() == frame.height:
+        raise SchemaError(
+            f"column '{name}' is empty in every row{where(file, name)}: there is nothing to learn "
+            f"from it. Leave it out (--ignore-columns {name}) or fill it."
+        )
+    if dtype == pl.String and inferred and (written := _number_like_text(frame[name])):
+        example, row = written
+        raise SchemaError(
+            f"column '{name}' holds numbers written as text, such as {example!r}"
+            f"{where(file, name, row)}: save the file with '.' as the decimal mark and no thousands "
+            f"separators or units, or leave the column out (--ignore-columns {name})."
+        )
+
+
+def _categorical_spec(frame: pl.DataFrame, name: str, config: DataConfig, file: str | None) -> ColumnSpec | None:
+    """A table's text column as categories; past `max_categories` distinct values, free text:
+    an error when named as a feature, left out (and said) when inferred."""
+    distinct = frame[name].drop_nulls().n_unique()
+    if distinct <= config.max_categories:
+        return ColumnSpec(name=name, kind="categorical", dtype=str(frame.schema[name]))
+    if config.features is not None:
+        raise SchemaError(
+            f"column '{name}' has {distinct} categories, more than max_categories="
+            f"{config.max_categories}{where(file)}. Raise max_categories or drop the column."
+        )
+    log.warning(
+        "column '%s' looks like free text (%d distinct values, more than max_categories=%d): not a feature.",
+        name,
+        distinct,
+        config.max_categories,
+    )
+    return None
 
 
 ID_NAME = re.compile(r"(?i:id|uuid|guid|key|index|row|.*[_\- .](?:id|uuid|guid|key|no))|.*[a-z]Id")  # orderId, not humid
@@ -490,43 +516,60 @@ def to_matrix(
     at = 0
     for col in schema.columns:
         if col.kind == "numeric":
-            values = frame[col.name].to_numpy()
-            if values.dtype.kind != "f":
-                values = values.astype(np.float64)
-            bad = np.isnan(values) if keep_infinite and schema.missing == "impute" else ~np.isfinite(values)
-            if bad.any():
-                if schema.missing == "error":
-                    row = int(np.flatnonzero(bad)[0])
-                    what = "a missing value" if np.isnan(values[row]) else f"an infinite value ({values[row]})"
-                    raise DataError(
-                        f"column '{col.name}' has {what}{where(file, col.name, file_row(row_offset, row))}; "
-                        "train with missing='impute', or score with `--missing impute`, to fill it with the "
-                        "training median."
-                    )
-                assert col.median is not None  # learnt with the schema for every numeric column
-                values = np.where(bad, col.median, values)
-                report.imputed[col.name] += int(bad.sum())
+            values = _checked_numbers(frame[col.name], col, schema.missing, keep_infinite, (file, row_offset), report)
             with np.errstate(over="ignore"):  # beyond float32 becomes ±inf on purpose: the graphs clip it
                 matrix[:, at] = values
             at += 1
         else:
-            codes = (
-                frame[col.name]
-                .replace_strict({cat: i for i, cat in enumerate(col.categories)}, default=-1, return_dtype=pl.Int32)
-                .to_numpy()
-            )
-            block = matrix[:, at : at + len(col.categories)]
-            block[:] = 0.0
-            known = codes >= 0
-            block[np.flatnonzero(known), codes[known]] = 1.0
-            unseen = int((~known).sum())
-            if unseen:
-                report.unseen_categories[col.name] += unseen
-                novel = ~known & frame[col.name].is_not_null().to_numpy()
-                if novel.any():
-                    report.novel_rows = novel if report.novel_rows is None else report.novel_rows | novel
+            _one_hot(frame[col.name], col, matrix[:, at : at + len(col.categories)], report)
             at += len(col.categories)
     return np.ascontiguousarray(matrix), report
+
+
+def _checked_numbers(
+    column: pl.Series,
+    col: ColumnSpec,
+    missing: str,
+    keep_infinite: bool,
+    origin: tuple[str | None, RowNumbers],
+    report: InputReport,
+) -> np.ndarray:
+    """A numeric column's values, missing or infinite ones failing (naming the file, column and
+    row of `origin`: file, row offset) or taking the training median, counted in `report`."""
+    values = column.to_numpy()
+    if values.dtype.kind != "f":
+        values = values.astype(np.float64)
+    bad = np.isnan(values) if keep_infinite and missing == "impute" else ~np.isfinite(values)
+    if not bad.any():
+        return values
+    if missing == "error":
+        file, row_offset = origin
+        row = int(np.flatnonzero(bad)[0])
+        what = "a missing value" if np.isnan(values[row]) else f"an infinite value ({values[row]})"
+        raise DataError(
+            f"column '{col.name}' has {what}{where(file, col.name, file_row(row_offset, row))}; "
+            "train with missing='impute', or score with `--missing impute`, to fill it with the "
+            "training median."
+        )
+    assert col.median is not None  # learnt with the schema for every numeric column
+    report.imputed[col.name] += int(bad.sum())
+    return np.where(bad, col.median, values)
+
+
+def _one_hot(column: pl.Series, col: ColumnSpec, block: np.ndarray, report: InputReport) -> None:
+    """Write a categorical column's one-hot code into `block` (a view of the matrix); unseen
+    categories stay all zeros, counted in `report`, and the rows holding a novel value marked."""
+    index = {cat: i for i, cat in enumerate(col.categories)}
+    codes = column.replace_strict(index, default=-1, return_dtype=pl.Int32).to_numpy()
+    block[:] = 0.0
+    known = codes >= 0
+    block[np.flatnonzero(known), codes[known]] = 1.0
+    unseen = int((~known).sum())
+    if unseen:
+        report.unseen_categories[col.name] += unseen
+        novel = ~known & column.is_not_null().to_numpy()
+        if novel.any():
+            report.novel_rows = novel if report.novel_rows is None else report.novel_rows | novel
 
 
 def _all_finite_floats(frame: pl.DataFrame, schema: FeatureSchema) -> np.ndarray | None:

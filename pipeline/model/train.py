@@ -123,12 +123,8 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
     # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without one are a table's.
     balanced = settled_balance(model_config.balance, "tabular") == "families"
     weights = family_weights(bernoulli) if balanced else np.ones(x_train.shape[1], np.float32)
-    # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without
-    # one are a table's.
     scaler = Scaler.fit(x_train, method=settled_scaling(model_config.scaling, "tabular"), keep_raw=bernoulli)
     train_config = settled_train(train_config, "tabular", x_train.shape[1])  # a table's, unless settled before
-    beta, trim = train_config.beta, train_config.trim_fraction
-    assert beta is not None and trim is not None  # settled_train leaves neither open
     shape = VAEShape.for_inputs(
         x_train.shape[1],
         model_config.hidden,
@@ -149,79 +145,38 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
         val = torch.from_numpy(scaler.transform(x_val)).to(device).clamp_(-clip, clip)
         plan = training_plan(len(train), device, train_config, shape)
         with torch_threads(plan.threads):
-            result = _optimise(model, train, val, train_config, plan, device, beta, trim)
+            result = _optimise(model, train, val, train_config, plan)
     result.scaler = scaler
     return result
 
 
-def _optimise(
-    model: VAE,
-    train: torch.Tensor,
-    val: torch.Tensor,
-    cfg: TrainConfig,
-    plan: TrainingPlan,
-    device: torch.device,
-    beta: float,
-    trim: float,
-) -> TrainResult:
+def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConfig, plan: TrainingPlan) -> TrainResult:
+    """Adam over minibatches of `train` (on its device), β warmed up, the worst rows of each
+    batch trimmed, stopping early on `val`'s objective. `cfg` is settled (β and trim set)."""
+    beta = cfg.beta
+    assert beta is not None and cfg.trim_fraction is not None  # settled_train leaves neither open
     # The fused Adam step (one kernel over all parameters) took a quarter of the per-tensor loop's
     # time; FusedAdam runs it without torch.optim's 1.3 s import of torch._dynamo (optim.py).
     # Training devices are the CPU and CUDA (TrainConfig.device), both with the fused kernel.
-    optimiser = FusedAdam(model.parameters(), lr=plan.learning_rate)
-    autocast = plan.bf16
-    batch_size = plan.batch_size
-    best_state, best_value, best_epoch, stale = None, float("inf"), 0, 0
+    epochs = EpochRunner(model, FusedAdam(model.parameters(), lr=plan.learning_rate), cfg, plan)
+    stopping = EarlyStopping(cfg.patience, cfg.warmup_epochs, cfg.epochs)
     history: list[dict] = []
-
-    def loss_terms(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Per-row, per-member reconstruction NLL and KL of one batch, and q(z|x)'s moments,
-        each [batch, members, …], computed members first (VAE.encode_members_first)."""
-        mu, logvar = model.encode_members_first(batch)
-        z = model.reparameterize(mu, logvar, torch.randn_like(mu))
-        nll = model.feature_nll_members_first(batch, z).sum(-1)
-        kl = elbo.kl_to_standard_normal(mu, logvar)
-        return nll.T, kl.T, mu.transpose(0, 1), logvar.transpose(0, 1)
-
-    terms = torch.compile(loss_terms) if cfg.compile else loss_terms
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not cfg.progress, leave=False)
     for epoch in bar:
         started = time.perf_counter()
-        kl_weight = beta * min(1.0, epoch / cfg.warmup_epochs) if cfg.warmup_epochs else beta
-        model.train()
-        order = torch.randperm(len(train), device=device)
-        sums = torch.zeros(2, device=device)  # accumulated on the device: no per-batch sync
-        for start in range(0, len(train), batch_size):
-            batch = train[order[start : start + batch_size]]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                nll, kl, mu, logvar = terms(batch)  # nll, kl: [batch, members]
-            # Rows whose β-loss is in the top `trim_fraction` of the batch (per member) are left
-            # out: unlabelled training data holds anomalies, and a VAE that learns to
-            # reconstruct them stops flagging them. Summed over members, so each member's
-            # gradient is exactly that of its own (trimmed) β-ELBO.
-            keep = elbo.trimmed_mask((nll + kl_weight * kl).detach(), trim)
-            kept = keep.sum(0)
-            kl_term = (
-                elbo.kl_with_free_bits(mu, logvar, cfg.free_bits, keep)
-                if cfg.free_bits
-                else ((kl * keep).sum(0) / kept).sum()
-            )
-            loss = ((nll * keep).sum(0) / kept).sum() + kl_weight * kl_term
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            sums += torch.stack([nll.detach().mean(-1).sum(), kl.detach().mean(-1).sum()]).float()
+        weight = kl_weight(epoch, beta, cfg.warmup_epochs)
+        nll_mean, kl_mean = epochs.train_epoch(train, weight)
         val_nll, val_kl, val_kl_floored = validation_terms(model, val, cfg.free_bits)
         # Stop on the objective being optimised (negative β-ELBO at the final β, with the
         # same free-bits floor); the plain ELBO (β = 1) is recorded beside it.
         validation = val_nll + beta * val_kl_floored
         seconds = time.perf_counter() - started
-        nll_mean, kl_mean = (sums / len(train)).tolist()
         history.append(
             {
                 "epoch": epoch,
                 "nll": nll_mean,
                 "kl": kl_mean,
-                "kl_weight": kl_weight,
+                "kl_weight": weight,
                 "validation_objective": validation,
                 "validation_neg_elbo": val_nll + val_kl,
                 "rows_per_s": len(train) / seconds,
@@ -231,29 +186,99 @@ def _optimise(
         bar.set_postfix(
             nll=f"{nll_mean:.3f}", kl=f"{kl_mean:.3f}", val=f"{validation:.3f}", rows_s=f"{len(train) / seconds:,.0f}"
         )
-        # Epochs inside the KL warm-up optimise another objective: stopping starts after it.
-        if epoch < cfg.warmup_epochs and epoch < cfg.epochs:
-            continue
-        if best_state is None or validation < best_value - 1e-4 * abs(best_value):
-            best_value, best_epoch, stale = validation, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
+        if stopping.stop(epoch, validation, model):
+            break
     bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    stopping.restore(model)
     model.eval()
     return TrainResult(
         model=model,
         scaler=None,  # type: ignore[arg-type]
         history=history,
-        best_epoch=best_epoch,
-        best_validation=best_value,
-        device=str(device),
+        best_epoch=stopping.best_epoch,
+        best_validation=stopping.best_value,
+        device=str(train.device),
         plan=plan,
     )
+
+
+def kl_weight(epoch: int, beta: float, warmup_epochs: int) -> float:
+    """The KL term's weight in `epoch` (from 1): β, reached linearly over the warm-up epochs."""
+    return beta * min(1.0, epoch / warmup_epochs) if warmup_epochs else beta
+
+
+class EarlyStopping:
+    """Keeps the weights of the best validation objective and stops after `patience` epochs
+    without a relative gain of 1e-4. Epochs inside the KL warm-up optimise another objective:
+    none of them is judged (the last epoch is, whatever the warm-up)."""
+
+    def __init__(self, patience: int, warmup_epochs: int, epochs: int) -> None:
+        self.patience, self.warmup_epochs, self.epochs = patience, warmup_epochs, epochs
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_value, self.best_epoch, self.stale = float("inf"), 0, 0
+
+    def stop(self, epoch: int, validation: float, model: VAE) -> bool:
+        """Judge `epoch`'s objective (keeping the model's weights when they are the best); True: stop."""
+        if epoch < self.warmup_epochs and epoch < self.epochs:
+            return False
+        if self.best_state is None or validation < self.best_value - 1e-4 * abs(self.best_value):
+            self.best_value, self.best_epoch, self.stale = validation, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, model: VAE) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+def loss_terms(model: VAE, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-row, per-member reconstruction NLL and KL of one batch, and q(z|x)'s moments,
+    each [batch, members, …], computed members first (VAE.encode_members_first)."""
+    mu, logvar = model.encode_members_first(batch)
+    z = model.reparameterize(mu, logvar, torch.randn_like(mu))
+    nll = model.feature_nll_members_first(batch, z).sum(-1)
+    kl = elbo.kl_to_standard_normal(mu, logvar)
+    return nll.T, kl.T, mu.transpose(0, 1), logvar.transpose(0, 1)
+
+
+class EpochRunner:
+    """One pass over the training rows: minibatches in a fresh order, each a trimmed β-ELBO step."""
+
+    def __init__(self, model: VAE, optimiser: FusedAdam, cfg: TrainConfig, plan: TrainingPlan) -> None:
+        self.model, self.optimiser, self.cfg, self.plan = model, optimiser, cfg, plan
+        self.terms = torch.compile(loss_terms) if cfg.compile else loss_terms
+
+    def train_epoch(self, train: torch.Tensor, weight: float) -> tuple[float, float]:
+        """One epoch at KL weight `weight`; the mean NLL and KL per row, over every row seen."""
+        model, cfg, device = self.model, self.cfg, train.device
+        assert cfg.trim_fraction is not None
+        model.train()
+        order = torch.randperm(len(train), device=device)
+        sums = torch.zeros(2, device=device)  # accumulated on the device: no per-batch sync
+        for start in range(0, len(train), self.plan.batch_size):
+            batch = train[order[start : start + self.plan.batch_size]]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.plan.bf16):
+                nll, kl, mu, logvar = self.terms(model, batch)  # nll, kl: [batch, members]
+            # Rows whose β-loss is in the top `trim_fraction` of the batch (per member) are left
+            # out: unlabelled training data holds anomalies, and a VAE that learns to
+            # reconstruct them stops flagging them. Summed over members, so each member's
+            # gradient is exactly that of its own (trimmed) β-ELBO.
+            keep = elbo.trimmed_mask((nll + weight * kl).detach(), cfg.trim_fraction)
+            kept = keep.sum(0)
+            kl_term = (
+                elbo.kl_with_free_bits(mu, logvar, cfg.free_bits, keep)
+                if cfg.free_bits
+                else ((kl * keep).sum(0) / kept).sum()
+            )
+            loss = ((nll * keep).sum(0) / kept).sum() + weight * kl_term
+            self.optimiser.zero_grad()
+            loss.backward()
+            self.optimiser.step()
+            sums += torch.stack([nll.detach().mean(-1).sum(), kl.detach().mean(-1).sum()]).float()
+        nll_mean, kl_mean = (sums / len(train)).tolist()
+        return nll_mean, kl_mean
 
 
 @torch.no_grad()

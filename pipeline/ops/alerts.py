@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -45,15 +46,15 @@ def alert_id(model_version: str, identity: str, kind: str = "anomaly") -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def evaluate_drift(drift: DriftReport, manifest: Manifest, *, batch_file: str, identity: str) -> DriftAlert | None:
+def evaluate_drift(drift: DriftReport, manifest: Manifest, batch: BatchRef) -> DriftAlert | None:
     """The batch's drift alert from its DriftReport, or None when nothing passed the rules it
     was measured with."""
     if not drift.drifted:
         return None
     return DriftAlert(
-        alert_id=alert_id(manifest.key, identity, "drift"),
+        alert_id=alert_id(manifest.key, batch.sha256, "drift"),
         model=ModelRef(name=manifest.name, version=manifest.version),
-        batch=BatchRef(file=batch_file, sha256=identity),
+        batch=batch,
         rows=drift.rows,
         features=[ColumnDrift(feature=name, psi=drift.features[name]) for name in drift.drifting],
         entities=drift.entities,
@@ -105,9 +106,8 @@ def evaluate(
     scored: pl.DataFrame,
     manifest: Manifest,
     rules: AlertRules,
+    batch: BatchRef,
     *,
-    batch_file: str,
-    identity: str,
     last_alerts: dict[str, str],
     threshold: float | None = None,
 ) -> tuple[Alert | None, dict[str, str]]:
@@ -121,6 +121,56 @@ def evaluate(
     entity_col = schema.entity_column if schema.mode == "sensor" else None
     time_col = schema.time_column if schema.mode == "sensor" else None
     frame = scored.with_columns(_entity=pl.col(entity_col).cast(pl.String) if entity_col else pl.lit(BATCH_ENTITY))
+    judged = _judge_entities(frame, rules, time_col, batch.file, last_alerts)
+    if not judged.alerting:
+        return None, {}
+    in_alert = frame.filter(pl.col("_entity").is_in([a.entity for a in judged.alerting]))
+    peak = _peak(in_alert, contract.SCORE)
+    level, exceedance = severity(peak, limit, manifest.validation.normal_score, rules)
+    feature_columns = contract.feature_columns(scored.columns)
+    anomalous = in_alert.filter(pl.col(contract.IS_ANOMALY))
+    alert = Alert(
+        alert_id=alert_id(manifest.key, batch.sha256),
+        model=ModelRef(name=manifest.name, version=manifest.version),
+        batch=batch,
+        severity=level,
+        exceedance=round(exceedance, 4),
+        peak_score=peak,
+        peak_percentile=_peak(in_alert, contract.PERCENTILE) if contract.PERCENTILE in in_alert.columns else None,
+        threshold=ThresholdUsed(value=limit, method=manifest.threshold.method, overridden=limit != manifest.threshold.value),
+        counts=AlertCounts(
+            rows=scored.height,
+            anomalous_rows=int(scored.get_column(contract.IS_ANOMALY).sum()),
+            alerting_entities=len(judged.alerting),
+            suppressed_entities=len(judged.suppressed),
+        ),
+        entities=judged.alerting,
+        suppressed=judged.suppressed,
+        top_rows=_top_rows(anomalous, [*schema.key_columns, contract.ROW], feature_columns, rules.top_rows),
+        top_features=top_features(anomalous, feature_columns),
+        rules=rules,
+    )
+    return alert, judged.times
+
+
+def _peak(frame: pl.DataFrame, column: str) -> float:
+    return float(frame.select(pl.col(column).max()).item())
+
+
+@dataclass
+class _Judged:
+    """The entities that alarm (and alert), those cooling down, and the alarm times kept."""
+
+    alerting: list[AlertingEntity] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+    times: dict[str, str] = field(default_factory=dict)
+
+
+def _judge_entities(
+    frame: pl.DataFrame, rules: AlertRules, time_col: str | None, batch_file: str, last_alerts: dict[str, str]
+) -> _Judged:
+    """Which entities of `frame` (its `_entity` column) alarm by `rules`, and which of those
+    are still cooling down from an alert in `last_alerts`."""
     flags = pl.col(contract.IS_ANOMALY).cast(pl.Int32)
     frame = frame.with_row_index("_row").with_columns(_run=flags.rolling_sum(rules.within, min_samples=1).over("_entity"))
     alarms = (
@@ -131,39 +181,35 @@ def evaluate(
     if contract.ALARM in frame.columns:  # an episode an earlier batch already alarmed on (its hold-off) pages once
         started = frame.filter(pl.col(contract.ALARM)).get_column("_entity").unique().to_list()
         alarms = alarms.filter(pl.col("_entity").is_in(started))
-    alerting: list[AlertingEntity] = []
-    suppressed: list[str] = []
-    times: dict[str, str] = {}
+    judged = _Judged()
     horizon = _trusted_horizon(frame.get_column(time_col), batch_file) if time_col else None
     for entity, _first_row, first_time in alarms.iter_rows():
-        previous = last_alerts.get(entity)
-        if time_col and previous is not None and isinstance(first_time, datetime):
-            # Only an earlier alarm cools an entity down: a later one (a clock that ran ahead, or
-            # batches out of order) would otherwise silence it until its own clock came round.
-            since = _utc(first_time) - _utc(datetime.fromisoformat(previous))
-            if timedelta(0) <= since < timedelta(minutes=rules.cooldown_minutes):
-                suppressed.append(entity)
-                continue
-        alerting.append(
-            AlertingEntity(
-                entity=entity,
-                first_alarm=_iso(first_time) if time_col else None,
-                anomalous_rows=int(frame.filter(pl.col("_entity") == entity).get_column(contract.IS_ANOMALY).sum()),
-            )
+        if time_col and _cooling_down(first_time, last_alerts.get(entity), rules):
+            judged.suppressed.append(entity)
+            continue
+        flagged = int(frame.filter(pl.col("_entity") == entity).get_column(contract.IS_ANOMALY).sum())
+        judged.alerting.append(
+            AlertingEntity(entity=entity, first_alarm=_iso(first_time) if time_col else None, anomalous_rows=flagged)
         )
         if not (isinstance(first_time, datetime) and horizon is not None and _utc(first_time) > horizon):
-            times[entity] = _iso(first_time) if time_col else ""
-    if not alerting:
-        return None, {}
-    in_alert = frame.filter(pl.col("_entity").is_in([a.entity for a in alerting]))
-    peak = float(in_alert.select(pl.col(contract.SCORE).max()).item())
-    normal = manifest.validation.normal_score
-    level, exceedance = severity(peak, limit, normal, rules)
-    key_columns = [c for c in [*schema.key_columns, contract.ROW] if c in scored.columns]
-    feature_columns = contract.feature_columns(scored.columns)
-    anomalous = in_alert.filter(pl.col(contract.IS_ANOMALY))
-    top = anomalous.sort(contract.SCORE, descending=True).head(rules.top_rows)
-    top_rows = [
+            judged.times[entity] = _iso(first_time) if time_col else ""
+    return judged
+
+
+def _cooling_down(first_time: object, previous: str | None, rules: AlertRules) -> bool:
+    """Whether an alarm at `first_time` falls within the cooldown of the entity's alert at
+    `previous`. Only an earlier alarm cools an entity down: a later one (a clock that ran ahead,
+    or batches out of order) would otherwise silence it until its own clock came round."""
+    if previous is None or not isinstance(first_time, datetime):
+        return False
+    since = _utc(first_time) - _utc(datetime.fromisoformat(previous))
+    return timedelta(0) <= since < timedelta(minutes=rules.cooldown_minutes)
+
+
+def _top_rows(anomalous: pl.DataFrame, keys: list[str], feature_columns: list[str], limit: int) -> list[AlertRow]:
+    """The highest-scoring anomalous rows with their keys (those present) and top features."""
+    key_columns = [c for c in keys if c in anomalous.columns]
+    return [
         AlertRow.model_validate(  # the key columns are named as in the data: extra fields
             {
                 **{k: _iso(r[k]) for k in key_columns},
@@ -171,34 +217,8 @@ def evaluate(
                 "features": [FeatureShare(feature=r[f], share=r[contract.share_of(f)]) for f in feature_columns],
             }
         )
-        for r in top.iter_rows(named=True)
+        for r in anomalous.sort(contract.SCORE, descending=True).head(limit).iter_rows(named=True)
     ]
-    alert = Alert(
-        alert_id=alert_id(manifest.key, identity),
-        model=ModelRef(name=manifest.name, version=manifest.version),
-        batch=BatchRef(file=batch_file, sha256=identity),
-        severity=level,
-        exceedance=round(exceedance, 4),
-        peak_score=peak,
-        peak_percentile=(
-            float(in_alert.select(pl.col(contract.PERCENTILE).max()).item())
-            if contract.PERCENTILE in in_alert.columns
-            else None
-        ),
-        threshold=ThresholdUsed(value=limit, method=manifest.threshold.method, overridden=limit != manifest.threshold.value),
-        counts=AlertCounts(
-            rows=scored.height,
-            anomalous_rows=int(scored.get_column(contract.IS_ANOMALY).sum()),
-            alerting_entities=len(alerting),
-            suppressed_entities=len(suppressed),
-        ),
-        entities=alerting,
-        suppressed=suppressed,
-        top_rows=top_rows,
-        top_features=top_features(anomalous, feature_columns),
-        rules=rules,
-    )
-    return alert, times
 
 
 def top_features(anomalous: pl.DataFrame, feature_columns: list[str], limit: int = 5) -> list[FeatureShare]:

@@ -161,13 +161,12 @@ def archive_batch(batch: Batch, inbox: str | Path, archive: str | Path) -> Path 
     return target
 
 
-def score_batch(
+def score_batch(  # noqa: PLR0913 - keyword-only settings, each passed through to score_files
     scorer: Scorer,
     batch: Batch,
     outbox: str | Path,
     *,
     threshold: float | None = None,
-    top_k: int = contract.TOP_K,
     drift_rules: DriftRules | None = None,
     alarm_state: dict[str, Held] | None = None,
     on_chunk: Callable[[pl.DataFrame], object] | None = None,
@@ -183,7 +182,7 @@ def score_batch(
         batch.file,
         output,
         threshold=threshold,
-        top_k=top_k,
+        top_k=contract.TOP_K,
         drift_rules=drift_rules,
         alarm_state=alarm_state,
         on_chunk=on_chunk,
@@ -223,7 +222,7 @@ def score_and_judge(
     crash_point("scored")
     scored = pl.concat(chunks, how="vertical_relaxed")
     chunks.clear()
-    alert = raise_alert(ledger, scorer, batch, scored, summary.output, rules, threshold=summary.threshold)
+    alert = raise_alert(ledger, scorer, batch, scored, summary, rules)
     return Judged(summary=summary, alert=alert, drift_alert=raise_drift_alert(ledger, scorer, batch, summary))
 
 
@@ -232,14 +231,12 @@ def raise_alert(
     scorer: Scorer,
     batch: Batch,
     scored: pl.DataFrame,
-    scored_file: str | Path,
+    summary: BatchSummary,
     rules: AlertRules,
-    *,
-    threshold: float | None = None,
 ) -> Alert | None:
-    """The batch's alert from its scored rows (written to `scored_file`): built and recorded
-    once, then re-read on every re-run (so the per-entity cooldown never suppresses the alert
-    a crashed run already raised)."""
+    """The batch's alert from its scored rows, judged by the threshold they were scored with
+    (`summary`'s): built and recorded once, then re-read on every re-run (so the per-entity
+    cooldown never suppresses the alert a crashed run already raised)."""
     manifest = scorer.manifest
     existing = ledger.get_alert(alerts.alert_id(manifest.key, batch.identity))
     if existing is not None:
@@ -248,14 +245,13 @@ def raise_alert(
         scored,
         manifest,
         rules,
-        batch_file=Path(batch.file).name,
-        identity=batch.identity,
+        batch.ref(),
         last_alerts=ledger.last_alert_times(manifest.name),
-        threshold=threshold,
+        threshold=summary.threshold,
     )
     if alert is None:
         return None
-    alert = alert.model_copy(update={"output": str(scored_file)})
+    alert = alert.model_copy(update={"output": summary.output})
     full_disk_point("alert")  # tests: the ledger's disk fills as the alert is recorded
     ledger.record_alert(alert.alert_id, batch.identity, manifest.key, alert.model_dump(mode="json"), manifest.name, times)
     return alert
@@ -277,11 +273,7 @@ def raise_drift_alert(ledger: Ledger, scorer: Scorer, batch: Batch, summary: Bat
         ledger.record_drift(manifest.name, items)
         return DriftAlert.model_validate(existing)
     started = items - ledger.drifting(manifest.name)
-    alert = (
-        alerts.evaluate_drift(drift, manifest, batch_file=Path(batch.file).name, identity=batch.identity)
-        if started
-        else None
-    )
+    alert = alerts.evaluate_drift(drift, manifest, batch.ref()) if started else None
     if alert is not None:
         alert = alert.model_copy(update={"output": summary.output})
     ledger.record_drift(manifest.name, items, alert, batch.identity, manifest.key)

@@ -4,6 +4,7 @@ Prefect plain JSON (`model_dump()`) and gets the same record back (`model_valida
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -23,6 +24,10 @@ class Batch(BaseModel):
     identity: str
     size: int = -1
     mtime_ns: int = -1
+
+    def ref(self) -> BatchRef:
+        """The batch as alerts name it: its file's name and content hash."""
+        return BatchRef(file=Path(self.file).name, sha256=self.identity)
 
 
 class BatchSummary(BaseModel):

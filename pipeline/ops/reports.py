@@ -22,7 +22,7 @@ from pipeline.core.config import AlertRules
 from pipeline.core.digest import sha256_file
 from pipeline.data import ingest
 from pipeline.ops import alerts
-from pipeline.ops.records import Alert, BatchSummary
+from pipeline.ops.records import Alert, BatchRef, BatchSummary
 
 MAX_ENTITY_PANELS = 8
 
@@ -249,8 +249,7 @@ def write_scores_report(manifest: Manifest, scores: Path, threshold: float, rule
         scored,
         manifest,
         rules or AlertRules(),
-        batch_file=scores.name,
-        identity=sha256_file(scores),
+        BatchRef(file=scores.name, sha256=sha256_file(scores)),
         last_alerts={},
         threshold=threshold,
     )

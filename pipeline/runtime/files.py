@@ -75,7 +75,7 @@ def default_chunk_rows(scorer: Scorer) -> int:
     return 262144 if scorer.kernel().gpu is not None else 65536
 
 
-def score_files(
+def score_files(  # noqa: PLR0913 - keyword-only options of the public call  # long: its docstring is its manual
     scorer: Scorer,
     source: str | Path,
     output: str | Path,
@@ -122,47 +122,61 @@ def score_files(
     assert settled.threshold is not None
     report = ScoreReport(output=output, files=files, threshold=settled.threshold, alarm_state=dict(alarm_state or {}))
     drift = scorer.drift_counter()
-    model_key = scorer.manifest.key  # on every row: an output scored by two models shows it (N32)
-    best: list[tuple[float, int, dict]] = []
-    tiebreak = itertools.count()  # equal scores (the same row in two files) must never compare the dicts
+    chunks = _scored_chunks(
+        scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift, alarm_state=report.alarm_state
+    )
+    tally = _Tally(report, keep_top, on_chunk)
+    with atomic_output(output) as temporary:
+        if not write_scores(tally.written(chunks, scorer.manifest.key), temporary, output.suffix.lower()):
+            raise DataError(f"there are no rows to score in '{source}'.")
+    report.top = tally.top()
+    report.drift = drift.report(drift_rules or DriftRules()) if drift is not None else None
+    return report
 
-    def written() -> Iterator[pl.DataFrame]:
-        """The scored chunks as the writer takes them (reading and preparing a thread ahead,
-        scoring one chunk ahead), counted and ranked on the way."""
-        chunks = _scored_chunks(
-            scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift, alarm_state=report.alarm_state
-        )
+
+class _Tally:
+    """Counts the scored chunks into the report and keeps the `keep` highest-scoring rows, as
+    the writer takes the chunks (reading and preparing a thread ahead, scoring one chunk ahead)."""
+
+    def __init__(self, report: ScoreReport, keep: int, on_chunk: Callable[[pl.DataFrame], object] | None) -> None:
+        self.report, self.keep, self.on_chunk = report, keep, on_chunk
+        self.best: list[tuple[float, int, dict]] = []
+        self.tiebreak = itertools.count()  # equal scores (the same row in two files) must never compare the dicts
+
+    def written(self, chunks: Iterator[tuple[Path, pl.DataFrame, InputReport]], model_key: str) -> Iterator[pl.DataFrame]:
+        """Each chunk with its file's name and the model version on every row (an output scored
+        by two models shows it: N32), counted and ranked on the way to the writer."""
         for file, scored, inputs in prefetched(chunks, depth=1):
             scored = scored.with_columns(
                 pl.lit(file.name, dtype=pl.Categorical).alias(contract.SOURCE_FILE),
                 pl.lit(model_key, dtype=pl.Categorical).alias(contract.MODEL_VERSION),
             )
             crash_point("score")
-            report.rows += scored.height
-            if on_chunk is not None:
-                on_chunk(scored)
-            report.anomalies += int(scored[contract.IS_ANOMALY].sum())
-            report.alarms += int(scored[contract.ALARM].sum())
-            report.inputs.add(inputs)
-            floor = best[0][0] if best and len(best) == keep_top else -np.inf  # only rows that can enter
-            entering = scored.filter(pl.col(contract.SCORE) > floor).top_k(keep_top, by=contract.SCORE)
-            for row in entering.iter_rows(named=True):
-                heapq.heappush(best, (row[contract.SCORE], next(tiebreak), row))
-                if len(best) > keep_top:
-                    heapq.heappop(best)
+            self.count(scored, inputs)
             yield scored
             crash_point("write")  # the writer holds the chunk: the output is half-written
             full_disk_point("write")
 
-    with atomic_output(output) as temporary:
-        if not write_scores(written(), temporary, output.suffix.lower()):
-            raise DataError(f"there are no rows to score in '{source}'.")
-    report.top = [row for _, _, row in sorted(best, key=lambda item: -item[0])]
-    report.drift = drift.report(drift_rules or DriftRules()) if drift is not None else None
-    return report
+    def count(self, scored: pl.DataFrame, inputs: InputReport) -> None:
+        report = self.report
+        report.rows += scored.height
+        if self.on_chunk is not None:
+            self.on_chunk(scored)
+        report.anomalies += int(scored[contract.IS_ANOMALY].sum())
+        report.alarms += int(scored[contract.ALARM].sum())
+        report.inputs.add(inputs)
+        best = self.best
+        floor = best[0][0] if best and len(best) == self.keep else -np.inf  # only rows that can enter
+        for row in scored.filter(pl.col(contract.SCORE) > floor).top_k(self.keep, by=contract.SCORE).iter_rows(named=True):
+            heapq.heappush(best, (row[contract.SCORE], next(self.tiebreak), row))
+            if len(best) > self.keep:
+                heapq.heappop(best)
+
+    def top(self) -> list[dict]:
+        return [row for _, _, row in sorted(self.best, key=lambda item: -item[0])]
 
 
-def _scored_chunks(
+def _scored_chunks(  # noqa: PLR0913 - score_files' settings, passed on
     scorer: Scorer,
     files: list[Path],
     chunk_rows: int,

@@ -14,40 +14,44 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+_DONE = object()  # the producer's last entry: (_DONE, None), or (_DONE, its error)
+
+
+def _offer(queue: Queue, stop: threading.Event, entry: tuple) -> bool:
+    """Queue `entry` unless the consumer has gone (then no put may block for ever)."""
+    while not stop.is_set():
+        try:
+            queue.put(entry, timeout=0.1)
+            return True
+        except Full:
+            continue
+    return False
+
+
+def _produce(items: Iterator[T], queue: Queue, stop: threading.Event) -> None:
+    """Move `items` into `queue` until they end, fail or the consumer goes."""
+    try:
+        for item in items:
+            if not _offer(queue, stop, (item, None)):
+                return
+        _offer(queue, stop, (_DONE, None))
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+        _offer(queue, stop, (_DONE, exc))
+    finally:
+        getattr(items, "close", lambda: None)()  # a nested prefetch stops its own thread now
+
+
 def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     """`items`, produced up to `depth` ahead by a background thread, so reading and preparing
     the next chunk overlaps scoring this one. An error in the producer is raised here, in order."""
     queue: Queue = Queue(maxsize=depth)
     stop = threading.Event()
-    done = object()
-
-    def offer(entry: tuple) -> bool:
-        """Queue `entry` unless the consumer has gone (then no put may block for ever)."""
-        while not stop.is_set():
-            try:
-                queue.put(entry, timeout=0.1)
-                return True
-            except Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not offer((item, None)):
-                    return
-            offer((done, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            offer((done, exc))
-        finally:
-            getattr(items, "close", lambda: None)()  # a nested prefetch stops its own thread now
-
-    thread = threading.Thread(target=produce, name="vad-read", daemon=True)
+    thread = threading.Thread(target=_produce, args=(items, queue, stop), name="vad-read", daemon=True)
     thread.start()
     try:
         while True:
             item, error = queue.get()
-            if item is done:
+            if item is _DONE:
                 if error is not None:
                     raise error
                 return

@@ -20,7 +20,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.data.schema import FeatureSchema, coerce, learn_schema, to_matrix
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult
-from pipeline.training.export import export_model
+from pipeline.training.export import Destination, FittedModel, Provenance, export_model
 from pipeline.training.fit import fingerprint, random_validation_mask, train_and_calibrate, validation_record
 
 MIN_ROWS = 3  # to fit: a training row, and the two validation rows a threshold needs
@@ -35,7 +35,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     quantile of validation scores) aims at, so Python and the command line flag alike; PyOD's
     0.1 assumes a tenth of the data is anomalous, which it rarely is."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - scikit-learn's convention: each hyperparameter a keyword
         self,
         *,
         hidden: list[int] | None = None,
@@ -163,16 +163,10 @@ class VAEDetector(OutlierMixin, BaseEstimator):
             value=self.threshold_, method="contamination", parameters={"contamination": self.contamination}
         )
         probe = self.scaler_.inverse(np.random.default_rng(0).standard_normal((256, self.n_features_in_)))
-        return export_model(
-            result,
-            self.schema_,
-            threshold,
-            name=name,
-            root=root,
-            probe_raw=probe,
-            feature_baseline=self.feature_baseline_,
+        fitted = FittedModel(result, self.schema_, threshold, self.feature_baseline_)
+        provenance = Provenance(
             training=self._config().resolved(inputs=self.n_features_in_).model_dump(mode="json"),
             training_data=self._train_fingerprint,
             validation=self._validation,
-            int8=int8,
         )
+        return export_model(fitted, provenance, Destination(name, root), probe, int8=int8)

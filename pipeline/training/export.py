@@ -12,6 +12,7 @@ import logging
 import platform
 import shutil
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -110,6 +111,11 @@ def _export_graph(
                 external_data=False,
                 verbose=False,
             )
+    _stamp_and_check(path, metadata_props)
+
+
+def _stamp_and_check(path: Path, metadata_props: dict[str, str]) -> None:
+    """Write the metadata into the exported graph, check it fully and save it with its shapes inferred."""
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
     for key, value in metadata_props.items():
@@ -119,7 +125,7 @@ def _export_graph(
     onnx.save(onnx.shape_inference.infer_shapes(proto, strict_mode=True), str(path))
 
 
-def check_parity(
+def check_parity(  # noqa: PLR0913 - the probe's settings, keywords with defaults
     folder: Path,
     vae: VAE,
     scaler: Scaler,
@@ -151,25 +157,33 @@ def check_parity(
     for name, args in feeds.items():
         session = ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
         got = session.run(None, dict(zip(GRAPH_IO[name][0], args, strict=True)))
-        with torch.no_grad():
-            want = [t.numpy() for t in modules[name](*(torch.from_numpy(a) for a in args))]
-        exact: list[np.ndarray] | None = None
-        for index, (out_name, g, w) in enumerate(zip(GRAPH_IO[name][1], got, want, strict=True)):
-            if not np.issubdtype(g.dtype, np.floating):
-                continue
-            err = _relative_error(g, w)
-            errors[f"{name}.{out_name}"] = err
-            if err <= PARITY_TOLERANCE:
-                continue
-            if exact is None:
-                exact = _float64_outputs(modules[name], args)
-            ort_err, torch_err = _relative_error(g, exact[index]), _relative_error(w, exact[index])
-            if not ort_err <= ROUNDOFF_FACTOR * max(torch_err, PARITY_TOLERANCE):
-                raise ExportParityError(
-                    f"ONNX output '{name}.{out_name}' differs from PyTorch by {err:.2e} relative "
-                    f"(tolerance {PARITY_TOLERANCE:.0e}; against float64, onnxruntime is off by {ort_err:.2e} "
-                    f"and PyTorch by {torch_err:.2e}); the export was discarded."
-                )
+        errors |= _graph_errors(name, modules[name], args, got)
+    return errors
+
+
+def _graph_errors(name: str, module: nn.Module, args: tuple[np.ndarray, ...], got: list) -> dict[str, float]:
+    """Each float output's relative error between onnxruntime (`got`) and PyTorch; one past
+    the tolerance is judged against the float64 evaluation (see check_parity)."""
+    with torch.no_grad():
+        want = [t.numpy() for t in module(*(torch.from_numpy(a) for a in args))]
+    errors: dict[str, float] = {}
+    exact: list[np.ndarray] | None = None
+    for index, (out_name, g, w) in enumerate(zip(GRAPH_IO[name][1], got, want, strict=True)):
+        if not np.issubdtype(g.dtype, np.floating):
+            continue
+        err = _relative_error(g, w)
+        errors[f"{name}.{out_name}"] = err
+        if err <= PARITY_TOLERANCE:
+            continue
+        if exact is None:
+            exact = _float64_outputs(module, args)
+        ort_err, torch_err = _relative_error(g, exact[index]), _relative_error(w, exact[index])
+        if not ort_err <= ROUNDOFF_FACTOR * max(torch_err, PARITY_TOLERANCE):
+            raise ExportParityError(
+                f"ONNX output '{name}.{out_name}' differs from PyTorch by {err:.2e} relative "
+                f"(tolerance {PARITY_TOLERANCE:.0e}; against float64, onnxruntime is off by {ort_err:.2e} "
+                f"and PyTorch by {torch_err:.2e}); the export was discarded."
+            )
     return errors
 
 
@@ -196,103 +210,155 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def export_model(
-    result: TrainResult,
-    schema: FeatureSchema,
-    threshold: Threshold,
-    *,
-    name: str,
-    root: str | Path,
-    probe_raw: np.ndarray,
-    feature_baseline: np.ndarray,
-    training: dict,
-    training_data: dict,
-    validation: ValidationRecord,
-    int8: bool = False,
-    progress: bool = False,
-    drift_reference: DriftReference | None = None,
-    lineage: dict | None = None,
-    make_latest: bool = True,
-    into: Path | None = None,
-) -> Path:
-    """Write a new immutable version of `name` under `root` and point `latest` at it; with
-    `int8`, the int8 scorer too, and its score change on the probe in the manifest. With
-    `progress`, a bar over the steps (the export takes seconds; silence looked like a hang).
+@dataclass(frozen=True)
+class FittedModel:
+    """What the graphs are built from: the trained model and scaler, its schema, the threshold
+    and the features' baseline (the zero of per-feature contributions)."""
 
-    `into` is the model folder to publish in when it is not `root/name` (a retrained challenger
-    goes beside its champion, whatever the folder is called: N20).
+    result: TrainResult
+    schema: FeatureSchema
+    threshold: Threshold
+    feature_baseline: np.ndarray
 
-    Returns the version folder."""
+
+@dataclass(frozen=True)
+class Provenance:
+    """What the manifest says about how a version came to be, beside its graphs."""
+
+    training: dict  # the settings it was trained with
+    training_data: dict  # the data's fingerprint, files and imputations
+    validation: ValidationRecord | dict  # a dict is checked before any work
+    drift_reference: DriftReference | None = None
+    lineage: dict | None = None  # the version it was retrained from, and on what
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a version is published: `root/name`, or `into` when the model folder is not
+    (a retrained challenger goes beside its champion, whatever the folder is called: N20)."""
+
+    name: str
+    root: str | Path = "exported"
+    into: Path | None = None
+    make_latest: bool = True
+
+    @property
+    def model_root(self) -> Path:
+        return Path(self.into) if self.into is not None else Path(self.root) / self.name
+
+
+def check_model_name(name: str) -> str:
+    """A model's name names a folder: letters, digits, '.', '_' and '-', never a path."""
     if not MODEL_NAME.fullmatch(name):
         raise PipelineError(
             f"model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit (a name, never a path)."
         )
-    validation = ValidationRecord.model_validate(validation)  # refused before any work (a dict is read too)
-    model_root = Path(into) if into is not None else Path(root) / name
-    vae = result.model.cpu().eval()
+    return name
+
+
+def export_model(
+    fitted: FittedModel,
+    provenance: Provenance,
+    destination: Destination,
+    probe_raw: np.ndarray,
+    *,
+    int8: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Write a new immutable version of `destination.name` and point `latest` at it (unless
+    told otherwise); the graphs are checked against PyTorch on `probe_raw`. With `int8`, the
+    int8 scorer too, and its score change on the probe in the manifest. With `progress`, a bar
+    over the steps (the export takes seconds; silence looked like a hang). Returns the version folder."""
+    name = check_model_name(destination.name)
+    validation = ValidationRecord.model_validate(provenance.validation)  # refused before any work
+    model_root = destination.model_root
     staging = new_staging(model_root)
     try:
         created = datetime.now(UTC).isoformat(timespec="seconds")
-        props = {
-            "model_name": name,
-            "created_at": created,
-            "score_direction": "higher is more anomalous",
-            "threshold": repr(threshold.value),
-            "threshold_method": threshold.method,
-            "input_names": json.dumps(schema.input_names),
-            "scaler_in_graph": "scorer, scorer_sampled",
-            "description": "VAE anomaly detector; see manifest.json beside this file",
-        }
-        graphs = build_graphs(vae, result.scaler, feature_baseline, schema.input_sources)
-        steps = tqdm(total=len(graphs) + 1 + int8, desc="export", unit="step", disable=not progress, leave=False)
-        for graph_name, module in graphs.items():
-            steps.set_postfix_str(graph_name)
-            _export_graph(
-                module, graph_name, vae, staging / f"{graph_name}.onnx", {**props, "graph": graph_name}, exporter=EXPORTER
-            )
-            steps.update()
-        steps.set_postfix_str("parity")
-        parity = check_parity(
-            staging, vae, result.scaler, probe_raw, baseline=feature_baseline, sources=schema.input_sources
-        )
-        steps.update()
-        graph_io = {k: {"inputs": i, "outputs": o} for k, (i, o) in GRAPH_IO.items()}
-        if int8:
-            steps.set_postfix_str("int8")
-            quantize_scorer(staging / f"{SCORER}.onnx", staging / f"{SCORER_INT8}.onnx")
-            drift = score_drift(staging / f"{SCORER}.onnx", staging / f"{SCORER_INT8}.onnx", probe_raw)
-            validation = validation.model_copy(update={"int8": Int8Drift(**drift)})
-            graph_io[SCORER_INT8] = graph_io[SCORER]
-            steps.update()
-        steps.close()
+        props = _graph_props(name, created, fitted)
+        graph_io, validation = _write_graphs(staging, fitted, validation, probe_raw, props, int8=int8, progress=progress)
         crash_point("export")
-        _save_checkpoint(staging / "checkpoint.pt", result, training)
+        result = fitted.result
+        _save_checkpoint(staging / "checkpoint.pt", result, provenance.training)
         (staging / "history.json").write_text(json.dumps(result.history, indent=1) + "\n")
         manifest = Manifest(
             name=name,
             version="pending",
             created_at=created,
-            feature_schema=schema,
-            input_names=schema.input_names,
+            feature_schema=fitted.schema,
+            input_names=fitted.schema.input_names,
             scaler=ScalerSpec.of(result.scaler),
-            model=vae.shape.to_dict(),
-            training=training,
-            threshold=threshold,
-            feature_baseline=[float(v) for v in feature_baseline],
-            training_data=training_data,
-            validation=validation.model_copy(update={"parity_max_relative_error": max(parity.values())}),
+            model=result.model.shape.to_dict(),
+            training=provenance.training,
+            threshold=fitted.threshold,
+            feature_baseline=[float(v) for v in fitted.feature_baseline],
+            training_data=provenance.training_data,
+            validation=validation,
             library_versions=library_versions(),
             opset=OPSET,
             graphs=graph_io,
-            drift=drift_reference,
-            lineage=lineage or {},
+            drift=provenance.drift_reference,
+            lineage=provenance.lineage or {},
         )
         stamp_digest(staging, manifest)  # careless edits of any field that changes a flag are caught at load
-        return publish_version(staging, model_root, manifest, make_latest)
+        return publish_version(staging, model_root, manifest, destination.make_latest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _graph_props(name: str, created: str, fitted: FittedModel) -> dict[str, str]:
+    """The metadata every graph carries, so a graph read alone says what it is."""
+    return {
+        "model_name": name,
+        "created_at": created,
+        "score_direction": "higher is more anomalous",
+        "threshold": repr(fitted.threshold.value),
+        "threshold_method": fitted.threshold.method,
+        "input_names": json.dumps(fitted.schema.input_names),
+        "scaler_in_graph": "scorer, scorer_sampled",
+        "description": "VAE anomaly detector; see manifest.json beside this file",
+    }
+
+
+def _write_graphs(  # noqa: PLR0913 - the export's own pieces, keyword-only options
+    staging: Path,
+    fitted: FittedModel,
+    validation: ValidationRecord,
+    probe_raw: np.ndarray,
+    props: dict[str, str],
+    *,
+    int8: bool,
+    progress: bool,
+) -> tuple[dict, ValidationRecord]:
+    """Export every graph into `staging` (`props` in each one's metadata), check them against
+    PyTorch (and the int8 scorer's score change, with `int8`); the graphs' inputs and outputs,
+    and the validation record with the parity (and int8) figures."""
+    vae, schema = fitted.result.model.cpu().eval(), fitted.schema
+    graphs = build_graphs(vae, fitted.result.scaler, fitted.feature_baseline, schema.input_sources)
+    steps = tqdm(total=len(graphs) + 1 + int8, desc="export", unit="step", disable=not progress, leave=False)
+    for graph_name, module in graphs.items():
+        steps.set_postfix_str(graph_name)
+        _export_graph(
+            module, graph_name, vae, staging / f"{graph_name}.onnx", {**props, "graph": graph_name}, exporter=EXPORTER
+        )
+        steps.update()
+    steps.set_postfix_str("parity")
+    parity = check_parity(
+        staging, vae, fitted.result.scaler, probe_raw, baseline=fitted.feature_baseline, sources=schema.input_sources
+    )
+    steps.update()
+    graph_io = {k: {"inputs": i, "outputs": o} for k, (i, o) in GRAPH_IO.items()}
+    if int8:
+        steps.set_postfix_str("int8")
+        quantize_scorer(staging / f"{SCORER}.onnx", staging / f"{SCORER_INT8}.onnx")
+        drift = score_drift(staging / f"{SCORER}.onnx", staging / f"{SCORER_INT8}.onnx", probe_raw)
+        validation = validation.model_copy(update={"int8": Int8Drift(**drift)})
+        graph_io[SCORER_INT8] = graph_io[SCORER]
+        steps.update()
+    steps.close()
+    return graph_io, validation.model_copy(update={"parity_max_relative_error": max(parity.values())})
 
 
 def _save_checkpoint(path: Path, result: TrainResult, training: dict) -> None:

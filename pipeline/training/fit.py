@@ -14,7 +14,7 @@ import polars as pl
 
 from pipeline.artifact.drift import SERIES, DriftReference, column_blocks, reference_of
 from pipeline.artifact.threshold import QUANTILES, Calibration, Threshold, ValidationRecord, percentile_table
-from pipeline.core.config import PipelineConfig, ThresholdConfig
+from pipeline.core.config import DataConfig, PipelineConfig, ThresholdConfig
 from pipeline.core.errors import DataError, where
 from pipeline.data import ingest
 from pipeline.data.schema import FeatureSchema, coerce, fit_statistics, learn_schema, to_matrix
@@ -22,7 +22,7 @@ from pipeline.data.windows import entity_bounds, make_windows, series_bounds, so
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult, train_vae
 from pipeline.training.calibrate import fit_threshold
-from pipeline.training.export import export_model
+from pipeline.training.export import Destination, FittedModel, Provenance, export_model
 
 
 @dataclass
@@ -73,37 +73,41 @@ def _sampling_step(files: list[Path], config: PipelineConfig) -> int:
     return max(1, total // cap)
 
 
+def _needed_columns(data: DataConfig) -> list[str] | None:
+    """With named features only the columns they and the keys need are read; otherwise all
+    (None), to infer them."""
+    if data.features is None:
+        return None
+    named = [*data.features, data.label_column, data.time_column, data.entity_column, *data.id_columns]
+    return list(dict.fromkeys(c for c in named if c))
+
+
+def _checked_part(frame: pl.DataFrame, schema: FeatureSchema, data: DataConfig, file: Path) -> pl.DataFrame:
+    """One file's rows coerced to the schema and checked where the file and its row can be
+    named (keys of a series, a missing value when gaps are errors), with its label if any."""
+    part = coerce(frame, schema, str(file))
+    if schema.mode == "sensor":
+        sort_for_windows(part, schema, str(file))  # missing or repeated keys, named in their file
+    if data.missing == "error":
+        to_matrix(part, schema, str(file))
+    if data.label_column:
+        if data.label_column not in frame.columns:
+            raise DataError(f"label column '{data.label_column}' is missing (file '{file}').")
+        part = part.with_columns(frame[data.label_column].cast(pl.Float64).alias("__label__"))
+    return part
+
+
 def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet:
     """Read every file, learn the schema, and build the input rows and the validation split."""
     data_cfg = config.data
     files = ingest.resolve_sources(source)
-    # With named features only the needed columns are read; otherwise all, to infer them.
-    needed = None
-    if data_cfg.features is not None:
-        named = [
-            *data_cfg.features,
-            data_cfg.label_column,
-            data_cfg.time_column,
-            data_cfg.entity_column,
-            *data_cfg.id_columns,
-        ]
-        needed = list(dict.fromkeys(c for c in named if c))
     every = _sampling_step(files, config)
-    raw = [ingest.read_file(f, needed, data_cfg.separator, every=every) for f in files]
+    raw = [ingest.read_file(f, _needed_columns(data_cfg), data_cfg.separator, every=every) for f in files]
     first = learn_schema(raw[0], data_cfg, str(files[0]))
-    coerced = []
-    for file, frame in zip(files, raw, strict=True):
-        part = coerce(frame, first, str(file))
-        if first.mode == "sensor":
-            sort_for_windows(part, first, str(file))  # missing or repeated keys, named in their file
-        if data_cfg.missing == "error":
-            to_matrix(part, first, str(file))  # fail here, where the file and its row can be named
-        if data_cfg.label_column:
-            if data_cfg.label_column not in frame.columns:
-                raise DataError(f"label column '{data_cfg.label_column}' is missing (file '{file}').")
-            part = part.with_columns(frame[data_cfg.label_column].cast(pl.Float64).alias("__label__"))
-        coerced.append(part)
-    frame = pl.concat(coerced, how="vertical_relaxed")
+    frame = pl.concat(
+        [_checked_part(frame, first, data_cfg, file) for file, frame in zip(files, raw, strict=True)],
+        how="vertical_relaxed",
+    )
     schema = fit_statistics(first, frame)
     origin = f"{len(files)} training files" if len(files) > 1 else str(files[0])
     arrived = frame.height
@@ -249,7 +253,7 @@ def validation_record(calibrated: Calibrated) -> ValidationRecord:
     )
 
 
-def export_fitted(
+def export_fitted(  # noqa: PLR0913 - keyword-only publishing choices
     data: TrainingSet,
     calibrated: Calibrated,
     config: PipelineConfig,
@@ -263,14 +267,8 @@ def export_fitted(
     told otherwise, make it `latest`)."""
     result, config = calibrated.result, config.resolved(inputs=data.x.shape[1])
     probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
-    return export_model(
-        result,
-        data.schema,
-        calibrated.threshold,
-        name=config.name,
-        root=root,
-        probe_raw=probe,
-        feature_baseline=calibrated.feature_baseline,
+    fitted = FittedModel(result, data.schema, calibrated.threshold, calibrated.feature_baseline)
+    provenance = Provenance(
         training={
             **config.model_dump(mode="json"),
             "best_epoch": result.best_epoch,
@@ -284,13 +282,11 @@ def export_fitted(
             "imputed": data.imputed,
         },
         validation=validation_record(calibrated),
-        int8=config.export.int8,
-        progress=config.train.progress,
         drift_reference=drift_reference(data, calibrated),
         lineage=lineage,
-        make_latest=make_latest,
-        into=into,
     )
+    destination = Destination(config.name, root, into, make_latest)
+    return export_model(fitted, provenance, destination, probe, int8=config.export.int8, progress=config.train.progress)
 
 
 def drift_reference(data: TrainingSet, calibrated: Calibrated) -> DriftReference:

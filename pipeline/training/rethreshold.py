@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import polars as pl
 
-from pipeline.artifact.manifest import new_staging, publish_version, set_latest
+from pipeline.artifact.manifest import Manifest, new_staging, publish_version, set_latest
 from pipeline.artifact.threshold import Threshold
 from pipeline.artifact.versions import latest_version
 from pipeline.core.config import ThresholdConfig
@@ -62,6 +62,35 @@ def scores_and_labels(scorer: Scorer, source: str | Path, label_column: str | No
     return np.concatenate(scores), (np.concatenate(labels) if label_column else None)
 
 
+def _restamped_graph(source: Path, target: Path, threshold: Threshold, created: str) -> None:
+    """Copy an ONNX graph with its metadata naming the new threshold and time."""
+    graph = onnx.load(str(source))
+    props = {p.key: p.value for p in graph.metadata_props}
+    props.update(threshold=repr(threshold.value), threshold_method=threshold.method, created_at=created)
+    del graph.metadata_props[:]
+    for key, value in props.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(target))
+
+
+def _refitted_manifest(
+    parent: Manifest, threshold: Threshold, created: str, source: str | Path, scores: np.ndarray
+) -> Manifest:
+    """The parent version's manifest with the new threshold, and a lineage naming the parent,
+    the change and the scores it was fitted on."""
+    lineage = {
+        "parent_version": parent.version,
+        "change": "threshold re-fitted",
+        "data": {
+            "source": str(source),
+            "rows": int(len(scores)),
+            "scores_sha256": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest(),
+        },
+        "previous_threshold": parent.threshold.model_dump(),
+    }
+    return parent.model_copy(deep=True, update={"created_at": created, "threshold": threshold, "lineage": lineage})
+
+
 def refit_threshold(
     model: str | Path, source: str | Path, config: ThresholdConfig, label_column: str | None = None, activate: bool = False
 ) -> Refit:
@@ -85,35 +114,13 @@ def refit_threshold(
         raise PipelineError(f"the fitted threshold is not finite ({threshold.value}); nothing was written.")
     parent = scorer.manifest
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    manifest = parent.model_copy(
-        deep=True,
-        update={
-            "created_at": created,
-            "threshold": threshold,
-            "lineage": {
-                "parent_version": parent.version,
-                "change": "threshold re-fitted",
-                "data": {
-                    "source": str(source),
-                    "rows": int(len(scores)),
-                    "scores_sha256": hashlib.sha256(scores.astype(np.float32).tobytes()).hexdigest(),
-                },
-                "previous_threshold": parent.threshold.model_dump(),
-            },
-        },
-    )
+    manifest = _refitted_manifest(parent, threshold, created, source, scores)
     staging = new_staging(scorer.folder.parent)
     try:
         for name in parent.files:
             source_file, target = scorer.folder / name, staging / name
             if name.endswith(".onnx"):  # same arithmetic; the metadata names the new threshold
-                graph = onnx.load(str(source_file))
-                props = {p.key: p.value for p in graph.metadata_props}
-                props.update(threshold=repr(threshold.value), threshold_method=threshold.method, created_at=created)
-                del graph.metadata_props[:]
-                for key, value in props.items():
-                    graph.metadata_props.add(key=key, value=value)
-                onnx.save(graph, str(target))
+                _restamped_graph(source_file, target, threshold, created)
             else:
                 shutil.copyfile(source_file, target)
         stamp_digest(staging, manifest)

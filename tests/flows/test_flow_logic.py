@@ -13,6 +13,7 @@ import pytest
 from flows.score import score_flow
 from pipeline.core.config import AlertRules
 from pipeline.ops import inbox
+from pipeline.ops.records import BatchRef
 from pipeline.runtime import Scorer
 
 
@@ -90,8 +91,7 @@ def test_a_run_opens_the_ledger_once_and_judges_alerts_without_reading_its_score
         pl.read_parquet(faulty["output"]),
         Scorer.load(sensor_model).manifest,
         AlertRules(),
-        batch_file="faulty.parquet",
-        identity=recorded["batch"]["sha256"],
+        BatchRef(file="faulty.parquet", sha256=recorded["batch"]["sha256"]),
         last_alerts={},
         threshold=faulty["threshold"],
     )

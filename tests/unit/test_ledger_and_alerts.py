@@ -17,6 +17,7 @@ from pipeline.core.config import AlertRules
 from pipeline.core.digest import sha256_file
 from pipeline.ops import alerts, delivery
 from pipeline.ops.ledger import Ledger, owner_token
+from pipeline.ops.records import BatchRef
 
 
 def test_claims_are_exclusive_until_done_and_forced_rescoring_is_explicit(tmp_path: Path) -> None:
@@ -98,9 +99,9 @@ def test_alarm_needs_enough_anomalous_steps_close_together(manifest) -> None:
     limit, start = manifest.threshold.value, datetime(2026, 11, 1)
     rules = AlertRules(min_anomalous=3, within=5)
     scattered = scored_frame(limit, {"press-01": [0, 10, 20]}, start)
-    assert alerts.evaluate(scattered, manifest, rules, batch_file="b", identity="x", last_alerts={})[0] is None
+    assert alerts.evaluate(scattered, manifest, rules, BatchRef(file="b", sha256="x"), last_alerts={})[0] is None
     burst = scored_frame(limit, {"press-02": [11, 12, 14]}, start)
-    alert, times = alerts.evaluate(burst, manifest, rules, batch_file="b", identity="x", last_alerts={})
+    alert, times = alerts.evaluate(burst, manifest, rules, BatchRef(file="b", sha256="x"), last_alerts={})
     assert [e.entity for e in alert.entities] == ["press-02"]
     assert times == {"press-02": (start + timedelta(minutes=70)).isoformat()}  # the third step of the burst
     assert alert.counts.anomalous_rows == 3 and alert.top_features[0].feature == "pressure"
@@ -115,7 +116,7 @@ def test_an_alert_is_built_and_read_through_its_record(manifest, tmp_path: Path)
     burst = scored_frame(limit, {"press-02": [11, 12, 14]}, start)
     for given, overridden in [(None, False), (limit, False), (limit * 0.9, True)]:
         alert, _ = alerts.evaluate(
-            burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={}, threshold=given
+            burst, manifest, AlertRules(), BatchRef(file="b", sha256="x"), last_alerts={}, threshold=given
         )
         assert alert.threshold.overridden is overridden
     subject, body = alerts.summary_text(alert)
@@ -132,11 +133,11 @@ def test_cooldown_suppresses_an_entity_that_alerted_recently(manifest) -> None:
     burst = scored_frame(limit, {"press-01": [1, 2, 3], "press-02": [1, 2, 3]}, start)
     recent = {"press-01": (start - timedelta(minutes=30)).isoformat()}
     alert, _ = alerts.evaluate(
-        burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x", last_alerts=recent
+        burst, manifest, AlertRules(cooldown_minutes=60), BatchRef(file="b", sha256="x"), last_alerts=recent
     )
     assert [e.entity for e in alert.entities] == ["press-02"] and alert.suppressed == ["press-01"]
     all_cooling = {"press-01": recent["press-01"], "press-02": recent["press-01"]}
-    assert alerts.evaluate(burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts=all_cooling)[0] is None
+    assert alerts.evaluate(burst, manifest, AlertRules(), BatchRef(file="b", sha256="x"), last_alerts=all_cooling)[0] is None
 
 
 def test_severity_grows_with_distance_past_the_threshold() -> None:
@@ -166,7 +167,7 @@ def test_a_clock_that_ran_ahead_does_not_silence_an_entity(manifest) -> None:
     burst = scored_frame(limit, {"press-01": [1, 2, 3]}, start)
     from_the_future = {"press-01": datetime(2099, 1, 1).isoformat()}
     alert, _ = alerts.evaluate(
-        burst, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x", last_alerts=from_the_future
+        burst, manifest, AlertRules(cooldown_minutes=60), BatchRef(file="b", sha256="x"), last_alerts=from_the_future
     )
     assert alert is not None and [e.entity for e in alert.entities] == ["press-01"]
 
@@ -178,7 +179,7 @@ def test_zoned_and_naive_times_compare_without_a_type_error(manifest) -> None:
     zoned = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime(2026, 11, 1, tzinfo=UTC))
     naive_recent = {"press-01": datetime(2026, 10, 31, 23, 50).isoformat()}  # 15 min before the burst
     alert, _ = alerts.evaluate(
-        zoned, manifest, AlertRules(cooldown_minutes=60), batch_file="b", identity="x", last_alerts=naive_recent
+        zoned, manifest, AlertRules(cooldown_minutes=60), BatchRef(file="b", sha256="x"), last_alerts=naive_recent
     )
     assert alert is None  # cooling down, compared as UTC
 
@@ -313,17 +314,19 @@ def test_an_alarm_from_a_clock_running_ahead_is_raised_but_not_kept_for_cooldown
             scored_frame(limit, {}, recent).filter(pl.col("machine") == "press-02"),
         ]
     )
-    alert, times = alerts.evaluate(future, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={})
+    alert, times = alerts.evaluate(future, manifest, AlertRules(), BatchRef(file="b", sha256="x"), last_alerts={})
     assert alert is not None and [e.entity for e in alert.entities] == ["press-01"] and times == {}
     now = scored_frame(limit, {"press-01": [1, 2, 3]}, datetime.now() - timedelta(hours=2))
-    assert set(alerts.evaluate(now, manifest, AlertRules(), batch_file="b", identity="y", last_alerts={})[1]) == {"press-01"}
+    assert set(alerts.evaluate(now, manifest, AlertRules(), BatchRef(file="b", sha256="y"), last_alerts={})[1]) == {
+        "press-01"
+    }
 
 
 def test_n34_an_alert_recorded_by_an_older_release_is_still_delivered(manifest, tmp_path: Path) -> None:
     """N34: an alert recorded before `peak_percentile` existed raised a pydantic ValidationError
     in delivery, which the flow did not catch, so every run failed before it scored anything."""
     burst = scored_frame(manifest.threshold.value, {"press-02": [11, 12, 14]}, datetime(2026, 11, 1))
-    alert, _ = alerts.evaluate(burst, manifest, AlertRules(), batch_file="b", identity="x", last_alerts={})
+    alert, _ = alerts.evaluate(burst, manifest, AlertRules(), BatchRef(file="b", sha256="x"), last_alerts={})
     older = {key: value for key, value in alert.model_dump(mode="json").items() if key != "peak_percentile"}
     ledger = Ledger(tmp_path / "ledger.sqlite")
     assert delivery.deliver(delivery.read_record(older), [delivery.EVENT_SINK], ledger) == {delivery.EVENT_SINK: "sent"}
@@ -362,12 +365,12 @@ def test_n40_a_host_clock_behind_the_data_keeps_the_cooldown_and_says_so(manifes
     limit, rules = manifest.threshold.value, AlertRules(cooldown_minutes=7 * 24 * 60)
     ahead = datetime.now() + timedelta(days=2000)  # the data, as seen by a host clock years behind
     first, times = alerts.evaluate(
-        scored_frame(limit, {"press-01": [1, 2, 3]}, ahead), manifest, rules, batch_file="b1", identity="x", last_alerts={}
+        scored_frame(limit, {"press-01": [1, 2, 3]}, ahead), manifest, rules, BatchRef(file="b1", sha256="x"), last_alerts={}
     )
     assert first is not None and set(times) == {"press-01"}
     assert "ahead of this host's clock" in caplog.text
     later = scored_frame(limit, {"press-01": [1, 2, 3]}, ahead + timedelta(hours=3))
-    second, _ = alerts.evaluate(later, manifest, rules, batch_file="b2", identity="y", last_alerts=times)
+    second, _ = alerts.evaluate(later, manifest, rules, BatchRef(file="b2", sha256="y"), last_alerts=times)
     assert second is None  # the same fault, three hours on: cooling down
 
 
