@@ -84,15 +84,6 @@ class DataConfig(_Strict):
         return self
 
 
-TABLE_LATENT = 2  # a table's latent size when the config leaves it open (ModelConfig.latent)
-BETA, TRIM = 3.0, 0.05  # the KL's weight and the trimmed share when the config leaves them open ...
-NARROW_TABLE_BETA, NARROW_TABLE_TRIM = 1.0, 0.10  # ... but for a table of at most NARROW_TABLE_INPUTS
-NARROW_TABLE_INPUTS = 16
-# Windows of one signal (a univariate series) are scaled by median and IQR and trained with
-# β 1: the series' own spikes, the anomalies sought, set its standard deviation (ModelConfig.scaling).
-SERIES_SCALING, SERIES_BETA = "robust", 1.0
-
-
 class ModelConfig(_Strict):
     """MLP VAE shape and likelihood. `None` sizes scale with the number of inputs."""
 
@@ -115,7 +106,7 @@ class ModelConfig(_Strict):
     # each chosen by the half-and-half protocol (bench/NOTES.md, 2026-11-27): the map lifts
     # the tabular mean, but on windows of one skewed series it compresses the spikes and
     # shifts that are the anomalies (NAB 0.537 → 0.569 without it, SKAB unchanged). Windows of
-    # one signal take robust (SERIES_SCALING) with β 1: NAB 0.571 → 0.587 over three seeds, both
+    # one signal take robust (pipeline.model.defaults.SERIES_SCALING) with β 1: NAB 0.571 → 0.587 over three seeds, both
     # halves up (bench/NOTES.md, session 8); on SKAB's 8 sensors robust fell from 0.874 to 0.716.
     scaling: Literal["auto", "quantile", "robust", "standard"] = "auto"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -138,11 +129,11 @@ class TrainConfig(_Strict):
     batch_size: int | None = Field(None, ge=1)
     learning_rate: float | None = Field(None, gt=0)
     # Weight of the KL term at the end of warm-up. None: 3, or 1 for a table of at most 16
-    # inputs (settled_train), chosen by the half-and-half protocol over three seeds (bench/NOTES.md,
+    # inputs (pipeline.model.defaults.settled_train), chosen by the half-and-half protocol over three seeds (bench/NOTES.md,
     # session 7): with a few inputs the reconstruction has a few terms to weigh against the KL,
     # and β 3 squeezed the code until local structure was lost (33_skin 0.55 → 0.68 at β 1,
     # 44_Wilt +0.04, 22_magic +0.03; 23_mammography −0.03). Wide tables lost with β 1.
-    # Windows of one signal take β 1 too (SERIES_BETA, with robust scaling).
+    # Windows of one signal take β 1 too (pipeline.model.defaults.SERIES_BETA, with robust scaling).
     beta: float | None = Field(None, ge=0)
     warmup_epochs: int = Field(10, ge=0)  # KL weight rises linearly from 0 to beta
     free_bits: float = Field(0.0, ge=0)  # KL floor per latent dimension (nats), against posterior collapse
@@ -290,21 +281,6 @@ class PipelineConfig(_Strict):
     export: ExportConfig = ExportConfig()
     promotion: PromotionRules = PromotionRules()
 
-    def resolved(self, inputs: int | None = None) -> PipelineConfig:
-        """This config with the choices left to the data's mode made (`scaling = "auto"`, a
-        table's latent size and, given the model's number of `inputs`, a sensor's scaling, the
-        KL's weight and the trimmed share), so what is trained and what the manifest records
-        say the same."""
-        signals = inputs // self.data.window.length if inputs and self.data.mode == "sensor" else inputs  # per step
-        scaling = settled_scaling(self.model.scaling, self.data.mode, signals)
-        latent = settled_latent(self.model.latent, self.data.mode)
-        balance = settled_balance(self.model.balance, self.data.mode)
-        train = self.train if signals is None else settled_train(self.train, self.data.mode, signals)
-        settled = {"scaling": scaling, "latent": latent, "balance": balance}
-        if all(getattr(self.model, k) == v for k, v in settled.items()) and train == self.train:
-            return self
-        return self.model_copy(update={"model": self.model.model_copy(update=settled), "train": train})
-
     @model_validator(mode="after")
     def _threshold_fits_the_data(self) -> PipelineConfig:
         """Settings that cannot work are refused here, before any data is read or trained on."""
@@ -313,46 +289,6 @@ class PipelineConfig(_Strict):
         if self.threshold.persistence.n > 1 and self.data.mode != "sensor":
             raise ValueError("alarm persistence counts rows of a series: it needs data.mode = 'sensor'")
         return self
-
-
-def settled_scaling(scaling: str, mode: str, signals: int | None = None) -> str:
-    """`scaling` with `auto` settled by the data's mode: the rank-Gauss map for tables; for
-    sensor windows, robust over one signal and standard over several, left open until the
-    number of `signals` per step is known (ModelConfig.scaling says why)."""
-    if scaling != "auto":
-        return scaling
-    if mode != "sensor":
-        return "quantile"
-    if signals is None:
-        return scaling
-    return SERIES_SCALING if signals == 1 else "standard"
-
-
-def settled_balance(balance: str, mode: str) -> str:
-    """`balance` with `auto` settled by the data's mode (ModelConfig.balance says why)."""
-    if balance != "auto":
-        return balance
-    return "families" if mode == "sensor" else "none"
-
-
-def settled_latent(latent: int | None, mode: str) -> int | None:
-    """`latent` with the tables' default settled (TABLE_LATENT); sensor windows keep None, the
-    rule by inputs (VAEShape.for_inputs: 4, or 2 below 8 inputs)."""
-    return TABLE_LATENT if latent is None and mode == "tabular" else latent
-
-
-def settled_train(train: TrainConfig, mode: str, signals: int) -> TrainConfig:
-    """`train` with an open `beta` and `trim_fraction` settled: NARROW_TABLE_BETA and
-    NARROW_TABLE_TRIM for a table of at most NARROW_TABLE_INPUTS inputs, SERIES_BETA for
-    windows of one signal, BETA and TRIM otherwise (TrainConfig says why); a value the config
-    sets stands. `signals`: a table's inputs, or a window's inputs per time step."""
-    narrow = mode == "tabular" and signals <= NARROW_TABLE_INPUTS
-    series = mode == "sensor" and signals == 1
-    beta = train.beta if train.beta is not None else NARROW_TABLE_BETA if narrow else SERIES_BETA if series else BETA
-    trim = train.trim_fraction if train.trim_fraction is not None else NARROW_TABLE_TRIM if narrow else TRIM
-    if (beta, trim) == (train.beta, train.trim_fraction):
-        return train
-    return train.model_copy(update={"beta": beta, "trim_fraction": trim})
 
 
 def load_config(path: str | Path | None = None, **overrides: object) -> PipelineConfig:

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.core.config import ModelConfig, TrainConfig, settled_balance, settled_scaling, settled_train
+from pipeline.core.config import ModelConfig, TrainConfig
 from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
+from pipeline.model.defaults import settled_balance, settled_scaling, settled_train
 from pipeline.model.optim import FusedAdam
 from pipeline.model.vae import VAE, VAEShape
 
@@ -120,7 +121,7 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
         )
     device = resolve_device(train_config.device)
     bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
-    # "auto" is settled by the data's mode (PipelineConfig.resolved); rows reaching here without one are a table's.
+    # "auto" is settled by the data's mode (defaults.resolve); rows reaching here without one are a table's.
     balanced = settled_balance(model_config.balance, "tabular") == "families"
     weights = family_weights(bernoulli) if balanced else np.ones(x_train.shape[1], np.float32)
     scaler = Scaler.fit(x_train, method=settled_scaling(model_config.scaling, "tabular"), keep_raw=bernoulli)

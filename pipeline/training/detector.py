@@ -18,6 +18,7 @@ from pipeline.artifact.threshold import Threshold
 from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, ThresholdConfig, TrainConfig
 from pipeline.core.errors import PipelineError
 from pipeline.data.schema import FeatureSchema, coerce, learn_schema, to_matrix
+from pipeline.model.defaults import resolve
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult
 from pipeline.training.export import Destination, FittedModel, Provenance, export_model
@@ -165,7 +166,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         probe = self.scaler_.inverse(np.random.default_rng(0).standard_normal((256, self.n_features_in_)))
         fitted = FittedModel(result, self.schema_, threshold, self.feature_baseline_)
         provenance = Provenance(
-            training=self._config().resolved(inputs=self.n_features_in_).model_dump(mode="json"),
+            training=resolve(self._config(), inputs=self.n_features_in_).model_dump(mode="json"),
             training_data=self._train_fingerprint,
             validation=self._validation,
         )

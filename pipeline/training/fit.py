@@ -19,6 +19,7 @@ from pipeline.core.errors import DataError, where
 from pipeline.data import ingest
 from pipeline.data.schema import FeatureSchema, coerce, fit_statistics, learn_schema, to_matrix
 from pipeline.data.windows import entity_bounds, make_windows, series_bounds, sort_for_windows
+from pipeline.model.defaults import resolve
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult, train_vae
 from pipeline.training.calibrate import fit_threshold
@@ -190,7 +191,7 @@ def train_and_calibrate(
     validation scores, or, for sensor windows, on the scores of every window of the training
     period: the latest windows of a short series are one phase of its cycle, and a 0.99
     quantile of a few dozen is their maximum."""
-    config = config.resolved(inputs=x.shape[1])
+    config = resolve(config, inputs=x.shape[1])
     result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
     if config.data.mode == "sensor":  # one pass over the whole period; validation is a part of it
         calibration_scores, period_nll = score_with_torch(result.model, result.scaler, x)
@@ -265,7 +266,7 @@ def export_fitted(  # noqa: PLR0913 - keyword-only publishing choices
 ) -> Path:
     """Export a trained, calibrated model as the next version of `config.name` (and, unless
     told otherwise, make it `latest`)."""
-    result, config = calibrated.result, config.resolved(inputs=data.x.shape[1])
+    result, config = calibrated.result, resolve(config, inputs=data.x.shape[1])
     probe = np.concatenate([data.x[data.is_validation][:192], data.x[~data.is_validation][:64]])
     fitted = FittedModel(result, data.schema, calibrated.threshold, calibrated.feature_baseline)
     provenance = Provenance(

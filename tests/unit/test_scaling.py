@@ -12,6 +12,7 @@ from pipeline.artifact.contract import INPUT_CLIP
 from pipeline.artifact.manifest import ScalerSpec
 from pipeline.data.scaling import MIN_ROWS_PER_SEGMENT, MIN_SKEW, QUANTILE_KNOTS, Scaler
 from pipeline.model import graphs
+from pipeline.model.defaults import resolve
 from pipeline.model.graphs import _Scaling
 
 RNG = np.random.default_rng(0)
@@ -111,13 +112,13 @@ def test_auto_scaling_is_the_quantile_map_for_tables_robust_for_one_series_and_s
 
     sensor = DataConfig(mode="sensor", time_column="t", window=WindowSpec(length=8))
     assert PipelineConfig().model.scaling == "auto"
-    assert PipelineConfig().resolved().model.scaling == "quantile"
-    assert PipelineConfig(data=sensor).resolved().model.scaling == "auto"
-    assert PipelineConfig(data=sensor).resolved(inputs=8).model.scaling == "robust"  # one signal, 8 steps
-    assert PipelineConfig(data=sensor).resolved(inputs=16).model.scaling == "standard"  # two signals
-    assert PipelineConfig().resolved(inputs=1).model.scaling == "quantile"  # a one-column table is no series
+    assert resolve(PipelineConfig()).model.scaling == "quantile"
+    assert resolve(PipelineConfig(data=sensor)).model.scaling == "auto"
+    assert resolve(PipelineConfig(data=sensor), inputs=8).model.scaling == "robust"  # one signal, 8 steps
+    assert resolve(PipelineConfig(data=sensor), inputs=16).model.scaling == "standard"  # two signals
+    assert resolve(PipelineConfig(), inputs=1).model.scaling == "quantile"  # a one-column table is no series
     chosen = PipelineConfig(data=sensor, model=ModelConfig(scaling="quantile", balance="families"))
-    assert chosen.resolved() is chosen
+    assert resolve(chosen) is chosen
     with pytest.raises(ValueError, match="unknown scaling 'auto'"):
         Scaler.fit(np.ones((4, 2)), method="auto")
 
@@ -127,10 +128,10 @@ def test_a_tables_latent_code_is_two_dimensional_and_a_sensors_keeps_the_rule_by
     from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig
 
     sensor = DataConfig(mode="sensor", time_column="t")
-    assert PipelineConfig().model.latent is None and PipelineConfig().resolved().model.latent == 2
-    assert PipelineConfig(data=sensor).resolved().model.latent is None  # VAEShape.for_inputs: 4, 2 below 8
+    assert PipelineConfig().model.latent is None and resolve(PipelineConfig()).model.latent == 2
+    assert resolve(PipelineConfig(data=sensor)).model.latent is None  # VAEShape.for_inputs: 4, 2 below 8
     chosen = PipelineConfig(model=ModelConfig(latent=4, scaling="quantile", balance="none"))
-    assert chosen.resolved() is chosen
+    assert resolve(chosen) is chosen
 
 
 def test_a_narrow_table_trains_with_beta_one_and_a_tenth_trimmed_one_series_with_beta_one_others_3_and_5_percent() -> None:
@@ -140,16 +141,16 @@ def test_a_narrow_table_trains_with_beta_one_and_a_tenth_trimmed_one_series_with
     from pipeline.model.train import train_vae
 
     sensor = DataConfig(mode="sensor", time_column="t")
-    assert PipelineConfig().resolved().train.beta is None  # no inputs known yet
-    narrow, wide = PipelineConfig().resolved(inputs=16).train, PipelineConfig().resolved(inputs=17).train
+    assert resolve(PipelineConfig()).train.beta is None  # no inputs known yet
+    narrow, wide = resolve(PipelineConfig(), inputs=16).train, resolve(PipelineConfig(), inputs=17).train
     assert (narrow.beta, narrow.trim_fraction, wide.beta, wide.trim_fraction) == (1.0, 0.10, 3.0, 0.05)
-    several = PipelineConfig(data=sensor).resolved(inputs=20).train  # 2 signals in windows of 10
-    one = PipelineConfig(data=sensor).resolved(inputs=10).train
+    several = resolve(PipelineConfig(data=sensor), inputs=20).train  # 2 signals in windows of 10
+    one = resolve(PipelineConfig(data=sensor), inputs=10).train
     assert (several.beta, several.trim_fraction, one.beta, one.trim_fraction) == (3.0, 0.05, 1.0, 0.05)
     chosen = PipelineConfig(
         model=ModelConfig(latent=4, scaling="quantile", balance="none"), train=TrainConfig(beta=2.0, trim_fraction=0.0)
     )
-    assert chosen.resolved(inputs=5) is chosen
+    assert resolve(chosen, inputs=5) is chosen
     x = RNG.normal(size=(300, 4)).astype(np.float32)
     history = train_vae(x[:250], x[250:], ModelConfig(members=1), TrainConfig(epochs=12, progress=False)).history
     assert history[-1]["kl_weight"] == 1.0  # past the 10-epoch warm-up: β 1 for 4 inputs
