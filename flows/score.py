@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 import polars as pl
 import typer
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 from prefect.tasks import exponential_backoff
 
 from pipeline.artifact.manifest import resolve_model_dir
@@ -29,11 +31,24 @@ from pipeline.ops.ledger import MAX_ATTEMPTS, SINK_PAUSE_SECONDS, Ledger
 from pipeline.ops.records import Alert, Batch, BatchSummary, ClaimOutcome, DriftAlert, Judged
 from pipeline.runtime import Missing, Provider, Scorer
 
+
+def only_transient(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry what time can mend (a ledger locked by another run, a full disk, a dropped
+    connection: `is_transient`), never a batch's own fault, which fails the same way each time
+    and would hold the run up for the backoff's 14 s."""
+    try:
+        state.result()
+    except Exception as error:  # noqa: BLE001 - the failed run's own exception, judged here
+        return is_transient(error)
+    return False
+
+
 # Retries with backoff only where the outside world can fail (files, network).
 IO_RETRIES: dict[str, Any] = {
     "retries": 3,
     "retry_delay_seconds": exponential_backoff(backoff_factor=2),
     "retry_jitter_factor": 0.5,
+    "retry_condition_fn": only_transient,
 }
 # Results as JSON (never pickle) in Prefect's result storage: a retried flow run reuses them.
 PERSIST: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}
