@@ -281,3 +281,22 @@ def test_a_batch_that_fails_at_its_alert_does_not_hold_up_the_others(
     again = score_flow(**run)
     assert [Path(s["file"]).name for s in again["scored"]] == ["faulty.parquet"] and len(again["alerts"]) == 1
     assert len(ledger.alerts()) == 1  # one anomaly alert; a sensor stuck for a fifth of the batch is not drift
+
+
+def test_scoring_tasks_retry_what_time_can_mend_and_not_a_bad_batch() -> None:
+    """A bad batch waited out 14 s of backoff (three retries) before it failed the same way."""
+    import errno
+    import sqlite3
+
+    from prefect.states import Failed
+
+    from flows.score import IO_RETRIES, only_transient
+    from pipeline.core.errors import DataError
+
+    assert IO_RETRIES["retry_condition_fn"] is only_transient
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # as sqlite3 sets it on a real lock
+    for mendable in (OSError(errno.ENOSPC, "No space left on device"), locked, ConnectionError("reset")):
+        assert only_transient(None, None, Failed(data=mendable)), mendable
+    for own_fault in (DataError("column 'load' has a missing value"), FileNotFoundError("gone"), ValueError("x")):
+        assert not only_transient(None, None, Failed(data=own_fault)), own_fault
