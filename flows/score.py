@@ -182,7 +182,8 @@ class ScoreRunOptions:
 @dataclass
 class ScoringRun:
     """One run of the scoring flow: the ledger it opened, its sinks' breaker, and what it scored,
-    raised and could not score. Its steps are the flow's tasks; it decides nothing itself."""
+    raised and could not score. Its steps call the flow's tasks; what a batch's outcome means
+    (claimed, done, set aside, owed to a sink) stays in the library and the ledger."""
 
     ledger: Ledger
     model_dir: str
