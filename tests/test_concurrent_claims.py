@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 from common import DATA, ROOT
 
 from pipeline.ops.inbox import open_ledger
@@ -29,6 +30,7 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # four processes, each loading the model
 def test_four_racing_processes_score_every_batch_exactly_once(sensor_model: Path, tmp_path: Path) -> None:
     history = pl.read_parquet(DATA / "sensors" / "history.parquet")
     inbox_dir, outbox = tmp_path / "inbox", tmp_path / "outbox"

@@ -171,6 +171,7 @@ def test_heavy_tailed_round_off_passes_the_parity_gate(shared_data: Path, tmp_pa
     assert max(errors.values()) > PARITY_TOLERANCE  # the case the plain tolerance refused
 
 
+@pytest.mark.slow  # the dynamo exporter takes about 10 s
 def test_both_torch_exporters_write_graphs_that_score_alike(sensor_fit, tmp_path: Path) -> None:
     """The TorchScript exporter writes the graphs (25× faster); the dynamo one stays ready for
     the day it leaves torch. Every graph, from each, gives the same outputs in onnxruntime,

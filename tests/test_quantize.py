@@ -61,6 +61,7 @@ def test_int8_on_a_model_without_it_says_how_to_get_it(tabular_model: Path) -> N
         Scorer.load(tabular_model, precision="int8")
 
 
+@pytest.mark.slow  # the dynamo exporter takes about 10 s
 def test_int8_quantises_every_layer_whichever_exporter_wrote_the_graph(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -260,6 +260,7 @@ def test_a_damaged_ledger_is_one_clear_error(harness, folders, sensor_model: Pat
         score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=[])
 
 
+@pytest.mark.slow  # the full disk is retried with its real backoff (2 + 4 + 8 s)
 def test_a_batch_that_fails_at_its_alert_does_not_hold_up_the_others(
     harness, folders, sensor_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
