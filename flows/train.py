@@ -29,7 +29,7 @@ def load_training_set(source: str, config: PipelineConfig) -> fit.TrainingSet:
 
 @task(cache_policy=NO_CACHE)
 def train_and_calibrate(data: fit.TrainingSet, config: PipelineConfig) -> fit.Calibrated:
-    return fit.train_and_calibrate(data.x, data.is_validation, config, data.labels)
+    return fit.train_and_calibrate(data.x, data.is_validation, config, data.labels, windows=data.windows)
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE)

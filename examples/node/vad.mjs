@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { parse } from "csv-parse/sync";
 import ort from "onnxruntime-node";
 
-const SUPPORTED_SCHEMA = 2;
+const SUPPORTED_SCHEMA = 3; // 3: the window rule `mean` (stepScores)
 const CHUNK = 4096; // rows per onnxruntime call: any size gives the same scores
 
 /** A version folder, or a model folder's `latest` version. */
@@ -233,6 +233,36 @@ export function flags(scores, threshold, inputs, persistence = { k: 1, n: 1 }) {
   return out.map((flag, i) => flag || inputs.novel[i]);
 }
 
+/** The window rule (the manifest's `schema.window.rule`), as the Python runtime applies it:
+ * `mean` gives each row the mean score of the windows ending at its last `length` rows, over
+ * running sums in the same order as numpy's, so the two agree to the last bit; a span's first
+ * `length - 1` rows (padded windows) keep their own score and enter no mean. */
+export function stepScores(scores, inputs, rule) {
+  const out = Float64Array.from(scores);
+  const length = inputs.window;
+  if (rule !== "mean" || length < 2) return out;
+  for (const [start, stop] of inputs.spans) {
+    const first = start + length - 1;
+    if (first >= stop) continue;
+    const total = [0], infinite = [0], invalid = [0];
+    for (let i = first; i < stop; i++) {
+      const s = scores[i];
+      const finite = Number.isFinite(s);
+      total.push(total[total.length - 1] + (finite ? s : 0));
+      infinite.push(infinite[infinite.length - 1] + (s === Infinity ? 1 : 0));
+      invalid.push(invalid[invalid.length - 1] + (!finite && s !== Infinity ? 1 : 0));
+    }
+    for (let i = first; i < stop; i++) {
+      const high = i - first + 1, low = Math.max(0, i - length + 1 - first);
+      let mean = (total[high] - total[low]) / (high - low);
+      if (infinite[high] > infinite[low]) mean = Infinity;
+      if (invalid[high] > invalid[low]) mean = NaN;
+      out[i] = mean;
+    }
+  }
+  return out;
+}
+
 /** Negative ELBO per row (higher = more anomalous), and whether it passes the threshold. */
 export async function score(model, inputs) {
   const session = await model.session("scorer");
@@ -243,8 +273,9 @@ export async function score(model, inputs) {
     const { score: out } = await session.run({ x }, ["score"]);
     scores.set(out.data, start);
   }
-  const flagged = flags(scores, model.threshold, inputs, model.manifest.threshold.persistence);
-  return Array.from(scores, (s, i) => ({ score: s, is_anomaly: flagged[i] }));
+  const steps = stepScores(scores, inputs, model.manifest.feature_schema.window?.rule ?? "end");
+  const flagged = flags(steps, model.threshold, inputs, model.manifest.threshold.persistence);
+  return Array.from(steps, (s, i) => ({ score: s, is_anomaly: flagged[i] }));
 }
 
 /** Latent means [rows][members][latent], read from the scorer graph's `mu` output as the Python

@@ -30,7 +30,7 @@ from pipeline.core.faults import pid_alive
 from pipeline.data.scaling import Scaler
 from pipeline.data.schema import FeatureSchema
 
-SCHEMA_VERSION = 2  # 2: optional monotone input map in `scaler` (knots, levels, tail)
+SCHEMA_VERSION = 3  # 2: optional monotone input map in `scaler` (knots, levels, tail); 3: window rule `mean`
 MANIFEST = "manifest.json"
 LATEST = "latest"
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # as PipelineConfig.name

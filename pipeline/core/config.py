@@ -22,13 +22,17 @@ class _Strict(BaseModel):
 class WindowSpec(_Strict):
     """Sliding windows over each entity's time series.
 
-    Every time step is scored by `rule`: `end` (causal, the only rule so far) takes the
-    window that ends at the step. The first `length - 1` steps of an entity are scored on a window
-    padded with its first row."""
+    Every time step is scored by `rule`, both causal: `end` takes the score of the window that
+    ends at the step; `mean` the mean score of the windows ending at the step's last `length`
+    steps (itself included), the causal form of scoring a step by the windows that cover it
+    (TimeEval's reverse windowing). A window shows an anomaly for as long as it covers it, so
+    the mean weighs that evidence together instead of one window's draw: it gained on both
+    halves of every series suite (bench/NOTES.md, 2026-12-03). The first `length - 1` steps
+    of an entity are scored on a window padded with its first row, and enter no mean."""
 
     length: int = Field(10, ge=1)
     stride: int = Field(1, ge=1)
-    rule: Literal["end"] = "end"
+    rule: Literal["end", "mean"] = "mean"
 
 
 class DataConfig(_Strict):

@@ -22,7 +22,14 @@ from pipeline.artifact.manifest import Manifest, read_manifest, resolve_model_di
 from pipeline.artifact.threshold import percentile_of
 from pipeline.core.errors import PipelineError
 from pipeline.data.schema import InputReport, RowNumbers, coerce, row_numbers, source_matrix, to_matrix
-from pipeline.data.windows import entity_bounds, make_windows, series_bounds, sort_for_windows
+from pipeline.data.windows import (
+    WindowIndex,
+    entity_bounds,
+    make_windows,
+    mean_of_last_windows,
+    series_bounds,
+    sort_for_windows,
+)
 from pipeline.runtime.kernel import KernelPool
 from pipeline.runtime.providers import Provider, check_graph, open_session, tensorrt_cache
 
@@ -275,6 +282,7 @@ class Scorer:
             top_k=k,
             with_kl=drift is not None and options.estimator == "elbo",
         )
+        arrays = replace(arrays, score=self.series_scores(arrays.score, keys))
         if arrays.top_index is None or arrays.top_share is None:  # rank here: sampled estimators, older graphs
             assert arrays.feature_nll is not None
             shares = self.contributions(arrays.feature_nll)
@@ -316,6 +324,15 @@ class Scorer:
                 (name, start, stop) for name, (start, stop) in zip(self.entity_names(keys, bounds), bounds, strict=True)
             ]
         drift.add(x[:, -len(self.schema.row_features) :], kl, arrays.score, spans)
+
+    def series_scores(self, scores: np.ndarray, keys: pl.DataFrame) -> np.ndarray:
+        """The windows' scores as each step's score, by the model's window rule (WindowSpec):
+        under `mean`, each step takes the mean of its last `length` windows in its series."""
+        window = self.schema.window
+        if self.schema.mode != "sensor" or window is None or window.length < 2 or window.rule != "mean":
+            return scores
+        index = WindowIndex(np.arange(keys.height), series_bounds(keys, self.schema))
+        return mean_of_last_windows(scores, index, window.length)
 
     def flags(
         self, scores: np.ndarray, limit: float, keys: pl.DataFrame, novel_rows: np.ndarray | None = None

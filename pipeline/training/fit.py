@@ -18,7 +18,14 @@ from pipeline.core.config import DataConfig, PipelineConfig, ThresholdConfig
 from pipeline.core.errors import DataError, where
 from pipeline.data import ingest
 from pipeline.data.schema import FeatureSchema, coerce, fit_statistics, learn_schema, to_matrix
-from pipeline.data.windows import entity_bounds, make_windows, series_bounds, sort_for_windows
+from pipeline.data.windows import (
+    WindowIndex,
+    entity_bounds,
+    make_windows,
+    mean_of_last_windows,
+    series_bounds,
+    sort_for_windows,
+)
 from pipeline.model.defaults import resolve
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult, train_vae
@@ -38,6 +45,7 @@ class TrainingSet:
     imputed: dict[str, int]
     merged: int = 0  # sensor readings folded into another of the same time (DataConfig.duplicates)
     entities: np.ndarray | None = None  # sensor mode: each input row's entity (SERIES without an entity column)
+    windows: WindowIndex | None = None  # sensor windows: where each input row (a window) ends
 
 
 @dataclass
@@ -122,13 +130,16 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
             frame[schema.entity_column].cast(pl.String).to_numpy() if schema.entity_column else np.full(frame.height, SERIES)
         )
     rng = np.random.default_rng(config.train.seed)
+    windows = None
     if schema.mode == "sensor" and schema.window and schema.window.length > 1:
+        spans = series_bounds(frame, schema)
         try:
-            matrix, ends = make_windows(matrix, series_bounds(frame, schema), schema.window, pad=False)
+            matrix, ends = make_windows(matrix, spans, schema.window, pad=False)
         except DataError as error:
             raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
         labels = labels[ends] if labels is not None else None
         entities = entities[ends] if entities is not None else None
+        windows = WindowIndex(ends, spans)
         is_validation = validation_windows(
             ends, entity_bounds(frame, schema), config.train.validation_fraction, spread=len(schema.row_features) == 1
         )
@@ -139,10 +150,13 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         matrix, is_validation = matrix[keep], is_validation[keep]
         labels = labels[keep] if labels is not None else None
         entities = entities[keep] if entities is not None else None
+        windows = WindowIndex(windows.ends[keep], windows.spans) if windows is not None else None
     if is_validation.all() or not is_validation.any():
         is_validation = np.zeros(len(matrix), bool)
         is_validation[-max(1, len(matrix) // 10) :] = True
-    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height, entities)
+    return TrainingSet(
+        matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height, entities, windows
+    )
 
 
 def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -185,18 +199,22 @@ def train_and_calibrate(
     config: PipelineConfig,
     labels: np.ndarray | None = None,
     threshold_config: ThresholdConfig | None = None,
+    windows: WindowIndex | None = None,
 ) -> Calibrated:
     """Train on the training rows and fit the contribution baseline on the validation rows,
     scored exactly as the exported scorer scores them. The threshold is fitted on the
     validation scores, or, for sensor windows, on the scores of every window of the training
     period: the latest windows of a short series are one phase of its cycle, and a 0.99
-    quantile of a few dozen is their maximum."""
+    quantile of a few dozen is their maximum. `windows` places sensor windows in their series,
+    for the window rule (WindowSpec) that makes the scorer's scores of their steps."""
     config = resolve(config, inputs=x.shape[1])
     result = train_vae(x[~is_validation], x[is_validation], config.model, config.train)
     if config.data.mode == "sensor":  # one pass over the whole period; validation is a part of it
-        calibration_scores, period_nll = score_with_torch(result.model, result.scaler, x)
+        window_scores, period_nll = score_with_torch(result.model, result.scaler, x)
+        reference_kl = window_scores - period_nll.sum(axis=1)
+        calibration_scores = step_scores(window_scores, config.data, windows)
         scores, nll = calibration_scores[is_validation], period_nll[is_validation]
-        calibration_labels, reference_kl = labels, calibration_scores - period_nll.sum(axis=1)
+        calibration_labels = labels
         calibration = Calibration(source="training period", rows=len(x), coverage=1.0)
     else:
         scores, nll = score_with_torch(result.model, result.scaler, x[is_validation])
@@ -212,6 +230,14 @@ def train_and_calibrate(
         reference_kl,
         calibration_scores,
     )
+
+
+def step_scores(window_scores: np.ndarray, data: DataConfig, windows: WindowIndex | None) -> np.ndarray:
+    """Training windows' scores as the scorer will give their steps (WindowSpec's rule)."""
+    window = data.window
+    if windows is None or window.length < 2 or window.rule != "mean":
+        return window_scores
+    return mean_of_last_windows(window_scores, windows, window.length).astype(window_scores.dtype)
 
 
 def fingerprint(x: np.ndarray, names: list[str]) -> dict:
@@ -234,7 +260,7 @@ def fit_model(
     model folder `into`); `lineage` names its parent (a retrained challenger), published
     without moving `latest` unless `make_latest`."""
     data = load_training_set(source, config)
-    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels)
+    calibrated = train_and_calibrate(data.x, data.is_validation, config, data.labels, windows=data.windows)
     return FitOutcome(
         export_fitted(data, calibrated, config, root, lineage=lineage, make_latest=make_latest, into=into), calibrated, data
     )

@@ -55,8 +55,8 @@ def scores_and_labels(scorer: Scorer, source: str | Path, label_column: str | No
         if label_column:
             labels.append(frame["__label"].to_numpy())
             frame = frame.drop("__label")
-        x, _, _ = scorer.prepare(frame, str(file))
-        scores.append(scorer.score_array(x).score)
+        x, keys, _ = scorer.prepare(frame, str(file))
+        scores.append(scorer.series_scores(scorer.score_array(x).score, keys))
     if not scores:
         raise DataError(f"no rows to fit a threshold on in '{source}'.")
     return np.concatenate(scores), (np.concatenate(labels) if label_column else None)

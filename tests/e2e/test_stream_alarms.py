@@ -9,6 +9,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -54,6 +55,14 @@ def test_a_daily_cycle_flags_few_of_its_own_training_rows_and_alarms_once_per_ep
     scores = pl.read_parquet(tmp_path / "s.parquet")
     assert scores.height == frame.height
     assert scores["is_anomaly"][:train_rows].mean() <= 0.02  # within 2x the 1% target
+    # The threshold was fitted on the scores the scorer gives the training steps (window rule
+    # `mean` included): their quantiles are the manifest's, to float32's precision.
+    manifest = json.loads((Path(trained["version_dir"]) / "manifest.json").read_text())
+    window = manifest["feature_schema"]["window"]
+    assert window["rule"] == "mean"
+    steps = scores["score"][window["length"] - 1 : train_rows].to_numpy()
+    for level, value in manifest["validation"]["score_quantiles"].items():
+        assert float(np.quantile(steps, float(level))) == pytest.approx(value, rel=1e-4), level
 
     ((start, end),) = json.loads((shared_data / "nab" / "combined_windows.json").read_text())[SERIES]
     times = scores["timestamp"]

@@ -12,7 +12,7 @@ import pytest
 from pipeline.core.config import DataConfig, WindowSpec
 from pipeline.core.errors import DataError, SchemaError
 from pipeline.data.schema import coerce, learn_schema, to_matrix
-from pipeline.data.windows import entity_bounds, make_windows, sort_for_windows
+from pipeline.data.windows import WindowIndex, entity_bounds, make_windows, mean_of_last_windows, sort_for_windows
 
 TABLE = pl.DataFrame(
     {
@@ -112,6 +112,30 @@ def test_windows_never_cross_entities_and_pad_for_scoring() -> None:
     assert full.tolist() == [[1, 2], [2, 3], [10, 20]]
     assert ends.tolist() == [1, 2, 4]
     assert schema.input_names == ["v[t-1]", "v[t-0]"]
+
+
+def test_the_mean_rule_averages_each_steps_last_windows_within_its_span() -> None:
+    """Window length 3: a span's first 2 steps (padded windows) keep their score and enter no
+    mean; later steps average the full windows ending at their last 3 steps; spans never mix."""
+    scores = np.array([100.0, 100.0, 1.0, 2.0, 3.0, 4.0, 50.0, 50.0, 5.0, 7.0])
+    index = WindowIndex(np.arange(10), [(0, 6), (6, 10)])
+    got = mean_of_last_windows(scores, index, 3)
+    np.testing.assert_allclose(got, [100, 100, 1, 1.5, 2, 3, 50, 50, 5, 6])
+
+
+def test_the_mean_rule_keeps_infinite_and_missing_scores_local() -> None:
+    scores = np.array([0.0, 0.0, 1.0, np.inf, 1.0, 1.0, 1.0, np.nan, 1.0, 1.0, 1.0])
+    got = mean_of_last_windows(scores, WindowIndex(np.arange(11), [(0, 11)]), 3)
+    assert np.isposinf(got[3:6]).all() and np.isfinite(got[[2, 6]]).all()
+    assert np.isnan(got[7:10]).all() and got[10] == 1.0
+
+
+def test_the_mean_rule_finds_neighbours_by_where_windows_end() -> None:
+    """Training windows at stride 2 (or subsampled): a window's neighbours are those ending in
+    its last `length` steps, however many that is."""
+    index = WindowIndex(np.array([2, 4, 6, 8]), [(0, 9)])
+    got = mean_of_last_windows(np.array([1.0, 3.0, 5.0, 7.0]), index, 3)
+    np.testing.assert_allclose(got, [1, 2, 4, 6])
 
 
 def test_too_few_rows_for_a_window_is_an_error() -> None:
