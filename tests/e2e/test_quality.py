@@ -93,7 +93,10 @@ TELEMETRY = "tsbad/M/002_MSL_id_1_Sensor_tr_500_1st_900.parquet"  # first 500 ro
 def test_telemetry_value_is_not_drowned_by_the_command_flags(shared_data: Path, tmp_path: Path) -> None:
     """NASA MSL channel 1, as TSB-AD runs it: `vad train --mode sensor` on the first 500 rows,
     `vad score` on the whole file. The 54 0/1 command flags no longer outweigh the one telemetry
-    value (ModelConfig.balance): the anomalies, which are in the telemetry, rank on top."""
+    value (ModelConfig.balance): the anomalies, which are in the telemetry, rank on top. Each
+    step is scored by its own window (rule `end`): the default `mean` spreads this file's short
+    anomaly over ten steps, which ranges reward (VUS-PR 0.78 → 0.85) and single steps do not
+    (AUC-PR 0.45 → 0.13; bench/NOTES.md, 2026-12-03), and this test is about the balance."""
     from typer.testing import CliRunner
 
     from pipeline.cli import app
@@ -101,11 +104,12 @@ def test_telemetry_value_is_not_drowned_by_the_command_flags(shared_data: Path, 
     frame = pl.read_parquet(shared_data / TELEMETRY)
     frame.drop("label").head(500).write_parquet(tmp_path / "train.parquet")
     frame.drop("label").write_parquet(tmp_path / "whole.parquet")
+    (tmp_path / "end.toml").write_text('[data]\nwindow = { length = 10, rule = "end" }\n')
     runner = CliRunner()
     trained = runner.invoke(
         app,
         ["train", str(tmp_path / "train.parquet"), "--mode", "sensor", "--time-column", "t", "--name", "msl"]
-        + ["--out", str(tmp_path / "models"), "--no-progress"],
+        + ["--out", str(tmp_path / "models"), "--config", str(tmp_path / "end.toml"), "--no-progress"],
     )
     assert trained.exit_code == 0, trained.output
     scored = runner.invoke(
