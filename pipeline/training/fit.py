@@ -106,8 +106,8 @@ def _checked_part(frame: pl.DataFrame, schema: FeatureSchema, data: DataConfig, 
     return part
 
 
-def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet:
-    """Read every file, learn the schema, and build the input rows and the validation split."""
+def _read_all(source: str | Path, config: PipelineConfig) -> tuple[list[Path], pl.DataFrame, FeatureSchema]:
+    """Every training file, checked against the schema learnt on the first, as one frame."""
     data_cfg = config.data
     files = ingest.resolve_sources(source)
     every = _sampling_step(files, config)
@@ -117,7 +117,12 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
         [_checked_part(frame, first, data_cfg, file) for file, frame in zip(files, raw, strict=True)],
         how="vertical_relaxed",
     )
-    schema = fit_statistics(first, frame)
+    return files, frame, fit_statistics(first, frame)
+
+
+def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet:
+    """Read every file, learn the schema, and build the input rows and the validation split."""
+    files, frame, schema = _read_all(source, config)
     origin = f"{len(files)} training files" if len(files) > 1 else str(files[0])
     arrived = frame.height
     if schema.mode == "sensor":  # again over all files: two files may hold the same readings
