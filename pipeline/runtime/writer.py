@@ -48,14 +48,18 @@ def write_scores(chunks: Iterator[pl.DataFrame], path: Path, suffix: str) -> int
     scores = register_io_source(stream, schema=first.schema)
     fmt = ingest.FORMATS[suffix]
     try:
-        if fmt == "parquet":
-            scores.sink_parquet(path, compression=COMPRESSION)
-        elif fmt == "csv":
-            scores.sink_csv(path, separator="\t" if suffix == ".tsv" else ",")
-        elif fmt == "ndjson":
-            scores.sink_ndjson(path)
-        else:
-            scores.sink_ipc(path, compression=COMPRESSION)
+        # A handle, not the path: when the stream raises, polars can still create a path it was
+        # given after the error reached us, and the temporary reappeared after its removal (6
+        # of 40 tries, bench/NOTES.md 2026-12-03); a closed handle cannot be written again.
+        with open(path, "wb") as sink:
+            if fmt == "parquet":
+                scores.sink_parquet(sink, compression=COMPRESSION)
+            elif fmt == "csv":
+                scores.sink_csv(sink, separator="\t" if suffix == ".tsv" else ",")
+            elif fmt == "ndjson":
+                scores.sink_ndjson(sink)
+            else:
+                scores.sink_ipc(sink, compression=COMPRESSION)
     except pl.exceptions.PolarsError as error:
         code = _OS_ERROR.search(str(error))
         if code is None:
