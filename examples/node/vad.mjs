@@ -233,9 +233,9 @@ export function flags(scores, threshold, inputs, persistence = { k: 1, n: 1 }) {
   return out.map((flag, i) => flag || inputs.novel[i]);
 }
 
-/** The window rule (the manifest's `schema.window.rule`), as the Python runtime applies it:
+/** The window rule (the manifest's `feature_schema.window.rule`), as the Python runtime applies it:
  * `mean` gives each row the mean score of the windows ending at its last `length` rows, over
- * running sums in the same order as numpy's, so the two agree to the last bit; a span's first
+ * running sums added in the same order as numpy's; a span's first
  * `length - 1` rows (padded windows) keep their own score and enter no mean. */
 export function stepScores(scores, inputs, rule) {
   const out = Float64Array.from(scores);
