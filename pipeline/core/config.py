@@ -34,6 +34,11 @@ class WindowSpec(_Strict):
     stride: int = Field(1, ge=1)
     rule: Literal["end", "mean"] = "mean"
 
+    @property
+    def averaged(self) -> bool:
+        """Whether a step's score is a mean over windows (`mean` with more than one step)."""
+        return self.rule == "mean" and self.length > 1
+
 
 class DataConfig(_Strict):
     """Which columns are features, keys and labels, and how bad values are handled."""

@@ -329,7 +329,7 @@ class Scorer:
         """The windows' scores as each step's score, by the model's window rule (WindowSpec):
         under `mean`, each step takes the mean of its last `length` windows in its series."""
         window = self.schema.window
-        if self.schema.mode != "sensor" or window is None or window.length < 2 or window.rule != "mean":
+        if self.schema.mode != "sensor" or window is None or not window.averaged:
             return scores
         index = WindowIndex(np.arange(keys.height), series_bounds(keys, self.schema))
         return mean_of_last_windows(scores, index, window.length)

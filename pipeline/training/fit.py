@@ -14,7 +14,7 @@ import polars as pl
 
 from pipeline.artifact.drift import SERIES, DriftReference, column_blocks, reference_of
 from pipeline.artifact.threshold import QUANTILES, Calibration, Threshold, ValidationRecord, percentile_table
-from pipeline.core.config import DataConfig, PipelineConfig, ThresholdConfig
+from pipeline.core.config import DataConfig, PipelineConfig, ThresholdConfig, WindowSpec
 from pipeline.core.errors import DataError, where
 from pipeline.data import ingest
 from pipeline.data.schema import FeatureSchema, coerce, fit_statistics, learn_schema, to_matrix
@@ -217,7 +217,7 @@ def train_and_calibrate(
     if config.data.mode == "sensor":  # one pass over the whole period; validation is a part of it
         window_scores, period_nll = score_with_torch(result.model, result.scaler, x)
         reference_kl = window_scores - period_nll.sum(axis=1)
-        calibration_scores = step_scores(window_scores, config.data, windows)
+        calibration_scores = step_scores(window_scores, config.data.window, windows)
         scores, nll = calibration_scores[is_validation], period_nll[is_validation]
         calibration_labels = labels
         calibration = Calibration(source="training period", rows=len(x), coverage=1.0)
@@ -237,10 +237,9 @@ def train_and_calibrate(
     )
 
 
-def step_scores(window_scores: np.ndarray, data: DataConfig, windows: WindowIndex | None) -> np.ndarray:
+def step_scores(window_scores: np.ndarray, window: WindowSpec, windows: WindowIndex | None) -> np.ndarray:
     """Training windows' scores as the scorer will give their steps (WindowSpec's rule)."""
-    window = data.window
-    if windows is None or window.length < 2 or window.rule != "mean":
+    if windows is None or not window.averaged:
         return window_scores
     return mean_of_last_windows(window_scores, windows, window.length).astype(window_scores.dtype)
 
