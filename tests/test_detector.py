@@ -84,6 +84,19 @@ def test_export_matches_in_onnx(fitted: VAEDetector, tmp_path: Path) -> None:
     assert scorer.threshold == pytest.approx(fitted.threshold_)
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["continuous", "with-0/1-inputs"])
+def test_a_student_t_model_exports_and_scores_alike_in_onnx(binary: bool, tmp_path: Path) -> None:
+    """`likelihood = "student"` through the export's parity gate, on both scorer paths (the
+    shared sum over members, and per member beside Bernoulli inputs); the outliers still lead."""
+    x = np.hstack([X, (X[:, :1] > 0).astype(np.float32)]) if binary else X
+    detector = VAEDetector(epochs=15, likelihood="student", student_df=3.0).fit(x)
+    scorer = Scorer.load(detector.export(tmp_path, name="student"))
+    assert scorer.manifest.model["likelihood"] == "student" and scorer.manifest.model["student_df"] == 3.0
+    scores = scorer.score_array(x).score
+    np.testing.assert_allclose(scores, detector.anomaly_score(x), rtol=1e-5)
+    assert scores[len(NORMAL) :].min() > np.quantile(scores[: len(NORMAL)], 0.99)
+
+
 def test_exported_detector_alerts_at_the_severity_its_scores_warrant(fitted: VAEDetector, tmp_path: Path) -> None:
     """The manifest keeps the validation scores' quantiles, so a peak just past the threshold
     is a warning; without them the median fell back to the threshold and every alert was critical."""

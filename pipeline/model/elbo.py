@@ -18,6 +18,19 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> t
     return 0.5 * (LOG_2PI + logvar + (x - mean).square() * torch.exp(-logvar))
 
 
+def student_constant(df: float) -> float:
+    """The Student-t density's normaliser, −log of Γ((ν+1)/2) / (Γ(ν/2) √(νπ)), at unit scale.
+    A Python number: ν is fixed by the config, so no graph ever carries a log-gamma (ONNX has none)."""
+    return math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1.0)) + 0.5 * math.log(df * math.pi)
+
+
+def student_nll(x: torch.Tensor, mean: torch.Tensor, df: float) -> torch.Tensor:
+    """Per-element −log t_ν(x; mean, 1): quadratic near the mean like the unit Gaussian's, but
+    logarithmic in the tails, so one column's extreme residual cannot outweigh the rest of the
+    row, and the few contaminated rows in training pull the fit less."""
+    return student_constant(df) + 0.5 * (df + 1.0) * torch.log1p((x - mean).square() * (1.0 / df))
+
+
 def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Per-element −log Bernoulli(x; sigmoid(logits)), stable for large logits. A value
     outside [0, 1], which a Bernoulli feature never takes, is scored at the nearer end plus
@@ -28,13 +41,18 @@ def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 def feature_nll(
-    x: torch.Tensor, decoded: torch.Tensor, logvar: torch.Tensor, bernoulli_mask: torch.Tensor | None
+    x: torch.Tensor,
+    decoded: torch.Tensor,
+    logvar: torch.Tensor,
+    bernoulli_mask: torch.Tensor | None,
+    student_df: float | None = None,
 ) -> torch.Tensor:
-    """Per-feature reconstruction term: Bernoulli where the mask is set, Gaussian elsewhere."""
-    gauss = gaussian_nll(x, decoded, logvar)
+    """Per-feature reconstruction term: Bernoulli where the mask is set; elsewhere Student-t with
+    `student_df` degrees of freedom (unit scale) when it is given, Gaussian otherwise."""
+    continuous = gaussian_nll(x, decoded, logvar) if student_df is None else student_nll(x, decoded, student_df)
     if bernoulli_mask is None:
-        return gauss
-    return torch.where(bernoulli_mask, bernoulli_nll(x, decoded), gauss)
+        return continuous
+    return torch.where(bernoulli_mask, bernoulli_nll(x, decoded), continuous)
 
 
 def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

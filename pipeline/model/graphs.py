@@ -178,9 +178,11 @@ class ScorerGraph(nn.Module):
 
     The Gaussian NLL is `elbo.gaussian_nll` rearranged as diff² · ½e^(−logvar) + (½(log 2π +
     logvar) + log scale): the bracketed terms depend on weights only, so onnxruntime folds
-    them at load and each row costs four elementwise passes instead of seven. At the default
-    likelihood (every variance 1, no 0/1 input) the members share one sum of squares: three
-    passes each, the default scorer 1.10× faster (bench/NOTES.md, session 7)."""
+    them at load and each row costs four elementwise passes instead of seven. When every
+    input shares one fixed density (unit variance or one Student-t, no 0/1 input, no weights)
+    the members share one sum: of diff² (three passes each, the default sensor scorer 1.10×
+    faster, bench/NOTES.md, session 7) or of log(ν + diff²) (five), the rest folded into a
+    coefficient and an offset."""
 
     nll_offset: torch.Tensor  # a buffer
 
@@ -195,12 +197,21 @@ class ScorerGraph(nn.Module):
         super().__init__()
         self.vae, self.scaling = vae, _Scaling(scaler)
         n = vae.shape.n_inputs
-        # Every member's variance fixed at 1 (the default likelihood on data with no 0/1 input):
-        # the members' mean NLL is ½ mean(diff²) + offset, three passes per member instead of
-        # five, and the contributions read the excess of ½ mean(diff²) over the baseline less the
-        # offset (folded here in float64), which rounds less than subtracting two full NLLs.
-        self.unit_variance = vae.shape.likelihood != "gaussian" and not vae.uses_bernoulli and not vae.uses_weight
-        offset = 0.5 * elbo.LOG_2PI + np.log(scaler.scale.astype(np.float64)) if self.unit_variance else np.zeros(n)
+        # One fixed density for every input and member (no learned variance, no 0/1 input, no
+        # weights): the members' mean NLL is coefficient · mean(g(diff)) + offset, with g(d) = d²
+        # for the unit Gaussian and log(ν + d²) for the Student-t, and the contributions read the
+        # excess of the first term over the baseline less the offset (folded here in float64),
+        # which rounds less than subtracting two full NLLs.
+        self.shared_density = vae.shape.likelihood != "gaussian" and not vae.uses_bernoulli and not vae.uses_weight
+        self.student_df = vae.student_df
+        log_scale = np.log(scaler.scale.astype(np.float64))
+        if self.student_df is None:
+            self.coefficient, constant = 0.5, 0.5 * elbo.LOG_2PI
+        else:  # −log t_ν(d) = const + ½(ν+1)·(log(ν + d²) − log ν)
+            df = self.student_df
+            self.coefficient = 0.5 * (df + 1.0)
+            constant = elbo.student_constant(df) - self.coefficient * np.log(df)
+        offset = constant + log_scale if self.shared_density else np.zeros(n)
         self.register_buffer("nll_offset", torch.from_numpy(offset.astype(np.float32)))
         self.contributions = Contributions(
             (np.zeros(n) if baseline is None else np.asarray(baseline, np.float64)) - offset,
@@ -210,9 +221,12 @@ class ScorerGraph(nn.Module):
 
     def member_nll(self, x: torch.Tensor, decoded: torch.Tensor, index: int) -> torch.Tensor:
         """−log p(x | z = mu) per input in raw units for member `index`: [batch, inputs]."""
-        logvar = self.vae.decoded_logvar()[index]
-        diff = x - decoded
-        nll = diff * diff * (0.5 * torch.exp(-logvar)) + (0.5 * (elbo.LOG_2PI + logvar) + self.scaling.log_scale)
+        if self.student_df is not None:
+            nll = elbo.student_nll(x, decoded, self.student_df) + self.scaling.log_scale
+        else:
+            logvar = self.vae.decoded_logvar()[index]
+            diff = x - decoded
+            nll = diff * diff * (0.5 * torch.exp(-logvar)) + (0.5 * (elbo.LOG_2PI + logvar) + self.scaling.log_scale)
         if self.vae.uses_bernoulli:  # Bernoulli inputs are kept raw (scale 1): no log-scale term
             nll = torch.where(self.vae.bernoulli_mask, elbo.bernoulli_nll(x, decoded), nll)
         return self.vae.weighted(nll)
@@ -226,19 +240,20 @@ class ScorerGraph(nn.Module):
     def _terms(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """score_terms' four, then the per-input NLL less `nll_offset`."""
         x = self.scaling(x_raw)
-        squares, nlls, kls, mus = [], [], [], []
+        shared, nlls, kls, mus = [], [], [], []
         for index in range(self.vae.shape.members):
             mu, logvar = self.vae.encode_member(x, index)
             decoded = self.vae.decode_member(mu, index)
-            if self.unit_variance:
+            if self.shared_density:
                 diff = decoded - x
-                squares.append(diff * diff)
+                square = diff * diff
+                shared.append(square if self.student_df is None else torch.log(square + self.student_df))
             else:
                 nlls.append(self.member_nll(x, decoded, index))
             kls.append(elbo.kl_to_standard_normal(mu, logvar))
             mus.append(mu)
-        if self.unit_variance:
-            varying = _sum(squares) * (0.5 / len(squares))
+        if self.shared_density:
+            varying = _sum(shared) * (self.coefficient / len(shared))
             nll = varying + self.nll_offset
         else:
             nll = varying = _mean(nlls)

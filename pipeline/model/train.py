@@ -36,6 +36,7 @@ CUDA_BF16 = False  # bench/gpu.py: bf16 autocast is no faster for layers this na
 # time, at 48 inputs (24 M) 1.05 (bench/NOTES.md, session 6). Threads waking for ops this
 # small cost more than they share, and a busy second core slows them far more.
 CPU_SINGLE_THREAD_BELOW = 16_000_000
+BERNOULLI_LIKELIHOODS = ("bernoulli", "student")  # the likelihoods that model 0/1 columns as Bernoulli
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
             f"training needs at least 2 training and 1 validation rows, got {len(x_train)} and {len(x_val)}."
         )
     device = resolve_device(train_config.device)
-    bernoulli = binary_columns(x_train) if model_config.likelihood == "bernoulli" else np.zeros(x_train.shape[1], bool)
+    likelihood = model_config.likelihood
+    bernoulli = binary_columns(x_train) if likelihood in BERNOULLI_LIKELIHOODS else np.zeros(x_train.shape[1], bool)
     # "auto" is settled by the data's mode (defaults.resolve); rows reaching here without one are a table's.
     balanced = settled_balance(model_config.balance, "tabular") == "families"
     weights = family_weights(bernoulli) if balanced else np.ones(x_train.shape[1], np.float32)
@@ -130,9 +132,10 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
         x_train.shape[1],
         model_config.hidden,
         model_config.latent,
-        model_config.likelihood,
+        likelihood,
         model_config.dropout,
         model_config.members,
+        model_config.student_df,
     )
     devices = [device.index or 0] if device.type == "cuda" else []
     # fork_rng: seeding here never changes the caller's global random state.

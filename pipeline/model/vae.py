@@ -21,13 +21,21 @@ class VAEShape:
     n_inputs: int
     hidden: tuple[int, ...]
     latent: int
-    likelihood: str  # fixed | gaussian | bernoulli
+    likelihood: str  # fixed | gaussian | bernoulli | student
     dropout: float = 0.0
     members: int = 1  # independently initialised VAEs trained side by side; scores are averaged
+    student_df: float | None = None  # the Student-t's degrees of freedom, when likelihood is student
 
     @classmethod
-    def for_inputs(
-        cls, n_inputs: int, hidden: list[int] | None, latent: int | None, likelihood: str, dropout: float, members: int = 1
+    def for_inputs(  # noqa: PLR0913 - the config's model fields, one each
+        cls,
+        n_inputs: int,
+        hidden: list[int] | None,
+        latent: int | None,
+        likelihood: str,
+        dropout: float,
+        members: int = 1,
+        student_df: float | None = None,
     ) -> VAEShape:
         """Fill unset sizes by the measured rule: hidden [2d, d] clipped, latent 4 (2 below 8 inputs;
         a table's config settles its own latent first, `settled_latent`; see README)."""
@@ -35,7 +43,8 @@ class VAEShape:
             hidden = [min(128, max(16, 2 * n_inputs)), min(64, max(8, n_inputs))]
         if latent is None:
             latent = 4 if n_inputs >= 8 else 2
-        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout, members)
+        df = student_df if likelihood == "student" else None
+        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout, members, df)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,7 +124,8 @@ def _mlp(sizes: list[int], dropout: float, members: int) -> nn.Sequential:
 
 class VAE(nn.Module):
     """Gaussian encoder q(z|x) and a decoder p(x|z) that is Gaussian (fixed or learned
-    per-feature variance) and Bernoulli on the features flagged in `bernoulli_mask`.
+    per-feature variance) or Student-t (unit scale, `shape.student_df` degrees of freedom),
+    and Bernoulli on the features flagged in `bernoulli_mask`.
 
     The module holds `shape.members` independent VAEs. Features come in as [..., features];
     every latent and decoded tensor has a member axis just before its last axis
@@ -135,6 +145,7 @@ class VAE(nn.Module):
         self.decoder_logvar = nn.Parameter(
             torch.zeros(shape.members, shape.n_inputs), requires_grad=shape.likelihood == "gaussian"
         )
+        self.student_df = shape.student_df if shape.likelihood == "student" else None
         mask = bernoulli_mask if bernoulli_mask is not None else torch.zeros(shape.n_inputs, dtype=torch.bool)
         self.register_buffer("bernoulli_mask", mask.bool())
         # A Python fact, not a tensor test, so the exported graphs hold no data-dependent branch.
@@ -174,7 +185,8 @@ class VAE(nn.Module):
         latent] → [members, batch, features]."""
         mask = self.bernoulli_mask if self.uses_bernoulli else None
         decoded = _run_members_first(self.decoder, z)
-        return self.weighted(elbo.feature_nll(x, decoded, self.decoded_logvar().unsqueeze(1), mask))
+        logvar = self.decoded_logvar().unsqueeze(1)
+        return self.weighted(elbo.feature_nll(x, decoded, logvar, mask, self.student_df))
 
     def decode_member(self, z: torch.Tensor, index: int) -> torch.Tensor:
         """`decode` for member `index` alone: z [batch, latent] → [batch, features]."""
@@ -195,7 +207,9 @@ class VAE(nn.Module):
         return self.decoder_logvar.clamp(-6.0, 6.0)
 
     def reconstruction(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latent → (reconstruction mean, log-variance), both in scaled feature units."""
+        """Latent → (reconstruction mean, log-variance), both in scaled feature units. Under
+        the Student-t the second is the log of the squared scale (0), as its variance ν/(ν−2)
+        does not exist for ν ≤ 2."""
         out = self.decode(z)
         mean = torch.where(self.bernoulli_mask, torch.sigmoid(out), out)
         logvar = torch.where(self.bernoulli_mask, torch.zeros_like(out), self.decoded_logvar().expand_as(out))
@@ -205,7 +219,7 @@ class VAE(nn.Module):
         """−log p(x|z) per member and feature (scaled units): x [..., features] and
         z [..., members, latent] → [..., members, features]."""
         mask = self.bernoulli_mask if self.uses_bernoulli else None
-        return self.weighted(elbo.feature_nll(x.unsqueeze(-2), self.decode(z), self.decoded_logvar(), mask))
+        return self.weighted(elbo.feature_nll(x.unsqueeze(-2), self.decode(z), self.decoded_logvar(), mask, self.student_df))
 
     def weighted(self, nll: torch.Tensor) -> torch.Tensor:
         """Per-input NLL [..., features] times each input's weight in the ELBO."""

@@ -42,7 +42,8 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         hidden: list[int] | None = None,
         latent: int | None = None,
         members: int = ModelConfig().members,
-        likelihood: str = "bernoulli",
+        likelihood: str = ModelConfig().likelihood,
+        student_df: float = ModelConfig().student_df,
         scaling: str = ModelConfig().scaling,
         beta: float | None = TrainConfig().beta,
         epochs: int = 100,
@@ -61,6 +62,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.latent = latent
         self.members = members
         self.likelihood = likelihood
+        self.student_df = student_df
         self.scaling = scaling
         self.beta = beta
         self.epochs = epochs
@@ -82,6 +84,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
                 latent=self.latent,
                 members=self.members,
                 likelihood=self.likelihood,
+                student_df=self.student_df,
                 scaling=self.scaling,
             ),
             train=TrainConfig(

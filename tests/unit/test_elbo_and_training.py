@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Bernoulli, Normal, kl_divergence
+from torch.distributions import Bernoulli, Normal, StudentT, kl_divergence
 
 from pipeline.core.config import ModelConfig, TrainConfig
 from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
-from pipeline.model.graphs import score_with_torch
+from pipeline.model.graphs import ScorerGraph, score_with_torch
 from pipeline.model.train import family_weights, train_vae
 
 X = np.random.default_rng(1).normal(size=(600, 5)).astype(np.float32)
@@ -27,6 +27,9 @@ def test_nll_terms_match_torch_distributions() -> None:
     torch.testing.assert_close(elbo.gaussian_nll(x, mean, logvar), expected)
     target, logits = torch.randint(0, 2, (50, 4)).float(), torch.randn(50, 4) * 5
     torch.testing.assert_close(elbo.bernoulli_nll(target, logits), -Bernoulli(logits=logits).log_prob(target))
+    for df in (1.0, 4.0, 30.0):
+        expected = -StudentT(df, mean, 1.0).log_prob(x)
+        torch.testing.assert_close(elbo.student_nll(x, mean, df), expected)
 
 
 def test_kl_matches_torch_distributions() -> None:
@@ -68,6 +71,29 @@ def test_learned_variance_and_bernoulli_likelihoods_train() -> None:
     gaussian = train_vae(X[:500], X[500:], ModelConfig(likelihood="gaussian"), FAST)
     assert gaussian.model.decoder_logvar.requires_grad
     assert not torch.all(gaussian.model.decoder_logvar == 0)
+
+
+def test_student_likelihood_keeps_bernoulli_inputs_and_scores_alike_on_both_scorer_paths() -> None:
+    """The Student-t takes the continuous inputs and leaves 0/1 ones Bernoulli; the scorer's
+    shared-density path (one sum of log(ν + diff²) over members) gives the per-member NLL."""
+    student = ModelConfig(likelihood="student", student_df=3.0)
+    binary = np.hstack([X, (X[:, :2] > 0).astype(np.float32)])
+    mixed = train_vae(binary[:500], binary[500:], student, FAST)
+    assert mixed.model.bernoulli_mask.tolist() == [False] * 5 + [True] * 2
+    assert mixed.model.student_df == 3.0 and not mixed.model.decoder_logvar.requires_grad
+    result = train_vae(X[:500], X[500:], student, FAST)
+    graph = ScorerGraph(result.model, result.scaler)
+    assert graph.shared_density
+    rows = torch.from_numpy(np.vstack([X[500:], [[30.0, -8.0, 0.0, 0.0, 0.0]]]).astype(np.float32))
+    with torch.no_grad():
+        shared, shared_nll, *_ = graph.score_terms(rows)
+        graph.shared_density, graph.nll_offset = False, torch.zeros_like(graph.nll_offset)
+        per_member, member_nll, *_ = graph.score_terms(rows)
+    torch.testing.assert_close(shared, per_member, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(shared_nll, member_nll, rtol=1e-5, atol=1e-5)
+    # The far row's first input, about 30 scaled units off: the t's tail gives it about 12 nats,
+    # where the unit Gaussian's would give about 450.
+    assert 5.0 < float(member_nll[-1, 0]) < 20.0
 
 
 def test_family_weights_give_the_smaller_family_equal_say() -> None:
