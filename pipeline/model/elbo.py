@@ -26,8 +26,8 @@ def student_constant(df: float) -> float:
 
 def student_nll(x: torch.Tensor, mean: torch.Tensor, df: float) -> torch.Tensor:
     """Per-element −log t_ν(x; mean, 1): quadratic near the mean like the unit Gaussian's, but
-    logarithmic in the tails, so one column's extreme residual cannot outweigh the rest of the
-    row, and the few contaminated rows in training pull the fit less."""
+    logarithmic in the tails, so one column's extreme residual weighs less against the rest of
+    the row, and the few contaminated rows in training pull the fit less."""
     return student_constant(df) + 0.5 * (df + 1.0) * torch.log1p((x - mean).square() * (1.0 / df))
 
 
