@@ -121,8 +121,8 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
             f"training needs at least 2 training and 1 validation rows, got {len(x_train)} and {len(x_val)}."
         )
     device = resolve_device(train_config.device)
-    likelihood = model_config.likelihood
-    bernoulli = binary_columns(x_train) if likelihood in BERNOULLI_LIKELIHOODS else np.zeros(x_train.shape[1], bool)
+    binary = model_config.likelihood in BERNOULLI_LIKELIHOODS
+    bernoulli = binary_columns(x_train) if binary else np.zeros(x_train.shape[1], bool)
     # "auto" is settled by the data's mode (defaults.resolve); rows reaching here without one are a table's.
     balanced = settled_balance(model_config.balance, "tabular") == "families"
     weights = family_weights(bernoulli) if balanced else np.ones(x_train.shape[1], np.float32)
@@ -132,7 +132,7 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
         x_train.shape[1],
         model_config.hidden,
         model_config.latent,
-        likelihood,
+        model_config.likelihood,
         model_config.dropout,
         model_config.members,
         model_config.student_df,
