@@ -203,12 +203,11 @@ class ScorerGraph(nn.Module):
         # excess of the first term over the baseline less the offset (folded here in float64),
         # which rounds less than subtracting two full NLLs.
         self.shared_density = vae.shape.likelihood != "gaussian" and not vae.uses_bernoulli and not vae.uses_weight
-        self.student_df = vae.student_df
         log_scale = np.log(scaler.scale.astype(np.float64))
-        if self.student_df is None:
+        df = vae.student_df
+        if df is None:
             self.coefficient, constant = 0.5, 0.5 * elbo.LOG_2PI
         else:  # −log t_ν(d) = const + ½(ν+1)·(log(ν + d²) − log ν)
-            df = self.student_df
             self.coefficient = 0.5 * (df + 1.0)
             constant = elbo.student_constant(df) - self.coefficient * np.log(df)
         offset = constant + log_scale if self.shared_density else np.zeros(n)
@@ -221,8 +220,8 @@ class ScorerGraph(nn.Module):
 
     def member_nll(self, x: torch.Tensor, decoded: torch.Tensor, index: int) -> torch.Tensor:
         """−log p(x | z = mu) per input in raw units for member `index`: [batch, inputs]."""
-        if self.student_df is not None:
-            nll = elbo.student_nll(x, decoded, self.student_df) + self.scaling.log_scale
+        if self.vae.student_df is not None:
+            nll = elbo.student_nll(x, decoded, self.vae.student_df) + self.scaling.log_scale
         else:
             logvar = self.vae.decoded_logvar()[index]
             diff = x - decoded
@@ -241,13 +240,14 @@ class ScorerGraph(nn.Module):
         """score_terms' four, then the per-input NLL less `nll_offset`."""
         x = self.scaling(x_raw)
         shared, nlls, kls, mus = [], [], [], []
+        df = self.vae.student_df
         for index in range(self.vae.shape.members):
             mu, logvar = self.vae.encode_member(x, index)
             decoded = self.vae.decode_member(mu, index)
             if self.shared_density:
                 diff = decoded - x
                 square = diff * diff
-                shared.append(square if self.student_df is None else torch.log(square + self.student_df))
+                shared.append(square if df is None else torch.log(square + df))
             else:
                 nlls.append(self.member_nll(x, decoded, index))
             kls.append(elbo.kl_to_standard_normal(mu, logvar))

@@ -145,7 +145,7 @@ class VAE(nn.Module):
         self.decoder_logvar = nn.Parameter(
             torch.zeros(shape.members, shape.n_inputs), requires_grad=shape.likelihood == "gaussian"
         )
-        self.student_df = shape.student_df if shape.likelihood == "student" else None
+        self.student_df = shape.student_df  # None unless the likelihood is student (VAEShape.for_inputs)
         mask = bernoulli_mask if bernoulli_mask is not None else torch.zeros(shape.n_inputs, dtype=torch.bool)
         self.register_buffer("bernoulli_mask", mask.bool())
         # A Python fact, not a tensor test, so the exported graphs hold no data-dependent branch.
