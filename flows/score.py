@@ -25,6 +25,7 @@ from pipeline.core.config import AlertRules
 from pipeline.core.errors import DataError, exit_on_user_error
 from pipeline.core.faults import crash_point, is_transient
 from pipeline.data.ingest import is_glob
+from pipeline.data.schema import FeatureSchema
 from pipeline.ops import delivery, inbox, reports
 from pipeline.ops.alerts import summary_text
 from pipeline.ops.ledger import MAX_ATTEMPTS, SINK_PAUSE_SECONDS, Ledger
@@ -101,9 +102,7 @@ def deliver_alert(alert: Alert | DriftAlert, sinks: list[str], ledger: Ledger) -
 
 @task(**IO_RETRIES)  # the ledger may be locked by another run for a while
 def complete_batch(ledger: Ledger, model_key: str, batch: Batch, summary: BatchSummary) -> None:
-    ledger.complete(
-        batch.identity, model_key, summary.output, summary.model_dump(mode="json"), alarm_state=summary.alarm_state
-    )
+    ledger.complete(batch.identity, model_key, summary.output, summary.model_dump(mode="json"))
 
 
 @task(**IO_RETRIES)
@@ -191,6 +190,7 @@ class ScoringRun:
     outbox: str
     sinks: list[str]
     breaker: delivery.SinkBreaker
+    schema: FeatureSchema  # the model's: how its batches are ordered into a stream
     summaries: list[BatchSummary] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     drift_alerts: list[DriftAlert] = field(default_factory=list)
@@ -217,18 +217,19 @@ class ScoringRun:
                 "sink %s is paused after %d failure(s) in a row, until %s; its alerts wait for it",
                 *(sink, failures, until_text),
             )
-        return cls(ledger, model_dir, _scorer(model_dir, provider).manifest.key, outbox, sinks, breaker)
+        scorer = _scorer(model_dir, provider)
+        return cls(ledger, model_dir, scorer.manifest.key, outbox, sinks, breaker, scorer.schema)
 
     def waiting(self, inbox_path: str, force: bool, archive: Optional[str]) -> list[Batch]:
-        """The inbox's batches this model version has not settled, fewest attempts first: a batch
-        a run started and did not finish goes last, so one that kills its process each time
-        blocks none behind it. With `archive`, settled batches still in the inbox move there."""
+        """The inbox's batches this model version has not settled, in stream order (a sensor
+        stream's in data time, a poison batch last: `inbox.in_stream_order`). With `archive`,
+        settled batches still in the inbox move there."""
         attempts = self.ledger.pending_attempts(self.model_key)
         settled = {} if force else self.ledger.settled(self.model_key)
         found = find_batches(inbox_path, self.ledger)
         if archive:  # scored before archiving was asked for, or by a run that died before it archived
             archive_batches([b for b in found if settled.get(b.identity) == "done"], inbox_path, archive)
-        return sorted((b for b in found if b.identity not in settled), key=lambda b: attempts.get(b.identity, 0))
+        return inbox.in_stream_order([b for b in found if b.identity not in settled], self.schema, attempts)
 
     def score(self, batch: Batch, options: ScoreRunOptions) -> bool:
         """Claim, score and judge one batch, deliver its alerts, record it done; False when it

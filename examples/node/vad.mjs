@@ -112,8 +112,10 @@ export function readCsv(text) {
   return parse(text, { columns: true, skip_empty_lines: true, trim: true });
 }
 
-/** Rows → model inputs (Float32Array, rows × inputs) and the key columns of each scored row. */
-export function toInputs(manifest, rows) {
+/** Rows → model inputs (Float32Array, rows × inputs) and the key columns of each scored row.
+ * `state` (what the last `score` call returned) continues each entity's stream: its first rows'
+ * windows are built on the rows before them, as Python's scheduled flow carries them in its ledger. */
+export function toInputs(manifest, rows, state = {}) {
   const schema = manifest.feature_schema;
   const keyColumns = schema.mode === "sensor"
     ? [schema.entity_column, schema.time_column].filter(Boolean).concat(schema.id_columns ?? [])
@@ -127,12 +129,37 @@ export function toInputs(manifest, rows) {
   const width = manifest.input_names.length;
   let matrix = features;
   const window = schema.mode === "sensor" && schema.window ? schema.window.length : 1;
-  if (window > 1) matrix = windows(spans, features, window);
+  const carried = schema.mode === "sensor" ? carriedStates(schema, rows, spans, state) : spans.map(() => null);
+  if (window > 1) matrix = windows(spans, features, window, carried);
   const x = new Float32Array(rows.length * width);
   matrix.forEach((values, i) => x.set(values, i * width));
   const keys = rows.map((row) => Object.fromEntries(keyColumns.map((k) => [k, row[k]])));
-  return { x, rows: rows.length, width, keys, spans, window,
+  return { x, rows: rows.length, width, keys, spans, window, features, carried,
+    entities: spans.map(([start]) => entityOf(schema, rows[start])),
+    ends: spans.map(([, stop]) => seconds(rows[stop - 1][schema.time_column])),
     novel: (schema.unseen ?? "flag") === "flag" ? novel : novel.map(() => false) };
+}
+
+/** The entity a row belongs to (Python's `SERIES`, "*", for a series without an entity column). */
+function entityOf(schema, row) {
+  return schema.entity_column ? row[schema.entity_column] : "*";
+}
+
+/** For each span, the state it continues: its entity's, when it is the entity's first span, the
+ * state ends before it, and no gap longer than `max_gap` lies between (after one the span
+ * restarts and only the counts since the last alarm and flag go on, as in Python). A state
+ * that ends at or after the span's first row (rows sent again, or late) is not continued. */
+function carriedStates(schema, rows, spans, state) {
+  const gap = schema.max_gap ? isoSeconds(schema.max_gap) : Infinity;
+  return spans.map(([start], i) => {
+    const entity = entityOf(schema, rows[start]);
+    const held = state[entity];
+    if (!held || (i > 0 && entityOf(schema, rows[spans[i - 1][0]]) === entity)) return null;
+    const first = seconds(rows[start][schema.time_column]);
+    if (!(held.end < first)) return null;
+    if (first - held.end > gap) return { ...held, spanRows: 0, rows: [], windowScores: [], stepScores: [] };
+    return held;
+  });
 }
 
 function rowFeatures(schema, row, index) {
@@ -201,69 +228,117 @@ function isoSeconds(text) {
   return ((days * 24 + hours) * 60 + minutes) * 60 + secs;
 }
 
-/** Each row gets the window ending at it (oldest step first); a span's first row is repeated
- * before its start, exactly as the Python runtime pads. */
-function windows(spans, features, length) {
+/** Each row gets the window ending at it (oldest step first), built on the rows its span
+ * continues (`carried`); where there are too few, the span's first row is repeated before its
+ * start, exactly as the Python runtime pads. */
+function windows(spans, features, length, carried) {
   const out = [];
-  for (const [start, stop] of spans) {
-    for (let i = start; i < stop; i++) {
+  spans.forEach(([start, stop], span) => {
+    const series = (carried[span]?.rows ?? []).concat(features.slice(start, stop));
+    const offset = series.length - (stop - start);
+    for (let i = offset; i < series.length; i++) {
       const window = [];
-      for (let k = length - 1; k >= 0; k--) window.push(...features[Math.max(start, i - k)]);
+      for (let k = length - 1; k >= 0; k--) window.push(...series[Math.max(0, i - k)]);
       out.push(window);
     }
-  }
+  });
   return out;
 }
 
-/** Flags as the Python runtime raises them: above the threshold; under a persistence rule,
- * only with at least k of the last n rows of the span above it; never on a span's first
- * `window - 1` rows (scored on padded windows, a history that never happened); and any row
- * holding a category unseen in training when the model says so. */
-export function flags(scores, threshold, inputs, persistence = { k: 1, n: 1 }) {
+// A padded step (a span's first `window - 1` rows) is flagged only past the threshold by this
+// many times the threshold's margin over the normal score: Python's steps.PADDED_MARGIN.
+const PADDED_MARGIN = 10;
+
+/** Flags as the Python runtime raises them, per span continuing its carried state: above the
+ * threshold; under a persistence rule, only with at least k of the last n steps of the span
+ * above it; on a padded step (the span's first `window - 1` rows, a history that never
+ * happened) only past the wide margin, and the step is judged only then; and any row holding a
+ * category unseen in training when the model says so. */
+export function flags(steps, threshold, normal, inputs, persistence = { k: 1, n: 1 }) {
   const { k, n } = persistence.k > 1 ? persistence : { k: 1, n: 1 }; // k of 1 is a plain threshold, whatever n
-  const exceeds = Array.from(scores, (s) => s > threshold);
-  const out = new Array(scores.length).fill(false);
-  for (const [start, stop] of inputs.spans) {
+  const wide = threshold + PADDED_MARGIN * Math.max(threshold - normal, 1e-9);
+  const flagged = new Array(steps.length).fill(false);
+  const judged = new Array(steps.length).fill(true);
+  inputs.spans.forEach(([start, stop], span) => {
+    const held = inputs.carried[span];
+    const seen = held?.spanRows ?? 0;
+    const exceeds = (held?.stepScores ?? []).concat(Array.from(steps.subarray(start, stop))).map((s) => s > threshold);
+    const before = exceeds.length - (stop - start);
     let run = 0;
-    for (let i = start; i < stop; i++) {
-      run += exceeds[i] - (i - n >= start ? exceeds[i - n] : 0);
-      out[i] = run >= k && i - start >= inputs.window - 1;
+    for (let j = 0; j < exceeds.length; j++) {
+      run += exceeds[j] - (j - n >= 0 ? exceeds[j - n] : 0);
+      if (j < before) continue;
+      const i = start + j - before;
+      if (seen + j - before < inputs.window - 1) {
+        flagged[i] = steps[i] > wide;
+        judged[i] = flagged[i];
+      } else {
+        flagged[i] = run >= k;
+      }
     }
-  }
-  return out.map((flag, i) => flag || inputs.novel[i]);
+  });
+  inputs.novel.forEach((novel, i) => {
+    if (novel) flagged[i] = judged[i] = true;
+  });
+  return { flagged, judged };
 }
 
 /** The window rule (the manifest's `feature_schema.window.rule`), as the Python runtime applies it:
- * `mean` gives each row the mean score of the windows ending at its last `length` rows, over
- * running sums added in the same order as numpy's; a span's first
- * `length - 1` rows (padded windows) keep their own score and enter no mean. */
+ * `mean` gives each row the mean score of the full windows ending at its span's last `length`
+ * rows (those before the batch included), over running sums added in the same order as numpy's;
+ * a span's first `length - 1` rows (padded windows) keep their own score and enter no mean. */
 export function stepScores(scores, inputs, rule) {
   const out = Float64Array.from(scores);
   const length = inputs.window;
   if (rule !== "mean" || length < 2) return out;
-  for (const [start, stop] of inputs.spans) {
-    const first = start + length - 1;
-    if (first >= stop) continue;
+  inputs.spans.forEach(([start, stop], span) => {
+    const held = inputs.carried[span];
+    const values = (held?.windowScores ?? []).concat(Array.from(scores.subarray(start, stop)));
+    const before = values.length - (stop - start);
+    const first = Math.max(0, length - 1 - ((held?.spanRows ?? 0) - before)); // the first full window
     const total = [0], infinite = [0], invalid = [0];
-    for (let i = first; i < stop; i++) {
-      const s = scores[i];
+    for (let j = first; j < values.length; j++) {
+      const s = values[j];
       const finite = Number.isFinite(s);
       total.push(total[total.length - 1] + (finite ? s : 0));
       infinite.push(infinite[infinite.length - 1] + (s === Infinity ? 1 : 0));
       invalid.push(invalid[invalid.length - 1] + (!finite && s !== Infinity ? 1 : 0));
     }
-    for (let i = first; i < stop; i++) {
-      const high = i - first + 1, low = Math.max(0, i - length + 1 - first);
+    for (let j = Math.max(first, before); j < values.length; j++) {
+      const high = j - first + 1, low = Math.max(0, j - length + 1 - first);
       let mean = (total[high] - total[low]) / (high - low);
       if (infinite[high] > infinite[low]) mean = Infinity;
       if (invalid[high] > invalid[low]) mean = NaN;
-      out[i] = mean;
+      out[start + j - before] = mean;
     }
-  }
+  });
   return out;
 }
 
-/** Negative ELBO per row (higher = more anomalous), and whether it passes the threshold. */
+/** The onsets of anomalous episodes, per entity (Python's `onsets`): an episode starts at a
+ * flagged row after more than `quiet` rows without a flag, and alarms unless the entity alarmed
+ * in the `hold_off` rows before it; counts since the last alarm and flag carry over calls. */
+function onsets(flagged, bounds, since, { hold_off: holdOff, quiet }) {
+  const alarms = new Array(flagged.length).fill(false);
+  const after = bounds.map(([start, stop], b) => {
+    let lastAlarm = since[b].sinceAlarm == null ? null : -since[b].sinceAlarm - 1;
+    let lastFlag = since[b].sinceFlag == null ? null : -since[b].sinceFlag - 1;
+    for (let j = 0; j < stop - start; j++) {
+      if (!flagged[start + j]) continue;
+      if ((lastFlag === null || j - lastFlag > quiet) && (lastAlarm === null || j > lastAlarm + holdOff)) {
+        alarms[start + j] = true;
+        lastAlarm = j;
+      }
+      lastFlag = j;
+    }
+    const rows = stop - start;
+    return { sinceAlarm: lastAlarm === null ? null : rows - 1 - lastAlarm, sinceFlag: lastFlag === null ? null : rows - 1 - lastFlag };
+  });
+  return { alarms, after };
+}
+
+/** Negative ELBO per row (higher = more anomalous), its flag, alarm and whether it was judged,
+ * and each entity's state for the next call (`toInputs(manifest, rows, state)`). */
 export async function score(model, inputs) {
   const session = await model.session("scorer");
   const scores = new Float32Array(inputs.rows);
@@ -273,9 +348,63 @@ export async function score(model, inputs) {
     const { score: out } = await session.run({ x }, ["score"]);
     scores.set(out.data, start);
   }
-  const steps = stepScores(scores, inputs, model.manifest.feature_schema.window?.rule ?? "end");
-  const flagged = flags(steps, model.threshold, inputs, model.manifest.threshold.persistence);
-  return Array.from(steps, (s, i) => ({ score: s, is_anomaly: flagged[i] }));
+  const { manifest } = model;
+  const sensor = manifest.feature_schema.mode === "sensor";
+  const steps = sensor ? stepScores(scores, inputs, manifest.feature_schema.window?.rule ?? "end") : Float64Array.from(scores);
+  const normal = manifest.validation.score_quantiles["0.5"];
+  const { persistence } = manifest.threshold;
+  const { flagged, judged } = sensor
+    ? flags(steps, model.threshold, normal, inputs, persistence)
+    : { flagged: Array.from(steps, (s, i) => s > model.threshold || inputs.novel[i]), judged: null };
+  if (!sensor) return { rows: Array.from(steps, (s, i) => ({ score: s, is_anomaly: flagged[i] })), state: {} };
+  const { alarms, state } = streamState(manifest, inputs, scores, steps, flagged);
+  const rows = Array.from(steps, (s, i) => ({ score: s, is_anomaly: flagged[i], alarm: alarms[i], judged: judged[i] }));
+  return { rows, state };
+}
+
+/** Alarms per entity, and where each entity's stream stands after its last row (Python's
+ * `EntityState`): its span's last rows, their window and step scores, the counts since its last
+ * alarm and flag. */
+function streamState(manifest, inputs, scores, steps, flagged) {
+  const bounds = [], spansOf = [];
+  inputs.spans.forEach(([start, stop], span) => {
+    if (span > 0 && inputs.entities[span] === inputs.entities[span - 1]) {
+      bounds[bounds.length - 1][1] = stop;
+      spansOf[spansOf.length - 1].push(span);
+    } else {
+      bounds.push([start, stop]);
+      spansOf.push([span]);
+    }
+  });
+  const since = spansOf.map((spans) => inputs.carried[spans[0]] ?? {});
+  const { alarms, after } = onsets(flagged, bounds, since, manifest.threshold.alarm);
+  const keepRows = inputs.window - 1, keepSteps = manifest.threshold.persistence.n - 1;
+  const state = {};
+  spansOf.forEach((spans, b) => {
+    const span = spans[spans.length - 1];
+    const [start, stop] = inputs.spans[span];
+    const held = spans.length === 1 ? inputs.carried[span] : null;
+    const spanRows = (held?.spanRows ?? 0) + stop - start;
+    const tail = (before, values, keep) => before.concat(values).slice(before.length + values.length - Math.min(keep, spanRows));
+    state[inputs.entities[span]] = {
+      end: inputs.ends[span],
+      spanRows,
+      rows: tail(held?.rows ?? [], inputs.features.slice(start, stop), keepRows),
+      windowScores: tail(held?.windowScores ?? [], Array.from(scores.subarray(start, stop)), keepRows),
+      stepScores: tail(held?.stepScores ?? [], Array.from(steps.subarray(start, stop)), keepSteps),
+      ...after[b],
+    };
+  });
+  return { alarms, state };
+}
+
+/** A state as JSON text and back: scores can be ±Infinity or NaN, which JSON cannot hold. */
+export function stateToJson(state) {
+  return JSON.stringify(state, (_, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v));
+}
+
+export function stateFromJson(text) {
+  return JSON.parse(text, (_, v) => (v === "Infinity" || v === "-Infinity" || v === "NaN" ? Number(v) : v));
 }
 
 /** Latent means [rows][members][latent], read from the scorer graph's `mu` output as the Python

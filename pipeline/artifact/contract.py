@@ -31,6 +31,9 @@ ROW = "row"  # the key of a table without key columns: the row's number in its f
 SCORE = "score"  # negative ELBO, higher = more anomalous
 IS_ANOMALY = "is_anomaly"  # score above the threshold (and, for sensors, the persistence rule)
 ALARM = "alarm"  # the onset of an anomalous episode (sensors: after the hold-off; tables: is_anomaly)
+# Sensors: False where a step was scored on a padded window (an entity's first `length - 1` rows,
+# before a full window exists) and its score did not pass the wide margin: not judged, not normal.
+JUDGED = "judged"
 PERCENTILE = "percentile"  # where the score falls among the validation scores, 0-100
 SOURCE_FILE = "source_file"  # the input file's name (score_files)
 MODEL_VERSION = "model_version"  # name/version of the model that scored the row (score_files, partitions)
@@ -61,5 +64,15 @@ def share_of(feature_column: str) -> str:
 def score_columns(columns: list[str]) -> set[str]:
     """The columns scoring added to the row keys (everything but the keys)."""
     ranked = feature_columns(columns)
-    added = {SCORE, IS_ANOMALY, ALARM, PERCENTILE, SOURCE_FILE, MODEL_VERSION, *ranked, *(share_of(c) for c in ranked)}
+    added = {
+        SCORE,
+        IS_ANOMALY,
+        ALARM,
+        JUDGED,
+        PERCENTILE,
+        SOURCE_FILE,
+        MODEL_VERSION,
+        *ranked,
+        *(share_of(c) for c in ranked),
+    }
     return added & set(columns)

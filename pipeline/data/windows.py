@@ -164,28 +164,3 @@ class WindowIndex:
 
     ends: np.ndarray
     spans: list[tuple[int, int]]
-
-
-def mean_of_last_windows(scores: np.ndarray, index: WindowIndex, length: int) -> np.ndarray:
-    """WindowSpec's `mean` rule: each window's score becomes the mean score of the windows of
-    its span that end in its last `length` steps, itself included. Windows padded with the
-    span's first row (ending in its first `length - 1` steps) keep their own score and enter
-    no mean. A +inf or NaN score makes the means it enters +inf or NaN, and no others."""
-    scores = np.asarray(scores, dtype=np.float64)
-    out = scores.copy()
-    for start, stop in index.spans:
-        at = np.flatnonzero((index.ends >= start + length - 1) & (index.ends < stop))  # full windows, in order
-        if not len(at):
-            continue
-        ends, values = index.ends[at], scores[at]
-        low, high = np.searchsorted(ends, ends - length + 1), np.arange(1, len(at) + 1)
-        finite = np.isfinite(values)
-        # Running sums, so each mean costs two lookups; the Node example sums in the same order.
-        total = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
-        infinite = np.concatenate([[0], np.cumsum(np.isposinf(values))])
-        invalid = np.concatenate([[0], np.cumsum(~finite & ~np.isposinf(values))])
-        mean = (total[high] - total[low]) / (high - low)
-        mean[infinite[high] > infinite[low]] = np.inf
-        mean[invalid[high] > invalid[low]] = np.nan
-        out[at] = mean
-    return out

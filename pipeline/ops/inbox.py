@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import shutil
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -19,14 +21,15 @@ import polars as pl
 from pipeline.artifact import contract
 from pipeline.core.atomic import atomic_output
 from pipeline.core.config import AlertRules, DriftRules
-from pipeline.core.errors import DataError
+from pipeline.core.errors import DataError, PipelineError
 from pipeline.core.faults import crash_point, full_disk_point
 from pipeline.data import ingest
+from pipeline.data.schema import FeatureSchema
 from pipeline.ops import alerts
 from pipeline.ops.ledger import Ledger
 from pipeline.ops.records import Alert, Batch, BatchSummary, DriftAlert, Judged
 from pipeline.runtime import Scorer, score_files
-from pipeline.runtime.scorer import Held
+from pipeline.runtime.steps import StreamStates, time_seconds
 
 LEDGER_FILE = "ledger.sqlite"
 log = logging.getLogger(__name__)
@@ -62,6 +65,35 @@ def find_batches(inbox: str | Path, ledger: Ledger) -> list[Batch]:
                     ", ".join(sorted(ingest.FORMATS)),
                 )
     return batches
+
+
+def data_start(batch: Batch, schema: FeatureSchema) -> float:
+    """The earliest data time of a sensor batch, in seconds (its time column alone is read);
+    -inf where there is none or it cannot be read (scoring the batch then says why)."""
+    if schema.mode != "sensor" or not schema.time_column:
+        return -math.inf
+    try:
+        times = ingest.scan_file(Path(batch.file)).select(schema.time_column).collect()[schema.time_column]
+        if times.dtype == pl.String:
+            times = times.str.to_datetime(strict=False)
+        seconds = time_seconds(times.drop_nulls())
+    except (OSError, PipelineError, pl.exceptions.PolarsError):
+        return -math.inf
+    return float(seconds.min()) if len(seconds) else -math.inf
+
+
+DIED_BEFORE = 2  # claims after which a batch that never finished gives up its place in the stream
+
+
+def in_stream_order(batches: list[Batch], schema: FeatureSchema, attempts: dict[str, int]) -> list[Batch]:
+    """The order to score waiting batches in. A sensor stream's batches go in data time, so each
+    continues the state the batch before it reached, whatever order they arrived or were
+    retried in (R28); a batch whose run died `DIED_BEFORE` times or more (a poison batch that
+    kills its process) goes last, so it holds up the others at most that many runs, and is
+    then scored from the state as of its own data time. Tables: fewest attempts first."""
+    if schema.mode != "sensor":
+        return sorted(batches, key=lambda b: attempts.get(b.identity, 0))
+    return sorted(batches, key=lambda b: (attempts.get(b.identity, 0) >= DIED_BEFORE, data_start(b, schema)))
 
 
 def open_ledger(outbox: str | Path) -> Ledger:
@@ -168,12 +200,13 @@ def score_batch(  # noqa: PLR0913 - keyword-only settings, each passed through t
     *,
     threshold: float | None = None,
     drift_rules: DriftRules | None = None,
-    alarm_state: dict[str, Held] | None = None,
+    stream: StreamStates | None = None,
     on_chunk: Callable[[pl.DataFrame], object] | None = None,
 ) -> BatchSummary:
-    """Score one batch into its output file, measuring its drift by `drift_rules`; its alarm
-    rule starts from `alarm_state` (the ledger's, as the batches before it left it);
-    `on_chunk` hears each scored chunk."""
+    """Score one batch into its output file, measuring its drift by `drift_rules`; each of its
+    entities continues the state its stream reached before the batch, in `stream` (the
+    ledger's: `stream_of`), which records where each now stands; `on_chunk` hears each
+    scored chunk."""
     output = output_path(outbox, scorer.manifest.key, batch)
     if batch.size >= 0:  # the identity (and so the output path) must describe the bytes scored
         ingest.check_unchanged(Path(batch.file), (batch.size, batch.mtime_ns))
@@ -184,7 +217,7 @@ def score_batch(  # noqa: PLR0913 - keyword-only settings, each passed through t
         threshold=threshold,
         top_k=contract.TOP_K,
         drift_rules=drift_rules,
-        alarm_state=alarm_state,
+        stream=stream,
         on_chunk=on_chunk,
     )
     return BatchSummary(
@@ -195,10 +228,15 @@ def score_batch(  # noqa: PLR0913 - keyword-only settings, each passed through t
         threshold=report.threshold,
         inputs=report.inputs.summary(),
         alarms=report.alarms,
-        alarm_state=report.alarm_state,
+        unjudged=report.unjudged,
         failed_entities=report.inputs.failed,
         drift=report.drift,
     )
+
+
+def stream_of(ledger: Ledger, model_key: str) -> StreamStates:
+    """The streams of a model version as the ledger's completed batches left them, by data time."""
+    return StreamStates(partial(ledger.states_before, model_key))
 
 
 def score_and_judge(
@@ -212,13 +250,15 @@ def score_and_judge(
 ) -> Judged:
     """Score one batch and judge it: its summary, its anomaly alert and its drift alert, each
     alert recorded once. The alarm rule starts where the batches before left it (the ledger's
-    alarm state), and the alert is judged on the scored chunks as they were written: the
-    scores file is not read back."""
+    stream states), and the alert is judged on the scored chunks as they were written: the
+    scores file is not read back. The stream states it reaches are staged in the ledger, to
+    become those later batches continue when the batch completes."""
     chunks: list[pl.DataFrame] = []
-    state = ledger.alarm_state(scorer.manifest.key)
+    stream = stream_of(ledger, scorer.manifest.key)
     summary = score_batch(
-        scorer, batch, outbox, threshold=threshold, drift_rules=rules.drift, alarm_state=state, on_chunk=chunks.append
+        scorer, batch, outbox, threshold=threshold, drift_rules=rules.drift, stream=stream, on_chunk=chunks.append
     )
+    ledger.stage_states(batch.identity, scorer.manifest.key, stream.latest)
     crash_point("scored")
     scored = pl.concat(chunks, how="vertical_relaxed")
     chunks.clear()

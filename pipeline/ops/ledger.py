@@ -18,13 +18,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.core.digest import sha256_file
 from pipeline.core.errors import PipelineError
 from pipeline.core.faults import is_transient, pid_alive, process_start
+from pipeline.ops.alerts import FUTURE_SLACK
 from pipeline.ops.records import DriftAlert
-from pipeline.runtime.scorer import Held
+from pipeline.runtime.steps import EntityState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -44,8 +46,10 @@ CREATE TABLE IF NOT EXISTS entity_alerts (
 CREATE TABLE IF NOT EXISTS sinks (sink TEXT PRIMARY KEY, since REAL NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
     failed_at REAL);
 CREATE TABLE IF NOT EXISTS drifting (model_name TEXT NOT NULL, item TEXT NOT NULL, PRIMARY KEY (model_name, item));
-CREATE TABLE IF NOT EXISTS alarm_states (
-    model TEXT NOT NULL, entity TEXT NOT NULL, alarm_at REAL, flag_at REAL, step REAL, PRIMARY KEY (model, entity));
+CREATE TABLE IF NOT EXISTS stream_states (
+    model TEXT NOT NULL, entity TEXT NOT NULL, identity TEXT NOT NULL, end_time REAL NOT NULL, state TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, entity, identity));
+CREATE INDEX IF NOT EXISTS stream_states_by_time ON stream_states (model, entity, done, end_time);
 """
 
 
@@ -58,6 +62,9 @@ def owner_token() -> str:
 _NONCE = uuid.uuid4().hex[:8]
 SINK_PAUSE_SECONDS, SINK_PAUSE_MAX = 60.0, 3600.0  # a failing sink's first pause, and the longest
 MAX_ATTEMPTS = 5  # claims of a batch whose failures were transient, before it is set aside as failed
+# Stream states kept per model version and entity, newest by data time: a batch that arrives this
+# many batches late still continues the state as of its own time; an older one starts afresh.
+STATES_KEPT = 32
 
 
 def _owner_alive(owner: str) -> bool | None:
@@ -190,37 +197,52 @@ class Ledger:
             )
             return Claim(True, reason, me)
 
-    def complete(
-        self, identity: str, model: str, output: str, summary: dict, alarm_state: dict[str, Held] | None = None
-    ) -> None:
-        """The batch is done; with `alarm_state` (each entity's last alarm and last flagged row
-        in data time, and its time step), the next batch's alarm rule starts from it. One
-        transaction: a run killed before it re-scores the batch from the same state. Of two
-        batches of one entity, the later moments stand, whichever finished last."""
+    def complete(self, identity: str, model: str, output: str, summary: dict) -> None:
+        """The batch is done, and the stream states it reached (`stage_states`) become the ones
+        later batches of its entities continue, in one transaction: a run killed before it
+        re-scores the batch from the same states."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE batches SET status='done', finished_at=?, output=?, summary=? WHERE identity=? AND model=?",
                 (time.time(), output, json.dumps(summary, default=str), identity, model),
             )
-            db.executemany(
-                "INSERT INTO alarm_states (model, entity, alarm_at, flag_at, step) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (model, entity) DO UPDATE SET "
-                "alarm_at=max(coalesce(alarm_at, excluded.alarm_at), coalesce(excluded.alarm_at, alarm_at)), "
-                "flag_at=max(coalesce(flag_at, excluded.flag_at), coalesce(excluded.flag_at, flag_at)), "
-                "step=coalesce(excluded.step, step)",
-                [(model, entity, *held) for entity, held in (alarm_state or {}).items()],
+            entities = [
+                entity
+                for (entity,) in db.execute(
+                    "UPDATE stream_states SET done=1 WHERE model=? AND identity=? RETURNING entity", (model, identity)
+                ).fetchall()
+            ]
+            db.executemany(  # the newest STATES_KEPT per entity stay
+                "DELETE FROM stream_states WHERE model=?1 AND entity=?2 AND done=1 AND end_time < (SELECT end_time "
+                "FROM stream_states WHERE model=?1 AND entity=?2 AND done=1 ORDER BY end_time DESC LIMIT 1 OFFSET ?3)",
+                [(model, entity, STATES_KEPT - 1) for entity in entities],
             )
 
-    def alarm_state(self, model: str) -> dict[str, Held]:
-        """Each entity's last alarm and last flagged row (data time, seconds) and time step, as
-        the batches this model version finished left them."""
+    def stage_states(self, identity: str, model: str, states: dict[str, EntityState]) -> None:
+        """The stream states a batch reached, each entity's where its stream stood at the batch's
+        last row: kept aside until the batch completes (a re-run replaces them)."""
         with self._transaction() as db:
-            return {
-                entity: (alarm_at, flag_at, step)
-                for entity, alarm_at, flag_at, step in db.execute(
-                    "SELECT entity, alarm_at, flag_at, step FROM alarm_states WHERE model=?", (model,)
-                )
-            }
+            db.execute("DELETE FROM stream_states WHERE model=? AND identity=? AND done=0", (model, identity))
+            db.executemany(
+                "INSERT OR REPLACE INTO stream_states (model, entity, identity, end_time, state, done) "
+                "VALUES (?, ?, ?, ?, ?, 0)",
+                [(model, entity, identity, state.end, state.to_json()) for entity, state in states.items()],
+            )
+
+    def states_before(self, model: str, firsts: dict[str, float]) -> dict[str, EntityState]:
+        """For each entity, the state of the batch done last in its data time before `firsts`
+        (its first row's time, seconds): the state a batch of that entity continues."""
+        found = {}
+        with self._transaction() as db:
+            for entity, first in firsts.items():
+                row = db.execute(
+                    "SELECT state FROM stream_states WHERE model=? AND entity=? AND done=1 AND end_time < ? "
+                    "ORDER BY end_time DESC LIMIT 1",
+                    (model, entity, first),
+                ).fetchone()
+                if row is not None:
+                    found[entity] = EntityState.from_json(row[0])
+        return found
 
     def fail(self, identity: str, model: str, error: str) -> None:
         """A batch that cannot be scored (bad data): not retried until forced, since the
@@ -287,14 +309,19 @@ class Ledger:
         self, alert_id: str, identity: str, model: str, payload: dict, model_name: str, entity_times: dict[str, str]
     ) -> bool:
         """Store an alert once, with the alarm times of its entities (for the cooldown), in one
-        transaction; False when this alert id was already recorded."""
+        transaction; False when this alert id was already recorded. A later time replaces an
+        entity's kept one, and so does any time when the kept one lies past this host's clock by
+        more than FUTURE_SLACK (R47: one batch from a device clock 73 years ahead kept 2099 for
+        good, and every later real alarm paged again, never cooling down)."""
+        horizon = (datetime.now(UTC) + FUTURE_SLACK).isoformat()
         with self._transaction() as db:
             if not _insert_alert(db, alert_id, identity, model, payload):
                 return False
             db.executemany(
                 "INSERT INTO entity_alerts (model_name, entity, last_time) VALUES (?, ?, ?) "
-                "ON CONFLICT (model_name, entity) DO UPDATE SET last_time=max(last_time, excluded.last_time)",
-                [(model_name, entity, t) for entity, t in entity_times.items()],
+                "ON CONFLICT (model_name, entity) DO UPDATE SET last_time=CASE WHEN excluded.last_time > last_time "
+                "OR last_time > ? THEN excluded.last_time ELSE last_time END",
+                [(model_name, entity, t, horizon) for entity, t in entity_times.items()],
             )
             return True
 

@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.artifact.drift import DriftReport
 from pipeline.core.config import AlertRules, DriftRules
-from pipeline.runtime.scorer import Held
 
 
 class Batch(BaseModel):
@@ -41,9 +40,7 @@ class BatchSummary(BaseModel):
     anomalies: int
     threshold: float
     alarms: int = 0  # onsets of anomalous episodes (the scores' `alarm` column); absent in older records
-    # Each entity's last alarm and last flagged row (its time column's seconds; None: none yet) and
-    # time step, at the batch's end: the next batch's alarm rule starts from it (Scorer.alarms).
-    alarm_state: dict[str, Held] = {}
+    unjudged: int = 0  # sensor steps on padded windows, not past their wide margin (the scores' `judged`)
     inputs: str  # the input repairs, in words (InputReport.summary)
     failed_entities: dict[str, str] = {}  # entities left out of the batch (their rows could not be scored): why
     drift: DriftReport | None = None  # None: the model has no drift reference

@@ -8,10 +8,12 @@ this is what a scoring-only deployment installs and loads. The names below are t
 from pipeline.runtime.files import ScoreReport, default_chunk_rows, score_files
 from pipeline.runtime.kernel import KernelPool
 from pipeline.runtime.providers import Provider, cpu_cores, open_session, select_providers
-from pipeline.runtime.scorer import Estimator, Missing, Precision, ScoreOptions, Scorer, persistent
+from pipeline.runtime.scorer import Estimator, Missing, Precision, ScoreOptions, Scorer
+from pipeline.runtime.steps import EntityState, StepRule, StreamStates, persistent
 from pipeline.runtime.writer import write_scores
 
 __all__ = [
+    "EntityState",
     "Estimator",
     "KernelPool",
     "Missing",
@@ -20,6 +22,8 @@ __all__ = [
     "ScoreOptions",
     "ScoreReport",
     "Scorer",
+    "StepRule",
+    "StreamStates",
     "cpu_cores",
     "default_chunk_rows",
     "open_session",

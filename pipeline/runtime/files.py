@@ -26,7 +26,8 @@ from pipeline.data.schema import InputReport, check_columns
 from pipeline.runtime.entities import grouped_prepared, prepared_alone
 from pipeline.runtime.prefetch import in_order, prefetched
 from pipeline.runtime.providers import cpu_cores
-from pipeline.runtime.scorer import Held, ScoreOptions, Scorer
+from pipeline.runtime.scorer import ScoreOptions, Scorer
+from pipeline.runtime.steps import EntityState, StreamStates
 from pipeline.runtime.writer import write_scores
 
 # A sensor file without an entity column is one series, read whole (sorted before windowing);
@@ -62,11 +63,12 @@ class ScoreReport:
     rows: int = 0
     anomalies: int = 0
     alarms: int = 0  # onsets of anomalous episodes (the `alarm` column)
+    unjudged: int = 0  # sensor steps scored on a padded window and not past its wide margin (the `judged` column)
     threshold: float = 0.0
     inputs: InputReport = field(default_factory=InputReport)
     top: list[dict] = field(default_factory=list)
     drift: DriftReport | None = None  # the batch against the training data (None: the model has no reference)
-    alarm_state: dict[str, Held] = field(default_factory=dict)  # each entity's alarm state at the end (Scorer.alarms)
+    states: dict[str, EntityState] = field(default_factory=dict)  # each entity's stream state at the end
 
 
 def default_chunk_rows(scorer: Scorer) -> int:
@@ -86,7 +88,7 @@ def score_files(  # noqa: PLR0913 - keyword-only options of the public call  # l
     on_chunk: Callable[[pl.DataFrame], object] | None = None,
     max_rows: int | None = None,
     drift_rules: DriftRules | None = None,
-    alarm_state: dict[str, Held] | None = None,
+    stream: StreamStates | None = None,
     **fields: Any,
 ) -> ScoreReport:
     """Score a file, glob or folder into one file, written atomically, in the format its
@@ -105,9 +107,10 @@ def score_files(  # noqa: PLR0913 - keyword-only options of the public call  # l
     them). A file of more than `max_rows` rows is refused (default: `series_row_cap` for a
     series read whole, or for one entity of a fleet; no cap for streamed tables). The report's
     `drift` measures the batch against the model's training data (`pipeline.artifact.drift`),
-    naming what passed `drift_rules` (None: the defaults). `alarm_state` (each entity's last
-    alarm and flagged row, from earlier batches: Scorer.alarms) carries the alarm rule across
-    batches; the report's holds it at the end."""
+    naming what passed `drift_rules` (None: the defaults). Each sensor entity continues the
+    state its stream reached before its first row, in `stream` (earlier batches: the ledger's)
+    or in an earlier file of this call, as if the files were one stream; the report's `states`
+    hold where each entity's stream stands at the end (`pipeline.runtime.steps`)."""
     settled = scorer.resolve(options if options is not None else ScoreOptions(**fields))
     files = ingest.resolve_sources(source)
     output = Path(output)
@@ -120,16 +123,16 @@ def score_files(  # noqa: PLR0913 - keyword-only options of the public call  # l
     for file in files:  # every file's columns are checked before anything is written
         check_columns(ingest.file_columns(file), scorer.schema, str(file))
     assert settled.threshold is not None
-    report = ScoreReport(output=output, files=files, threshold=settled.threshold, alarm_state=dict(alarm_state or {}))
+    report = ScoreReport(output=output, files=files, threshold=settled.threshold)
     drift = scorer.drift_counter()
-    chunks = _scored_chunks(
-        scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift, alarm_state=report.alarm_state
-    )
+    stream = stream if stream is not None else StreamStates()
+    chunks = _scored_chunks(scorer, files, chunk_rows, settled, max_rows, scratch=output.parent, drift=drift, stream=stream)
     tally = _Tally(report, keep_top, on_chunk)
     with atomic_output(output) as temporary:
         if not write_scores(tally.written(chunks, scorer.manifest.key), temporary, output.suffix.lower()):
             raise DataError(f"there are no rows to score in '{source}'.")
     report.top = tally.top()
+    report.states = stream.latest
     report.drift = drift.report(drift_rules or DriftRules()) if drift is not None else None
     return report
 
@@ -164,6 +167,8 @@ class _Tally:
             self.on_chunk(scored)
         report.anomalies += int(scored[contract.IS_ANOMALY].sum())
         report.alarms += int(scored[contract.ALARM].sum())
+        if contract.JUDGED in scored.columns:
+            report.unjudged += int((~scored[contract.JUDGED]).sum())
         report.inputs.add(inputs)
         best = self.best
         floor = best[0][0] if best and len(best) == self.keep else -np.inf  # only rows that can enter
@@ -184,7 +189,7 @@ def _scored_chunks(  # noqa: PLR0913 - score_files' settings, passed on
     max_rows: int | None = None,
     scratch: Path | None = None,
     drift: DriftCounter | None = None,
-    alarm_state: dict[str, Held] | None = None,
+    stream: StreamStates | None = None,
 ) -> Iterator[tuple[Path, pl.DataFrame, InputReport]]:
     """(file, scored rows, input report) pieces of every file in turn. The seed advances with
     the rows scored, so sampled scores do not depend on how tables are cut into chunks. A
@@ -192,13 +197,13 @@ def _scored_chunks(  # noqa: PLR0913 - score_files' settings, passed on
     parts are written under `scratch` (None: the system's temporary folder)."""
     rows = 0
     # A table's chunks are independent: two at a time keep the kernel's threads busy while one
-    # chunk's last calls and columns finish. A series carries its alarm state from chunk to chunk.
+    # chunk's last calls and columns finish. A series carries its stream state from chunk to chunk.
     workers = 1 if scorer.schema.mode == "sensor" else min(2, cpu_cores())
     for file in files:
         before = ingest.file_stamp(file)
         chunks = prefetched(_prepared_chunks(scorer, file, chunk_rows, max_rows, scratch))
         jobs = ((prepared, options.seeded(offset)) for prepared, offset in _with_offsets(chunks, rows))
-        for scored, inputs in in_order(partial(_score_job, scorer, file, drift, alarm_state), jobs, workers):
+        for scored, inputs in in_order(partial(_score_job, scorer, file, drift, stream), jobs, workers):
             rows += scored.height
             yield file, scored, inputs
         ingest.check_unchanged(file, before)
@@ -211,12 +216,12 @@ def _score_job(
     scorer: Scorer,
     file: Path,
     drift: DriftCounter | None,
-    alarm_state: dict[str, Held] | None,
+    stream: StreamStates | None,
     job: tuple[Prepared, ScoreOptions],
 ) -> tuple[pl.DataFrame, InputReport]:
     """One prepared chunk scored, with the seed of the rows before it (so any order gives the same scores)."""
     crash_point("read", file)
-    return scorer.score_prepared(job[0], job[1], drift, alarm_state)
+    return scorer.score_prepared(job[0], job[1], drift, stream)
 
 
 def _with_offsets(chunks: Iterator[Prepared], start: int) -> Iterator[tuple[Prepared, int]]:

@@ -22,16 +22,10 @@ from pipeline.artifact.manifest import Manifest, read_manifest, resolve_model_di
 from pipeline.artifact.threshold import percentile_of
 from pipeline.core.errors import PipelineError
 from pipeline.data.schema import InputReport, RowNumbers, coerce, row_numbers, source_matrix, to_matrix
-from pipeline.data.windows import (
-    WindowIndex,
-    entity_bounds,
-    make_windows,
-    mean_of_last_windows,
-    series_bounds,
-    sort_for_windows,
-)
+from pipeline.data.windows import entity_bounds, make_windows, series_bounds, sort_for_windows
 from pipeline.runtime.kernel import KernelPool
 from pipeline.runtime.providers import Provider, check_graph, open_session, tensorrt_cache
+from pipeline.runtime.steps import SeriesLayout, StepRule, StreamStates, continued_windows, series_layout
 
 log = logging.getLogger(__name__)
 
@@ -266,13 +260,21 @@ class Scorer:
         prepared: tuple[np.ndarray, pl.DataFrame, InputReport],
         options: ScoreOptions,
         drift: DriftCounter | None = None,
-        alarm_state: dict[str, Held] | None = None,
+        stream: StreamStates | None = None,
     ) -> tuple[pl.DataFrame, InputReport]:
         """`score_with_report` on the output of `prepare` (which can run in another thread);
-        with `drift`, the rows are counted into it too; `alarm_state` carries each entity's
-        alarm state from an earlier batch, and is brought up to date (`alarms`)."""
+        with `drift`, the rows are counted into it too. With `stream`, each entity of a sensor
+        batch continues the state its stream reached before the batch (`pipeline.runtime.steps`),
+        and the state it reaches is recorded there: a stream scored batch by batch gives what
+        it gives whole. Without, every entity starts afresh."""
         x, keys, report = prepared
         options = self.resolve(options)
+        assert options.threshold is not None  # settled by resolve()
+        rule = self.step_rule(options.threshold)
+        layout = None
+        if self.schema.mode == "sensor" and keys.height:
+            layout = series_layout(keys, self.schema, self.entity_names(keys, entity_bounds(keys, self.schema)), stream)
+            x = self._continued(x, layout)
         k = min(options.top_k, len(self.source_names))
         arrays = self.score_array(
             x,
@@ -282,23 +284,12 @@ class Scorer:
             top_k=k,
             with_kl=drift is not None and options.estimator == "elbo",
         )
-        arrays = replace(arrays, score=self.series_scores(arrays.score, keys))
-        if arrays.top_index is None or arrays.top_share is None:  # rank here: sampled estimators, older graphs
-            assert arrays.feature_nll is not None
-            shares = self.contributions(arrays.feature_nll)
-            index = np.argsort(-shares, axis=1, kind="stable")[:, :k]
-            share = np.take_along_axis(shares, index, axis=1)
-        else:
-            index, share = arrays.top_index, arrays.top_share
-        assert options.threshold is not None  # settled by resolve()
+        columns = self._steps(arrays.score, x, layout, rule, self._novel(report), stream)
+        if layout is not None:  # the steps' scores (a table's rows keep the graph's float32)
+            arrays = replace(arrays, score=columns[contract.SCORE].to_numpy())
+        index, share = self._ranked(arrays, k)
         if drift is not None:
             self.count_drift(drift, x, keys, arrays)
-        flags = self.flags(arrays.score, options.threshold, keys, report.novel_rows)
-        columns: dict[str, pl.Series] = {
-            contract.SCORE: pl.Series(arrays.score.astype(np.float64)),
-            contract.IS_ANOMALY: pl.Series(flags),
-            contract.ALARM: pl.Series(self.alarms(flags, keys, alarm_state)),
-        }
         if self._percentiles is not None:
             columns[contract.PERCENTILE] = pl.Series(percentile_of(arrays.score, self._percentiles))
         for i in range(k):  # column names as categories: a gather of small codes, no Python strings
@@ -306,6 +297,77 @@ class Scorer:
             columns[contract.top_share(i + 1)] = pl.Series(share[:, i].astype(np.float32, copy=False))
         scored = keys.with_columns(**columns) if keys.width else pl.DataFrame(columns)  # no key columns
         return scored, report
+
+    def _steps(
+        self,
+        scores: np.ndarray,
+        x: np.ndarray,
+        layout: SeriesLayout | None,
+        rule: StepRule,
+        novel: np.ndarray | None,
+        stream: StreamStates | None,
+    ) -> dict[str, pl.Series]:
+        """The step columns: a sensor batch judged by the step rule as its streams' continuation
+        (their states recorded in `stream`); a table's rows each their own step."""
+        if layout is None:  # a table (or no rows)
+            flags = scores > rule.threshold
+            flags = flags | novel if novel is not None else flags
+            columns = {contract.SCORE: pl.Series(scores.astype(np.float64)), contract.IS_ANOMALY: pl.Series(flags)}
+            if rule.series:  # a sensor batch without rows still has every column
+                return {**columns, contract.ALARM: pl.Series(flags), contract.JUDGED: pl.Series(flags)}
+            return {**columns, contract.ALARM: pl.Series(flags)}
+        steps = rule.judge(scores, x[:, -len(self.schema.row_features) :], layout, novel)
+        if stream is not None:
+            stream.record(steps.states)
+        return {
+            contract.SCORE: pl.Series(steps.score),
+            contract.IS_ANOMALY: pl.Series(steps.is_anomaly),
+            contract.ALARM: pl.Series(steps.alarm),
+            contract.JUDGED: pl.Series(steps.judged),
+        }
+
+    def _ranked(self, arrays: ScoreArrays, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's top `k` source columns and their shares: the graph's own ranking, or ranked
+        here (sampled estimators, older graphs)."""
+        if arrays.top_index is not None and arrays.top_share is not None:
+            return arrays.top_index, arrays.top_share
+        assert arrays.feature_nll is not None
+        shares = self.contributions(arrays.feature_nll)
+        index = np.argsort(-shares, axis=1, kind="stable")[:, :k]
+        return index, np.take_along_axis(shares, index, axis=1)
+
+    def step_rule(self, threshold: float | None = None) -> StepRule:
+        """The model's rule from window scores to steps, flags and alarms, at `threshold` (None:
+        the model's own)."""
+        manifest = self.manifest
+        return StepRule(
+            window=self.schema.window if self.schema.mode == "sensor" else None,
+            threshold=manifest.threshold.value if threshold is None else threshold,
+            normal=manifest.validation.normal_score,
+            persistence=manifest.threshold.persistence,
+            alarm=manifest.threshold.alarm,
+            series=self.schema.mode == "sensor",
+        )
+
+    def _novel(self, report: InputReport) -> np.ndarray | None:
+        """Rows to flag for a category never seen in training (`unseen = "flag"`)."""
+        return report.novel_rows if self.schema.unseen == "flag" else None
+
+    def _continued(self, x: np.ndarray, layout: SeriesLayout) -> np.ndarray:
+        """The windows of each continued span's first rows rebuilt on the rows before the batch,
+        in place of the padding `prepare` gave them (a copy: `x` is the caller's)."""
+        length = self.schema.window.length if self.schema.window is not None else 1
+        width = len(self.schema.row_features)
+        copied = False
+        for span, (start, stop) in enumerate(layout.spans):
+            state = layout.continued(span)
+            if length < 2 or state is None or not state.rows.size:
+                continue
+            if not copied:
+                x, copied = x.copy(), True
+            windows = continued_windows(state, x[start:stop, -width:], length)
+            x[start : start + len(windows)] = windows
+        return x
 
     def drift_counter(self) -> DriftCounter | None:
         """A counter for one batch's drift against the model's reference (None: a model
@@ -324,71 +386,6 @@ class Scorer:
                 (name, start, stop) for name, (start, stop) in zip(self.entity_names(keys, bounds), bounds, strict=True)
             ]
         drift.add(x[:, -len(self.schema.row_features) :], kl, arrays.score, spans)
-
-    def series_scores(self, scores: np.ndarray, keys: pl.DataFrame) -> np.ndarray:
-        """The windows' scores as each step's score, by the model's window rule (WindowSpec):
-        under `mean`, each step takes the mean of its last `length` windows in its series."""
-        window = self.schema.window
-        if self.schema.mode != "sensor" or window is None or not window.averaged:
-            return scores
-        index = WindowIndex(np.arange(keys.height), series_bounds(keys, self.schema))
-        return mean_of_last_windows(scores, index, window.length)
-
-    def flags(
-        self, scores: np.ndarray, limit: float, keys: pl.DataFrame, novel_rows: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Rows above `limit`; with the model's persistence rule (k of the last n rows of each
-        entity's series, in time order), only those whose run of exceedances is long enough.
-        A series' first `length - 1` rows are scored on windows padded with its first row, a
-        history that never happened, and are not flagged (on NAB's iio_us-east-1 they were
-        two thirds of the training rows flagged). Under `unseen = "flag"`, rows with a
-        category never seen in training are flagged all the same."""
-        rule = self.manifest.threshold.persistence
-        if rule.k <= 1:
-            flagged = scores > limit
-        else:
-            flagged = persistent(scores > limit, series_bounds(keys, self.schema), rule.k, rule.n)
-        window = self.schema.window
-        if self.schema.mode == "sensor" and window is not None and window.length > 1:
-            for start, stop in series_bounds(keys, self.schema):  # windows padded with the span's first row
-                flagged[start : min(stop, start + window.length - 1)] = False
-        if novel_rows is not None and self.schema.unseen == "flag":
-            flagged |= novel_rows
-        return flagged
-
-    def alarms(self, flags: np.ndarray, keys: pl.DataFrame, state: dict[str, Held] | None = None) -> np.ndarray:
-        """The onsets of anomalous episodes among flagged rows: in sensor mode, per entity, as
-        the model's AlarmRule says (`onsets`). `state` maps an entity to the times of its last
-        alarm and its last flagged row and its time step, from earlier batches (a scheduled flow
-        keeps it in the ledger); it is brought up to date in place. Times, not row counts, carry
-        it: batches scored out of order or by two runs at once still count the rows between."""
-        if self.schema.mode != "sensor" or not keys.height:
-            return flags
-        bounds = entity_bounds(keys, self.schema)
-        names = self.entity_names(keys, bounds)
-        rule = self.manifest.threshold.alarm
-        if state is None:
-            return onsets(flags, bounds, rule.hold_off, rule.quiet)[0]
-        assert self.schema.time_column is not None  # sensor models have one
-        seconds = time_seconds(keys[self.schema.time_column])
-        held = [state.get(name, (None, None, None)) for name in names]
-        steps = [
-            float(np.median(np.diff(seconds[start:stop]))) if stop - start > 1 else step
-            for (start, stop), (_, _, step) in zip(bounds, held, strict=True)
-        ]
-        since: list[Hold] = [
-            (rows_between(alarm_at, float(seconds[start]), step), rows_between(flag_at, float(seconds[start]), step))
-            for (start, _), (alarm_at, flag_at, _), step in zip(bounds, held, steps, strict=True)
-        ]
-        alarms = onsets(flags, bounds, rule.hold_off, rule.quiet, since)[0]
-        for name, (start, stop), (alarm_at, flag_at, _), step in zip(names, bounds, held, steps, strict=True):
-            alarmed, flagged = np.flatnonzero(alarms[start:stop]), np.flatnonzero(flags[start:stop])
-            state[name] = (
-                float(seconds[start + alarmed[-1]]) if len(alarmed) else alarm_at,
-                float(seconds[start + flagged[-1]]) if len(flagged) else flag_at,
-                step,
-            )
-        return alarms
 
     def entity_names(self, keys: pl.DataFrame, bounds: list[tuple[int, int]]) -> list[str]:
         """Each span's entity, as text (SERIES for a model without an entity column; "" for
@@ -437,72 +434,6 @@ class Scorer:
                 block = frame.select([f"{col.name}={c}" for c in col.categories]).to_numpy()
                 out[col.name] = pl.Series(np.asarray(col.categories)[block.argmax(axis=1)])
         return pl.DataFrame(out)
-
-
-def persistent(exceeds: np.ndarray, bounds: list[tuple[int, int]], k: int, n: int) -> np.ndarray:
-    """True where at least `k` of the last `n` rows of the same span (itself included) exceed;
-    a series' first rows count only the rows it has."""
-    flags = np.zeros_like(exceeds)
-    for start, stop in bounds:
-        counts = np.concatenate([[0], np.cumsum(exceeds[start:stop], dtype=np.int64)])
-        ends = np.arange(1, stop - start + 1)
-        flags[start:stop] = counts[ends] - counts[np.maximum(ends - n, 0)] >= k
-    return flags
-
-
-Hold = tuple[int | None, int | None]  # an entity's rows since its last alarm and since its last flagged row
-# An entity's last alarm and last flagged row, in its time column's seconds, and its time step in seconds.
-Held = tuple[float | None, float | None, float | None]
-
-
-def time_seconds(times: pl.Series) -> np.ndarray:
-    """A time column as float seconds: datetimes since the epoch, a numeric clock as it is."""
-    if times.dtype.is_temporal():
-        return times.dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
-    return times.cast(pl.Float64).to_numpy()
-
-
-def rows_between(then: float | None, first: float, step: float | None) -> int | None:
-    """Rows between a moment of an earlier batch and this batch's first row, at the entity's
-    time step (None: nothing earlier, or a moment that is not earlier: batches out of order).
-    Without a step (one-row batches only), none."""
-    if then is None or not then < first:
-        return None
-    return max(0, round((first - then) / step) - 1) if step and step > 0 else 0
-
-
-def onsets(
-    flags: np.ndarray, bounds: list[tuple[int, int]], hold_off: int, quiet: int = 0, since: list[Hold] | None = None
-) -> tuple[np.ndarray, list[Hold]]:
-    """The alarms among flagged rows, per span: an episode starts at a flagged row that follows
-    more than `quiet` rows without a flag, and alarms unless the span alarmed within `hold_off`
-    rows before it. One step per alarm, so a long episode costs no more than a short one.
-    `since`: each span's rows between its last alarm, and its last flagged row, and the span's
-    first row (an earlier batch's; None: none yet). Returns the alarms and the same counts at
-    each span's end, for the next batch."""
-    alarms = np.zeros_like(flags)
-    after: list[Hold] = []
-    for span, (start, stop) in enumerate(bounds):
-        since_alarm, since_flag = since[span] if since is not None else (None, None)
-        flagged = np.flatnonzero(flags[start:stop])
-        previous = np.concatenate([[-np.inf if since_flag is None else -since_flag - 1], flagged[:-1]])
-        starts = flagged[flagged - previous > quiet]  # episodes' first rows
-        last = None if since_alarm is None else -since_alarm - 1  # the last alarm's row, from the span's start
-        at = 0 if last is None else int(np.searchsorted(starts, last + hold_off, side="right"))
-        if hold_off == 0:
-            chosen = starts[at:]
-        else:
-            picked: list[int] = []
-            while at < len(starts):
-                picked.append(int(starts[at]))
-                at = int(np.searchsorted(starts, starts[at] + hold_off, side="right"))
-            chosen = np.asarray(picked, dtype=np.int64)
-        alarms[start + chosen] = True
-        last = int(chosen[-1]) if len(chosen) else last
-        last_flag = int(flagged[-1]) if len(flagged) else None if since_flag is None else -since_flag - 1
-        rows = stop - start
-        after.append((None if last is None else rows - 1 - last, None if last_flag is None else rows - 1 - last_flag))
-    return alarms, after
 
 
 def _log_mean_exp(values: np.ndarray, axis: int) -> np.ndarray:

@@ -14,21 +14,15 @@ import polars as pl
 
 from pipeline.artifact.drift import SERIES, DriftReference, column_blocks, reference_of
 from pipeline.artifact.threshold import QUANTILES, Calibration, Threshold, ValidationRecord, percentile_table
-from pipeline.core.config import DataConfig, PipelineConfig, ThresholdConfig, WindowSpec
+from pipeline.core.config import DataConfig, PipelineConfig, ThresholdConfig
 from pipeline.core.errors import DataError, where
 from pipeline.data import ingest
 from pipeline.data.schema import FeatureSchema, coerce, fit_statistics, learn_schema, to_matrix
-from pipeline.data.windows import (
-    WindowIndex,
-    entity_bounds,
-    make_windows,
-    mean_of_last_windows,
-    series_bounds,
-    sort_for_windows,
-)
+from pipeline.data.windows import WindowIndex, entity_bounds, make_windows, series_bounds, sort_for_windows
 from pipeline.model.defaults import resolve
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult, train_vae
+from pipeline.runtime.steps import StepRule
 from pipeline.training.calibrate import fit_threshold
 from pipeline.training.export import Destination, FittedModel, Provenance, export_model
 
@@ -217,7 +211,8 @@ def train_and_calibrate(
     if config.data.mode == "sensor":  # one pass over the whole period; validation is a part of it
         window_scores, period_nll = score_with_torch(result.model, result.scaler, x)
         reference_kl = window_scores - period_nll.sum(axis=1)
-        calibration_scores = step_scores(window_scores, config.data.window, windows)
+        rule = StepRule(window=config.data.window)  # the scorer's rule, before its threshold exists
+        calibration_scores = rule.step_scores(window_scores, windows) if windows is not None else window_scores
         scores, nll = calibration_scores[is_validation], period_nll[is_validation]
         calibration_labels = labels
         calibration = Calibration(source="training period", rows=len(x), coverage=1.0)
@@ -235,13 +230,6 @@ def train_and_calibrate(
         reference_kl,
         calibration_scores,
     )
-
-
-def step_scores(window_scores: np.ndarray, window: WindowSpec, windows: WindowIndex | None) -> np.ndarray:
-    """Training windows' scores as the scorer will give their steps (WindowSpec's rule)."""
-    if windows is None or not window.averaged:
-        return window_scores
-    return mean_of_last_windows(window_scores, windows, window.length).astype(window_scores.dtype)
 
 
 def fingerprint(x: np.ndarray, names: list[str]) -> dict:

@@ -23,7 +23,7 @@ from pipeline.core.config import ThresholdConfig
 from pipeline.core.errors import DataError, PipelineError
 from pipeline.data import ingest
 from pipeline.data.schema import coerce
-from pipeline.data.windows import sort_for_windows
+from pipeline.data.windows import WindowIndex, series_bounds, sort_for_windows
 from pipeline.runtime import Scorer
 from pipeline.training.calibrate import fit_threshold
 from pipeline.training.graph_metadata import stamp_digest
@@ -56,7 +56,8 @@ def scores_and_labels(scorer: Scorer, source: str | Path, label_column: str | No
             labels.append(frame["__label"].to_numpy())
             frame = frame.drop("__label")
         x, keys, _ = scorer.prepare(frame, str(file))
-        scores.append(scorer.series_scores(scorer.score_array(x).score, keys))
+        steps = WindowIndex(np.arange(keys.height), series_bounds(keys, scorer.schema))
+        scores.append(scorer.step_rule().step_scores(scorer.score_array(x).score, steps))
     if not scores:
         raise DataError(f"no rows to fit a threshold on in '{source}'.")
     return np.concatenate(scores), (np.concatenate(labels) if label_column else None)

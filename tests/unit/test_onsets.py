@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.runtime.scorer import onsets, rows_between, time_seconds
+from pipeline.runtime.steps import onsets, time_seconds
 
 
 def flags_at(rows: int, *flagged: int) -> np.ndarray:
@@ -59,14 +59,7 @@ def test_the_alarm_rule_carries_across_batches_as_if_the_series_were_one(hold_of
     assert onsets(np.zeros(5, bool), [(0, 5)], 3, 0, [(2, 1)])[1] == [(7, 6)]
 
 
-def test_rows_between_batches_come_from_data_time() -> None:
-    """Two runs at once, or a batch scored late, leave no row count to trust; the times do: a
-    last alarm at 10:00 and a batch from 10:30 at 5-minute steps have 5 rows between them."""
+def test_time_seconds_reads_datetimes_and_numeric_clocks() -> None:
     minutes = pl.Series([datetime(2026, 1, 1, 10, 30), datetime(2026, 1, 1, 10, 35)])
-    first = float(time_seconds(minutes)[0])
-    ten = float(time_seconds(pl.Series([datetime(2026, 1, 1, 10, 0)]))[0])
-    assert rows_between(ten, first, 300.0) == 5
-    assert rows_between(first - 300.0, first, 300.0) == 0  # the row just before
-    assert rows_between(first + 60.0, first, 300.0) is None  # a later batch's alarm: this one came late
-    assert rows_between(None, first, 300.0) is None and rows_between(ten, first, None) == 0
+    assert np.diff(time_seconds(minutes)).tolist() == [300.0]
     assert time_seconds(pl.Series([3.5, 4.0])).tolist() == [3.5, 4.0]  # a numeric clock as it is

@@ -12,7 +12,8 @@ import pytest
 from pipeline.core.config import DataConfig, WindowSpec
 from pipeline.core.errors import DataError, SchemaError
 from pipeline.data.schema import coerce, learn_schema, to_matrix
-from pipeline.data.windows import WindowIndex, entity_bounds, make_windows, mean_of_last_windows, sort_for_windows
+from pipeline.data.windows import WindowIndex, entity_bounds, make_windows, sort_for_windows
+from pipeline.runtime.steps import StepRule
 
 TABLE = pl.DataFrame(
     {
@@ -112,6 +113,11 @@ def test_windows_never_cross_entities_and_pad_for_scoring() -> None:
     assert full.tolist() == [[1, 2], [2, 3], [10, 20]]
     assert ends.tolist() == [1, 2, 4]
     assert schema.input_names == ["v[t-1]", "v[t-0]"]
+
+
+def mean_of_last_windows(scores: np.ndarray, index: WindowIndex, length: int) -> np.ndarray:
+    """The step rule's `mean` over windows placed by `index` (pipeline.runtime.steps)."""
+    return StepRule(window=WindowSpec(length=length, rule="mean")).step_scores(scores, index)
 
 
 def test_the_mean_rule_averages_each_steps_last_windows_within_its_span() -> None:
