@@ -100,7 +100,8 @@ def streams(root: Path) -> list[Stream]:
         out.append(Stream(name, frame, model, ["timestamp"]))
     for name in SKAB_FILES:
         frame = pl.read_csv(DATA / "skab" / name, separator=";", try_parse_dates=True).drop("anomaly", "changepoint")
-        out.append(Stream(f"SKAB {name}", frame, train(root / name.replace("/", "_"), frame[:400], "datetime"), ["datetime"]))
+        model = train(root / name.replace("/", "_"), frame[:400], "datetime")
+        out.append(Stream(f"SKAB {name}", frame, model, ["datetime"]))
     return out
 
 
@@ -114,7 +115,8 @@ def cut(stream: Stream, rows: int | None) -> list[pl.DataFrame]:
     numbered = stream.frame.with_columns(
         ((rank.over(stream.entity) if stream.entity else rank) - 1).floordiv(rows).alias("_batch")
     )
-    return [part.drop("_batch") for _, part in numbered.sort("_batch", maintain_order=True).group_by("_batch", maintain_order=True)]
+    ordered = numbered.sort("_batch", maintain_order=True)
+    return [part.drop("_batch") for _, part in ordered.group_by("_batch", maintain_order=True)]
 
 
 def through_the_flow(scorer: Scorer, batches: list[pl.DataFrame], folder: Path) -> tuple[pl.DataFrame, float]:

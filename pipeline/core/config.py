@@ -224,15 +224,16 @@ class AlertRules(_Strict):
     """When a scored batch raises an alert (one per batch and model version).
 
     An entity (or, in tabular mode, the whole batch) alarms when `min_anomalous` rows above
-    the threshold fall within `within` consecutive rows, and, in sensor mode, an anomalous
-    episode starts in the batch (an `alarm` row: AlarmRule), so an episode that runs on into
-    later batches pages once. In sensor mode an entity that alarmed
-    less than `cooldown_minutes` earlier (in the data's own time) is suppressed, so one fault pages
-    once. Severity grows with the peak score's distance past the threshold, in units of
-    (threshold − median validation score)."""
+    the threshold fall within `within` consecutive rows, and, in sensor mode, from the onset of
+    an anomalous episode (an `alarm` row: AlarmRule) on, counting rows of earlier batches too,
+    so an episode pages once, in the batch where it is confirmed, however its rows are cut. In
+    sensor mode an entity that alarmed less than `cooldown_minutes` earlier (in the data's own
+    time) is suppressed, so one fault pages once. Severity grows with the peak score's distance
+    past the threshold, in units of (threshold − median validation score)."""
 
     min_anomalous: int = Field(3, ge=1)
-    within: int = Field(10, ge=1)
+    # Counted across batches through each entity's stream state, which keeps its last 256 flags.
+    within: int = Field(10, ge=1, le=256)
     cooldown_minutes: float = Field(60.0, ge=0)
     high_at: float = Field(1.0, gt=0)
     critical_at: float = Field(3.0, gt=0)

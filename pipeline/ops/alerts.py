@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from pipeline.artifact import contract
@@ -29,6 +30,7 @@ from pipeline.ops.records import (
     Severity,
     ThresholdUsed,
 )
+from pipeline.runtime.steps import EntityState
 
 BATCH_ENTITY = "*"  # tabular mode: the whole batch is one entity
 # An alarm time this far past both the wall clock and the batch's median time comes from a
@@ -102,7 +104,7 @@ def _iso(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def evaluate(
+def evaluate(  # noqa: PLR0913 - keyword-only: the memory of earlier batches and the threshold used
     scored: pl.DataFrame,
     manifest: Manifest,
     rules: AlertRules,
@@ -110,18 +112,20 @@ def evaluate(
     *,
     last_alerts: dict[str, str],
     threshold: float | None = None,
+    streams: dict[str, EntityState] | None = None,
 ) -> tuple[Alert | None, dict[str, str]]:
     """The batch's alert (None when no entity alarms, or every alarming one is cooling down)
     and the alarm time of each alerting entity (for the next cooldown). An entity alarms when
-    `min_anomalous` flagged rows fall within `within` rows and, where the scores have an
-    `alarm` column, an anomalous episode starts in this batch: one that an earlier batch
-    started (inside its hold-off) does not page again."""
+    one of its anomalous episodes is confirmed in this batch (`confirmations`: `min_anomalous`
+    flagged rows within `within` rows, from the episode's onset), counting rows before the
+    batch through each entity's stream state in `streams` (the states the batch continued),
+    so an episode pages once however its rows are cut into batches."""
     schema = manifest.feature_schema
     limit = manifest.threshold.value if threshold is None else threshold
     entity_col = schema.entity_column if schema.mode == "sensor" else None
     time_col = schema.time_column if schema.mode == "sensor" else None
     frame = scored.with_columns(_entity=pl.col(entity_col).cast(pl.String) if entity_col else pl.lit(BATCH_ENTITY))
-    judged = _judge_entities(frame, rules, time_col, batch.file, last_alerts)
+    judged = _judge_entities(frame, rules, time_col, batch.file, last_alerts, streams or {})
     if not judged.alerting:
         return None, {}
     in_alert = frame.filter(pl.col("_entity").is_in([a.entity for a in judged.alerting]))
@@ -167,33 +171,69 @@ class _Judged:
 
 
 def _judge_entities(
-    frame: pl.DataFrame, rules: AlertRules, time_col: str | None, batch_file: str, last_alerts: dict[str, str]
+    frame: pl.DataFrame,
+    rules: AlertRules,
+    time_col: str | None,
+    batch_file: str,
+    last_alerts: dict[str, str],
+    streams: dict[str, EntityState],
 ) -> _Judged:
-    """Which entities of `frame` (its `_entity` column) alarm by `rules`, and which of those
-    are still cooling down from an alert in `last_alerts`."""
-    flags = pl.col(contract.IS_ANOMALY).cast(pl.Int32)
-    frame = frame.with_row_index("_row").with_columns(_run=flags.rolling_sum(rules.within, min_samples=1).over("_entity"))
-    alarms = (
-        frame.filter(pl.col("_run") >= rules.min_anomalous)
-        .group_by("_entity", maintain_order=True)
-        .agg(first_row=pl.col("_row").first(), first_time=pl.col(time_col).first() if time_col else pl.lit(None))
-    )
-    if contract.ALARM in frame.columns:  # an episode an earlier batch already alarmed on (its hold-off) pages once
-        started = frame.filter(pl.col(contract.ALARM)).get_column("_entity").unique().to_list()
-        alarms = alarms.filter(pl.col("_entity").is_in(started))
+    """Which entities of `frame` (its `_entity` column) alarm by `rules` (`confirmations`), and
+    which of those are still cooling down from an alert in `last_alerts`."""
     judged = _Judged()
     horizon = _trusted_horizon(frame.get_column(time_col), batch_file) if time_col else None
-    for entity, _first_row, first_time in alarms.iter_rows():
+    has_alarms = contract.ALARM in frame.columns
+    for (entity,), rows in frame.partition_by("_entity", maintain_order=True, as_dict=True).items():
+        flags = rows.get_column(contract.IS_ANOMALY).to_numpy()
+        onsets = rows.get_column(contract.ALARM).to_numpy() if has_alarms else None
+        confirmed = confirmations(flags, onsets, rules, streams.get(entity))
+        if not confirmed:
+            continue
+        first_time = rows.get_column(time_col)[confirmed[0]] if time_col else None
         if time_col and _cooling_down(first_time, last_alerts.get(entity), rules):
             judged.suppressed.append(entity)
             continue
-        flagged = int(frame.filter(pl.col("_entity") == entity).get_column(contract.IS_ANOMALY).sum())
         judged.alerting.append(
-            AlertingEntity(entity=entity, first_alarm=_iso(first_time) if time_col else None, anomalous_rows=flagged)
+            AlertingEntity(
+                entity=entity, first_alarm=_iso(first_time) if time_col else None, anomalous_rows=int(flags.sum())
+            )
         )
         if not (isinstance(first_time, datetime) and horizon is not None and _utc(first_time) > horizon):
             judged.times[entity] = _iso(first_time) if time_col else ""
     return judged
+
+
+def confirmations(
+    flags: np.ndarray, onsets: np.ndarray | None, rules: AlertRules, carried: EntityState | None = None
+) -> list[int]:
+    """The rows of one entity's batch (in time order) where an anomalous episode is confirmed:
+    the first row from the episode's onset (an `alarm` row) where `min_anomalous` flagged rows
+    fall within the last `within` rows, before the next onset. Rows are counted across batches
+    through the entity's stream state (`carried`: its recent flags, rows since its last onset),
+    so an episode that starts at a batch's last row pages in the next, and once, as it does in
+    the whole stream. An onset older than the flags kept (RECENT_FLAGS, less `within`) counts as
+    settled. Without onsets (tables, scores of older releases): the first row where the count
+    is reached."""
+    tail = np.frombuffer(carried.recent_flags.encode(), np.uint8) == ord("1") if carried is not None else np.zeros(0, bool)
+    combined = np.concatenate([tail, np.asarray(flags, bool)])
+    counts = np.concatenate([[0], np.cumsum(combined)])
+    ends = np.arange(1, len(combined) + 1)
+    reached = counts[ends] - counts[np.maximum(ends - rules.within, 0)] >= rules.min_anomalous
+    offset = len(tail)
+    if onsets is None:
+        return np.flatnonzero(reached[offset:])[:1].tolist()
+    starts = (offset + np.flatnonzero(onsets)).tolist()
+    if carried is not None and carried.since_alarm is not None:
+        onset = offset - carried.since_alarm - 1  # where the last onset before the batch is in `combined`
+        if onset >= rules.within - 1 and not reached[onset:offset].any():
+            starts.insert(0, onset)  # an episode not confirmed yet
+    confirmed: list[int] = []
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else len(combined)
+        hit = np.flatnonzero(reached[max(start, offset) : stop])
+        if len(hit):
+            confirmed.append(max(start, offset) + int(hit[0]) - offset)
+    return confirmed
 
 
 def _cooling_down(first_time: object, previous: str | None, rules: AlertRules) -> bool:

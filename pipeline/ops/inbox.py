@@ -29,7 +29,7 @@ from pipeline.ops import alerts
 from pipeline.ops.ledger import Ledger
 from pipeline.ops.records import Alert, Batch, BatchSummary, DriftAlert, Judged
 from pipeline.runtime import Scorer, score_files
-from pipeline.runtime.steps import StreamStates, time_seconds
+from pipeline.runtime.steps import EntityState, StreamStates, time_seconds
 
 LEDGER_FILE = "ledger.sqlite"
 log = logging.getLogger(__name__)
@@ -262,21 +262,23 @@ def score_and_judge(
     crash_point("scored")
     scored = pl.concat(chunks, how="vertical_relaxed")
     chunks.clear()
-    alert = raise_alert(ledger, scorer, batch, scored, summary, rules)
+    alert = raise_alert(ledger, scorer, batch, scored, summary, rules, stream.continued)
     return Judged(summary=summary, alert=alert, drift_alert=raise_drift_alert(ledger, scorer, batch, summary))
 
 
-def raise_alert(
+def raise_alert(  # noqa: PLR0913 - the batch, its scores and summary, the rules and the streams' memory
     ledger: Ledger,
     scorer: Scorer,
     batch: Batch,
     scored: pl.DataFrame,
     summary: BatchSummary,
     rules: AlertRules,
+    streams: dict[str, EntityState] | None = None,
 ) -> Alert | None:
     """The batch's alert from its scored rows, judged by the threshold they were scored with
-    (`summary`'s): built and recorded once, then re-read on every re-run (so the per-entity
-    cooldown never suppresses the alert a crashed run already raised)."""
+    (`summary`'s) and from the stream states the batch continued (`streams`): built and
+    recorded once, then re-read on every re-run (so the per-entity cooldown never suppresses
+    the alert a crashed run already raised)."""
     manifest = scorer.manifest
     existing = ledger.get_alert(alerts.alert_id(manifest.key, batch.identity))
     if existing is not None:
@@ -288,6 +290,7 @@ def raise_alert(
         batch.ref(),
         last_alerts=ledger.last_alert_times(manifest.name),
         threshold=summary.threshold,
+        streams=streams,
     )
     if alert is None:
         return None

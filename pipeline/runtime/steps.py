@@ -31,6 +31,9 @@ Span = tuple[int, int]  # [start, stop) rows of a batch
 # normal score: a history that never happened scores high, but a reading that breaks the scale
 # (R24: 1e300, 500 °C) must not pass as normal. bench/NOTES.md, 2026-12-07, has how it was chosen.
 PADDED_MARGIN = 10.0
+# Flags an entity's state keeps (across its spans): what an alert rule that counts flagged rows
+# within a window of rows (AlertRules.within, at most this) needs from before a batch.
+RECENT_FLAGS = 256
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class EntityState:
     step_scores: np.ndarray  # float64
     since_alarm: int | None = None
     since_flag: int | None = None
+    recent_flags: str = ""  # the entity's last RECENT_FLAGS flags, oldest first ("0"/"1")
 
     def to_json(self) -> str:
         """Exact text: float32 and float64 values survive the round trip, ±inf and NaN too."""
@@ -63,6 +67,7 @@ class EntityState:
                 "step_scores": self.step_scores.tolist(),
                 "since_alarm": self.since_alarm,
                 "since_flag": self.since_flag,
+                "recent_flags": self.recent_flags,
             }
         )
 
@@ -85,6 +90,7 @@ class EntityState:
             step_scores=np.asarray(raw["step_scores"], dtype=np.float64),
             since_alarm=raw["since_alarm"],
             since_flag=raw["since_flag"],
+            recent_flags=raw.get("recent_flags", ""),
         )
 
 
@@ -192,6 +198,7 @@ class StepRule:
                 step_scores=_tail(prior, steps[start:stop], self.persistence.n - 1, span_rows),
                 since_alarm=after[entity][0],
                 since_flag=after[entity][1],
+                recent_flags=_recent(layout.carried[entity], flagged[slice(*layout.entity_bounds[entity])]),
             )
         return result
 
@@ -226,6 +233,14 @@ def _carried(state: EntityState | None) -> tuple[int, np.ndarray | None, np.ndar
     if state is None:
         return 0, None, np.zeros(0), np.zeros(0)
     return state.span_rows, state.rows, state.window_scores.astype(np.float64), state.step_scores
+
+
+def _recent(state: EntityState | None, flags: np.ndarray) -> str:
+    """An entity's last RECENT_FLAGS flags, those held before the batch first."""
+    text = (state.recent_flags if state is not None else "") + "".join(
+        "1" if flag else "0" for flag in flags[-RECENT_FLAGS:]
+    )
+    return text[-RECENT_FLAGS:]
 
 
 def _tail(before: np.ndarray | None, new: np.ndarray, keep: int, span_rows: int) -> np.ndarray:
@@ -332,6 +347,7 @@ class StreamStates:
     def __init__(self, lookup: Lookup | None = None) -> None:
         self.lookup = lookup
         self.history: dict[str, list[EntityState]] = {}
+        self.continued: dict[str, EntityState] = {}  # the states this object's batches continued (alerts read them)
 
     def before(self, firsts: dict[str, float]) -> dict[str, EntityState]:
         """For each entity, the latest state ending before its first row's time (`firsts`)."""
@@ -342,6 +358,8 @@ class StreamStates:
                 mine = max(earlier, key=lambda state: state.end)
                 if entity not in found or mine.end > found[entity].end:
                     found[entity] = mine
+        for entity, state in found.items():
+            self.continued.setdefault(entity, state)
         return found
 
     def record(self, states: dict[str, EntityState]) -> None:

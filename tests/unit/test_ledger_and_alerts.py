@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -18,6 +19,7 @@ from pipeline.core.digest import sha256_file
 from pipeline.ops import alerts, delivery
 from pipeline.ops.ledger import Ledger, owner_token
 from pipeline.ops.records import BatchRef
+from pipeline.runtime.steps import EntityState
 
 
 def test_claims_are_exclusive_until_done_and_forced_rescoring_is_explicit(tmp_path: Path) -> None:
@@ -460,3 +462,26 @@ def test_n36_a_failing_sink_is_paused_longer_with_each_failure_and_closes_on_suc
     assert ledger.paused_sinks(["hook"], pause=0.0) == {}  # an operator's shorter pause applies at once
     ledger.sink_worked("hook")
     assert ledger.paused_sinks(["hook"]) == {}
+
+
+def test_an_episode_confirmed_in_the_next_batch_pages_there_and_once() -> None:
+    """An onset at a batch's last row with the episode's flags in the next batch: the whole
+    stream confirms it at its third flag, and so do the batches, through the carried state."""
+    rules = AlertRules(min_anomalous=3, within=10)
+    flags = np.zeros(40, bool)
+    flags[[19, 21, 22, 23]] = True
+    onsets = np.zeros(40, bool)
+    onsets[19] = True
+    assert alerts.confirmations(flags, onsets, rules) == [22]
+    first = alerts.confirmations(flags[:20], onsets[:20], rules)
+    carried = counts_only(since_alarm=0, recent_flags="".join("1" if f else "0" for f in flags[:20]))
+    assert (first, alerts.confirmations(flags[20:], onsets[20:], rules, carried)) == ([], [2])  # row 22 = row 2 of batch 2
+    paged = counts_only(since_alarm=3, recent_flags="0" * 20 + "1111")
+    assert alerts.confirmations(np.ones(5, bool), np.zeros(5, bool), rules, paged) == []  # confirmed before: no page
+    assert alerts.confirmations(flags, None, rules) == [22]  # no alarm column: the first row the count is reached
+
+
+def counts_only(since_alarm: int, recent_flags: str) -> EntityState:
+    """An entity's stream state with only what the alert rule reads."""
+    empty = np.zeros(0, np.float32)
+    return EntityState(0.0, 0, np.zeros((0, 1), np.float32), empty, empty.astype(float), since_alarm, 0, recent_flags)
