@@ -78,6 +78,33 @@ def test_sensor_windows_scores_match_python(node: str, sensor_model: Path, tmp_p
     assert from_node["machine"].to_list() == python["machine"].to_list()
     assert from_node["timestamp"].to_list() == python["timestamp"].to_list()
     assert_same_scores(python, from_node, scorer.threshold)
+    assert from_node["alarm"].to_list() == python["alarm"].to_list() and python["alarm"].any()
+    assert from_node["judged"].to_list() == python["judged"].to_list() and not python["judged"].all()
+
+
+def test_a_stream_cut_across_calls_continues_in_node_as_in_python(node: str, sensor_model: Path, tmp_path: Path) -> None:
+    """Issue 45: the demo batch sent to Node in three calls, the stream state kept in a file
+    between them, gives what Python gives the whole batch at once: every row's score, flag,
+    alarm and judgement (not only the first call's rows)."""
+    rows = pl.read_parquet(DATA / "sensors" / "batch.parquet").sort("machine", "timestamp")
+    scorer = Scorer.load(sensor_model)
+    python = scorer.score(rows)
+    times = rows["timestamp"].sort()
+    cuts = [times[0], times[len(times) // 3], times[2 * len(times) // 3]]
+    outputs = []
+    for i, start in enumerate(cuts):
+        part = rows.filter(pl.col("timestamp") >= start)
+        part = part.filter(pl.col("timestamp") < cuts[i + 1]) if i + 1 < len(cuts) else part
+        part.write_csv(tmp_path / f"part-{i}.csv")
+        text = run_node(node, "score", sensor_model, tmp_path / f"part-{i}.csv", tmp_path / "state.json")
+        outputs.append(pl.read_csv(io.StringIO(text), try_parse_dates=True))
+    from_node = pl.concat(outputs).sort("machine", "timestamp")
+    assert from_node["timestamp"].to_list() == python["timestamp"].to_list()
+    assert_same_scores(python, from_node, scorer.threshold)
+    for column in ("alarm", "judged"):
+        assert from_node[column].to_list() == python[column].to_list(), column
+    padded = 4 * (scorer.schema.window.length - 1)  # only each machine's very first rows, not each call's
+    assert (~from_node["judged"]).sum() == padded
 
 
 def test_embeddings_from_the_scorer_graph_match_python(node: str, tabular_model: Path) -> None:

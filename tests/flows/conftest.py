@@ -39,14 +39,14 @@ def webhook() -> WebhookReceiver:
 
 @pytest.fixture(scope="session")
 def inbox_batches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two batches from the training history of one machine: unchanged, and with a stuck-high
-    pressure sensor for 60 steps (10 hours)."""
+    """Two batches from the training history of one machine: with a stuck-high pressure sensor
+    for 60 steps (10 hours), and unchanged, later (a stream's batches are scored in data time)."""
     folder = tmp_path_factory.mktemp("batches")
     history = pl.read_parquet(DATA / "sensors" / "history.parquet").drop("label", "anomaly_kind")
     machine = history.filter(pl.col("machine") == history["machine"][0])
-    normal = machine.slice(2000, 300)
+    normal = machine.slice(2400, 300)
     faulty = (
-        machine.slice(2400, 300)
+        machine.slice(2000, 300)
         .with_row_index()
         .with_columns(
             pressure=pl.when(pl.col("index").is_between(100, 160))

@@ -16,7 +16,7 @@ import pytest
 from prefect_helpers import ROOT, WebhookReceiver, drop_into, free_port, save_webhook_block, score_command
 
 from pipeline.core.faults import CRASH_ENV, FAIL_POINTS, FULL_ENV
-from pipeline.ops.inbox import open_ledger
+from pipeline.ops.inbox import DIED_BEFORE, open_ledger
 from pipeline.ops.ledger import MAX_ATTEMPTS
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def alert_ids(webhook) -> list[str]:
 @pytest.fixture(scope="module")
 def two_batches(inbox_batches: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     inbox = tmp_path_factory.mktemp("crash-inbox")
-    drop_into(inbox, inbox_batches["faulty"])  # first in name order: every fail point is reached on it
+    drop_into(inbox, inbox_batches["faulty"])  # first in data time: every fail point is reached on it
     drop_into(inbox, inbox_batches["normal"])
     return inbox
 
@@ -99,7 +99,7 @@ def test_killed_run_resumes_with_same_outputs_and_one_alert(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert output_bytes(outbox) == clean_outputs  # byte-identical, and no temporary left behind
     batches = ledger.batches()
-    # The killed batch was taken again last (after the other, N38), on its second claim.
+    # The killed batch was taken again first (it comes first in data time and died once), on its second claim.
     assert {Path(b["file"]).name: (b["status"], b["claims"]) for b in batches} == {
         "faulty.parquet": ("done", 2),
         "normal.parquet": ("done", 1),
@@ -149,9 +149,10 @@ def test_n38_a_batch_that_kills_every_run_is_set_aside_and_the_others_are_scored
     prefect_server: dict[str, str], two_batches: Path, sensor_model: Path, tmp_path: Path
 ) -> None:
     """N38: a batch whose process is killed each time it is scored (the out-of-memory killer)
-    was taken over by every run with no limit, and, first in name order, the batches after it
-    were never scored. Now the next run takes it last, and after MAX_ATTEMPTS deaths it is set
-    aside with the reason until `vad release`."""
+    was taken over by every run with no limit, and, first in order, the batches after it were
+    never scored. Now, once it has died DIED_BEFORE times, runs take it last (it gives up its
+    place in the stream), and after MAX_ATTEMPTS deaths it is set aside with the reason until
+    `vad release`."""
     outbox, poison = tmp_path / "outbox", "read@faulty.parquet"
     ledger = open_ledger(outbox)
     status = lambda: {Path(b["file"]).name: (b["status"], b["claims"]) for b in ledger.batches()}  # noqa: E731
@@ -159,7 +160,7 @@ def test_n38_a_batch_that_kills_every_run_is_set_aside_and_the_others_are_scored
         killed = run_scoring(prefect_server, two_batches, outbox, sensor_model, "prefect-event", crash_at=poison)
         assert killed.returncode == -9, killed.stderr[-3000:]
         assert status()["faulty.parquet"] == ("running", run)
-        if run > 1:  # the second run scored the good batch before the one that killed the first
+        if run > DIED_BEFORE:  # then the good batch is scored before the one that killed the runs
             assert status()["normal.parquet"] == ("done", 1)
     set_aside = run_scoring(prefect_server, two_batches, outbox, sensor_model, "prefect-event", crash_at=poison)
     assert set_aside.returncode != 0  # shown once, as this run's failure ...
@@ -216,14 +217,12 @@ def test_n33_n36_a_failing_sink_is_tried_once_per_run_and_a_new_sink_starts_from
     one retry), for this run and the next minute's runs; old deliveries come after the
     batches, and a new sink starts from now (`--backfill` for the past)."""
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
-    faulty = pl.read_parquet(inbox_batches["faulty"])
+    # A fault, then normal running: 600 rows, so each month's fault starts past the last one's
+    # hold-off (rows of the machine's stream, as the stream counts them, not days).
+    faulty = pl.concat([pl.read_parquet(inbox_batches["faulty"]), pl.read_parquet(inbox_batches["normal"])])
     for month in range(3):  # three faults, a month apart: three alerts, no cooldown between them
-        drop_into(
-            inbox,
-            write(
-                faulty.with_columns(pl.col("timestamp") + pl.duration(days=30 * month)), tmp_path / f"fault-{month}.parquet"
-            ),
-        )
+        moved = faulty.with_columns(pl.col("timestamp") + pl.duration(days=30 * month))
+        drop_into(inbox, write(moved, tmp_path / f"fault-{month}.parquet"))
     failing = WebhookReceiver(status=500)
     try:
         down = save_webhook_block(prefect_server, failing.url, "vad-down")
@@ -237,7 +236,8 @@ def test_n33_n36_a_failing_sink_is_tried_once_per_run_and_a_new_sink_starts_from
 
         live = save_webhook_block(prefect_server, webhook.url, "vad-oncall")  # an operator adds on-call
         drop_into(
-            inbox, write(faulty.with_columns(pl.col("timestamp") + pl.duration(days=120)), tmp_path / "fault-3.parquet")
+            inbox,
+            write(faulty.with_columns(pl.col("timestamp") + pl.duration(days=120)), tmp_path / "fault-3.parquet"),
         )
         second = run_scoring(prefect_server, inbox, outbox, sensor_model, [down, live])
         assert second.returncode == 0, second.stderr[-3000:]
