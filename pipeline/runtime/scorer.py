@@ -21,8 +21,9 @@ from pipeline.artifact.drift import SERIES, DriftCounter, column_blocks
 from pipeline.artifact.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
 from pipeline.artifact.threshold import percentile_of
 from pipeline.core.errors import PipelineError
-from pipeline.data.schema import InputReport, RowNumbers, coerce, row_numbers, source_matrix, to_matrix
-from pipeline.data.windows import entity_bounds, make_windows, series_bounds, sort_for_windows
+from pipeline.data.inputs import model_inputs
+from pipeline.data.schema import InputReport, RowNumbers, row_numbers, source_matrix
+from pipeline.data.windows import entity_bounds
 from pipeline.runtime.kernel import KernelPool
 from pipeline.runtime.providers import Provider, check_graph, open_session, tensorrt_cache
 from pipeline.runtime.steps import SeriesLayout, StepRule, StreamStates, continued_windows, series_layout
@@ -33,7 +34,6 @@ Estimator = Literal["elbo", "mc", "iwae"]
 Precision = Literal["fp32", "int8"]
 Missing = Literal["error", "impute"]
 WIDE_INTEGERS = tuple(getattr(pl, name) for name in ("Int128", "UInt128") if hasattr(pl, name))
-FILE_ROW = "__file_row"  # carried through the sort of sensor rows, so errors after it name file rows
 ORT_BATCH = 4096  # rows per call for the other graphs: batches of 2k–8k rows stay in cache
 
 
@@ -221,26 +221,14 @@ class Scorer:
     ) -> tuple[np.ndarray, pl.DataFrame, InputReport]:
         """Validate and encode a frame: model inputs, the key columns per scored row, repairs.
         `row_offset` places the rows in their file, for errors (see `RowNumbers`)."""
-        frame = coerce(frame, self.schema, file, row_offset)
-        resorted, arrived = False, frame.height
-        if self.schema.mode == "sensor":
-            numbered = frame.with_columns(pl.Series(FILE_ROW, row_numbers(row_offset, frame.height)))
-            frame, resorted = sort_for_windows(numbered, self.schema, file, row_offset)
-            row_offset = frame[FILE_ROW].to_numpy()  # sorted (and merged) with the rows: errors below name them
-            frame = frame.drop(FILE_ROW)
-        matrix, report = to_matrix(frame, self.schema, file, row_offset, keep_infinite=True)
-        report.resorted, report.merged = resorted, arrived - frame.height
-        if self.schema.mode == "sensor" and self.schema.window and self.schema.window.length > 1:
-            if frame.height:
-                matrix, _ = make_windows(matrix, series_bounds(frame, self.schema), self.schema.window, pad=True)
-            else:  # no series, no windows: an empty batch scores to an empty frame
-                matrix = np.zeros((0, len(self.manifest.input_names)), np.float32)
+        inputs = model_inputs(frame, self.schema, file=file, row_offset=row_offset, keep_infinite=True)
+        frame, matrix, report = inputs.rows, inputs.x, inputs.report
         keys = frame.select(self.schema.key_columns)
         wide = [name for name, dtype in keys.schema.items() if dtype in WIDE_INTEGERS]
         if wide:  # ids past 64 bits (polars reads them as 128-bit): Parquet and Arrow hold them as text
             keys = keys.with_columns(pl.col(wide).cast(pl.String))
         if not keys.width:  # a table without keys: each row's number in its file (from 1, as errors count)
-            keys = pl.DataFrame({contract.ROW: row_numbers(row_offset, frame.height) + 1})
+            keys = pl.DataFrame({contract.ROW: row_numbers(inputs.file_rows, frame.height) + 1})
         return matrix, keys, report
 
     def resolve(self, options: ScoreOptions) -> ScoreOptions:

@@ -17,7 +17,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from pipeline.artifact.threshold import Threshold
 from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, ThresholdConfig, TrainConfig
 from pipeline.core.errors import PipelineError
-from pipeline.data.schema import FeatureSchema, coerce, learn_schema, to_matrix
+from pipeline.data.inputs import model_inputs
+from pipeline.data.schema import FeatureSchema, learn_schema
 from pipeline.model.defaults import resolve
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult
@@ -112,7 +113,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
                 self.schema_ = learn_schema(X, DataConfig())
             elif not isinstance(getattr(self, "schema_", None), FeatureSchema):
                 raise PipelineError("this detector was fitted on an array; pass an array, not a DataFrame.")
-            x = to_matrix(coerce(X, self.schema_, None), self.schema_)[0]
+            x = model_inputs(X, self.schema_, windows="none").x
             if learn:
                 self.n_features_in_ = x.shape[1]
                 self.feature_names_in_ = np.asarray(self.schema_.input_names, dtype=object)

@@ -15,10 +15,11 @@ import polars as pl
 from pipeline.artifact.drift import SERIES, DriftReference, column_blocks, reference_of
 from pipeline.artifact.threshold import QUANTILES, Calibration, Threshold, ValidationRecord, percentile_table
 from pipeline.core.config import DataConfig, PipelineConfig, ThresholdConfig
-from pipeline.core.errors import DataError, where
+from pipeline.core.errors import DataError
 from pipeline.data import ingest
+from pipeline.data.inputs import model_inputs
 from pipeline.data.schema import FeatureSchema, coerce, fit_statistics, learn_schema, to_matrix
-from pipeline.data.windows import WindowIndex, entity_bounds, make_windows, series_bounds, sort_for_windows
+from pipeline.data.windows import WindowIndex, entity_bounds, sort_for_windows
 from pipeline.model.defaults import resolve
 from pipeline.model.graphs import score_with_torch
 from pipeline.model.train import TrainResult, train_vae
@@ -118,10 +119,9 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     """Read every file, learn the schema, and build the input rows and the validation split."""
     files, frame, schema = _read_all(source, config)
     origin = f"{len(files)} training files" if len(files) > 1 else str(files[0])
-    arrived = frame.height
-    if schema.mode == "sensor":  # again over all files: two files may hold the same readings
-        frame, _ = sort_for_windows(frame, schema, file=origin)
-    matrix, report = to_matrix(frame, schema)
+    # Sorted again over all files (two files may hold the same readings); only full windows.
+    inputs = model_inputs(frame, schema, file=origin, windows="full", coerced=True)
+    frame, matrix, report = inputs.rows, inputs.x, inputs.report
     labels = frame["__label__"].to_numpy() if "__label__" in frame.columns else None
     entities = None  # sensor mode: each row's entity (one series without an entity column: SERIES)
     if schema.mode == "sensor":
@@ -129,18 +129,15 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
             frame[schema.entity_column].cast(pl.String).to_numpy() if schema.entity_column else np.full(frame.height, SERIES)
         )
     rng = np.random.default_rng(config.train.seed)
-    windows = None
-    if schema.mode == "sensor" and schema.window and schema.window.length > 1:
-        spans = series_bounds(frame, schema)
-        try:
-            matrix, ends = make_windows(matrix, spans, schema.window, pad=False)
-        except DataError as error:
-            raise DataError(f"{str(error).rstrip('.')}{where(origin)}.") from error
-        labels = labels[ends] if labels is not None else None
-        entities = entities[ends] if entities is not None else None
-        windows = WindowIndex(ends, spans)
+    windows = inputs.windows
+    if windows is not None:
+        labels = labels[windows.ends] if labels is not None else None
+        entities = entities[windows.ends] if entities is not None else None
         is_validation = validation_windows(
-            ends, entity_bounds(frame, schema), config.train.validation_fraction, spread=len(schema.row_features) == 1
+            windows.ends,
+            entity_bounds(frame, schema),
+            config.train.validation_fraction,
+            spread=len(schema.row_features) == 1,
         )
     else:
         is_validation = random_validation_mask(len(matrix), config.train.validation_fraction, rng)
@@ -153,9 +150,7 @@ def load_training_set(source: str | Path, config: PipelineConfig) -> TrainingSet
     if is_validation.all() or not is_validation.any():
         is_validation = np.zeros(len(matrix), bool)
         is_validation[-max(1, len(matrix) // 10) :] = True
-    return TrainingSet(
-        matrix, is_validation, labels, schema, files, dict(report.imputed), arrived - frame.height, entities, windows
-    )
+    return TrainingSet(matrix, is_validation, labels, schema, files, dict(report.imputed), report.merged, entities, windows)
 
 
 def random_validation_mask(rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:

@@ -22,8 +22,7 @@ from pipeline.artifact.versions import latest_version
 from pipeline.core.config import ThresholdConfig
 from pipeline.core.errors import DataError, PipelineError
 from pipeline.data import ingest
-from pipeline.data.schema import coerce
-from pipeline.data.windows import WindowIndex, series_bounds, sort_for_windows
+from pipeline.data.inputs import model_inputs
 from pipeline.runtime import Scorer
 from pipeline.training.calibrate import fit_threshold
 from pipeline.training.graph_metadata import stamp_digest
@@ -44,20 +43,16 @@ def scores_and_labels(scorer: Scorer, source: str | Path, label_column: str | No
     """Every row's score (every time step in sensor mode), with its label when asked for,
     in the order the scorer puts the rows (entity, then time)."""
     scores, labels = [], []
+    rule = scorer.step_rule()
     for file in ingest.resolve_sources(source):
         columns = scorer.schema.source_columns + ([label_column] if label_column else [])
+        carry = [label_column] if label_column else []
         raw = ingest.read_file(file, columns)
-        frame = coerce(raw, scorer.schema, str(file))
+        inputs = model_inputs(raw, scorer.schema, file=str(file), keep_infinite=True, carry=carry)
         if label_column:
-            frame = frame.with_columns(raw[label_column].cast(pl.Float64).alias("__label"))
-        if scorer.schema.mode == "sensor":
-            frame, _ = sort_for_windows(frame, scorer.schema, str(file))
-        if label_column:
-            labels.append(frame["__label"].to_numpy())
-            frame = frame.drop("__label")
-        x, keys, _ = scorer.prepare(frame, str(file))
-        steps = WindowIndex(np.arange(keys.height), series_bounds(keys, scorer.schema))
-        scores.append(scorer.step_rule().step_scores(scorer.score_array(x).score, steps))
+            labels.append(inputs.rows[label_column].cast(pl.Float64).to_numpy())
+        window_scores = scorer.score_array(inputs.x).score
+        scores.append(rule.step_scores(window_scores, inputs.windows) if inputs.windows is not None else window_scores)
     if not scores:
         raise DataError(f"no rows to fit a threshold on in '{source}'.")
     return np.concatenate(scores), (np.concatenate(labels) if label_column else None)
