@@ -4,9 +4,11 @@ rounds alternate between them, so the machine's noise falls on both alike.
 
     python bench/revisions.py f291fcd HEAD               # the structure move of issue 18
     python bench/revisions.py A B --rows 1000000 --rounds 3
+    python bench/revisions.py A B --mode sensor --rows 200000   # the demo sensor model's windows
 
-The model is exported once, by the first revision (`vad train` on the bundled tabular
-data), and scored by both: the exported format is the contract both must read. The table
+The model is exported once, by the first revision (`vad train` on the bundled tabular or
+sensor data), and scored by both: the exported format is the contract both must read. Sensor
+rows are the demo history's machines, copied under other names until there are `rows`. The table
 gives the best of three per round, in rows/s: the fused kernel alone, and `score_files`
 end to end from Parquet (reading, preparing, scoring, writing)."""
 
@@ -65,28 +67,45 @@ def run(tree: Path, *args: str) -> str:
     return result.stdout
 
 
-def main(first: str, second: str, rows: int = 1_000_000, rounds: int = 3) -> None:
+def source_rows(mode: str, rows: int) -> pl.DataFrame:
+    """`rows` rows of the bundled data: the tabular batch repeated, or the sensor history's
+    machines copied under new names (each copy a series of its own)."""
+    if mode == "tabular":
+        batch = pl.read_csv(ROOT / "data" / "tabular" / "batch.csv")
+        return pl.concat([batch] * (rows // batch.height + 1)).head(rows)
+    history = pl.read_parquet(ROOT / "data" / "sensors" / "history.parquet").drop("label", "anomaly_kind")
+    copies = [history.with_columns(pl.col("machine") + f"-{i}") for i in range(rows // history.height + 1)]
+    return pl.concat(copies).head(rows)
+
+
+TRAINING = {
+    "tabular": ("data/tabular/history.csv", "data/tabular.toml", "demo-tabular"),
+    "sensor": ("data/sensors/history.parquet", "data/sensors.toml", "demo-sensors"),
+}
+
+
+def main(first: str, second: str, rows: int = 1_000_000, rounds: int = 3, mode: str = "tabular") -> None:
     console = Console()
     with tempfile.TemporaryDirectory(prefix="vad-revisions-") as tmp:
         tmp_path = Path(tmp)
         trees = {first: worktree(first, tmp_path / "first"), second: worktree(second, tmp_path / "second")}
         try:
-            batch = pl.read_csv(ROOT / "data" / "tabular" / "batch.csv")
             source = tmp_path / "rows.parquet"
-            pl.concat([batch] * (rows // batch.height + 1)).head(rows).write_parquet(source)
+            source_rows(mode, rows).write_parquet(source)
+            data, config, name = TRAINING[mode]
             run(
                 trees[first],
                 "-m",
                 "pipeline.cli",
                 "train",
-                "data/tabular/history.csv",
+                data,
                 "--config",
-                "data/tabular.toml",
+                config,
                 "--out",
                 str(tmp_path / "models"),
                 "--no-progress",
             )
-            model = tmp_path / "models" / "demo-tabular"
+            model = tmp_path / "models" / name
             figures: dict[str, list[dict[str, float]]] = {first: [], second: []}
             for round_ in range(rounds):
                 for revision, tree in trees.items():
@@ -98,7 +117,7 @@ def main(first: str, second: str, rows: int = 1_000_000, rounds: int = 3) -> Non
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
-    table = Table(title=f"scoring {rows:,} tabular rows, best of 3 per round, {rounds} alternating rounds")
+    table = Table(title=f"scoring {rows:,} {mode} rows, best of 3 per round, {rounds} alternating rounds")
     table.add_column("what")
     for revision in (first, second):
         table.add_column(f"{revision} (M rows/s per round)", justify="right")

@@ -258,6 +258,7 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 16 options,
                 "rows": report.rows,
                 "anomalies": report.anomalies,
                 "alarms": report.alarms,
+                "unjudged": report.unjudged,
                 "threshold": report.threshold,
                 "provider": scorer.kernel().describe(),
                 "repairs": report.inputs.summary() if report.inputs.repaired else None,
@@ -297,6 +298,8 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
     )
     if report.inputs.repaired:
         console.print(f"[yellow]input repairs:[/] {report.inputs.summary()}")
+    if report.unjudged:  # the scheduled flow carries each stream on, so there only an entity's very first rows
+        console.print(f"{report.unjudged:,} row(s) not judged: each entity's first rows, on padded windows (`judged`)")
     if report.drift is not None and report.drift.drifted:
         shifted = "; ".join(
             f"{e}: " + ", ".join(f"{c} {v:+.1f}" for c, v in s.items()) for e, s in report.drift.entities.items()

@@ -333,6 +333,26 @@ PROBES: list[tuple[str, str, str]] = [
         "N36: a dead sink cost every run its timeouts and retries (the circuit breaker)",
         "tests/unit/test_ledger_and_alerts.py::test_n36_a_failing_sink_is_paused_longer_with_each_failure_and_closes_on_success",
     ),
+    (
+        "Fourth round",
+        "R22: a stream in 12-row batches per machine lost 831 of its 894 flags: no window crossed a batch",
+        "tests/test_streams.py::test_R22_a_stream_in_batches_of_12_rows_per_machine_flags_what_it_flags_whole",
+    ),
+    (
+        "Fourth round",
+        "R24: a series shorter than its window passed a 1e300 reading (score 4e8) as normal",
+        "tests/test_streams.py::test_R24_a_series_shorter_than_its_window_still_flags_a_reading_that_breaks_the_scale",
+    ),
+    (
+        "Fourth round",
+        "R28: a retried batch scored after its successor changed the successor's alarms (5 + 4, not 5 + 2)",
+        "tests/test_streams.py::test_R28_batches_finished_out_of_order_are_scored_in_data_time",
+    ),
+    (
+        "Fourth round",
+        "R47: one batch from a device clock 73 years ahead turned an entity's cooldown off for good",
+        "tests/test_streams.py::test_R47_a_batch_from_a_clock_73_years_ahead_pins_neither_cooldown_nor_stream",
+    ),
 ]
 
 

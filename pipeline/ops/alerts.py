@@ -116,10 +116,8 @@ def evaluate(  # noqa: PLR0913 - keyword-only: the memory of earlier batches and
 ) -> tuple[Alert | None, dict[str, str]]:
     """The batch's alert (None when no entity alarms, or every alarming one is cooling down)
     and the alarm time of each alerting entity (for the next cooldown). An entity alarms when
-    one of its anomalous episodes is confirmed in this batch (`confirmations`: `min_anomalous`
-    flagged rows within `within` rows, from the episode's onset), counting rows before the
-    batch through each entity's stream state in `streams` (the states the batch continued),
-    so an episode pages once however its rows are cut into batches."""
+    one of its anomalous episodes is confirmed in this batch (`confirmations`), counting rows
+    before the batch through the stream states it continued (`streams`): once per episode."""
     schema = manifest.feature_schema
     limit = manifest.threshold.value if threshold is None else threshold
     entity_col = schema.entity_column if schema.mode == "sensor" else None

@@ -151,10 +151,15 @@ def scoring_report(
     lines = [
         f"# Scoring report: {manifest.key}",
         "",
-        "| batch | rows | anomalous | output |",
-        "|---|---:|---:|---|",
-        *[f"| {Path(b.file).name} | {b.rows} | {b.anomalies} | `{b.output}` |" for b in batches],
+        "| batch | rows | anomalous | not judged | output |",
+        "|---|---:|---:|---:|---|",
+        *[f"| {Path(b.file).name} | {b.rows} | {b.anomalies} | {b.unjudged} | `{b.output}` |" for b in batches],
         "",
+        *(
+            ["Not judged: an entity's first rows, scored on padded windows and not past their wide margin.", ""]
+            if any(b.unjudged for b in batches)
+            else []
+        ),
         f"Alerts: {len(alerts)}"
         + "".join(
             f"\n- **{a.severity}** `{a.alert_id}` {a.batch.file}: {a.counts.anomalous_rows} anomalous rows" for a in alerts
