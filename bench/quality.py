@@ -230,7 +230,11 @@ def nab(series: str, seed: int) -> dict[str, dict]:
     spans = json.loads((DATA / "nab" / "combined_windows.json").read_text())[series]
     times = frame["timestamp"]
     y = np.zeros(frame.height, dtype=int)
-    for start, end in pl.DataFrame(spans, schema=["start", "end"], orient="row").select(pl.all().str.to_datetime()).rows():
+    for start, end in (
+        pl.DataFrame(spans, schema={"start": pl.String, "end": pl.String}, orient="row")
+        .select(pl.all().str.to_datetime())
+        .rows()
+    ):
         y |= times.is_between(start, end).to_numpy()
     cut = int(frame.height * NAB_TRAIN_SHARE)
     window = WindowSpec(length=NAB_WINDOW)
