@@ -41,6 +41,7 @@ from pipeline.artifact import contract  # noqa: E402
 from pipeline.core.config import AlertRules  # noqa: E402
 from pipeline.ops import inbox  # noqa: E402
 from pipeline.runtime import Scorer  # noqa: E402
+from pipeline.runtime.steps import PADDED_MARGIN  # noqa: E402
 
 VAD = str(Path(sys.executable).with_name("vad"))
 SIZES = (12, 48, 500)
@@ -225,7 +226,7 @@ def main(write: bool = typer.Option(True, help="Write the Streams section of BEN
             (
                 "largest, over every stream",
                 f"{largest[1]['largest_margin']:.2f} ({largest[0]})",
-                f"{sum(m['padded'] for m in margins.values())} padded steps; PADDED_MARGIN flags them past 10",
+                f"{sum(m['padded'] for m in margins.values())} padded steps; flagged past {PADDED_MARGIN:g} (PADDED_MARGIN)",
             )
         ],
     }
