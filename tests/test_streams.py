@@ -205,3 +205,24 @@ def test_R47_a_batch_from_a_clock_73_years_ahead_pins_neither_cooldown_nor_strea
         scorer.score_prepared(scorer.prepare(frame), OPTIONS, stream=stream)
     state = stream.before({"press-01": float(time_seconds(press["timestamp"])[600])})["press-01"]
     assert state.span_rows == 600  # the 2099 state stands before no real batch
+
+
+def test_R47_a_burst_of_batches_from_the_future_evicts_no_real_state(tmp_path: Path) -> None:
+    """The ledger keeps each entity's newest states; states dated past the host's clock are
+    kept apart, so 40 batches from a clock 73 years ahead leave the real history in place."""
+    ledger = inbox.open_ledger(tmp_path)
+    now = datetime.now(UTC).timestamp()
+
+    def state(end: float) -> EntityState:
+        empty = np.zeros(0, np.float32)
+        return EntityState(end, 1, np.zeros((0, 1), np.float32), empty, empty.astype(float))
+
+    batches = [(f"real-{i}", now - 3600 * (50 - i)) for i in range(40)] + [
+        (f"ahead-{i}", now + 2.3e9 + i) for i in range(40)
+    ]
+    for identity, end in batches:
+        ledger.claim(identity, "m/1", identity)
+        ledger.stage_states(identity, "m/1", {"press-01": state(end)})
+        ledger.complete(identity, "m/1", "", {})
+    assert ledger.states_before("m/1", {"press-01": now})["press-01"].end == batches[39][1]  # the newest real one
+    assert ledger.states_before("m/1", {"press-01": now - 3600 * 30})["press-01"].end == now - 3600 * 31

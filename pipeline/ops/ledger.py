@@ -212,10 +212,14 @@ class Ledger:
                     "UPDATE stream_states SET done=1 WHERE model=? AND identity=? RETURNING entity", (model, identity)
                 ).fetchall()
             ]
-            db.executemany(  # the newest STATES_KEPT per entity stay
-                "DELETE FROM stream_states WHERE model=?1 AND entity=?2 AND done=1 AND end_time < (SELECT end_time "
-                "FROM stream_states WHERE model=?1 AND entity=?2 AND done=1 ORDER BY end_time DESC LIMIT 1 OFFSET ?3)",
-                [(model, entity, STATES_KEPT - 1) for entity in entities],
+            # The newest STATES_KEPT per entity stay, counted apart for states dated past this host's
+            # clock: a burst of batches from a clock that ran ahead must not evict the real ones.
+            horizon = (datetime.now(UTC) + FUTURE_SLACK).timestamp()
+            db.executemany(
+                "DELETE FROM stream_states WHERE model=?1 AND entity=?2 AND done=1 AND (end_time > ?4) = ?5 "
+                "AND end_time < (SELECT end_time FROM stream_states WHERE model=?1 AND entity=?2 AND done=1 "
+                "AND (end_time > ?4) = ?5 ORDER BY end_time DESC LIMIT 1 OFFSET ?3)",
+                [(model, entity, STATES_KEPT - 1, horizon, future) for entity in entities for future in (0, 1)],
             )
 
     def stage_states(self, identity: str, model: str, states: dict[str, EntityState]) -> None:
