@@ -353,6 +353,31 @@ PROBES: list[tuple[str, str, str]] = [
         "R47: one batch from a device clock 73 years ahead turned an entity's cooldown off for good",
         "tests/test_streams.py::test_R47_a_batch_from_a_clock_73_years_ahead_pins_neither_cooldown_nor_stream",
     ),
+    (
+        "Fourth round",
+        "R01: `vad promote a ../b/1` (or `1/`) wrote `latest` as given; every later scoring run failed",
+        "tests/test_reliability_round4.py::test_R01_promote_refuses_anything_but_a_version_number_of_the_folder",
+    ),
+    (
+        "Fourth round",
+        "R02: a half-copied version (its manifest alone) was promoted with exit 0",
+        "tests/test_reliability_round4.py::test_R02_promote_refuses_a_half_copied_version",
+    ),
+    (
+        "Fourth round",
+        "R41: a version folder linking to another model's version was promoted",
+        "tests/test_reliability_round4.py::test_R41_promote_refuses_a_version_that_links_to_another_models_folder",
+    ),
+    (
+        "Fourth round",
+        "R08: a batch rewritten to the same size and time was archived as the bytes scored",
+        "tests/test_reliability_round4.py::test_R08_a_batch_rewritten_to_the_same_size_and_time_is_not_archived_as_scored",
+    ),
+    (
+        "Fourth round",
+        "R09: a planted link under the batch's archive name was taken for its copy; the batch was lost",
+        "tests/test_reliability_round4.py::test_R09_a_planted_link_or_other_file_under_the_batchs_name_is_never_taken_for_its_copy",
+    ),
 ]
 
 

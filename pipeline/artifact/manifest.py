@@ -339,8 +339,7 @@ def set_latest(model_root: Path, version: str, expected: str | None = None) -> N
     With `expected`, only if `latest` still names that version (compare-and-swap, under a lock
     on the model folder): a promotion or a threshold change decided against version 1 must not
     overwrite the version 2 an operator made `latest` meanwhile (N21)."""
-    if not (model_root / version / MANIFEST).is_file():
-        raise ModelArtifactError(f"model folder '{model_root}' has no version {version}.")
+    check_version(model_root, version)
     with _locked(model_root):
         pointer = model_root / LATEST
         current = pointer.read_text().strip() if pointer.is_file() else None
@@ -351,6 +350,24 @@ def set_latest(model_root: Path, version: str, expected: str | None = None) -> N
             )
         with atomic_output(pointer) as temporary:
             temporary.write_text(version + "\n")
+
+
+def check_version(model_root: Path, version: str) -> Manifest:
+    """A version that may become `latest`: a version number of this model folder (R01: `../b/1`
+    and `1/` were written as they were, and every later scoring run failed), a folder of its
+    own, not a link to another model's (R41), whose manifest and every file verify (R02: a
+    half-copied version went live)."""
+    if not version.isdigit():
+        raise ModelArtifactError(
+            f"version must be a version number of '{model_root}' (such as 1 or 2), got {version[:40]!r}."
+        )
+    folder = model_root / version
+    if folder.is_symlink() or not (folder / MANIFEST).is_file():
+        why = "is a link to another folder" if folder.is_symlink() else "does not exist or has no manifest"
+        raise ModelArtifactError(
+            f"version {version} of '{model_root}' {why}: only a version published here can be made latest."
+        )
+    return read_manifest(folder)
 
 
 @contextmanager

@@ -6,12 +6,13 @@ content and the model version, and an alert is built once and then only re-read.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import math
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from functools import partial
 from pathlib import Path
@@ -21,6 +22,7 @@ import polars as pl
 from pipeline.artifact import contract
 from pipeline.core.atomic import atomic_output
 from pipeline.core.config import AlertRules, DriftRules
+from pipeline.core.digest import sha256_file
 from pipeline.core.errors import DataError, PipelineError
 from pipeline.core.faults import crash_point, full_disk_point
 from pipeline.data import ingest
@@ -167,20 +169,29 @@ def check_archive(inbox: str | Path, archive: str | Path) -> None:
 
 def archive_batch(batch: Batch, inbox: str | Path, archive: str | Path) -> Path | None:
     """Move a scored batch's file out of the inbox, to its place under `archive`, so later runs
-    neither list nor hash it (P12: 2,000 done files cost every run a pass over them). A file
-    written since it was scored (re-delivered under its name) is a new batch and stays; returns
+    neither list nor hash it (P12: 2,000 done files cost every run a pass over them). Only the
+    bytes that were scored move: a file rewritten since (even to the same size and time, R08)
+    is a new batch and stays. A file already at the target counts as the archived copy only if
+    it is a regular file with the same bytes; otherwise the batch takes a free name beside it
+    (R09: a planted link under the id-named name once cost the batch its only copy). Returns
     where the file went, or None when it stayed."""
     source = Path(batch.file)
-    if not source.is_file() or ingest.file_stamp(source) != (batch.size, batch.mtime_ns):
+    if (
+        not source.is_file()
+        or ingest.file_stamp(source) != (batch.size, batch.mtime_ns)
+        or sha256_file(source) != batch.identity
+    ):
         log.warning("inbox: '%s' changed since it was scored; it stays, to be scored as a new batch.", source.name)
         return None
     relative = Path(os.path.relpath(source.resolve(), inbox_root(inbox).resolve()))
     target = Path(archive) / relative
-    if target.exists():  # an earlier batch of the same name: this one gets its content id beside it
-        target = target.with_name(f"{target.stem}-{batch.identity[:12]}{target.suffix}")
-    if target.exists():  # the very same content was archived before
-        source.unlink()
-        return target
+    for candidate in _archive_names(target, batch.identity):
+        if not os.path.lexists(candidate):
+            target = candidate
+            break
+        if _holds(candidate, batch.identity):  # the very same content was archived before
+            source.unlink()
+            return candidate
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(source, target)  # one step on the same filesystem: the file is never in both or neither
@@ -191,6 +202,21 @@ def archive_batch(batch: Batch, inbox: str | Path, archive: str | Path) -> Path 
             shutil.copy2(source, temporary)
         source.unlink()
     return target
+
+
+def _archive_names(target: Path, identity: str) -> Iterator[Path]:
+    """Where a batch may go in the archive, in turn: its own name, with its content id beside
+    it, then numbered."""
+    yield target
+    named = target.with_name(f"{target.stem}-{identity[:12]}{target.suffix}")
+    yield named
+    for n in itertools.count(2):
+        yield named.with_name(f"{named.stem}-{n}{named.suffix}")
+
+
+def _holds(path: Path, identity: str) -> bool:
+    """Whether `path` is a regular file (not a link) whose bytes have this sha256."""
+    return not path.is_symlink() and path.is_file() and sha256_file(path) == identity
 
 
 def score_batch(  # noqa: PLR0913 - keyword-only settings, each passed through to score_files

@@ -1,0 +1,94 @@
+"""Reliability round 4 (issue 47; the review's probes R01-R47): what an operator hit, each held
+by a test named by its id. The streams findings (R22, R24, R28, R47) are in test_streams.py."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from common import DATA
+
+from pipeline.artifact.manifest import LatestMoved, resolve_model_dir, set_latest
+from pipeline.core.errors import PipelineError
+from pipeline.ops import inbox
+
+
+@pytest.fixture
+def model_copy(tabular_model: Path, tmp_path: Path) -> Path:
+    """A model folder with its version 1 as `latest`, to promote in."""
+    folder = tmp_path / "model"
+    shutil.copytree(tabular_model, folder / "1")
+    (folder / "latest").write_text("1\n")
+    return folder
+
+
+@pytest.mark.parametrize("version", ["../other/1", "1/", " 1", "latest"])
+def test_R01_promote_refuses_anything_but_a_version_number_of_the_folder(model_copy: Path, version: str) -> None:
+    """`vad promote a ../b/1` (and `1/`) wrote `latest` as given, with exit 0; every later
+    scoring run of the model then failed."""
+    with pytest.raises(PipelineError, match="must be a version number"):
+        set_latest(model_copy, version)
+    assert (model_copy / "latest").read_text().strip() == "1"
+
+
+def test_R02_promote_refuses_a_half_copied_version(model_copy: Path) -> None:
+    (model_copy / "2").mkdir()
+    manifest = (model_copy / "1" / "manifest.json").read_text().replace('"version": "1"', '"version": "2"')
+    (model_copy / "2" / "manifest.json").write_text(manifest)  # the manifest copied, not the graphs
+    with pytest.raises(PipelineError, match="missing|fails its sha256"):
+        set_latest(model_copy, "2")
+    assert resolve_model_dir(model_copy) == model_copy / "1"
+
+
+def test_R41_promote_refuses_a_version_that_links_to_another_models_folder(model_copy: Path, tmp_path: Path) -> None:
+    other = shutil.copytree(model_copy / "1", tmp_path / "other" / "1")
+    (model_copy / "2").symlink_to(other, target_is_directory=True)
+    with pytest.raises(PipelineError, match="is a link"):
+        set_latest(model_copy, "2")
+    assert (model_copy / "latest").read_text().strip() == "1"
+    with pytest.raises(LatestMoved):  # a real version still goes through the compare-and-swap
+        set_latest(model_copy, "1", expected="7")
+
+
+def scored_batch(tmp_path: Path) -> tuple[inbox.Batch, Path]:
+    """A tabular batch in an inbox, found (hashed) as the flow finds it."""
+    folder = tmp_path / "in"
+    folder.mkdir(parents=True)
+    shutil.copy(DATA / "tabular" / "batch.csv", folder / "b.csv")
+    (batch,) = inbox.find_batches(folder, inbox.open_ledger(tmp_path / "out"))
+    return batch, folder
+
+
+def test_R08_a_batch_rewritten_to_the_same_size_and_time_is_not_archived_as_scored(tmp_path: Path) -> None:
+    """After scoring, the file was rewritten with the same size and its mtime restored (`cp -p`,
+    `rsync -t`): the archive took bytes that were never scored, and the inbox lost them."""
+    batch, folder = scored_batch(tmp_path)
+    path = folder / "b.csv"
+    stat, text = path.stat(), path.read_text()
+    changed = text.replace("1", "7", 1)
+    assert len(changed) == len(text) and changed != text
+    path.write_text(changed)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert inbox.archive_batch(batch, folder, tmp_path / "archive") is None
+    assert path.read_text() == changed  # it stays, to be scored as the new batch it is
+
+
+def test_R09_a_planted_link_or_other_file_under_the_batchs_name_is_never_taken_for_its_copy(tmp_path: Path) -> None:
+    """The archive held `b.csv` (another file) and `b-<id12>.csv` (a link to an unrelated file):
+    the inbox file was deleted and no copy of the batch remained."""
+    batch, folder = scored_batch(tmp_path)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "b.csv").write_text("batch_id\n1\n")
+    (tmp_path / "unrelated.txt").write_text("not the batch\n")
+    (archive / f"b-{batch.identity[:12]}.csv").symlink_to(tmp_path / "unrelated.txt")
+    moved = inbox.archive_batch(batch, folder, archive)
+    assert moved is not None and not moved.is_symlink() and not (folder / "b.csv").exists()
+    assert hashlib.sha256(moved.read_bytes()).hexdigest() == batch.identity  # the batch's own bytes, kept
+    assert (tmp_path / "unrelated.txt").read_text() == "not the batch\n"
+
+    again, folder = scored_batch(tmp_path / "second")  # the same bytes delivered again: one copy is enough
+    assert inbox.archive_batch(again, folder, archive) == moved and not (folder / "b.csv").exists()
