@@ -378,6 +378,16 @@ PROBES: list[tuple[str, str, str]] = [
         "R09: a planted link under the batch's archive name was taken for its copy; the batch was lost",
         "tests/test_reliability_round4.py::test_R09_a_planted_link_or_other_file_under_the_batchs_name_is_never_taken_for_its_copy",
     ),
+    (
+        "Fourth round",
+        "R13: a sink registered while the host clock ran 2 h ahead was owed none of the next alerts",
+        "tests/test_reliability_round4.py::test_R13_a_sink_registered_while_the_clock_ran_ahead_is_owed_the_alerts_after_it",
+    ),
+    (
+        "Fourth round",
+        "R15: a failure recorded with the clock a day ahead paused its sink for a day",
+        "tests/test_reliability_round4.py::test_R15_a_failure_recorded_with_the_clock_a_day_ahead_pauses_no_longer_than_asked",
+    ),
 ]
 
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
+import time
+from contextlib import closing
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from common import DATA
@@ -14,6 +18,7 @@ from common import DATA
 from pipeline.artifact.manifest import LatestMoved, resolve_model_dir, set_latest
 from pipeline.core.errors import PipelineError
 from pipeline.ops import inbox
+from pipeline.ops.ledger import Ledger
 
 
 @pytest.fixture
@@ -92,3 +97,44 @@ def test_R09_a_planted_link_or_other_file_under_the_batchs_name_is_never_taken_f
 
     again, folder = scored_batch(tmp_path / "second")  # the same bytes delivered again: one copy is enough
     assert inbox.archive_batch(again, folder, archive) == moved and not (folder / "b.csv").exists()
+
+
+def record(ledger: Ledger, *ids: str) -> None:
+    for alert_id in ids:
+        ledger.record_alert(alert_id, alert_id, "m/1", {"alert_id": alert_id}, "m", {})
+
+
+def test_R13_a_sink_registered_while_the_clock_ran_ahead_is_owed_the_alerts_after_it(tmp_path: Path) -> None:
+    """A sink first registered with the host's clock 2 h ahead was owed none of the alerts
+    recorded once the clock was right: a sink is now placed in the alert sequence, not in time."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    record(ledger, "before")
+    real = time.time
+    with mock.patch("time.time", lambda: real() + 7200):
+        assert ledger.register_sinks(["webhook/oncall"]) == ["webhook/oncall"]
+    record(ledger, "a1", "a2")
+    assert [alert["alert_id"] for alert in ledger.undelivered(["webhook/oncall"])] == ["a1", "a2"]
+    ledger.register_sinks(["webhook/oncall"], backfill=True)
+    assert [alert["alert_id"] for alert in ledger.undelivered(["webhook/oncall"])] == ["before", "a1", "a2"]
+
+
+def test_R13_a_ledger_from_the_release_before_keeps_its_sinks_past(tmp_path: Path) -> None:
+    """Sinks registered by time, before the sequence existed, keep owing what they owed."""
+    path = tmp_path / "ledger.sqlite"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.executescript(
+            "CREATE TABLE sinks (sink TEXT PRIMARY KEY, since REAL NOT NULL, failures INTEGER NOT NULL DEFAULT 0, "
+            "failed_at REAL); INSERT INTO sinks (sink, since) VALUES ('old', 0), ('new', 4102444800);"
+        )
+    ledger = Ledger(path)
+    record(ledger, "a1")
+    assert ledger.undelivered(["old"]) and not ledger.undelivered(["new"])  # 'new' registered at 2100, by time
+
+
+def test_R15_a_failure_recorded_with_the_clock_a_day_ahead_pauses_no_longer_than_asked(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    real = time.time
+    with mock.patch("time.time", lambda: real() + 86400):
+        ledger.sink_failed("webhook/ops")
+    (failures, until) = ledger.paused_sinks(["webhook/ops"], pause=60)["webhook/ops"]
+    assert failures == 1 and until <= time.time() + 60

@@ -110,6 +110,7 @@ class Ledger:
         db = sqlite3.connect(self.path, timeout=busy_seconds)
         try:
             db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
+            _add_column(db, "sinks", "since_alert INTEGER")  # ledgers from before the alert sequence
         except sqlite3.DatabaseError as exc:
             if is_transient(exc):
                 raise  # a lock another process holds, a full disk: the caller's retries wait it out
@@ -365,20 +366,24 @@ class Ledger:
             )
 
     def register_sinks(self, sinks: list[str], backfill: bool = False) -> list[str]:
-        """Note when each sink was first used: a new sink receives the alerts raised from then
-        on, not every alert ever recorded (N33: 60 stale alerts paged a new on-call sink), unless
-        `backfill`. A sink that already has deliveries (from before this table) keeps its past.
-        Returns the sinks new to this ledger."""
-        now, new = time.time(), []
+        """Note where in the ledger's alert sequence each sink was first used: a new sink receives
+        the alerts recorded after that, not every alert ever recorded (N33: 60 stale alerts paged
+        a new on-call sink), unless `backfill`. The sequence, not the host's clock, marks it (R13:
+        a sink registered while the clock ran 2 h ahead was owed none of the next alerts). A
+        sink that already has deliveries (from before this table) keeps its past. Returns the
+        sinks new to this ledger."""
+        new = []
         with self._transaction() as db:
+            last = db.execute("SELECT coalesce(max(rowid), 0) FROM alerts").fetchone()[0]
             for sink in sinks:
                 known = db.execute("SELECT 1 FROM sinks WHERE sink=?", (sink,)).fetchone()
                 if known and not backfill:
                     continue
                 used = db.execute("SELECT 1 FROM deliveries WHERE sink=? LIMIT 1", (sink,)).fetchone()
-                since = 0.0 if backfill or used else now
+                since = 0 if backfill or used else last
                 db.execute(
-                    "INSERT INTO sinks (sink, since) VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET since=excluded.since",
+                    "INSERT INTO sinks (sink, since, since_alert) VALUES (?, 0, ?) "
+                    "ON CONFLICT (sink) DO UPDATE SET since=0, since_alert=excluded.since_alert",
                     (sink, since),
                 )
                 if not known:
@@ -389,7 +394,8 @@ class Ledger:
         """Sinks of `sinks` whose circuit is open: {sink: (failures in a row, paused until)}. A
         sink that failed is paused `pause` seconds, then 2×, 4× … as its failures in a row grow
         (at most an hour), so a dead or hanging sink costs a run its timeouts only once per
-        pause (N36). The host's clock times it: a breaker, not data time."""
+        pause (N36). The host's clock times it: a breaker, not data time; a failure recorded
+        while the clock ran ahead counts as now, so no pause outlasts now + its length (R15)."""
         if not sinks:
             return {}
         now = time.time()
@@ -400,7 +406,7 @@ class Ledger:
                 sinks,
             ).fetchall()
         paused = {
-            sink: (failures, failed_at + min(pause * 2 ** (failures - 1), SINK_PAUSE_MAX))
+            sink: (failures, min(failed_at, now) + min(pause * 2 ** (failures - 1), SINK_PAUSE_MAX))
             for sink, failures, failed_at in rows
         }
         return {sink: (failures, until) for sink, (failures, until) in paused.items() if until > now}
@@ -422,14 +428,16 @@ class Ledger:
     def owed(self, sinks: list[str]) -> list[tuple[dict, list[str]]]:
         """Recorded alerts that some of `sinks` has not received (a delivery that failed in an
         earlier run), oldest first, each with the sinks that owe it; a sink owes only the alerts
-        raised since it was registered (`register_sinks`; an unregistered sink: all)."""
+        recorded after it was registered (`register_sinks`, by the alert sequence; a sink
+        registered by an older release, by its time; an unregistered sink: all)."""
         if not sinks:
             return []
         marks = ", ".join("(?)" for _ in sinks)
         with self._transaction() as db:
             rows = db.execute(
                 f"WITH wanted(sink) AS (VALUES {marks}) SELECT a.alert_id, a.payload, w.sink FROM alerts a, wanted w "
-                "LEFT JOIN sinks s ON s.sink = w.sink WHERE a.created_at >= coalesce(s.since, 0) AND NOT EXISTS "
+                "LEFT JOIN sinks s ON s.sink = w.sink WHERE (CASE WHEN s.since_alert IS NULL THEN "
+                "a.created_at >= coalesce(s.since, 0) ELSE a.rowid > s.since_alert END) AND NOT EXISTS "
                 "(SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.sink = w.sink) "
                 "ORDER BY a.created_at, a.alert_id",
                 sinks,
@@ -454,6 +462,16 @@ class Ledger:
     def last_alert_times(self, model_name: str) -> dict[str, str]:
         with self._transaction() as db:
             return dict(db.execute("SELECT entity, last_time FROM entity_alerts WHERE model_name=?", (model_name,)))
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str) -> None:
+    """Add a column a ledger written by an earlier release lacks (SQLite has no IF NOT EXISTS here)."""
+    if column.split()[0] not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        except sqlite3.OperationalError as error:  # another run opening the same ledger added it first
+            if "duplicate column" not in str(error):
+                raise
 
 
 def _insert_alert(db: sqlite3.Connection, alert_id: str, identity: str, model: str, payload: dict) -> bool:
