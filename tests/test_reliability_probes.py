@@ -388,6 +388,11 @@ PROBES: list[tuple[str, str, str]] = [
         "R15: a failure recorded with the clock a day ahead paused its sink for a day",
         "tests/test_reliability_round4.py::test_R15_a_failure_recorded_with_the_clock_a_day_ahead_pauses_no_longer_than_asked",
     ),
+    (
+        "Fourth round",
+        "R21b: `student_df` 1e9 trained for minutes, then failed the export's parity check",
+        "tests/test_reliability_round4.py::test_R21b_degrees_of_freedom_the_exported_graph_cannot_hold_are_refused_before_training",
+    ),
 ]
 
 

@@ -16,6 +16,7 @@ import pytest
 from common import DATA
 
 from pipeline.artifact.manifest import LatestMoved, resolve_model_dir, set_latest
+from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from pipeline.ops import inbox
 from pipeline.ops.ledger import Ledger
@@ -138,3 +139,11 @@ def test_R15_a_failure_recorded_with_the_clock_a_day_ahead_pauses_no_longer_than
         ledger.sink_failed("webhook/ops")
     (failures, until) = ledger.paused_sinks(["webhook/ops"], pause=60)["webhook/ops"]
     assert failures == 1 and until <= time.time() + 60
+
+
+@pytest.mark.parametrize("df", [1e9, 1e4])
+def test_R21b_degrees_of_freedom_the_exported_graph_cannot_hold_are_refused_before_training(df: float) -> None:
+    """`student_df` 1e9 trained for minutes, then failed the export's parity check."""
+    with pytest.raises(PipelineError, match="student_df. is invalid: Input should be less than or equal to 1000"):
+        load_config(model={"likelihood": "student", "student_df": df})
+    assert load_config(model={"likelihood": "student", "student_df": 1000}).model.student_df == 1000
