@@ -393,6 +393,11 @@ PROBES: list[tuple[str, str, str]] = [
         "R21b: `student_df` 1e9 trained for minutes, then failed the export's parity check",
         "tests/test_reliability_round4.py::test_R21b_degrees_of_freedom_the_exported_graph_cannot_hold_are_refused_before_training",
     ),
+    (
+        "Fourth round",
+        "R18: httpx's own INFO line quoted a webhook's URL whole, its password and token included",
+        "tests/test_reliability_round4.py::test_R18_httpx_request_lines_carry_no_webhook_secret",
+    ),
 ]
 
 

@@ -4,11 +4,14 @@ by a test named by its id. The streams findings (R22, R24, R28, R47) are in test
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from contextlib import closing
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from unittest import mock
 
@@ -147,3 +150,28 @@ def test_R21b_degrees_of_freedom_the_exported_graph_cannot_hold_are_refused_befo
     with pytest.raises(PipelineError, match="student_df. is invalid: Input should be less than or equal to 1000"):
         load_config(model={"likelihood": "student", "student_df": df})
     assert load_config(model={"likelihood": "student", "student_df": 1000}).model.student_df == 1000
+
+
+def test_R18_httpx_request_lines_carry_no_webhook_secret(caplog: pytest.LogCaptureFixture) -> None:
+    """With logging at INFO, httpx's own record of each request quoted the webhook URL whole:
+    `HTTP Request: POST http://svc:SECRET-PW@…/T0/SECRET-PATH "HTTP/1.0 403 Forbidden"`."""
+    import httpx
+
+    from pipeline.ops import delivery  # noqa: F401 - importing it puts the filter on httpx's logger
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(403)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        httpx.post(f"http://svc:SECRET-PW@127.0.0.1:{server.server_port}/T0/SECRET-PATH", json={}, timeout=10)
+    server.server_close()
+    assert "HTTP Request: POST http://127.0.0.1" in caplog.text and "403" in caplog.text
+    assert "SECRET" not in caplog.text

@@ -86,6 +86,18 @@ def redact_urls(text: str) -> str:
     return _URL.sub(lambda m: f"{m['scheme']}{m['host']}/<redacted>", text)
 
 
+class RedactedUrls(logging.Filter):
+    """httpx logs each request's URL at INFO (`HTTP Request: POST http://user:pw@host/T0/token`),
+    a webhook's secret included (R18): its records go on with their URLs cut, as our errors are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_urls(record.getMessage()), ()
+        return True
+
+
+logging.getLogger("httpx").addFilter(RedactedUrls())  # the sinks' requests: a filter on its own logger
+
+
 def failure_reason(error: BaseException) -> str:
     """What went wrong, in one line with no secret: the message with its URLs cut (a webhook's
     URL carries its token), or the error's kind where the message is empty (an httpx timeout's
