@@ -546,6 +546,7 @@ def print_versions(name: str, latest: str | None, rows: list[dict]) -> None:
 def release(
     batch: Annotated[str, typer.Argument(help="The set-aside batch: its file name or path in the inbox.")],
     outbox: Annotated[Path, typer.Option(help="The scoring outbox (holding ledger.sqlite).")] = Path("runs/scoring"),
+    model: Annotated[Optional[str], typer.Option(help="Only this model's batches (name, or name/version).")] = None,
     as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Take a set-aside (failed) batch again on the next scoring run, with a fresh attempt
@@ -554,7 +555,7 @@ def release(
 
     if not (outbox / LEDGER_FILE).is_file():
         raise PipelineError(f"'{outbox}' holds no ledger ('{LEDGER_FILE}'): name the scoring flow's outbox.")
-    released = open_ledger(outbox).retry_dead_letters(batch)
+    released = open_ledger(outbox).retry_dead_letters(batch, model)
     if not released:
         raise PipelineError(f"no failed batch named '{batch}' in {outbox / LEDGER_FILE}.")
     if as_json:

@@ -398,6 +398,11 @@ PROBES: list[tuple[str, str, str]] = [
         "R18: httpx's own INFO line quoted a webhook's URL whole, its password and token included",
         "tests/test_reliability_round4.py::test_R18_httpx_request_lines_carry_no_webhook_secret",
     ),
+    (
+        "Fourth round",
+        "R05: `vad release b.csv` also released other folders' and another model's batches",
+        "tests/test_reliability_round4.py::test_R05_release_takes_only_the_batch_named_and_refuses_a_name_that_several_share",
+    ),
 ]
 
 

@@ -175,3 +175,24 @@ def test_R18_httpx_request_lines_carry_no_webhook_secret(caplog: pytest.LogCaptu
     server.server_close()
     assert "HTTP Request: POST http://127.0.0.1" in caplog.text and "403" in caplog.text
     assert "SECRET" not in caplog.text
+
+
+def test_R05_release_takes_only_the_batch_named_and_refuses_a_name_that_several_share(tmp_path: Path) -> None:
+    """`vad release b.csv` released two sites' batches and another model's older one."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for identity, model, file in [
+        ("i1", "m/1", "in/site-a/b.csv"),
+        ("i2", "m/1", "in/site-b/b.csv"),
+        ("i3", "other/4", "old/b.csv"),
+    ]:
+        ledger.claim(identity, model, file)
+        ledger.fail(identity, model, "bad data")
+    with pytest.raises(PipelineError, match="names 3 set-aside batches: in/site-a/b.csv .m/1., in/site-b/b.csv"):
+        ledger.retry_dead_letters("b.csv")
+    assert ledger.retry_dead_letters("in/site-a/b.csv") == 1
+    assert ledger.retry_dead_letters("b.csv", model="other") == 1
+    assert {b["file"]: b["status"] for b in ledger.batches()} == {
+        "in/site-a/b.csv": "retry",
+        "in/site-b/b.csv": "failed",
+        "old/b.csv": "retry",
+    }

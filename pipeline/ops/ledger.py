@@ -273,17 +273,29 @@ class Ledger:
             )
             return status
 
-    def retry_dead_letters(self, name: str) -> int:
-        """Give the failed batches whose file is named `name` (its name or its path) a fresh
-        attempt budget: the next run takes them again, without --force re-scoring everything.
-        Returns how many."""
+    def retry_dead_letters(self, name: str, model: str | None = None) -> int:
+        """Give the failed batches of the file `name` (its path, or its name when that names one
+        file) a fresh attempt budget: the next run takes them again, without --force re-scoring
+        everything. With `model` (a name, or name/version), only that model's. A bare name that
+        several files or models share is refused with their list (R05: `b.csv` released another
+        folder's and another model's batches). Returns how many."""
         with self._transaction() as db:
             failed = [
-                (identity, model, file)
-                for identity, model, file in db.execute("SELECT identity, model, file FROM batches WHERE status='failed'")
+                (identity, key, file)
+                for identity, key, file in db.execute("SELECT identity, model, file FROM batches WHERE status='failed'")
+                if model is None or model in (key, key.split("/")[0])
             ]
-            chosen = [(i, m) for i, m, file in failed if name in (file, Path(file).name)]
-            db.executemany("UPDATE batches SET status='retry', claims=0 WHERE identity=? AND model=?", chosen)
+            chosen = [f for f in failed if name == f[2] or Path(name).resolve() == Path(f[2]).resolve()]
+            chosen = chosen or [f for f in failed if Path(f[2]).name == name]
+            named = sorted({(file, key) for _, key, file in chosen})
+            if len(named) > 1:
+                listed = ", ".join(f"{file} ({key})" for file, key in named)
+                raise PipelineError(
+                    f"'{name}' names {len(named)} set-aside batches: {listed}. Give the file's path (and --model)."
+                )
+            db.executemany(
+                "UPDATE batches SET status='retry', claims=0 WHERE identity=? AND model=?", [c[:2] for c in chosen]
+            )
             return len(chosen)
 
     def settled(self, model: str) -> dict[str, str]:
