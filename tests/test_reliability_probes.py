@@ -403,6 +403,11 @@ PROBES: list[tuple[str, str, str]] = [
         "R05: `vad release b.csv` also released other folders' and another model's batches",
         "tests/test_reliability_round4.py::test_R05_release_takes_only_the_batch_named_and_refuses_a_name_that_several_share",
     ),
+    (
+        "Fourth round",
+        "R11: a batch another run had archived was reported as changed since it was scored",
+        "tests/test_reliability_round4.py::test_R11_a_batch_another_run_archived_is_said_to_be_gone_not_changed",
+    ),
 ]
 
 

@@ -196,3 +196,13 @@ def test_R05_release_takes_only_the_batch_named_and_refuses_a_name_that_several_
         "in/site-b/b.csv": "failed",
         "old/b.csv": "retry",
     }
+
+
+def test_R11_a_batch_another_run_archived_is_said_to_be_gone_not_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    batch, folder = scored_batch(tmp_path)
+    assert inbox.archive_batch(batch, folder, tmp_path / "archive") is not None
+    with caplog.at_level(logging.INFO, logger="pipeline.ops.inbox"):
+        assert inbox.archive_batch(batch, folder, tmp_path / "archive") is None  # the second run finds it gone
+    assert "another run archived it" in caplog.text and "changed" not in caplog.text

@@ -176,6 +176,9 @@ def archive_batch(batch: Batch, inbox: str | Path, archive: str | Path) -> Path 
     (R09: a planted link under the id-named name once cost the batch its only copy). Returns
     where the file went, or None when it stayed."""
     source = Path(batch.file)
+    if not os.path.lexists(source):  # R11: it was "changed since it was scored"; it is gone
+        log.info("inbox: '%s' is no longer in the inbox (another run archived it).", source.name)
+        return None
     if (
         not source.is_file()
         or ingest.file_stamp(source) != (batch.size, batch.mtime_ns)
