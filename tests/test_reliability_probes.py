@@ -408,6 +408,11 @@ PROBES: list[tuple[str, str, str]] = [
         "R11: a batch another run had archived was reported as changed since it was scored",
         "tests/test_reliability_round4.py::test_R11_a_batch_another_run_archived_is_said_to_be_gone_not_changed",
     ),
+    (
+        "Fourth round",
+        "R30: a killed writer's temporary stayed until the same output name was written again",
+        "tests/test_reliability_round4.py::test_R30_a_killed_writers_temporary_goes_when_any_output_is_written_beside_it",
+    ),
 ]
 
 

@@ -8,6 +8,8 @@ import logging
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from contextlib import closing
@@ -19,6 +21,7 @@ import pytest
 from common import DATA
 
 from pipeline.artifact.manifest import LatestMoved, resolve_model_dir, set_latest
+from pipeline.core.atomic import atomic_output
 from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from pipeline.ops import inbox
@@ -206,3 +209,17 @@ def test_R11_a_batch_another_run_archived_is_said_to_be_gone_not_changed(
     with caplog.at_level(logging.INFO, logger="pipeline.ops.inbox"):
         assert inbox.archive_batch(batch, folder, tmp_path / "archive") is None  # the second run finds it gone
     assert "another run archived it" in caplog.text and "changed" not in caplog.text
+
+
+def test_R30_a_killed_writers_temporary_goes_when_any_output_is_written_beside_it(tmp_path: Path) -> None:
+    """`VAD_CRASH_AT=write vad score … --output o.csv` left `.o.csv.tmp-<pid>-…` until `o.csv`
+    itself was written again; writing `o.parquet` beside it kept it."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f".o.csv.tmp-{int(dead.stdout)}-abcdefgh"
+    live = tmp_path / f".p.csv.tmp-{os.getpid()}-abcdefgh"  # a writer still at work
+    mine = tmp_path / ".notes.tmp-1-of-mine"  # not a name atomic_output gives
+    for path in (left, live, mine):
+        path.write_text("partial")
+    with atomic_output(tmp_path / "o.parquet") as temporary:
+        temporary.write_text("whole")
+    assert not left.exists() and live.exists() and mine.exists()

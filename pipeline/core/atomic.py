@@ -9,6 +9,7 @@ written (after this returns) never points at a file a power cut could still take
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -42,10 +43,18 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         raise
 
 
+# `.<output name>.tmp-<pid>-<mkstemp's random characters>`: what `atomic_output` names its temporaries.
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-[a-z0-9_]+$")
+
+
 def remove_dead_temporaries(path: Path) -> None:
-    """Delete temporaries of `path` left by killed writers (their pid is gone); a live one's stays."""
-    for leftover in _dead(path.parent, f".{path.name}.tmp-"):
-        leftover.unlink(missing_ok=True)
+    """Delete the temporaries killed writers left beside `path`, whichever output they were
+    writing (their pid is gone; a live writer's stay): R30 found one left until the same output
+    name was written again, which may be never."""
+    for leftover in path.parent.glob(".*.tmp-*"):
+        match = _TEMPORARY.match(leftover.name)
+        if match and leftover.is_file() and not pid_alive(int(match["pid"])):
+            leftover.unlink(missing_ok=True)
 
 
 def scratch_folder(parent: Path | None, prefix: str) -> tempfile.TemporaryDirectory:
