@@ -413,6 +413,11 @@ PROBES: list[tuple[str, str, str]] = [
         "R30: a killed writer's temporary stayed until the same output name was written again",
         "tests/test_reliability_round4.py::test_R30_a_killed_writers_temporary_goes_when_any_output_is_written_beside_it",
     ),
+    (
+        "Fourth round",
+        "R38: a column named twice in an Arrow file gave a polars panic, in NDJSON a type error",
+        "tests/test_reliability_round4.py::test_R38_a_column_named_twice_in_arrow_or_ndjson_is_named_in_one_line",
+    ),
 ]
 
 

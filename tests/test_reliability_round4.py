@@ -4,6 +4,7 @@ by a test named by its id. The streams findings (R22, R24, R28, R47) are in test
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -17,15 +18,17 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from unittest import mock
 
+import polars as pl
 import pytest
 from common import DATA
 
 from pipeline.artifact.manifest import LatestMoved, resolve_model_dir, set_latest
 from pipeline.core.atomic import atomic_output
 from pipeline.core.config import load_config
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import DataError, PipelineError
 from pipeline.ops import inbox
 from pipeline.ops.ledger import Ledger
+from pipeline.runtime import Scorer, score_files
 
 
 @pytest.fixture
@@ -223,3 +226,26 @@ def test_R30_a_killed_writers_temporary_goes_when_any_output_is_written_beside_i
     with atomic_output(tmp_path / "o.parquet") as temporary:
         temporary.write_text("whole")
     assert not left.exists() and live.exists() and mine.exists()
+
+
+@pytest.mark.parametrize("suffix", ["arrow", "ndjson"])
+def test_R38_a_column_named_twice_in_arrow_or_ndjson_is_named_in_one_line(
+    tabular_model: Path, tmp_path: Path, suffix: str
+) -> None:
+    """Arrow: a polars panic, then "has no data rows"; NDJSON: "cannot parse '189.68' (f64) as Int64"."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    rows = pl.read_csv(DATA / "tabular" / "batch.csv").head(50)
+    path = tmp_path / f"dup.{suffix}"
+    if suffix == "arrow":
+        table = rows.to_arrow()
+        doubled = pa.Table.from_arrays(
+            [*table.columns, pa.array([9999.0] * table.num_rows)], names=[*table.column_names, "temperature"]
+        )
+        feather.write_feather(doubled, path)
+    else:
+        path.write_text("".join(json.dumps(row)[:-1] + ', "temperature": 9999}\n' for row in rows.iter_rows(named=True)))
+    with pytest.raises(DataError, match=f"file '.*dup.{suffix}' names column 'temperature' twice"):
+        score_files(Scorer.load(tabular_model), path, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()

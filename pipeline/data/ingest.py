@@ -7,11 +7,14 @@ from __future__ import annotations
 import csv
 import glob
 import itertools
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
 
 from pipeline.core.atomic import atomic_output
 from pipeline.core.errors import DataError
@@ -137,6 +140,28 @@ def check_csv_header(path: Path, separator: str) -> None:
         seen.add(name)
 
 
+def check_unique_names(path: Path, fmt: str) -> None:
+    """Refuse an Arrow file whose schema, or an NDJSON file whose first object, names a column
+    twice, as a CSV header is refused (R38: polars panicked on the Arrow file, then said it had
+    no data rows; the NDJSON file failed on a number of the wrong type)."""
+    if fmt == "ipc":
+        try:
+            with pa.memory_map(str(path)) as source:
+                names = pa.ipc.open_file(source).schema.names
+        except (OSError, pa.ArrowInvalid):  # a stream, or not Arrow at all: polars says what it is
+            return
+    else:
+        with path.open("rb") as handle:
+            line = handle.readline(HEADER_LIMIT).strip()
+        try:
+            names = [key for key, _ in json.loads(line or b"{}", object_pairs_hook=lambda pairs: pairs)]
+        except (ValueError, TypeError, AttributeError):  # not one JSON object: polars names the row
+            return
+    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:
+        raise DataError(f"file '{path}' names column '{repeated}' twice; rename or drop one.")
+
+
 def scan_file(path: Path, separator: str | None = None) -> pl.LazyFrame:
     """Lazily scan one file so that later selects read only the needed columns."""
     fmt = file_format(path)
@@ -146,6 +171,7 @@ def scan_file(path: Path, separator: str | None = None) -> pl.LazyFrame:
         return pl.scan_csv(path, separator=separator, try_parse_dates=True)
     if fmt == "parquet":
         return pl.scan_parquet(path)
+    check_unique_names(path, fmt)
     if fmt == "ndjson":
         return pl.scan_ndjson(path)
     return pl.scan_ipc(path)
