@@ -46,6 +46,7 @@ fuzz: $(STAMP)
 # model if none is exported yet, and the deployment scoring every batch dropped into data/inbox.
 serve: $(STAMP)
 	test -f exported/demo-sensors/latest || $(BIN)/python -m pipeline.demo
+	mkdir -p data/inbox
 	$(BIN)/python -m flows.serve --inbox data/inbox --model exported/demo-sensors --interval 60
 
 bench-quality: $(STAMP)

@@ -6,6 +6,7 @@ Run once:        python -m flows.score --inbox data/inbox --model exported/demo-
 On a schedule:   python -m flows.serve   (README, "Scheduled scoring")"""
 
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -365,8 +366,9 @@ def main(  # noqa: PLR0913 - a command's options are its signature
     archive: Optional[str] = typer.Option(None, help=("Move each scored batch's file here (beside the inbox, not in it).")),
 ) -> None:
     """Run the scoring flow once (creating the inbox folder if it does not exist yet)."""
-    if not is_glob(inbox_path):
-        Path(inbox_path).mkdir(parents=True, exist_ok=True)
+    if not is_glob(inbox_path) and not Path(inbox_path).exists():  # N6: said, not silent
+        Path(inbox_path).mkdir(parents=True)
+        print(f"inbox '{inbox_path}' did not exist: created it, empty; drop batches into it.", file=sys.stderr)
     result = score_flow(
         inbox_path=inbox_path,
         outbox=outbox,

@@ -58,6 +58,19 @@ def start_local_server(
     return process, api_url
 
 
+def check_inputs(model: str, inbox: str) -> None:
+    """Refuse, before any server starts or any tick runs, a model that does not load and an inbox
+    that does not exist (N7: serving started, and every tick failed with a traceback; a
+    mistyped inbox was created and reported 0 batches for ever)."""
+    from pipeline.artifact.manifest import read_manifest, resolve_model_dir  # here: `--help` stays fast
+    from pipeline.core.errors import DataError
+    from pipeline.data.ingest import is_glob
+
+    read_manifest(resolve_model_dir(model))
+    if not is_glob(inbox) and not Path(inbox).is_dir():
+        raise DataError(f"the inbox '{inbox}' does not exist: create it first (mkdir -p {inbox}), or check its spelling.")
+
+
 def serve_scoring(  # noqa: PLR0913 - the deployment's settings, one per `main` option
     inbox: str,
     outbox: str,
@@ -88,9 +101,7 @@ def main(  # noqa: PLR0913 - a command's options are its signature
     archive: Optional[str] = typer.Option(None, help=("Move each scored batch's file here (beside the inbox, not in it).")),
 ) -> None:
     """Serve the scheduled scoring deployment (starting a local Prefect server if needed)."""
-    from pipeline.data.ingest import is_glob  # here: the module loads fast for `--help`
-
-    Path(inbox).mkdir(parents=True, exist_ok=True) if not is_glob(inbox) else None
+    check_inputs(model, inbox)
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         server, api_url = start_local_server(port)
@@ -105,4 +116,6 @@ def main(  # noqa: PLR0913 - a command's options are its signature
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    from pipeline.core.errors import exit_on_user_error
+
+    exit_on_user_error(lambda: typer.run(main))

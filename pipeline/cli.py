@@ -565,6 +565,30 @@ def release(
 
 
 @app.command()
+def serve(  # noqa: PLR0913 - a command's options are its signature
+    model: Annotated[Path, typer.Argument(help="Model folder (its latest version) or a version folder.")],
+    inbox: Annotated[Path, typer.Argument(help="The folder batches are dropped into (it must exist).")],
+    outbox: Annotated[Path, typer.Option(help="Scores, ledger and alerts go here.")] = Path("runs/scoring"),
+    interval: Annotated[float, typer.Option(min=1, help="Seconds between scheduled runs.")] = 60.0,
+    sink: Annotated[Optional[list[str]], typer.Option(help="Alert sink: prefect-event or a block slug.")] = None,
+    archive: Annotated[Optional[Path], typer.Option(help="Move each scored batch's file here.")] = None,
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server (when PREFECT_API_URL is unset).")] = 4200,
+) -> None:
+    """Score every batch dropped into INBOX with MODEL, on a schedule, until interrupted: a local
+    Prefect server on 127.0.0.1 (its UI address printed) and the scheduled deployment. The
+    model and the inbox are checked first. The same as `python -m flows.serve`."""
+    import os
+    import sys
+
+    command = [sys.executable, "-m", "flows.serve", "--model", str(model), "--inbox", str(inbox)]
+    command += ["--outbox", str(outbox), "--interval", str(interval), "--port", str(port)]
+    for name in sink or ["prefect-event"]:
+        command += ["--sink", name]
+    command += ["--archive", str(archive)] if archive is not None else []
+    os.execv(sys.executable, command)  # this process becomes the server's keeper: Ctrl-C reaches it as before
+
+
+@app.command()
 def sample(
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder.")],
     n: Annotated[int, typer.Option("-n", min=1, help="Rows to generate.")] = 10,

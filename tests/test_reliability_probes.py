@@ -418,6 +418,11 @@ PROBES: list[tuple[str, str, str]] = [
         "R38: a column named twice in an Arrow file gave a polars panic, in NDJSON a type error",
         "tests/test_reliability_round4.py::test_R38_a_column_named_twice_in_arrow_or_ndjson_is_named_in_one_line",
     ),
+    (
+        "Fourth round",
+        "N7: serving a mistyped model started, then failed every tick with a traceback",
+        "tests/test_reliability_round4.py::test_N7_serving_refuses_a_missing_model_or_inbox_before_it_starts",
+    ),
 ]
 
 

@@ -249,3 +249,17 @@ def test_R38_a_column_named_twice_in_arrow_or_ndjson_is_named_in_one_line(
     with pytest.raises(DataError, match=f"file '.*dup.{suffix}' names column 'temperature' twice"):
         score_files(Scorer.load(tabular_model), path, tmp_path / "out.parquet")
     assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("what", ["model", "inbox"])
+def test_N7_serving_refuses_a_missing_model_or_inbox_before_it_starts(sensor_model: Path, tmp_path: Path, what: str) -> None:
+    """`flows.serve --model exported/plant-s` (a mistyped path) started serving, and every tick
+    failed with a traceback; a mistyped inbox was created and reported 0 batches."""
+    (tmp_path / "inbox").mkdir()
+    model = tmp_path / "plant-s" if what == "model" else sensor_model
+    inbox = tmp_path / "inbox" if what == "model" else tmp_path / "inbx"
+    vad = Path(sys.executable).with_name("vad")
+    done = subprocess.run([str(vad), "serve", str(model), str(inbox)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Prefect UI" not in done.stdout  # no server was started
+    assert done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr  # one line
+    assert not (tmp_path / "inbx").exists()

@@ -290,6 +290,7 @@ def test_the_readme_command_runs_on_a_fresh_clone_without_an_inbox(
     result = run_scoring(prefect_server, tmp_path / "data" / "inbox", tmp_path / "out", sensor_model, "prefect-event")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "data" / "inbox").is_dir() and json.loads(result.stdout.splitlines()[-1])["scored"] == []
+    assert "did not exist: created it" in result.stderr  # N6: said, not silent
     missing = subprocess.run(
         [
             sys.executable,
