@@ -564,6 +564,39 @@ def release(
         console.print(f"{batch}: {released} set-aside batch record(s) released; the next run scores it again.")
 
 
+@app.command(name="dead-letters")
+def dead_letters(
+    outbox: Annotated[Path, typer.Option(help="The scoring outbox (holding ledger.sqlite).")] = Path("runs/scoring"),
+    resend: Annotated[Optional[str], typer.Option(help="Owe this alert id again to the sinks that refused it.")] = None,
+    as_json: Annotated[bool, AS_JSON] = False,
+) -> None:
+    """Alerts a sink refused (HTTP 4xx) three times, set aside with its reason; `--resend ID`
+    sends one again on the next scoring run (after the sink or its block was fixed)."""
+    from pipeline.ops.inbox import LEDGER_FILE, open_ledger
+
+    if not (outbox / LEDGER_FILE).is_file():
+        raise PipelineError(f"'{outbox}' holds no ledger ('{LEDGER_FILE}'): name the scoring flow's outbox.")
+    ledger = open_ledger(outbox)
+    if resend is not None:
+        owed = ledger.resend(resend)
+        if not owed:
+            raise PipelineError(f"alert {resend!r} is not a dead letter in {outbox / LEDGER_FILE}.")
+        print_json({"resend": resend, "sinks": owed}) if as_json else console.print(
+            f"alert {resend}: owed again to {owed} sink(s); the next scoring run sends it."
+        )
+        return
+    letters = ledger.dead_letters()
+    if as_json:
+        print_json({"dead_letters": letters})
+        return
+    table = Table(title=f"dead letters in {outbox / LEDGER_FILE}")
+    for column in ("alert id", "sink", "refusals", "last reason"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        table.add_row(letter["alert_id"], letter["sink"], str(letter["attempts"]), letter["reason"])
+    console.print(table if letters else "no dead letters: every refused alert was delivered or is still tried.")
+
+
 @app.command()
 def serve(  # noqa: PLR0913 - a command's options are its signature
     model: Annotated[Path, typer.Argument(help="Model folder (its latest version) or a version folder.")],

@@ -423,6 +423,11 @@ PROBES: list[tuple[str, str, str]] = [
         "N7: serving a mistyped model started, then failed every tick with a traceback",
         "tests/test_reliability_round4.py::test_N7_serving_refuses_a_missing_model_or_inbox_before_it_starts",
     ),
+    (
+        "Fourth round",
+        "R12: a webhook that refused one alert (400) kept every later alert to it undelivered",
+        "tests/test_reliability_round4.py::test_R12_an_alert_a_sink_refuses_is_dead_lettered_and_holds_no_other_back",
+    ),
 ]
 
 

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from contextlib import closing
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from unittest import mock
 
@@ -263,3 +263,74 @@ def test_N7_serving_refuses_a_missing_model_or_inbox_before_it_starts(sensor_mod
     assert done.returncode == 2 and "Prefect UI" not in done.stdout  # no server was started
     assert done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr  # one line
     assert not (tmp_path / "inbx").exists()
+
+
+def test_R12_an_alert_a_sink_refuses_is_dead_lettered_and_holds_no_other_back(
+    sensor_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook that always refused one alert (HTTP 400) kept every later alert owed to it
+    undelivered, run after run: the first failure paused the sink, and the oldest owed alert
+    was always tried first. Here a real Webhook block posts to a real local receiver that
+    refuses one alert; only the block's lookup (a Prefect server's) is stood in for."""
+    from prefect.blocks.core import Block
+    from prefect.blocks.webhook import Webhook
+
+    from pipeline.ops import delivery
+
+    received: list[str] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            alert_id = json.loads(self.rfile.read(int(self.headers["content-length"])))["alert_id"]
+            received.append(alert_id)
+            self.send_response(400 if alert_id == "refused" else 204)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    monkeypatch.setattr(Block, "load", classmethod(lambda cls, slug, **kw: Webhook(url=url)))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    template = sensor_alert(sensor_model)
+    sink = "webhook/ops"
+    try:
+        for run in range(4):  # a scheduled run, then the runs after it, each delivering what is owed
+            if run == 0:
+                for alert_id in ("refused", "a1", "a2"):
+                    ledger.record_alert(
+                        alert_id,
+                        alert_id,
+                        "m/1",
+                        template.model_copy(update={"alert_id": alert_id}).model_dump(mode="json"),
+                        "m",
+                        {},
+                    )
+            breaker = delivery.SinkBreaker(ledger, [sink], pause=60)
+            for payload, owing in ledger.owed([sink]):
+                outcome = delivery.deliver(delivery.read_record(payload), breaker.working(owing), ledger)
+                breaker.worked(outcome)
+    finally:
+        server.shutdown()
+    assert received.count("a1") == received.count("a2") == 1  # delivered once, in the first run
+    assert received.count("refused") == 3 and ledger.owed([sink]) == []  # three tries, then set aside
+    (letter,) = ledger.dead_letters()
+    assert letter["alert_id"] == "refused" and "400" in letter["reason"] and url not in letter["reason"]
+    assert ledger.paused_sinks([sink]) == {}  # the sink answered every time: never paused
+    assert ledger.resend("refused") == 1 and [a["alert_id"] for a in ledger.undelivered([sink])] == ["refused"]
+
+
+def sensor_alert(model: Path):
+    """A real alert of the demo sensor model on its batch."""
+    from pipeline.core.config import AlertRules
+    from pipeline.ops import alerts
+    from pipeline.ops.records import BatchRef
+
+    scorer = Scorer.load(model)
+    scored = scorer.score(pl.read_parquet(DATA / "sensors" / "batch.parquet"))
+    alert, _ = alerts.evaluate(scored, scorer.manifest, AlertRules(), BatchRef(file="b", sha256="0" * 64), last_alerts={})
+    assert alert is not None
+    return alert

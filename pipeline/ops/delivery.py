@@ -119,8 +119,19 @@ def read_record(payload: dict) -> Alert | DriftAlert:
         ) from None
 
 
+def refused(error: BaseException) -> bool:
+    """Whether a sink answered and refused the request itself (HTTP 4xx, but for timeouts and
+    rate limits), so sending it again unchanged fails again; anything else (5xx, a timeout, a
+    lost connection) is the sink's, and time may mend it."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 425, 429)
+
+
 def deliver(alert: Alert | DriftAlert, sinks: list[str], ledger: Ledger) -> dict[str, str]:
-    """Send the alert to every sink it has not reached yet; {sink: sent | already-sent}."""
+    """Send the alert to every sink it has not reached yet; {sink: sent | already-sent |
+    refused | dead-letter}. A sink that refuses the alert (`refused`) is counted against the
+    alert (`Ledger.alert_refused`), not paused: the sink's other alerts go on. Other failures
+    raise a DeliveryError naming the sinks, after every sink was tried."""
     outcome: dict[str, str] = {}
     failures: dict[str, str] = {}
     for sink in sinks:
@@ -130,7 +141,12 @@ def deliver(alert: Alert | DriftAlert, sinks: list[str], ledger: Ledger) -> dict
         try:
             emit_alert_event(alert) if sink == EVENT_SINK else notify_block(sink, alert)
         except Exception as error:  # noqa: BLE001 - every sink is tried; failures are re-raised below
-            failures[sink] = failure_reason(error)
+            reason = failure_reason(error)
+            if refused(error):  # the sink is up and refuses this alert: the alert's failure, not the sink's
+                outcome[sink] = "dead-letter" if ledger.alert_refused(alert.alert_id, sink, reason) else "refused"
+                log.warning("alert %s: sink %s refused it (%s): %s", alert.alert_id, sink, outcome[sink], reason)
+                continue
+            failures[sink] = reason
             log.warning("alert %s: sink %s failed: %s", alert.alert_id, sink, failures[sink])
             continue
         crash_point("sent")
@@ -164,6 +180,7 @@ class SinkBreaker:
         return {sink: self.ledger.sink_failed(sink) for sink in sinks}
 
     def worked(self, outcome: dict[str, str]) -> None:
+        """Close the circuits of the sinks that answered (a refusal is an answer too)."""
         for sink, how in outcome.items():
-            if how == "sent":
+            if how in ("sent", "refused", "dead-letter"):
                 self.ledger.sink_worked(sink)

@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS entity_alerts (
     model_name TEXT NOT NULL, entity TEXT NOT NULL, last_time TEXT NOT NULL, PRIMARY KEY (model_name, entity));
 CREATE TABLE IF NOT EXISTS sinks (sink TEXT PRIMARY KEY, since REAL NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
     failed_at REAL);
+CREATE TABLE IF NOT EXISTS refusals (
+    alert_id TEXT NOT NULL, sink TEXT NOT NULL, attempts INTEGER NOT NULL, reason TEXT NOT NULL, refused_at REAL NOT NULL,
+    dead INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (alert_id, sink));
 CREATE TABLE IF NOT EXISTS drifting (model_name TEXT NOT NULL, item TEXT NOT NULL, PRIMARY KEY (model_name, item));
 CREATE TABLE IF NOT EXISTS stream_states (
     model TEXT NOT NULL, entity TEXT NOT NULL, identity TEXT NOT NULL, end_time REAL NOT NULL, state TEXT NOT NULL,
@@ -65,6 +68,7 @@ MAX_ATTEMPTS = 5  # claims of a batch whose failures were transient, before it i
 # Stream states kept per model version and entity, newest by data time: a batch that arrives this
 # many batches late still continues the state as of its own time; an older one starts afresh.
 STATES_KEPT = 32
+MAX_REFUSALS = 3  # times a sink refuses one alert (HTTP 4xx) before the alert is set aside for it as a dead letter
 
 
 def _owner_alive(owner: str) -> bool | None:
@@ -450,7 +454,8 @@ class Ledger:
                 f"WITH wanted(sink) AS (VALUES {marks}) SELECT a.alert_id, a.payload, w.sink FROM alerts a, wanted w "
                 "LEFT JOIN sinks s ON s.sink = w.sink WHERE (CASE WHEN s.since_alert IS NULL THEN "
                 "a.created_at >= coalesce(s.since, 0) ELSE a.rowid > s.since_alert END) AND NOT EXISTS "
-                "(SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.sink = w.sink) "
+                "(SELECT 1 FROM deliveries d WHERE d.alert_id = a.alert_id AND d.sink = w.sink) AND NOT EXISTS "
+                "(SELECT 1 FROM refusals r WHERE r.alert_id = a.alert_id AND r.sink = w.sink AND r.dead = 1) "
                 "ORDER BY a.created_at, a.alert_id",
                 sinks,
             ).fetchall()
@@ -458,6 +463,37 @@ class Ledger:
         for alert_id, payload, sink in rows:
             owed.setdefault(alert_id, (json.loads(payload), []))[1].append(sink)
         return list(owed.values())
+
+    def alert_refused(self, alert_id: str, sink: str, reason: str) -> bool:
+        """`sink` refused this alert (it answered, with a 4xx): that alert's failure, not the
+        sink's. After MAX_REFUSALS it is set aside for that sink as a dead letter, with the
+        reason, and no longer owed (R12: one refused alert held every later one back). Returns
+        whether it is dead now."""
+        with self._transaction() as db:
+            attempts = db.execute(
+                "INSERT INTO refusals (alert_id, sink, attempts, reason, refused_at) VALUES (?, ?, 1, ?, ?) "
+                "ON CONFLICT (alert_id, sink) DO UPDATE SET attempts = attempts + 1, reason = excluded.reason, "
+                "refused_at = excluded.refused_at RETURNING attempts",
+                (alert_id, sink, reason, time.time()),
+            ).fetchone()[0]
+            dead = attempts >= MAX_REFUSALS
+            db.execute("UPDATE refusals SET dead=? WHERE alert_id=? AND sink=?", (int(dead), alert_id, sink))
+            return dead
+
+    def dead_letters(self) -> list[dict]:
+        """The alerts set aside for a sink that refused them, with the sink's last reason."""
+        with self._transaction() as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                "SELECT alert_id, sink, attempts, reason, refused_at FROM refusals WHERE dead=1 ORDER BY refused_at"
+            )
+            return [dict(row) for row in rows]
+
+    def resend(self, alert_id: str) -> int:
+        """Owe a dead-lettered alert again to the sinks that refused it (after the sink or the
+        alert's payload was fixed): the next run sends it. Returns the sinks it is owed to again."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM refusals WHERE alert_id=? AND dead=1", (alert_id,)).rowcount
 
     def undelivered(self, sinks: list[str]) -> list[dict]:
         """The alerts of `owed`, without their sinks."""
