@@ -428,6 +428,11 @@ PROBES: list[tuple[str, str, str]] = [
         "R12: a webhook that refused one alert (400) kept every later alert to it undelivered",
         "tests/test_reliability_round4.py::test_R12_an_alert_a_sink_refuses_is_dead_lettered_and_holds_no_other_back",
     ),
+    (
+        "Fourth round",
+        "N10: a version promoted with files still in the inbox re-scored them and paged both incidents again",
+        "tests/test_reliability_round4.py::test_N10_a_promoted_version_scores_the_inbox_again_without_paging_again",
+    ),
 ]
 
 

@@ -334,3 +334,28 @@ def sensor_alert(model: Path):
     alert, _ = alerts.evaluate(scored, scorer.manifest, AlertRules(), BatchRef(file="b", sha256="0" * 64), last_alerts={})
     assert alert is not None
     return alert
+
+
+def test_N10_a_promoted_version_scores_the_inbox_again_without_paging_again(sensor_model: Path, tmp_path: Path) -> None:
+    """After a challenger was promoted with files still in the inbox, the next tick re-scored them
+    with the new version and sent both alerts to the webhook again (4 posts for 2 incidents)."""
+    from pipeline.core.config import AlertRules, ThresholdConfig
+    from pipeline.training.rethreshold import refit_threshold
+
+    folder = Path(shutil.copytree(sensor_model.parent, tmp_path / "model", symlinks=True))
+    second = refit_threshold(folder, DATA / "sensors" / "history.parquet", ThresholdConfig(quantile=0.995), activate=True)
+    path = tmp_path / "in" / "batch.parquet"
+    path.parent.mkdir()
+    shutil.copy(DATA / "sensors" / "batch.parquet", path)
+    ledger = inbox.open_ledger(tmp_path / "out")
+    (batch,) = inbox.find_batches(path, ledger)
+    judged = {}
+    no_cooldown = AlertRules(cooldown_minutes=0)  # the cooldown alone must not be what holds the page back
+    for version in (folder / "1", second.version_dir):
+        scorer = Scorer.load(version)
+        assert ledger.claim(batch.identity, scorer.manifest.key, batch.file).granted  # a new version scores it again
+        judged[version.name] = inbox.score_and_judge(ledger, scorer, batch, tmp_path / "out", no_cooldown)
+        ledger.complete(batch.identity, scorer.manifest.key, judged[version.name].summary.output, {})
+    assert judged["1"].alert is not None and judged["2"].alert is None  # paged once, by the version that judged it first
+    assert judged["2"].summary.anomalies > 0 and Path(judged["2"].summary.output).is_file()  # but scored by the new one
+    assert len(ledger.alerts()) == 1

@@ -312,6 +312,10 @@ def raise_alert(  # noqa: PLR0913 - the batch, its scores and summary, the rules
     existing = ledger.get_alert(alerts.alert_id(manifest.key, batch.identity))
     if existing is not None:
         return Alert.model_validate(existing)
+    judged = ledger.judged_by_another_version(batch.identity, manifest.name, manifest.key)
+    if judged is not None:  # N10: a promoted version re-scored the inbox's files and paged them again
+        log.info("batch %s: judged by %s already; %s scores it without alerting again.", batch.file, judged, manifest.key)
+        return None
     alert, times = alerts.evaluate(
         scored,
         manifest,

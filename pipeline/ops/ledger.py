@@ -302,6 +302,18 @@ class Ledger:
             )
             return len(chosen)
 
+    def judged_by_another_version(self, identity: str, model_name: str, model: str) -> str | None:
+        """Another version of this model (name/version) that already scored and judged this
+        batch, if any: a version promoted while files were still in the inbox scores them again,
+        but their alerts were raised, or not, under the version that judged them first (N10)."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT model FROM batches WHERE identity=? AND status='done' AND model != ? AND substr(model, 1, ?) = ? "
+                "ORDER BY finished_at LIMIT 1",
+                (identity, model, len(model_name) + 1, f"{model_name}/"),
+            ).fetchone()
+        return row[0] if row else None
+
     def settled(self, model: str) -> dict[str, str]:
         """The status ('done', or 'failed': set aside) of each batch this model version has
         finished, by identity, in one query: a run skips them without a claim each (P12: 2,000
