@@ -13,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
-from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from unittest import mock
 
@@ -165,20 +166,10 @@ def test_R18_httpx_request_lines_carry_no_webhook_secret(caplog: pytest.LogCaptu
 
     from pipeline.ops import delivery  # noqa: F401 - importing it puts the filter on httpx's logger
 
-    class Refuse(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.send_response(403)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.handle_request, daemon=True).start()
+    server, _ = local_receiver(lambda body: 403)
     with caplog.at_level(logging.INFO, logger="httpx"):
         httpx.post(f"http://svc:SECRET-PW@127.0.0.1:{server.server_port}/T0/SECRET-PATH", json={}, timeout=10)
-    server.server_close()
+    server.shutdown()
     assert "HTTP Request: POST http://127.0.0.1" in caplog.text and "403" in caplog.text
     assert "SECRET" not in caplog.text
 
@@ -277,21 +268,7 @@ def test_R12_an_alert_a_sink_refuses_is_dead_lettered_and_holds_no_other_back(
 
     from pipeline.ops import delivery
 
-    received: list[str] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            alert_id = json.loads(self.rfile.read(int(self.headers["content-length"])))["alert_id"]
-            received.append(alert_id)
-            self.send_response(400 if alert_id == "refused" else 204)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, bodies = local_receiver(lambda body: 400 if json.loads(body)["alert_id"] == "refused" else 204)
     url = f"http://127.0.0.1:{server.server_port}/hook"
     monkeypatch.setattr(Block, "load", classmethod(lambda cls, slug, **kw: Webhook(url=url)))
     ledger = Ledger(tmp_path / "ledger.sqlite")
@@ -315,6 +292,7 @@ def test_R12_an_alert_a_sink_refuses_is_dead_lettered_and_holds_no_other_back(
                 breaker.worked(outcome)
     finally:
         server.shutdown()
+    received = [json.loads(body)["alert_id"] for body in bodies]
     assert received.count("a1") == received.count("a2") == 1  # delivered once, in the first run
     assert received.count("refused") == 3 and ledger.owed([sink]) == []  # three tries, then set aside
     (letter,) = ledger.dead_letters()
@@ -359,3 +337,24 @@ def test_N10_a_promoted_version_scores_the_inbox_again_without_paging_again(sens
     assert judged["1"].alert is not None and judged["2"].alert is None  # paged once, by the version that judged it first
     assert judged["2"].summary.anomalies > 0 and Path(judged["2"].summary.output).is_file()  # but scored by the new one
     assert len(ledger.alerts()) == 1
+
+
+def local_receiver(status_of: Callable[[bytes], int]) -> tuple[ThreadingHTTPServer, list[bytes]]:
+    """An HTTP server on 127.0.0.1 (a port of its own) answering each POST with `status_of(body)`;
+    the bodies it received, in order. Stop it with `shutdown()`."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            bodies.append(body)
+            self.send_response(status_of(body))
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, bodies

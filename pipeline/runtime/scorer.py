@@ -261,7 +261,8 @@ class Scorer:
         rule = self.step_rule(options.threshold)
         layout = None
         if self.schema.mode == "sensor" and keys.height:
-            layout = series_layout(keys, self.schema, self.entity_names(keys, entity_bounds(keys, self.schema)), stream)
+            bounds = entity_bounds(keys, self.schema)
+            layout = series_layout(keys, self.schema, (bounds, self.entity_names(keys, bounds)), stream)
             x = self._continued(x, layout)
         k = min(options.top_k, len(self.source_names))
         arrays = self.score_array(

@@ -23,7 +23,7 @@ import polars as pl
 
 from pipeline.core.config import AlarmRule, Persistence, WindowSpec
 from pipeline.data.schema import FeatureSchema
-from pipeline.data.windows import WindowIndex, entity_bounds, series_bounds
+from pipeline.data.windows import WindowIndex, series_bounds
 
 Span = tuple[int, int]  # [start, stop) rows of a batch
 # A step scored on a padded window (an entity's first `length - 1` rows, before a full window
@@ -380,13 +380,14 @@ def time_seconds(times: pl.Series) -> np.ndarray:
 
 
 def series_layout(
-    keys: pl.DataFrame, schema: FeatureSchema, entity_names: list[str], stream: StreamStates | None
+    keys: pl.DataFrame, schema: FeatureSchema, entities: tuple[list[Span], list[str]], stream: StreamStates | None
 ) -> SeriesLayout:
     """A sorted batch's spans and entities, with the state each entity continues (`stream`;
     None: every entity starts afresh). An entity whose batch begins more than the schema's
     `max_gap` after its state's last row restarts its span there, as the whole stream's
-    windows do, and keeps counting rows since its last alarm and flag."""
-    spans, bounds = series_bounds(keys, schema), entity_bounds(keys, schema)
+    windows do, and keeps counting rows since its last alarm and flag. `entities`: each entity's
+    row bounds and its name (`entity_bounds`, `Scorer.entity_names`)."""
+    spans, (bounds, entity_names) = series_bounds(keys, schema), entities
     assert schema.time_column is not None  # sensor models have one
     seconds = time_seconds(keys[schema.time_column])
     firsts = {name: float(seconds[start]) for name, (start, _) in zip(entity_names, bounds, strict=True)}
