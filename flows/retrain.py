@@ -5,7 +5,10 @@ rules. Each task wraps one `pipeline.training.promotion` call; the decision and 
 are an artifact, and `vad versions MODEL` lists every version with its parent, data and
 decision.
 
-Run:  python -m flows.retrain data/recent/ --model exported/demo-sensors --config data/sensors.toml"""
+The challenger is trained as the champion was: its manifest keeps every option and settled
+default, so no TOML is needed; one given changes only the sections it names.
+
+Run:  python -m flows.retrain data/recent/ --model exported/demo-sensors"""
 
 import os
 import tempfile
@@ -20,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline.artifact.manifest import RETRAIN_PREFIX, resolve_model_dir
 from pipeline.artifact.versions import Decision
-from pipeline.core.config import PipelineConfig, PromotionRules, load_config
+from pipeline.core.config import PipelineConfig, PromotionRules
 from pipeline.core.errors import exit_on_user_error
 from pipeline.runtime import Scorer
 from pipeline.training import promotion
@@ -71,15 +74,15 @@ def decision_markdown(
 def retrain_flow(
     source: str,
     model: str = "exported/demo-sensors",
-    config: Optional[str] = "data/sensors.toml",
+    config: Optional[str] = None,
     epochs: Optional[int] = None,
 ) -> dict:
     """Retrain `model` on `source` (recent data: file, glob or folder) and promote the
-    challenger only if it passes the rules; returns the decision."""
+    challenger only if it passes the rules; returns the decision. The challenger is trained
+    as the champion was (its kept configuration), with `config`'s sections over it."""
     logger = get_run_logger()
     champion_dir = str(resolve_model_dir(model))
-    overrides: dict = {"train": {"progress": False, **({"epochs": epochs} if epochs else {})}}
-    cfg = load_config(config, **overrides)
+    cfg = promotion.champion_config(Scorer.load(champion_dir), config, train={"progress": False, "epochs": epochs})
     # Named with this pid, so that the next export removes it if this run is killed (N22).
     with tempfile.TemporaryDirectory(prefix=f"{RETRAIN_PREFIX}{os.getpid()}-", dir=Path(champion_dir).parent) as folder:
         split = split_recent(source, champion_dir, cfg.promotion, folder, cfg.data.label_column)
@@ -109,7 +112,9 @@ def retrain_flow(
 def main(
     source: str = typer.Argument(..., help="Recent data: file, glob or folder."),
     model: str = typer.Option("exported/demo-sensors", help="Model folder (its latest version is the champion)."),
-    config: Optional[str] = typer.Option(None, help="TOML config: data, model, train and [promotion] rules."),
+    config: Optional[str] = typer.Option(
+        None, help="TOML sections over the champion's own training configuration ([promotion] rules, train, ...)."
+    ),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs for the challenger."),
 ) -> None:
     """Run the retraining flow once."""

@@ -61,9 +61,9 @@ def train_flow(
     """Train on `source` (file, glob or folder) and publish a new model version; returns its folder."""
     cfg = load_config(
         config,
-        train={"progress": False, **({"epochs": epochs} if epochs else {})},
-        **({"name": name} if name else {}),
-        **({"threshold": threshold.model_dump()} if threshold else {}),
+        name=name,
+        train={"progress": False, "epochs": epochs},
+        threshold=threshold.model_dump() if threshold else None,
     )
     data = load_training_set(source, cfg)
     calibrated = train_and_calibrate(data, cfg)

@@ -64,8 +64,15 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 28 options,
     config: Annotated[
         Optional[Path], typer.Option(help="TOML config with sections data, model, train, threshold, export.")
     ] = None,
+    like: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="A model (folder or version) to train like: its kept configuration, changed by the options given "
+            "here; the new version goes beside it unless --name or --out say otherwise."
+        ),
+    ] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name (folder under --out).")] = None,
-    out: Annotated[Path, typer.Option(help="Root folder of exported models.")] = Path("exported"),
+    out: Annotated[Optional[Path], typer.Option(help="Root folder of exported models (default: exported).")] = None,
     mode: Annotated[Optional[str], typer.Option(help="tabular or sensor.")] = None,
     features: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: inferred).")] = None,
     id_columns: Annotated[Optional[str], typer.Option(help="Comma-separated key columns passed to the output.")] = None,
@@ -117,8 +124,10 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 28 options,
         raise needs_training_extra(exc) from None
 
     window_spec = {k: v for k, v in {"length": window, "stride": stride}.items() if v is not None}
+    base, beside, lineage = _trained_like(like, keep_place=name is None and out is None)
     cfg = load_config(
         config,
+        base=base,
         name=name,
         data={
             "mode": mode,
@@ -143,7 +152,7 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 28 options,
         threshold={"method": threshold},
         export={"int8": int8},
     )
-    outcome = fit_model(source, cfg, out)
+    outcome = fit_model(source, cfg, out or Path("exported"), lineage=lineage, into=beside)
     result = outcome.calibrated.result
     if as_json:
         fitted = outcome.calibrated.threshold
@@ -183,6 +192,23 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 28 options,
         console.print(f"[yellow]repeated readings merged ({cfg.data.duplicates}):[/] {outcome.data.merged}")
     console.print(f"threshold {outcome.calibrated.threshold.value:.4f} ({outcome.calibrated.threshold.method})")
     console.print(f"exported to [bold]{outcome.version_dir}[/]")
+
+
+def _trained_like(like: Path | None, keep_place: bool) -> tuple[dict | None, Path | None, dict | None]:
+    """For `--like MODEL`: the configuration that model was trained with, the model folder its
+    new version goes into (when no name or root was given) and the lineage naming it."""
+    if like is None:
+        return None, None, None
+    from pipeline.artifact.manifest import read_manifest, resolve_model_dir
+    from pipeline.core.config import remembered_config
+
+    version_dir = resolve_model_dir(like)
+    manifest = read_manifest(version_dir)
+    base = remembered_config(manifest.training, str(version_dir))
+    lineage = {"change": f"trained like {manifest.name}/{manifest.version}"}
+    if keep_place:  # a new version of the same model: the one it was made like is its parent
+        return base, version_dir.parent, {"parent_version": manifest.version, **lineage}
+    return base, None, lineage
 
 
 @app.command()

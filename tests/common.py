@@ -27,6 +27,28 @@ def fleet(copies: int = 3) -> pl.DataFrame:
     return pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=7)
 
 
+def messy_sensor_history(folder: Path, days_later: int = 0, name: str = "history.csv") -> Path:
+    """Two machines of the demo history with 30 readings sent twice (a resend, values moved)
+    and a vibration value missing every 97th row: a file that needs both data policies."""
+    history = pl.read_parquet(DATA / "sensors" / "history.parquet")
+    history = history.with_columns(pl.col("timestamp") + pl.duration(days=days_later))
+    history = history.filter(pl.col("machine").is_in(["press-01", "press-02"]))
+    resent = history.slice(100, 30).with_columns(pl.col("motor_temp") + 0.01)
+    messy = (
+        pl.concat([history, resent])
+        .with_row_index("i")
+        .with_columns(pl.when(pl.col("i") % 97 == 5).then(None).otherwise(pl.col("vibration")).alias("vibration"))
+        .drop("i")
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    messy.write_csv(folder / name)
+    return folder / name
+
+
+MESSY_FLAGS = ["--mode", "sensor", "--time-column", "timestamp", "--entity-column", "machine", "--label-column", "label"]
+MESSY_FLAGS += ["--ignore-columns", "anomaly_kind", "--duplicates", "last", "--missing", "impute", "--window", "6"]
+
+
 @contextmanager
 def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
     """A real filesystem of `size` (tmpfs, e.g. "512k") mounted at `folder`, for tests that

@@ -433,6 +433,26 @@ PROBES: list[tuple[str, str, str]] = [
         "N10: a version promoted with files still in the inbox re-scored them and paged both incidents again",
         "tests/test_reliability_round4.py::test_N10_a_promoted_version_scores_the_inbox_again_without_paging_again",
     ),
+    (
+        "Fourth round",
+        "N8: `vad train` flags were kept nowhere reusable; retraining needed a TOML repeating them",
+        "tests/test_reliability_round4.py::test_N8_train_like_a_model_keeps_every_option_it_was_trained_with",
+    ),
+    (
+        "Fourth round",
+        "N8: a bad recent value was reported in a temporary file the user never made",
+        "tests/test_reliability_round4.py::test_N8_retraining_names_the_users_file_and_row_never_a_temporary",
+    ),
+    (
+        "Fourth round",
+        "N8: the retrain flow ignored the champion's `duplicates` and `missing` policies",
+        "tests/flows/test_retrain_flow.py::test_a_champion_trained_with_data_policies_is_retrained_with_them_and_no_toml",
+    ),
+    (
+        "Fourth round",
+        "N9: absolute rules promoted a challenger with 2.9x the champion's false alarms",
+        "tests/test_reliability_round4.py::test_N9_a_challenger_with_more_false_alarms_than_the_champion_is_not_promoted_by_default",
+    ),
 ]
 
 

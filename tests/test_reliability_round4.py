@@ -21,7 +21,7 @@ from unittest import mock
 
 import polars as pl
 import pytest
-from common import DATA
+from common import DATA, MESSY_FLAGS, messy_sensor_history
 
 from pipeline.artifact.manifest import LatestMoved, resolve_model_dir, set_latest
 from pipeline.core.atomic import atomic_output
@@ -358,3 +358,66 @@ def local_receiver(status_of: Callable[[bytes], int]) -> tuple[ThreadingHTTPServ
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, bodies
+
+
+def test_N8_train_like_a_model_keeps_every_option_it_was_trained_with(tmp_path: Path) -> None:
+    """N8: `vad train` flags were kept nowhere reusable; retraining needed a TOML repeating
+    them. `--like MODEL` starts from the configuration the model's manifest keeps, changes
+    only what is given, and puts the new version beside it, its parent named."""
+    from typer.testing import CliRunner
+
+    from pipeline.artifact.manifest import read_manifest
+    from pipeline.cli import app
+
+    source = messy_sensor_history(tmp_path / "data")
+    models = tmp_path / "models"
+    runner = CliRunner()
+    first = runner.invoke(
+        app, ["train", str(source), *MESSY_FLAGS, "--epochs", "2", "--out", str(models), "--name", "plant"]
+    )
+    assert first.exit_code == 0, first.output
+    like = runner.invoke(app, ["train", str(source), "--like", str(models / "plant"), "--epochs", "1", "--no-progress"])
+    assert like.exit_code == 0, like.output
+    assert "repeated readings merged (last): 30" in like.output and "vibration: " in like.output
+    before, after = read_manifest(models / "plant" / "1"), read_manifest(models / "plant" / "2")
+    for section in ("data", "model", "threshold", "promotion"):
+        assert after.training[section] == before.training[section], section
+    assert after.training["train"] == {**before.training["train"], "epochs": 1, "progress": False}
+    assert after.lineage == {"parent_version": "1", "change": "trained like plant/1"}
+    assert (models / "plant" / "latest").read_text().strip() == "2"
+
+
+def test_N8_retraining_names_the_users_file_and_row_never_a_temporary(sensor_model: Path, tmp_path: Path) -> None:
+    """N8: a bad value in the recent data was reported in
+    '.retrain-30400-ugdtb29k/challenger-train.parquet', a file the user never made."""
+    from pipeline.training import promotion
+
+    champion = Scorer.load(sensor_model)
+    recent = pl.read_parquet(DATA / "sensors" / "batch.parquet").head(300)
+    bad = recent.with_columns(pl.when(pl.int_range(pl.len()) == 41).then(None).otherwise(pl.col("current")).alias("current"))
+    (tmp_path / "recent").mkdir()
+    recent.write_parquet(tmp_path / "recent" / "a.parquet")
+    bad.with_columns(pl.col("timestamp") + pl.duration(days=30)).write_parquet(tmp_path / "recent" / "b.parquet")
+    rules = promotion.champion_config(champion).promotion
+    with pytest.raises(DataError, match=r"b\.parquet', column 'current', row 42") as refused:
+        promotion.split_recent(tmp_path / "recent", champion, rules, tmp_path / "work", "label")
+    assert ".retrain-" not in str(refused.value) and not (tmp_path / "work").exists()
+
+
+def test_N9_a_challenger_with_more_false_alarms_than_the_champion_is_not_promoted_by_default() -> None:
+    """N9: absolute rules promoted a challenger with 2.9x the champion's false alarms (4.6%
+    against 1.6%, under a 5% cap). The default now compares it with the champion on the same
+    rows; the absolute cap alone still passes it."""
+    from pipeline.core.config import PromotionRules
+    from pipeline.training.promotion import Comparison, decide
+
+    newcomer = Comparison(3000, 0.016, 0.046, 0.05, 0.9)
+    promoted, reasons = decide(newcomer, PromotionRules())
+    assert not promoted and reasons[0].startswith("FAIL: false alarms on recent normal rows 4.6%, at most the champion's")
+    assert decide(newcomer, PromotionRules(max_false_alarm_rise=None))[0]
+    assert decide(Comparison(3000, 0.016, 0.019, 0.05, 0.9), PromotionRules())[0]  # within half a point
+
+    labelled = Comparison(3000, 0.01, 0.01, 0.05, 0.9, 0.95, 0.95, champion_recall=0.8, challenger_recall=0.6)
+    assert decide(labelled, PromotionRules())[0]  # recall is off by default (a drifted champion's recall is high)
+    promoted, reasons = decide(labelled, PromotionRules(max_recall_loss=0.05))
+    assert not promoted and reasons[-1].startswith("FAIL: recall on labelled anomalous rows 60.0% (champion 80.0%)")

@@ -4,6 +4,7 @@ Defaults were chosen from measurements on ../shared/data (see README, "Defaults"
 
 from __future__ import annotations
 
+import copy
 import math
 import tomllib
 from datetime import timedelta
@@ -265,21 +266,30 @@ class PromotionRules(_Strict):
     left a demo challenger a quarter of its data. Both are judged on the same recent rows, the
     latest `holdout` share of the new data, held out of the challenger's training (its label
     column's normal rows, when it has one):
-    - the challenger's false-alarm rate at its own threshold is at most `max_false_alarms`;
+    - the challenger's false-alarm rate at its own threshold is at most the champion's there
+      plus `max_false_alarm_rise` (half a point by default; None turns the rule off), and at
+      most `max_false_alarms` whatever the champion did. The relative rule is the default
+      because an absolute one promoted a challenger with 2.9x the champion's false alarms
+      (newcomer review N9: 4.6% against 1.6%, under a 5% cap);
     - its scores there are stable: their PSI against its own validation scores is at most
       `max_score_psi`;
     - it ranks those rows like the champion (Spearman correlation of the scores) at least
       `min_rank_agreement`: a challenger that orders normal rows unlike anything before is
       suspect even when quiet;
     - on labelled rows with both classes, its ROC-AUC is at most `max_auc_loss` below the
-      champion's."""
+      champion's, and, when `max_recall_loss` is set, its recall (the share of anomalous rows
+      it flags) at most that much below the champion's. Recall is off by default: a champion
+      that drifted flags nearly every row, so its recall is high for the wrong reason (the
+      retrain flow's test: 71% false alarms), and "recall no lower" would keep it in service."""
 
     holdout: float = Field(0.3, gt=0, lt=1)
     max_left_out: float = Field(0.1, ge=0, lt=1)  # of the challenger's rows, at most this share flagged ones left out
+    max_false_alarm_rise: float | None = Field(0.005, ge=0, le=1)
     max_false_alarms: float = Field(0.05, ge=0, le=1)
     max_score_psi: float = Field(0.25, gt=0)
     min_rank_agreement: float = Field(0.0, ge=-1, le=1)
     max_auc_loss: float = Field(0.01, ge=0)
+    max_recall_loss: float | None = Field(None, ge=0, le=1)
 
 
 class ExportConfig(_Strict):
@@ -309,27 +319,55 @@ class PipelineConfig(_Strict):
         return self
 
 
-def load_config(path: str | Path | None = None, **overrides: object) -> PipelineConfig:
-    """Read a TOML config (sections data, model, train, threshold, export) and apply overrides."""
-    raw: dict = {}
+def remembered_config(training: dict, origin: str) -> dict:
+    """The configuration a model was trained with, from its manifest's `training` record
+    (every option given and every default settled, beside what the run measured), as the
+    sections `load_config` starts from: `vad train --like` and the retrain flow."""
+    sections = {name: training[name] for name in PipelineConfig.model_fields if name in training}
+    try:
+        PipelineConfig.model_validate(sections)
+    except ValidationError as exc:
+        field, message, _ = _first_error(exc)
+        raise PipelineError(
+            f"the training configuration kept by '{origin}' no longer loads (`{field}`: {message}); "
+            "give the options again with --config."
+        ) from exc
+    return sections
+
+
+def load_config(path: str | Path | None = None, *, base: dict | None = None, **overrides: object) -> PipelineConfig:
+    """Read a TOML config (sections data, model, train, threshold, export) over `base` (a
+    remembered configuration: `remembered_config`), then apply overrides, section by section."""
+    raw: dict = copy.deepcopy(base) if base else {}
     if path is not None:
         try:
-            raw = tomllib.loads(Path(path).read_text())
+            _merge_into(raw, tomllib.loads(Path(path).read_text()))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise PipelineError(f"config file '{path}' cannot be read: {exc}") from exc
+    _merge_into(raw, overrides)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        field, message, given = _first_error(exc)
+        raise PipelineError(f"config `{field}` is invalid: {message} (got {given!r}).") from exc
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str, object]:
+    """The first failing field of a validation error: its dotted name, the message, the value given."""
+    first = exc.errors()[0]
+    return ".".join(str(p) for p in first["loc"]), first["msg"], first.get("input")
+
+
+def _merge_into(raw: dict, overrides: dict) -> None:
+    """Each section's keys set over `raw`'s, a nested table merged a level down (`--window`
+    keeps the file's stride); a None leaves the value as it was (an option not given)."""
     for section, values in overrides.items():
         if isinstance(values, dict):
             target = raw.setdefault(section, {})
             for key, value in values.items():
                 if isinstance(value, dict) and isinstance(target.get(key), dict):
-                    target[key] = {**target[key], **value}  # e.g. --window keeps the file's stride
+                    target[key] = {**target[key], **value}
                 elif value is not None:
                     target[key] = value
         elif values is not None:
             raw[section] = values
-    try:
-        return PipelineConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise PipelineError(f"config `{field}` is invalid: {first['msg']} (got {first.get('input')!r}).") from exc

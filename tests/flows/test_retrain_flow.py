@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import polars as pl
 import pytest
+from common import MESSY_FLAGS, messy_sensor_history
 from prefect_helpers import DATA, ROOT
 
 from pipeline.artifact.manifest import read_manifest
@@ -22,20 +23,10 @@ from pipeline.training.fit import fit_model
 pytestmark = pytest.mark.slow
 
 
-def retrain(env: dict[str, str], recent: Path, model: Path, config: Path) -> subprocess.CompletedProcess:
+def retrain(env: dict[str, str], recent: Path, model: Path, config: Path | None) -> subprocess.CompletedProcess:
+    given = ["--config", str(config)] if config else []
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.retrain",
-            str(recent),
-            "--model",
-            str(model),
-            "--config",
-            str(config),
-            "--epochs",
-            "3",
-        ],
+        [sys.executable, "-m", "flows.retrain", str(recent), "--model", str(model), *given, "--epochs", "3"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -99,3 +90,33 @@ def test_a_challenger_is_promoted_only_when_it_passes(prefect_server: dict[str, 
     reports = [a["data"] for a in response.json()]
     assert any("Challenger v3 against champion v1: promoted" in r for r in reports)
     assert any("Challenger v2 against champion v1: rejected" in r and "| FAIL |" in r for r in reports)
+
+
+def test_a_champion_trained_with_data_policies_is_retrained_with_them_and_no_toml(
+    prefect_server: dict[str, str], tmp_path: Path
+) -> None:
+    """Newcomer N8: the retrain flow ignored the champion's `duplicates` and `missing` (it
+    refused the repeated times, then a missing value in a temporary file) and needed a TOML
+    repeating the `vad train` flags. Trained by flags alone, the champion is retrained with
+    none: the challenger's manifest carries the same policies, and every other option."""
+    history = messy_sensor_history(tmp_path / "data")
+    recent = messy_sensor_history(tmp_path / "data", days_later=30, name="recent.csv")
+    trained = subprocess.run(
+        [str(Path(sys.executable).with_name("vad")), "train", str(history), *MESSY_FLAGS, "--epochs", "3"]
+        + ["--out", str(tmp_path / "models"), "--name", "plant", "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    model = tmp_path / "models" / "plant"
+
+    retrained = retrain(prefect_server, recent, model, None)
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    assert "challenger v2:" in retrained.stdout
+    champion, challenger = read_manifest(model / "1"), read_manifest(model / "2")
+    assert challenger.training["data"]["duplicates"] == "last" and challenger.training["data"]["missing"] == "impute"
+    for section in ("data", "model", "threshold", "promotion"):
+        assert challenger.training[section] == champion.training[section], section
+    assert challenger.training["train"]["epochs"] == 3 and challenger.lineage["parent_version"] == "1"
