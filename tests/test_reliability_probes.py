@@ -453,6 +453,11 @@ PROBES: list[tuple[str, str, str]] = [
         "N9: absolute rules promoted a challenger with 2.9x the champion's false alarms",
         "tests/test_reliability_round4.py::test_N9_a_challenger_with_more_false_alarms_than_the_champion_is_not_promoted_by_default",
     ),
+    (
+        "Fourth round",
+        "N37 (re-run): the ledger's real disk filling at today's alert step",
+        "tests/test_reliability_round4.py::test_N37_the_ledgers_disk_filling_for_real_at_the_alert_step_leaves_the_batch_to_the_next_run",
+    ),
 ]
 
 

@@ -21,7 +21,7 @@ from unittest import mock
 
 import polars as pl
 import pytest
-from common import DATA, MESSY_FLAGS, messy_sensor_history
+from common import DATA, MESSY_FLAGS, messy_sensor_history, small_tmpfs
 
 from pipeline.artifact.manifest import LatestMoved, resolve_model_dir, set_latest
 from pipeline.core.atomic import atomic_output
@@ -421,3 +421,42 @@ def test_N9_a_challenger_with_more_false_alarms_than_the_champion_is_not_promote
     assert decide(labelled, PromotionRules())[0]  # recall is off by default (a drifted champion's recall is high)
     promoted, reasons = decide(labelled, PromotionRules(max_recall_loss=0.05))
     assert not promoted and reasons[-1].startswith("FAIL: recall on labelled anomalous rows 60.0% (champion 80.0%)")
+
+
+def test_N37_the_ledgers_disk_filling_for_real_at_the_alert_step_leaves_the_batch_to_the_next_run(
+    sensor_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """N37 re-run against today's alert step (the review's script no longer matched the API):
+    the ledger sits on a real 512 KiB filesystem that a neighbour fills just as the batch's
+    alert is recorded. SQLite's own error must be judged the machine's fault, so the flow's
+    decision leaves the batch to the next run, which, with room again, raises its alert once."""
+    from pipeline.core.config import AlertRules
+    from pipeline.core.faults import is_transient
+
+    shutil.copy(DATA / "sensors" / "batch.parquet", tmp_path / "batch.parquet")
+    scorer, rules = Scorer.load(sensor_model), AlertRules()
+    with small_tmpfs(tmp_path / "tiny", "512k") as tiny:
+        ledger = Ledger(tiny / "ledger.sqlite")
+        (batch,) = inbox.find_batches(tmp_path / "batch.parquet", ledger)
+        filler, filled = tiny / "filler", []
+
+        def neighbour_fills_the_disk(point: str) -> None:
+            if point == "alert" and not filled:
+                filled.append(point)
+                filler.write_bytes(b"\0" * (shutil.disk_usage(tiny).free - 4096))
+
+        monkeypatch.setattr(inbox, "full_disk_point", neighbour_fills_the_disk)
+        assert ledger.claim(batch.identity, scorer.manifest.key, batch.file).granted
+        with pytest.raises(sqlite3.OperationalError, match="full|disk I/O") as raised:
+            inbox.score_and_judge(ledger, scorer, batch, tmp_path / "out", rules)
+        filler.unlink()
+        assert is_transient(raised.value)  # so the flow (flows.score.fail_batch) releases the batch, not fails it
+        assert ledger.release(batch.identity, scorer.manifest.key, str(raised.value)) == "retry"
+        assert ledger.alerts() == []
+
+        claim = ledger.claim(batch.identity, scorer.manifest.key, batch.file)  # the next run, no --force
+        assert claim.granted and claim.reason == "retry"
+        judged = inbox.score_and_judge(ledger, scorer, batch, tmp_path / "out", rules)
+        ledger.complete(batch.identity, scorer.manifest.key, judged.summary.output, {})
+        assert judged.alert is not None and [a["alert_id"] for a in ledger.alerts()] == [judged.alert.alert_id]
+        assert [b["status"] for b in ledger.batches()] == ["done"]
