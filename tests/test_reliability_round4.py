@@ -460,3 +460,35 @@ def test_N37_the_ledgers_disk_filling_for_real_at_the_alert_step_leaves_the_batc
         ledger.complete(batch.identity, scorer.manifest.key, judged.summary.output, {})
         assert judged.alert is not None and [a["alert_id"] for a in ledger.alerts()] == [judged.alert.alert_id]
         assert [b["status"] for b in ledger.batches()] == ["done"]
+
+
+def test_N10_a_promotion_gives_a_poison_batch_no_fresh_budget(tmp_path: Path) -> None:
+    """Found by the soak (bench/soak.py): after a promotion, a batch that had killed the old
+    version's scoring processes five times was claimed afresh by the new version, and killed
+    five more runs (no run of the soak's faulty scenario then ended well)."""
+    from pipeline.ops.ledger import MAX_ATTEMPTS, owner_token
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    token = owner_token().split(":")
+    corpse = ":".join([token[0], dead.stdout.strip(), *token[2:]])
+
+    def claimed_and_killed(identity: str, model: str) -> None:
+        assert ledger.claim(identity, model, f"{identity}.parquet").granted
+        with closing(sqlite3.connect(ledger.path)) as db, db:  # the process scoring it dies holding the claim
+            db.execute("UPDATE batches SET owner=? WHERE identity=? AND model=?", (corpse, identity, model))
+
+    for _ in range(MAX_ATTEMPTS):
+        claimed_and_killed("poison", "plant/1")
+    refused = ledger.claim("poison", "plant/2", "poison.parquet")  # the first claim of the promoted version
+    assert not refused.granted and refused.reason == "dead-letter"
+    assert "under another version" in json.loads(ledger.batches()[-1]["summary"])["error"]
+    assert ledger.retry_dead_letters("poison.parquet") == 1 and ledger.claim("poison", "plant/2", "poison.parquet").granted
+
+    for _ in range(2):  # two deaths, then a promotion: the budget goes on where it was
+        claimed_and_killed("twice", "plant/1")
+    assert ledger.claim("twice", "plant/3", "twice.parquet").granted
+    assert {(b["model"], b["claims"]) for b in ledger.batches() if b["identity"] == "twice"} == {
+        ("plant/1", 2),
+        ("plant/3", 3),
+    }

@@ -71,6 +71,15 @@ STATES_KEPT = 32
 MAX_REFUSALS = 3  # times a sink refuses one alert (HTTP 4xx) before the alert is set aside for it as a dead letter
 
 
+def _poison(claims: int, where: str = "") -> str:
+    """The summary of a batch set aside because the process scoring it died each time."""
+    why = (
+        f"gave up after {claims} attempts{where}: the process scoring it died each time (killed by the "
+        "out-of-memory killer, or a native crash?); `vad release` takes it again"
+    )
+    return json.dumps({"error": why, "killed": True})
+
+
 def _owner_alive(owner: str) -> bool | None:
     """True/False when the owner ran on this host (pid and start time), None when it cannot
     tell. A live pid that started at another time is another process: the owner is dead,
@@ -172,8 +181,18 @@ class Ledger:
             row = db.execute(
                 "SELECT status, owner, claimed_at, claims FROM batches WHERE identity=? AND model=?", (identity, model)
             ).fetchone()
+            inherited = 0
             if row is None:
                 reason = "new"
+                # A poison batch stays one after a promotion: it killed the previous version's processes.
+                inherited = self._deaths_under_other_versions(db, identity, model, now)
+                if inherited >= self.max_attempts and not force:
+                    db.execute(
+                        "INSERT INTO batches (identity, model, file, status, owner, claimed_at, finished_at, summary, "
+                        "claims) VALUES (?, ?, ?, 'failed', ?, ?, ?, ?, ?)",
+                        (identity, model, file, me, now, now, _poison(inherited, " under another version"), inherited),
+                    )
+                    return Claim(False, "dead-letter", me)
             else:
                 status, owner, claimed_at, claims = row
                 if status in ("done", "failed") and not force:
@@ -184,23 +203,40 @@ class Ledger:
                     if alive or (alive is None and not expired):
                         return Claim(False, "busy", owner)
                     if claims >= self.max_attempts and not force:  # its process died each time: a poison batch
-                        why = (
-                            f"gave up after {claims} attempts: the process scoring it died each time (killed "
-                            "by the out-of-memory killer, or a native crash?); `vad release` takes it again"
-                        )
                         db.execute(
                             "UPDATE batches SET status='failed', finished_at=?, summary=? WHERE identity=? AND model=?",
-                            (now, json.dumps({"error": why, "killed": True}), identity, model),
+                            (now, _poison(claims), identity, model),
                         )
                         return Claim(False, "dead-letter", owner)
                 reason = {"done": "forced", "failed": "forced", "retry": "retry"}.get(status, "taken-over")
             db.execute(
-                "INSERT INTO batches (identity, model, file, status, owner, claimed_at) VALUES (?, ?, ?, 'running', ?, ?) "
+                "INSERT INTO batches (identity, model, file, status, owner, claimed_at, claims) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?) "
                 "ON CONFLICT (identity, model) DO UPDATE SET file=excluded.file, status='running', "
                 "owner=excluded.owner, claimed_at=excluded.claimed_at, finished_at=NULL, claims=claims + 1",
-                (identity, model, file, me, now),
+                (identity, model, file, me, now, inherited + 1),
             )
             return Claim(True, reason, me)
+
+    def _deaths_under_other_versions(self, db: sqlite3.Connection, identity: str, model: str, now: float) -> int:
+        """How many claims of this batch another version of the model (name/version) lost to a
+        dying process: a claim still `running` whose owner is dead (or its lease ran out), or a
+        batch it set aside as poison. The most of any one version, so a promotion does not give a
+        poison batch a fresh budget (the soak: it killed five more scoring runs)."""
+        name = model.rsplit("/", 1)[0]
+        rows = db.execute(
+            "SELECT status, owner, claimed_at, claims, summary FROM batches WHERE identity=? AND model != ? "
+            "AND substr(model, 1, ?) = ? AND status IN ('running', 'failed')",
+            (identity, model, len(name) + 1, f"{name}/"),
+        ).fetchall()
+        deaths = [0]
+        for status, owner, claimed_at, claims, summary in rows:
+            if status == "failed":
+                deaths.append(claims if json.loads(summary or "{}").get("killed") else 0)
+            else:
+                alive = _owner_alive(owner)
+                deaths.append(claims if alive is False or (alive is None and now - claimed_at > self.lease_seconds) else 0)
+        return max(deaths)
 
     def complete(self, identity: str, model: str, output: str, summary: dict) -> None:
         """The batch is done, and the stream states it reached (`stage_states`) become the ones
@@ -291,11 +327,10 @@ class Ledger:
             ]
             chosen = [f for f in failed if name == f[2] or Path(name).resolve() == Path(f[2]).resolve()]
             chosen = chosen or [f for f in failed if Path(f[2]).name == name]
-            named = sorted({(file, key) for _, key, file in chosen})
-            if len(named) > 1:
-                listed = ", ".join(f"{file} ({key})" for file, key in named)
+            if len({(file, key.rsplit("/", 1)[0]) for _, key, file in chosen}) > 1:  # one model's versions: one batch
+                listed = ", ".join(f"{file} ({key})" for file, key in sorted({(file, key) for _, key, file in chosen}))
                 raise PipelineError(
-                    f"'{name}' names {len(named)} set-aside batches: {listed}. Give the file's path (and --model)."
+                    f"'{name}' names {len(chosen)} set-aside batches: {listed}. Give the file's path (and --model)."
                 )
             db.executemany(
                 "UPDATE batches SET status='retry', claims=0 WHERE identity=? AND model=?", [c[:2] for c in chosen]
