@@ -8,13 +8,18 @@ left. Two scenarios, on the same batches, in one run:
 
 - clean: two working sinks (a Prefect event and a webhook);
 - faulty: the same, plus a webhook that always answers 500, a webhook that hangs past its
-  timeout, a batch that kills its scoring process every time (`VAD_CRASH_AT=read@<its name>`,
-  the out-of-memory killer), and, where the host lets it mount a tmpfs, the outbox's disk
-  (the ledger's) filled before one wave and freed before the next.
+  timeout, a webhook that refuses one alert (HTTP 400, every time) and takes the rest, a batch
+  that kills its scoring process every time (`VAD_CRASH_AT=read@<its name>`, the out-of-memory
+  killer), where the host lets it mount a tmpfs the outbox's disk (the ledger's) filled before
+  one wave and freed before the next, where `faketime` is installed the host clock a day ahead
+  for one run and back for the next, and a new version promoted (`vad threshold --activate`)
+  while a wave's files wait in the inbox, with the full-disk wave's batches still to retry.
 
-It checks what the issue asks (every good batch scored once, every alert delivered once to each
-working sink, the poison batch set aside after its budget) and reports the faulty run's wall
-time against the clean one's.
+Both archive what they scored (`--archive`), as a schedule that keeps its inbox small does. It
+checks what issues 33 and 47 ask (every good batch scored once, every deliverable alert
+delivered once to each working sink and none sent twice, the refused one dead-lettered, the
+poison batch set aside after its budget) and reports the faulty scenario's time in its flow runs
+against the clean one's.
 """
 
 from __future__ import annotations
@@ -45,15 +50,19 @@ DATA = ROOT / "data"
 BATCHES, WAVES, ROWS = 200, 8, 120
 POISON = "batch-017.parquet"  # in the first wave: every run that reaches it dies
 FULL_WAVE = 4  # the outbox's disk is full while this wave is scored, and freed for the next
+CLOCK_WAVE = 2  # this wave's run sees the host clock a day ahead; the next one sees it back
+PROMOTE_WAVE = FULL_WAVE + 1  # a new version becomes `latest` just before this wave's run
+FAKETIME = shutil.which("faketime")
 PREFECT = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
 
 
 class Receiver:
     """A webhook on loopback that answers `status` (or never, `hang`), keeping the alert ids."""
 
-    def __init__(self, status: int = 204, hang: float = 0.0) -> None:
+    def __init__(self, status: int = 204, hang: float = 0.0, refuse_one: bool = False) -> None:
         self.alert_ids: list[str] = []
         self.posts = 0
+        self.refused: list[str] = []  # refuse_one: the first alert it was sent, answered 400 each time
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,13 +71,16 @@ class Receiver:
                 receiver.posts += 1
                 if hang:
                     time.sleep(hang)
-                if status < 300:
-                    receiver.alert_ids += [
-                        line.removeprefix("alert id: ")
-                        for line in body["body"].splitlines()
-                        if line.startswith("alert id: ")
-                    ]
-                self.send_response(status)
+                ids = [
+                    line.removeprefix("alert id: ") for line in body["body"].splitlines() if line.startswith("alert id: ")
+                ]
+                answer = status
+                if refuse_one and (not receiver.refused or receiver.refused[0] in ids):
+                    receiver.refused += ids
+                    answer = 400
+                if answer < 300:
+                    receiver.alert_ids += ids
+                self.send_response(answer)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -130,13 +142,28 @@ def tiny_disk(folder: Path) -> bool:
     return done is not None and done.returncode == 0
 
 
+def promote_new_version(env: dict[str, str], model: Path) -> str:
+    """An operator's promotion: the threshold re-fitted on the history, made `latest`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "threshold", str(model), str(DATA / "sensors" / "history.parquet")]
+        + ["--target", "0.995", "--activate", "--json"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return str(json.loads(done.stdout)["version_dir"])
+
+
 def scenario(env: dict[str, str], model: Path, batches: list[Path], work: Path, sinks: list[str], faulty: bool) -> dict:
     """Deliver the batches in waves, one flow run per wave, two more to drain; what happened."""
     inbox, outbox = work / "inbox", work / "outbox"
     inbox.mkdir(parents=True)
     mounted = faulty and tiny_disk(outbox)
     per_wave = -(-len(batches) // WAVES)
-    runs, killed, started = [], 0, time.perf_counter()
+    runs, killed, wall, promoted = [], 0, 0.0, None
     for wave in range(WAVES + 2):
         for path in batches[wave * per_wave : (wave + 1) * per_wave]:
             shutil.copy(path, inbox / f".{path.name}.part")
@@ -146,51 +173,54 @@ def scenario(env: dict[str, str], model: Path, batches: list[Path], work: Path, 
             filler.write_bytes(b"\0" * max(shutil.disk_usage(outbox).free - 8192, 0))
         elif mounted and wave == FULL_WAVE + 1:
             filler.unlink(missing_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "flows.score",
-            "--inbox",
-            str(inbox),
-            "--outbox",
-            str(outbox),
-            "--model",
-            str(model),
-            *[arg for sink in sinks for arg in ("--sink", sink)],
-        ]
+        if faulty and wave == PROMOTE_WAVE:
+            promoted = promote_new_version(env, model)
+        clock = ["faketime", "-f", "+1d"] if faulty and FAKETIME and wave == CLOCK_WAVE else []
+        command = [*clock, sys.executable, "-m", "flows.score", "--inbox", str(inbox), "--outbox", str(outbox)]
+        command += ["--archive", str(work / "archive"), "--model", str(model)]
+        command += [arg for sink in sinks for arg in ("--sink", sink)]
         run_env = env | ({"VAD_CRASH_AT": f"read@{POISON}"} if faulty else {})
+        started = time.perf_counter()
         done = subprocess.run(command, env=run_env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        wall += time.perf_counter() - started  # the flow runs only: not the waves' copies or the promotion
         killed += done.returncode == -9
         runs.append(done.returncode)
-    wall = time.perf_counter() - started
     ledger = open_ledger(outbox)
-    batches_seen = {Path(b["file"]).name: b for b in ledger.batches()}
-    alerts = [a["alert_id"] for a in ledger.alerts()]
-    result = {
+    done: dict[str, list[dict]] = {}
+    for row in ledger.batches():
+        done.setdefault(Path(row["file"]).name, []).append(row)
+    return {
         "wall": wall,
         "runs": runs,
         "killed": killed,
         "mounted": mounted,
-        "batches": batches_seen,
-        "alerts": alerts,
+        "batches": done,
+        "alerts": [a["alert_id"] for a in ledger.alerts()],
+        "dead_letters": ledger.dead_letters(),
+        "promoted": promoted,
         "outbox": outbox,
     }
-    return result
 
 
 def verdicts(clean: dict, faulty: dict, good: list[str], receivers: dict[str, Receiver]) -> list[tuple[str, str, str]]:
     rows = []
     for name, result in (("clean", clean), ("faulty", faulty)):
-        done = [n for n in good if result["batches"].get(n, {}).get("status") == "done"]
-        once = [n for n in done if result["batches"][n]["claims"] == 1]
+        done = {n: [r for r in result["batches"].get(n, []) if r["status"] == "done"] for n in good}
+        once = [n for n, rows_done in done.items() if len(rows_done) == 1]
+        first = [n for n in once if done[n][0]["claims"] == 1 and len(result["batches"][n]) == 1]
+        by_version: dict[str, int] = {}
+        for rows_done in done.values():
+            for row in rows_done:
+                by_version[row["model"]] = by_version.get(row["model"], 0) + 1
         rows.append(
             (
-                f"{name}: good batches scored",
-                f"{len(done)} of {len(good)}",
-                f"{len(once)} on their first claim; runs' exit codes {sorted(set(result['runs']))}",
+                f"{name}: good batches scored once",
+                f"{len(once)} of {len(good)}",
+                f"{len(first)} on their first claim; by version {dict(sorted(by_version.items()))}; "
+                f"runs' exit codes {sorted(set(result['runs']))}",
             )
         )
-    poison = faulty["batches"].get(POISON, {})
+    poison = faulty["batches"].get(POISON, [{}])[-1]
     rows.append(
         (
             "faulty: the poison batch",
@@ -199,19 +229,35 @@ def verdicts(clean: dict, faulty: dict, good: list[str], receivers: dict[str, Re
         )
     )
     notes = {
-        "hanging webhook": "answers after 30 s, past the sink's 5 s timeout: each counts as failed, the breaker pauses it",
+        "hanging webhook": "answers after 30 s, past the sink's 5 s timeout: each counts as failed (it may have "
+        "the alert: a timeout cannot tell), the breaker pauses it",
         "failing webhook (500)": "the breaker pauses it",
     }
     for name, receiver in receivers.items():
-        ids = receiver.alert_ids
+        ids, scenario_alerts = receiver.alert_ids, clean["alerts"] if name == "clean webhook" else faulty["alerts"]
+        owed = set(scenario_alerts) - set(receiver.refused)
+        if name in notes:
+            rows.append(
+                (
+                    f"{name}: alerts received",
+                    f"{len(set(ids))} distinct of {len(ids)}",
+                    f"{receiver.posts} posts; {notes[name]}",
+                )
+            )
+            continue
         rows.append(
             (
-                f"{name}: alerts received",
-                f"{len(set(ids))} distinct of {len(ids)}",
-                f"{receiver.posts} posts in all" + (f"; {notes[name]}" if name in notes else ""),
+                f"{name}: every deliverable alert once",
+                "yes" if sorted(ids) == sorted(owed) else f"no: {len(set(ids))} distinct of {len(ids)}, {len(owed)} owed",
+                f"{len(ids)} received, {receiver.posts} posts"
+                + (
+                    f"; refused {sorted(set(receiver.refused))} in {len(receiver.refused)} posts" if receiver.refused else ""
+                ),
             )
         )
-    rows.append(("alerts recorded", f"clean {len(clean['alerts'])}, faulty {len(faulty['alerts'])}", ""))
+    dead = [f"{d['alert_id']} to {d['sink']} after {d['attempts']} refusals" for d in faulty["dead_letters"]]
+    rows.append(("faulty: dead letters in the ledger", str(len(dead)), "; ".join(dead) or "-"))
+    rows.append(("alerts recorded", f"clean {len(clean['alerts'])}, faulty {len(faulty['alerts'])}", "each by one version"))
     rows.append(
         (
             "the ledger's disk filled before one wave and freed",
@@ -220,7 +266,25 @@ def verdicts(clean: dict, faulty: dict, good: list[str], receivers: dict[str, Re
         )
     )
     rows.append(
-        ("wall time, faulty / clean", f"{faulty['wall'] / clean['wall']:.2f}x", f"bar: at most 1.5x ({WAVES + 2} runs each)")
+        (
+            "the host clock a day ahead for one run, then back",
+            "yes" if FAKETIME else "not tried (faketime is not installed)",
+            f"wave {CLOCK_WAVE}, libfaketime on the flow run's process",
+        )
+    )
+    rows.append(
+        (
+            "a new version promoted with a wave waiting in the inbox",
+            Path(faulty["promoted"]).name if faulty["promoted"] else "no",
+            f"before wave {PROMOTE_WAVE}'s run, the full-disk wave's batches still to retry",
+        )
+    )
+    rows.append(
+        (
+            "flow runs' time, faulty / clean",
+            f"{faulty['wall'] / clean['wall']:.2f}x",
+            f"bar: at most 1.5x ({WAVES + 2} runs each)",
+        )
     )
     return rows
 
@@ -238,6 +302,7 @@ def main(write: bool = typer.Option(True, help="Write the Soak section of BENCHM
             "faulty run's working webhook": Receiver(),
             "failing webhook (500)": Receiver(status=500),
             "hanging webhook": Receiver(hang=30.0),
+            "webhook refusing one alert (400)": Receiver(refuse_one=True),
         }
         try:
             subprocess.run(
@@ -270,6 +335,7 @@ def main(write: bool = typer.Option(True, help="Write the Soak section of BENCHM
                 save_webhook(env, receivers["faulty run's working webhook"].url, "soak-ok"),
                 save_webhook(env, receivers["failing webhook (500)"].url, "soak-failing"),
                 save_webhook(env, receivers["hanging webhook"].url, "soak-hanging"),
+                save_webhook(env, receivers["webhook refusing one alert (400)"].url, "soak-refusing"),
             ]
             clean = scenario(env, model, [b for b in batches if b.name != POISON], work / "clean", clean_sinks, False)
             faulty = scenario(env, model, batches, work / "faulty", faulty_sinks, True)
@@ -290,7 +356,7 @@ def main(write: bool = typer.Option(True, help="Write the Soak section of BENCHM
         replace_section(
             ROOT / "BENCHMARKS.md",
             "soak",
-            f"""## Soak (issue 33)
+            f"""## Soak (issues 33 and 47)
 
 Command: `python bench/soak.py` ({(time.perf_counter() - started) / 60:.1f} min, one run, 2 cores).
 Each run is `python -m flows.score` against one local Prefect server, as a schedule's tick.

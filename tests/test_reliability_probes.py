@@ -458,6 +458,11 @@ PROBES: list[tuple[str, str, str]] = [
         "N37 (re-run): the ledger's real disk filling at today's alert step",
         "tests/test_reliability_round4.py::test_N37_the_ledgers_disk_filling_for_real_at_the_alert_step_leaves_the_batch_to_the_next_run",
     ),
+    (
+        "Fourth round",
+        "Soak: a promotion gave a poison batch a fresh budget, and it killed five more scoring runs",
+        "tests/test_reliability_round4.py::test_N10_a_promotion_gives_a_poison_batch_no_fresh_budget",
+    ),
 ]
 
 
