@@ -222,7 +222,13 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 16 options,
     estimator: Annotated[str, typer.Option(help="elbo (deterministic), mc or iwae.")] = "elbo",
     samples: Annotated[int, typer.Option(help="Samples for mc / iwae.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed for mc / iwae.")] = 0,
-    threshold: Annotated[Optional[float], typer.Option(help="Override the model's threshold.")] = None,
+    threshold: Annotated[
+        Optional[float], typer.Option(help="Override the model's threshold with a raw score (see `vad inspect`).")
+    ] = None,
+    threshold_quantile: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, max=1.0, help="Override it with a quantile of the calibration scores, e.g. 0.99."),
+    ] = None,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, or int8 for a model exported with its int8 scorer.")] = "fp32",
     top_k: Annotated[int, typer.Option(help="Contributing features per row.")] = contract.TOP_K,
@@ -254,6 +260,10 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 16 options,
     from pipeline.runtime import Scorer, score_files
 
     scorer = Scorer.load(model, provider=provider, precision=precision, missing=missing)  # type: ignore[arg-type]
+    if threshold_quantile is not None:
+        if threshold is not None:
+            raise PipelineError("give --threshold (a raw score) or --threshold-quantile (a share), not both.")
+        threshold = scorer.threshold_at_quantile(threshold_quantile)
     output = output or Path("runs") / f"{scorer.manifest.name}-v{scorer.manifest.version}-scores.parquet"
     with scoring_progress(enabled=not as_json) as on_chunk:
         report = score_files(

@@ -4,6 +4,7 @@ text value, one missing value), and each trap it once fell into is a test of its
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -208,3 +209,95 @@ def test_the_score_report_judges_alerts_as_the_scheduled_flow_does(sensor_model:
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "s.report.md").read_text()
     assert "Alerts: 1\n- **" in report and "s.parquet: " in report  # severity, id, the scores it judged
+
+
+def transactions(rows: int = 600, seed: int = 1) -> pl.DataFrame:
+    """The newcomer's transactions: amounts, a channel, and `is_fraud` (0/1) as exported."""
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {
+            "amount": rng.lognormal(3, 1, rows).round(2),
+            "items": rng.integers(1, 9, rows),
+            "channel": rng.choice(["web", "shop", "phone"], rows),
+            "is_fraud": (rng.random(rows) < 0.02).astype(np.int8),
+        }
+    )
+
+
+def test_N1_a_two_valued_column_named_like_fraud_is_a_label(caplog: pytest.LogCaptureFixture) -> None:
+    """`is_fraud` (0/1) was trained as a feature, so scoring new, unlabelled rows failed for the
+    missing column."""
+    with caplog.at_level(logging.WARNING):
+        schema = learn_schema(transactions(), DataConfig())
+    features = {c.name for c in schema.columns}
+    assert "is_fraud" not in features and {"amount", "items", "channel"} <= features
+    assert "column 'is_fraud' looks like a label" in caplog.text
+    assert column_role(pl.Series("fraud_amount", [1.5, 2.5, 3.5])) == "feature"  # a measurement of many values
+
+
+def test_N2_a_status_column_whose_values_read_as_states_of_health_is_a_label(caplog: pytest.LogCaptureFixture) -> None:
+    """`status` (RUN/FAULT/MAINT) was one-hot encoded as a feature: the model read the answer."""
+    frame = transactions().with_columns(
+        status=pl.Series(np.random.default_rng(2).choice(["RUN", "RUN", "RUN", "FAULT", "MAINT"], 600))
+    )
+    with caplog.at_level(logging.WARNING):
+        schema = learn_schema(frame.drop("is_fraud"), DataConfig())
+    features = {c.name for c in schema.columns}
+    assert "status" not in features and "channel" in features
+    assert "values, such as 'FAULT', read as states of health" in caplog.text
+    assert column_role(pl.Series("shift", ["day", "night"])) == "feature"
+    assert column_role(pl.Series("code", [f"E{i}" for i in range(40)] + ["ERROR"])) == "feature"  # many values: a code
+
+
+@pytest.mark.parametrize("option", ["ignore_columns", "id_columns", "features"])
+def test_N3_an_unknown_column_name_in_any_option_is_refused_with_the_close_names(option: str) -> None:
+    """`--ignore-columns is_frad` (a typo) was accepted with exit 0 and `is_fraud` stayed a feature."""
+    with pytest.raises(
+        SchemaError, match=rf"column 'is_frad' named in the config is missing .{option}.*Did you mean 'is_fraud'"
+    ):
+        learn_schema(transactions(), DataConfig(**{option: ["is_frad"]}))
+
+
+def test_N3_the_cli_names_the_flag_and_the_close_name(tmp_path: Path) -> None:
+    transactions().write_parquet(tmp_path / "tx.parquet")
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("vad")), "train", str(tmp_path / "tx.parquet"), "--ignore-columns", "is_frad"]
+        + ["--out", str(tmp_path / "models"), "--epochs", "1", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and not (tmp_path / "models").exists()
+    assert "--ignore-columns" in done.stderr and "Did you mean 'is_fraud'?" in done.stderr
+
+
+def test_N4_a_threshold_below_every_calibration_score_is_said_and_a_quantile_form_exists(
+    sensor_model: Path, tmp_path: Path
+) -> None:
+    """`vad score --threshold 0.99` flagged 2,931 of 2,940 rows with exit 0 and no warning:
+    `vad train --threshold` names a method, `vad score --threshold` takes a raw score."""
+    vad, batch = str(Path(sys.executable).with_name("vad")), str(ROOT / "data" / "sensors" / "batch.parquet")
+    typed = subprocess.run(
+        [vad, "score", str(sensor_model), batch, "--threshold", "0.99", "--output", str(tmp_path / "a.parquet"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert typed.returncode == 0, typed.stderr
+    assert "threshold 0.99 lies below every calibration score" in typed.stderr and "--threshold-quantile" in typed.stderr
+    assert json.loads(typed.stdout)["anomalies"] == json.loads(typed.stdout)["rows"]  # what the warning says
+
+    quantile = subprocess.run(
+        [vad, "score", str(sensor_model), batch, "--threshold-quantile", "0.99", "--output", str(tmp_path / "b.parquet")]
+        + ["--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert quantile.returncode == 0, quantile.stderr
+    scorer = Scorer.load(sensor_model)
+    table = scorer.manifest.validation.score_percentiles
+    assert table is not None and json.loads(quantile.stdout)["threshold"] == pytest.approx(
+        table.values[table.levels.index(99.0)]
+    )
+    assert "lies below" not in quantile.stderr

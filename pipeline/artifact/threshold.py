@@ -71,6 +71,31 @@ def percentile_of(scores: np.ndarray, table: PercentileTable) -> np.ndarray:
     return np.interp(scores, table.values, table.levels).astype(np.float32)
 
 
+def threshold_at_quantile(quantile: float, table: PercentileTable) -> float:
+    """The validation score at `quantile` (0-1), linear between the stored levels: a threshold
+    given as a share of the calibration scores, as `--threshold-quantile` takes it."""
+    return float(np.interp(100.0 * quantile, table.levels, table.values))
+
+
+def misplaced_threshold(value: float, table: PercentileTable | None, own: float) -> str | None:
+    """Why a threshold given by hand is likely not the one meant, or None: below every
+    validation score, every row is flagged (newcomer review N4: `--threshold 0.99`, a quantile
+    typed as a score, flagged 2,931 of 2,940 rows); above every one and the model's own, only
+    what calibration never saw. Said with which option does what."""
+    if table is None:
+        return None
+    if value < table.values[0]:
+        where = f"lies below every calibration score (the lowest is {table.values[0]:.4g}): nearly every row is flagged"
+    elif value > max(table.values[-1], own):
+        where = f"lies above every calibration score (the highest is {table.values[-1]:.4g}): few rows can be flagged"
+    else:
+        return None
+    return (
+        f"threshold {value:.4g} {where}. --threshold is a raw score (this model's own is {own:.4g}); "
+        "--threshold-quantile 0.99 takes a share of the calibration scores, and `vad threshold` re-fits one."
+    )
+
+
 class Int8Drift(BaseModel):
     """How far the int8 scorer's scores moved from the fp32 scorer's, on a probe batch."""
 

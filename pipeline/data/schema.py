@@ -167,9 +167,7 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
     statistics. Inferred, an identifier becomes a key and a time column is named, never a
     feature; a text column of numbers is numeric, and its one stray text value an error."""
     keys = {c for c in [config.label_column, config.time_column, config.entity_column, *config.id_columns] if c}
-    for name in keys | set(config.features or []):
-        if name not in frame.columns:
-            raise SchemaError(f"column '{name}' named in the config is missing{where(file)}; columns are {frame.columns}.")
+    _check_named_columns(frame, config, file)
     id_columns = list(config.id_columns)
     if config.features is not None:
         names = list(config.features)
@@ -193,6 +191,31 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         resample=config.resample,
     )
     return fit_statistics(schema, frame)
+
+
+NAMED_COLUMNS = ("features", "id_columns", "label_column", "ignore_columns", "time_column", "entity_column")
+
+
+def _check_named_columns(frame: pl.DataFrame, config: DataConfig, file: str | None) -> None:
+    """Every column the user named must be in the data, said with the close names: a typo in
+    `--ignore-columns is_frad` was accepted and left `is_fraud` a feature (newcomer review N3).
+    An ignored name with no close name in the data is only said: one config serves files that
+    lack a column it leaves out (the demo's `anomaly_kind`)."""
+    for option in NAMED_COLUMNS:
+        given = getattr(config, option)
+        for name in given if isinstance(given, list) else [given] if given else []:
+            if name not in frame.columns:
+                close = difflib.get_close_matches(name, frame.columns, n=3, cutoff=0.6)
+                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                if option == "ignore_columns" and not close:
+                    log.warning(
+                        "column '%s' named in ignore_columns is not in the data%s: nothing to leave out.", name, where(file)
+                    )
+                    continue
+                raise SchemaError(
+                    f"column '{name}' named in the config is missing{where(file)} ({option}, "
+                    f"--{option.replace('_', '-')}).{hint} Columns are {frame.columns}."
+                )
 
 
 def _inferred_features(
@@ -222,10 +245,12 @@ def _inferred_features(
         elif role == "time":
             log.warning("column '%s' holds times: not a feature.", name)
         elif role == "label":
+            state = health_state(frame[name])
             log.warning(
-                "column '%s' looks like a label: not a feature (name it with `label_column` to keep it "
+                "column '%s' looks like a label%s: not a feature (name it with `label_column` to keep it "
                 "for evaluation, or in `features` to train on it).",
                 name,
+                f" (its values, such as {state!r}, read as states of health)" if state else "",
             )
         else:
             names.append(name)
@@ -300,7 +325,15 @@ LABEL_NAME = re.compile(
     r"(?i)label|labels|anomaly|anomalies|is_anomaly|is_anomalous|changepoint|change_point|"
     r"target|y|class|outlier|is_outlier|ground_truth"
 )
-LABEL_WORD = re.compile(r"(?i)label|anomal|outlier|changepoint|fault|attack")  # with two values at most
+# With two values at most (is_fraud, has_failed): newcomer review N1 trained `is_fraud` as a feature.
+LABEL_WORD = re.compile(r"(?i)label|anomal|outlier|changepoint|fault|attack|fraud|fail|defect|intrusion|malicious")
+# A text column of a few values, one a state of health (RUN/FAULT/MAINT), records the answer:
+# newcomer review N2 trained `status` as a feature. At most HEALTH_STATES distinct values.
+HEALTH_STATE = re.compile(
+    r"(?i)(?:fault|faulty|faulted|alarm|error|fail|failed|failure|anomaly|anomalous|abnormal|broken|defect|"
+    r"defective|attack|fraud|fraudulent|outlier|malfunction|tripped)"
+)
+HEALTH_STATES = 8
 ROLE_SAMPLE = 10_000  # rows looked at to tell a time column (parsing every row of a large file is slow)
 MIN_COUNTER_ROWS = 20  # integers that count up one per row are a row number only over this many rows
 UNIQUE_ID_ROWS = 1000  # integers all distinct over this many rows are an identifier, whatever their name
@@ -317,6 +350,8 @@ def column_role(values: pl.Series) -> Literal["id", "time", "label", "feature"]:
     dtype = values.dtype
     if LABEL_NAME.fullmatch(values.name) or (LABEL_WORD.search(values.name) and values.drop_nulls().n_unique() <= 2):
         return "label"
+    if health_state(values) is not None:
+        return "label"
     if ID_NAME.fullmatch(values.name) and (dtype.is_integer() or dtype == pl.String):
         return "id"
     if dtype.is_integer() and values.len() >= MIN_COUNTER_ROWS and values.null_count() == 0:
@@ -332,6 +367,17 @@ def column_role(values: pl.Series) -> Literal["id", "time", "label", "feature"]:
         if present.len() and not _mostly_numbers(present) and _parse_times(present).null_count() == 0:
             return "time"
     return "feature"
+
+
+def health_state(values: pl.Series) -> str | None:
+    """The value that reads as a state of health (FAULT, ALARM, ...) in a text column of at
+    most HEALTH_STATES values, if any: such a column is a label (the machine's status)."""
+    if values.dtype not in (pl.String, pl.Categorical, pl.Enum):
+        return None
+    distinct = values.drop_nulls().head(ROLE_SAMPLE).cast(pl.String).unique()
+    if not 2 <= distinct.len() <= HEALTH_STATES:
+        return None
+    return next((value for value in distinct.sort() if HEALTH_STATE.fullmatch(value.strip())), None)
 
 
 # Numbers in a locale or with units, which a plain parse reads as text: 3,14 and 1.234,5 (a

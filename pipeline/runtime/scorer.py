@@ -19,8 +19,8 @@ import polars as pl
 from pipeline.artifact import contract
 from pipeline.artifact.drift import SERIES, DriftCounter, column_blocks
 from pipeline.artifact.manifest import Manifest, read_manifest, resolve_model_dir, verified_bytes
-from pipeline.artifact.threshold import percentile_of
-from pipeline.core.errors import PipelineError
+from pipeline.artifact.threshold import misplaced_threshold, percentile_of, threshold_at_quantile
+from pipeline.core.errors import ModelArtifactError, PipelineError
 from pipeline.data.inputs import model_inputs
 from pipeline.data.schema import InputReport, RowNumbers, row_numbers, source_matrix
 from pipeline.data.windows import entity_bounds
@@ -110,6 +110,7 @@ class Scorer:
         self._names = pl.Series(self.source_names, dtype=pl.Categorical)
         self._kernel: KernelPool | None = None
         self._percentiles = manifest.validation.score_percentiles  # absent in older models
+        self._told: set[float] = set()  # hand-given thresholds already judged (misplaced_threshold)
 
     @classmethod
     def load(
@@ -234,7 +235,23 @@ class Scorer:
     def resolve(self, options: ScoreOptions) -> ScoreOptions:
         """Scoring options with the threshold settled: the one given, else the model's. Every
         scoring door goes through here, so the override is decided in one place."""
-        return options if options.threshold is not None else replace(options, threshold=self.threshold)
+        if options.threshold is None:
+            return replace(options, threshold=self.threshold)
+        if options.threshold not in self._told:  # once per value: a flow resolves it for every batch
+            self._told.add(options.threshold)
+            note = misplaced_threshold(options.threshold, self._percentiles, self.threshold)
+            if note:
+                log.warning("%s", note)
+        return options
+
+    def threshold_at_quantile(self, quantile: float) -> float:
+        """The threshold at `quantile` (0-1) of the model's calibration scores."""
+        if self._percentiles is None:
+            raise ModelArtifactError(
+                f"model {self.manifest.key} keeps no calibration percentiles (exported by an older release): "
+                "give --threshold as a score, or re-fit it with `vad threshold`."
+            )
+        return threshold_at_quantile(quantile, self._percentiles)
 
     def score_with_report(
         self, frame: pl.DataFrame, *, file: str | None = None, row_offset: RowNumbers = 0, **options: Any
