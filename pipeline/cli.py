@@ -34,6 +34,17 @@ console = Console()
 
 
 AS_JSON = typer.Option("--json", help="Print the result as one JSON object (for scripts), nothing else.")
+# How CSV files are read (polars' options), kept with the model; `vad score` changes them for one run.
+DECIMAL_COMMA = typer.Option("--decimal-comma/--no-decimal-comma", help="CSV: decimals written 3,14 (fields by ';' or tab).")
+SKIP_ROWS = typer.Option(min=0, help="CSV: rows under the header that are not data (a units row: 1).")
+NULL_VALUES = typer.Option(help="CSV: comma-separated markers of a missing reading, e.g. 'NA,#N/A'.")
+
+
+def _csv_reading(decimal_comma: bool | None, skip_rows: int | None, null_values: str | None) -> dict:
+    """The CSV reading options given on the command line, as the config's `csv` section."""
+    given = {"decimal_comma": decimal_comma, "skip_rows_after_header": skip_rows, "null_values": _split(null_values)}
+    reading = {key: value for key, value in given.items() if value is not None}
+    return {"csv": reading} if reading else {}
 
 
 def print_json(result: dict) -> None:
@@ -59,7 +70,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 @app.command()
-def train(  # noqa: PLR0913 - its options are its signature  # long: 28 options, each a line
+def train(  # noqa: PLR0913 - its options are its signature  # long: 32 options, each a line
     source: Annotated[str, typer.Argument(help="Training data: a file, glob or folder (CSV, Parquet, NDJSON, Arrow).")],
     config: Annotated[
         Optional[Path], typer.Option(help="TOML config with sections data, model, train, threshold, export.")
@@ -101,6 +112,13 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 28 options,
             help="Sensor mode: readings averaged onto a fixed time step (ISO 8601 such as PT5M); kept with the model."
         ),
     ] = None,
+    time_zone: Annotated[
+        Optional[str],
+        typer.Option(help="Sensor mode: the times are local wall-clock times of this zone (Europe/Berlin); kept."),
+    ] = None,
+    decimal_comma: Annotated[Optional[bool], DECIMAL_COMMA] = None,
+    skip_rows_after_header: Annotated[Optional[int], SKIP_ROWS] = None,
+    null_values: Annotated[Optional[str], NULL_VALUES] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     latent: Annotated[Optional[int], typer.Option(help="Latent size (default scales with inputs).")] = None,
     hidden: Annotated[Optional[str], typer.Option(help="Hidden sizes, e.g. 64,32.")] = None,
@@ -141,7 +159,9 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 28 options,
             "duplicates": duplicates,
             "max_gap": max_gap,
             "resample": resample,
+            "time_zone": time_zone,
             **({"window": window_spec} if window_spec else {}),
+            **_csv_reading(decimal_comma, skip_rows_after_header, null_values),
         },
         model={
             "latent": latent,
@@ -212,7 +232,7 @@ def _trained_like(like: Path | None, keep_place: bool) -> tuple[dict | None, Pat
 
 
 @app.command()
-def score(  # noqa: PLR0913 - its options are its signature  # long: 16 options, each a line
+def score(  # noqa: PLR0913 - its options are its signature  # long: 20 options, each a line
     model: Annotated[Path, typer.Argument(help="Model version folder, or a model folder (uses its latest).")],
     source: Annotated[str, typer.Argument(help="Data to score: a file, glob or folder.")],
     output: Annotated[
@@ -254,12 +274,18 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 16 options,
     with_report: Annotated[
         bool, typer.Option("--report", help="Also write <output>.report.md beside the scores: counts and plots.")
     ] = False,
+    decimal_comma: Annotated[Optional[bool], DECIMAL_COMMA] = None,
+    skip_rows_after_header: Annotated[Optional[int], SKIP_ROWS] = None,
+    null_values: Annotated[Optional[str], NULL_VALUES] = None,
     as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
     from pipeline.runtime import Scorer, score_files
 
     scorer = Scorer.load(model, provider=provider, precision=precision, missing=missing)  # type: ignore[arg-type]
+    reading = _csv_reading(decimal_comma, skip_rows_after_header, null_values)
+    if reading:  # this run only; the model keeps how it was trained to read
+        scorer.schema = scorer.schema.model_copy(update={"csv": scorer.schema.csv.model_copy(update=reading["csv"])})
     if threshold_quantile is not None:
         if threshold is not None:
             raise PipelineError("give --threshold (a raw score) or --threshold-quantile (a share), not both.")

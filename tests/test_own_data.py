@@ -20,7 +20,7 @@ from common import ROOT
 
 from pipeline.core.config import DataConfig
 from pipeline.core.errors import SchemaError
-from pipeline.data.schema import column_role, learn_schema
+from pipeline.data.schema import coerce, column_role, learn_schema
 from pipeline.runtime import Scorer, score_files
 
 STRAY_ROW, MISSING_ROW = 17, 42  # 0-based; errors count data rows from 1
@@ -301,3 +301,44 @@ def test_N4_a_threshold_below_every_calibration_score_is_said_and_a_quantile_for
         table.values[table.levels.index(99.0)]
     )
     assert "lies below" not in quantile.stderr
+
+
+def test_the_hour_clocks_go_back_is_named_as_daylight_saving_with_the_setting_not_a_merge() -> None:
+    """Newcomer review N5: a DST fall-back hour was reported as duplicate readings, and the
+    suggested `--duplicates last` dropped 240 real readings."""
+    from pipeline.data.inputs import model_inputs
+
+    times = [datetime(2026, 10, 25, 1, 30) + timedelta(minutes=30 * i) for i in range(4)]
+    times = times[:3] + [datetime(2026, 10, 25, 2, 0), datetime(2026, 10, 25, 2, 30), datetime(2026, 10, 25, 3, 0)]
+    frame = pl.DataFrame({"m": ["a"] * 6, "ts": times, "x": [1.0, 2, 3, 4, 5, 6]})
+    naive = learn_schema(frame, DataConfig(mode="sensor", time_column="ts", entity_column="m"))
+    with pytest.raises(SchemaError, match="clocks go back .daylight saving.*--time-zone Europe/Berlin") as refused:
+        model_inputs(frame, naive, file="h.csv")
+    assert "duplicates" not in str(refused.value)
+    local = learn_schema(frame, DataConfig(mode="sensor", time_column="ts", entity_column="m", time_zone="Europe/Berlin"))
+    inputs = model_inputs(frame, local, file="h.csv", windows="none")
+    assert inputs.rows.height == 6 and inputs.rows["ts"].is_unique().all()  # both hours kept, in UTC
+    assert inputs.rows["ts"].diff().drop_nulls().unique().to_list() == [timedelta(minutes=30)]
+
+    spring = frame.with_columns(pl.col("ts").dt.offset_by("-210d"))  # 2026-03-29 02:00-02:59 never happens in Berlin
+    with pytest.raises(SchemaError, match=r"does not exist in Europe/Berlin.*row \d"):
+        model_inputs(spring.unique("ts", keep="first", maintain_order=True), local, file="h.csv")
+
+
+@pytest.mark.parametrize(
+    ("text", "row", "hint"),
+    [
+        ("80,324", 5, "--decimal-comma"),
+        ("degC", 0, "--skip-rows-after-header 1"),
+        ("#N/A", 5, "--null-values '#N/A'"),
+        ("12x7", 5, "Correct the value"),
+    ],
+)
+def test_N11_N12_a_text_value_in_a_numeric_column_is_refused_with_the_reading_option_that_fixes_it(
+    text: str, row: int, hint: str
+) -> None:
+    frame = pl.DataFrame({"x": [str(v) for v in np.arange(20.0)], "y": np.arange(20.0)})
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == row).then(pl.lit(text)).otherwise(pl.col("x")).alias("x"))
+    schema = learn_schema(frame.with_columns(pl.col("x").cast(pl.Float64, strict=False).fill_null(0.0)), DataConfig())
+    with pytest.raises(SchemaError, match=re.escape(hint)):
+        coerce(frame, schema, "mine.csv")  # as scoring reads a batch

@@ -40,6 +40,10 @@ export async function loadModel(path) {
     throw new Error(`this model resamples each series to ${manifest.feature_schema.resample}, which this example `
       + "does not port: resample the rows first, or score with the Python runtime");
   }
+  if (manifest.feature_schema.time_zone) {
+    throw new Error(`this model reads local times of ${manifest.feature_schema.time_zone} and takes them to UTC, `
+      + "which this example does not port: give UTC times, or score with the Python runtime");
+  }
   checkGraph(dir, manifest, readFileSync(join(dir, "scorer.onnx")));
   const sessions = {};
   const session = async (graph) => {

@@ -10,6 +10,7 @@ import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -39,6 +40,18 @@ class WindowSpec(_Strict):
     def averaged(self) -> bool:
         """Whether a step's score is a mean over windows (`mean` with more than one step)."""
         return self.rule == "mean" and self.length > 1
+
+
+class CsvReading(_Strict):
+    """How CSV and TSV files are read, for exports that are not plain CSV (a plant historian's:
+    3,14 with ';' between fields, a units row under the header, `#N/A` for a missing reading).
+    Kept with the model, so scoring reads its files as training did; `vad score` can change it
+    for one run. polars' own CSV options, passed through."""
+
+    separator: str | None = Field(None, min_length=1, max_length=1)  # None: sniffed from the header
+    decimal_comma: bool = False  # 3,14 is 3.14; fields are then separated by another character (';', tab)
+    skip_rows_after_header: int = Field(0, ge=0)  # rows under the header that are not data (units)
+    null_values: list[str] = []  # markers of a missing value besides the empty cell ("NA", "-", "#N/A")
 
 
 class DataConfig(_Strict):
@@ -73,20 +86,41 @@ class DataConfig(_Strict):
     # whatever its score (encoded as no known category, a row scores like the others); `ignore`
     # leaves the decision to the score. Counted in the report either way.
     unseen: Literal["flag", "ignore"] = "flag"
-    separator: str | None = None  # CSV separator; None sniffs it from the header
+    separator: str | None = None  # CSV separator; None sniffs it from the header (also `csv.separator`)
+    csv: CsvReading = CsvReading()
+    # Sensor mode: the time column holds local wall-clock times of this IANA zone
+    # ("Europe/Berlin"); they are taken to UTC before anything else, so the hour that repeats
+    # when clocks go back is two hours, not repeated readings (a time seen again within an
+    # entity in that hour is the later one), and the skipped hour is an error. None: as read.
+    time_zone: str | None = None
     max_categories: int = Field(50, ge=2)  # string columns with more distinct values are skipped
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_separator(cls, values: object) -> object:
+        """`separator` (older configs) and `csv.separator` name one setting: the CSV reading's."""
+        if isinstance(values, dict) and values.get("separator") is not None:
+            reading = dict(values.get("csv") or {})
+            if reading.get("separator") is None:
+                values = {**values, "csv": {**reading, "separator": values["separator"]}}
+        return values
 
     @model_validator(mode="after")
     def _sensor_needs_time(self) -> DataConfig:
         if self.mode == "sensor" and not self.time_column:
             raise ValueError("sensor mode needs `time_column`")
         # Options of series given to a table would be silently dropped: refused, with the reason.
-        for name in ("window", "max_gap", "resample", "entity_column"):
+        for name in ("window", "max_gap", "resample", "entity_column", "time_zone"):
             if self.mode == "tabular" and name in self.model_fields_set and getattr(self, name) is not None:
                 raise ValueError(
                     f"`{name}` applies to sensor series (mode = 'sensor', with a time_column); a table's "
                     "rows are scored one by one"
                 )
+        if self.time_zone is not None:
+            try:
+                ZoneInfo(self.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"time_zone {self.time_zone!r} is not an IANA zone (such as 'Europe/Berlin')") from None
         for name in ("max_gap", "resample"):
             value = getattr(self, name)
             if value is not None and value <= timedelta(0):

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from pipeline.core.atomic import atomic_output
+from pipeline.core.config import CsvReading
 from pipeline.core.errors import DataError
 
 FORMATS: dict[str, str] = {
@@ -162,13 +163,22 @@ def check_unique_names(path: Path, fmt: str) -> None:
         raise DataError(f"file '{path}' names column '{repeated}' twice; rename or drop one.")
 
 
-def scan_file(path: Path, separator: str | None = None) -> pl.LazyFrame:
-    """Lazily scan one file so that later selects read only the needed columns."""
+def scan_file(path: Path, reading: CsvReading | None = None) -> pl.LazyFrame:
+    """Lazily scan one file so that later selects read only the needed columns; a CSV as
+    `reading` says (the model's or the training config's), by default as plain CSV."""
     fmt = file_format(path)
     if fmt == "csv":
-        separator = separator or sniff_separator(path)
+        reading = reading or CsvReading()
+        separator = reading.separator or sniff_separator(path)
         check_csv_header(path, separator)
-        return pl.scan_csv(path, separator=separator, try_parse_dates=True)
+        return pl.scan_csv(
+            path,
+            separator=separator,
+            try_parse_dates=True,
+            decimal_comma=reading.decimal_comma,
+            skip_rows_after_header=reading.skip_rows_after_header,
+            null_values=reading.null_values or None,
+        )
     if fmt == "parquet":
         return pl.scan_parquet(path)
     check_unique_names(path, fmt)
@@ -177,16 +187,18 @@ def scan_file(path: Path, separator: str | None = None) -> pl.LazyFrame:
     return pl.scan_ipc(path)
 
 
-def file_columns(path: Path, separator: str | None = None) -> dict[str, pl.DataType]:
+def file_columns(path: Path, reading: CsvReading | None = None) -> dict[str, pl.DataType]:
     """The column names and dtypes of a file, read from its header or footer only."""
-    return dict(guard(path, lambda: scan_file(path, separator).collect_schema()))
+    return dict(guard(path, lambda: scan_file(path, reading).collect_schema()))
 
 
-def read_file(path: Path, columns: list[str] | None = None, separator: str | None = None, every: int = 1) -> pl.DataFrame:
+def read_file(
+    path: Path, columns: list[str] | None = None, reading: CsvReading | None = None, every: int = 1
+) -> pl.DataFrame:
     """Read one file (only `columns` when given); an empty file is an error. With `every`
     > 1, only every n-th row is kept, by polars' streaming engine: memory holds the sample,
     never the file."""
-    lazy = scan_file(path, separator)
+    lazy = scan_file(path, reading)
     lazy = lazy.select(columns) if columns is not None else lazy
     if every > 1:
         frame = guard(path, lambda: lazy.gather_every(every).collect(engine="streaming"))
@@ -197,21 +209,23 @@ def read_file(path: Path, columns: list[str] | None = None, separator: str | Non
     return frame
 
 
-def count_rows(path: Path, separator: str | None = None) -> int:
+def count_rows(path: Path, reading: CsvReading | None = None) -> int:
     """Data rows of one file (Parquet and Arrow: from the footer; CSV and NDJSON: one streaming pass)."""
-    return int(guard(path, lambda: scan_file(path, separator).select(pl.len()).collect(engine="streaming").item()))
+    return int(guard(path, lambda: scan_file(path, reading).select(pl.len()).collect(engine="streaming").item()))
 
 
-def read_file_slice(path: Path, columns: list[str], first_row: int, rows: int) -> pl.DataFrame:
+def read_file_slice(
+    path: Path, columns: list[str], first_row: int, rows: int, reading: CsvReading | None = None
+) -> pl.DataFrame:
     """Rows [first_row, first_row + rows) of one file (Parquet reads only the row groups needed)."""
-    frame = guard(path, lambda: scan_file(path).select(columns).slice(first_row, rows).collect())
+    frame = guard(path, lambda: scan_file(path, reading).select(columns).slice(first_row, rows).collect())
     if frame.height == 0:
         raise DataError(f"file '{path}' has no rows from row {first_row + 1}.")
     return frame
 
 
 def iter_file_batches(
-    path: Path, columns: list[str], batch_rows: int, separator: str | None = None
+    path: Path, columns: list[str], batch_rows: int, reading: CsvReading | None = None
 ) -> Iterator[pl.DataFrame]:
     """Stream one file in batches of about `batch_rows` rows with bounded memory.
 
@@ -219,7 +233,7 @@ def iter_file_batches(
     columns it took 0.19 core-s (zstd) and 0.05 (snappy) where pyarrow's `iter_batches` took
     0.27 and 0.13. An 8 M-row file peaked at 0.33 GB resident however slowly the batches
     were taken (polars 2.1: it stops reading ahead); bench/speed.py checks 20 M rows."""
-    lazy = scan_file(path, separator).select(columns)
+    lazy = scan_file(path, reading).select(columns)
     batches = guard(path, lambda: lazy.collect_batches(chunk_size=batch_rows))
     empty = True
     while True:

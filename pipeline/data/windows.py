@@ -48,12 +48,34 @@ def sort_for_windows(
         rows = ordered.filter(repeated)
         first, second = rows.row(0, named=True), rows.row(1, named=True)
         entity = f" for entity {first[schema.entity_column]!r}" if schema.entity_column else ""
+        zone = clocks_going_back(rows[schema.time_column]) if schema.time_zone is None else None
+        fix = (
+            f"every repeat falls in the hour that repeats when clocks go back (daylight saving, as in {zone}): "
+            f"if the times are local wall-clock times, train with --time-zone {zone} (`time_zone`), which keeps "
+            "both hours' readings"
+            if zone
+            else 'drop the duplicate readings, or train with duplicates = "last" or "mean" to merge them'
+        )
         raise SchemaError(
             f"time {first[schema.time_column]} appears twice{entity} (rows {file_row(row_offset, first['__row'])} and "
-            f"{file_row(row_offset, second['__row'])}){where(file, schema.time_column)}; drop the duplicate readings, "
-            'or train with duplicates = "last" or "mean" to merge them.'
+            f"{file_row(row_offset, second['__row'])}){where(file, schema.time_column)}; {fix}."
         )
     return ordered.drop("__row"), resorted
+
+
+# Zones whose clocks go back: a repeat inside their repeated hour is likely local time, not a resend.
+DAYLIGHT_ZONES = ("Europe/Berlin", "Europe/London", "America/New_York", "America/Chicago", "America/Los_Angeles")
+
+
+def clocks_going_back(times: pl.Series) -> str | None:
+    """A zone in whose repeated hour (clocks going back) every one of these times falls, if any."""
+    if not isinstance(times.dtype, pl.Datetime) or times.dtype.time_zone is not None:
+        return None
+    for zone in DAYLIGHT_ZONES:
+        ambiguous = times.dt.replace_time_zone(zone, ambiguous="null", non_existent="null").is_null()
+        if ambiguous.all():
+            return zone
+    return None
 
 
 def resampled(ordered: pl.DataFrame, schema: FeatureSchema, file: str | None = None) -> pl.DataFrame:

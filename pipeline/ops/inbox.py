@@ -75,7 +75,7 @@ def data_start(batch: Batch, schema: FeatureSchema) -> float:
     if schema.mode != "sensor" or not schema.time_column:
         return -math.inf
     try:
-        times = ingest.scan_file(Path(batch.file)).select(schema.time_column).collect()[schema.time_column]
+        times = ingest.scan_file(Path(batch.file), schema.csv).select(schema.time_column).collect()[schema.time_column]
         if times.dtype == pl.String:
             times = times.str.to_datetime(strict=False)
         seconds = time_seconds(times.drop_nulls())

@@ -42,7 +42,7 @@ def plan_groups(file: Path, schema: FeatureSchema, budget_rows: int, entity_cap:
     (an entity with more rows forms its own group), counted by one streaming pass. An entity
     of more than `entity_cap` rows (read whole, it would not fit) is refused."""
     entity = _entity(schema)
-    counts = ingest.scan_file(file).group_by(entity).len().sort(entity, nulls_last=True)
+    counts = ingest.scan_file(file, schema.csv).group_by(entity).len().sort(entity, nulls_last=True)
     counted = ingest.guard(file, lambda: counts.collect(engine="streaming"))
     groups: list[EntityGroup] = []
     values: list = []
@@ -94,7 +94,7 @@ def split_groups(file: Path, schema: FeatureSchema, groups: list[EntityGroup], f
 
     try:
         offset = held = 0
-        for batch in ingest.iter_file_batches(file, schema.source_columns, batch_rows):
+        for batch in ingest.iter_file_batches(file, schema.source_columns, batch_rows, schema.csv):
             numbered = batch.with_columns(pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(ROW), group_of)
             for (group,), part in numbered.partition_by(GROUP, as_dict=True, include_key=False).items():
                 waiting[group].append(part)
@@ -121,10 +121,10 @@ def read_entities(file: Path, schema: FeatureSchema, entities: list) -> tuple[pl
     streaming pass, and each row's 0-based number in the file: one Dask partition's input."""
     entity = pl.col(_entity(schema))
     known = [value for value in entities if value is not None]
-    wanted = entity.is_in(pl.Series(known, dtype=ingest.file_columns(file)[_entity(schema)]))
+    wanted = entity.is_in(pl.Series(known, dtype=ingest.file_columns(file, schema.csv)[_entity(schema)]))
     if None in entities:
         wanted = wanted | entity.is_null()
-    lazy = ingest.scan_file(file).select(schema.source_columns).with_row_index(ROW).filter(wanted)
+    lazy = ingest.scan_file(file, schema.csv).select(schema.source_columns).with_row_index(ROW).filter(wanted)
     frame = ingest.guard(file, lambda: lazy.collect(engine="streaming"))
     return frame.drop(ROW), frame[ROW].cast(pl.Int64).to_numpy()
 

@@ -121,7 +121,7 @@ def score_files(  # noqa: PLR0913 - keyword-only options of the public call  # l
         )
     chunk_rows = chunk_rows or default_chunk_rows(scorer)
     for file in files:  # every file's columns are checked before anything is written
-        check_columns(ingest.file_columns(file), scorer.schema, str(file))
+        check_columns(ingest.file_columns(file, scorer.schema.csv), scorer.schema, str(file))
     assert settled.threshold is not None
     report = ScoreReport(output=output, files=files, threshold=settled.threshold)
     drift = scorer.drift_counter()
@@ -240,7 +240,7 @@ def _prepared_chunks(
     decode to gigabytes), a table as soon as its stream passes the cap."""
     columns = scorer.schema.source_columns
     if scorer.schema.mode == "sensor":
-        rows = ingest.count_rows(file)  # Parquet and Arrow: from the footer
+        rows = ingest.count_rows(file, scorer.schema.csv)  # Parquet and Arrow: from the footer
         if max_rows is not None:
             _refuse_over_cap(file, rows, max_rows)
         series_cap = series_row_cap(len(scorer.schema.row_features))
@@ -248,10 +248,10 @@ def _prepared_chunks(
             yield from grouped_prepared(scorer, file, chunk_rows, series_cap, scratch)
             return
         _refuse_over_cap(file, rows, series_cap)
-        yield from prepared_alone(scorer, ingest.read_file(file, columns), str(file))
+        yield from prepared_alone(scorer, ingest.read_file(file, columns, scorer.schema.csv), str(file))
         return
     offset = 0
-    for batch in ingest.iter_file_batches(file, columns, chunk_rows):
+    for batch in ingest.iter_file_batches(file, columns, chunk_rows, scorer.schema.csv):
         if max_rows is not None:
             _refuse_over_cap(file, offset + batch.height, max_rows)
         yield scorer.prepare(batch, str(file), offset)

@@ -41,7 +41,7 @@ def plan_partitions(source: str | Path, scorer: Scorer, rows_per_partition: int 
     partitions: list[Partition] = []
     for file in ingest.resolve_sources(source):
         identity = ingest.file_identity(file)  # before reading: a change while planning shows up later
-        check_columns(ingest.file_columns(file), scorer.schema, str(file))
+        check_columns(ingest.file_columns(file, scorer.schema.csv), scorer.schema, str(file))
         if scorer.schema.mode == "sensor" and scorer.schema.entity_column:
             for entities in plan_groups(file, scorer.schema, rows_per_partition, WHOLE_FILE_MAX_ROWS):
                 partitions.append(Partition(len(partitions), str(file), 0, entities.rows, entities.entities, identity))
@@ -89,7 +89,9 @@ def score_partition(scorer: Scorer, partition: Partition, parts_dir: str | Path)
         report.failed.update(failed)
         scored = pl.concat(pieces)
     else:
-        frame = ingest.read_file_slice(file, scorer.schema.source_columns, partition.first_row, partition.rows)
+        frame = ingest.read_file_slice(
+            file, scorer.schema.source_columns, partition.first_row, partition.rows, scorer.schema.csv
+        )
         scored, report = scorer.score_with_report(frame, file=str(file), row_offset=partition.first_row)
     check_planned(partition)  # and after: a change while it was read
     if partition.entities is not None:  # every planned entity scored or named as failed, none dropped

@@ -73,7 +73,7 @@ def _sampling_step(files: list[Path], config: PipelineConfig) -> int:
     cap = config.train.max_rows
     if not cap or config.data.mode != "tabular":
         return 1
-    total = sum(ingest.count_rows(f, config.data.separator) for f in files)
+    total = sum(ingest.count_rows(f, config.data.csv) for f in files)
     return max(1, total // cap)
 
 
@@ -106,7 +106,7 @@ def _read_all(source: str | Path, config: PipelineConfig) -> tuple[list[Path], p
     data_cfg = config.data
     files = ingest.resolve_sources(source)
     every = _sampling_step(files, config)
-    raw = [ingest.read_file(f, _needed_columns(data_cfg), data_cfg.separator, every=every) for f in files]
+    raw = [ingest.read_file(f, _needed_columns(data_cfg), data_cfg.csv, every=every) for f in files]
     first = learn_schema(raw[0], data_cfg, str(files[0]))
     frame = pl.concat(
         [_checked_part(frame, first, data_cfg, file) for file, frame in zip(files, raw, strict=True)],

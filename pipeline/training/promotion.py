@@ -100,7 +100,7 @@ def _recent_rows(source: str | Path, champion: Scorer, label_column: str | None)
     bad value is named by the user's file and row, never by a copy made for training (N8)."""
     frames = []
     for file in ingest.resolve_sources(source):
-        frame = ingest.read_file(file)
+        frame = ingest.read_file(file, reading=champion.schema.csv)
         champion.prepare(frame.drop(label_column) if label_column in frame.columns else frame, file=str(file))
         frames.append(frame)
     return pl.concat(frames, how="vertical_relaxed")

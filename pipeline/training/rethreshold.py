@@ -47,7 +47,7 @@ def scores_and_labels(scorer: Scorer, source: str | Path, label_column: str | No
     for file in ingest.resolve_sources(source):
         columns = scorer.schema.source_columns + ([label_column] if label_column else [])
         carry = [label_column] if label_column else []
-        raw = ingest.read_file(file, columns)
+        raw = ingest.read_file(file, columns, scorer.schema.csv)
         inputs = model_inputs(raw, scorer.schema, file=str(file), keep_infinite=True, carry=carry)
         if label_column:
             labels.append(inputs.rows[label_column].cast(pl.Float64).to_numpy())
