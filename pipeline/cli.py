@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -713,7 +714,7 @@ def encode(
     from pipeline.runtime import Scorer
 
     scorer = Scorer.load(model)
-    frames = [scorer.encode(read_file(f, scorer.schema.source_columns)) for f in resolve_sources(source)]
+    frames = [scorer.encode(read_file(f, scorer.schema.source_columns, scorer.schema.csv)) for f in resolve_sources(source)]
     frame = pl.concat(frames)
     console.print(f"wrote {write_frame(frame, output)}" if output else frame)
 
@@ -753,7 +754,8 @@ def main(argv: list[str] | None = None) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(_Notes())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    exit_on_user_error(lambda: app(args=argv, standalone_mode=True))
+    args = sys.argv[1:] if argv is None else argv
+    exit_on_user_error(lambda: app(args=argv, standalone_mode=True), as_json="--json" in args)
 
 
 if __name__ == "__main__":

@@ -291,3 +291,23 @@ def test_series_options_on_a_table_are_refused_with_the_reason(tmp_path: Path, o
     result = vad("train", str(TABLE), "--out", str(tmp_path), *option)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"`{name}` applies to sensor series" in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_N18_an_error_under_json_is_one_json_object_on_stdout_too(tmp_path: Path) -> None:
+    """`vad score exported/nosuch new.csv --json` left stdout empty: a script reading the JSON
+    got nothing to parse."""
+    result = vad("score", tmp_path / "nosuch", TABLE, "--json")
+    assert_one_line_error(result, "does not exist")
+    assert json.loads(result.stdout) == {
+        "error": f"model folder '{tmp_path / 'nosuch'}' does not exist.",
+        "kind": "ModelArtifactError",
+    }
+    assert vad("score", tmp_path / "nosuch", TABLE).stdout == ""  # without --json, stdout stays empty
+
+
+def test_N19_training_writes_no_progress_bar_into_a_pipe(tmp_path: Path) -> None:
+    """tqdm wrote 1.5 KB of bars for 2 epochs into a pipe or a log; on a terminal they stay."""
+    config = ROOT / "data" / "tabular.toml"
+    result = vad("train", ROOT / "data" / "tabular" / "history.csv", "--config", config, "--epochs", "2", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "epoch" not in result.stderr and "\r" not in result.stderr

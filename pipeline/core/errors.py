@@ -3,6 +3,7 @@ the scikit-learn way; the CLI prints their message as one line and exits non-zer
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 
@@ -42,12 +43,16 @@ def where(file: str | None = None, column: str | None = None, row: int | None = 
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def exit_on_user_error(run: Callable[[], object]) -> None:
+def exit_on_user_error(run: Callable[[], object], as_json: bool = False) -> None:
     """Run a command; errors the user can fix become one line on stderr and exit status 2:
     bad input, and the environment's (a missing or unwritable path, a full disk). The CLI and
-    the flows' command lines share it."""
+    the flows' command lines share it. With `as_json` (a command run with --json) the error is
+    also one JSON object on stdout, `{"error": message, "kind": class name}`, for the script
+    that reads it (newcomer review N18: stdout was empty)."""
     try:
         run()
     except (PipelineError, OSError) as exc:
         Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        if as_json:
+            print(json.dumps({"error": str(exc), "kind": type(exc).__name__}), flush=True)
         sys.exit(2)

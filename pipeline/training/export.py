@@ -337,7 +337,8 @@ def _write_graphs(  # noqa: PLR0913 - the export's own pieces, keyword-only opti
     and the validation record with the parity (and int8) figures."""
     vae, schema = fitted.result.model.cpu().eval(), fitted.schema
     graphs = build_graphs(vae, fitted.result.scaler, fitted.feature_baseline, schema.input_sources)
-    steps = tqdm(total=len(graphs) + 1 + int8, desc="export", unit="step", disable=not progress, leave=False)
+    disable = None if progress else True  # None: on a terminal only
+    steps = tqdm(total=len(graphs) + 1 + int8, desc="export", unit="step", disable=disable, leave=False)
     for graph_name, module in graphs.items():
         steps.set_postfix_str(graph_name)
         _export_graph(
