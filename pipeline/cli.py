@@ -515,28 +515,32 @@ def inspect(
         console.print_json(json.dumps(manifest.model_dump(mode="json")))
         return
     table = Table(title=f"{manifest.name} v{manifest.version}  ({folder})", show_header=False)
+    schema, data = manifest.feature_schema, manifest.training_data
     facts = {
         "created": manifest.created_at,
-        "mode": manifest.feature_schema.mode,
-        "features": ", ".join(c.name for c in manifest.feature_schema.columns),
-        "keys": ", ".join(manifest.feature_schema.key_columns) or "-",
-        "window": manifest.feature_schema.window.model_dump_json() if manifest.feature_schema.window else "-",
-        "missing values": manifest.feature_schema.missing,
+        "mode": schema.mode,
+        "features": ", ".join(c.name for c in schema.columns),
+        "keys": ", ".join(schema.key_columns) or "-",
+        "window": _readable(schema.window.model_dump()) if schema.window else "-",
+        "missing values": schema.missing,
+        "reading": _readable(
+            {**schema.csv.model_dump(exclude_defaults=True), **({"time_zone": schema.time_zone} if schema.time_zone else {})}
+        ),
         "inputs": str(len(manifest.input_names)),
-        "model": json.dumps(manifest.model),
+        "model": _readable(manifest.model),
         "score": manifest.score_definition,
-        "threshold": f"{manifest.threshold.value:.4f} ({manifest.threshold.method} {manifest.threshold.parameters}"
+        "threshold": f"{manifest.threshold.value:.4f} ({manifest.threshold.method}"
+        + (f" {_readable(manifest.threshold.parameters)}" if manifest.threshold.parameters else "")
         + (f"; {rule.k} of the last {rule.n} rows" if (rule := manifest.threshold.persistence).n > 1 else "")
         + ")"
         + (f" {manifest.threshold.note}" if manifest.threshold.note else ""),
-        "lineage": json.dumps(manifest.lineage) if manifest.lineage else "-",
-        "training data": json.dumps(manifest.training_data.get("sha256", ""))[:20]
-        + f"… {manifest.training_data.get('rows')} rows",
+        "lineage": _readable(manifest.lineage),
+        "training data": f"{data.get('rows'):,} rows, sha256 {data.get('sha256', '')[:12]}…",
         # the percentile table's 112 values are for the runtime; --json shows them
-        "validation": manifest.validation.model_dump_json(exclude={"score_percentiles"}, exclude_none=True),
+        "validation": _readable(manifest.validation.model_dump(exclude={"score_percentiles"}, exclude_none=True)),
         "opset": str(manifest.opset),
         "files": ", ".join(manifest.files),
-        "versions": json.dumps(manifest.library_versions),
+        "versions": _readable(manifest.library_versions),
         # installed is not usable: onnxruntime-gpu lists CUDA and TensorRT on machines without a GPU
         "providers": f"{', '.join(select_providers('auto'))} usable here (installed: "
         f"{', '.join(ort.get_available_providers())})",
@@ -544,6 +548,22 @@ def inspect(
     for key, value in facts.items():
         table.add_row(key, value)
     console.print(table)
+
+
+def _readable(value: object) -> str:
+    """A manifest value as a person reads it: `key: value` pairs, lists joined, numbers to 4
+    significant digits, no JSON braces or Python reprs (newcomer review N22); "-" when empty."""
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {_nested(item)}" for key, item in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_readable(item) for item in value) or "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _nested(value: object) -> str:
+    return f"({_readable(value)})" if isinstance(value, dict) else _readable(value)
 
 
 @app.command()

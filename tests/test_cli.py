@@ -311,3 +311,13 @@ def test_N19_training_writes_no_progress_bar_into_a_pipe(tmp_path: Path) -> None
     result = vad("train", ROOT / "data" / "tabular" / "history.csv", "--config", config, "--epochs", "2", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "epoch" not in result.stderr and "\r" not in result.stderr
+
+
+def test_N22_inspect_reads_as_a_table_not_as_json_or_python_reprs(sensor_model: Path) -> None:
+    """`vad inspect` printed `107.6632 (quantile {'quantile': 0.99})`, a stray quote in the
+    training data's hash and validation JSON cut with `…`."""
+    shown = vad("inspect", sensor_model)
+    assert shown.returncode == 0, shown.stderr
+    assert not re.search(r"[{}\"]|(?<![a-z])'", shown.stdout), shown.stdout  # a word's apostrophe is no repr
+    assert re.search(r"training data\s+│ [\d,]+ rows, sha256 [0-9a-f]{12}…", shown.stdout)
+    assert re.search(r"threshold\s+│ [\d.]+ \((quantile|pot|contamination)", shown.stdout)
