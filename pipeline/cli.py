@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -144,35 +145,36 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 32 options,
 
     window_spec = {k: v for k, v in {"length": window, "stride": stride}.items() if v is not None}
     base, beside, lineage = _trained_like(like, keep_place=name is None and out is None)
-    cfg = load_config(
-        config,
-        base=base,
-        name=name,
-        data={
-            "mode": mode,
-            "features": _split(features),
-            "id_columns": _split(id_columns),
-            "label_column": label_column,
-            "ignore_columns": _split(ignore_columns),
-            "time_column": time_column,
-            "entity_column": entity_column,
-            "missing": missing,
-            "duplicates": duplicates,
-            "max_gap": max_gap,
-            "resample": resample,
-            "time_zone": time_zone,
-            **({"window": window_spec} if window_spec else {}),
-            **_csv_reading(decimal_comma, skip_rows_after_header, null_values),
-        },
-        model={
-            "latent": latent,
-            "hidden": [int(h) for h in _split(hidden) or []] if hidden else None,
-            "likelihood": likelihood,
-        },
-        train={"epochs": epochs, "beta": beta, "seed": seed, "device": device, "progress": progress},
-        threshold={"method": threshold},
-        export={"int8": int8},
-    )
+    with _said_as_flags():
+        cfg = load_config(
+            config,
+            base=base,
+            name=name,
+            data={
+                "mode": mode,
+                "features": _split(features),
+                "id_columns": _split(id_columns),
+                "label_column": label_column,
+                "ignore_columns": _split(ignore_columns),
+                "time_column": time_column,
+                "entity_column": entity_column,
+                "missing": missing,
+                "duplicates": duplicates,
+                "max_gap": max_gap,
+                "resample": resample,
+                "time_zone": time_zone,
+                **({"window": window_spec} if window_spec else {}),
+                **_csv_reading(decimal_comma, skip_rows_after_header, null_values),
+            },
+            model={
+                "latent": latent,
+                "hidden": [int(h) for h in _split(hidden) or []] if hidden else None,
+                "likelihood": likelihood,
+            },
+            train={"epochs": epochs, "beta": beta, "seed": seed, "device": device, "progress": progress},
+            threshold={"method": threshold},
+            export={"int8": int8},
+        )
     outcome = fit_model(source, cfg, out or Path("exported"), lineage=lineage, into=beside)
     result = outcome.calibrated.result
     if as_json:
@@ -213,6 +215,27 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 32 options,
         console.print(f"[yellow]repeated readings merged ({cfg.data.duplicates}):[/] {outcome.data.merged}")
     console.print(f"threshold {outcome.calibrated.threshold.value:.4f} ({outcome.calibrated.threshold.method})")
     console.print(f"exported to [bold]{outcome.version_dir}[/]")
+
+
+FLAG_OF = {"threshold.method": "--threshold", "data.window.length": "--window", "data.window.stride": "--stride"}
+
+
+@contextmanager
+def _said_as_flags() -> Iterator[None]:
+    """A config error in the syntax of the command that was run: `--missing` where the config
+    says `data.missing` (newcomer review N25: `--missing imput` was "config `data.missing` is
+    invalid")."""
+    try:
+        yield
+    except PipelineError as exc:
+        found = re.match(r"config `([\w.]+)` is invalid", str(exc))
+        if found is None:
+            raise
+        field = found.group(1)
+        flag = FLAG_OF.get(field) or f"--{field.rsplit('.', 1)[-1].replace('_', '-')}"
+        if flag.removeprefix("--").replace("-", "_") not in train.__annotations__ and field not in FLAG_OF:
+            raise
+        raise PipelineError(str(exc).replace(f"config `{field}`", f"{flag} (config `{field}`)", 1)) from exc
 
 
 def _trained_like(like: Path | None, keep_place: bool) -> tuple[dict | None, Path | None, dict | None]:

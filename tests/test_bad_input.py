@@ -363,7 +363,7 @@ def _(ctx: Context) -> None:
         .with_columns(load=pl.when(pl.int_range(pl.len()) == 9).then(float("nan")).otherwise(pl.col("load")))
     )
     path = ctx.frame("batch.parquet", frame)
-    ctx.refused(lambda: ctx.score(path, "sensor"), "missing value", "missing='impute'", file=path, column="load", row=10)
+    ctx.refused(lambda: ctx.score(path, "sensor"), "missing value", "--missing impute", file=path, column="load", row=10)
 
 
 @case(

@@ -321,3 +321,19 @@ def test_N22_inspect_reads_as_a_table_not_as_json_or_python_reprs(sensor_model: 
     assert not re.search(r"[{}\"]|(?<![a-z])'", shown.stdout), shown.stdout  # a word's apostrophe is no repr
     assert re.search(r"training data\s+│ [\d,]+ rows, sha256 [0-9a-f]{12}…", shown.stdout)
     assert re.search(r"threshold\s+│ [\d.]+ \((quantile|pot|contamination)", shown.stdout)
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--missing", "imput"], "--missing (config `data.missing`) is invalid"),
+        (["--threshold", "quantil"], "--threshold (config `threshold.method`) is invalid"),
+        (["--window", "0"], "--window (config `data.window.length`) is invalid"),
+    ],
+)
+def test_N25_a_bad_flag_is_named_as_the_flag_that_was_typed(tmp_path: Path, flags: list[str], said: str) -> None:
+    """`--missing imput` was refused as "config `data.missing` is invalid"; hints said
+    `missing='impute'` where the command takes `--missing impute`."""
+    result = vad("train", ROOT / "data" / "tabular" / "history.csv", *flags, "--out", tmp_path)
+    assert_one_line_error(result, said)
+    assert not any(tmp_path.iterdir())

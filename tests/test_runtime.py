@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -221,7 +222,7 @@ def test_explicit_cuda_without_gpu_fails_clearly(tabular_model: Path) -> None:
             text=True,
             timeout=120,
         )
-        assert result.returncode == 2 and result.stdout == ""
+        assert result.returncode == 2 and json.loads(result.stdout)["kind"] == "PipelineError"  # --json: the error as JSON
         assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: provider '{provider}' failed")
 
 

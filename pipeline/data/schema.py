@@ -178,7 +178,7 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         names = _inferred_features(frame, config, reserved, file, id_columns)
     columns = [spec for name in names if (spec := _column_spec(frame, name, config, file)) is not None]
     if not columns:
-        raise SchemaError(f"no feature columns found{where(file)}; name them with `features`.")
+        raise SchemaError(f"no feature columns found{where(file)}; name them with --features (`features`).")
     schema = FeatureSchema(
         mode=config.mode,
         columns=columns,
@@ -233,7 +233,7 @@ def _inferred_features(
         if role == "id":
             log.warning(
                 "column '%s' looks like an identifier: kept as a key in the output, not used as a "
-                "feature (name it in `features` to use it).",
+                "feature (name it in --features to use it).",
                 name,
             )
             id_columns.append(name)
@@ -251,8 +251,8 @@ def _inferred_features(
         elif role == "label":
             state = health_state(frame[name])
             log.warning(
-                "column '%s' looks like a label%s: not a feature (name it with `label_column` to keep it "
-                "for evaluation, or in `features` to train on it).",
+                "column '%s' looks like a label%s: not a feature (name it with --label-column to keep it "
+                "for evaluation, or in --features to train on it).",
                 name,
                 f" (its values, such as {state!r}, read as states of health)" if state else "",
             )
@@ -641,7 +641,7 @@ def _checked_numbers(
         what = "a missing value" if np.isnan(values[row]) else f"an infinite value ({values[row]})"
         raise DataError(
             f"column '{col.name}' has {what}{where(file, col.name, file_row(row_offset, row))}; "
-            "train with missing='impute', or score with `--missing impute`, to fill it with the "
+            "train with --missing impute (`missing` in a config), or score with --missing impute, to fill it with the "
             "training median."
         )
     assert col.median is not None  # learnt with the schema for every numeric column
