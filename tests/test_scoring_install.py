@@ -93,3 +93,10 @@ def test_the_scoring_flow_loads_and_training_names_its_extra(scoring_venv: Path)
     )
     assert train.returncode == 2
     assert "pip install 'vae-pipeline[train]'" in train.stderr and "Traceback" not in train.stderr
+
+
+def test_N21_the_detector_in_a_scoring_install_names_the_extra_it_needs(scoring_venv: Path) -> None:
+    """`from pipeline.training.detector import VAEDetector` in a scoring-only venv said only
+    `No module named 'sklearn'`."""
+    result = run(scoring_venv, scoring_venv / "bin" / "python", "-c", "from pipeline.training.detector import VAEDetector")
+    assert result.returncode == 1 and "pip install 'vae-pipeline[train]'" in result.stderr.splitlines()[-1]

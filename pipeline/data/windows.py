@@ -54,7 +54,7 @@ def sort_for_windows(
             f"if the times are local wall-clock times, train with --time-zone {zone} (`time_zone`), which keeps "
             "both hours' readings"
             if zone
-            else "drop the duplicate readings, or train with --duplicates last or mean (`duplicates` in a config) to merge them"
+            else "drop the duplicate readings, or train with --duplicates last or mean (`duplicates`) to merge them"
         )
         raise SchemaError(
             f"time {first[schema.time_column]} appears twice{entity} (rows {file_row(row_offset, first['__row'])} and "

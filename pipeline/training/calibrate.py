@@ -38,7 +38,7 @@ def fit_threshold(scores: np.ndarray, config: ThresholdConfig, labels: np.ndarra
     elif config.method == "pot":
         fitted = pot_threshold(scores, config.pot_initial_quantile, config.pot_risk)
     elif labels is None:
-        raise PipelineError("threshold method 'best-f1' needs labels: name the label column (--label-column, `label_column`).")
+        raise PipelineError("threshold method 'best-f1' needs labels: name their column (--label-column, `label_column`).")
     else:
         fitted = best_f1_threshold(scores, np.asarray(labels)[finite])
     return fitted.model_copy(update={"persistence": config.persistence, "alarm": config.alarm})

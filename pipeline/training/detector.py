@@ -11,8 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+
+try:
+    from sklearn.base import BaseEstimator, OutlierMixin
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ModuleNotFoundError as missing:  # a scoring-only install (newcomer review N21)
+    raise ModuleNotFoundError(
+        f"VAEDetector trains a model and needs '{missing.name}': install the training extra, "
+        "pip install 'vae-pipeline[train]' (scoring needs none of it).",
+        name=missing.name,
+    ) from missing
 
 from pipeline.artifact.threshold import Threshold
 from pipeline.core.config import DataConfig, ModelConfig, PipelineConfig, ThresholdConfig, TrainConfig
