@@ -407,14 +407,13 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
         table = Table(title="top anomalies (higher score = more anomalous)")
         columns = list(report.top[0])
         keys = [k for k in columns if k not in contract.score_columns(columns) - {contract.SOURCE_FILE}]
+        keys = [k for k in keys if k != contract.SOURCE_FILE or len(report.files) > 1]  # one file: said above
         percentile = contract.PERCENTILE in columns
-        for column in [
-            *keys,
-            contract.SCORE,
-            *([contract.PERCENTILE] if percentile else []),
-            "top features (share of excess −log p)",
-        ]:
-            table.add_column(column)
+        for key in keys:  # a key is never cut (N23: `TX0002…` at 80 columns); the explanation wraps instead
+            table.add_column(key, no_wrap=True, min_width=max(len(key), *(len(str(row[key])) for row in report.top)))
+        for column in [contract.SCORE, *([contract.PERCENTILE] if percentile else [])]:
+            table.add_column(column, no_wrap=True)
+        table.add_column("top features (share of excess −log p)", overflow="fold", min_width=12)
         for row in report.top:
             ranked = [(row[k], row[contract.share_of(k)]) for k in contract.feature_columns(columns)]
             explained = ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)

@@ -337,3 +337,27 @@ def test_N25_a_bad_flag_is_named_as_the_flag_that_was_typed(tmp_path: Path, flag
     result = vad("train", ROOT / "data" / "tabular" / "history.csv", *flags, "--out", tmp_path)
     assert_one_line_error(result, said)
     assert not any(tmp_path.iterdir())
+
+
+def test_N23_the_top_anomalies_table_never_cuts_a_key_at_80_columns(tabular_model: Path, tmp_path: Path) -> None:
+    """Keys were cut to `TX0002…` and `historian_…` at 80 columns: the row could not be found."""
+    long_ids = pl.read_csv(TABLE).with_columns(pl.format("BATCH-{}-2026-12-07-line-0042", "batch_id").alias("batch_id"))
+    long_ids.write_csv(tmp_path / "batch.csv")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "score",
+            tabular_model,
+            tmp_path / "batch.csv",
+            "--output",
+            tmp_path / "s.csv",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert result.returncode == 0, result.stderr
+    shown = re.findall(r"BATCH-\d+-2026-12-07-line-0042", result.stdout)
+    assert len(shown) == 10 and "…" not in result.stdout  # nothing cut: the explanation folds instead
