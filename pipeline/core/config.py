@@ -203,7 +203,7 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool | None = None  # bf16 autocast, CUDA only; None: the measured choice (training_plan)
     compile: bool = False  # torch.compile the loss terms: 1.2× per step on a CPU, after ~20 s of compiling
-    progress: bool = True
+    progress: bool = True  # bars on a terminal only (tqdm's disable=None): pipes and logs stay clean (N19)
 
 
 class Persistence(_Strict):

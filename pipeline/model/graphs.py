@@ -3,6 +3,8 @@ computed with `ScorerGraph` itself, so the threshold is fitted on exactly what i
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -311,14 +313,19 @@ def build_graphs(
 
 
 @torch.no_grad()
-def score_with_torch(vae: VAE, scaler: Scaler, x_raw: np.ndarray, batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Scores (higher = more anomalous) and per-input NLL, as the exported scorer computes them."""
-    graph = ScorerGraph(vae, scaler).eval()
+def score_with_torch(
+    vae: VAE, scaler: Scaler, x_raw: np.ndarray, batch: int = 65536, dtype: torch.dtype = torch.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (higher = more anomalous) and per-input NLL, as the exported scorer computes them.
+    `torch.float64` scores a copy of the model in double precision: a row's score then does not
+    depend on the rows scored beside it (float32 kernels sum in batch-dependent orders)."""
+    graph = ScorerGraph(copy.deepcopy(vae) if dtype != torch.float32 else vae, scaler).eval()
     device = next(vae.parameters()).device
+    graph = graph.to(device=device, dtype=dtype)
     scores, nlls = [], []
     for start in range(0, len(x_raw), batch):
-        chunk = torch.from_numpy(np.ascontiguousarray(x_raw[start : start + batch], dtype=np.float32)).to(device)
-        score, nll, *_ = graph.to(device).score_terms(chunk)
-        scores.append(score.float().cpu().numpy())
-        nlls.append(nll.float().cpu().numpy())
+        chunk = torch.from_numpy(np.ascontiguousarray(x_raw[start : start + batch], dtype=np.float32)).to(device, dtype)
+        score, nll, *_ = graph.score_terms(chunk)
+        scores.append(score.to(torch.float32 if dtype != torch.float64 else dtype).cpu().numpy())
+        nlls.append(nll.to(torch.float32 if dtype != torch.float64 else dtype).cpu().numpy())
     return np.concatenate(scores), np.concatenate(nlls)

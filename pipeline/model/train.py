@@ -165,7 +165,6 @@ def _optimise(model: VAE, train: torch.Tensor, val: torch.Tensor, cfg: TrainConf
     epochs = EpochRunner(model, FusedAdam(model.parameters(), lr=plan.learning_rate), cfg, plan)
     stopping = EarlyStopping(cfg.patience, cfg.warmup_epochs, cfg.epochs)
     history: list[dict] = []
-    # disable=None: on a terminal only, so pipes and logs stay clean (newcomer review N19)
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=None if cfg.progress else True, leave=False)
     for epoch in bar:
         started = time.perf_counter()

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 try:
+    import torch
     from sklearn.base import BaseEstimator, OutlierMixin
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ModuleNotFoundError as missing:  # a scoring-only install (newcomer review N21)
@@ -144,7 +145,7 @@ class VAEDetector(OutlierMixin, BaseEstimator):
         self.history_ = calibrated.result.history
         self.feature_baseline_ = calibrated.feature_baseline
         self._validation = validation_record(calibrated)  # for export: alerts' severity needs its quantiles
-        train_scores = score_with_torch(self.model_, self.scaler_, x)[0]  # x is already checked
+        train_scores = score_with_torch(self.model_, self.scaler_, x, dtype=torch.float64)[0]  # x is already checked
         self.threshold_ = float(np.quantile(train_scores, 1.0 - self.contamination))
         self.offset_ = -self.threshold_
         self._train_fingerprint = fingerprint(x, self.schema_.input_names)
@@ -153,7 +154,9 @@ class VAEDetector(OutlierMixin, BaseEstimator):
     def anomaly_score(self, X) -> np.ndarray:
         """Negative ELBO per row: higher = more anomalous."""
         check_is_fitted(self, "model_")
-        return score_with_torch(self.model_, self.scaler_, self._rows(X))[0].astype(np.float64)
+        # float64: a row scores the same alone or among others (scikit-learn's subset-invariance
+        # check failed by 1 float32 ulp on one machine, newcomer review 2026-12-07).
+        return score_with_torch(self.model_, self.scaler_, self._rows(X), dtype=torch.float64)[0]
 
     def score_samples(self, X) -> np.ndarray:
         """ELBO per row (a lower bound of log p(x)): lower = more abnormal."""
