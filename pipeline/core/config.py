@@ -45,8 +45,8 @@ class WindowSpec(_Strict):
 class CsvReading(_Strict):
     """How CSV and TSV files are read, for exports that are not plain CSV (a plant historian's:
     3,14 with ';' between fields, a units row under the header, `#N/A` for a missing reading).
-    Kept with the model, so scoring reads its files as training did; `vad score` can change it
-    for one run. polars' own CSV options, passed through."""
+    Kept with the model, so scoring reads its files as training did (but the separator, which
+    each file's header shows); `vad score` can change it for one run. polars' own CSV options."""
 
     separator: str | None = Field(None, min_length=1, max_length=1)  # None: sniffed from the header
     decimal_comma: bool = False  # 3,14 is 3.14; fields are then separated by another character (';', tab)

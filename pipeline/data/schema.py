@@ -191,7 +191,9 @@ def learn_schema(frame: pl.DataFrame, config: DataConfig, file: str | None = Non
         duplicates=config.duplicates,
         max_gap=config.max_gap,
         resample=config.resample,
-        csv=config.csv,
+        # The separator is sniffed from each file's header at scoring, as it always was: batches
+        # may come from another export; what a header cannot show (decimal comma, ...) is kept.
+        csv=config.csv.model_copy(update={"separator": None}),
         time_zone=config.time_zone,
     )
     return fit_statistics(schema, frame)
