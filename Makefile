@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint fuzz serve data bench-quality bench-speed clean
+.PHONY: demo test check lint fuzz serve data bench-quality bench-speed report-screenshot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench-quality: $(STAMP)
 bench-speed: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[train,bench]'
 	$(BIN)/python bench/speed.py
+
+# The demo's HTML scoring report opened in headless Chromium: runs/report.png (needs chromium).
+report-screenshot: $(STAMP)
+	$(BIN)/python bench/report_screenshot.py
 
 data: $(STAMP)
 	$(BIN)/python data/generate.py

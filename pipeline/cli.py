@@ -357,7 +357,7 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 20 options,
         return
     print_score_report(report, scorer.kernel().describe())
     if written is not None:
-        console.print(f"report written to [bold]{written}[/]")
+        console.print(f"report written to [bold]{written}[/] and, for a browser, [bold]{written.with_suffix('.html')}[/]")
 
 
 @contextmanager

@@ -49,9 +49,10 @@ def main() -> None:
     for name, history, config, batch, keys in DEMOS:
         run("train", history, "--config", config, "--out", "exported", "--no-progress")
         scores = Path("runs") / f"{name}-scores.parquet"
-        run("score", f"exported/{name}", batch, "--output", str(scores), "--show", "5")
+        run("score", f"exported/{name}", batch, "--output", str(scores), "--show", "5", "--report")
         console.print(f"[bold]{name}[/] against the bundled labels: {evaluate(scores, batch, keys)}")
-        outputs += [f"exported/{name}/{(Path('exported') / name / 'latest').read_text().strip()}/", str(scores)]
+        page = scores.with_name(f"{scores.stem}.report.html")  # open it in a browser
+        outputs += [f"exported/{name}/{(Path('exported') / name / 'latest').read_text().strip()}/", str(scores), str(page)]
     run("inspect", "exported/demo-sensors")
     console.rule("[bold]where everything went")
     for path in outputs:

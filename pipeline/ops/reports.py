@@ -235,9 +235,10 @@ def drift_report(manifest: Manifest, summaries: list[BatchSummary]) -> str:
 
 def write_scores_report(manifest: Manifest, scores: Path, threshold: float, rules: AlertRules | None = None) -> Path:
     """The scoring report of one scores file (`vad score --report`), written beside it as
-    `<name>.report.md`: counts per input file, the alert the scheduled flow would raise on
-    this batch (`rules`, default AlertRules; no cooldown from earlier batches), the score
-    histogram and, for sensors, the scores over time, the plots inline, so one file travels whole."""
+    `<name>.report.md`, and as a page for a browser, `<name>.report.html`: counts per input
+    file, the alert the scheduled flow would raise on this batch (`rules`, default AlertRules;
+    no cooldown from earlier batches), the score histogram and, for sensors, the scores over
+    time, the plots inline, so one file travels whole. Returns the Markdown one's path."""
     scored = ingest.read_file(scores)
     by_file = (
         scored.group_by(contract.SOURCE_FILE, maintain_order=True).agg(
@@ -261,4 +262,8 @@ def write_scores_report(manifest: Manifest, scores: Path, threshold: float, rule
     target = scores.with_name(f"{scores.stem}.report.md")
     with atomic_output(target) as temporary:
         temporary.write_text(scoring_report(manifest, scored, batches, [alert] if alert else [], threshold) + "\n")
+    from pipeline.ops.html_report import html_report, write_html  # it draws with this module's plots
+
+    files = [{"file": Path(b.file).name, "rows": b.rows, "anomalies": b.anomalies} for b in batches]
+    write_html(target.with_suffix(".html"), html_report(manifest, scored, files, alert, threshold, rules or AlertRules()))
     return target
