@@ -69,3 +69,10 @@ def test_the_page_opens_in_headless_chromium_with_its_plots_and_no_console_error
     assert pixels.shape[1] == 1200 and pixels[..., :3].std() > 0.05  # not a blank page: text and plots drawn
     plotted = (pixels[..., 0] > 0.7) & (pixels[..., 1] < 0.35) & (pixels[..., 2] < 0.35)  # the plots' red marks
     assert plotted.sum() > 500
+
+
+def test_a_table_s_page_says_its_rows_are_judged_one_by_one(tabular_model: Path, tmp_path: Path) -> None:
+    page = report_of(tabular_model, pl.read_csv(DATA / "tabular" / "batch.csv"), tmp_path)
+    assert all(f'<section id="{name}">' in page for name in SECTIONS)
+    assert "each flagged row is its own alarm" in page and "no flagged row opened an episode" not in page
+    assert len(re.findall(r"<img ", page)) == 1  # the histogram; no time axis in a table

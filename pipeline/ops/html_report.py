@@ -45,6 +45,7 @@ th { background: #f3f3f3; text-align: left; } td.n { text-align: right; } img { 
 <section id="episodes"><h2>Alarm episodes</h2>
 {% if episodes %}<table><tr>{% for c in episodes[0] %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for e in episodes %}<tr>{% for v in e.values() %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% elif tabular %}<p>A table's rows are judged one by one: each flagged row is its own alarm (Top anomalies).</p>
 {% else %}<p>None: no flagged row opened an episode.</p>{% endif %}</section>
 <section id="top"><h2>Top anomalies</h2>
 {% if top %}<table><tr>{% for c in top[0] %}<th>{{ c }}</th>{% endfor %}</tr>
@@ -74,6 +75,7 @@ def html_report(
         over_time = _png(figure)
     return PAGE.render(
         model=manifest.key,
+        tabular=schema.mode == "tabular",
         alert=alert,
         no_alert=no_alert_reason(scored, episodes, manifest, rules),
         files=files,
