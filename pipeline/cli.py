@@ -415,13 +415,11 @@ def print_score_report(report: ScoreReport, provider: str) -> None:
             table.add_column(column, no_wrap=True)
         table.add_column("top features (share of excess −log p)", overflow="fold", min_width=12)
         for row in report.top:
-            ranked = [(row[k], row[contract.share_of(k)]) for k in contract.feature_columns(columns)]
-            explained = ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)
             table.add_row(
                 *[str(row[k]) for k in keys],
                 f"{row[contract.SCORE]:.2f}",
                 *([f"{row[contract.PERCENTILE]:.2f}"] if percentile else []),
-                explained,
+                contract.explanation(row),
             )
         console.print(table)
     console.print(f"scores written to [bold]{report.output}[/]")

@@ -61,6 +61,13 @@ def share_of(feature_column: str) -> str:
     return feature_column[: -len(FEATURE_SUFFIX)] + SHARE_SUFFIX
 
 
+def explanation(row: dict) -> str:
+    """A scored row's top features with their shares of the excess −log p, as people read it
+    ("vibration 98%, ambient_temp 1%"): the console table and the HTML report say it so."""
+    ranked = [(row[k], row[share_of(k)]) for k in feature_columns(list(row))]
+    return ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)
+
+
 def score_columns(columns: list[str]) -> set[str]:
     """The columns scoring added to the row keys (everything but the keys)."""
     ranked = feature_columns(columns)

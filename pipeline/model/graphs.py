@@ -322,10 +322,11 @@ def score_with_torch(
     graph = ScorerGraph(copy.deepcopy(vae) if dtype != torch.float32 else vae, scaler).eval()
     device = next(vae.parameters()).device
     graph = graph.to(device=device, dtype=dtype)
+    out = torch.float64 if dtype == torch.float64 else torch.float32  # half precisions come back as float32
     scores, nlls = [], []
     for start in range(0, len(x_raw), batch):
         chunk = torch.from_numpy(np.ascontiguousarray(x_raw[start : start + batch], dtype=np.float32)).to(device, dtype)
         score, nll, *_ = graph.score_terms(chunk)
-        scores.append(score.to(torch.float32 if dtype != torch.float64 else dtype).cpu().numpy())
-        nlls.append(nll.to(torch.float32 if dtype != torch.float64 else dtype).cpu().numpy())
+        scores.append(score.to(out).cpu().numpy())
+        nlls.append(nll.to(out).cpu().numpy())
     return np.concatenate(scores), np.concatenate(nlls)

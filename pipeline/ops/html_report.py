@@ -6,19 +6,17 @@ Plots are inline PNGs and the page runs no script, so it opens anywhere, offline
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import polars as pl
 from jinja2 import Environment
 
 from pipeline.artifact import contract
 from pipeline.artifact.manifest import Manifest
+from pipeline.core.atomic import atomic_output
 from pipeline.core.config import AlertRules
 from pipeline.ops.records import Alert
-from pipeline.ops.reports import score_histogram, sensor_scores, top_anomalies
+from pipeline.ops.reports import figure_png, score_histogram, sensor_scores, top_anomalies
 
 PAGE = Environment(autoescape=True).from_string(
     """<!doctype html>
@@ -68,18 +66,14 @@ def html_report(
     over_time = None
     if schema.mode == "sensor" and schema.time_column and scored.height:
         alerted = {e.entity for e in alert.entities} if alert else set()
-        figure = sensor_scores(scored, schema.time_column, schema.entity_column, threshold, alerted)
-        for ax, entity in zip(figure.axes, _entities(scored, schema.entity_column), strict=False):
-            for episode in (e for e in episodes if schema.entity_column is None or str(e["entity"]) == entity):
-                ax.axvspan(episode["start"], episode["end"], color="tab:orange", alpha=0.25)  # the episode shaded
-        over_time = _png(figure)
+        over_time = figure_png(sensor_scores(scored, schema.time_column, schema.entity_column, threshold, alerted, episodes))
     return PAGE.render(
         model=manifest.key,
         tabular=schema.mode == "tabular",
         alert=alert,
         no_alert=no_alert_reason(scored, episodes, manifest, rules),
         files=files,
-        histogram=_png(score_histogram(scored[contract.SCORE].to_numpy(), threshold, "scores")),
+        histogram=figure_png(score_histogram(scored[contract.SCORE].to_numpy(), threshold, "scores")),
         over_time=over_time,
         episodes=[{k: str(v) for k, v in e.items()} for e in episodes],
         top=_explained(top_anomalies(scored, 20)),
@@ -146,28 +140,15 @@ def _explained(rows: list[dict]) -> list[dict]:
     for row in rows:
         columns = list(row)
         keys = {k: v for k, v in row.items() if k not in contract.score_columns(columns) or k == contract.SOURCE_FILE}
-        ranked = [(row[k], row[contract.share_of(k)]) for k in contract.feature_columns(columns)]
-        because = ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)
         percentile = {contract.PERCENTILE: row[contract.PERCENTILE]} if contract.PERCENTILE in row else {}
-        shown.append({**keys, contract.SCORE: row[contract.SCORE], **percentile, "top features (share)": because})
+        shown.append(
+            {**keys, contract.SCORE: row[contract.SCORE], **percentile, "top features (share)": contract.explanation(row)}
+        )
     return shown
-
-
-def _entities(scored: pl.DataFrame, entity: str | None) -> list[str | None]:
-    return scored[entity].cast(pl.String).unique(maintain_order=True).to_list() if entity else [None]
-
-
-def _png(figure: plt.Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def write_html(target: Path, page: str) -> Path:
     """Write the page beside its scores file (atomically, as every output)."""
-    from pipeline.core.atomic import atomic_output
-
     with atomic_output(target) as temporary:
         temporary.write_text(page)
     return target

@@ -27,11 +27,16 @@ from pipeline.ops.records import Alert, BatchRef, BatchSummary
 MAX_ENTITY_PANELS = 8
 
 
-def figure_markdown(fig: plt.Figure, title: str) -> str:
+def figure_png(fig: plt.Figure) -> str:
+    """The figure as a base64 PNG, to inline in a Markdown or HTML report; the figure is closed."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
-    return f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def figure_markdown(fig: plt.Figure, title: str) -> str:
+    return f"![{title}](data:image/png;base64,{figure_png(fig)})"
 
 
 def loss_curves(history: list[dict]) -> plt.Figure:
@@ -65,9 +70,15 @@ def score_histogram(scores: np.ndarray, threshold: float, title: str) -> plt.Fig
 
 
 def sensor_scores(
-    scored: pl.DataFrame, time_col: str, entity_col: str | None, threshold: float, alerted: set[str]
+    scored: pl.DataFrame,
+    time_col: str,
+    entity_col: str | None,
+    threshold: float,
+    alerted: set[str],
+    episodes: list[dict] | None = None,
 ) -> plt.Figure:
-    """Score over time per entity, the threshold, anomalous steps, and which entities alerted."""
+    """Score over time per entity, the threshold, anomalous steps, which entities alerted and,
+    when given, their alarm episodes (`start`, `end`, `entity`) shaded."""
     entities = (
         scored[entity_col].cast(pl.String).unique(maintain_order=True).to_list()[:MAX_ENTITY_PANELS]
         if entity_col
@@ -80,6 +91,8 @@ def sensor_scores(
         flagged = part.filter(pl.col(contract.IS_ANOMALY))
         ax.scatter(flagged[time_col].to_numpy(), flagged[contract.SCORE].to_numpy(), color="tab:red", s=6, zorder=3)
         ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8)
+        for episode in (e for e in episodes or [] if entity is None or str(e["entity"]) == entity):
+            ax.axvspan(episode["start"], episode["end"], color="tab:orange", alpha=0.25)
         label = f"{entity}  ⚠ alert" if entity in alerted else str(entity or "")
         ax.set_ylabel(label, rotation=0, ha="right", fontsize=8)
     axes[0, 0].set_title("Scores per entity (red: above threshold)")
