@@ -321,6 +321,9 @@ def test_the_hour_clocks_go_back_is_named_as_daylight_saving_with_the_setting_no
     assert inputs.rows["ts"].diff().drop_nulls().unique().to_list() == [timedelta(minutes=30)]
 
     spring = frame.with_columns(pl.col("ts").dt.offset_by("-210d"))  # 2026-03-29 02:00-02:59 never happens in Berlin
+    with pytest.raises(SchemaError, match="drop the duplicate readings") as repeated:  # the skipped hour: no DST hint
+        model_inputs(spring, naive, file="h.csv")
+    assert "clocks go back" not in str(repeated.value)
     with pytest.raises(SchemaError, match=r"does not exist in Europe/Berlin.*row \d"):
         model_inputs(spring.unique("ts", keep="first", maintain_order=True), local, file="h.csv")
 

@@ -71,9 +71,10 @@ def clocks_going_back(times: pl.Series) -> str | None:
     """A zone in whose repeated hour (clocks going back) every one of these times falls, if any."""
     if not isinstance(times.dtype, pl.Datetime) or times.dtype.time_zone is not None:
         return None
-    for zone in DAYLIGHT_ZONES:
-        ambiguous = times.dt.replace_time_zone(zone, ambiguous="null", non_existent="null").is_null()
-        if ambiguous.all():
+    for zone in DAYLIGHT_ZONES:  # ambiguous: the two readings of the hour differ; a skipped hour is neither
+        earlier = times.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+        later = times.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
+        if (earlier != later).fill_null(False).all():
             return zone
     return None
 
