@@ -10,14 +10,25 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint fuzz serve data bench-quality bench-speed report-screenshot clean
+.PHONY: gpu-swap demo test check lint fuzz serve data bench-quality bench-speed report-screenshot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,flows,gpu,dev]'
+	$(MAKE) --no-print-directory gpu-swap
 	touch $(STAMP)
+
+# onnxruntime-gpu and onnxruntime share one folder: where the `gpu` extra brought the first,
+# the second goes and the first is laid down again whole (onnxruntime's documented swap;
+# `vad runtime` says which is active). Where it did not (macOS, ARM), nothing changes.
+gpu-swap:
+	if $(BIN)/python -m pip show --quiet onnxruntime-gpu 2>/dev/null && $(BIN)/python -m pip show --quiet onnxruntime 2>/dev/null; then \
+	  $(BIN)/python -m pip uninstall --quiet --yes onnxruntime && \
+	  $(BIN)/python -m pip install --quiet --force-reinstall --no-deps \
+	    "onnxruntime-gpu==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("onnxruntime-gpu"))')"; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/python -m pipeline.demo
@@ -50,11 +61,13 @@ serve: $(STAMP)
 	$(BIN)/python -m flows.serve --inbox data/inbox --model exported/demo-sensors --interval 60
 
 bench-quality: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[train,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[train,flows,bench]'
+	$(MAKE) --no-print-directory gpu-swap
 	$(BIN)/python bench/quality.py
 
 bench-speed: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[train,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[train,flows,bench]'
+	$(MAKE) --no-print-directory gpu-swap
 	$(BIN)/python bench/speed.py
 
 # The demo's HTML scoring report opened in headless Chromium: runs/report.png (needs chromium).

@@ -54,19 +54,6 @@ def print_json(result: dict) -> None:
     typer.echo(json.dumps(result, default=str))
 
 
-TRAINING_PACKAGES = {"torch", "onnx", "onnxscript", "sklearn", "tqdm"}  # the `train` extra
-
-
-def needs_training_extra(exc: ModuleNotFoundError) -> Exception:
-    """A missing training package, said as what to install; any other import error as it is."""
-    if (exc.name or "").split(".")[0] in TRAINING_PACKAGES:
-        return PipelineError(
-            f"this command trains or exports a model, which needs '{exc.name}': install the "
-            "training extra, pip install 'vae-pipeline[train]' (scoring needs none of it)."
-        )
-    return exc
-
-
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
@@ -137,11 +124,7 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 32 options,
 ) -> None:
     """Train a VAE and export it as a new version (ONNX graphs + manifest)."""
     from pipeline.core.config import load_config
-
-    try:
-        from pipeline.training.fit import fit_model
-    except ModuleNotFoundError as exc:
-        raise needs_training_extra(exc) from None
+    from pipeline.training.fit import fit_model  # a scoring-only install: main() names the extra
 
     window_spec = {k: v for k, v in {"length": window, "stride": stride}.items() if v is not None}
     base, beside, lineage = _trained_like(like, keep_place=name is None and out is None)
@@ -306,6 +289,8 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 20 options,
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
     from pipeline.runtime import Scorer, score_files
 
+    if with_report:  # before scoring: a missing `report` extra is said before any output is written
+        from pipeline.ops.reports import write_scores_report
     scorer = Scorer.load(model, provider=provider, precision=precision, missing=missing)  # type: ignore[arg-type]
     reading = _csv_reading(decimal_comma, skip_rows_after_header, null_values)
     if reading:  # this run only; the model keeps how it was trained to read
@@ -332,8 +317,6 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 20 options,
         )
     written = None
     if with_report:
-        from pipeline.ops.reports import write_scores_report
-
         written = write_scores_report(scorer.manifest, report.output, report.threshold)
     if as_json:
         print_json(
@@ -448,11 +431,7 @@ def threshold(  # noqa: PLR0913 - its options are its signature  # long: its opt
     """Re-fit the threshold on new data, without retraining: writes the model's next version,
     which scoring uses once it is `latest` (--activate, or `vad promote` after a look)."""
     from pipeline.core.config import ThresholdConfig
-
-    try:
-        from pipeline.training.rethreshold import refit_threshold
-    except ModuleNotFoundError as exc:
-        raise needs_training_extra(exc) from None
+    from pipeline.training.rethreshold import refit_threshold  # a scoring-only install: main() names the extra
 
     settings: dict = {"method": method}
     if target is not None:
@@ -568,6 +547,27 @@ def inspect(
     for key, value in facts.items():
         table.add_row(key, value)
     console.print(table)
+
+
+@app.command()
+def runtime(as_json: Annotated[bool, AS_JSON] = False) -> None:
+    """Which onnxruntime build scoring uses (onnxruntime or onnxruntime-gpu), its providers, and
+    which of them work here: the check after installing the `gpu` extra (README, "Installs by role")."""
+    from pipeline.runtime.providers import runtime_facts
+
+    facts = runtime_facts()
+    if as_json:
+        print_json(facts)
+        return
+    console.print(f"active: {facts['active']} {facts['version']}", highlight=False)
+    console.print(f"providers: {', '.join(facts['providers'])}; usable here: {', '.join(facts['usable'])}", soft_wrap=True)
+    if facts["both_installed"]:
+        console.print(
+            "warning: onnxruntime and onnxruntime-gpu are both installed and share one folder; keep one: "
+            "pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps onnxruntime-gpu",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _readable(value: object) -> str:
@@ -713,9 +713,12 @@ def serve(  # noqa: PLR0913 - a command's options are its signature
     """Score every batch dropped into INBOX with MODEL, on a schedule, until interrupted: a local
     Prefect server on 127.0.0.1 (its UI address printed) and the scheduled deployment. The
     model and the inbox are checked first. The same as `python -m flows.serve`."""
+    import importlib.util
     import os
     import sys
 
+    if importlib.util.find_spec("prefect") is None:  # said here: the exec'd process would show a traceback
+        raise ModuleNotFoundError("No module named 'prefect'", name="prefect")  # main() names the extra
     command = [sys.executable, "-m", "flows.serve", "--model", str(model), "--inbox", str(inbox)]
     command += ["--outbox", str(outbox), "--interval", str(interval), "--port", str(port)]
     for name in sink or ["prefect-event"]:

@@ -43,14 +43,43 @@ def where(file: str | None = None, column: str | None = None, row: int | None = 
     return f" ({', '.join(parts)})" if parts else ""
 
 
+# Which extra brings a package a scoring-only install (`pip install vae-pipeline`) leaves out.
+EXTRA_OF = {
+    **dict.fromkeys(("torch", "onnx", "onnxscript", "sklearn", "scipy", "tqdm"), "train"),
+    **dict.fromkeys(("prefect", "prefect_dask", "dask", "distributed", "pyarrow"), "flows"),
+    "matplotlib": "report",
+}
+EXTRA_DOES = {
+    "train": "training and export",
+    "flows": "the Prefect flows, the Dask cluster and their plots",
+    "report": "the scoring report's plots",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> PipelineError | None:
+    """A package an extra brings, said as the extra to install; None for any other (newcomer
+    review, point 6: the scoring install leaves Prefect, Dask, plotting and torch out)."""
+    extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+    if extra is None:
+        return None
+    return PipelineError(
+        f"this needs '{exc.name}', which comes with {EXTRA_DOES[extra]}: install the extra, "
+        f"pip install 'vae-pipeline[{extra}]' (scoring needs none of it)."
+    )
+
+
 def exit_on_user_error(run: Callable[[], object], as_json: bool = False) -> None:
     """Run a command; errors the user can fix become one line on stderr and exit status 2:
-    bad input, and the environment's (a missing or unwritable path, a full disk). The CLI and
-    the flows' command lines share it. With `as_json` (a command run with --json) the error is
-    also one JSON object on stdout, `{"error": message, "kind": class name}`, for the script
-    that reads it (newcomer review N18: stdout was empty)."""
+        bad input, and the environment's (a missing or unwritable path, a full disk). The CLI and
+        the flows' command lines share it. With `as_json` (a command run with --json) the error is
+        also one JSON object on stdout, `{"error": message, "kind": class name}`, for the script
+        that reads it (newcomer review N18: stdout was empty). A package of an extra that is not
+    installed is said as the extra to install."""
     try:
-        run()
+        try:
+            run()
+        except ModuleNotFoundError as missing:  # an extra not installed: what to install, not a traceback
+            raise missing_extra(missing) or missing from None
     except (PipelineError, OSError) as exc:
         Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         if as_json:

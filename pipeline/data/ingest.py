@@ -9,12 +9,12 @@ import glob
 import itertools
 import json
 import logging
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.ipc
+from flatbuffers import encode, packer, table
 
 from pipeline.core.atomic import atomic_output
 from pipeline.core.config import CsvReading
@@ -146,10 +146,8 @@ def check_unique_names(path: Path, fmt: str) -> None:
     twice, as a CSV header is refused (R38: polars panicked on the Arrow file, then said it had
     no data rows; the NDJSON file failed on a number of the wrong type)."""
     if fmt == "ipc":
-        try:
-            with pa.memory_map(str(path)) as source:
-                names = pa.ipc.open_file(source).schema.names
-        except (OSError, pa.ArrowInvalid):  # a stream, or not Arrow at all: polars says what it is
+        names = arrow_file_names(path)
+        if names is None:  # a stream, or not Arrow at all: polars says what it is
             return
     else:
         with path.open("rb") as handle:
@@ -161,6 +159,43 @@ def check_unique_names(path: Path, fmt: str) -> None:
     repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
     if repeated is not None:
         raise DataError(f"file '{path}' names column '{repeated}' twice; rename or drop one.")
+
+
+ARROW_MAGIC = b"ARROW1"
+
+
+def arrow_file_names(path: Path) -> list[str] | None:
+    """The top-level column names of an Arrow IPC file, read from the schema in its footer,
+    where Arrow's readers read it (File.fbs: Footer.schema, slot 1; Schema.fbs: Schema.fields,
+    slot 1, Field.name, slot 0). polars' own schema readers fold a repeated name into one,
+    and pyarrow is 170 MB the scoring install does without. None where the file does not
+    end as an Arrow file does."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        if size < 18:  # magic, padding, footer length, magic
+            return None
+        handle.seek(size - 10)
+        tail = handle.read(10)
+        length = int.from_bytes(tail[:4], "little", signed=True)
+        if not tail.endswith(ARROW_MAGIC) or not 0 < length <= size - 18:
+            return None
+        handle.seek(size - 10 - length)
+        footer = bytearray(handle.read(length))
+    try:
+        root = table.Table(footer, encode.Get(packer.uoffset, footer, 0))
+        at = root.Offset(6)
+        if not at:
+            return None
+        schema = table.Table(footer, root.Indirect(root.Pos + at))
+        fields = schema.Offset(6)
+        names = []
+        for i in range(schema.VectorLen(fields) if fields else 0):
+            field = table.Table(footer, schema.Indirect(schema.Vector(fields) + 4 * i))
+            name = field.Offset(4)
+            names.append(field.String(field.Pos + name).decode("utf-8") if name else "")
+        return names
+    except (IndexError, TypeError, ValueError, UnicodeDecodeError, struct.error):  # damaged: polars says how
+        return None
 
 
 def scan_file(path: Path, reading: CsvReading | None = None) -> pl.LazyFrame:

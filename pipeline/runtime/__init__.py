@@ -1,9 +1,10 @@
 """Scoring an exported model with onnxruntime: providers and sessions, the kernel pool,
 `Scorer`, file and partition scoring, and the read-ahead that overlaps them.
 
-May import `pipeline.core`, `pipeline.data` and `pipeline.artifact`, onnxruntime, polars,
-pyarrow, numpy and scipy.special; never torch, onnx or scikit-learn (`make lint` checks it):
-this is what a scoring-only deployment installs and loads. The names below are the public API."""
+May import `pipeline.core`, `pipeline.data` and `pipeline.artifact`, onnxruntime, polars and
+numpy; never torch, onnx or scikit-learn (`make lint` checks it): this is what a scoring-only
+deployment installs and loads. pyarrow (the `flows` extra's) only where a Dask flow plans
+partitions along Parquet row groups. The names below are the public API."""
 
 from pipeline.runtime.files import ScoreReport, default_chunk_rows, score_files
 from pipeline.runtime.kernel import KernelPool

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from pipeline.core.atomic import scratch_folder
 from pipeline.core.errors import DataError
@@ -64,13 +63,14 @@ def plan_groups(file: Path, schema: FeatureSchema, budget_rows: int, entity_cap:
 
 
 def split_groups(file: Path, schema: FeatureSchema, groups: list[EntityGroup], folder: Path, batch_rows: int) -> list[Path]:
-    """Write each group's rows, with their row numbers in the file, to its own Parquet file
-    under `folder`, in one streaming pass; returns the files, in group order.
+    """Write each group's rows, with their row numbers in the file, to its own folder of
+    Parquet files under `folder`, in one streaming pass; returns the folders, in group order.
 
     The file is read in batches of `batch_rows`; each batch's rows are held per group until
-    FLUSH_BATCHES batches' rows are waiting, then appended to the groups' files, so memory
-    holds a few batches whatever the file's size. (polars' own partitioned sink, tried
-    first, held most of a 10 M-row file: 1.4-2.0 GB.)"""
+    FLUSH_BATCHES batches' rows are waiting, then written as one more numbered file in each
+    group's folder, so memory holds a few batches whatever the file's size. (polars' own
+    partitioned sink, tried first, held most of a 10 M-row file: 1.4-2.0 GB; an appending
+    Parquet writer would need pyarrow, which the scoring install does without.)"""
     entity = _entity(schema)
     index = {value: i for i, group in enumerate(groups) for value in group.entities if value is not None}
     missing = next((i for i, group in enumerate(groups) if None in group.entities), len(groups))
@@ -80,39 +80,34 @@ def split_groups(file: Path, schema: FeatureSchema, groups: list[EntityGroup], f
         .otherwise(pl.col(entity).replace_strict(index, return_dtype=pl.UInt32))
         .alias(GROUP)
     )
-    paths = [folder / f"group-{i:05d}.parquet" for i in range(len(groups))]
-    writers: dict[int, pq.ParquetWriter] = {}
+    paths = [folder / f"group-{i:05d}" for i in range(len(groups))]
+    for path in paths:
+        path.mkdir()
     waiting: dict[int, list[pl.DataFrame]] = defaultdict(list)
+    flushes = 0
 
     def flush() -> None:
         for group, frames in waiting.items():
-            table = pl.concat(frames).to_arrow()
-            if group not in writers:
-                writers[group] = pq.ParquetWriter(paths[group], table.schema, compression="lz4")
-            writers[group].write_table(table)
+            pl.concat(frames).write_parquet(paths[group] / f"{flushes:06d}.parquet", compression="lz4")
         waiting.clear()
 
-    try:
-        offset = held = 0
-        for batch in ingest.iter_file_batches(file, schema.source_columns, batch_rows, schema.csv):
-            numbered = batch.with_columns(pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(ROW), group_of)
-            for (group,), part in numbered.partition_by(GROUP, as_dict=True, include_key=False).items():
-                waiting[group].append(part)
-            offset, held = offset + batch.height, held + batch.height
-            if held >= FLUSH_BATCHES * batch_rows:
-                flush()
-                held = 0
-        flush()
-    finally:
-        for writer in writers.values():
-            writer.close()
+    offset = held = 0
+    for batch in ingest.iter_file_batches(file, schema.source_columns, batch_rows, schema.csv):
+        numbered = batch.with_columns(pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(ROW), group_of)
+        for (group,), part in numbered.partition_by(GROUP, as_dict=True, include_key=False).items():
+            waiting[group].append(part)
+        offset, held = offset + batch.height, held + batch.height
+        if held >= FLUSH_BATCHES * batch_rows:
+            flush()
+            flushes, held = flushes + 1, 0
+    flush()
     return paths
 
 
 def read_group(part: Path) -> tuple[pl.DataFrame, np.ndarray]:
-    """One group's rows in their file order (as they were appended), and each row's 0-based
-    number in the file."""
-    frame = pl.read_parquet(part)
+    """One group's rows in their file order (its files in the order they were written), and
+    each row's 0-based number in the file."""
+    frame = pl.concat([pl.read_parquet(chunk) for chunk in sorted(part.glob("*.parquet"))])
     return frame.drop(ROW), frame[ROW].to_numpy()
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from pipeline.artifact import contract
 from pipeline.core.atomic import atomic_output
@@ -38,6 +37,8 @@ def plan_partitions(source: str | Path, scorer: Scorer, rows_per_partition: int 
     their row groups, other files whole. Windows need each series whole: a sensor file with
     an entity column is cut into groups of whole entities (in sorted order, as `score_files`
     writes them), one without stays whole."""
+    import pyarrow.parquet as pq  # the `flows` extra's: the scoring install does without its 170 MB
+
     partitions: list[Partition] = []
     for file in ingest.resolve_sources(source):
         identity = ingest.file_identity(file)  # before reading: a change while planning shows up later
@@ -114,13 +115,8 @@ def combine_parts(parts: list[str], output: str | Path) -> Path:
     gave one output from two models, with nothing to tell (N32)."""
     if not parts:
         raise PipelineError("there are no scored partitions to combine.")
-    models = sorted(
-        {
-            key
-            for part in parts
-            for key in pq.read_table(part, columns=[contract.MODEL_VERSION]).column(0).unique().to_pylist()
-        }
-    )
+    combined = pl.concat([pl.scan_parquet(part) for part in parts], how="vertical_relaxed")  # in partition order
+    models = sorted(combined.select(pl.col(contract.MODEL_VERSION).unique()).collect()[contract.MODEL_VERSION].to_list())
     if len(models) > 1:
         raise PipelineError(
             f"the partitions were scored by {len(models)} model versions ({', '.join(models)}): the "
@@ -128,13 +124,5 @@ def combine_parts(parts: list[str], output: str | Path) -> Path:
         )
     output = Path(output)
     with atomic_output(output) as temporary:
-        writer = None
-        try:
-            for part in parts:
-                table = pq.read_table(part)
-                writer = writer or pq.ParquetWriter(temporary, table.schema, compression="zstd")
-                writer.write_table(table)
-        finally:
-            if writer is not None:
-                writer.close()
+        combined.sink_parquet(temporary, compression="zstd")  # streamed: memory holds a part's batches, not the output
     return output

@@ -51,6 +51,30 @@ def select_providers(requested: Provider = "auto") -> list[str]:
     return [CPU]
 
 
+BUILDS = ("onnxruntime", "onnxruntime-gpu")  # the distributions that install the `onnxruntime` package
+
+
+def runtime_facts() -> dict:
+    """Which onnxruntime build is active and what it offers: the check the `gpu` extra's swap
+    is verified by (`vad runtime`). The two builds write one folder, so with both installed
+    the active one is whichever was written last, and removing either breaks the other."""
+    from importlib import metadata
+
+    installed = {}
+    for name in BUILDS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            installed[name] = metadata.version(name)
+    offered = ort.get_available_providers()
+    return {
+        "active": "onnxruntime-gpu" if CUDA in offered else "onnxruntime",
+        "version": ort.__version__,
+        "installed": installed,
+        "providers": offered,
+        "usable": select_providers("auto"),
+        "both_installed": len(installed) > 1,
+    }
+
+
 def provider_options(
     providers: list[str], cache_dir: Path | None = None, fp16: bool = False
 ) -> list[tuple[str, dict[str, str]]]:

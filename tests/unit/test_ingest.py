@@ -84,3 +84,21 @@ def test_training_with_max_rows_reads_an_even_sample(tmp_path: Path) -> None:
     assert _sampling_step([tmp_path / "history.parquet"], config) == 4 * history.height // 1_000  # thinned while read
     data = load_training_set(tmp_path / "history.parquet", config)
     assert len(data.x) == 1_000
+
+
+def test_an_arrow_files_column_names_are_read_from_its_footer_as_pyarrow_reads_them(tmp_path: Path) -> None:
+    """The scoring install reads them without pyarrow (repeated names are what polars folds)."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    table = pa.table({f"größe_{i}": [1.0] for i in range(300)} | {"s": [{"x": 1}], "l": [[1, 2]]})
+    feather.write_feather(table, tmp_path / "wide.arrow")
+    assert ingest.arrow_file_names(tmp_path / "wide.arrow") == table.column_names
+    pl.DataFrame({"a": [1], "b": ["x"]}).write_ipc(tmp_path / "polars.arrow", compression="zstd")
+    assert ingest.arrow_file_names(tmp_path / "polars.arrow") == ["a", "b"]
+    pl.DataFrame({"a": [1]}).write_ipc_stream(tmp_path / "stream.arrow")  # no footer: polars reads it
+    whole = (tmp_path / "wide.arrow").read_bytes()
+    (tmp_path / "cut.arrow").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "bent.arrow").write_bytes(whole[:-40] + b"\xff" * 30 + whole[-10:])
+    for name in ("stream", "cut", "bent"):
+        assert ingest.arrow_file_names(tmp_path / f"{name}.arrow") is None
