@@ -104,4 +104,10 @@ def main(
 
 
 if __name__ == "__main__":
-    exit_on_user_error(lambda: typer.run(main))
+    # Run from the module imported by its name: tasks are pickled by reference, and a worker of
+    # an existing cluster can import `flows.score_partitions`, never this process's `__main__`
+    # (the README's `--address` command failed so: "Can't get attribute '_scorer' on <module
+    # '__main__'>"; a local cluster's workers re-import `__main__` and hid it).
+    from flows import score_partitions
+
+    exit_on_user_error(lambda: typer.run(score_partitions.main))

@@ -56,6 +56,12 @@ def readme_commands() -> list[str]:
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("vad ")]
 
 
+def readme_error_line() -> str:
+    """The error the walkthrough shows for the stray text, as the README prints it."""
+    text = (ROOT / "README.md").read_text()
+    return next(line for line in text.splitlines() if line.startswith("error: column 'a' must be numeric"))
+
+
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
     args = shlex.split(command)
     return subprocess.run(
@@ -73,6 +79,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     first = run(commands[0], tmp_path)  # stops at the stray text, naming file, column and row
     assert first.returncode == 2
     assert f"column 'a' must be numeric, got text 'n/a' (file 'mine.csv', column 'a', row {STRAY_ROW + 1})" in first.stderr
+    assert readme_error_line() in first.stderr.splitlines()  # the README shows the line as it is printed
     assert "column 'id' looks like an identifier" in first.stderr and "column 'ts' holds times" in first.stderr
     assert not (tmp_path / "exported").exists()
 
