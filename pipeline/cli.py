@@ -290,7 +290,7 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 20 options,
     from pipeline.runtime import Scorer, score_files
 
     if with_report:  # before scoring: a missing `report` extra is said before any output is written
-        from pipeline.ops.reports import write_scores_report
+        from pipeline.ops.reports import BatchContext, write_scores_report
     scorer = Scorer.load(model, provider=provider, precision=precision, missing=missing)  # type: ignore[arg-type]
     reading = _csv_reading(decimal_comma, skip_rows_after_header, null_values)
     if reading:  # this run only; the model keeps how it was trained to read
@@ -317,7 +317,12 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 20 options,
         )
     written = None
     if with_report:
-        written = write_scores_report(scorer.manifest, report.output, report.threshold)
+        from pipeline.data.ingest import resolve_sources
+
+        read = BatchContext(
+            report.threshold, sources=tuple(resolve_sources(source)), schema=scorer.schema, drift=report.drift
+        )
+        written = write_scores_report(scorer.manifest, report.output, read)
     if as_json:
         print_json(
             {

@@ -27,13 +27,14 @@ SECTIONS = ("alert", "files", "scores", "episodes", "top", "model", "drift")
 
 
 def report_of(model: Path, batch: pl.DataFrame, folder: Path) -> str:
-    from pipeline.ops.reports import write_scores_report
+    from pipeline.ops.reports import BatchContext, write_scores_report
 
     folder.mkdir(parents=True, exist_ok=True)
     batch.write_parquet(folder / "batch.parquet")
     scorer = Scorer.load(model)
     report = score_files(scorer, folder / "batch.parquet", folder / "scores.parquet")
-    markdown = write_scores_report(scorer.manifest, Path(report.output), report.threshold)
+    context = BatchContext(report.threshold, sources=(folder / "batch.parquet",), drift=report.drift)
+    markdown = write_scores_report(scorer.manifest, Path(report.output), context)
     page = markdown.with_suffix(".html")
     assert page.name == "scores.report.html" and markdown.is_file()
     return page.read_text()
@@ -76,3 +77,30 @@ def test_a_table_s_page_says_its_rows_are_judged_one_by_one(tabular_model: Path,
     assert all(f'<section id="{name}">' in page for name in SECTIONS)
     assert "each flagged row is its own alarm" in page and "no flagged row opened an episode" not in page
     assert len(re.findall(r"<img ", page)) == 1  # the histogram; no time axis in a table
+
+
+def section(page: str, name: str) -> str:
+    return page.split(f'<section id="{name}">')[1].split("</section>")[0]
+
+
+def test_the_top_anomalies_show_their_readings_beside_the_training_range(tabular_model: Path, tmp_path: Path) -> None:
+    """Newcomer review, point 5: no table of top anomalies with their values and usual ranges."""
+    batch = pl.read_csv(DATA / "tabular" / "batch.csv")
+    page = report_of(tabular_model, batch, tmp_path)
+    scores = pl.read_parquet(tmp_path / "scores.parquet").with_row_index("row")
+    first = scores.filter(pl.col("is_anomaly")).sort("score", descending=True).row(0, named=True)
+    feature = first["top1_feature"]
+    reading = batch[feature][first["row"]]  # the file's own reading of that row, found by its position
+    shown = f"{reading:.4g}" if isinstance(reading, float) else str(reading)
+    top = section(page, "top")
+    assert f"{feature} {first['top1_share']:.0%}: {shown} (training" in top
+    assert "p10–p90" in top or "training: " in top  # a numeric range, or a category's training shares
+
+
+def test_a_fleet_s_top_rows_use_each_machine_s_own_range_and_its_drift_shows(sensor_model: Path, tmp_path: Path) -> None:
+    page = report_of(sensor_model, pl.read_parquet(DATA / "sensors" / "batch.parquet"), tmp_path)
+    assert re.search(r"press-0\d&#39;s training p9–p91: [\d.]+ to [\d.]+", section(page, "top"))
+    drift = section(page, "drift")
+    assert "No column drifted" in drift or "Drifted from the training data" in drift
+    assert all(f"<td>{column}</td>" in drift for column in ("vibration", "pressure", "motor_temp"))
+    assert "Latent code PSI" in drift and "Not measured" not in drift

@@ -77,6 +77,7 @@ HERE = {
     "pipeline/": "test_the_layout_block_names_what_is_there",
     "from pipeline.runtime import Scorer": "test_the_python_block_runs_as_written",
 }
+POSTGRES = "tests/flows/test_postgres_server.py"  # the server, work pool, deployment and worker, on loopback
 ELSEWHERE = {
     "make test": ("Makefile", ["test: lint", "$(BIN)/python -m pytest"]),  # CI runs it: .ci/run
     "vad train mine.csv": ("tests/test_own_data.py", ["README.md", "Your own data in ten minutes"]),
@@ -88,7 +89,10 @@ ELSEWHERE = {
     "node cli.mjs score": ("tests/test_node.py", ['"score"', "state"]),
     "node cli.mjs embed": ("tests/test_node.py", ['"embed"']),
     "node cli.mjs sample": ("tests/test_node.py", ['"sample"']),
-    "export PREFECT_API_DATABASE_CONNECTION_URL": ("tests/flows/test_postgres_server.py", ["PREFECT_API_DATABASE_CONNECTION_URL"]),
+    "export PREFECT_API_DATABASE_CONNECTION_URL": (
+        "tests/flows/test_postgres_server.py",
+        ["PREFECT_API_DATABASE_CONNECTION_URL"],
+    ),
     "prefect server start": ("tests/flows/test_postgres_server.py", ['"server", "start"']),
     "export PREFECT_API_URL": ("tests/flows/test_postgres_server.py", ["PREFECT_API_URL"]),
     "prefect work-pool create": ("tests/flows/test_postgres_server.py", ['"work-pool", "create"']),
@@ -251,4 +255,3 @@ def test_the_gpu_swap_leaves_one_onnxruntime_build() -> None:
     """What the swap is for, in the venv `make` built with it: `vad runtime` sees one build."""
     facts = json.loads(shell("vad runtime --json", ROOT).stdout)
     assert not facts["both_installed"] and list(facts["installed"]) == [facts["active"]]
-

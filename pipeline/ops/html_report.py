@@ -1,22 +1,30 @@
 """The scoring report as one self-contained HTML page, for people who open it in a browser
 (`vad score --report` writes it beside the Markdown one): counts per file, the score
 histogram, scores over time per entity with the alarm episodes shaded, the episodes, the top
-anomalies, the model's and the threshold's facts, and why an alert was or was not raised.
+anomalies with their readings beside the training range, the model's and the threshold's
+facts, the batch's drift, and why an alert was or was not raised.
 Plots are inline PNGs and the page runs no script, so it opens anywhere, offline."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 from jinja2 import Environment
 
 from pipeline.artifact import contract
+from pipeline.artifact.drift import PERCENTILES, DriftReference, DriftReport
 from pipeline.artifact.manifest import Manifest
 from pipeline.core.atomic import atomic_output
 from pipeline.core.config import AlertRules
+from pipeline.core.errors import PipelineError
+from pipeline.data import ingest
+from pipeline.data.schema import FeatureSchema, coerce
 from pipeline.ops.records import Alert
-from pipeline.ops.reports import figure_png, score_histogram, sensor_scores, top_anomalies
+from pipeline.ops.reports import BatchContext, figure_png, score_histogram, sensor_scores, top_anomalies
+
+POSITION = "__position"  # a row's place among its file's rows in the scores (a table's rows keep their order)
 
 PAGE = Environment(autoescape=True).from_string(
     """<!doctype html>
@@ -46,22 +54,31 @@ th { background: #f3f3f3; text-align: left; } td.n { text-align: right; } img { 
 {% elif tabular %}<p>A table's rows are judged one by one: each flagged row is its own alarm (Top anomalies).</p>
 {% else %}<p>None: no flagged row opened an episode.</p>{% endif %}</section>
 <section id="top"><h2>Top anomalies</h2>
+{% if top and not tabular %}<p>A series' score judges the window that ends at its row: a reading inside its usual
+range can still belong to a pattern training never showed.</p>{% endif %}
 {% if top %}<table><tr>{% for c in top[0] %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for row in top %}<tr>{% for v in row.values() %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% else %}<p>No row above the threshold.</p>{% endif %}</section>
 <section id="model"><h2>Model and threshold</h2><table>
 {% for k, v in facts.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table></section>
-<section id="drift"><h2>Drift</h2><p>{{ drift }}</p></section>
+<section id="drift"><h2>Drift</h2>
+{% if drift %}<p>{{ drift.verdict }}</p>
+<table><tr><th>column</th><th>PSI against training</th><th>entities whose median moved (× spread of medians)</th></tr>
+{% for c in drift.columns %}<tr><td>{{ c.column }}</td><td class="n">{{ c.psi }}</td><td>{{ c.entities }}</td></tr>
+{% endfor %}
+</table><p>Latent code PSI {{ drift.latent }}, score PSI {{ drift.score }}.{% if drift.not_judged %} Not judged on
+their own: {{ drift.not_judged }}.{% endif %}</p>
+{% else %}<p>Not measured: {{ no_drift }}</p>{% endif %}</section>
 </body></html>
 """
 )
 
 
 def html_report(
-    manifest: Manifest, scored: pl.DataFrame, files: list[dict], alert: Alert | None, threshold: float, rules: AlertRules
+    manifest: Manifest, scored: pl.DataFrame, files: list[dict], alert: Alert | None, context: BatchContext
 ) -> str:
     """The page for one scores file and the alert the scheduled flow would raise on it."""
-    schema = manifest.feature_schema
+    schema, threshold = manifest.feature_schema, context.threshold
     episodes = alarm_episodes(scored, schema.entity_column, schema.time_column) if schema.mode == "sensor" else []
     over_time = None
     if schema.mode == "sensor" and schema.time_column and scored.height:
@@ -71,15 +88,17 @@ def html_report(
         model=manifest.key,
         tabular=schema.mode == "tabular",
         alert=alert,
-        no_alert=no_alert_reason(scored, episodes, manifest, rules),
+        no_alert=no_alert_reason(scored, episodes, manifest, context.rules),
         files=files,
         histogram=figure_png(score_histogram(scored[contract.SCORE].to_numpy(), threshold, "scores")),
         over_time=over_time,
         episodes=[{k: str(v) for k, v in e.items()} for e in episodes],
-        top=_explained(top_anomalies(scored, 20)),
+        top=top_rows(manifest, scored, context),
         facts=_facts(manifest, threshold),
-        drift="Drift against the training data is measured per batch by the scheduled flow "
-        "(its `vad-drift` artifact and `vad score --json`'s `drift`); a scores file does not keep it.",
+        drift=_drift(context.drift),
+        no_drift="the model carries no drift reference (exported before drift was measured)."
+        if manifest.drift is None
+        else "this page was written from a scores file alone; `vad score --report` measures it.",
     )
 
 
@@ -133,18 +152,120 @@ def _facts(manifest: Manifest, threshold: float) -> dict[str, str]:
     }
 
 
-def _explained(rows: list[dict]) -> list[dict]:
-    """Top rows as a person reads them: keys, score, percentile, and the features behind the
-    score with their shares, in one cell."""
+def top_rows(manifest: Manifest, scored: pl.DataFrame, context: BatchContext, n: int = 20) -> list[dict]:
+    """The n highest-scoring flagged rows as a person reads them: keys, score, percentile, and
+    each feature behind the score with its share, its reading in the source file and the
+    range the middle 80% of training readings spanned (newcomer review, point 5)."""
+    position = pl.int_range(pl.len())
+    by_file = position.over(contract.SOURCE_FILE) if contract.SOURCE_FILE in scored.columns else position
+    rows = top_anomalies(scored.with_columns(by_file.alias(POSITION)), n)
+    readings = _readings(rows, context.schema or manifest.feature_schema, context.sources)
+    entity = manifest.feature_schema.entity_column
     shown = []
-    for row in rows:
-        columns = list(row)
-        keys = {k: v for k, v in row.items() if k not in contract.score_columns(columns) or k == contract.SOURCE_FILE}
+    for i, row in enumerate(rows):
+        keys = {k: v for k, v in row.items() if k not in contract.score_columns(list(row)) and k != POSITION}
         percentile = {contract.PERCENTILE: row[contract.PERCENTILE]} if contract.PERCENTILE in row else {}
+        behind = [
+            f"{name} {row[contract.share_of(k)]:.0%}: {_reading(readings[i].get(name) if readings else None)}"
+            f" ({_usual(manifest.drift, name, row.get(entity) if entity else None)})"
+            for k in contract.feature_columns(list(row))
+            if (name := row[k]) is not None and row[contract.share_of(k)] >= 0.005
+        ]
         shown.append(
-            {**keys, contract.SCORE: row[contract.SCORE], **percentile, "top features (share)": contract.explanation(row)}
+            {
+                **keys,
+                contract.SCORE: row[contract.SCORE],
+                **percentile,
+                "features behind it: reading (usual)": "; ".join(behind),
+            }
         )
     return shown
+
+
+def _readings(rows: list[dict], schema: FeatureSchema, sources: tuple[Path, ...]) -> list[dict] | None:
+    """Each top row's readings, looked up in the file it came from: a table's by its position in
+    the file, a series' by its entity and time (as scoring read it: coerced, times in UTC).
+    None where the files are not at hand (a page written from a scores file alone)."""
+    by_name = {path.name: path for path in sources}
+    if not rows or not by_name:
+        return None
+    keys = [k for k in (schema.entity_column, schema.time_column) if k] if schema.mode == "sensor" else [POSITION]
+    found: dict[tuple, dict] = {}
+    for name in {row.get(contract.SOURCE_FILE) for row in rows}:
+        path = by_name.get(str(name))
+        if path is None:
+            continue
+        try:
+            frame = coerce(ingest.read_file(path, schema.source_columns, schema.csv), schema, str(path))
+        except PipelineError:  # changed since it was scored: the page shows no readings for it
+            continue
+        frame = frame.with_row_index(POSITION).with_columns(pl.col(POSITION).cast(pl.Int64))
+        for record in (
+            frame.select(*keys, *(c.name for c in schema.columns)).unique(keys, keep="first").iter_rows(named=True)
+        ):
+            found[(name, *(_comparable(record[k]) for k in keys))] = record
+    return [found.get((row.get(contract.SOURCE_FILE), *(_comparable(row[k]) for k in keys)), {}) for row in rows]
+
+
+def _comparable(value: object) -> object:
+    """A key as top_anomalies writes it (times in ISO form, floats rounded) and as a file holds it."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _reading(value: object) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _usual(drift: DriftReference | None, name: str, entity: object) -> str:
+    """Where training readings lay: a numeric column's 10th to 90th percentile, the entity's own
+    (its 9th to 91st) where the model keeps one, since a machine's normal is not the fleet's;
+    a category's share of training rows."""
+    reference = drift.features.get(name) if drift is not None else None
+    if drift is None or reference is None:
+        return "no training reference"
+    own = drift.entities.get(str(entity)) if entity is not None else None
+    if own is not None and name in own.percentiles:
+        percentiles = own.percentiles[name]
+        low, high = percentiles[PERCENTILES.searchsorted(0.09)], percentiles[PERCENTILES.searchsorted(0.91)]
+        return f"{entity}'s training p9–p91: {low:.4g} to {high:.4g}"
+    if reference.categories is not None:
+        shares = ", ".join(f"{c} {f:.0%}" for c, f in zip(reference.categories, reference.fractions, strict=False))
+        return f"training: {shares}"
+    if not reference.edges:
+        return "no training readings"
+    return f"training p10–p90: {reference.edges[0]:.4g} to {reference.edges[-1]:.4g}"
+
+
+def _drift(report: DriftReport | None) -> dict | None:
+    """The batch's drift as the page shows it: the verdict under the rules, each column's PSI
+    and the entities whose median moved, the latent and score PSI."""
+    if report is None:
+        return None
+    moved: dict[str, list[str]] = {}
+    for entity, shifted in report.entities.items():
+        for column, by in shifted.items():
+            moved.setdefault(column, []).append(f"{entity} {by:+.1f}")
+    verdict = (
+        f"Drifted from the training data: {', '.join(report.drifting) or ', '.join(sorted(moved))} "
+        f"(PSI past {report.rules.psi}, or a median moved past {report.rules.shift} × its spread)."
+        if report.drifted
+        else f"No column drifted past the rules (PSI {report.rules.psi}; a median moved {report.rules.shift} × its spread)."
+    )
+    columns = [
+        {"column": c, "psi": f"{psi:.3f}", "entities": ", ".join(moved.get(c, [])) or "–"}
+        for c, psi in sorted(report.features.items(), key=lambda item: -item[1])
+    ]
+    return {
+        "verdict": verdict,
+        "columns": columns,
+        "latent": f"{report.latent:.3f}",
+        "score": f"{report.score:.3f}",
+        "not_judged": "; ".join(f"{e} ({why})" for e, why in report.not_judged.items()),
+    }
 
 
 def write_html(target: Path, page: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -16,11 +17,13 @@ import numpy as np
 import polars as pl
 
 from pipeline.artifact import contract
+from pipeline.artifact.drift import DriftReport
 from pipeline.artifact.manifest import Manifest
 from pipeline.core.atomic import atomic_output
 from pipeline.core.config import AlertRules
 from pipeline.core.digest import sha256_file
 from pipeline.data import ingest
+from pipeline.data.schema import FeatureSchema
 from pipeline.ops import alerts
 from pipeline.ops.records import Alert, BatchRef, BatchSummary
 
@@ -246,12 +249,26 @@ def drift_report(manifest: Manifest, summaries: list[BatchSummary]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_scores_report(manifest: Manifest, scores: Path, threshold: float, rules: AlertRules | None = None) -> Path:
+@dataclass(frozen=True)
+class BatchContext:
+    """What the run that wrote a scores file knew beyond it: the threshold it judged by, the
+    alert rules (no cooldown from earlier batches), the files it read and how it read them
+    (the page shows the top rows' readings from them), and the batch's drift."""
+
+    threshold: float
+    rules: AlertRules = field(default_factory=AlertRules)
+    sources: tuple[Path, ...] = ()
+    schema: FeatureSchema | None = None  # as the run read its files (a run's CSV flags); default: the model's
+    drift: DriftReport | None = None
+
+
+def write_scores_report(manifest: Manifest, scores: Path, context: BatchContext) -> Path:
     """The scoring report of one scores file (`vad score --report`), written beside it as
     `<name>.report.md`, and as a page for a browser, `<name>.report.html`: counts per input
-    file, the alert the scheduled flow would raise on this batch (`rules`, default AlertRules;
-    no cooldown from earlier batches), the score histogram and, for sensors, the scores over
-    time, the plots inline, so one file travels whole. Returns the Markdown one's path."""
+    file, the alert the scheduled flow would raise on this batch, the score histogram and, for
+    sensors, the scores over time, the plots inline, so one file travels whole; the page adds
+    the top rows' readings and the drift. Returns the Markdown one's path."""
+    threshold, rules = context.threshold, context.rules
     scored = ingest.read_file(scores)
     by_file = (
         scored.group_by(contract.SOURCE_FILE, maintain_order=True).agg(
@@ -267,7 +284,7 @@ def write_scores_report(manifest: Manifest, scores: Path, threshold: float, rule
     alert, _ = alerts.evaluate(
         scored,
         manifest,
-        rules or AlertRules(),
+        rules,
         BatchRef(file=scores.name, sha256=sha256_file(scores)),
         last_alerts={},
         threshold=threshold,
@@ -278,5 +295,5 @@ def write_scores_report(manifest: Manifest, scores: Path, threshold: float, rule
     from pipeline.ops.html_report import html_report, write_html  # it draws with this module's plots
 
     files = [{"file": Path(b.file).name, "rows": b.rows, "anomalies": b.anomalies} for b in batches]
-    write_html(target.with_suffix(".html"), html_report(manifest, scored, files, alert, threshold, rules or AlertRules()))
+    write_html(target.with_suffix(".html"), html_report(manifest, scored, files, alert, context))
     return target
