@@ -17,6 +17,7 @@ import pytest
 from common import DATA, ROOT
 
 from pipeline.artifact.manifest import LATEST, MANIFEST, read_manifest, write_manifest
+from pipeline.core.digest import sha256_file
 from pipeline.core.errors import ModelArtifactError
 from pipeline.core.faults import CRASH_ENV
 from pipeline.data.scaling import QUANTILE_KNOTS
@@ -244,8 +245,9 @@ def sensors(sensor_model: Path, tmp_path: Path) -> Path:
         {"validation__score_quantiles__0.5": 0.0},  # N05: severity measured from an edited median
         {"feature_schema__resample": "P36500D"},  # N06: each machine's batch merged into one step
         {"lineage": {"change": "approved by QA board"}},  # N03: a forged audit trail
+        {"reviewed_by": "QA board"},  # a key no release reads is an edit too: the file's own values are hashed
     ],
-    ids=["persistence", "alarm-rule", "median", "resample", "lineage"],
+    ids=["persistence", "alarm-rule", "median", "resample", "lineage", "added-key"],
 )
 def test_n03_n06_any_edit_that_changes_a_flag_or_a_record_is_refused(sensors: Path, changes: dict) -> None:
     """N03-N06: only the threshold and the name were cross-checked against the graphs; every
@@ -261,3 +263,26 @@ def test_n01_a_manifest_that_names_another_version_than_its_folder_is_refused(se
     alert ids collided with a real version 7 (whose batches would then read as done)."""
     edit_manifest(sensors, version="7")
     refused(sensors, "says version 7", f"folder of version {sensors.name}")
+
+
+def test_a_model_exported_before_a_release_added_a_field_still_loads_and_scores_the_same(sensors: Path) -> None:
+    """The digest was computed on the manifest as this release validates it, defaults of new
+    fields included: adding the CSV reading options to the schema made every model exported
+    before them fail its check ("manifest_sha256 differs"). The file's own values are hashed."""
+    import onnx
+
+    from pipeline.artifact.manifest import DIGEST_KEY, content_digest
+
+    batch = pl.read_parquet(DATA / "sensors" / "batch.parquet")
+    expected = Scorer.load(sensors).score(batch)
+    raw = json.loads((sensors / MANIFEST).read_text())
+    del raw["feature_schema"]["csv"], raw["feature_schema"]["time_zone"]  # as the release before them wrote it
+    for path in sensors.glob("*.onnx"):  # and stamped its graphs: with the digest of what it wrote
+        proto = onnx.load(str(path))
+        for prop in proto.metadata_props:
+            if prop.key == DIGEST_KEY:
+                prop.value = content_digest(raw)
+        onnx.save(proto, str(path))
+    raw["files"] = {name: sha256_file(sensors / name) for name in raw["files"]}
+    (sensors / MANIFEST).write_text(json.dumps(raw))
+    assert Scorer.load(sensors).score(batch).equals(expected)

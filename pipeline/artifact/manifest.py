@@ -19,7 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipeline.artifact.drift import DriftReference
 from pipeline.artifact.threshold import Threshold, ValidationRecord
@@ -118,6 +118,7 @@ class Manifest(BaseModel):
     files: dict[str, str] = {}  # file name -> sha256
     lineage: dict = {}  # a version made from another (a re-fitted threshold): its parent and why
     drift: DriftReference | None = None  # the training data's histograms (absent in older models)
+    _digest_as_read: str | None = PrivateAttr(default=None)  # set by read_manifest, from the file's values
 
     @field_validator("name")
     @classmethod
@@ -187,11 +188,22 @@ def manifest_digest(manifest: Manifest) -> str:
     """The sha256 of everything in the manifest that changes a score, a flag, an alarm or a key
     (the threshold, persistence, alarm rule, percentiles, drift reference, schema, lineage…):
     all of it but `files` (the graphs' own hashes, which hold this digest) and `version` (given
-    when the version is published; checked against the folder's name instead). Computed on
-    the manifest as JSON reads it back, so the exporter and the loader hash the same values."""
-    as_read = Manifest.model_validate(json.loads(json.dumps(manifest.model_dump(mode="json"))))
-    content = as_read.model_dump(mode="json", exclude={"files", "version"})
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    when the version is published; checked against the folder's name instead), as its JSON
+    file will hold it. A manifest read from a file is checked by `digest_as_read`."""
+    return content_digest(json.loads(json.dumps(manifest.model_dump(mode="json"))))
+
+
+def digest_as_read(manifest: Manifest) -> str:
+    """The digest of a manifest as its file holds it (read_manifest keeps it), else of its
+    content. Hashing the file's own values, not the values a newer release validates them
+    into, keeps a model valid when a release adds a field with a default: hashed as this
+    release dumps it, every model exported before the CSV reading options was refused."""
+    return manifest._digest_as_read or manifest_digest(manifest)
+
+
+def content_digest(content: dict) -> str:
+    kept = {key: value for key, value in content.items() if key not in ("files", "version")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
@@ -241,6 +253,7 @@ def read_manifest(folder: Path, verify: bool = True) -> Manifest:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise ModelArtifactError(f"'{path}' is invalid at `{field}`: {first['msg']}.") from exc
+    manifest._digest_as_read = content_digest(raw)
     if verify:
         verify_files(folder, manifest)
         if folder.name.isdigit() and manifest.version != folder.name:  # N01: keys and ledger entries name it

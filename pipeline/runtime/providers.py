@@ -15,7 +15,7 @@ from typing import Literal
 import onnxruntime as ort
 
 from pipeline.artifact.contract import ROW_GRAPHS
-from pipeline.artifact.manifest import DIGEST_KEY, Manifest, manifest_digest
+from pipeline.artifact.manifest import DIGEST_KEY, Manifest, digest_as_read
 from pipeline.core.errors import ModelArtifactError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def check_graph(session: ort.InferenceSession, graph: str, manifest: Manifest, p
             f"'{path}' was exported with threshold {meta['threshold']}, but the manifest says "
             f"{manifest.threshold.value!r}: the manifest was edited. Re-fit thresholds with `vad threshold`."
         )
-    if DIGEST_KEY in meta and meta[DIGEST_KEY] != manifest_digest(manifest):  # models before it have none
+    if DIGEST_KEY in meta and meta[DIGEST_KEY] != digest_as_read(manifest):  # models before it have none
         raise ModelArtifactError(
             f"'{path}' was exported with another manifest than the one beside it (manifest_sha256 differs): the "
             "manifest was edited (a threshold, persistence, percentiles, drift reference, schema or lineage). "
