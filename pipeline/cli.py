@@ -24,6 +24,7 @@ from pipeline.core.errors import PipelineError, exit_on_user_error
 if TYPE_CHECKING:  # imported lazily at run time, to keep `vad --help` fast
     import polars as pl
 
+    from pipeline.core.config import CsvReading
     from pipeline.runtime import ScoreReport
 
 app = typer.Typer(
@@ -40,11 +41,16 @@ AS_JSON = typer.Option("--json", help="Print the result as one JSON object (for 
 DECIMAL_COMMA = typer.Option("--decimal-comma/--no-decimal-comma", help="CSV: decimals written 3,14 (fields by ';' or tab).")
 SKIP_ROWS = typer.Option(min=0, help="CSV: rows under the header that are not data (a units row: 1).")
 NULL_VALUES = typer.Option(help="CSV: comma-separated markers of a missing reading, e.g. 'NA,#N/A'.")
+ENCODING = typer.Option(help="CSV: the file's encoding, utf8 (default), utf8-lossy, or a codec such as cp1252.")
+TIME_FORMAT = typer.Option(help="The time column's format where it is text, e.g. '%d.%m.%Y %H:%M' (strptime).")
 
 
-def _csv_reading(decimal_comma: bool | None, skip_rows: int | None, null_values: str | None) -> dict:
+def _csv_reading(
+    decimal_comma: bool | None, skip_rows: int | None, null_values: str | None, encoding: str | None, time_format: str | None
+) -> dict:
     """The CSV reading options given on the command line, as the config's `csv` section."""
-    given = {"decimal_comma": decimal_comma, "skip_rows_after_header": skip_rows, "null_values": _split(null_values)}
+    given: dict[str, object] = {"decimal_comma": decimal_comma, "skip_rows_after_header": skip_rows}
+    given |= {"null_values": _split(null_values), "encoding": encoding, "time_format": time_format}
     reading = {key: value for key, value in given.items() if value is not None}
     return {"csv": reading} if reading else {}
 
@@ -108,6 +114,8 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 32 options,
     decimal_comma: Annotated[Optional[bool], DECIMAL_COMMA] = None,
     skip_rows_after_header: Annotated[Optional[int], SKIP_ROWS] = None,
     null_values: Annotated[Optional[str], NULL_VALUES] = None,
+    encoding: Annotated[Optional[str], ENCODING] = None,
+    time_format: Annotated[Optional[str], TIME_FORMAT] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     latent: Annotated[Optional[int], typer.Option(help="Latent size (default scales with inputs).")] = None,
     hidden: Annotated[Optional[str], typer.Option(help="Hidden sizes, e.g. 64,32.")] = None,
@@ -147,7 +155,7 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 32 options,
                 "resample": resample,
                 "time_zone": time_zone,
                 **({"window": window_spec} if window_spec else {}),
-                **_csv_reading(decimal_comma, skip_rows_after_header, null_values),
+                **_csv_reading(decimal_comma, skip_rows_after_header, null_values, encoding, time_format),
             },
             model={
                 "latent": latent,
@@ -201,6 +209,18 @@ def train(  # noqa: PLR0913 - its options are its signature  # long: 32 options,
 
 
 FLAG_OF = {"threshold.method": "--threshold", "data.window.length": "--window", "data.window.stride": "--stride"}
+
+
+def _checked_reading(kept: dict, given: dict) -> CsvReading:
+    """A model's CSV reading with this run's options, checked as a config's would be."""
+    from pipeline.core.config import CsvReading
+
+    try:
+        return CsvReading.model_validate({**kept, **given})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise PipelineError(f"config `data.csv.{field}` is invalid: {error['msg']}.") from None
 
 
 @contextmanager
@@ -284,6 +304,8 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 20 options,
     decimal_comma: Annotated[Optional[bool], DECIMAL_COMMA] = None,
     skip_rows_after_header: Annotated[Optional[int], SKIP_ROWS] = None,
     null_values: Annotated[Optional[str], NULL_VALUES] = None,
+    encoding: Annotated[Optional[str], ENCODING] = None,
+    time_format: Annotated[Optional[str], TIME_FORMAT] = None,
     as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Score data with the ONNX scorer and write scores, flags and top contributing features."""
@@ -292,9 +314,11 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 20 options,
     if with_report:  # before scoring: a missing `report` extra is said before any output is written
         from pipeline.ops.reports import BatchContext, write_scores_report
     scorer = Scorer.load(model, provider=provider, precision=precision, missing=missing)  # type: ignore[arg-type]
-    reading = _csv_reading(decimal_comma, skip_rows_after_header, null_values)
+    reading = _csv_reading(decimal_comma, skip_rows_after_header, null_values, encoding, time_format)
     if reading:  # this run only; the model keeps how it was trained to read
-        scorer.schema = scorer.schema.model_copy(update={"csv": scorer.schema.csv.model_copy(update=reading["csv"])})
+        with _said_as_flags():
+            csv = _checked_reading(scorer.schema.csv.model_dump(), reading["csv"])
+        scorer.schema = scorer.schema.model_copy(update={"csv": csv})
     if threshold_quantile is not None:
         if threshold is not None:
             raise PipelineError("give --threshold (a raw score) or --threshold-quantile (a share), not both.")

@@ -213,7 +213,7 @@ def _(ctx: Context) -> None:
     fields[2] = "bölt"  # the product column
     rows = [*ROWS[:4], ",".join(fields), *ROWS[5:]]
     path = ctx.text("batch.csv", ("\n".join([HEADER, *rows]) + "\n").encode("latin-1"))
-    ctx.refused(lambda: ctx.score(path), "not valid UTF-8", "iconv", file=path, row=5)
+    ctx.refused(lambda: ctx.score(path), "not valid UTF-8", "--encoding cp1252", file=path, row=5)
 
 
 @case("wrong-delimiter", "ingest", "a CSV separated by ':'", "error: a single column was found, with a delimiter hint")

@@ -4,6 +4,7 @@ Defaults were chosen from measurements on ../shared/data (see README, "Defaults"
 
 from __future__ import annotations
 
+import codecs
 import copy
 import math
 import tomllib
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.core.errors import PipelineError
 
@@ -52,6 +53,24 @@ class CsvReading(_Strict):
     decimal_comma: bool = False  # 3,14 is 3.14; fields are then separated by another character (';', tab)
     skip_rows_after_header: int = Field(0, ge=0)  # rows under the header that are not data (units)
     null_values: list[str] = []  # markers of a missing value besides the empty cell ("NA", "-", "#N/A")
+    # utf8, utf8-lossy (a bad byte becomes �), or an 8-bit codec Python knows (cp1252, latin-1):
+    # polars scans UTF-8 only, so a file in another codec is decoded into memory first.
+    encoding: str = "utf8"
+    # The time column's format where it is text (strptime, "%d.%m.%Y %H:%M"): 03/04/2026 is
+    # 3 April or 4 March by it. Set, polars guesses no dates, so the format alone decides.
+    time_format: str | None = None
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        if value not in ("utf8", "utf8-lossy"):
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown encoding {value!r}: utf8, utf8-lossy, or a codec such as cp1252 or latin-1"
+                ) from None
+        return value
 
 
 class DataConfig(_Strict):

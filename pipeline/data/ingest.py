@@ -103,10 +103,10 @@ def _linked(path: Path, base: Path) -> bool:
     return False
 
 
-def sniff_separator(path: Path) -> str:
+def sniff_separator(path: Path, encoding: str = "utf8") -> str:
     """Guess a CSV separator from the header line (',', ';', tab or '|')."""
     with path.open("rb") as handle:
-        head = handle.readline(65536).decode("utf-8", errors="replace")
+        head = handle.readline(65536).decode(_codec(encoding), errors="replace")
     if path.suffix.lower() == ".tsv":
         return "\t"
     try:
@@ -115,10 +115,15 @@ def sniff_separator(path: Path) -> str:
         return ","
 
 
+def _codec(encoding: str) -> str:
+    """Python's name for a CsvReading encoding."""
+    return "utf-8" if encoding in ("utf8", "utf8-lossy") else encoding
+
+
 HEADER_LIMIT = 16 << 20  # bytes of a CSV header line read to check its names
 
 
-def check_csv_header(path: Path, separator: str) -> None:
+def check_csv_header(path: Path, separator: str, encoding: str = "utf8") -> None:
     """Refuse a header that names a column twice (polars would silently rename the second), and
     a header longer than 16 MiB, which cannot be checked (P14b: a duplicate past the first MiB
     went unseen and the first of the two was scored)."""
@@ -129,7 +134,10 @@ def check_csv_header(path: Path, separator: str) -> None:
             f"file '{path}' has a header line over {HEADER_LIMIT >> 20} MiB; split its columns "
             "into several files, or write it as Parquet."
         )
-    head = line.decode("utf-8", errors="replace")
+    try:  # polars reads a header lossily: a name would silently hold '�' where the file has 'é'
+        head = line.decode(_codec(encoding), errors="replace" if encoding == "utf8-lossy" else "strict")
+    except UnicodeDecodeError as exc:
+        raise _undecodable(path, encoding, f" (row 0, byte {exc.start})") from None
     try:
         names = next(csv.reader(head.splitlines()[:1], delimiter=separator), [])
     except csv.Error as exc:
@@ -204,16 +212,18 @@ def scan_file(path: Path, reading: CsvReading | None = None) -> pl.LazyFrame:
     fmt = file_format(path)
     if fmt == "csv":
         reading = reading or CsvReading()
-        separator = reading.separator or sniff_separator(path)
-        check_csv_header(path, separator)
-        return pl.scan_csv(
-            path,
-            separator=separator,
-            try_parse_dates=True,
-            decimal_comma=reading.decimal_comma,
-            skip_rows_after_header=reading.skip_rows_after_header,
-            null_values=reading.null_values or None,
-        )
+        separator = reading.separator or sniff_separator(path, reading.encoding)
+        check_csv_header(path, separator, reading.encoding)
+        options = {
+            "separator": separator,
+            "try_parse_dates": reading.time_format is None,
+            "decimal_comma": reading.decimal_comma,
+            "skip_rows_after_header": reading.skip_rows_after_header,
+            "null_values": reading.null_values or None,
+        }
+        if reading.encoding in ("utf8", "utf8-lossy"):
+            return pl.scan_csv(path, encoding=reading.encoding, **options)  # type: ignore[arg-type]
+        return guard(path, lambda: pl.read_csv(path, encoding=reading.encoding, **options)).lazy()  # type: ignore[arg-type]
     if fmt == "parquet":
         return pl.scan_parquet(path)
     check_unique_names(path, fmt)
@@ -316,11 +326,17 @@ def guard(path: Path, action):
         raise DataError(f"file '{path}' is empty.") from exc
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         if "utf-8" in str(exc).lower() or isinstance(exc, UnicodeDecodeError):
-            raise DataError(
-                f"file '{path}' is not valid UTF-8{_first_bad_utf8(path)}; re-save it as UTF-8 "
-                "(for example `iconv -f latin1 -t utf-8`)."
-            ) from exc
+            raise _undecodable(path, "utf8", _first_bad_utf8(path)) from exc
         raise DataError(f"cannot read file '{path}' as {file_format(path)}: {_first_line(exc)}") from exc
+
+
+def _undecodable(path: Path, encoding: str, place: str) -> DataError:
+    if encoding in ("utf8", "utf8-lossy"):
+        return DataError(
+            f"file '{path}' is not valid UTF-8{place}: read it in its own encoding with --encoding (a "
+            "Windows export is often cp1252: --encoding cp1252), or re-save it as UTF-8."
+        )
+    return DataError(f"file '{path}' is not valid {encoding}{place}: name its encoding with --encoding.")
 
 
 def _first_bad_utf8(path: Path) -> str:

@@ -231,7 +231,7 @@ def _inferred_features(
     appended to `id_columns`, kept as keys; times and labels are left out, each said once."""
     names = []
     for name in (c for c in frame.columns if c not in reserved):
-        role = column_role(frame[name])
+        role = column_role(frame[name], config.csv.time_format)
         if role == "id":
             log.warning(
                 "column '%s' looks like an identifier: kept as a key in the output, not used as a "
@@ -347,7 +347,7 @@ UNIQUE_ID_ROWS = 1000  # integers all distinct over this many rows are an identi
 NUMERIC_SHARE = 0.9  # a text column whose values are this share numbers is a numeric column with typos
 
 
-def column_role(values: pl.Series) -> Literal["id", "time", "label", "feature"]:
+def column_role(values: pl.Series, time_format: str | None = None) -> Literal["id", "time", "label", "feature"]:
     """What an inferred column is for. An identifier (by its name: `id`, `batch_id`, `orderId`;
     integers that count up one per row; or integers all distinct over UNIQUE_ID_ROWS rows)
     would make every new id look anomalous; a time
@@ -371,7 +371,7 @@ def column_role(values: pl.Series) -> Literal["id", "time", "label", "feature"]:
         return "time"
     if dtype == pl.String:
         present = values.drop_nulls().head(ROLE_SAMPLE)
-        if present.len() and not _mostly_numbers(present) and _parse_times(present).null_count() == 0:
+        if present.len() and not _mostly_numbers(present) and _parse_times(present, time_format).null_count() == 0:
             return "time"
     return "feature"
 
@@ -492,7 +492,7 @@ def coerce(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, row_off
                 raise SchemaError(f"column '{col.name}' must be text (categorical), got {dtype}{where(file)}.")
             casts.append(pl.col(col.name).cast(pl.String))
     if schema.time_column:
-        casts.append(_time_expr(frame, schema.time_column, file, row_offset))
+        casts.append(_time_expr(frame, schema.time_column, file, row_offset, schema.csv.time_format))
     frame = frame.with_columns(casts)
     return _in_utc(frame, schema, file, row_offset) if schema.time_zone else frame
 
@@ -522,31 +522,36 @@ def _in_utc(frame: pl.DataFrame, schema: FeatureSchema, file: str | None, rows: 
     return frame.with_columns(local.dt.convert_time_zone("UTC").dt.replace_time_zone(None).alias(name))
 
 
-def _time_expr(frame: pl.DataFrame, name: str, file: str | None, rows: RowNumbers = 0) -> pl.Expr | pl.Series:
-    """The time column as datetimes. Text is parsed; offsets (`+01:00`, `Z`) become UTC, so
-    mixed offsets are fine, but offsets mixed with naive times are an error naming the row."""
+def _time_expr(
+    frame: pl.DataFrame, name: str, file: str | None, rows: RowNumbers = 0, fmt: str | None = None
+) -> pl.Expr | pl.Series:
+    """The time column as datetimes. Text is parsed, by `fmt` where given (`csv.time_format`);
+    offsets (`+01:00`, `Z`) become UTC, so mixed offsets are fine, but offsets mixed with naive
+    times are an error naming the row."""
     dtype = frame.schema[name]
     if dtype.is_temporal() or dtype.is_numeric():
         return pl.col(name)
     if dtype == pl.String:
-        parsed = _parse_times(frame[name])
+        parsed = _parse_times(frame[name], fmt)
         bad = parsed.is_null() & frame[name].is_not_null()
         if bad.any():
             row = int(bad.arg_true()[0])
-            alone = _parse_times(frame[name].slice(row, 1))
+            alone = _parse_times(frame[name].slice(row, 1), fmt)
             why = (
                 "mixes time zones with the rows before it (some values carry an offset, some do not)"
                 if alone.is_not_null().all()
-                else "cannot be parsed"
+                else f"does not match the time format {fmt!r}"
+                if fmt
+                else "cannot be parsed (give its format with --time-format, e.g. '%d.%m.%Y %H:%M')"
             )
             raise SchemaError(f"time value {frame[name][row]!r} {why}{where(file, name, file_row(rows, row))}.")
         return parsed.alias(name)  # a Series: polars' expression form drops mixed offsets to null
     raise SchemaError(f"time column '{name}' must be a datetime or number, got {dtype}{where(file)}.")
 
 
-def _parse_times(values: pl.Series) -> pl.Series:
+def _parse_times(values: pl.Series, fmt: str | None = None) -> pl.Series:
     try:
-        return values.str.to_datetime(strict=False)
+        return values.str.to_datetime(fmt, strict=False)
     except pl.exceptions.ComputeError:  # no format fits any value
         return pl.Series(values.name, [None] * values.len(), dtype=pl.Datetime)
 

@@ -77,7 +77,7 @@ def data_start(batch: Batch, schema: FeatureSchema) -> float:
     try:
         times = ingest.scan_file(Path(batch.file), schema.csv).select(schema.time_column).collect()[schema.time_column]
         if times.dtype == pl.String:
-            times = times.str.to_datetime(strict=False)
+            times = times.str.to_datetime(schema.csv.time_format, strict=False)
         seconds = time_seconds(times.drop_nulls())
     except (OSError, PipelineError, pl.exceptions.PolarsError):
         return -math.inf

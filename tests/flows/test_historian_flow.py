@@ -1,7 +1,8 @@
-"""A plant historian's export as it comes (newcomer review, issue 48): ';' between fields and
-decimal commas, a units row under the header, `#N/A` for a missing reading, local wall-clock
-times across the night the clocks go back, 4 machines. It trains with flags alone, no reading
-dropped or merged, and the scheduled flow scores the same file as `vad score` does."""
+"""A plant historian's export as it comes (newcomer review, issue 48): Windows' cp1252 encoding,
+';' between fields and decimal commas, a units row under the header (°C), `#N/A` for a missing
+reading, day-first local wall-clock times across the night the clocks go back, 4 machines. It
+trains with flags alone, no reading dropped or merged, and the scheduled flow scores the same
+file as `vad score` does."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ START = datetime(2026, 10, 24, 0, 0)  # local time, Europe/Berlin: clocks go bac
 MISSING_EVERY = 53  # one reading in 53 is `#N/A`
 FLAGS = ["--mode", "sensor", "--time-column", "time", "--entity-column", "machine", "--time-zone", "Europe/Berlin"]
 FLAGS += ["--decimal-comma", "--skip-rows-after-header", "1", "--null-values", "#N/A", "--missing", "impute"]
+TIME_FORMAT = "%d.%m.%Y %H:%M:%S"
+FLAGS += ["--encoding", "cp1252", "--time-format", TIME_FORMAT]
 
 
 def local_times(steps: int) -> list[str]:
@@ -33,7 +36,7 @@ def local_times(steps: int) -> list[str]:
     switch = datetime(2026, 10, 25, 1, 0)
     for _ in range(steps):
         offset = timedelta(hours=2) if utc < switch else timedelta(hours=1)
-        times.append((utc + offset).strftime("%Y-%m-%d %H:%M:%S"))
+        times.append((utc + offset).strftime(TIME_FORMAT))
         utc += STEP
     return times
 
@@ -45,7 +48,7 @@ def decimal_comma(value: float) -> str:
 def historian_csv(path: Path, steps: int = 432) -> int:
     """Write the export; returns its number of readings (data rows)."""
     rng = np.random.default_rng(3)
-    lines = ["time;machine;temp_in;pressure", ";;degC;bar"]
+    lines = ["time;machine;temp_in;pressure", ";;°C;bar"]
     times = local_times(steps)
     count = 0
     for m, machine in enumerate(MACHINES):
@@ -56,7 +59,7 @@ def historian_csv(path: Path, steps: int = 432) -> int:
             shown = "#N/A" if count % MISSING_EVERY == 7 else decimal_comma(temp[i])
             lines.append(f"{when};{machine};{shown};{decimal_comma(pressure[i])}")
             count += 1
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="cp1252")
     return count
 
 
@@ -64,7 +67,7 @@ def test_a_historian_export_trains_with_flags_alone_and_scores_through_the_flow(
     prefect_server: dict[str, str], tmp_path: Path
 ) -> None:
     readings = historian_csv(tmp_path / "historian.csv")
-    repeated = [t for t in local_times(432) if t.startswith("2026-10-25 02:")]
+    repeated = [t for t in local_times(432) if t.startswith("25.10.2026 02:")]
     assert len(repeated) == 12 and len(set(repeated)) == 6  # the hour the clocks go back, twice
     vad = str(Path(sys.executable).with_name("vad"))
 

@@ -9,6 +9,7 @@ import pytest
 from common import ROOT
 from polars.testing import assert_frame_equal
 
+from pipeline.core.config import CsvReading
 from pipeline.core.errors import DataError
 from pipeline.data import ingest
 from pipeline.data.ingest import iter_file_batches, read_file, resolve_sources, write_frame
@@ -102,3 +103,30 @@ def test_an_arrow_files_column_names_are_read_from_its_footer_as_pyarrow_reads_t
     (tmp_path / "bent.arrow").write_bytes(whole[:-40] + b"\xff" * 30 + whole[-10:])
     for name in ("stream", "cut", "bent"):
         assert ingest.arrow_file_names(tmp_path / f"{name}.arrow") is None
+
+
+def test_a_windows_export_is_read_in_its_encoding_and_refused_in_utf8_naming_the_option(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("Zeit;Temperatur °C\n2026-01-01 00:00;21,5\n2026-01-01 00:10;21,7\n", encoding="cp1252")
+    frame = read_file(path, reading=CsvReading(encoding="cp1252", decimal_comma=True))
+    assert frame.columns == ["Zeit", "Temperatur °C"] and frame["Temperatur °C"].to_list() == [21.5, 21.7]
+    with pytest.raises(DataError, match=r"is not valid UTF-8 \(row 0, byte 16\).*--encoding cp1252"):
+        read_file(path, reading=CsvReading(decimal_comma=True))
+
+
+def test_a_time_format_decides_what_a_day_first_date_means(tmp_path: Path) -> None:
+    """03/04/2026 is 3 April in Europe and 4 March in the US: a guess cannot know."""
+    from datetime import datetime
+
+    from pipeline.core.config import DataConfig
+    from pipeline.data.schema import coerce, learn_schema
+
+    path = tmp_path / "readings.csv"
+    path.write_text("t,x\n03/04/2026 10:00,1.0\n04/04/2026 10:00,2.0\n05/04/2026 10:00,3.0\n")
+    reading = CsvReading(time_format="%d/%m/%Y %H:%M")
+    frame = read_file(path, reading=reading)
+    schema = learn_schema(frame, DataConfig(mode="sensor", time_column="t", csv=reading))
+    assert coerce(frame, schema, str(path))["t"].to_list()[0] == datetime(2026, 4, 3, 10, 0)
+    path.write_text("t,x\n03/04/2026 10:00,1.0\n2026-04-04 10:00,2.0\n")
+    with pytest.raises(DataError, match=r"'2026-04-04 10:00' does not match the time format '%d/%m/%Y %H:%M'.*row 2"):
+        coerce(read_file(path, reading=reading), schema, str(path))
