@@ -40,7 +40,7 @@ import nab_score  # noqa: E402
 from sections import markdown_blocks, print_blocks, replace_section  # noqa: E402
 
 from pipeline.core.config import AlarmRule  # noqa: E402
-from pipeline.runtime.scorer import onsets  # noqa: E402
+from pipeline.runtime.steps import onsets  # noqa: E402
 
 VAD = str(Path(sys.executable).with_name("vad"))
 SKAB_FILES = ["valve1/0.csv", "valve2/0.csv", "valve2/1.csv", "valve2/2.csv", "valve2/3.csv"]

@@ -163,7 +163,8 @@ def top_rows(manifest: Manifest, scored: pl.DataFrame, context: BatchContext, n:
     entity = manifest.feature_schema.entity_column
     shown = []
     for i, row in enumerate(rows):
-        keys = {k: v for k, v in row.items() if k not in contract.score_columns(list(row)) and k != POSITION}
+        added = contract.score_columns(list(row)) - {contract.SOURCE_FILE} | {POSITION}
+        keys = {k: v for k, v in row.items() if k not in added}
         percentile = {contract.PERCENTILE: row[contract.PERCENTILE]} if contract.PERCENTILE in row else {}
         behind = [
             f"{name} {row[contract.share_of(k)]:.0%}: {_reading(readings[i].get(name) if readings else None)}"
