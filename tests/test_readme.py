@@ -140,11 +140,12 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def shell(script: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `script` as a user's shell would, with `.venv` activated and Prefect's embedded server."""
+def shell(script: str, cwd: Path, home: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `script` as a user's shell would, with `.venv` activated and Prefect's embedded server
+    (HOME: the checkout, or `home`; never this repository, where caches would land in the tree)."""
     env = {
         "PATH": f"{cwd / '.venv' / 'bin'}:/usr/bin:/bin",
-        "HOME": str(cwd),
+        "HOME": str(home or cwd),
         "PREFECT_HOME": str(cwd / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -251,7 +252,7 @@ def test_the_layout_block_names_what_is_there() -> None:
         assert folder is None or (ROOT / folder).is_dir(), folder
 
 
-def test_the_gpu_swap_leaves_one_onnxruntime_build() -> None:
+def test_the_gpu_swap_leaves_one_onnxruntime_build(tmp_path: Path) -> None:
     """What the swap is for, in the venv `make` built with it: `vad runtime` sees one build."""
-    facts = json.loads(shell("vad runtime --json", ROOT).stdout)
+    facts = json.loads(shell("vad runtime --json", ROOT, home=tmp_path).stdout)
     assert not facts["both_installed"] and list(facts["installed"]) == [facts["active"]]
