@@ -6,9 +6,13 @@ re-implements them: it runs the graphs that were traced from these functions."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch.nn import functional as F
+
+if TYPE_CHECKING:  # the densities build on this module's functions
+    from pipeline.model.likelihood import Density
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -45,11 +49,11 @@ def feature_nll(
     decoded: torch.Tensor,
     logvar: torch.Tensor,
     bernoulli_mask: torch.Tensor | None,
-    student_df: float | None = None,
+    density: Density,
 ) -> torch.Tensor:
-    """Per-feature reconstruction term: Bernoulli where the mask is set; elsewhere Student-t with
-    `student_df` degrees of freedom (unit scale) when it is given, Gaussian otherwise."""
-    continuous = gaussian_nll(x, decoded, logvar) if student_df is None else student_nll(x, decoded, student_df)
+    """Per-feature reconstruction term: Bernoulli where the mask is set, the model's continuous
+    density (`pipeline.model.likelihood`) elsewhere."""
+    continuous = density.nll(x, decoded, logvar)
     if bernoulli_mask is None:
         return continuous
     return torch.where(bernoulli_mask, bernoulli_nll(x, decoded), continuous)

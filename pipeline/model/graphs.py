@@ -13,6 +13,7 @@ from pipeline.artifact.contract import DECODER, ENCODER, INPUT_CLIP, SCORER, SCO
 from pipeline.data.scaling import Scaler
 from pipeline.data.schema import source_matrix
 from pipeline.model import elbo
+from pipeline.model.likelihood import Gaussian
 from pipeline.model.vae import VAE
 
 FLOAT_MAX = float(torch.finfo(torch.float32).max)
@@ -204,15 +205,11 @@ class ScorerGraph(nn.Module):
         # for the unit Gaussian and log(ν + d²) for the Student-t, and the contributions read the
         # excess of the first term over the baseline less the offset (folded here in float64),
         # which rounds less than subtracting two full NLLs.
-        self.shared_density = vae.shape.likelihood != "gaussian" and not vae.uses_bernoulli and not vae.uses_weight
+        density = vae.density
+        self.shared_density = not density.learns_variance and not vae.uses_bernoulli and not vae.uses_weight
         log_scale = np.log(scaler.scale.astype(np.float64))
-        df = vae.student_df
-        if df is None:
-            self.coefficient, constant = 0.5, 0.5 * elbo.LOG_2PI
-        else:  # −log t_ν(d) = const + ½(ν+1)·(log(ν + d²) − log ν)
-            self.coefficient = 0.5 * (df + 1.0)
-            constant = elbo.student_constant(df) - self.coefficient * np.log(df)
-        offset = constant + log_scale if self.shared_density else np.zeros(n)
+        self.coefficient = density.coefficient
+        offset = density.constant + log_scale if self.shared_density else np.zeros(n)
         self.register_buffer("nll_offset", torch.from_numpy(offset.astype(np.float32)))
         self.contributions = Contributions(
             (np.zeros(n) if baseline is None else np.asarray(baseline, np.float64)) - offset,
@@ -222,12 +219,12 @@ class ScorerGraph(nn.Module):
 
     def member_nll(self, x: torch.Tensor, decoded: torch.Tensor, index: int) -> torch.Tensor:
         """−log p(x | z = mu) per input in raw units for member `index`: [batch, inputs]."""
-        if self.vae.student_df is not None:
-            nll = elbo.student_nll(x, decoded, self.vae.student_df) + self.scaling.log_scale
-        else:
+        if isinstance(self.vae.density, Gaussian):
             logvar = self.vae.decoded_logvar()[index]
             diff = x - decoded
             nll = diff * diff * (0.5 * torch.exp(-logvar)) + (0.5 * (elbo.LOG_2PI + logvar) + self.scaling.log_scale)
+        else:
+            nll = self.vae.density.nll(x, decoded, self.vae.decoded_logvar()[index]) + self.scaling.log_scale
         if self.vae.uses_bernoulli:  # Bernoulli inputs are kept raw (scale 1): no log-scale term
             nll = torch.where(self.vae.bernoulli_mask, elbo.bernoulli_nll(x, decoded), nll)
         return self.vae.weighted(nll)
@@ -242,14 +239,14 @@ class ScorerGraph(nn.Module):
         """score_terms' four, then the per-input NLL less `nll_offset`."""
         x = self.scaling(x_raw)
         shared, nlls, kls, mus = [], [], [], []
-        df = self.vae.student_df
+        density = self.vae.density
         for index in range(self.vae.shape.members):
             mu, logvar = self.vae.encode_member(x, index)
             decoded = self.vae.decode_member(mu, index)
             if self.shared_density:
                 diff = decoded - x
                 square = diff * diff
-                shared.append(square if df is None else torch.log(square + df))
+                shared.append(density.spread(square))
             else:
                 nlls.append(self.member_nll(x, decoded, index))
             kls.append(elbo.kl_to_standard_normal(mu, logvar))

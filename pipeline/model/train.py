@@ -18,6 +18,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.data.scaling import Scaler
 from pipeline.model import elbo
 from pipeline.model.defaults import settled_balance, settled_scaling, settled_train
+from pipeline.model.likelihood import density_of
 from pipeline.model.optim import FusedAdam
 from pipeline.model.vae import VAE, VAEShape
 
@@ -36,7 +37,6 @@ CUDA_BF16 = False  # bench/gpu.py: bf16 autocast is no faster for layers this na
 # time, at 48 inputs (24 M) 1.05 (bench/NOTES.md, session 6). Threads waking for ops this
 # small cost more than they share, and a busy second core slows them far more.
 CPU_SINGLE_THREAD_BELOW = 16_000_000
-BERNOULLI_LIKELIHOODS = ("bernoulli", "student")  # the likelihoods that model 0/1 columns as Bernoulli
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def train_vae(x_train: np.ndarray, x_val: np.ndarray, model_config: ModelConfig,
             f"training needs at least 2 training and 1 validation rows, got {len(x_train)} and {len(x_val)}."
         )
     device = resolve_device(train_config.device)
-    binary = model_config.likelihood in BERNOULLI_LIKELIHOODS
+    binary = density_of(model_config.likelihood, model_config.student_df).reads_binary
     bernoulli = binary_columns(x_train) if binary else np.zeros(x_train.shape[1], bool)
     # "auto" is settled by the data's mode (defaults.resolve); rows reaching here without one are a table's.
     balanced = settled_balance(model_config.balance, "tabular") == "families"

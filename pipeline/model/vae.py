@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.model import elbo
+from pipeline.model.likelihood import Density, Family, density_of, shape_df
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # posterior log-variance bounds, far from any trained value
 
@@ -21,7 +22,7 @@ class VAEShape:
     n_inputs: int
     hidden: tuple[int, ...]
     latent: int
-    likelihood: str  # fixed | gaussian | bernoulli | student
+    likelihood: Family
     dropout: float = 0.0
     members: int = 1  # independently initialised VAEs trained side by side; scores are averaged
     student_df: float | None = None  # the Student-t's degrees of freedom, when likelihood is student
@@ -32,7 +33,7 @@ class VAEShape:
         n_inputs: int,
         hidden: list[int] | None,
         latent: int | None,
-        likelihood: str,
+        likelihood: Family,
         dropout: float,
         members: int = 1,
         student_df: float | None = None,
@@ -43,8 +44,11 @@ class VAEShape:
             hidden = [min(128, max(16, 2 * n_inputs)), min(64, max(8, n_inputs))]
         if latent is None:
             latent = 4 if n_inputs >= 8 else 2
-        df = student_df if likelihood == "student" else None
-        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout, members, df)
+        return cls(n_inputs, tuple(hidden), latent, likelihood, dropout, members, shape_df(likelihood, student_df))
+
+    @property
+    def density(self) -> Density:
+        return density_of(self.likelihood, self.student_df)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,9 +127,9 @@ def _mlp(sizes: list[int], dropout: float, members: int) -> nn.Sequential:
 
 
 class VAE(nn.Module):
-    """Gaussian encoder q(z|x) and a decoder p(x|z) that is Gaussian (fixed or learned
-    per-feature variance) or Student-t (unit scale, `shape.student_df` degrees of freedom),
-    and Bernoulli on the features flagged in `bernoulli_mask`.
+    """Gaussian encoder q(z|x) and a decoder p(x|z) of the shape's density (`shape.density`:
+    Gaussian with fixed or learned per-feature variance, or Student-t), and Bernoulli on the
+    features flagged in `bernoulli_mask`.
 
     The module holds `shape.members` independent VAEs. Features come in as [..., features];
     every latent and decoded tensor has a member axis just before its last axis
@@ -142,10 +146,10 @@ class VAE(nn.Module):
         self.encoder = _mlp([shape.n_inputs, *shape.hidden, 2 * shape.latent], shape.dropout, shape.members)
         self.decoder = _mlp([shape.latent, *reversed(shape.hidden), shape.n_inputs], shape.dropout, shape.members)
         # Learned per-feature log-variance; stays at 0 (unit variance, i.e. MSE) when fixed.
+        self.density = shape.density
         self.decoder_logvar = nn.Parameter(
-            torch.zeros(shape.members, shape.n_inputs), requires_grad=shape.likelihood == "gaussian"
+            torch.zeros(shape.members, shape.n_inputs), requires_grad=self.density.learns_variance
         )
-        self.student_df = shape.student_df  # None unless the likelihood is student (VAEShape.for_inputs)
         mask = bernoulli_mask if bernoulli_mask is not None else torch.zeros(shape.n_inputs, dtype=torch.bool)
         self.register_buffer("bernoulli_mask", mask.bool())
         # A Python fact, not a tensor test, so the exported graphs hold no data-dependent branch.
@@ -186,7 +190,7 @@ class VAE(nn.Module):
         mask = self.bernoulli_mask if self.uses_bernoulli else None
         decoded = _run_members_first(self.decoder, z)
         logvar = self.decoded_logvar().unsqueeze(1)
-        return self.weighted(elbo.feature_nll(x, decoded, logvar, mask, self.student_df))
+        return self.weighted(elbo.feature_nll(x, decoded, logvar, mask, self.density))
 
     def decode_member(self, z: torch.Tensor, index: int) -> torch.Tensor:
         """`decode` for member `index` alone: z [batch, latent] → [batch, features]."""
@@ -219,7 +223,7 @@ class VAE(nn.Module):
         """−log p(x|z) per member and feature (scaled units): x [..., features] and
         z [..., members, latent] → [..., members, features]."""
         mask = self.bernoulli_mask if self.uses_bernoulli else None
-        return self.weighted(elbo.feature_nll(x.unsqueeze(-2), self.decode(z), self.decoded_logvar(), mask, self.student_df))
+        return self.weighted(elbo.feature_nll(x.unsqueeze(-2), self.decode(z), self.decoded_logvar(), mask, self.density))
 
     def weighted(self, nll: torch.Tensor) -> torch.Tensor:
         """Per-input NLL [..., features] times each input's weight in the ELBO."""

@@ -80,7 +80,7 @@ def test_student_likelihood_keeps_bernoulli_inputs_and_scores_alike_on_both_scor
     binary = np.hstack([X, (X[:, :2] > 0).astype(np.float32)])
     mixed = train_vae(binary[:500], binary[500:], student, FAST)
     assert mixed.model.bernoulli_mask.tolist() == [False] * 5 + [True] * 2
-    assert mixed.model.student_df == 3.0 and not mixed.model.decoder_logvar.requires_grad
+    assert mixed.model.density.df == 3.0 and not mixed.model.decoder_logvar.requires_grad
     result = train_vae(X[:500], X[500:], student, FAST)
     graph = ScorerGraph(result.model, result.scaler)
     assert graph.shared_density
@@ -256,3 +256,27 @@ def test_a_series_of_one_signal_validates_on_its_whole_period_and_sensors_on_the
     assert np.flatnonzero(spread[:60]).tolist() == list(range(54, 60))  # the latest of its block
     latest = validation_windows(ends, bounds, 0.1)
     assert np.flatnonzero(latest).tolist() == [*range(540, 600), *range(960, 1000)]
+
+
+@pytest.mark.parametrize("family", ["fixed", "bernoulli", "student"])
+def test_a_unit_density_s_folded_form_is_its_nll(family: str) -> None:
+    """The scorer graph sums `coefficient · spread(d²) + constant` over members instead of each
+    member's NLL (ScorerGraph's shared density): the two must be one number."""
+    from pipeline.model.likelihood import density_of
+
+    density = density_of(family, 3.0)
+    x, mean = torch.randn(64, 5, dtype=torch.float64), torch.randn(64, 5, dtype=torch.float64)
+    folded = density.coefficient * density.spread((x - mean).square()) + density.constant
+    torch.testing.assert_close(folded, density.nll(x, mean, torch.zeros_like(x)))
+
+
+def test_every_family_of_the_config_has_a_density_and_no_other_does() -> None:
+    from typing import get_args
+
+    from pipeline.core.config import ModelConfig
+    from pipeline.model.likelihood import Family, density_of
+
+    assert set(get_args(ModelConfig.model_fields["likelihood"].annotation)) == set(get_args(Family))
+    assert [density_of(f, 4.0).learns_variance for f in get_args(Family)] == [f == "gaussian" for f in get_args(Family)]
+    with pytest.raises(ValueError, match="unknown likelihood 'laplace'"):
+        density_of("laplace")
