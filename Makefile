@@ -42,12 +42,14 @@ check: lint
 
 # Static checks, run by `make test`: ruff (defects and import order), mypy, and the import
 # contracts in pyproject.toml (lint-imports: which folder may import what, and that scoring
-# never loads torch, onnx or scikit-learn).
+# never loads torch, onnx or scikit-learn), and that `vad` starts without them
+# (tests/cli_imports.py: the CLI imports training lazily, which a contract cannot tell apart).
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline flows tests bench examples data
 	$(BIN)/ruff format --check pipeline flows tests bench examples data
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python tests/cli_imports.py
 
 # The dedicated fuzz run: over 10,000 generated inputs (docs/reliability.md, "Fuzzing").
 fuzz: $(STAMP)

@@ -5,7 +5,7 @@ models before any graph changes (an experiment: findings go to bench/NOTES.md).
 
 The cause it tests: SKAB's thermocouple moves 0.021 °C in its 400 training rows, so later
 normal rows lie hundreds of training spreads away and the unit Gaussian of the scaled inputs
-charges them hundreds of nats (../shared/reviews/alarm-anchors.md §1.3 has the figures).
+charges them hundreds of nats (bench/NOTES.md, 2026-12-02 and 2026-12-07, has the figures).
 
 Each series is trained by `vad train` at defaults (a unit Gaussian on standardised inputs for
 these continuous sensors), and scored with the model's own scorer graph. Its per-input terms

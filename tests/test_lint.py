@@ -13,7 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed (pip install -e '.[dev]')")
 
 
 @pytest.fixture
@@ -26,7 +25,10 @@ def copy(tmp_path: Path) -> Path:
 
 
 def lint_imports(folder: Path) -> subprocess.CompletedProcess:
-    """lint-imports on `folder`'s packages (PYTHONPATH first, so the copy is the one analysed)."""
+    """lint-imports on `folder`'s packages (PYTHONPATH first, so the copy is the one analysed).
+    Only these tests skip without import-linter; the 50-line rule and the CLI check run anyway."""
+    if not LINT_IMPORTS.exists():
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
     return subprocess.run(
         [str(LINT_IMPORTS), "--no-cache"],
         cwd=folder,
@@ -67,6 +69,44 @@ def test_pyarrow_in_the_scoring_install_breaks_the_build(copy: Path) -> None:
     result = lint_imports(copy)
     assert result.returncode != 0
     assert "pipeline.data.ingest -> pyarrow" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "chain"),
+    [
+        ("flows/score.py", "import sklearn", "flows.score -> sklearn"),
+        ("flows/serve.py", "import onnx", "flows.serve -> onnx"),
+    ],
+    ids=["sklearn-in-the-scoring-flow", "onnx-in-the-serving-flow"],
+)
+def test_a_training_library_in_a_scoring_flow_breaks_the_build(copy: Path, module: str, line: str, chain: str) -> None:
+    """Design review (issue 49): each of these passed `make lint`; only the slow scoring-install
+    test would have caught it."""
+    path = copy / module
+    path.write_text(path.read_text() + f"\n{line}  # a deliberate violation\n")
+    result = lint_imports(copy)
+    assert result.returncode != 0 and chain in result.stdout, result.stdout[-2000:]
+
+
+def cli_imports(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "cli_imports.py")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(folder), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+
+
+def test_a_top_level_torch_import_in_the_cli_breaks_the_build(copy: Path) -> None:
+    """`make lint`'s check that `vad` starts without the training libraries (the CLI imports
+    training lazily, which import-linter counts as an import, so no contract can hold this)."""
+    assert cli_imports(copy).returncode == 0
+    cli = copy / "pipeline" / "cli.py"
+    cli.write_text(cli.read_text().replace("import typer\n", "import torch  # a deliberate violation\nimport typer\n", 1))
+    result = cli_imports(copy)
+    assert result.returncode != 0 and "pipeline/cli.py loads torch when `vad` starts" in result.stderr
 
 
 def test_a_flow_importing_the_cli_breaks_the_layers(copy: Path) -> None:

@@ -1,6 +1,6 @@
 """Validated configuration: what the user asks for, before any data is seen.
 
-Defaults were chosen from measurements on ../shared/data (see README, "Defaults")."""
+Defaults were chosen from measurements on the labelled benchmark sets (README, "Defaults")."""
 
 from __future__ import annotations
 

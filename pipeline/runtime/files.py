@@ -35,7 +35,7 @@ from pipeline.runtime.writer import write_scores
 # not after memory has run out: the smaller of this and what the memory available holds.
 WHOLE_FILE_MAX_ROWS = 10_000_000
 # Peak memory per row of a series scored whole, per signal: 4 M rows of 6 signals took 2.27 GB
-# (../shared/reviews/reliability.md, N43), about 95 bytes per row and signal; 100 with room.
+# (docs/reliability.md, N43), about 95 bytes per row and signal; 100 with room.
 BYTES_PER_ROW_AND_SIGNAL = 100
 MEMORY_SHARE = 0.5  # of the available memory one series may take: the writer and the next chunk need the rest
 
