@@ -56,8 +56,15 @@ IO_RETRIES: dict[str, Any] = {
 PERSIST: dict[str, Any] = {"persist_result": True, "result_serializer": "json"}
 
 
-@lru_cache(maxsize=8)
 def _scorer(model_dir: str, provider: Provider, missing: Optional[Missing] = None) -> Scorer:
+    """The model, loaded once per process for each provider and missing-value policy: every
+    argument is passed on positionally, so `_scorer(d, p)` and `_scorer(d, p, None)` share
+    one cache entry (keyed two ways, the model loaded twice per run)."""
+    return _loaded(model_dir, provider, missing)
+
+
+@lru_cache(maxsize=8)
+def _loaded(model_dir: str, provider: Provider, missing: Optional[Missing]) -> Scorer:
     return Scorer.load(model_dir, provider=provider, missing=missing)
 
 

@@ -99,6 +99,25 @@ def test_a_run_opens_the_ledger_once_and_judges_alerts_without_reading_its_score
     assert recorded == {**from_file.model_dump(mode="json"), "output": faulty["output"]}
 
 
+def test_a_run_loads_the_model_once(harness, folders, sensor_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Design review (issue 49): the flow's model cache was keyed two ways, `_scorer(d, p)` and
+    `_scorer(d, p, None)`, so every run loaded and checked the model twice."""
+    from flows import score
+
+    score._loaded.cache_clear()
+    loads: list[str] = []
+    load = Scorer.load
+
+    def counted(path: object, *args: object, **kwargs: object) -> Scorer:
+        loads.append(str(path))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(Scorer, "load", counted)
+    incoming, outbox = folders
+    done = score_flow(inbox_path=str(incoming), outbox=str(outbox), model=str(sensor_model), sinks=["prefect-event"])
+    assert len(done["scored"]) == 2 and loads == [str(sensor_model)]
+
+
 def test_a_bad_batch_fails_the_run_but_not_the_other_batches(harness, folders, sensor_model: Path) -> None:
     incoming, outbox = folders
     (incoming / "broken.parquet").write_bytes(b"PAR1 not really parquet")
