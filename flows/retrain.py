@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from prefect import flow, get_run_logger, task
@@ -76,7 +76,7 @@ def retrain_flow(
     model: str = "exported/demo-sensors",
     config: Optional[str] = None,
     epochs: Optional[int] = None,
-) -> dict:
+) -> dict[str, Any]:
     """Retrain `model` on `source` (recent data: file, glob or folder) and promote the
     challenger only if it passes the rules; returns the decision. The challenger is trained
     as the champion was (its kept configuration), with `config`'s sections over it."""

@@ -17,8 +17,7 @@ import polars as pl
 import typer
 from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
 from pipeline.artifact.manifest import resolve_model_dir
@@ -34,7 +33,7 @@ from pipeline.ops.records import Alert, Batch, BatchSummary, ClaimOutcome, Drift
 from pipeline.runtime import Missing, Provider, Scorer
 
 
-def only_transient(task: Task, task_run: TaskRun, state: State) -> bool:
+def only_transient(task: Task[Any, Any], task_run: TaskRun, state: State) -> bool:
     """Retry what time can mend (a ledger locked by another run, a full disk, a dropped
     connection: `is_transient`), never a batch's own fault, which fails the same way each time
     and would hold the run up for the backoff's 14 s."""
@@ -137,7 +136,7 @@ def fail_batch(ledger: Ledger, model_key: str, batch: Batch, error: str, transie
 
 
 @task
-def publish_reports(model_dir: str, provider: str, summaries: list[BatchSummary], alerts: list[Alert]) -> None:
+def publish_reports(model_dir: str, provider: Provider, summaries: list[BatchSummary], alerts: list[Alert]) -> None:
     """Flow artifacts: the run's report (histogram, scores over time), top anomalies, each alert.
     The threshold shown is the one the batches were scored with (every summary carries it)."""
     manifest = _scorer(model_dir, provider).manifest
@@ -299,7 +298,7 @@ class ScoringRun:
             if earlier.alert_id not in raised:
                 self.deliver(earlier, owing)
 
-    def result(self) -> dict:
+    def result(self) -> dict[str, Any]:
         """JSON: the run's result in Prefect and what `python -m flows.score` prints."""
         return {
             "model": self.model_key,
@@ -324,7 +323,7 @@ def score_flow(  # noqa: PLR0913 - a flow's parameters are its form in the Prefe
     backfill: bool = False,
     sink_pause: float = SINK_PAUSE_SECONDS,
     archive: Optional[str] = None,
-) -> dict:
+) -> dict[str, Any]:
     """Score each batch of `inbox_path` not yet scored by this model version; alert on it.
     `missing="impute"` fills a batch's gaps with the training medians instead of failing it.
     An outbox that holds scores but lost its ledger is refused unless `rebuild`: then the

@@ -13,11 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
-from prefect import flow, get_run_logger, task
-from prefect_dask import DaskTaskRunner
+from prefect import Flow, flow, get_run_logger, task
+from prefect_dask.task_runners import DaskTaskRunner
 
 from pipeline.artifact.manifest import resolve_model_dir
 from pipeline.core.errors import PipelineError, exit_on_user_error
@@ -80,7 +80,7 @@ def score_partitions_flow(
         return combine([s.part for s in scored], output)
 
 
-def with_cluster(address: Optional[str], workers: int):
+def with_cluster(address: Optional[str], workers: int) -> Flow[..., Any]:
     """The flow on an existing Dask scheduler (by address), or on a local cluster of `workers` processes."""
     runner = (
         DaskTaskRunner(address=address)

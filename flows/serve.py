@@ -24,7 +24,7 @@ DEFAULT_PORT = 4200
 DEPLOYMENT = "scheduled-scoring"
 
 
-def wait_for_server(api_url: str, timeout: float = 120.0, process: subprocess.Popen | None = None) -> None:
+def wait_for_server(api_url: str, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:
     """Poll `/health` until the API answers (or the server process died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -41,7 +41,7 @@ def wait_for_server(api_url: str, timeout: float = 120.0, process: subprocess.Po
 
 def start_local_server(
     port: int = DEFAULT_PORT, log_file: Path = Path("runs/prefect-server.log")
-) -> tuple[subprocess.Popen, str]:
+) -> tuple[subprocess.Popen[bytes], str]:
     """`prefect server start` on 127.0.0.1 in the background; returns (process, API URL)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"

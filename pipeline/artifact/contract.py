@@ -7,6 +7,8 @@ Changing a value here changes the exported format: bump `manifest.SCHEMA_VERSION
 
 from __future__ import annotations
 
+from typing import Any
+
 # -- graphs -------------------------------------------------------------------------------
 ENCODER = "encoder"  # scaled inputs -> latent mean and log-variance per ensemble member
 DECODER = "decoder"  # latent draws -> output mean and log-variance, in scaled units
@@ -61,7 +63,7 @@ def share_of(feature_column: str) -> str:
     return feature_column[: -len(FEATURE_SUFFIX)] + SHARE_SUFFIX
 
 
-def explanation(row: dict) -> str:
+def explanation(row: dict[str, Any]) -> str:
     """A scored row's top features with their shares of the excess −log p, as people read it
     ("vibration 98%, ambient_temp 1%"): the console table and the HTML report say it so."""
     ranked = [(row[k], row[share_of(k)]) for k in feature_columns(list(row))]

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, PrivateAttr, ValidationError, field_validator, model_validator
@@ -74,7 +75,9 @@ class ScalerSpec(BaseModel):
 
     @classmethod
     def of(cls, scaler: Scaler) -> ScalerSpec:
-        as_list = lambda a: None if a is None else a.tolist()  # noqa: E731
+        def as_list(a: np.ndarray | None) -> list[Any] | None:
+            return None if a is None else list(a.tolist())
+
         return cls(
             mean=scaler.mean.tolist(),
             scale=scaler.scale.tolist(),
@@ -84,7 +87,9 @@ class ScalerSpec(BaseModel):
         )
 
     def build(self) -> Scaler:
-        as_array = lambda v: None if v is None else np.asarray(v, np.float32)  # noqa: E731
+        def as_array(v: list[Any] | None) -> np.ndarray | None:
+            return None if v is None else np.asarray(v, np.float32)
+
         return Scaler(
             np.asarray(self.mean, np.float32),
             np.asarray(self.scale, np.float32),
@@ -106,17 +111,17 @@ class Manifest(BaseModel):
     feature_schema: FeatureSchema
     input_names: list[str]
     scaler: ScalerSpec
-    model: dict
-    training: dict
+    model: dict[str, Any]
+    training: dict[str, Any]
     threshold: Threshold
     feature_baseline: list[float]  # mean validation -log p(x_i|z) per input, for contributions
-    training_data: dict
+    training_data: dict[str, Any]
     validation: ValidationRecord
     library_versions: dict[str, str]
     opset: int
-    graphs: dict[str, dict]
+    graphs: dict[str, dict[str, Any]]
     files: dict[str, str] = {}  # file name -> sha256
-    lineage: dict = {}  # a version made from another (a re-fitted threshold): its parent and why
+    lineage: dict[str, Any] = {}  # a version made from another (a re-fitted threshold): its parent and why
     drift: DriftReference | None = None  # the training data's histograms (absent in older models)
     _digest_as_read: str | None = PrivateAttr(default=None)  # set by read_manifest, from the file's values
 
@@ -201,7 +206,7 @@ def digest_as_read(manifest: Manifest) -> str:
     return manifest._digest_as_read or manifest_digest(manifest)
 
 
-def content_digest(content: dict) -> str:
+def content_digest(content: dict[str, Any]) -> str:
     kept = {key: value for key, value in content.items() if key not in ("files", "version")}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

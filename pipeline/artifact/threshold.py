@@ -68,7 +68,8 @@ def percentile_table(scores: np.ndarray) -> PercentileTable:
 def percentile_of(scores: np.ndarray, table: PercentileTable) -> np.ndarray:
     """Where each score falls among the validation scores (0-100, linear between the stored
     levels): comparable across models, whatever the number of inputs makes the scores' size."""
-    return np.interp(scores, table.values, table.levels).astype(np.float32)
+    levels: np.ndarray = np.interp(scores, table.values, table.levels)
+    return levels.astype(np.float32)
 
 
 def threshold_at_quantile(quantile: float, table: PercentileTable) -> float:

@@ -219,7 +219,7 @@ def confirmations(
     reached = counts[ends] - counts[np.maximum(ends - rules.within, 0)] >= rules.min_anomalous
     offset = len(tail)
     if onsets is None:
-        return np.flatnonzero(reached[offset:])[:1].tolist()
+        return [int(i) for i in np.flatnonzero(reached[offset:])[:1]]
     starts = (offset + np.flatnonzero(onsets)).tolist()
     if carried is not None and carried.since_alarm is not None:
         onset = offset - carried.since_alarm - 1  # where the last onset before the batch is in `combined`

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -105,7 +106,7 @@ def failure_reason(error: BaseException) -> str:
     return redact_urls(str(error)).strip() or type(error).__name__
 
 
-def read_record(payload: dict) -> Alert | DriftAlert:
+def read_record(payload: dict[str, Any]) -> Alert | DriftAlert:
     """A recorded alert read back through its record (Alert, DriftAlert); one that does not
     fit is refused as a DeliveryError like any other: a record this release cannot read (N34:
     an older release's) must not stop scoring."""

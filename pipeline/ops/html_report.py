@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from jinja2 import Environment
@@ -75,7 +76,7 @@ their own: {{ drift.not_judged }}.{% endif %}</p>
 
 
 def html_report(
-    manifest: Manifest, scored: pl.DataFrame, files: list[dict], alert: Alert | None, context: BatchContext
+    manifest: Manifest, scored: pl.DataFrame, files: list[dict[str, Any]], alert: Alert | None, context: BatchContext
 ) -> str:
     """The page for one scores file and the alert the scheduled flow would raise on it."""
     schema, threshold = manifest.feature_schema, context.threshold
@@ -102,7 +103,7 @@ def html_report(
     )
 
 
-def alarm_episodes(scored: pl.DataFrame, entity: str | None, time: str | None) -> list[dict]:
+def alarm_episodes(scored: pl.DataFrame, entity: str | None, time: str | None) -> list[dict[str, Any]]:
     """Each alarm episode: its entity, first and last flagged time, flagged rows and peak score
     (an episode runs from an `alarm` row to the last flagged row before the entity's next one)."""
     if contract.ALARM not in scored.columns or not time:
@@ -124,7 +125,7 @@ def alarm_episodes(scored: pl.DataFrame, entity: str | None, time: str | None) -
     return table.rename({entity: "entity"} if entity else {}).to_dicts()
 
 
-def no_alert_reason(scored: pl.DataFrame, episodes: list[dict], manifest: Manifest, rules: AlertRules) -> str:
+def no_alert_reason(scored: pl.DataFrame, episodes: list[dict[str, Any]], manifest: Manifest, rules: AlertRules) -> str:
     """Why no alert was raised, in the alert rules' words (newcomer review N16: "Alerts: 0"
     stood beside 43 flagged rows with no reason)."""
     flagged = int(scored[contract.IS_ANOMALY].sum())
@@ -152,7 +153,7 @@ def _facts(manifest: Manifest, threshold: float) -> dict[str, str]:
     }
 
 
-def top_rows(manifest: Manifest, scored: pl.DataFrame, context: BatchContext, n: int = 20) -> list[dict]:
+def top_rows(manifest: Manifest, scored: pl.DataFrame, context: BatchContext, n: int = 20) -> list[dict[str, Any]]:
     """The n highest-scoring flagged rows as a person reads them: keys, score, percentile, and
     each feature behind the score with its share, its reading in the source file and the
     range the middle 80% of training readings spanned (newcomer review, point 5)."""
@@ -183,7 +184,7 @@ def top_rows(manifest: Manifest, scored: pl.DataFrame, context: BatchContext, n:
     return shown
 
 
-def _readings(rows: list[dict], schema: FeatureSchema, sources: tuple[Path, ...]) -> list[dict] | None:
+def _readings(rows: list[dict[str, Any]], schema: FeatureSchema, sources: tuple[Path, ...]) -> list[dict[str, Any]] | None:
     """Each top row's readings, looked up in the file it came from: a table's by its position in
     the file, a series' by its entity and time (as scoring read it: coerced, times in UTC).
     None where the files are not at hand (a page written from a scores file alone)."""
@@ -191,7 +192,7 @@ def _readings(rows: list[dict], schema: FeatureSchema, sources: tuple[Path, ...]
     if not rows or not by_name:
         return None
     keys = [k for k in (schema.entity_column, schema.time_column) if k] if schema.mode == "sensor" else [POSITION]
-    found: dict[tuple, dict] = {}
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
     for name in {row.get(contract.SOURCE_FILE) for row in rows}:
         path = by_name.get(str(name))
         if path is None:
@@ -241,7 +242,7 @@ def _usual(drift: DriftReference | None, name: str, entity: object) -> str:
     return f"training p10–p90: {reference.edges[0]:.4g} to {reference.edges[-1]:.4g}"
 
 
-def _drift(report: DriftReport | None) -> dict | None:
+def _drift(report: DriftReport | None) -> dict[str, Any] | None:
     """The batch's drift as the page shows it: the verdict under the rules, each column's PSI
     and the entities whose median moved, the latent and score PSI."""
     if report is None:

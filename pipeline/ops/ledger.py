@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.digest import sha256_file
 from pipeline.core.errors import PipelineError
@@ -164,7 +165,7 @@ class Ledger:
                 "SELECT identity FROM file_hashes WHERE path=? AND size=? AND mtime_ns=? AND ctime_ns=? AND inode=?", key
             ).fetchone()
         if row:
-            return row[0]
+            return str(row[0])
         identity = sha256_file(path)
         with self._transaction() as db:
             db.execute(
@@ -238,7 +239,7 @@ class Ledger:
                 deaths.append(claims if alive is False or (alive is None and now - claimed_at > self.lease_seconds) else 0)
         return max(deaths)
 
-    def complete(self, identity: str, model: str, output: str, summary: dict) -> None:
+    def complete(self, identity: str, model: str, output: str, summary: dict[str, Any]) -> None:
         """The batch is done, and the stream states it reached (`stage_states`) become the ones
         later batches of its entities continue, in one transaction: a run killed before it
         re-scores the batch from the same states."""
@@ -367,14 +368,20 @@ class Ledger:
                 db.execute("SELECT identity, claims FROM batches WHERE model=? AND status IN ('running', 'retry')", (model,))
             )
 
-    def batches(self) -> list[dict]:
+    def batches(self) -> list[dict[str, Any]]:
         with self._transaction() as db:
             db.row_factory = sqlite3.Row
             return [dict(r) for r in db.execute("SELECT * FROM batches ORDER BY claimed_at")]
 
     # -- alerts ---------------------------------------------------------------------------
     def record_alert(
-        self, alert_id: str, identity: str, model: str, payload: dict, model_name: str, entity_times: dict[str, str]
+        self,
+        alert_id: str,
+        identity: str,
+        model: str,
+        payload: dict[str, Any],
+        model_name: str,
+        entity_times: dict[str, str],
     ) -> bool:
         """Store an alert once, with the alarm times of its entities (for the cooldown), in one
         transaction; False when this alert id was already recorded. A later time replaces an
@@ -411,7 +418,7 @@ class Ledger:
             if alert is not None:
                 _insert_alert(db, alert.alert_id, identity, model, alert.model_dump(mode="json"))
 
-    def get_alert(self, alert_id: str) -> dict | None:
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None:
         with self._transaction() as db:
             row = db.execute("SELECT payload FROM alerts WHERE alert_id=?", (alert_id,)).fetchone()
         return json.loads(row[0]) if row else None
@@ -478,17 +485,18 @@ class Ledger:
         """A delivery to `sink` failed; returns its failures in a row."""
         with self._transaction() as db:
             db.execute("INSERT INTO sinks (sink, since) VALUES (?, 0) ON CONFLICT (sink) DO NOTHING", (sink,))
-            return db.execute(
+            failures = db.execute(
                 "UPDATE sinks SET failures = failures + 1, failed_at = ? WHERE sink=? RETURNING failures",
                 (time.time(), sink),
             ).fetchone()[0]
+            return int(failures)
 
     def sink_worked(self, sink: str) -> None:
         """A delivery to `sink` succeeded: its circuit closes."""
         with self._transaction() as db:
             db.execute("UPDATE sinks SET failures=0, failed_at=NULL WHERE sink=?", (sink,))
 
-    def owed(self, sinks: list[str]) -> list[tuple[dict, list[str]]]:
+    def owed(self, sinks: list[str]) -> list[tuple[dict[str, Any], list[str]]]:
         """Recorded alerts that some of `sinks` has not received (a delivery that failed in an
         earlier run), oldest first, each with the sinks that owe it; a sink owes only the alerts
         recorded after it was registered (`register_sinks`, by the alert sequence; a sink
@@ -506,7 +514,7 @@ class Ledger:
                 "ORDER BY a.created_at, a.alert_id",
                 sinks,
             ).fetchall()
-        owed: dict[str, tuple[dict, list[str]]] = {}
+        owed: dict[str, tuple[dict[str, Any], list[str]]] = {}
         for alert_id, payload, sink in rows:
             owed.setdefault(alert_id, (json.loads(payload), []))[1].append(sink)
         return list(owed.values())
@@ -523,11 +531,11 @@ class Ledger:
                 "refused_at = excluded.refused_at RETURNING attempts",
                 (alert_id, sink, reason, time.time()),
             ).fetchone()[0]
-            dead = attempts >= MAX_REFUSALS
+            dead = bool(attempts >= MAX_REFUSALS)
             db.execute("UPDATE refusals SET dead=? WHERE alert_id=? AND sink=?", (int(dead), alert_id, sink))
             return dead
 
-    def dead_letters(self) -> list[dict]:
+    def dead_letters(self) -> list[dict[str, Any]]:
         """The alerts set aside for a sink that refused them, with the sink's last reason."""
         with self._transaction() as db:
             db.row_factory = sqlite3.Row
@@ -542,11 +550,11 @@ class Ledger:
         with self._transaction() as db:
             return db.execute("DELETE FROM refusals WHERE alert_id=? AND dead=1", (alert_id,)).rowcount
 
-    def undelivered(self, sinks: list[str]) -> list[dict]:
+    def undelivered(self, sinks: list[str]) -> list[dict[str, Any]]:
         """The alerts of `owed`, without their sinks."""
         return [alert for alert, _ in self.owed(sinks)]
 
-    def alerts(self) -> list[dict]:
+    def alerts(self) -> list[dict[str, Any]]:
         with self._transaction() as db:
             return [
                 {"alert_id": a, "payload": json.loads(p)}
@@ -569,7 +577,7 @@ def _add_column(db: sqlite3.Connection, table: str, column: str) -> None:
                 raise
 
 
-def _insert_alert(db: sqlite3.Connection, alert_id: str, identity: str, model: str, payload: dict) -> bool:
+def _insert_alert(db: sqlite3.Connection, alert_id: str, identity: str, model: str, payload: dict[str, Any]) -> bool:
     """Record an alert once, inside the caller's transaction; False when its id was already there."""
     cursor = db.execute(
         "INSERT OR IGNORE INTO alerts (alert_id, identity, model, created_at, payload) VALUES (?, ?, ?, ?, ?)",

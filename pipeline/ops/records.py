@@ -5,7 +5,7 @@ Prefect plain JSON (`model_dump()`) and gets the same record back (`model_valida
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -160,7 +160,7 @@ class Judged(BaseModel):
     drift_alert: DriftAlert | None = None
 
 
-def alert_record(payload: dict) -> Alert | DriftAlert:
+def alert_record(payload: dict[str, Any]) -> Alert | DriftAlert:
     """Read an alert of either kind back through its model (alerts recorded before drift
     alerts existed carry no `kind`: they are anomaly alerts)."""
     return DriftAlert.model_validate(payload) if payload.get("kind") == "drift" else Alert.model_validate(payload)

@@ -8,6 +8,7 @@ import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,6 +16,7 @@ matplotlib.use("Agg")  # no screen on servers and CI
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+from matplotlib.figure import Figure
 
 from pipeline.artifact import contract
 from pipeline.artifact.drift import DriftReport
@@ -30,7 +32,7 @@ from pipeline.ops.records import Alert, BatchRef, BatchSummary
 MAX_ENTITY_PANELS = 8
 
 
-def figure_png(fig: plt.Figure) -> str:
+def figure_png(fig: Figure) -> str:
     """The figure as a base64 PNG, to inline in a Markdown or HTML report; the figure is closed."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
@@ -38,11 +40,11 @@ def figure_png(fig: plt.Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def figure_markdown(fig: plt.Figure, title: str) -> str:
+def figure_markdown(fig: Figure, title: str) -> str:
     return f"![{title}](data:image/png;base64,{figure_png(fig)})"
 
 
-def loss_curves(history: list[dict]) -> plt.Figure:
+def loss_curves(history: list[dict[str, Any]]) -> Figure:
     """Training NLL and KL per epoch, and the validation objective that early stopping watched."""
     curves = pl.DataFrame(history)
     epochs = curves.get_column("epoch")
@@ -59,7 +61,7 @@ def loss_curves(history: list[dict]) -> plt.Figure:
     return fig
 
 
-def score_histogram(scores: np.ndarray, threshold: float, title: str) -> plt.Figure:
+def score_histogram(scores: np.ndarray, threshold: float, title: str) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 3))
     finite = scores[np.isfinite(scores)]
     ax.hist(finite, bins=60, color="tab:blue", alpha=0.8)
@@ -78,8 +80,8 @@ def sensor_scores(
     entity_col: str | None,
     threshold: float,
     alerted: set[str],
-    episodes: list[dict] | None = None,
-) -> plt.Figure:
+    episodes: list[dict[str, Any]] | None = None,
+) -> Figure:
     """Score over time per entity, the threshold, anomalous steps, which entities alerted and,
     when given, their alarm episodes (`start`, `end`, `entity`) shaded."""
     entities = (
@@ -115,7 +117,7 @@ def _facts(manifest: Manifest) -> list[str]:
     ]
 
 
-def training_report(manifest: Manifest, history: list[dict], validation_scores: np.ndarray, folder: Path) -> str:
+def training_report(manifest: Manifest, history: list[dict[str, Any]], validation_scores: np.ndarray, folder: Path) -> str:
     """Data summary, loss curves, validation histogram with the threshold, key manifest facts."""
     imputed = manifest.training_data.get("imputed") or {}
     lines = [
@@ -147,7 +149,7 @@ def training_report(manifest: Manifest, history: list[dict], validation_scores: 
     return "\n".join(lines)
 
 
-def top_anomalies(scored: pl.DataFrame, n: int = 20) -> list[dict]:
+def top_anomalies(scored: pl.DataFrame, n: int = 20) -> list[dict[str, Any]]:
     """The n highest-scoring anomalous rows, JSON-friendly (for a table artifact)."""
     top = scored.filter(pl.col(contract.IS_ANOMALY)).sort(contract.SCORE, descending=True).head(n)
     return [
@@ -206,7 +208,7 @@ def scoring_report(
     return "\n".join(lines)
 
 
-def drift_figure(summaries: list[BatchSummary]) -> plt.Figure:
+def drift_figure(summaries: list[BatchSummary]) -> Figure:
     """Each batch's PSI per column (and for the latent code and the score), the limit drawn."""
     batches = [Path(s.file).name for s in summaries]
     drifts = [s.drift for s in summaries if s.drift is not None]
