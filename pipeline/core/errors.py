@@ -70,10 +70,10 @@ def missing_extra(exc: ModuleNotFoundError) -> PipelineError | None:
 
 def exit_on_user_error(run: Callable[[], object], as_json: bool = False) -> None:
     """Run a command; errors the user can fix become one line on stderr and exit status 2:
-        bad input, and the environment's (a missing or unwritable path, a full disk). The CLI and
-        the flows' command lines share it. With `as_json` (a command run with --json) the error is
-        also one JSON object on stdout, `{"error": message, "kind": class name}`, for the script
-        that reads it (newcomer review N18: stdout was empty). A package of an extra that is not
+    bad input, and the environment's (a missing or unwritable path, a full disk). The CLI and
+    the flows' command lines share it. With `as_json` (a command run with --json) the error is
+    also one JSON object on stdout, `{"error": message, "kind": class name}`, for the script
+    that reads it (newcomer review N18: stdout was empty). A package of an extra that is not
     installed is said as the extra to install."""
     try:
         try:
