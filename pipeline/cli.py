@@ -341,11 +341,8 @@ def score(  # noqa: PLR0913 - its options are its signature  # long: 20 options,
         )
     written = None
     if with_report:
-        from pipeline.data.ingest import resolve_sources
-
-        read = BatchContext(
-            report.threshold, sources=tuple(resolve_sources(source)), schema=scorer.schema, drift=report.drift
-        )
+        sources = tuple(Path(file) for file in report.files)  # the files scoring read, as it found them
+        read = BatchContext(report.threshold, sources=sources, schema=scorer.schema, drift=report.drift)
         written = write_scores_report(scorer.manifest, report.output, read)
     if as_json:
         print_json(
