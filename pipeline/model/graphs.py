@@ -13,7 +13,6 @@ from pipeline.artifact.contract import DECODER, ENCODER, INPUT_CLIP, SCORER, SCO
 from pipeline.data.scaling import Scaler
 from pipeline.data.schema import source_matrix
 from pipeline.model import elbo
-from pipeline.model.likelihood import Gaussian
 from pipeline.model.vae import VAE
 
 FLOAT_MAX = float(torch.finfo(torch.float32).max)
@@ -179,7 +178,7 @@ class ScorerGraph(nn.Module):
     and KL (member means), mu [batch, members, latent], and the top contributing source
     columns (`top_index`, `top_share`), all in one graph so scoring is one onnxruntime call.
 
-    The Gaussian NLL is `elbo.gaussian_nll` rearranged as diff² · ½e^(−logvar) + (½(log 2π +
+    The Gaussian NLL is `elbo.gaussian_nll` rearranged (`Gaussian.raw_nll`) as diff² · ½e^(−logvar) + (½(log 2π +
     logvar) + log scale): the bracketed terms depend on weights only, so onnxruntime folds
     them at load and each row costs four elementwise passes instead of seven. When every
     input shares one fixed density (unit variance or one Student-t, no 0/1 input, no weights)
@@ -219,12 +218,7 @@ class ScorerGraph(nn.Module):
 
     def member_nll(self, x: torch.Tensor, decoded: torch.Tensor, index: int) -> torch.Tensor:
         """−log p(x | z = mu) per input in raw units for member `index`: [batch, inputs]."""
-        if isinstance(self.vae.density, Gaussian):
-            logvar = self.vae.decoded_logvar()[index]
-            diff = x - decoded
-            nll = diff * diff * (0.5 * torch.exp(-logvar)) + (0.5 * (elbo.LOG_2PI + logvar) + self.scaling.log_scale)
-        else:
-            nll = self.vae.density.nll(x, decoded, self.vae.decoded_logvar()[index]) + self.scaling.log_scale
+        nll = self.vae.density.raw_nll(x, decoded, self.vae.decoded_logvar()[index], self.scaling.log_scale)
         if self.vae.uses_bernoulli:  # Bernoulli inputs are kept raw (scale 1): no log-scale term
             nll = torch.where(self.vae.bernoulli_mask, elbo.bernoulli_nll(x, decoded), nll)
         return self.vae.weighted(nll)
